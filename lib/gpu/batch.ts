@@ -1,0 +1,313 @@
+/**
+ * Command batches: record many dispatches, then submit them as one command buffer.
+ *
+ * Binding convention for every kernel: `@binding(0)` is a uniform struct of parameters when the
+ * dispatch has any, and storage buffers follow from `@binding(1)` in the order given. All
+ * parameter structs of a batch share one uniform buffer, written once per submit, so a decode
+ * step costs one `writeBuffer` however many kernels it runs.
+ *
+ * @module
+ */
+
+import type { Gpu } from "./device.ts";
+import type { Kernel } from "./kernel.ts";
+import type { GpuTensor } from "./tensor.ts";
+
+/** A storage binding: a whole tensor, or a byte range of one. */
+export type Binding = GpuTensor | { tensor: GpuTensor; offset: number; size: number };
+
+/** GPU time of one dispatch. */
+export interface DispatchTiming {
+  /** The kernel's name (`file:entry[defines]`). */
+  kernel: string;
+  /** Milliseconds. */
+  ms: number;
+}
+
+/**
+ * Builds a parameter struct of 32-bit fields in declaration order.
+ *
+ * @example
+ * ```ts
+ * import { params } from "./batch.ts";
+ * const p = params().u32(4).f32(1e-5).build(); // struct { n: u32, eps: f32 }
+ * p.byteLength; // 16 (padded to 16 bytes)
+ * ```
+ */
+export function params(): ParamWriter {
+  return new ParamWriter();
+}
+
+/** See {@linkcode params}. */
+export class ParamWriter {
+  #words: number[] = [];
+  #kinds: ("u32" | "i32" | "f32")[] = [];
+  /** Appends a u32 field. */
+  u32(value: number): this {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+      throw new RangeError(`u32 parameter out of range: ${value}`);
+    }
+    this.#words.push(value);
+    this.#kinds.push("u32");
+    return this;
+  }
+  /** Appends an i32 field. */
+  i32(value: number): this {
+    this.#words.push(value | 0);
+    this.#kinds.push("i32");
+    return this;
+  }
+  /** Appends an f32 field. */
+  f32(value: number): this {
+    this.#words.push(value);
+    this.#kinds.push("f32");
+    return this;
+  }
+  /** The struct's bytes, padded to a multiple of 16. */
+  build(): ArrayBuffer {
+    const buf = new ArrayBuffer(Math.max(16, Math.ceil(this.#words.length / 4) * 16));
+    const u = new Uint32Array(buf);
+    const i = new Int32Array(buf);
+    const f = new Float32Array(buf);
+    this.#words.forEach((w, k) => {
+      if (this.#kinds[k] === "f32") f[k] = w;
+      else if (this.#kinds[k] === "i32") i[k] = w;
+      else u[k] = w;
+    });
+    return buf;
+  }
+}
+
+type Op =
+  | {
+    kind: "dispatch";
+    kernel: Kernel;
+    bindings: Binding[];
+    workgroups: [number, number, number];
+    paramOffset: number; // -1: no params
+    paramSize: number;
+  }
+  | {
+    kind: "copy";
+    src: GpuTensor;
+    srcOffset: number;
+    dst: GpuTensor;
+    dstOffset: number;
+    size: number;
+  }
+  | { kind: "clear"; dst: GpuTensor; offset: number; size: number };
+
+const UNIFORM_ALIGN = 256;
+
+/**
+ * Splits `n` workgroups over x and y so neither exceeds the per-dimension limit. Kernels
+ * recover the flat index as `wid.x + wid.y * num_workgroups.x` and skip indices ≥ n.
+ *
+ * @example
+ * ```ts
+ * import { grid } from "./batch.ts";
+ * grid(100_000); // [65535, 2, 1]
+ * ```
+ */
+export function grid(n: number, limit = 65535): [number, number, number] {
+  if (n <= limit) return [Math.max(1, n), 1, 1];
+  const y = Math.ceil(n / limit);
+  return [Math.ceil(n / y), y, 1];
+}
+
+/**
+ * Records dispatches and copies for one submission.
+ *
+ * @example
+ * ```ts ignore
+ * const batch = new CommandBatch(gpu);
+ * batch.dispatch(kernel, [x, y], [64], params().u32(n).build());
+ * batch.submit();
+ * ```
+ */
+export class CommandBatch {
+  readonly gpu: Gpu;
+  #ops: Op[] = [];
+  #params: Uint8Array<ArrayBuffer> = new Uint8Array(UNIFORM_ALIGN * 16);
+  #paramBytes = 0;
+
+  constructor(gpu: Gpu) {
+    this.gpu = gpu;
+  }
+
+  /** Number of recorded dispatches. */
+  get dispatchCount(): number {
+    return this.#ops.filter((op) => op.kind === "dispatch").length;
+  }
+
+  /** Records a dispatch of `kernel` over `workgroups`. */
+  dispatch(
+    kernel: Kernel,
+    bindings: Binding[],
+    workgroups: number | [number, number?, number?],
+    paramBytes?: ArrayBuffer,
+  ): this {
+    const wg = typeof workgroups === "number" ? [workgroups] : workgroups;
+    const limit = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    const dims: [number, number, number] = [wg[0] ?? 1, wg[1] ?? 1, wg[2] ?? 1];
+    for (const d of dims) {
+      if (!Number.isInteger(d) || d < 1 || d > limit) {
+        throw new RangeError(`${kernel.name}: workgroup count ${dims.join("x")} (limit ${limit})`);
+      }
+    }
+    let paramOffset = -1;
+    let paramSize = 0;
+    if (paramBytes) {
+      paramOffset = this.#paramBytes;
+      paramSize = paramBytes.byteLength;
+      const end = paramOffset + Math.ceil(paramSize / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+      if (end > this.#params.byteLength) {
+        const grown = new Uint8Array(Math.max(end, this.#params.byteLength * 2));
+        grown.set(this.#params);
+        this.#params = grown;
+      }
+      this.#params.set(new Uint8Array(paramBytes), paramOffset);
+      this.#paramBytes = end;
+    }
+    this.#ops.push({
+      kind: "dispatch",
+      kernel,
+      bindings,
+      workgroups: dims,
+      paramOffset,
+      paramSize,
+    });
+    return this;
+  }
+
+  /** Records a buffer-to-buffer copy. */
+  copy(src: GpuTensor, srcOffset: number, dst: GpuTensor, dstOffset: number, size: number): this {
+    this.#ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, size });
+    return this;
+  }
+
+  /** Records zero-filling a byte range (whole tensor by default). */
+  clear(dst: GpuTensor, offset = 0, size = dst.byteSize - offset): this {
+    this.#ops.push({ kind: "clear", dst, offset, size });
+    return this;
+  }
+
+  /** Encodes and submits everything recorded; the batch is empty afterwards. */
+  submit(): void {
+    const { device } = this.gpu;
+    const encoder = device.createCommandEncoder();
+    this.#encode(encoder, null);
+    device.queue.submit([encoder.finish()]);
+    this.#reset();
+  }
+
+  /**
+   * Submits with a timestamp around each dispatch and returns the GPU time of each. Without
+   * `timestamp-query` it returns one entry, `"batch (wall clock)"`, timing the whole submission.
+   */
+  async submitTimed(): Promise<DispatchTiming[]> {
+    const { device } = this.gpu;
+    if (!this.gpu.timestamps) {
+      const t0 = performance.now();
+      this.submit();
+      await device.queue.onSubmittedWorkDone();
+      return [{ kernel: "batch (wall clock)", ms: performance.now() - t0 }];
+    }
+    const count = this.dispatchCount * 2;
+    const querySet = device.createQuerySet({ type: "timestamp", count: Math.max(2, count) });
+    const resolve = device.createBuffer({
+      size: Math.max(16, count * 8),
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const readback = device.createBuffer({
+      size: Math.max(16, count * 8),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const names = this.#ops.flatMap((op) => op.kind === "dispatch" ? [op.kernel.name] : []);
+    try {
+      const encoder = device.createCommandEncoder();
+      this.#encode(encoder, querySet);
+      encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+      encoder.copyBufferToBuffer(resolve, 0, readback, 0, count * 8);
+      device.queue.submit([encoder.finish()]);
+      this.#reset();
+      await readback.mapAsync(GPUMapMode.READ);
+      const ticks = new BigUint64Array(readback.getMappedRange().slice(0, count * 8));
+      return names.map((kernel, i) => ({
+        kernel,
+        ms: Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6,
+      }));
+    } finally {
+      querySet.destroy();
+      resolve.destroy();
+      readback.destroy();
+    }
+  }
+
+  #reset(): void {
+    this.#ops = [];
+    this.#paramBytes = 0;
+  }
+
+  #encode(encoder: GPUCommandEncoder, timing: GPUQuerySet | null): void {
+    const uniforms = this.#paramBytes > 0 ? this.gpu.uniformArena(this.#paramBytes) : null;
+    if (uniforms) {
+      this.gpu.device.queue.writeBuffer(uniforms, 0, this.#params, 0, this.#paramBytes);
+    }
+    let pass: GPUComputePassEncoder | null = null;
+    let query = 0;
+    for (const op of this.#ops) {
+      if (op.kind !== "dispatch") {
+        pass?.end();
+        pass = null;
+        if (op.kind === "copy") {
+          encoder.copyBufferToBuffer(
+            op.src.buffer,
+            op.srcOffset,
+            op.dst.buffer,
+            op.dstOffset,
+            op.size,
+          );
+        } else {
+          encoder.clearBuffer(op.dst.buffer, op.offset, op.size);
+        }
+        continue;
+      }
+      if (timing) {
+        pass?.end();
+        pass = encoder.beginComputePass({
+          timestampWrites: {
+            querySet: timing,
+            beginningOfPassWriteIndex: query,
+            endOfPassWriteIndex: query + 1,
+          },
+        });
+        query += 2;
+      } else {
+        pass ??= encoder.beginComputePass();
+      }
+      const entries: GPUBindGroupEntry[] = [];
+      if (op.paramOffset >= 0) {
+        entries.push({
+          binding: 0,
+          resource: { buffer: uniforms!, offset: op.paramOffset, size: op.paramSize },
+        });
+      }
+      op.bindings.forEach((b, i) => {
+        const resource = "tensor" in b
+          ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size }
+          : { buffer: b.buffer };
+        entries.push({ binding: i + 1, resource });
+      });
+      const bindGroup = this.gpu.device.createBindGroup({
+        label: op.kernel.name,
+        layout: op.kernel.layout,
+        entries,
+      });
+      pass.setPipeline(op.kernel.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...op.workgroups);
+    }
+    pass?.end();
+  }
+}

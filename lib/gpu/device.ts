@@ -1,0 +1,239 @@
+/**
+ * Adapter and device choice. One {@linkcode Gpu} owns a `GPUDevice`, the memory ledger of every
+ * buffer created through it, and the pipeline cache.
+ *
+ * @module
+ */
+
+import { compileKernel, type Kernel, kernelKey, type KernelSpec } from "./kernel.ts";
+import { formatBytes, MemoryLedger } from "./ledger.ts";
+import { GpuTensor, type TensorOptions } from "./tensor.ts";
+
+/** Options for {@linkcode requestGpu}. */
+export interface GpuOptions {
+  /** Use `shader-f16` kernels where the adapter offers the feature (default true). */
+  f16?: boolean;
+  /** Use GPU timestamp queries where offered (default true). */
+  timestamps?: boolean;
+  /** Passed to `requestAdapter`; the default asks for the fastest adapter. */
+  powerPreference?: GPUPowerPreference;
+}
+
+const INSTALL_HINT = "No WebGPU adapter was found. Install a GPU driver with Vulkan support, " +
+  "or Mesa's software Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), " +
+  "or use the OpenGL fallback with DENO_WEBGPU_BACKEND=gl.";
+
+/**
+ * A WebGPU device with the features this library uses, its memory ledger and its kernels.
+ *
+ * @example
+ * ```ts ignore
+ * import { requestGpu } from "./device.ts";
+ * const gpu = await requestGpu();
+ * console.log(gpu.describe());
+ * gpu.destroy();
+ * ```
+ */
+export class Gpu {
+  /** The device. */
+  readonly device: GPUDevice;
+  /** What the adapter says of itself. */
+  readonly adapterInfo: GPUAdapterInfo;
+  /** Whether `shader-f16` is enabled (offered and not turned off). */
+  readonly f16: boolean;
+  /** Whether timestamp queries are enabled. */
+  readonly timestamps: boolean;
+  /** Whether the adapter is a software rasterizer (llvmpipe, lavapipe, SwiftShader). */
+  readonly isSoftware: boolean;
+  /** Every buffer created through {@linkcode tensor} is recorded here. */
+  readonly ledger: MemoryLedger = new MemoryLedger();
+  #kernels = new Map<string, Promise<Kernel>>();
+  #lost = false;
+  #arena: GpuTensor | null = null;
+
+  /** Wraps an existing device; prefer {@linkcode requestGpu}. */
+  constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo) {
+    this.device = device;
+    this.adapterInfo = adapterInfo;
+    this.f16 = device.features.has("shader-f16");
+    this.timestamps = device.features.has("timestamp-query");
+    this.isSoftware = adapterInfo.isFallbackAdapter ||
+      /llvmpipe|lavapipe|swiftshader|software/i.test(adapterInfo.description);
+    device.lost.then((info) => {
+      this.#lost = true;
+      if (info.reason !== "destroyed") console.error(`WebGPU device lost: ${info.message}`);
+    });
+  }
+
+  /** The device limits in effect. */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Whether the device has been lost or destroyed. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** One line: adapter, features and the largest storage binding. */
+  describe(): string {
+    const info = this.adapterInfo;
+    const name = info.description || `${info.vendor} ${info.device}`.trim() || "unknown adapter";
+    const features = [this.f16 ? "shader-f16" : "no shader-f16"];
+    features.push(this.timestamps ? "timestamp-query" : "no timestamp-query");
+    const kind = this.isSoftware ? "software" : "hardware";
+    return `${name} (${kind}; ${features.join(", ")}; max storage binding ` +
+      `${formatBytes(this.limits.maxStorageBufferBindingSize)})`;
+  }
+
+  /** Creates a buffer recorded in the ledger. */
+  tensor(opts: TensorOptions): GpuTensor {
+    return GpuTensor.create(this.device, this.ledger, opts);
+  }
+
+  /** Builds (once) and returns the pipeline for a kernel spec. */
+  kernel(spec: KernelSpec): Promise<Kernel> {
+    const key = kernelKey(spec);
+    let kernel = this.#kernels.get(key);
+    if (!kernel) {
+      kernel = compileKernel(this.device, spec);
+      kernel.catch(() => this.#kernels.delete(key));
+      this.#kernels.set(key, kernel);
+    }
+    return kernel;
+  }
+
+  /**
+   * The shared uniform buffer that command batches write their parameter structs into, grown
+   * to at least `bytes`. Recorded in the ledger as scratch; {@linkcode trimScratch} frees it.
+   */
+  uniformArena(bytes: number): GPUBuffer {
+    if (!this.#arena || this.#arena.byteSize < bytes) {
+      this.#arena?.destroy();
+      let size = 4096;
+      while (size < bytes) size *= 2;
+      this.#arena = this.tensor({
+        label: "uniform parameters",
+        category: "scratch",
+        byteSize: size,
+        usage: GPUBufferUsage.UNIFORM,
+      });
+    }
+    return this.#arena.buffer;
+  }
+
+  /** Frees the shared uniform buffer; the next submission creates it again. */
+  trimScratch(): void {
+    this.#arena?.destroy();
+    this.#arena = null;
+  }
+
+  /** Copies `byteLength` bytes of a tensor back to the CPU. */
+  async read(tensor: GpuTensor, byteOffset = 0, byteLength?: number): Promise<ArrayBuffer> {
+    const length = byteLength ?? tensor.byteSize - byteOffset;
+    if (byteOffset % 4 || length % 4 || byteOffset + length > tensor.byteSize) {
+      throw new Error(
+        `read ${tensor.label}: range ${byteOffset}+${length} is not word-aligned ` +
+          `or exceeds ${tensor.byteSize} bytes`,
+      );
+    }
+    const staging = this.device.createBuffer({
+      label: `read ${tensor.label}`,
+      size: Math.max(4, length),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const id = this.ledger.record("staging", `read ${tensor.label}`, length);
+    try {
+      const encoder = this.device.createCommandEncoder();
+      encoder.copyBufferToBuffer(tensor.buffer, byteOffset, staging, 0, length);
+      this.device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      return staging.getMappedRange().slice(0, length);
+    } finally {
+      staging.destroy();
+      this.ledger.release(id);
+    }
+  }
+
+  /** Reads a tensor (or `count` floats from element `offset`) as f32. */
+  async readF32(tensor: GpuTensor, offset = 0, count?: number): Promise<Float32Array> {
+    const n = count ?? tensor.byteSize / 4 - offset;
+    return new Float32Array(await this.read(tensor, offset * 4, n * 4));
+  }
+
+  /** Reads a tensor (or `count` words from element `offset`) as u32. */
+  async readU32(tensor: GpuTensor, offset = 0, count?: number): Promise<Uint32Array> {
+    const n = count ?? tensor.byteSize / 4 - offset;
+    return new Uint32Array(await this.read(tensor, offset * 4, n * 4));
+  }
+
+  /** Waits until all submitted work is done. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Destroys the device and with it every buffer. */
+  destroy(): void {
+    this.trimScratch();
+    this.device.destroy();
+  }
+}
+
+/**
+ * Requests an adapter (hardware preferred, software accepted) and a device with the adapter's
+ * own buffer limits and the optional features this library uses.
+ *
+ * @example
+ * ```ts ignore
+ * import { requestGpu } from "./device.ts";
+ * const gpu = await requestGpu({ f16: false }); // the packed-u32 kernels even where f16 exists
+ * console.log(gpu.describe());
+ * ```
+ */
+export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !navigator.gpu) {
+    throw new Error(`WebGPU is not available in this runtime. ${INSTALL_HINT}`);
+  }
+  const adapter = await navigator.gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  }) ?? await navigator.gpu.requestAdapter({ forceFallbackAdapter: true });
+  if (!adapter) throw new Error(INSTALL_HINT);
+
+  const wanted: GPUFeatureName[] = [];
+  if (options.f16 !== false && adapter.features.has("shader-f16")) wanted.push("shader-f16");
+  if (options.timestamps !== false && adapter.features.has("timestamp-query")) {
+    wanted.push("timestamp-query");
+  }
+  const a = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: wanted,
+    requiredLimits: {
+      maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
+      maxBufferSize: a.maxBufferSize,
+      maxStorageBuffersPerShaderStage: a.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: a.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+      maxComputeWorkgroupsPerDimension: a.maxComputeWorkgroupsPerDimension,
+    },
+  });
+  return new Gpu(device, adapter.info);
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/**
+ * A process-wide {@linkcode Gpu} with default options, created on first use.
+ *
+ * @example
+ * ```ts ignore
+ * import { defaultGpu } from "./device.ts";
+ * const gpu = await defaultGpu();
+ * ```
+ */
+export function defaultGpu(): Promise<Gpu> {
+  shared ??= requestGpu();
+  shared.catch(() => (shared = null));
+  return shared;
+}

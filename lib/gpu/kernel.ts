@@ -1,0 +1,153 @@
+/**
+ * Kernels: WGSL files in `kernels/`, specialised by a tiny preprocessor and override constants,
+ * compiled once per device and cached.
+ *
+ * The preprocessor knows three directives, each on a line of its own:
+ * `#if NAME` (or `#if !NAME`), `#else`, `#endif`. `NAME` is a define given by the caller; the
+ * runtime adds `F16` when the device has `shader-f16` and the caller asked for the f16 path.
+ * Everything numeric (workgroup sizes, tile sizes) is an `override` constant instead.
+ *
+ * @module
+ */
+
+const KERNEL_DIR = new URL("../../kernels/", import.meta.url);
+const sourceCache = new Map<string, string>();
+
+/**
+ * Reads `kernels/<name>.wgsl` relative to this module, so it works from any working directory.
+ *
+ * @example
+ * ```ts
+ * import { readKernelSource } from "./kernel.ts";
+ * readKernelSource("elementwise").includes("@compute"); // true
+ * ```
+ */
+export function readKernelSource(name: string): string {
+  const cached = sourceCache.get(name);
+  if (cached !== undefined) return cached;
+  const url = new URL(`${name}.wgsl`, KERNEL_DIR);
+  if (url.protocol !== "file:") {
+    throw new Error(
+      `kernel ${name}: kernels load from local files; ${url.href} is not one. ` +
+        `Use a local copy of the module.`,
+    );
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(url);
+  } catch (err) {
+    throw new Error(`kernel ${name}: cannot read ${url.pathname}: ${(err as Error).message}`);
+  }
+  sourceCache.set(name, text);
+  return text;
+}
+
+/**
+ * Applies `#if NAME` / `#if !NAME` / `#else` / `#endif` to WGSL source. Removed lines become
+ * blank so that compiler line numbers still match the file.
+ *
+ * @example
+ * ```ts
+ * import { preprocessWgsl } from "./kernel.ts";
+ * preprocessWgsl("#if F16\nenable f16;\n#endif\n", new Set(["F16"])); // "\nenable f16;\n\n"
+ * ```
+ */
+export function preprocessWgsl(
+  source: string,
+  defines: ReadonlySet<string>,
+  name = "wgsl",
+): string {
+  const out: string[] = [];
+  const stack: { active: boolean; parentActive: boolean; sawElse: boolean }[] = [];
+  const lines = source.split("\n");
+  lines.forEach((line, i) => {
+    const trimmed = line.trim();
+    const ifMatch = /^#if\s+(!?)([A-Za-z_][A-Za-z0-9_]*)\s*$/.exec(trimmed);
+    const parentActive = stack.length === 0 || stack[stack.length - 1].active;
+    if (ifMatch) {
+      const value = defines.has(ifMatch[2]) !== (ifMatch[1] === "!");
+      stack.push({ active: parentActive && value, parentActive, sawElse: false });
+      out.push("");
+    } else if (trimmed === "#else") {
+      const top = stack[stack.length - 1];
+      if (!top || top.sawElse) throw new Error(`${name}:${i + 1}: #else without #if`);
+      top.sawElse = true;
+      top.active = top.parentActive && !top.active;
+      out.push("");
+    } else if (trimmed === "#endif") {
+      if (!stack.pop()) throw new Error(`${name}:${i + 1}: #endif without #if`);
+      out.push("");
+    } else if (trimmed.startsWith("#")) {
+      throw new Error(`${name}:${i + 1}: unknown directive ${trimmed}`);
+    } else {
+      out.push(parentActive ? line : "");
+    }
+  });
+  if (stack.length) throw new Error(`${name}: unterminated #if`);
+  return out.join("\n");
+}
+
+/** How to specialise a kernel. */
+export interface KernelSpec {
+  /** File name in `kernels/` without `.wgsl`. */
+  file: string;
+  /** Entry point. */
+  entry: string;
+  /** Preprocessor defines. */
+  defines?: readonly string[];
+  /** Values for `override` constants. */
+  constants?: Record<string, number>;
+}
+
+/** A compiled compute pipeline and the name it is timed under. */
+export interface Kernel {
+  /** `file:entry`, plus defines; used in timings and error messages. */
+  readonly name: string;
+  /** The pipeline (auto layout, bind group 0). */
+  readonly pipeline: GPUComputePipeline;
+  /** Bind group layout 0 of the pipeline. */
+  readonly layout: GPUBindGroupLayout;
+}
+
+/**
+ * Compiles a kernel, surfacing WGSL compilation errors with the file and line.
+ *
+ * @example
+ * ```ts ignore
+ * const kernel = await compileKernel(device, { file: "elementwise", entry: "add" });
+ * ```
+ */
+export async function compileKernel(device: GPUDevice, spec: KernelSpec): Promise<Kernel> {
+  const defines = [...(spec.defines ?? [])].sort();
+  const name = `${spec.file}:${spec.entry}${defines.length ? `[${defines.join(",")}]` : ""}`;
+  const code = preprocessWgsl(readKernelSource(spec.file), new Set(defines), `${spec.file}.wgsl`);
+  const module = device.createShaderModule({ label: name, code });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === "error");
+  if (errors.length) {
+    const detail = errors.map((m) =>
+      `  kernels/${spec.file}.wgsl:${m.lineNum}:${m.linePos} ${m.message}`
+    )
+      .join("\n");
+    throw new Error(`kernel ${name} failed to compile:\n${detail}`);
+  }
+  device.pushErrorScope("validation");
+  const pipeline = await device.createComputePipelineAsync({
+    label: name,
+    layout: "auto",
+    compute: { module, entryPoint: spec.entry, constants: spec.constants },
+  }).catch((err: Error) => {
+    throw new Error(`kernel ${name}: pipeline creation failed: ${err.message}`);
+  });
+  const scopeError = await device.popErrorScope();
+  if (scopeError) throw new Error(`kernel ${name}: ${scopeError.message}`);
+  return { name, pipeline, layout: pipeline.getBindGroupLayout(0) };
+}
+
+/** The cache key of a spec: equal specs share one pipeline. */
+export function kernelKey(spec: KernelSpec): string {
+  const defines = [...(spec.defines ?? [])].sort().join(",");
+  const constants = Object.entries(spec.constants ?? {}).sort(([a], [b]) => a < b ? -1 : 1)
+    .map(([k, v]) => `${k}=${v}`).join(",");
+  return `${spec.file}|${spec.entry}|${defines}|${constants}`;
+}

@@ -1,0 +1,71 @@
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  throws as assertThrows,
+} from "node:assert/strict";
+import { CommandBatch, grid, params } from "../../lib/gpu/batch.ts";
+import { requestGpu } from "../../lib/gpu/device.ts";
+import { preprocessWgsl, readKernelSource } from "../../lib/gpu/kernel.ts";
+import { MemoryLedger } from "../../lib/gpu/ledger.ts";
+
+Deno.test("ledger tracks current, peak and per-category bytes", () => {
+  const ledger = new MemoryLedger();
+  const w = ledger.record("weights", "w", 1000);
+  const a = ledger.record("activations", "a", 200);
+  assertEquals(ledger.currentBytes, 1200);
+  ledger.release(a);
+  const k = ledger.record("kv-cache", "k", 100);
+  assertEquals(ledger.peakBytes, 1200);
+  assertEquals(ledger.snapshot().atPeak.activations, 200);
+  ledger.resetPeak();
+  assertEquals(ledger.peakBytes, 1100);
+  ledger.release(w);
+  ledger.release(k);
+  assertEquals(ledger.currentBytes, 0);
+  assertThrows(() => ledger.release(k), /not live/);
+});
+
+Deno.test("preprocessor keeps line numbers and nests", () => {
+  const src = "a\n#if X\nb\n#if !Y\nc\n#else\nd\n#endif\n#endif\ne";
+  assertEquals(preprocessWgsl(src, new Set(["X"])), "a\n\nb\n\nc\n\n\n\n\ne");
+  assertEquals(preprocessWgsl(src, new Set(["Y"])), "a\n\n\n\n\n\n\n\n\ne");
+  assertThrows(() => preprocessWgsl("#if X\n", new Set()), /unterminated/);
+  assertThrows(() => preprocessWgsl("#pragma\n", new Set()), /unknown directive/);
+});
+
+Deno.test("kernels load from files relative to the module", () => {
+  assert(readKernelSource("elementwise").includes("fn add"));
+  assertThrows(() => readKernelSource("no_such_kernel"), /cannot read/);
+});
+
+Deno.test("grid splits large dispatches", () => {
+  assertEquals(grid(10), [10, 1, 1]);
+  const [x, y] = grid(200_000);
+  assert(x <= 65535 && x * y >= 200_000);
+});
+
+Deno.test("a dispatch runs, is timed, and the ledger returns to zero", async () => {
+  const gpu = await requestGpu();
+  try {
+    const n = 100_000;
+    const a = new Float32Array(n).map((_, i) => i);
+    const b = new Float32Array(n).fill(0.5);
+    const ta = gpu.tensor({ label: "a", category: "activations", data: a });
+    const tb = gpu.tensor({ label: "b", category: "activations", data: b });
+    const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+    const batch = new CommandBatch(gpu);
+    batch.dispatch(kernel, [ta, tb], grid(Math.ceil(n / 256)), params().u32(n).build());
+    const timings = await batch.submitTimed();
+    assertEquals(timings.length, 1);
+    assert(timings[0].ms >= 0);
+    const out = await gpu.readF32(ta);
+    for (let i = 0; i < n; i += 997) assertEquals(out[i], i + 0.5);
+    assertEquals(out[n - 1], n - 1 + 0.5);
+    ta.destroy();
+    tb.destroy();
+    gpu.trimScratch();
+    assertEquals(gpu.ledger.currentBytes, 0);
+  } finally {
+    gpu.destroy();
+  }
+});
