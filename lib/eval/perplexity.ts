@@ -2,7 +2,8 @@
  * Perplexity over a long text with a sliding window, as Hugging Face documents it: windows of
  * `context` tokens start every `stride` tokens, and each window scores only the tokens that no
  * earlier window scored, so every scored token sees up to `context - stride` tokens of history.
- * The first token of the text is never scored (nothing predicts it).
+ * The first token of the text is never scored (nothing predicts it); nor, as in Hugging Face's
+ * recipe, is a window's first token when `stride` equals `context` (no overlap gives it history).
  *
  * @module
  */
