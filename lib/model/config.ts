@@ -1,0 +1,311 @@
+/**
+ * The Llama architecture's hyper-parameters, parsed from a Hugging Face `config.json`, and the
+ * rotary-embedding frequencies they imply (including Llama 3.1's frequency scaling).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+
+/**
+ * Llama 3.1-style rotary frequency scaling (`rope_scaling.rope_type == "llama3"`).
+ *
+ * @example
+ * ```ts
+ * import type { Llama3RopeScaling } from "./config.ts";
+ * const s: Llama3RopeScaling = {
+ *   type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4,
+ *   originalMaxPositionEmbeddings: 8192,
+ * };
+ * ```
+ */
+export interface Llama3RopeScaling {
+  /** The only scaling kind supported. */
+  type: "llama3";
+  /** How much longer the context is than the one trained on. */
+  factor: number;
+  /** Wavelengths above `original / lowFreqFactor` are divided by `factor`. */
+  lowFreqFactor: number;
+  /** Wavelengths below `original / highFreqFactor` are kept as they are. */
+  highFreqFactor: number;
+  /** The context length the base model was trained with. */
+  originalMaxPositionEmbeddings: number;
+}
+
+/**
+ * Hyper-parameters of a Llama-architecture causal language model.
+ *
+ * @example
+ * ```ts
+ * import { parseLlamaConfig } from "./config.ts";
+ * const c = parseLlamaConfig({
+ *   architectures: ["LlamaForCausalLM"], hidden_size: 64, intermediate_size: 128,
+ *   num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 300,
+ * });
+ * c.numKvHeads; // 4
+ * ```
+ */
+export interface LlamaConfig {
+  /** Rows of the embedding and LM head. */
+  vocabSize: number;
+  /** Model (residual stream) width. */
+  hiddenSize: number;
+  /** Width of the MLP's gate/up projections. */
+  intermediateSize: number;
+  /** Number of decoder layers. */
+  numLayers: number;
+  /** Query heads. */
+  numHeads: number;
+  /** Key/value heads (fewer than `numHeads` with grouped-query attention). */
+  numKvHeads: number;
+  /** Width of one attention head. */
+  headDim: number;
+  /** Longest context the model supports. */
+  maxPositionEmbeddings: number;
+  /** Epsilon inside RMSNorm's square root. */
+  rmsNormEps: number;
+  /** RoPE base frequency. */
+  ropeTheta: number;
+  /** Whether the LM head reuses the embedding matrix. */
+  tieWordEmbeddings: boolean;
+  /** Beginning-of-sequence token, when the config names one. */
+  bosTokenId?: number;
+  /** End-of-sequence tokens (Llama 3 instruct models have several). */
+  eosTokenIds: number[];
+  /** The dtype the checkpoint was saved in, e.g. `bfloat16`. */
+  torchDtype: string;
+  /** Rotary frequency scaling, when the config asks for it. */
+  ropeScaling?: Llama3RopeScaling;
+}
+
+/** A reason to refuse a config, with the file it came from. */
+function fail(source: string, message: string): never {
+  throw new Error(`${source}: ${message}`);
+}
+
+function positiveInt(source: string, raw: Record<string, unknown>, key: string): number {
+  const v = raw[key];
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
+    fail(source, `${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v as number;
+}
+
+function optionalNumber(
+  source: string,
+  raw: Record<string, unknown>,
+  key: string,
+  fallback: number,
+): number {
+  const v = raw[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    fail(source, `${key} must be a number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Parses a Hugging Face `config.json` object of a `LlamaForCausalLM` (or a Mistral model without
+ * sliding-window attention, which is the same network). Refuses what the forward pass does not
+ * implement: biases in attention or MLP, rope scaling other than `llama3`, sliding windows.
+ *
+ * @example
+ * ```ts
+ * import { parseLlamaConfig } from "./config.ts";
+ * const c = parseLlamaConfig({
+ *   model_type: "llama", hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32,
+ *   num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 128256,
+ * });
+ * c.headDim; // 128
+ * ```
+ */
+export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    fail(source, "expected a JSON object");
+  }
+  const r = raw as Record<string, unknown>;
+  const arch = Array.isArray(r.architectures) ? r.architectures as string[] : [];
+  const modelType = typeof r.model_type === "string" ? r.model_type : undefined;
+  const isLlama = modelType === "llama" || arch.includes("LlamaForCausalLM");
+  const isMistral = modelType === "mistral" || arch.includes("MistralForCausalLM");
+  if (!isLlama && !isMistral) {
+    fail(
+      source,
+      `model_type ${JSON.stringify(modelType)} / architectures ${JSON.stringify(arch)} is not ` +
+        `a Llama model (expected model_type "llama" or LlamaForCausalLM)`,
+    );
+  }
+  if (isMistral && r.sliding_window !== undefined && r.sliding_window !== null) {
+    fail(
+      source,
+      `sliding_window ${r.sliding_window} is not supported: only Mistral models without ` +
+        `sliding-window attention are Llama-compatible`,
+    );
+  }
+  if (r.attention_bias === true) fail(source, "attention_bias: true is not supported");
+  if (r.mlp_bias === true) fail(source, "mlp_bias: true is not supported");
+  if (r.hidden_act !== undefined && r.hidden_act !== "silu") {
+    fail(source, `hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only silu)`);
+  }
+
+  const hiddenSize = positiveInt(source, r, "hidden_size");
+  const numHeads = positiveInt(source, r, "num_attention_heads");
+  const numKvHeads = r.num_key_value_heads == null
+    ? numHeads
+    : positiveInt(source, r, "num_key_value_heads");
+  if (numHeads % numKvHeads !== 0) {
+    fail(
+      source,
+      `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    );
+  }
+  let headDim: number;
+  if (r.head_dim == null) {
+    if (hiddenSize % numHeads !== 0) {
+      fail(source, `hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+    }
+    headDim = hiddenSize / numHeads;
+  } else {
+    headDim = positiveInt(source, r, "head_dim");
+  }
+  if (headDim % 2 !== 0) fail(source, `head_dim ${headDim} must be even for rotary embeddings`);
+
+  const eos = r.eos_token_id;
+  let eosTokenIds: number[];
+  if (eos == null) eosTokenIds = [];
+  else if (Array.isArray(eos) && eos.every(Number.isSafeInteger)) eosTokenIds = eos as number[];
+  else if (Number.isSafeInteger(eos)) eosTokenIds = [eos as number];
+  else fail(source, `eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+
+  const bos = r.bos_token_id;
+  if (bos != null && !Number.isSafeInteger(bos)) {
+    fail(source, `bos_token_id ${JSON.stringify(bos)} is not a token id`);
+  }
+
+  const config: LlamaConfig = {
+    vocabSize: positiveInt(source, r, "vocab_size"),
+    hiddenSize,
+    intermediateSize: positiveInt(source, r, "intermediate_size"),
+    numLayers: positiveInt(source, r, "num_hidden_layers"),
+    numHeads,
+    numKvHeads,
+    headDim,
+    maxPositionEmbeddings: r.max_position_embeddings == null
+      ? 2048
+      : positiveInt(source, r, "max_position_embeddings"),
+    rmsNormEps: optionalNumber(source, r, "rms_norm_eps", 1e-6),
+    ropeTheta: optionalNumber(source, r, "rope_theta", 10000),
+    tieWordEmbeddings: r.tie_word_embeddings === true,
+    bosTokenId: bos == null ? undefined : bos as number,
+    eosTokenIds,
+    torchDtype: typeof r.torch_dtype === "string" ? r.torch_dtype : "float32",
+  };
+  const scaling = parseRopeScaling(source, r.rope_scaling);
+  if (scaling) config.ropeScaling = scaling;
+  return config;
+}
+
+function parseRopeScaling(source: string, raw: unknown): Llama3RopeScaling | undefined {
+  if (raw == null) return undefined;
+  if (typeof raw !== "object") fail(source, `rope_scaling must be an object or null`);
+  const r = raw as Record<string, unknown>;
+  const kind = r.rope_type ?? r.type;
+  if (kind === "default") return undefined;
+  if (kind !== "llama3") {
+    fail(
+      source,
+      `rope_scaling type ${JSON.stringify(kind)} is not supported (only "llama3"; ` +
+        `linear, dynamic, yarn and longrope are not implemented)`,
+    );
+  }
+  const num = (key: string): number => {
+    const v = r[key];
+    if (typeof v !== "number" || !(v > 0)) {
+      fail(source, `rope_scaling.${key} must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const scaling: Llama3RopeScaling = {
+    type: "llama3",
+    factor: num("factor"),
+    lowFreqFactor: num("low_freq_factor"),
+    highFreqFactor: num("high_freq_factor"),
+    originalMaxPositionEmbeddings: num("original_max_position_embeddings"),
+  };
+  if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
+    fail(source, "rope_scaling.high_freq_factor must be greater than low_freq_factor");
+  }
+  return scaling;
+}
+
+/**
+ * Reads and parses `config.json` from a model directory.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadLlamaConfig } from "./config.ts";
+ * const config = await loadLlamaConfig("models/sotu-llama");
+ * ```
+ */
+export async function loadLlamaConfig(dir: string): Promise<LlamaConfig> {
+  const path = join(dir, "config.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${path}: not found (no config.json in ${dir})`);
+    }
+    throw e;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  return parseLlamaConfig(raw, path);
+}
+
+/**
+ * The rotary inverse frequencies, one per pair of a head's dimensions (`headDim / 2` values):
+ * `1 / theta^(2i / headDim)`, rescaled as Llama 3.1 does when `ropeScaling` is set. This is the
+ * formula of Hugging Face's `_compute_llama3_parameters`: long wavelengths are divided by
+ * `factor`, short ones kept, and the band between interpolated smoothly.
+ *
+ * @example
+ * ```ts
+ * import { parseLlamaConfig, ropeInverseFrequencies } from "./config.ts";
+ * const c = parseLlamaConfig({
+ *   model_type: "llama", hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1,
+ *   num_attention_heads: 1, vocab_size: 10,
+ * });
+ * ropeInverseFrequencies(c); // Float32Array [1, 0.1, 0.01, 0.001]
+ * ```
+ */
+export function ropeInverseFrequencies(config: LlamaConfig): Float32Array {
+  const half = config.headDim / 2;
+  const out = new Float32Array(half);
+  const s = config.ropeScaling;
+  for (let i = 0; i < half; i++) {
+    const invFreq = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
+    if (!s) {
+      out[i] = invFreq;
+      continue;
+    }
+    const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    const wavelen = (2 * Math.PI) / invFreq;
+    if (wavelen < highFreqWavelen) {
+      out[i] = invFreq;
+    } else if (wavelen > lowFreqWavelen) {
+      out[i] = invFreq / s.factor;
+    } else {
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) /
+        (s.highFreqFactor - s.lowFreqFactor);
+      out[i] = (1 - smooth) * invFreq / s.factor + smooth * invFreq;
+    }
+  }
+  return out;
+}
