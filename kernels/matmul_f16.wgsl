@@ -1,0 +1,210 @@
+// y[rows, N] = x[rows, K] · Wᵀ with W an FP16 matrix [N, K] (Hugging Face Linear layout), two
+// f16 per u32 (element 2i in the low half). x and y are f32, accumulation is f32.
+//
+// Two entry points:
+//   gemv  one activation row (decode). Memory-bound: GEMV_TPR threads share one output feature
+//         and stride over its row so that neighbouring threads read neighbouring words.
+//   gemm  several rows (prefill). TILE_M x TILE_N output tiles, K in steps of 16 through
+//         workgroup memory, 4x4 outputs per thread.
+//
+// Without F16 the weights are unpacked with unpack2x16float and multiplied in f32. With F16 the
+// same words are reinterpreted as vec2/vec4<f16> and x is rounded to f16, so the products (and
+// the 4-term dot products) are f16 arithmetic; each 4-term dot is added to an f32 accumulator.
+//
+// A weight larger than one storage binding is bound in chunks of output features: n_start and
+// n_count select the chunk, and w is that chunk's slice only.
+
+#if F16
+enable f16;
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  rows: u32,    // activation rows
+  n_total: u32, // N: the row stride of y
+  k: u32,       // K, even
+  n_start: u32, // first output feature of this chunk
+  n_count: u32, // output features in this chunk
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Pair view (any even K): one word = two weights, one vec2<f32> = two activations.
+// Wide view (K % 8 == 0, gemv with K8): eight weights per step, as 16 bytes.
+// The f16 path declares the weights as f16 vectors rather than bitcasting u32 words, which naga
+// mistypes (bitcast<vec2<f16>>(u32) comes out as f32).
+@group(0) @binding(1) var<storage, read> x2: array<vec2<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+#if F16
+@group(0) @binding(2) var<storage, read> wpair: array<vec2<f16>>;
+@group(0) @binding(2) var<storage, read> wquad: array<vec4<f16>>;
+#else
+@group(0) @binding(2) var<storage, read> wpair: array<u32>;
+@group(0) @binding(2) var<storage, read> woct: array<vec4<u32>>;
+#endif
+
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// ---------------------------------------------------------------------------------------------
+// gemv
+
+override GEMV_WG: u32 = 256u; // threads per workgroup
+override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+
+var<workgroup> partial: array<f32, GEMV_WG>;
+
+#if F16
+fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
+  return f32(dot(vec4<f16>(xa), wquad[2u * unit])) + f32(dot(vec4<f16>(xb), wquad[2u * unit + 1u]));
+}
+
+fn dot2(xv: vec2<f32>, i: u32) -> f32 {
+  return f32(dot(vec2<f16>(xv), wpair[i]));
+}
+#else
+fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
+  let w = woct[unit];
+  let wa = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+  let wb = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+  return dot(xa, wa) + dot(xb, wb);
+}
+
+fn dot2(xv: vec2<f32>, i: u32) -> f32 {
+  return dot(xv, unpack2x16float(wpair[i]));
+}
+#endif
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = 0.0;
+  if (n < p.n_count) {
+#if K8
+    let units = p.k / 8u;
+    let base = n * units;
+    for (var u = lane; u < units; u += GEMV_TPR) {
+      acc += dot8(x4[2u * u], x4[2u * u + 1u], base + u);
+    }
+#else
+    let units = p.k / 2u;
+    let base = n * units;
+    for (var u = lane; u < units; u += GEMV_TPR) {
+      acc += dot2(x2[u], base + u);
+    }
+#endif
+  }
+  // No subgroup operations on the adapters we target: reduce through workgroup memory.
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      partial[lid] += partial[lid + s];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.n_count) {
+    y[p.n_start + n] = partial[lid];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
+override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
+const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
+
+// Tiles hold T, so the f16 path keeps its operands in f16 all the way to the dot product.
+var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
+var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
+
+@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
+fn gemm(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let threads = (TILE_M / 4u) * (TILE_N / 4u);
+  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
+  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= tiles_n * tiles_m) {
+    return; // the whole workgroup leaves: no barrier is skipped by part of it
+  }
+  let m0 = (tile / tiles_n) * TILE_M;
+  let n0 = (tile % tiles_n) * TILE_N;
+  let half_k = p.k / 2u;
+  // Neighbouring threads own neighbouring output columns, so y stores coalesce.
+  let tx = lid % (TILE_N / 4u);
+  let ty = lid / (TILE_N / 4u);
+
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
+    for (var i = lid; i < TILE_M * K4; i += threads) {
+      let m = m0 + i / K4;
+      let kq = k0 + 4u * (i % K4); // first of four k; even, so it starts a pair
+      var a = vec2<f32>(0.0);
+      var b = vec2<f32>(0.0);
+      if (m < p.rows && kq < p.k) {
+        a = x2[m * half_k + kq / 2u];
+        if (kq + 2u < p.k) {
+          b = x2[m * half_k + kq / 2u + 1u];
+        }
+      }
+      xs[i] = vec4<T>(vec4<f32>(a, b));
+    }
+    for (var i = lid; i < TILE_N * K4; i += threads) {
+      let n = n0 + i / K4;
+      let kq = k0 + 4u * (i % K4);
+#if F16
+      var a = vec2<f16>(0.0);
+      var b = vec2<f16>(0.0);
+#else
+      var a = 0u;
+      var b = 0u;
+#endif
+      if (n < p.n_count && kq < p.k) {
+        a = wpair[n * half_k + kq / 2u];
+        if (kq + 2u < p.k) {
+          b = wpair[n * half_k + kq / 2u + 1u];
+        }
+      }
+#if F16
+      ws[i] = vec4<f16>(a, b);
+#else
+      ws[i] = vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+#endif
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < K4; kk++) {
+      var xa: array<vec4<T>, 4>;
+      var wb: array<vec4<T>, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        xa[i] = xs[(ty + i * (TILE_M / 4u)) * K4 + kk];
+        wb[i] = ws[(tx + i * (TILE_N / 4u)) * K4 + kk];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i][j] += f32(dot(xa[i], wb[j]));
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + ty + i * (TILE_M / 4u);
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + tx + j * (TILE_N / 4u);
+      if (m < p.rows && n < p.n_count) {
+        y[m * p.n_total + p.n_start + n] = acc[i][j];
+      }
+    }
+  }
+}

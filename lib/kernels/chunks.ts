@@ -1,0 +1,124 @@
+/**
+ * Row chunks for matrices larger than one storage binding (an LM head or embedding table can
+ * pass the 128 MiB default), and small binding helpers shared by the kernel wrappers.
+ *
+ * @module
+ */
+
+import type { Binding } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+
+/** A run of matrix rows `[start, start + count)` and the binding that holds exactly them. */
+export interface RowChunk {
+  /** First row. */
+  start: number;
+  /** Number of rows. */
+  count: number;
+  /** The rows' bytes: a whole tensor or a sub-range of one. */
+  binding: Binding;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * Splits `rows` rows of `rowBytes` bytes each into runs of at most `maxBytes` bytes whose byte
+ * offsets are multiples of `align` (WebGPU's `minStorageBufferOffsetAlignment`).
+ *
+ * @example
+ * ```ts
+ * import { planRowChunks } from "./chunks.ts";
+ * planRowChunks(10, 512, 2048); // [{start:0,count:4},{start:4,count:4},{start:8,count:2}]
+ * ```
+ */
+export function planRowChunks(
+  rows: number,
+  rowBytes: number,
+  maxBytes: number,
+  align = 256,
+): { start: number; count: number }[] {
+  if (rows * rowBytes <= maxBytes) return [{ start: 0, count: rows }];
+  const step = align / gcd(rowBytes, align); // rows per aligned offset
+  const perChunk = Math.floor(Math.floor(maxBytes / rowBytes) / step) * step;
+  if (perChunk < 1) {
+    throw new RangeError(
+      `a chunk of ${step} rows of ${rowBytes} bytes exceeds the ${maxBytes}-byte binding limit`,
+    );
+  }
+  const chunks = [];
+  for (let start = 0; start < rows; start += perChunk) {
+    chunks.push({ start, count: Math.min(perChunk, rows - start) });
+  }
+  return chunks;
+}
+
+/**
+ * Binds row chunks of a matrix held in one tensor, as sub-ranges where there are several.
+ *
+ * @example
+ * ```ts ignore
+ * const chunks = tensorRowChunks(gpu, table, vocab, hidden * 2);
+ * ```
+ */
+export function tensorRowChunks(
+  gpu: Gpu,
+  tensor: GpuTensor,
+  rows: number,
+  rowBytes: number,
+  maxBytes: number = gpu.limits.maxStorageBufferBindingSize,
+): RowChunk[] {
+  if (tensor.byteSize < rows * rowBytes) {
+    throw new RangeError(
+      `${tensor.label}: ${tensor.byteSize} bytes cannot hold ${rows} rows of ${rowBytes} bytes`,
+    );
+  }
+  const plan = planRowChunks(rows, rowBytes, maxBytes, gpu.limits.minStorageBufferOffsetAlignment);
+  if (plan.length === 1) return [{ ...plan[0], binding: tensor }];
+  return plan.map(({ start, count }) => ({
+    start,
+    count,
+    binding: { tensor, offset: start * rowBytes, size: alignUp(count * rowBytes, 4) },
+  }));
+}
+
+/**
+ * Bytes a binding covers.
+ *
+ * @example
+ * ```ts ignore
+ * bindingBytes({ tensor, offset: 256, size: 1024 }); // 1024
+ * ```
+ */
+export function bindingBytes(binding: Binding): number {
+  return "tensor" in binding ? binding.size : binding.byteSize;
+}
+
+/**
+ * Throws unless `binding` covers at least `bytes` bytes; catches shape mistakes at encode time
+ * rather than as silent out-of-range reads (WebGPU clamps them).
+ *
+ * @example
+ * ```ts ignore
+ * requireBytes(x, rows * dim * 4, "rmsnorm x");
+ * ```
+ */
+export function requireBytes(binding: Binding, bytes: number, what: string): void {
+  const have = bindingBytes(binding);
+  if (have < bytes) throw new RangeError(`${what}: binding has ${have} bytes, needs ${bytes}`);
+}
+
+/**
+ * Rounds `n` up to a multiple of `to`.
+ *
+ * @example
+ * ```ts
+ * import { alignUp } from "./chunks.ts";
+ * alignUp(5, 4); // 8
+ * ```
+ */
+export function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}

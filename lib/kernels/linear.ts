@@ -1,0 +1,265 @@
+/**
+ * Linear layers: the {@linkcode Linear} interface every weight format implements, the FP16
+ * format ({@linkcode Fp16Linear}, kernels in `kernels/matmul_f16.wgsl`) and its CPU twin
+ * {@linkcode cpuMatmul}.
+ *
+ * @module
+ */
+
+import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { Kernel } from "../gpu/kernel.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+import { planRowChunks, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
+
+/**
+ * A linear layer without bias, `y = x · Wᵀ`, in some weight format. The forward pass only
+ * calls {@linkcode Linear.encode}, so formats are interchangeable.
+ *
+ * @example
+ * ```ts ignore
+ * const y = gpu.tensor({ label: "y", category: "activations", byteSize: rows * lin.outFeatures * 4 });
+ * lin.encode(batch, x, y, rows);
+ * ```
+ */
+export interface Linear {
+  /** Weight format, e.g. `"fp16"`. */
+  readonly format: string;
+  /** K: input features. */
+  readonly inFeatures: number;
+  /** N: output features. */
+  readonly outFeatures: number;
+  /** Bytes of GPU memory the weights take (ledger category "weights"). */
+  readonly weightBytes: number;
+  /** Records `y[rows, N] = x[rows, K] · Wᵀ` (x and y f32, row-major). */
+  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void;
+  /** Frees what the layer owns (not a weight tensor it was given to share). */
+  destroy(): void;
+}
+
+/**
+ * Reference matmul in f64: `y[rows, N] = x[rows, K] · Wᵀ` with `W` row-major `[N, K]`,
+ * rounded to f32 at the end. For FP16 weights pass the decoded values
+ * (`f16ArrayToF32(bits)`), so twin and kernel multiply the same numbers.
+ *
+ * @example
+ * ```ts
+ * import { cpuMatmul } from "./linear.ts";
+ * const y = cpuMatmul(new Float32Array([1, 2]), new Float32Array([1, 0, 0, 1, 1, 1]), 1, 3, 2);
+ * // y = [1, 2, 3]
+ * ```
+ */
+export function cpuMatmul(
+  x: Float32Array,
+  weight: Float32Array,
+  rows: number,
+  outFeatures: number,
+  inFeatures: number,
+): Float32Array {
+  const y = new Float32Array(rows * outFeatures);
+  for (let r = 0; r < rows; r++) {
+    const xo = r * inFeatures;
+    for (let n = 0; n < outFeatures; n++) {
+      const wo = n * inFeatures;
+      let s = 0;
+      for (let k = 0; k < inFeatures; k++) s += x[xo + k] * weight[wo + k];
+      y[r * outFeatures + n] = s;
+    }
+  }
+  return y;
+}
+
+/** Launch shapes of the FP16 kernels; the defaults suit the software adapter and are sane on GPUs. */
+export interface Fp16Tuning {
+  /** GEMV threads per workgroup (default 256). */
+  gemvWorkgroupSize?: number;
+  /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
+  gemvThreadsPerRow?: number;
+  /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
+  gemmTileM?: number;
+  /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
+  gemmTileN?: number;
+}
+
+/** Options for {@linkcode Fp16Linear.create}. */
+export interface Fp16LinearOptions {
+  /** Ledger label of the weight tensor, e.g. `layers.0.mlp.down_proj.weight`. */
+  label: string;
+  /**
+   * The weights `[N, K]` row-major: f16 bit patterns to upload, or a tensor of packed f16 pairs
+   * to share (tied embeddings), which the layer reads but does not destroy.
+   */
+  weight: Uint16Array | GpuTensor;
+  /** N. */
+  outFeatures: number;
+  /** K; must be even (rows are whole u32 words). */
+  inFeatures: number;
+  /** Multiply in f16 (`shader-f16`) rather than f32; default `gpu.f16`. */
+  f16?: boolean;
+  /**
+   * Largest weight binding in bytes; default the device's `maxStorageBufferBindingSize`.
+   * Larger weights are bound in chunks of output features. Tests lower it to exercise chunking.
+   */
+  maxBindingBytes?: number;
+  /** Workgroup shapes. */
+  tuning?: Fp16Tuning;
+}
+
+/**
+ * An FP16 linear layer: weights stay FP16 on the GPU, activations are f32. One activation row
+ * runs the GEMV kernel, more rows the tiled GEMM kernel.
+ *
+ * @example
+ * ```ts ignore
+ * const lin = await Fp16Linear.create(gpu, { label: "q_proj", weight: bits, outFeatures: 64, inFeatures: 64 });
+ * const batch = new CommandBatch(gpu);
+ * lin.encode(batch, x, y, 1);
+ * batch.submit();
+ * lin.destroy();
+ * ```
+ */
+export class Fp16Linear implements Linear {
+  /** Always `"fp16"`. */
+  readonly format = "fp16";
+  /** K. */
+  readonly inFeatures: number;
+  /** N. */
+  readonly outFeatures: number;
+  /**
+   * N·K·2: the bytes of the weights it reads. For a shared weight these bytes are owned (and
+   * counted in the ledger) by the tensor's creator; see {@linkcode sharedWeight}.
+   */
+  readonly weightBytes: number;
+  /** Whether the weight tensor was given (shared) rather than uploaded by this layer. */
+  readonly sharedWeight: boolean;
+  /** Whether the kernels multiply in f16. */
+  readonly f16: boolean;
+  /** The weight bindings, one per chunk of output features. */
+  readonly chunks: readonly RowChunk[];
+  #owned: GpuTensor[];
+  #gemv: Kernel;
+  #gemm: Kernel;
+  #gemvRowsPerWorkgroup: number;
+  #tileM: number;
+  #tileN: number;
+
+  private constructor(
+    opts: Fp16LinearOptions,
+    f16: boolean,
+    chunks: RowChunk[],
+    owned: GpuTensor[],
+    kernels: [Kernel, Kernel],
+    shape: [number, number, number],
+  ) {
+    this.inFeatures = opts.inFeatures;
+    this.outFeatures = opts.outFeatures;
+    this.weightBytes = opts.outFeatures * opts.inFeatures * 2;
+    this.sharedWeight = !(opts.weight instanceof Uint16Array);
+    this.f16 = f16;
+    this.chunks = chunks;
+    this.#owned = owned;
+    [this.#gemv, this.#gemm] = kernels;
+    [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN] = shape;
+  }
+
+  /** Uploads (or adopts) the weights and compiles both kernels. */
+  static async create(gpu: Gpu, opts: Fp16LinearOptions): Promise<Fp16Linear> {
+    const { label, weight, outFeatures: n, inFeatures: k } = opts;
+    if (!Number.isInteger(n) || !Number.isInteger(k) || n < 1 || k < 2 || k % 2) {
+      throw new RangeError(`${label}: need N ≥ 1 and an even K ≥ 2, got N=${n} K=${k}`);
+    }
+    const f16 = opts.f16 ?? gpu.f16;
+    if (f16 && !gpu.f16) {
+      throw new Error(`${label}: f16 arithmetic requested but the device lacks shader-f16`);
+    }
+    const rowBytes = k * 2;
+    const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
+    const owned: GpuTensor[] = [];
+    let chunks: RowChunk[];
+    if (weight instanceof Uint16Array) {
+      if (weight.length !== n * k) {
+        throw new RangeError(`${label}: ${weight.length} weights, expected ${n}x${k}`);
+      }
+      if (n * rowBytes <= gpu.limits.maxBufferSize) {
+        const t = gpu.tensor({
+          label,
+          category: "weights",
+          data: weight,
+          shape: [n, k],
+          dtype: "f16x2",
+        });
+        owned.push(t);
+        chunks = tensorRowChunks(gpu, t, n, rowBytes, maxBytes);
+      } else {
+        // Beyond one buffer: a tensor per chunk, each a whole binding.
+        const plan = planRowChunks(n, rowBytes, Math.min(maxBytes, gpu.limits.maxBufferSize), 4);
+        chunks = plan.map(({ start, count }) => {
+          const t = gpu.tensor({
+            label: `${label}[${start}:${start + count}]`,
+            category: "weights",
+            data: weight.subarray(start * k, (start + count) * k),
+            shape: [count, k],
+            dtype: "f16x2",
+          });
+          owned.push(t);
+          return { start, count, binding: t };
+        });
+      }
+    } else {
+      chunks = tensorRowChunks(gpu, weight, n, rowBytes, maxBytes);
+    }
+
+    const t = opts.tuning ?? {};
+    const gemvWg = t.gemvWorkgroupSize ?? 256;
+    const gemvTpr = t.gemvThreadsPerRow ?? 32;
+    const tileM = t.gemmTileM ?? 64;
+    const tileN = t.gemmTileN ?? 64;
+    if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4) {
+      throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
+    }
+    const defines = f16 ? ["F16"] : [];
+    try {
+      const kernels = await Promise.all([
+        gpu.kernel({
+          file: "matmul_f16",
+          entry: "gemv",
+          defines: k % 8 === 0 ? [...defines, "K8"] : defines,
+          constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+        }),
+        gpu.kernel({
+          file: "matmul_f16",
+          entry: "gemm",
+          defines,
+          constants: { TILE_M: tileM, TILE_N: tileN },
+        }),
+      ]);
+      return new Fp16Linear(opts, f16, chunks, owned, kernels, [gemvWg / gemvTpr, tileM, tileN]);
+    } catch (err) {
+      for (const o of owned) o.destroy();
+      throw err;
+    }
+  }
+
+  /** Records `y[rows, N] = x[rows, K] · Wᵀ`. */
+  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+    const { inFeatures: k, outFeatures: n } = this;
+    requireBytes(x, rows * k * 4, "linear x");
+    requireBytes(y, rows * n * 4, "linear y");
+    for (const chunk of this.chunks) {
+      const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+      if (rows === 1) {
+        const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
+        batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
+      } else {
+        const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
+        batch.dispatch(this.#gemm, [x, chunk.binding, y], grid(tiles), p);
+      }
+    }
+  }
+
+  /** Frees the uploaded weights; a shared weight tensor is left alone. */
+  destroy(): void {
+    for (const t of this.#owned) t.destroy();
+    this.#owned = [];
+  }
+}

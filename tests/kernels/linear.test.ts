@@ -1,0 +1,138 @@
+import { ok as assert, rejects as assertRejects } from "node:assert/strict";
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import type { Gpu } from "../../lib/gpu/device.ts";
+import { cpuMatmul, Fp16Linear } from "../../lib/kernels/linear.ts";
+import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
+import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
+
+// Tolerances, relative to the natural scale of an output, σ_y = sqrt(K)·rms(x)·rms(w):
+//
+// - f32 arithmetic: twin and kernel multiply the same f16-decoded weights, and the twin sums in
+//   f64, so only the kernel's f32 summation (a few 2⁻²⁴-relative roundings of partial sums of
+//   order σ_y) and the final rounding of y differ. Measured: ≤ 4e-6·σ_y; allowed 2e-5·σ_y.
+// - f16 arithmetic: x is rounded to f16 (relative 2⁻¹¹), each product and each 4-term dot is
+//   rounded to f16 (2⁻¹¹ each), then summed in f32. These K independent errors random-walk to
+//   σ ≈ 2⁻¹¹·sqrt(3)·σ_y ≈ 8.5e-4·σ_y; 5e-3·σ_y is about six standard deviations. Measured:
+//   ≤ 2.5e-3·σ_y.
+const X_SCALE = 1;
+const W_SCALE = 0.05;
+const F32_TOL = 2e-5;
+const F16_TOL = 5e-3;
+
+async function check(
+  gpu: Gpu,
+  { rows, n, k, f16, maxBindingBytes, shared = false, seed = 1 }: {
+    rows: number;
+    n: number;
+    k: number;
+    f16: boolean;
+    maxBindingBytes?: number;
+    shared?: boolean;
+    seed?: number;
+  },
+): Promise<number> {
+  const w = randomF16(n * k, seed, W_SCALE);
+  const x = randn(rows * k, seed + 1, X_SCALE);
+  const sharedWeight = shared
+    ? gpu.tensor({ label: "shared w", category: "weights", data: w.bits })
+    : null;
+  const lin = await Fp16Linear.create(gpu, {
+    label: `w ${n}x${k}`,
+    weight: sharedWeight ?? w.bits,
+    outFeatures: n,
+    inFeatures: k,
+    f16,
+    maxBindingBytes,
+  });
+  const tx = f32Tensor(gpu, "x", x);
+  const ty = emptyF32(gpu, "y", rows * n);
+  const batch = new CommandBatch(gpu);
+  lin.encode(batch, tx, ty, rows);
+  batch.submit();
+  const got = await gpu.readF32(ty);
+  const want = cpuMatmul(x, w.values, rows, n, k);
+  const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
+  const what = `${f16 ? "f16" : "f32"} rows=${rows} N=${n} K=${k} chunks=${lin.chunks.length}`;
+  assertClose(got, want, { atol: (f16 ? F16_TOL : F32_TOL) * sigma }, what);
+  lin.destroy();
+  if (sharedWeight) {
+    assert(!sharedWeight.destroyed, "a shared weight outlives the layer");
+    sharedWeight.destroy();
+  }
+  tx.destroy();
+  ty.destroy();
+  return maxAbsDiff(got, want) / sigma;
+}
+
+const SHAPES = [
+  // GEMV: pair path (K % 8 != 0), wide path, a single output, more features than one workgroup
+  { rows: 1, n: 130, k: 66 },
+  { rows: 1, n: 1, k: 4096 },
+  { rows: 1, n: 300, k: 1000 },
+  // GEMM: fewer rows than a tile, ragged tiles in every dimension, K not a multiple of 16
+  { rows: 3, n: 130, k: 66 },
+  { rows: 37, n: 130, k: 4096 },
+  { rows: 70, n: 1, k: 18 },
+  { rows: 2, n: 64, k: 2 },
+];
+
+function suite(f16: boolean): void {
+  const tag = f16 ? "f16 arithmetic" : "f32 arithmetic";
+  Deno.test({
+    name: `Fp16Linear (${tag}) matches cpuMatmul on ragged shapes`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        let worst = 0;
+        for (const [i, s] of SHAPES.entries()) {
+          worst = Math.max(worst, await check(gpu, { ...s, f16, seed: 10 + i }));
+        }
+        console.log(`  worst |error| / σ_y = ${worst.toExponential(2)}`);
+      }),
+  });
+
+  Deno.test({
+    name: `Fp16Linear (${tag}) splits a weight larger than one binding`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        // 130 rows of 128 bytes in 4 KiB bindings: chunks of 32 rows (offsets 256-aligned)
+        for (const rows of [1, 5]) {
+          await check(gpu, { rows, n: 130, k: 64, f16, maxBindingBytes: 4096 });
+          await check(gpu, { rows, n: 130, k: 64, f16, maxBindingBytes: 4096, shared: true });
+        }
+        // odd row size: 256-byte alignment forces chunks of a multiple of 64 rows of 20 bytes
+        await check(gpu, { rows: 1, n: 200, k: 10, f16, maxBindingBytes: 2000 });
+      }),
+  });
+}
+
+suite(false);
+suite(true);
+if (!hasF16) {
+  console.log("shader-f16 is not offered by this adapter: the f16-arithmetic tests are ignored");
+}
+
+Deno.test("Fp16Linear rejects odd K, wrong sizes and f16 without shader-f16", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const bits = new Uint16Array(12);
+    await assertRejects(
+      Fp16Linear.create(gpu, { label: "odd", weight: bits, outFeatures: 4, inFeatures: 3 }),
+      /even K/,
+    );
+    await assertRejects(
+      Fp16Linear.create(gpu, { label: "size", weight: bits, outFeatures: 4, inFeatures: 4 }),
+      /expected 4x4/,
+    );
+    await assertRejects(
+      Fp16Linear.create(gpu, {
+        label: "f16",
+        weight: bits,
+        outFeatures: 6,
+        inFeatures: 2,
+        f16: true,
+      }),
+      /shader-f16/,
+    );
+  });
+});
