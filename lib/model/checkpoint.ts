@@ -110,8 +110,8 @@ export class Checkpoint {
    * const w = await ckpt.readF32("model.layers.0.mlp.up_proj.weight");
    * ```
    */
-  readF32(name: string): Promise<Float32Array> {
-    return this.#file(name).readF32(name);
+  async readF32(name: string): Promise<Float32Array> {
+    return await this.#file(name).readF32(name);
   }
 
   /**
@@ -122,8 +122,8 @@ export class Checkpoint {
    * const bits = await ckpt.readF16Bits("model.layers.0.mlp.up_proj.weight");
    * ```
    */
-  readF16Bits(name: string): Promise<Uint16Array> {
-    return this.#file(name).readF16Bits(name);
+  async readF16Bits(name: string): Promise<Uint16Array> {
+    return await this.#file(name).readF16Bits(name);
   }
 
   /**
@@ -134,8 +134,8 @@ export class Checkpoint {
    * const bytes = await ckpt.readRaw("model.norm.weight");
    * ```
    */
-  readRaw(name: string): Promise<Uint8Array> {
-    return this.#file(name).readRaw(name);
+  async readRaw(name: string): Promise<Uint8Array> {
+    return await this.#file(name).readRaw(name);
   }
 
   /**

@@ -156,12 +156,12 @@ export class SafetensorsFile {
    * const bytes = await st.readRaw("model.norm.weight");
    * ```
    */
-  readRaw(name: string): Promise<Uint8Array> {
+  async readRaw(name: string): Promise<Uint8Array> {
     const info = this.info(name);
     // One handle, one cursor: chain reads so a seek from one cannot interleave with another.
     const result = this.#queue.then(() => this.#readAt(this.dataOffset + info.begin, info));
     this.#queue = result.catch(() => {});
-    return result;
+    return await result;
   }
 
   /**
