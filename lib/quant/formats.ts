@@ -42,6 +42,8 @@ import {
 import { dequantizeFp4, type Fp4Weight, matmulFp4, quantizeFp4 } from "./fp4.ts";
 import { dequantizeInt4, type Int4Weight, matmulInt4, quantizeInt4 } from "./int4.ts";
 import { dequantizeQ8_0, matmulQ8_0, type Q8_0Weight, QK8_0, quantizeQ8_0 } from "./q8_0.ts";
+import { checkBlocksize } from "./blockwise4.ts";
+import { checkMultiple } from "./shape.ts";
 
 /**
  * A weight quantization format.
@@ -345,7 +347,15 @@ export function packedBytesFor(
     throw new Error(`${format}: invalid weight shape [N=${n}, K=${k}]`);
   }
   const params = n * k;
-  const blocks = params / (options.blocksize ?? 64);
+  const blocksize = options.blocksize ?? 64;
+  const blocks = params / blocksize;
+  const shape = `W [N=${n}, K=${k}]`;
+  if (format === "nf4" || format === "nf4-dq" || format === "fp4" || format === "int4") {
+    checkBlocksize(format, n, k, blocksize);
+  } else {
+    const multiple = format === "fp16" ? 2 : format === "q8_0" ? QK8_0 : 4;
+    checkMultiple(format, "K (in_features)", k, multiple, "the packed layout", shape);
+  }
   switch (format) {
     case "fp16":
       return words(params / 2);

@@ -131,3 +131,12 @@ Deno.test("fp16 round trip is f16 rounding; bad shapes give clear errors", () =>
   const q = quantize("nf4", new Float32Array(64), 1, 64);
   assertThrowsWith(() => matmulQuantized(new Float32Array(63), 1, q), "must be [M=1, K=64]");
 });
+
+Deno.test("the accounting rejects shapes the layout cannot hold", () => {
+  assertThrowsWith(() => bitsPerParameter("nf4", 1, 96), "N * K = 96 must be a multiple of 64");
+  assertThrowsWith(
+    () => bitsPerParameter("q8_0", 4, 48),
+    "K (in_features) = 48 must be a multiple of 32",
+  );
+  assertThrowsWith(() => bitsPerParameter("int8-vectorwise", 4, 30), "multiple of 4");
+});
