@@ -24,6 +24,20 @@ import { nibbleAt, packNibbles } from "./pack.ts";
 import { checkActivations, checkMatrix, checkMultiple } from "./shape.ts";
 
 /**
+ * Options of the blockwise 4-bit quantizers.
+ *
+ * @example
+ * ```ts
+ * import type { BlockwiseOptions } from "./blockwise4.ts";
+ * const options: BlockwiseOptions = { blocksize: 128 };
+ * ```
+ */
+export interface BlockwiseOptions {
+  /** Values per absmax block: a power of two in 32..4096. Default 64. */
+  blocksize?: number;
+}
+
+/**
  * Codes and block absmax of a blockwise 4-bit tensor.
  *
  * @example

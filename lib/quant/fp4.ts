@@ -21,11 +21,11 @@
 
 import {
   type Blockwise4bit,
+  type BlockwiseOptions,
   dequantizeBlockwise4bit,
   matmulBlockwise4bit,
   quantizeBlockwise4bit,
 } from "./blockwise4.ts";
-import type { BlockwiseOptions } from "./nf4.ts";
 
 const MAGNITUDES = [0, 5.208333333e-3, 0.66666667, 1, 0.33333333, 0.5, 0.16666667, 0.25];
 

@@ -16,11 +16,11 @@
 
 import {
   type Blockwise4bit,
+  type BlockwiseOptions,
   dequantizeBlockwise4bit,
   matmulBlockwise4bit,
   quantizeBlockwise4bit,
 } from "./blockwise4.ts";
-import type { BlockwiseOptions } from "./nf4.ts";
 import { roundHalfEven } from "./pack.ts";
 
 /**

@@ -18,6 +18,7 @@
 
 import {
   type Blockwise4bit,
+  type BlockwiseOptions,
   dequantizeBlockwise4bit,
   matmulBlockwise4bit,
   quantizeBlockwise4bit,
@@ -104,20 +105,6 @@ export interface Nf4Weight extends Blockwise4bit {
   k: number;
   /** Values per absmax block. */
   blocksize: number;
-}
-
-/**
- * Options of the blockwise 4-bit quantizers.
- *
- * @example
- * ```ts
- * import type { BlockwiseOptions } from "./nf4.ts";
- * const options: BlockwiseOptions = { blocksize: 128 };
- * ```
- */
-export interface BlockwiseOptions {
-  /** Values per absmax block: a power of two in 32..4096. Default 64. */
-  blocksize?: number;
 }
 
 /**

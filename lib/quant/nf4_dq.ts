@@ -20,8 +20,8 @@
  * @module
  */
 
-import { type BlockwiseOptions, encodeNf4, NF4_BLOCKSIZE, NF4_TABLE } from "./nf4.ts";
-import { matmulBlockwise4bit, quantizeBlockwise4bit } from "./blockwise4.ts";
+import { encodeNf4, NF4_BLOCKSIZE, NF4_TABLE } from "./nf4.ts";
+import { type BlockwiseOptions, matmulBlockwise4bit, quantizeBlockwise4bit } from "./blockwise4.ts";
 import { DYNAMIC_MAP_SIGNED, quantizeBlockwise8bit } from "./dynamic_map.ts";
 import { byteAt, nibbleAt, packBytes } from "./pack.ts";
 
