@@ -1,0 +1,177 @@
+/**
+ * Causal grouped-query attention over an FP16 KV cache (`kernels/attention.wgsl`) and its CPU
+ * twin.
+ *
+ * The cache of one layer is two tensors, K and V, each `[maxSeq, numKvHeads, headDim]` as f16
+ * pairs ({@linkcode kvCacheBytes} bytes each). {@linkcode Attention.writeKv} stores new
+ * positions, {@linkcode Attention.attend} reads them; no scratch buffer is needed (online
+ * softmax), so any sequence length that fits the cache works.
+ *
+ * @module
+ */
+
+import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
+import { requireBytes } from "./chunks.ts";
+
+/** Head layout shared by the kernels and the twin. */
+export interface AttentionShape {
+  /** Query heads. */
+  numHeads: number;
+  /** Key/value heads; divides `numHeads`. */
+  numKvHeads: number;
+  /** Head width; even. */
+  headDim: number;
+}
+
+/**
+ * Bytes of one cache tensor (K or V) of one layer: `maxSeq · numKvHeads · headDim` f16 values.
+ *
+ * @example
+ * ```ts
+ * import { kvCacheBytes } from "./attention.ts";
+ * kvCacheBytes(4096, 8, 128); // 8 MiB
+ * ```
+ */
+export function kvCacheBytes(maxSeq: number, numKvHeads: number, headDim: number): number {
+  return maxSeq * numKvHeads * headDim * 2;
+}
+
+/**
+ * Reference attention. `k` and `v` hold every position so far, `[startPos + rows, numKvHeads,
+ * headDim]` in f32, and are rounded to f16 first, as the cache stores them. Query row `r` of
+ * `q` `[rows, numHeads, headDim]` is position `startPos + r` and attends to positions
+ * `0 ..= startPos + r` with scale `1/sqrt(headDim)`; softmax in f64.
+ *
+ * @example
+ * ```ts
+ * import { cpuAttention } from "./attention.ts";
+ * const shape = { numHeads: 1, numKvHeads: 1, headDim: 2 };
+ * cpuAttention(new Float32Array([1, 0]), new Float32Array([1, 0]), new Float32Array([2, 3]), 1, 0, shape);
+ * // one position: the output is its value, [2, 3]
+ * ```
+ */
+export function cpuAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  rows: number,
+  startPos: number,
+  shape: AttentionShape,
+): Float32Array {
+  const { numHeads, numKvHeads, headDim } = shape;
+  const group = numHeads / numKvHeads;
+  const kh = k.map((x) => f16BitsToF32(f32ToF16Bits(x)));
+  const vh = v.map((x) => f16BitsToF32(f32ToF16Bits(x)));
+  const scale = 1 / Math.sqrt(headDim);
+  const out = new Float32Array(rows * numHeads * headDim);
+  const scores = new Float64Array(startPos + rows);
+  for (let r = 0; r < rows; r++) {
+    const len = startPos + r + 1;
+    for (let h = 0; h < numHeads; h++) {
+      const qo = (r * numHeads + h) * headDim;
+      const kvh = Math.floor(h / group);
+      let max = -Infinity;
+      for (let j = 0; j < len; j++) {
+        const ko = (j * numKvHeads + kvh) * headDim;
+        let s = 0;
+        for (let d = 0; d < headDim; d++) s += q[qo + d] * kh[ko + d];
+        scores[j] = s * scale;
+        max = Math.max(max, scores[j]);
+      }
+      let sum = 0;
+      for (let j = 0; j < len; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      for (let d = 0; d < headDim; d++) {
+        let acc = 0;
+        for (let j = 0; j < len; j++) acc += scores[j] * vh[(j * numKvHeads + kvh) * headDim + d];
+        out[qo + d] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+/** Attention kernels for one head layout; see {@linkcode createAttention}. */
+export interface Attention extends Readonly<AttentionShape> {
+  /**
+   * Records the conversion of `k`, `v` `[rows, numKvHeads, headDim]` (f32) to f16 into cache
+   * positions `startPos .. startPos + rows - 1`.
+   */
+  writeKv(
+    batch: CommandBatch,
+    k: Binding,
+    v: Binding,
+    cacheK: Binding,
+    cacheV: Binding,
+    startPos: number,
+    rows: number,
+  ): void;
+  /**
+   * Records causal attention of `q` `[rows, numHeads, headDim]` (positions `startPos ..`) over
+   * cache positions `0 .. startPos + rows - 1`, into `out` (same shape as `q`). Write the
+   * rows' own keys first.
+   */
+  attend(
+    batch: CommandBatch,
+    q: Binding,
+    cacheK: Binding,
+    cacheV: Binding,
+    out: Binding,
+    startPos: number,
+    rows: number,
+  ): void;
+}
+
+/**
+ * Compiles the attention kernels for a head layout.
+ *
+ * @example
+ * ```ts ignore
+ * const attn = await createAttention(gpu, { numHeads: 32, numKvHeads: 8, headDim: 128 });
+ * attn.writeKv(batch, k, v, cacheK, cacheV, pos, rows);
+ * attn.attend(batch, q, cacheK, cacheV, out, pos, rows);
+ * ```
+ */
+export async function createAttention(
+  gpu: Gpu,
+  opts: AttentionShape & { workgroupSize?: number },
+): Promise<Attention> {
+  const { numHeads, numKvHeads, headDim } = opts;
+  const wg = opts.workgroupSize ?? 64;
+  if (headDim % 2 || numHeads % numKvHeads || headDim > 8 * wg) {
+    throw new RangeError(
+      `attention: need an even head_dim ≤ ${8 * wg} and num_kv_heads dividing num_heads, got ` +
+        `${numHeads}/${numKvHeads} heads of ${headDim}`,
+    );
+  }
+  const constants = { HEAD_DIM: headDim, ATT_WG: wg };
+  const [write, attend] = await Promise.all([
+    gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
+    gpu.kernel({ file: "attention", entry: "attend", constants }),
+  ]);
+  const kvRowBytes = numKvHeads * headDim * 2;
+  const base = (rows: number, startPos: number) =>
+    params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
+      .build();
+  return {
+    numHeads,
+    numKvHeads,
+    headDim,
+    writeKv(batch, k, v, cacheK, cacheV, startPos, rows) {
+      requireBytes(k, rows * numKvHeads * headDim * 4, "attention k");
+      requireBytes(v, rows * numKvHeads * headDim * 4, "attention v");
+      requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK (too short?)");
+      requireBytes(cacheV, (startPos + rows) * kvRowBytes, "attention cacheV (too short?)");
+      const groups = grid(Math.ceil((rows * numKvHeads * headDim) / 2 / 256));
+      batch.dispatch(write, [k, v, cacheK, cacheV], groups, base(rows, startPos));
+    },
+    attend(batch, q, cacheK, cacheV, out, startPos, rows) {
+      requireBytes(q, rows * numHeads * headDim * 4, "attention q");
+      requireBytes(out, rows * numHeads * headDim * 4, "attention out");
+      requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK");
+      requireBytes(cacheV, (startPos + rows) * kvRowBytes, "attention cacheV");
+      batch.dispatch(attend, [q, cacheK, cacheV, out], grid(rows * numHeads), base(rows, startPos));
+    },
+  };
+}

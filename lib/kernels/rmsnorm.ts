@@ -1,0 +1,76 @@
+/**
+ * RMSNorm (`kernels/rmsnorm.wgsl`) and its CPU twin.
+ *
+ * @module
+ */
+
+import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { requireBytes } from "./chunks.ts";
+
+/**
+ * Reference RMSNorm: `out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight`, summed in
+ * f64.
+ *
+ * @example
+ * ```ts
+ * import { cpuRmsNorm } from "./rmsnorm.ts";
+ * cpuRmsNorm(new Float32Array([3, 4]), new Float32Array([1, 1]), 1, 2, 0); // ≈ [0.849, 1.131]
+ * ```
+ */
+export function cpuRmsNorm(
+  x: Float32Array,
+  weight: Float32Array,
+  rows: number,
+  dim: number,
+  eps: number,
+): Float32Array {
+  const out = new Float32Array(rows * dim);
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[r * dim + i] ** 2;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[r * dim + i] = x[r * dim + i] * inv * weight[i];
+  }
+  return out;
+}
+
+/** An RMSNorm of a fixed width; see {@linkcode createRmsNorm}. */
+export interface RmsNorm {
+  /** Row width. */
+  readonly dim: number;
+  /** Added to the mean square. */
+  readonly eps: number;
+  /** Records `out = rmsnorm(x) * weight` for `rows` rows; `out` must not alias `x`. */
+  encode(batch: CommandBatch, x: Binding, weight: Binding, out: Binding, rows: number): void;
+}
+
+/**
+ * Compiles the RMSNorm kernel for rows of `dim` f32 values.
+ *
+ * @example
+ * ```ts ignore
+ * const norm = await createRmsNorm(gpu, { dim: 4096, eps: 1e-5 });
+ * norm.encode(batch, x, weight, out, rows);
+ * ```
+ */
+export async function createRmsNorm(
+  gpu: Gpu,
+  opts: { dim: number; eps: number; workgroupSize?: number },
+): Promise<RmsNorm> {
+  const { dim, eps } = opts;
+  const wg = opts.workgroupSize ?? 256;
+  if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
+  const kernel = await gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } });
+  return {
+    dim,
+    eps,
+    encode(batch, x, weight, out, rows) {
+      requireBytes(x, rows * dim * 4, "rmsnorm x");
+      requireBytes(weight, dim * 4, "rmsnorm weight");
+      requireBytes(out, rows * dim * 4, "rmsnorm out");
+      const p = params().u32(rows).u32(dim).f32(eps).build();
+      batch.dispatch(kernel, [x, weight, out], grid(rows), p);
+    },
+  };
+}

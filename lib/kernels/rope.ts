@@ -1,0 +1,92 @@
+/**
+ * Rotary position embedding (`kernels/rope.wgsl`), Hugging Face Llama "rotate half" layout, and
+ * its CPU twin. The inverse frequencies (rope_theta, llama3 scaling) are computed elsewhere and
+ * passed in.
+ *
+ * @module
+ */
+
+import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { requireBytes } from "./chunks.ts";
+
+/**
+ * Reference RoPE on `x` `[rows, heads, headDim]`: returns a rotated copy. Row `r` is position
+ * `startPos + r`; pair `(x[i], x[i + headDim/2])` turns by `fround(pos * invFreq[i])`, the f32
+ * angle Hugging Face computes, with cos/sin in f64.
+ *
+ * @example
+ * ```ts
+ * import { cpuRope } from "./rope.ts";
+ * cpuRope(new Float32Array([1, 0]), 1, 1, 2, 0, new Float32Array([1])); // position 0: unchanged
+ * ```
+ */
+export function cpuRope(
+  x: Float32Array,
+  rows: number,
+  heads: number,
+  headDim: number,
+  startPos: number,
+  invFreq: Float32Array,
+): Float32Array {
+  const half = headDim / 2;
+  const out = new Float32Array(x);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < half; i++) {
+      const angle = Math.fround((startPos + r) * invFreq[i]);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      for (let h = 0; h < heads; h++) {
+        const lo = (r * heads + h) * headDim + i;
+        const a = x[lo];
+        const b = x[lo + half];
+        out[lo] = a * c - b * s;
+        out[lo + half] = b * c + a * s;
+      }
+    }
+  }
+  return out;
+}
+
+/** RoPE for one head layout; see {@linkcode createRope}. */
+export interface Rope {
+  /** Heads per row. */
+  readonly heads: number;
+  /** Head width (even). */
+  readonly headDim: number;
+  /**
+   * Rotates `x` `[rows, heads, headDim]` in place for positions `startPos ..`; `invFreq` is an
+   * f32 tensor of `headDim / 2` inverse frequencies.
+   */
+  encode(batch: CommandBatch, x: Binding, invFreq: Binding, startPos: number, rows: number): void;
+}
+
+/**
+ * Compiles the RoPE kernel for `heads` heads of `headDim` values (queries and keys differ in
+ * head count under GQA: one instance each).
+ *
+ * @example
+ * ```ts ignore
+ * const ropeQ = await createRope(gpu, { heads: 32, headDim: 128 });
+ * ropeQ.encode(batch, q, invFreq, startPos, rows);
+ * ```
+ */
+export async function createRope(
+  gpu: Gpu,
+  opts: { heads: number; headDim: number },
+): Promise<Rope> {
+  const { heads, headDim } = opts;
+  if (headDim % 2) throw new RangeError(`rope: head_dim ${headDim} is odd`);
+  const kernel = await gpu.kernel({ file: "rope", entry: "rope" });
+  const half = headDim / 2;
+  return {
+    heads,
+    headDim,
+    encode(batch, x, invFreq, startPos, rows) {
+      requireBytes(x, rows * heads * headDim * 4, "rope x");
+      requireBytes(invFreq, half * 4, "rope invFreq");
+      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).build();
+      batch.dispatch(kernel, [x, invFreq], grid(Math.ceil((rows * heads * half) / 256)), p);
+    },
+  };
+}

@@ -1,0 +1,33 @@
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { cpuArgmax, createArgmax } from "../../lib/kernels/argmax.ts";
+import { randn } from "../helpers/random.ts";
+import { f32Tensor, withGpu } from "./_gpu.ts";
+
+Deno.test("argmax matches cpuArgmax: first of ties, all-negative rows, a 128256 vocab", () =>
+  withGpu({}, async (gpu) => {
+    const argmax = await createArgmax(gpu);
+    const cases: [number, number][] = [[1, 1], [3, 7], [5, 1000], [2, 128_256], [1, 200_003]];
+    for (const [rows, n] of cases) {
+      const logits = randn(rows * n, n);
+      if (rows > 2) logits.fill(-5, n, 2 * n); // a row of equal values: index 0
+      if (n > 3) {
+        // ties between threads' stripes and inside one: the first index must win
+        const row = rows - 1;
+        logits[row * n + n - 1] = 100;
+        logits[row * n + 3] = 100;
+        logits[row * n + n - 2] = 100;
+      }
+      if (rows > 1) {
+        for (let i = 0; i < n; i++) logits[i] = -1000 - i; // all negative, max at 0
+      }
+      const tl = f32Tensor(gpu, "logits", logits);
+      const to = gpu.tensor({ label: "ids", category: "activations", byteSize: rows * 4 });
+      const batch = new CommandBatch(gpu);
+      argmax.encode(batch, tl, to, rows, n);
+      batch.submit();
+      assertEquals(await gpu.readU32(to), cpuArgmax(logits, rows, n), `rows=${rows} n=${n}`);
+      tl.destroy();
+      to.destroy();
+    }
+  }));

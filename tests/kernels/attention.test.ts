@@ -1,0 +1,166 @@
+import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import type { Gpu } from "../../lib/gpu/device.ts";
+import { f32ToF16Array, packF16Pairs } from "../../lib/gpu/f16.ts";
+import type { GpuTensor } from "../../lib/gpu/tensor.ts";
+import {
+  type AttentionShape,
+  cpuAttention,
+  createAttention,
+  kvCacheBytes,
+} from "../../lib/kernels/attention.ts";
+import { assertClose, randn } from "../helpers/random.ts";
+import { emptyF32, f32Tensor, withGpu } from "./_gpu.ts";
+
+// Twin and kernel read the same f16-rounded K/V; the kernel computes scores and the online
+// softmax in f32 (scores O(few), exp relative error ~1e-7, rescaling by exp(m - m_new)), the
+// twin in f64. Outputs are convex combinations of values ~N(0, 1): atol 2e-5 + rtol 1e-4.
+const TOL = { atol: 2e-5, rtol: 1e-4 };
+
+function kvCache(gpu: Gpu, maxSeq: number, shape: AttentionShape): [GpuTensor, GpuTensor] {
+  const bytes = kvCacheBytes(maxSeq, shape.numKvHeads, shape.headDim);
+  const make = (label: string) =>
+    gpu.tensor({ label, category: "kv-cache", byteSize: bytes, dtype: "f16x2" });
+  return [make("cache k"), make("cache v")];
+}
+
+/** Runs writeKv + attend for rows at startPos; returns the GPU output. */
+async function step(
+  gpu: Gpu,
+  attn: Awaited<ReturnType<typeof createAttention>>,
+  cache: [GpuTensor, GpuTensor],
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  startPos: number,
+  rows: number,
+): Promise<Float32Array> {
+  const tq = f32Tensor(gpu, "q", q);
+  const tk = f32Tensor(gpu, "k", k);
+  const tv = f32Tensor(gpu, "v", v);
+  const out = emptyF32(gpu, "out", q.length);
+  const batch = new CommandBatch(gpu);
+  attn.writeKv(batch, tk, tv, cache[0], cache[1], startPos, rows);
+  attn.attend(batch, tq, cache[0], cache[1], out, startPos, rows);
+  batch.submit();
+  const got = await gpu.readF32(out);
+  for (const t of [tq, tk, tv, out]) t.destroy();
+  return got;
+}
+
+Deno.test("writeKv stores f16 (round to nearest even) at the right positions", () =>
+  withGpu({}, async (gpu) => {
+    const shape = { numHeads: 4, numKvHeads: 2, headDim: 6 };
+    const attn = await createAttention(gpu, shape);
+    const cache = kvCache(gpu, 10, shape);
+    const per = shape.numKvHeads * shape.headDim;
+    const k = randn(3 * per, 1, 2);
+    const v = randn(3 * per, 2, 2);
+    const tk = f32Tensor(gpu, "k", k);
+    const tv = f32Tensor(gpu, "v", v);
+    const batch = new CommandBatch(gpu);
+    attn.writeKv(batch, tk, tv, cache[0], cache[1], 4, 3);
+    batch.submit();
+    const words = per / 2;
+    const gotK = await gpu.readU32(cache[0]);
+    assertEquals(gotK.subarray(4 * words, 7 * words), packF16Pairs(f32ToF16Array(k)));
+    assertEquals(gotK.subarray(0, 4 * words), new Uint32Array(4 * words)); // untouched
+    const gotV = await gpu.readU32(cache[1], 4 * words, 3 * words);
+    assertEquals(gotV, packF16Pairs(f32ToF16Array(v)));
+    assertThrows(
+      () => attn.writeKv(batch, tk, tv, cache[0], cache[1], 8, 3),
+      /cacheK/,
+      "writing past the cache end is refused",
+    );
+    for (const t of [tk, tv, ...cache]) t.destroy();
+  }));
+
+Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, long context", () =>
+  withGpu({}, async (gpu) => {
+    const cases = [
+      { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 1 },
+      { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 37 },
+      { shape: { numHeads: 6, numKvHeads: 2, headDim: 6 }, startPos: 70, rows: 3 },
+      { shape: { numHeads: 2, numKvHeads: 2, headDim: 128 }, startPos: 129, rows: 5 },
+      { shape: { numHeads: 8, numKvHeads: 1, headDim: 32 }, startPos: 4100, rows: 2 },
+    ];
+    for (const [c, { shape, startPos, rows }] of cases.entries()) {
+      const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;
+      const attn = await createAttention(gpu, shape);
+      const cache = kvCache(gpu, startPos + rows + 3, shape);
+      const kAll = randn((startPos + rows) * kvh * d, 100 + c, 1);
+      const vAll = randn((startPos + rows) * kvh * d, 200 + c, 1);
+      const q = randn(rows * h * d, 300 + c, 1.5);
+      if (startPos > 0) {
+        // history first, as an earlier prefill would have written it
+        const hist = startPos * kvh * d;
+        const tk = f32Tensor(gpu, "k", kAll.subarray(0, hist));
+        const tv = f32Tensor(gpu, "v", vAll.subarray(0, hist));
+        const batch = new CommandBatch(gpu);
+        attn.writeKv(batch, tk, tv, cache[0], cache[1], 0, startPos);
+        batch.submit();
+        tk.destroy();
+        tv.destroy();
+      }
+      const off = startPos * kvh * d;
+      const got = await step(
+        gpu,
+        attn,
+        cache,
+        q,
+        kAll.subarray(off),
+        vAll.subarray(off),
+        startPos,
+        rows,
+      );
+      assertClose(
+        got,
+        cpuAttention(q, kAll, vAll, rows, startPos, shape),
+        TOL,
+        `attention ${h}/${kvh} heads of ${d}, startPos=${startPos} rows=${rows}`,
+      );
+      for (const t of cache) t.destroy();
+    }
+  }));
+
+Deno.test("prefill of 5 tokens equals 5 single-token decodes", () =>
+  withGpu({}, async (gpu) => {
+    const shape = { numHeads: 8, numKvHeads: 2, headDim: 64 };
+    const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;
+    const attn = await createAttention(gpu, shape);
+    const start = 11; // after a first prefill of 11 tokens
+    const total = start + 5;
+    const k = randn(total * kvh * d, 1);
+    const v = randn(total * kvh * d, 2);
+    const q = randn(total * h * d, 3);
+    const run = async (chunks: number[]) => {
+      const cache = kvCache(gpu, 32, shape);
+      const outs: Float32Array[] = [];
+      let pos = 0;
+      for (const rows of chunks) {
+        outs.push(
+          await step(
+            gpu,
+            attn,
+            cache,
+            q.subarray(pos * h * d, (pos + rows) * h * d),
+            k.subarray(pos * kvh * d, (pos + rows) * kvh * d),
+            v.subarray(pos * kvh * d, (pos + rows) * kvh * d),
+            pos,
+            rows,
+          ),
+        );
+        pos += rows;
+      }
+      for (const t of cache) t.destroy();
+      const all = new Float32Array(total * h * d);
+      let o = 0;
+      for (const x of outs) all.set(x, (o += x.length) - x.length);
+      return all.subarray(start * h * d);
+    };
+    const prefill = await run([start, 5]);
+    const decode = await run([start, 1, 1, 1, 1, 1]);
+    // The same f32 operations in the same order for each query row: bit-for-bit equal.
+    assertEquals(prefill, decode);
+    assertClose(prefill, cpuAttention(q, k, v, total, 0, shape).subarray(start * h * d), TOL);
+  }));

@@ -1,0 +1,30 @@
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { cpuRmsNorm, createRmsNorm } from "../../lib/kernels/rmsnorm.ts";
+import { assertClose, randn, uniform } from "../helpers/random.ts";
+import { emptyF32, f32Tensor, withGpu } from "./_gpu.ts";
+
+// f32 kernel vs f64 twin: a tree sum of squares and one sqrt, then two f32 products per
+// element: a few ulps, so rtol 1e-5 (plus a tiny atol for values near zero).
+Deno.test("RMSNorm matches cpuRmsNorm (rows 1, 3, 37; widths below, at and above the workgroup)", () =>
+  withGpu({}, async (gpu) => {
+    const norm = [await createRmsNorm(gpu, { dim: 4096, eps: 1e-5 })];
+    for (const [rows, dim, eps] of [[1, 4096, 1e-5], [3, 66, 1e-6], [37, 300, 1e-5], [2, 7, 0.1]]) {
+      const x = randn(rows * dim, rows + dim, 3);
+      const w = uniform(dim, dim, 0.5, 1.5);
+      const n = await createRmsNorm(gpu, { dim, eps });
+      norm.push(n);
+      const tx = f32Tensor(gpu, "x", x);
+      const tw = f32Tensor(gpu, "w", w);
+      const to = emptyF32(gpu, "out", rows * dim);
+      const batch = new CommandBatch(gpu);
+      n.encode(batch, tx, tw, to, rows);
+      batch.submit();
+      assertClose(
+        await gpu.readF32(to),
+        cpuRmsNorm(x, w, rows, dim, eps),
+        { atol: 1e-6, rtol: 1e-5 },
+        `rmsnorm rows=${rows} dim=${dim}`,
+      );
+      for (const t of [tx, tw, to]) t.destroy();
+    }
+  }));
