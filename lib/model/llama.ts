@@ -1,0 +1,516 @@
+/**
+ * The Llama forward pass on WebGPU, in the spirit of llama2.c's `run.c`: the weights, the run
+ * state (activation buffers and the KV cache), and `forward`, one screenful each.
+ *
+ * One token's path: `embed` looks its row up in the f16 table; each layer does
+ * `rmsnorm → q,k,v → rope → kv cache → attention → o → +residual → rmsnorm → gate,up → swiglu →
+ * down → +residual`; a final `rmsnorm` and the LM head give logits. Every product goes through
+ * a {@linkcode Linear}, which is where the weight formats differ.
+ *
+ * @module
+ */
+
+import { CommandBatch } from "../gpu/batch.ts";
+import type { Binding } from "../gpu/batch.ts";
+import { defaultGpu, type Gpu } from "../gpu/device.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+import type { Linear } from "../kernels/linear.ts";
+import { Fp16Linear } from "../kernels/linear.ts";
+import { kvCacheBytes } from "../kernels/attention.ts";
+import { LlamaOps } from "./ops.ts";
+import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
+import { type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
+
+/** The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints. */
+export const LINEAR_NAMES = [
+  "self_attn.q_proj",
+  "self_attn.k_proj",
+  "self_attn.v_proj",
+  "self_attn.o_proj",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+] as const;
+
+/** One of {@linkcode LINEAR_NAMES}. */
+export type LinearName = typeof LINEAR_NAMES[number];
+
+/** What a {@linkcode LinearFactory} is asked to build. */
+export interface LinearRequest {
+  /** Full tensor name, e.g. `model.layers.3.mlp.down_proj.weight`. */
+  name: string;
+  /** Layer index, or -1 for the LM head. */
+  layer: number;
+  /** Which linear layer of the block, or `"lm_head"`. */
+  kind: LinearName | "lm_head";
+  /** Weights as f16 bits, `[outFeatures, inFeatures]` row-major. */
+  weight: Uint16Array;
+  /** N. */
+  outFeatures: number;
+  /** K. */
+  inFeatures: number;
+}
+
+/**
+ * Builds the GPU form of one linear layer from its f16 weights. This is where quantization
+ * plugs in: the weights arrive on the CPU one tensor at a time, so a quantized format never
+ * holds an FP16 copy on the GPU.
+ */
+export type LinearFactory = (gpu: Gpu, request: LinearRequest) => Promise<Linear>;
+
+/** Options for {@linkcode LlamaModel.load}. */
+export interface LoadOptions {
+  /** The device; defaults to {@linkcode defaultGpu}. */
+  gpu?: Gpu;
+  /** Builds each linear layer; defaults to FP16. */
+  linear?: LinearFactory;
+  /** Whether the LM head goes through `linear` too (default: it stays FP16, as bitsandbytes does). */
+  quantizeHead?: boolean;
+  /** KV cache length; defaults to the config's `max_position_embeddings` (capped at 4096). */
+  maxSeqLen?: number;
+  /** Most tokens per forward chunk (activation buffers are sized for it); default 128. */
+  chunkSize?: number;
+  /** Called after each tensor is loaded. */
+  onProgress?: (done: number, total: number, name: string) => void;
+}
+
+/** Weights of one decoder block on the GPU. */
+export interface LayerWeights {
+  /** RMSNorm weight before attention (f32). */
+  attnNorm: GpuTensor;
+  /** Attention and MLP products. */
+  linears: Record<LinearName, Linear>;
+  /** RMSNorm weight before the MLP (f32). */
+  mlpNorm: GpuTensor;
+}
+
+/** Activation buffers for up to `rows` tokens, and the KV cache. */
+interface RunState {
+  rows: number;
+  ids: GpuTensor; // u32 [rows]
+  x: GpuTensor; // residual stream [rows, hidden]
+  xn: GpuTensor; // normed input of a block [rows, hidden]
+  q: GpuTensor; // [rows, heads * headDim]
+  k: GpuTensor; // [rows, kvHeads * headDim]
+  v: GpuTensor;
+  att: GpuTensor; // attention output [rows, heads * headDim]
+  proj: GpuTensor; // o_proj / down_proj output [rows, hidden]
+  gate: GpuTensor; // [rows, intermediate]
+  up: GpuTensor;
+  logits: GpuTensor; // [rows, vocab]
+  next: GpuTensor; // u32 [rows]: argmax of each logits row
+  invFreq: GpuTensor; // RoPE inverse frequencies [headDim / 2]
+  keyCache: GpuTensor[]; // per layer, f16 [maxSeq, kvHeads, headDim]
+  valueCache: GpuTensor[];
+}
+
+/** Which logits {@linkcode LlamaModel.forward} returns. */
+export type LogitsWanted = "last" | "all" | "none";
+
+/**
+ * A Llama model on the GPU with its KV cache.
+ *
+ * @example
+ * ```ts ignore
+ * import { LlamaModel } from "./llama.ts";
+ * const model = await LlamaModel.load("models/sotu-llama");
+ * const logits = await model.forward([1, 450, 3681], "last"); // Float32Array [vocab]
+ * model.dispose();
+ * ```
+ */
+export class LlamaModel {
+  /** The architecture. */
+  readonly config: LlamaConfig;
+  /** The device it runs on. */
+  readonly gpu: Gpu;
+  /** Token embedding table, f16 `[vocab, hidden]`. */
+  readonly embed: GpuTensor;
+  /** Decoder blocks. */
+  readonly layers: LayerWeights[];
+  /** Final RMSNorm weight (f32). */
+  readonly norm: GpuTensor;
+  /** The LM head (shares `embed` when embeddings are tied). */
+  readonly lmHead: Linear;
+  /** Longest sequence the KV cache holds. */
+  readonly maxSeqLen: number;
+  #ops: LlamaOps;
+  #state: RunState;
+  #pos = 0;
+  #disposed = false;
+
+  private constructor(
+    config: LlamaConfig,
+    gpu: Gpu,
+    weights: { embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear },
+    ops: LlamaOps,
+    state: RunState,
+    maxSeqLen: number,
+  ) {
+    this.config = config;
+    this.gpu = gpu;
+    this.embed = weights.embed;
+    this.layers = weights.layers;
+    this.norm = weights.norm;
+    this.lmHead = weights.lmHead;
+    this.#ops = ops;
+    this.#state = state;
+    this.maxSeqLen = maxSeqLen;
+  }
+
+  /**
+   * Loads a Hugging Face Llama checkpoint directory, one tensor at a time.
+   *
+   * @example
+   * ```ts ignore
+   * const model = await LlamaModel.load("models/sotu-llama", { maxSeqLen: 512 });
+   * ```
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<LlamaModel> {
+    const config = await loadLlamaConfig(dir);
+    const checkpoint = await openCheckpoint(dir);
+    try {
+      return await LlamaModel.fromCheckpoint(config, checkpoint, options);
+    } finally {
+      checkpoint.close();
+    }
+  }
+
+  /** Loads from an open checkpoint (see {@linkcode LlamaModel.load}). */
+  static async fromCheckpoint(
+    config: LlamaConfig,
+    checkpoint: Checkpoint,
+    options: LoadOptions = {},
+  ): Promise<LlamaModel> {
+    const gpu = options.gpu ?? await defaultGpu();
+    const maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 4096);
+    if (maxSeqLen > config.maxPositionEmbeddings) {
+      throw new Error(
+        `maxSeqLen ${maxSeqLen} exceeds the model's max_position_embeddings ` +
+          `(${config.maxPositionEmbeddings})`,
+      );
+    }
+    const chunk = Math.min(options.chunkSize ?? 128, maxSeqLen);
+    const owned: { destroy(): void }[] = [];
+    try {
+      const weights = await loadWeights(gpu, config, checkpoint, options, owned);
+      const ops = await LlamaOps.create(gpu, config, weights.embed);
+      const state = createRunState(gpu, config, chunk, maxSeqLen, owned);
+      return new LlamaModel(config, gpu, weights, ops, state, maxSeqLen);
+    } catch (err) {
+      // Nothing half-built stays on the GPU.
+      for (const o of owned.reverse()) o.destroy();
+      throw err;
+    }
+  }
+
+  /** Tokens already in the KV cache. */
+  get position(): number {
+    return this.#pos;
+  }
+
+  /** Most tokens one internal chunk processes at once. */
+  get chunkSize(): number {
+    return this.#state.rows;
+  }
+
+  /** Empties the KV cache (the next forward starts at position 0). */
+  reset(): void {
+    this.#pos = 0;
+  }
+
+  /**
+   * Runs `tokens` through the model after whatever is already in the KV cache, and returns the
+   * logits of the last token (`"last"`, `[vocab]`), of every token (`"all"`,
+   * `[tokens.length, vocab]`), or none.
+   */
+  async forward(tokens: readonly number[], logits: LogitsWanted = "last"): Promise<Float32Array> {
+    this.#checkUsable(tokens.length);
+    const vocab = this.config.vocabSize;
+    const out = new Float32Array(
+      logits === "all" ? tokens.length * vocab : logits === "last" ? vocab : 0,
+    );
+    for (let start = 0; start < tokens.length; start += this.#state.rows) {
+      const piece = tokens.slice(start, start + this.#state.rows);
+      const isLast = start + piece.length === tokens.length;
+      const headRows = logits === "all" ? piece.length : (logits === "last" && isLast ? 1 : 0);
+      const batch = new CommandBatch(this.gpu);
+      this.#encodeChunk(batch, piece, headRows);
+      batch.submit();
+      if (headRows > 0) {
+        const rows = await this.gpu.readF32(this.#state.logits, 0, headRows * vocab);
+        out.set(rows, logits === "all" ? start * vocab : 0);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Like {@linkcode forward} but returns only the argmax of the last token's logits, computed on
+   * the GPU so that only four bytes come back.
+   */
+  async forwardGreedy(tokens: readonly number[]): Promise<number> {
+    this.#checkUsable(tokens.length);
+    for (let start = 0; start < tokens.length; start += this.#state.rows) {
+      const piece = tokens.slice(start, start + this.#state.rows);
+      const isLast = start + piece.length === tokens.length;
+      const batch = new CommandBatch(this.gpu);
+      this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+      if (isLast) {
+        this.#ops.argmax(batch, this.#state.logits, this.#state.next, 1, this.config.vocabSize);
+      }
+      batch.submit();
+    }
+    return (await this.gpu.readU32(this.#state.next, 0, 1))[0];
+  }
+
+  /** Frees every GPU buffer the model owns; the ledger drops by exactly what it added. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const layer of this.layers) {
+      layer.attnNorm.destroy();
+      layer.mlpNorm.destroy();
+      for (const l of Object.values(layer.linears)) l.destroy();
+    }
+    this.lmHead.destroy();
+    this.embed.destroy();
+    this.norm.destroy();
+    destroyRunState(this.#state);
+    this.gpu.trimScratch();
+  }
+
+  #checkUsable(count: number): void {
+    if (this.#disposed) throw new Error("this model has been disposed");
+    if (count === 0) throw new Error("forward: no tokens given");
+    if (this.#pos + count > this.maxSeqLen) {
+      throw new Error(
+        `forward: ${this.#pos} cached + ${count} new tokens exceed the KV cache ` +
+          `(${this.maxSeqLen} positions); call reset() or load with a larger maxSeqLen`,
+      );
+    }
+  }
+
+  /** Records one chunk: embeddings, every layer, and (for `headRows` last rows) the LM head. */
+  #encodeChunk(batch: CommandBatch, tokens: readonly number[], headRows: number): void {
+    const c = this.config;
+    const s = this.#state;
+    const ops = this.#ops;
+    const rows = tokens.length;
+    const pos = this.#pos;
+    for (const id of tokens) {
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+        throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
+      }
+    }
+    s.ids.write(this.gpu.device, new Uint32Array(tokens));
+    ops.embed(batch, s.ids, s.x, rows);
+    for (let l = 0; l < c.numLayers; l++) {
+      const w = this.layers[l];
+      const lin = w.linears;
+      // attention
+      ops.rmsnorm(batch, s.x, w.attnNorm, s.xn, rows);
+      lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
+      lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows);
+      lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows);
+      ops.rope(batch, s.q, s.k, s.invFreq, pos, rows);
+      ops.attention(
+        batch,
+        s.q,
+        s.k,
+        s.v,
+        s.keyCache[l],
+        s.valueCache[l],
+        s.att,
+        pos,
+        rows,
+      );
+      lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows);
+      ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
+      // MLP
+      ops.rmsnorm(batch, s.x, w.mlpNorm, s.xn, rows);
+      lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
+      lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows);
+      ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
+      lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
+      ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
+    }
+    this.#pos += rows;
+    if (headRows === 0) return;
+    ops.rmsnorm(batch, s.x, this.norm, s.xn, rows);
+    const first = rows - headRows;
+    const rowBytes = c.hiddenSize * 4;
+    const input: Binding = first === 0
+      ? s.xn
+      : { tensor: s.xn, offset: first * rowBytes, size: headRows * rowBytes };
+    this.lmHead.encode(batch, input, s.logits, headRows);
+  }
+}
+
+/** The FP16 linear layer: the default {@linkcode LinearFactory}. */
+export const fp16Linear: LinearFactory = (gpu, r) =>
+  Fp16Linear.create(gpu, {
+    label: r.name,
+    weight: r.weight,
+    outFeatures: r.outFeatures,
+    inFeatures: r.inFeatures,
+  });
+
+async function loadWeights(
+  gpu: Gpu,
+  c: LlamaConfig,
+  ckpt: Checkpoint,
+  options: LoadOptions,
+  owned: { destroy(): void }[],
+): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
+  const linear = options.linear ?? fp16Linear;
+  const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
+  let done = 0;
+  const progress = (name: string) => options.onProgress?.(++done, total, name);
+  const kvDim = c.numKvHeads * c.headDim;
+  const qDim = c.numHeads * c.headDim;
+  const shapes: Record<LinearName, [number, number]> = {
+    "self_attn.q_proj": [qDim, c.hiddenSize],
+    "self_attn.k_proj": [kvDim, c.hiddenSize],
+    "self_attn.v_proj": [kvDim, c.hiddenSize],
+    "self_attn.o_proj": [c.hiddenSize, qDim],
+    "mlp.gate_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.up_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.down_proj": [c.hiddenSize, c.intermediateSize],
+  };
+  const own = <T extends { destroy(): void }>(t: T): T => {
+    owned.push(t);
+    return t;
+  };
+  const norm = async (name: string): Promise<GpuTensor> => {
+    ckpt.expectShape(name, [c.hiddenSize]);
+    const data = await ckpt.readF32(name);
+    progress(name);
+    return own(gpu.tensor({ label: name, category: "weights", data, shape: [c.hiddenSize] }));
+  };
+
+  const embedName = "model.embed_tokens.weight";
+  ckpt.expectShape(embedName, [c.vocabSize, c.hiddenSize]);
+  const embedBits = await ckpt.readF16Bits(embedName);
+  const embed = own(gpu.tensor({
+    label: embedName,
+    category: "weights",
+    data: embedBits,
+    shape: [c.vocabSize, c.hiddenSize],
+    dtype: "f16x2",
+  }));
+  progress(embedName);
+
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const prefix = `model.layers.${l}`;
+    const attnNorm = await norm(`${prefix}.input_layernorm.weight`);
+    const mlpNorm = await norm(`${prefix}.post_attention_layernorm.weight`);
+    const linears = {} as Record<LinearName, Linear>;
+    for (const kind of LINEAR_NAMES) {
+      const name = `${prefix}.${kind}.weight`;
+      const [n, k] = shapes[kind];
+      ckpt.expectShape(name, [n, k]);
+      const weight = await ckpt.readF16Bits(name);
+      linears[kind] = own(
+        await linear(gpu, { name, layer: l, kind, weight, outFeatures: n, inFeatures: k }),
+      );
+      progress(name);
+    }
+    layers.push({ attnNorm, linears, mlpNorm });
+  }
+  const norm_ = await norm("model.norm.weight");
+
+  let lmHead: Linear;
+  const headName = c.tieWordEmbeddings ? embedName : "lm_head.weight";
+  const headFactory = options.quantizeHead ? linear : fp16Linear;
+  if (c.tieWordEmbeddings && !options.quantizeHead) {
+    lmHead = own(
+      await Fp16Linear.create(gpu, {
+        label: "lm_head (tied to embed_tokens)",
+        weight: embed,
+        outFeatures: c.vocabSize,
+        inFeatures: c.hiddenSize,
+      }),
+    );
+  } else {
+    ckpt.expectShape(headName, [c.vocabSize, c.hiddenSize]);
+    const weight = c.tieWordEmbeddings ? embedBits : await ckpt.readF16Bits(headName);
+    lmHead = own(
+      await headFactory(gpu, {
+        name: headName,
+        layer: -1,
+        kind: "lm_head",
+        weight,
+        outFeatures: c.vocabSize,
+        inFeatures: c.hiddenSize,
+      }),
+    );
+  }
+  progress(headName);
+  return { embed, layers, norm: norm_, lmHead };
+}
+
+function createRunState(
+  gpu: Gpu,
+  c: LlamaConfig,
+  rows: number,
+  maxSeq: number,
+  owned: { destroy(): void }[],
+): RunState {
+  const act = (label: string, floats: number): GpuTensor => {
+    const t = gpu.tensor({ label, category: "activations", byteSize: floats * 4 });
+    owned.push(t);
+    return t;
+  };
+  const cacheBytes = kvCacheBytes(maxSeq, c.numKvHeads, c.headDim);
+  const cache = (label: string): GpuTensor => {
+    const t = gpu.tensor({ label, category: "kv-cache", byteSize: cacheBytes, dtype: "f16x2" });
+    owned.push(t);
+    return t;
+  };
+  const invFreq = gpu.tensor({
+    label: "rope inverse frequencies",
+    category: "weights",
+    data: ropeInverseFrequencies(c),
+  });
+  owned.push(invFreq);
+  return {
+    rows,
+    ids: act("token ids", rows),
+    x: act("residual", rows * c.hiddenSize),
+    xn: act("normed", rows * c.hiddenSize),
+    q: act("q", rows * c.numHeads * c.headDim),
+    k: act("k", rows * c.numKvHeads * c.headDim),
+    v: act("v", rows * c.numKvHeads * c.headDim),
+    att: act("attention out", rows * c.numHeads * c.headDim),
+    proj: act("projection out", rows * c.hiddenSize),
+    gate: act("gate", rows * c.intermediateSize),
+    up: act("up", rows * c.intermediateSize),
+    logits: act("logits", rows * c.vocabSize),
+    next: act("next token", rows),
+    invFreq,
+    keyCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.key cache`)),
+    valueCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.value cache`)),
+  };
+}
+
+function destroyRunState(s: RunState): void {
+  for (
+    const t of [
+      s.ids,
+      s.x,
+      s.xn,
+      s.q,
+      s.k,
+      s.v,
+      s.att,
+      s.proj,
+      s.gate,
+      s.up,
+      s.logits,
+      s.next,
+      s.invFreq,
+    ]
+  ) t.destroy();
+  for (const t of [...s.keyCache, ...s.valueCache]) t.destroy();
+}

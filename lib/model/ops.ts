@@ -1,0 +1,127 @@
+/**
+ * The non-linear kernels of a Llama block, built once for one model's shapes: what
+ * {@linkcode LlamaModel} calls between its linear layers.
+ *
+ * @module
+ */
+
+import type { Binding, CommandBatch } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+import { type Argmax, createArgmax } from "../kernels/argmax.ts";
+import { type Attention, createAttention } from "../kernels/attention.ts";
+import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
+import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
+import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
+import { createRope, type Rope } from "../kernels/rope.ts";
+import type { LlamaConfig } from "./config.ts";
+
+/**
+ * Compiled kernels for one model configuration.
+ *
+ * @example
+ * ```ts ignore
+ * const ops = await LlamaOps.create(gpu, config, embedTable);
+ * ops.rmsnorm(batch, x, weight, out, rows);
+ * ```
+ */
+export class LlamaOps {
+  #embedding: Embedding;
+  #norm: RmsNorm;
+  #ropeQ: Rope;
+  #ropeK: Rope;
+  #attention: Attention;
+  #elementwise: Elementwise;
+  #argmax: Argmax;
+
+  private constructor(
+    embedding: Embedding,
+    norm: RmsNorm,
+    ropeQ: Rope,
+    ropeK: Rope,
+    attention: Attention,
+    elementwise: Elementwise,
+    argmax: Argmax,
+  ) {
+    this.#embedding = embedding;
+    this.#norm = norm;
+    this.#ropeQ = ropeQ;
+    this.#ropeK = ropeK;
+    this.#attention = attention;
+    this.#elementwise = elementwise;
+    this.#argmax = argmax;
+  }
+
+  /** Compiles every kernel the forward pass needs; `embedTable` stays owned by the caller. */
+  static async create(gpu: Gpu, c: LlamaConfig, embedTable: GpuTensor): Promise<LlamaOps> {
+    const [embedding, norm, ropeQ, ropeK, attention, elementwise, argmax] = await Promise.all([
+      createEmbedding(gpu, {
+        label: "embed_tokens",
+        table: embedTable,
+        vocab: c.vocabSize,
+        hidden: c.hiddenSize,
+      }),
+      createRmsNorm(gpu, { dim: c.hiddenSize, eps: c.rmsNormEps }),
+      createRope(gpu, { heads: c.numHeads, headDim: c.headDim }),
+      createRope(gpu, { heads: c.numKvHeads, headDim: c.headDim }),
+      createAttention(gpu, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim }),
+      createElementwise(gpu),
+      createArgmax(gpu),
+    ]);
+    return new LlamaOps(embedding, norm, ropeQ, ropeK, attention, elementwise, argmax);
+  }
+
+  /** x[r] = embed[ids[r]]. */
+  embed(batch: CommandBatch, ids: Binding, x: Binding, rows: number): void {
+    this.#embedding.encode(batch, ids, x, rows);
+  }
+
+  /** out = rmsnorm(x) * weight, row by row. */
+  rmsnorm(batch: CommandBatch, x: Binding, weight: Binding, out: Binding, rows: number): void {
+    this.#norm.encode(batch, x, weight, out, rows);
+  }
+
+  /** Rotates q and k in place for positions start .. start + rows - 1. */
+  rope(
+    batch: CommandBatch,
+    q: Binding,
+    k: Binding,
+    invFreq: Binding,
+    start: number,
+    rows: number,
+  ): void {
+    this.#ropeQ.encode(batch, q, invFreq, start, rows);
+    this.#ropeK.encode(batch, k, invFreq, start, rows);
+  }
+
+  /** Appends k, v to the layer's cache, then causal attention of q over it. */
+  attention(
+    batch: CommandBatch,
+    q: Binding,
+    k: Binding,
+    v: Binding,
+    cacheK: Binding,
+    cacheV: Binding,
+    out: Binding,
+    start: number,
+    rows: number,
+  ): void {
+    this.#attention.writeKv(batch, k, v, cacheK, cacheV, start, rows);
+    this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows);
+  }
+
+  /** a += b over n floats. */
+  add(batch: CommandBatch, a: Binding, b: Binding, n: number): void {
+    this.#elementwise.add(batch, a, b, n);
+  }
+
+  /** gate = silu(gate) * up over n floats. */
+  swiglu(batch: CommandBatch, gate: Binding, up: Binding, n: number): void {
+    this.#elementwise.swiglu(batch, gate, up, n);
+  }
+
+  /** out[r] = argmax of logits row r. */
+  argmax(batch: CommandBatch, logits: Binding, out: Binding, rows: number, vocab: number): void {
+    this.#argmax.encode(batch, logits, out, rows, vocab);
+  }
+}
