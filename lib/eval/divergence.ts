@@ -5,6 +5,7 @@
  * @module
  */
 
+import { argmax } from "../model/sampling.ts";
 import { logSumExp } from "./perplexity.ts";
 
 /**
@@ -29,21 +30,6 @@ export function klDivergence(reference: ArrayLike<number>, test: ArrayLike<numbe
     if (p > 0) kl += p * (logP - (test[i] - lq));
   }
   return Math.max(0, kl);
-}
-
-/**
- * Index of the largest value (the first one on ties).
- *
- * @example
- * ```ts
- * import { argmax } from "./divergence.ts";
- * argmax([1, 3, 3]); // 1
- * ```
- */
-export function argmax(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 /** Summary of {@linkcode compareLogits}. */

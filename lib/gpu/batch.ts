@@ -126,11 +126,13 @@ export function grid(n: number, limit = 65535): [number, number, number] {
  * ```
  */
 export class CommandBatch {
+  /** The device the batch submits to. */
   readonly gpu: Gpu;
   #ops: Op[] = [];
   #params: Uint8Array<ArrayBuffer> = new Uint8Array(UNIFORM_ALIGN * 16);
   #paramBytes = 0;
 
+  /** An empty batch for `gpu`. */
   constructor(gpu: Gpu) {
     this.gpu = gpu;
   }

@@ -347,7 +347,7 @@ export class LlamaModel {
 }
 
 /** The FP16 linear layer: the default {@linkcode LinearFactory}. */
-export const fp16Linear: LinearFactory = (gpu, r) =>
+export const fp16Linear: LinearFactory = (gpu: Gpu, r: LinearRequest): Promise<Linear> =>
   Fp16Linear.create(gpu, {
     label: r.name,
     weight: r.weight,

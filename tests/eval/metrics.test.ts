@@ -1,5 +1,6 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { argmax, compareLogits, klDivergence } from "../../lib/eval/divergence.ts";
+import { compareLogits, klDivergence } from "../../lib/eval/divergence.ts";
+import { argmax } from "../../lib/model/sampling.ts";
 import { type LogitsModel, logSumExp, perplexity } from "../../lib/eval/perplexity.ts";
 import { randn } from "../helpers/random.ts";
 

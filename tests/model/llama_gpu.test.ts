@@ -16,7 +16,7 @@ import { openCheckpoint } from "../../lib/model/checkpoint.ts";
 import { loadReferenceWeights, ReferenceLlama } from "../../lib/model/reference.ts";
 import { type RandomLlamaOptions, writeRandomLlama } from "../helpers/random_llama.ts";
 import { randomInts } from "../helpers/random.ts";
-import { argmax } from "../../lib/eval/divergence.ts";
+import { argmax } from "../../lib/model/sampling.ts";
 
 const LOGIT_ATOL = 0.02;
 

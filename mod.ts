@@ -1,0 +1,148 @@
+/**
+ * qlab: run Llama-style models on WebGPU in FP16, INT8 (absmax, vector-wise, LLM.int8()) and
+ * 4-bit NormalFloat, and measure what each format costs (GPU memory, speed) and loses
+ * (perplexity, KL divergence, per-layer error).
+ *
+ * @example
+ * ```ts ignore
+ * import { generate, LlamaModel, loadTokenizer, requestGpu } from "./mod.ts";
+ *
+ * const gpu = await requestGpu();
+ * const model = await LlamaModel.load("models/sotu-llama", { gpu });
+ * const tokenizer = await loadTokenizer("models/sotu-llama");
+ * const result = await generate(model, tokenizer, "The state of the Union is", {
+ *   maxNewTokens: 32,
+ *   onText: (text) => console.log(text),
+ * });
+ * console.log(result.decodeTokensPerSecond, gpu.ledger.peakBytes);
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+// The GPU runtime
+export { defaultGpu, Gpu, type GpuOptions, requestGpu } from "./lib/gpu/device.ts";
+export {
+  formatBytes,
+  type LedgerEntry,
+  type LedgerSnapshot,
+  MEMORY_CATEGORIES,
+  type MemoryCategory,
+  MemoryLedger,
+} from "./lib/gpu/ledger.ts";
+export { GpuTensor, type TensorDType, type TensorOptions } from "./lib/gpu/tensor.ts";
+export {
+  type Binding,
+  CommandBatch,
+  type DispatchTiming,
+  grid,
+  params,
+  ParamWriter,
+} from "./lib/gpu/batch.ts";
+export type { Kernel, KernelSpec } from "./lib/gpu/kernel.ts";
+export { f16BitsToF32, f32ToF16Bits, roundToF16 } from "./lib/gpu/f16.ts";
+
+// Kernels
+export {
+  Fp16Linear,
+  type Fp16LinearOptions,
+  type Fp16Tuning,
+  type Linear,
+} from "./lib/kernels/linear.ts";
+export type { RowChunk } from "./lib/kernels/chunks.ts";
+
+// Models
+export {
+  fp16Linear,
+  type LayerWeights,
+  LINEAR_NAMES,
+  type LinearFactory,
+  type LinearName,
+  type LinearRequest,
+  LlamaModel,
+  type LoadOptions,
+  type LogitsWanted,
+} from "./lib/model/llama.ts";
+export { generate, type GenerateOptions, type GenerateResult } from "./lib/model/generate.ts";
+export {
+  createStreamDecoder,
+  type DecodeOptions,
+  type EncodeOptions,
+  loadTokenizer,
+  type StreamDecoder,
+  type Tokenizer,
+} from "./lib/model/tokenizer.ts";
+export {
+  type Llama3RopeScaling,
+  type LlamaConfig,
+  loadLlamaConfig,
+  parseLlamaConfig,
+  ropeInverseFrequencies,
+} from "./lib/model/config.ts";
+export { parameterCount, PRESET_NAMES, presetConfig } from "./lib/model/presets.ts";
+export { Checkpoint, type CheckpointTensorInfo, openCheckpoint } from "./lib/model/checkpoint.ts";
+export {
+  SafetensorsFile,
+  type TensorInfo,
+  type TensorToWrite,
+  writeSafetensors,
+} from "./lib/model/safetensors.ts";
+export { resolveModelDir, type ResolveOptions } from "./lib/model/hub.ts";
+export { createSampler, type SamplerOptions } from "./lib/model/sampling.ts";
+export {
+  type ActivationHook,
+  type LayerWeights as ReferenceLayerWeights,
+  loadReferenceWeights,
+  ReferenceLlama,
+  type ReferenceOptions,
+  type ReferenceWeights,
+} from "./lib/model/reference.ts";
+
+// Quantization formats (CPU side)
+export {
+  bitsPerParameter,
+  dequantize,
+  FORMAT_INFO,
+  type FormatInfo,
+  matmulQuantized,
+  packedBytes,
+  packedBytesFor,
+  QUANT_FORMATS,
+  type QuantFormat,
+  quantize,
+  type QuantizedWeight,
+  type QuantOptions,
+} from "./lib/quant/formats.ts";
+export { NF4_TABLE, type Nf4Weight } from "./lib/quant/nf4.ts";
+export type { Fp16Weight } from "./lib/quant/fp16.ts";
+export type { Int8AbsmaxWeight } from "./lib/quant/int8_absmax.ts";
+export type { Int8VectorwiseWeight } from "./lib/quant/int8_vectorwise.ts";
+export type { Nf4DqWeight } from "./lib/quant/nf4_dq.ts";
+export type { Int4Weight } from "./lib/quant/int4.ts";
+export type { Q8_0Weight } from "./lib/quant/q8_0.ts";
+export type { Blockwise4bit } from "./lib/quant/blockwise4.ts";
+export { FP4_TABLE, type Fp4Weight } from "./lib/quant/fp4.ts";
+export {
+  findOutlierColumns,
+  LLM_INT8_THRESHOLD,
+  type LlmInt8Weight,
+  type OutlierStats,
+} from "./lib/quant/llm_int8.ts";
+export {
+  cosineSimilarity,
+  meanAbsError,
+  meanRelativeError,
+  relativeFrobeniusError,
+} from "./lib/quant/stats.ts";
+
+// Evaluation
+export {
+  type LogitsModel,
+  logProbability,
+  logSumExp,
+  perplexity,
+  type PerplexityOptions,
+  type PerplexityResult,
+} from "./lib/eval/perplexity.ts";
+export { compareLogits, klDivergence, type LogitsComparison } from "./lib/eval/divergence.ts";
