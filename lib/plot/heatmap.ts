@@ -57,7 +57,9 @@ export function layerErrorHeatmapFigure(grid: LayerErrorGrid): Figure {
       x: grid.columns,
       y: grid.rows,
       z: grid.values.map(plainNumbers),
+      // Plotly's YlOrRd runs from red to yellow: reversed, small errors are the light cells.
       colorscale: "YlOrRd",
+      reversescale: true,
       colorbar: { title: { text: grid.metric } },
       hoverongaps: false,
       hovertemplate: `%{y}, %{x}: %{z:.4g}<extra>${grid.format}</extra>`,

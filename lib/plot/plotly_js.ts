@@ -89,9 +89,23 @@ export function plotlyJsSource(): string {
  * ```
  */
 export function plotlyScriptTag(): string {
-  return `<script type="text/javascript" data-qlab-plotly="inline">` +
+  return guardedScriptTag(plotlyJsSource(), "plotly");
+}
+
+/**
+ * A `<script>` element running `source` with the page's module loaders hidden, as
+ * {@linkcode plotlyScriptTag} runs plotly.js; `name` goes into its `data-qlab-inline` attribute.
+ *
+ * @example
+ * ```ts
+ * import { guardedScriptTag } from "./plotly_js.ts";
+ * guardedScriptTag("window.answer = 42;", "answer").includes("(function (define,"); // true
+ * ```
+ */
+export function guardedScriptTag(source: string, name: string): string {
+  return `<script type="text/javascript" data-qlab-inline="${escapeHtml(name)}">` +
     `(function (define, module, exports, require) {\n` +
-    escapeScript(plotlyJsSource()) +
+    escapeScript(source) +
     `\n}).call(typeof self !== "undefined" ? self : this, undefined, undefined, undefined, undefined);` +
     `</script>`;
 }

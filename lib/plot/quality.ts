@@ -50,6 +50,7 @@ export function qualityVsBitsFigure(
     y: rows.map((r) => r.perplexity),
     text: formats,
     textposition: "top center",
+    cliponaxis: false,
     marker: { size: 11, color: colors },
     hovertemplate: "%{text}: %{x:.3f} bits, perplexity %{y:.4g}<extra></extra>",
   }];
@@ -73,6 +74,7 @@ export function qualityVsBitsFigure(
     y: kls,
     text: withKl.map((r) => r.format),
     textposition: "top center",
+    cliponaxis: false,
     xaxis: "x",
     yaxis: "y2",
     marker: { size: 11, symbol: "diamond", color: withKl.map((r) => colors[rows.indexOf(r)]) },
