@@ -104,6 +104,28 @@ interface RunState {
   valueCache: GpuTensor[];
 }
 
+/**
+ * Points inside a decoder block whose activations {@linkcode LlamaModel.trace} records:
+ * the input of q/k/v (`attn_in`), of o_proj (`o_in`), of gate/up (`mlp_in`), of down_proj
+ * (`down_in`), and the residual stream after the block (`block_out`).
+ */
+export const TRACE_POINTS = ["attn_in", "o_in", "mlp_in", "down_in", "block_out"] as const;
+
+/** One of {@linkcode TRACE_POINTS}. */
+export type TracePoint = typeof TRACE_POINTS[number];
+
+/** Activations recorded by {@linkcode LlamaModel.trace}: `[tokens, width]` row-major each. */
+export interface Trace {
+  /** Number of tokens traced. */
+  tokens: number;
+  /** Per layer, per point. */
+  layers: Record<TracePoint, Float32Array>[];
+  /** Logits `[tokens, vocab]`. */
+  logits: Float32Array;
+}
+
+type CaptureHook = (point: TracePoint, layer: number, source: GpuTensor, width: number) => void;
+
 /** Which logits {@linkcode LlamaModel.forward} returns. */
 export type LogitsWanted = "last" | "all" | "none";
 
@@ -245,6 +267,62 @@ export class LlamaModel {
   }
 
   /**
+   * Runs `tokens` from an empty cache and records the activations at every
+   * {@linkcode TRACE_POINTS} of every layer, plus all logits. For per-layer error and outlier
+   * statistics; slower than {@linkcode forward} (it copies and reads back every activation).
+   */
+  async trace(tokens: readonly number[]): Promise<Trace> {
+    this.reset();
+    this.#checkUsable(tokens.length);
+    const c = this.config;
+    const widths: Record<TracePoint, number> = {
+      attn_in: c.hiddenSize,
+      o_in: c.numHeads * c.headDim,
+      mlp_in: c.hiddenSize,
+      down_in: c.intermediateSize,
+      block_out: c.hiddenSize,
+    };
+    const n = tokens.length;
+    const layers = Array.from(
+      { length: c.numLayers },
+      () =>
+        Object.fromEntries(TRACE_POINTS.map((p) => [p, new Float32Array(n * widths[p])])) as Record<
+          TracePoint,
+          Float32Array
+        >,
+    );
+    const logits = new Float32Array(n * c.vocabSize);
+    for (let start = 0; start < n; start += this.#state.rows) {
+      const piece = tokens.slice(start, start + this.#state.rows);
+      const rows = piece.length;
+      const captures: { point: TracePoint; layer: number; tensor: GpuTensor }[] = [];
+      const batch = new CommandBatch(this.gpu);
+      try {
+        this.#encodeChunk(batch, piece, rows, (point, layer, source, width) => {
+          const tensor = this.gpu.tensor({
+            label: `trace ${point} ${layer}`,
+            category: "scratch",
+            byteSize: rows * width * 4,
+          });
+          captures.push({ point, layer, tensor });
+          batch.copy(source, 0, tensor, 0, rows * width * 4);
+        });
+        batch.submit();
+        for (const { point, layer, tensor } of captures) {
+          layers[layer][point].set(await this.gpu.readF32(tensor), start * widths[point]);
+        }
+        logits.set(
+          await this.gpu.readF32(this.#state.logits, 0, rows * c.vocabSize),
+          start * c.vocabSize,
+        );
+      } finally {
+        for (const { tensor } of captures) tensor.destroy();
+      }
+    }
+    return { tokens: n, layers, logits };
+  }
+
+  /**
    * Like {@linkcode forward} but returns only the argmax of the last token's logits, computed on
    * the GPU so that only four bytes come back.
    */
@@ -291,7 +369,12 @@ export class LlamaModel {
   }
 
   /** Records one chunk: embeddings, every layer, and (for `headRows` last rows) the LM head. */
-  #encodeChunk(batch: CommandBatch, tokens: readonly number[], headRows: number): void {
+  #encodeChunk(
+    batch: CommandBatch,
+    tokens: readonly number[],
+    headRows: number,
+    capture?: CaptureHook,
+  ): void {
     const c = this.config;
     const s = this.#state;
     const ops = this.#ops;
@@ -309,6 +392,7 @@ export class LlamaModel {
       const lin = w.linears;
       // attention
       ops.rmsnorm(batch, s.x, w.attnNorm, s.xn, rows);
+      capture?.("attn_in", l, s.xn, c.hiddenSize);
       lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
       lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows);
       lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows);
@@ -324,15 +408,19 @@ export class LlamaModel {
         pos,
         rows,
       );
+      capture?.("o_in", l, s.att, c.numHeads * c.headDim);
       lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows);
       ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
       // MLP
       ops.rmsnorm(batch, s.x, w.mlpNorm, s.xn, rows);
+      capture?.("mlp_in", l, s.xn, c.hiddenSize);
       lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
       lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows);
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
+      capture?.("down_in", l, s.gate, c.intermediateSize);
       lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
       ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
+      capture?.("block_out", l, s.x, c.hiddenSize);
     }
     this.#pos += rows;
     if (headRows === 0) return;

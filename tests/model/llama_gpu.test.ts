@@ -144,3 +144,47 @@ Deno.test("loading reports progress, refuses bad input, and disposing frees ever
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trace records each layer's linear inputs as the CPU reference computes them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qlab-llama-" });
+  const gpu = await requestGpu();
+  try {
+    await writeRandomLlama(dir, { layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 5 });
+    const config = await loadLlamaConfig(dir);
+    const tokens = [...randomInts(12, 5, config.vocabSize)];
+    const ckpt = await openCheckpoint(dir);
+    const weights = await loadReferenceWeights(ckpt, config);
+    ckpt.close();
+    const names: Record<string, "attn_in" | "o_in" | "mlp_in" | "down_in"> = {
+      "self_attn.q_proj": "attn_in",
+      "self_attn.o_proj": "o_in",
+      "mlp.gate_proj": "mlp_in",
+      "mlp.down_proj": "down_in",
+    };
+    const expected = new Map<string, number[]>();
+    new ReferenceLlama(config, weights, {
+      onActivation: (name, layer, data) => {
+        const point = names[name];
+        if (!point) return;
+        const key = `${point}/${layer}`;
+        expected.set(key, [...(expected.get(key) ?? []), ...data]);
+      },
+    }).forward(tokens, 0);
+
+    const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, chunkSize: 5 });
+    const trace = await model.trace(tokens);
+    assertEquals(trace.tokens, tokens.length);
+    for (const [key, values] of expected) {
+      const [point, layer] = key.split("/");
+      const got = trace.layers[Number(layer)][point as "attn_in"];
+      let worst = 0;
+      values.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - got[i]))));
+      assert(worst < 0.02, `${key}: max |Δ| ${worst}`);
+    }
+    model.dispose();
+    assertEquals(gpu.ledger.currentBytes, 0);
+  } finally {
+    gpu.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
