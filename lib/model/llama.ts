@@ -538,6 +538,39 @@ async function loadWeights(
   return { embed, layers, norm: norm_, lmHead };
 }
 
+/** Activation buffers of the run state, in 32-bit words each. */
+export type ActivationBuffers = Record<
+  "ids" | "x" | "xn" | "q" | "k" | "v" | "att" | "proj" | "gate" | "up" | "logits" | "next",
+  number
+>;
+
+/**
+ * The 32-bit words of each activation buffer a model with `rows`-token chunks allocates: what
+ * the ledger records as "activations", so the memory estimator can count it without a GPU.
+ *
+ * @example
+ * ```ts ignore
+ * import { activationFloats } from "./llama.ts";
+ * activationFloats(config, 128).logits; // 128 * vocab
+ * ```
+ */
+export function activationFloats(c: LlamaConfig, rows: number): ActivationBuffers {
+  return {
+    ids: rows,
+    x: rows * c.hiddenSize,
+    xn: rows * c.hiddenSize,
+    q: rows * c.numHeads * c.headDim,
+    k: rows * c.numKvHeads * c.headDim,
+    v: rows * c.numKvHeads * c.headDim,
+    att: rows * c.numHeads * c.headDim,
+    proj: rows * c.hiddenSize,
+    gate: rows * c.intermediateSize,
+    up: rows * c.intermediateSize,
+    logits: rows * c.vocabSize,
+    next: rows,
+  };
+}
+
 function createRunState(
   gpu: Gpu,
   c: LlamaConfig,
@@ -562,20 +595,21 @@ function createRunState(
     data: ropeInverseFrequencies(c),
   });
   owned.push(invFreq);
+  const f = activationFloats(c, rows);
   return {
     rows,
-    ids: act("token ids", rows),
-    x: act("residual", rows * c.hiddenSize),
-    xn: act("normed", rows * c.hiddenSize),
-    q: act("q", rows * c.numHeads * c.headDim),
-    k: act("k", rows * c.numKvHeads * c.headDim),
-    v: act("v", rows * c.numKvHeads * c.headDim),
-    att: act("attention out", rows * c.numHeads * c.headDim),
-    proj: act("projection out", rows * c.hiddenSize),
-    gate: act("gate", rows * c.intermediateSize),
-    up: act("up", rows * c.intermediateSize),
-    logits: act("logits", rows * c.vocabSize),
-    next: act("next token", rows),
+    ids: act("token ids", f.ids),
+    x: act("residual", f.x),
+    xn: act("normed", f.xn),
+    q: act("q", f.q),
+    k: act("k", f.k),
+    v: act("v", f.v),
+    att: act("attention out", f.att),
+    proj: act("projection out", f.proj),
+    gate: act("gate", f.gate),
+    up: act("up", f.up),
+    logits: act("logits", f.logits),
+    next: act("next token", f.next),
     invFreq,
     keyCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.key cache`)),
     valueCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.value cache`)),
