@@ -104,9 +104,7 @@ export function memoryBarsFigure(rows: MemoryRow[], options: MemoryBarsOptions =
       xanchor: "right",
       y,
       yanchor: "bottom",
-      text: budgets.length === 1 && options.budgetLabel
-        ? options.budgetLabel
-        : `budget ${formatBytes(budget)}`,
+      text: budgets.length === 1 && options.budgetLabel ? options.budgetLabel : budgetLabel(budget),
       showarrow: false,
       font: { color: "#444" },
     });
@@ -121,4 +119,10 @@ export function memoryBarsFigure(rows: MemoryRow[], options: MemoryBarsOptions =
       annotations,
     }),
   );
+}
+
+/** "budget 7.45 GiB", or "budget 8 GB (7.45 GiB)" for sizes given in decimal gigabytes, as cards are sold. */
+function budgetLabel(bytes: number): string {
+  const decimal = bytes % 1e9 === 0 && bytes % 1024 ** 3 !== 0 ? `${bytes / 1e9} GB (` : "";
+  return `budget ${decimal}${formatBytes(bytes)}${decimal ? ")" : ""}`;
 }

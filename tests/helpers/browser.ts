@@ -124,7 +124,10 @@ export async function checkPageRenders(
     const page = await context.newPage();
     page.on("pageerror", (error) => errors.push(`uncaught: ${error.message}`));
     page.on("console", (message) => {
-      if (message.type() === "error") errors.push(`console: ${message.text()}`);
+      if (message.type() !== "error") return;
+      // "Failed to load resource" names no resource: the location does.
+      const where = message.location().url;
+      errors.push(`console: ${message.text()}${where ? ` (${where})` : ""}`);
     });
     page.on("request", (request) => {
       const url = request.url();

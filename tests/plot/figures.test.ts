@@ -87,6 +87,8 @@ Deno.test("memoryBarsFigure: small models in MiB; budgets from rows, deduplicate
   assert.equal(layout.shapes.length, 1);
   assert.equal(layout.shapes[0].y0, 64);
   assert.ok(layout.annotations.some((a: Any) => a.text === "budget 64.0 MiB"));
+  const card = memoryBarsFigure([], { budgetBytes: 8e9 }).layout as Any;
+  assert.equal(card.annotations[0].text, "budget 8 GB (7.45 GiB)");
   assert.equal((memoryBarsFigure([]).layout as Any).shapes.length, 0);
 });
 
