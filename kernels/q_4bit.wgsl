@@ -1,0 +1,240 @@
+// The blockwise 4-bit formats (NF4, FP4, INT4, and NF4 with double quantization):
+// y[rows, N] = x[rows, K] · Wᵀ with W decoded inside the product as table[code] · absmax[block].
+// CPU twins: lib/quant/blockwise4.ts (matmulBlockwise4bit) and nf4_dq.ts.
+//
+// Layout (blockwise4.ts): the flattened row-major W is cut into blocks of `blocksize` values
+// (a power of two ≥ 32; a block may span rows). Codes are two per byte, flat element 2j in the
+// HIGH nibble of byte j, bytes little-endian in each u32, so element e sits in word e / 8 at
+// bit 8·((e / 2) % 4) + 4·(1 - e % 2). A word's 8 elements always share one block.
+//
+// The 16-entry table comes in the parameters. With DQ the block absmax is decoded here as
+// dmap[qabsmax[b]] · absmax2[b / 256] + offset (nf4_dq.ts).
+//
+// Entry points: gemv (one activation row: GEMV_TPR threads per output feature stride over its
+// codes; with K32, K % 32 == 0, a row is whole vec4<u32> units of 32 codes, one block each) and
+// gemm (TILE_M x TILE_N output tiles; each K step of 16 dequantizes a weight tile into
+// workgroup memory, then 4x4 outputs per thread).
+//
+// Without F16 all arithmetic is f32. With F16 the gemv multiplies x (rounded to f16) by the
+// f16 table values in 4-term f16 dot products, summed in f32 and scaled by the f32 absmax; the
+// gemm tiles hold f16 (x and the dequantized weights rounded to f16) and the 4-term dots are f16.
+//
+// Weights larger than one binding come in chunks of whole rows (K % 8 == 0): `codes` holds
+// words [code_base, ...) of the full array; the absmax arrays are always bound whole.
+
+#if F16
+enable f16;
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  rows: u32,
+  n_total: u32,   // N: the row stride of y
+  k: u32,
+  n_start: u32,   // first output feature of this chunk
+  n_count: u32,   // output features in this chunk
+  blocksize: u32,
+  code_base: u32, // first word of this chunk's codes in the whole array
+  pad: u32,
+  table: array<vec4<f32>, 4>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> codes4: array<vec4<u32>>;
+#if DQ
+@group(0) @binding(3) var<storage, read> qabsmax: array<u32>; // 8-bit map indices, 4 per word
+@group(0) @binding(4) var<storage, read> absmax2: array<f32>; // per 256 blocks
+@group(0) @binding(5) var<storage, read> offset: array<f32>; // [mean absmax]
+@group(0) @binding(6) var<storage, read> dmap: array<f32>; // the 256-entry signed dynamic map
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read> absmax: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#endif
+
+fn block_absmax(b: u32) -> f32 {
+#if DQ
+  let q = (qabsmax[b / 4u] >> (8u * (b % 4u))) & 0xffu;
+  return dmap[q] * absmax2[b / 256u] + offset[0];
+#else
+  return absmax[b];
+#endif
+}
+
+var<workgroup> tbl: array<f32, 16>;
+
+fn load_table(lid: u32) {
+  if (lid < 16u) {
+    tbl[lid] = p.table[lid / 4u][lid % 4u];
+  }
+  workgroupBarrier();
+}
+
+// The code of element j (0..7) of a word.
+fn nib(word: u32, j: u32) -> u32 {
+  return (word >> (8u * (j / 2u) + 4u * (1u - j % 2u))) & 0xfu;
+}
+
+// Σ of 8 activations times the table values of one word's codes (elements 0-3 in xa, 4-7 in xb).
+fn dot_word(word: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+  let ta = vec4<f32>(tbl[(word >> 4u) & 0xfu], tbl[word & 0xfu], tbl[(word >> 12u) & 0xfu],
+    tbl[(word >> 8u) & 0xfu]);
+  let tb = vec4<f32>(tbl[(word >> 20u) & 0xfu], tbl[(word >> 16u) & 0xfu], tbl[(word >> 28u)],
+    tbl[(word >> 24u) & 0xfu]);
+#if F16
+  return f32(dot(vec4<f16>(xa), vec4<f16>(ta))) + f32(dot(vec4<f16>(xb), vec4<f16>(tb)));
+#else
+  return dot(xa, ta) + dot(xb, tb);
+#endif
+}
+
+override GEMV_WG: u32 = 256u; // threads per workgroup
+override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+
+var<workgroup> partial: array<f32, GEMV_WG>;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  load_table(lid);
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = 0.0;
+  if (n < p.n_count) {
+    let e0 = (p.n_start + n) * p.k; // first flat element of the row
+#if K32
+    let units = p.k / 32u;
+    let base = e0 / 32u - p.code_base / 4u;
+    for (var u = lane; u < units; u += GEMV_TPR) {
+      let c = codes4[base + u];
+      let xb = 8u * u;
+      let s = dot_word(c.x, x4[xb], x4[xb + 1u]) + dot_word(c.y, x4[xb + 2u], x4[xb + 3u]) +
+        dot_word(c.z, x4[xb + 4u], x4[xb + 5u]) + dot_word(c.w, x4[xb + 6u], x4[xb + 7u]);
+      acc += s * block_absmax((e0 + 32u * u) / p.blocksize);
+    }
+#else
+    // Any K: the words overlapping the row, elements outside it masked out.
+    let e1 = e0 + p.k;
+    let w0 = e0 / 8u;
+    let w1 = (e1 + 7u) / 8u;
+    for (var wi = w0 + lane; wi < w1; wi += GEMV_TPR) {
+      let word = codes[wi - p.code_base];
+      var s = 0.0;
+      for (var j = 0u; j < 8u; j++) {
+        let e = 8u * wi + j;
+        if (e >= e0 && e < e1) {
+          s += x[e - e0] * tbl[nib(word, j)];
+        }
+      }
+      acc += s * block_absmax(8u * wi / p.blocksize);
+    }
+#endif
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      partial[lid] += partial[lid + s];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.n_count) {
+    y[p.n_start + n] = partial[lid];
+  }
+}
+
+override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
+override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
+const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
+
+var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
+var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
+
+// The decoded weight W[n, k] of local row n (k < K).
+fn weight_at(n: u32, k: u32) -> f32 {
+  let e = (p.n_start + n) * p.k + k;
+  return tbl[nib(codes[e / 8u - p.code_base], e % 8u)] * block_absmax(e / p.blocksize);
+}
+
+@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
+fn gemm(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  load_table(lid);
+  let threads = (TILE_M / 4u) * (TILE_N / 4u);
+  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
+  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= tiles_n * tiles_m) {
+    return; // the whole workgroup leaves: no barrier is skipped by part of it
+  }
+  let m0 = (tile / tiles_n) * TILE_M;
+  let n0 = (tile % tiles_n) * TILE_N;
+  let tx = lid % (TILE_N / 4u);
+  let ty = lid / (TILE_N / 4u);
+
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
+    for (var i = lid; i < TILE_M * K4; i += threads) {
+      let m = m0 + i / K4;
+      let kq = k0 + 4u * (i % K4);
+      var v = vec4<f32>(0.0);
+      if (m < p.rows) {
+        for (var t = 0u; t < 4u; t++) {
+          if (kq + t < p.k) {
+            v[t] = x[m * p.k + kq + t];
+          }
+        }
+      }
+      xs[i] = vec4<T>(v);
+    }
+    for (var i = lid; i < TILE_N * K4; i += threads) {
+      let n = n0 + i / K4;
+      let kq = k0 + 4u * (i % K4);
+      var v = vec4<f32>(0.0);
+      if (n < p.n_count) {
+        for (var t = 0u; t < 4u; t++) {
+          if (kq + t < p.k) {
+            v[t] = weight_at(n, kq + t);
+          }
+        }
+      }
+      ws[i] = vec4<T>(v);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < K4; kk++) {
+      var xa: array<vec4<T>, 4>;
+      var wb: array<vec4<T>, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        xa[i] = xs[(ty + i * (TILE_M / 4u)) * K4 + kk];
+        wb[i] = ws[(tx + i * (TILE_N / 4u)) * K4 + kk];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i][j] += f32(dot(xa[i], wb[j]));
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + ty + i * (TILE_M / 4u);
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + tx + j * (TILE_N / 4u);
+      if (m < p.rows && n < p.n_count) {
+        y[m * p.n_total + p.n_start + n] = acc[i][j];
+      }
+    }
+  }
+}

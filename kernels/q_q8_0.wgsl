@@ -1,0 +1,174 @@
+// Q8_0 (llama.cpp): y[rows, N] = x[rows, K] · Wᵀ with W as int8 codes in groups of 32 along
+// K, each group with an f16 scale d; W[n, k] = code · d. CPU twin: lib/quant/q8_0.ts.
+//
+// Layout: codes row-major, four per u32 (element 4i lowest byte), K a multiple of 32, so a
+// group is 8 words (two vec4<u32>) and starts a new row at every K / 32 groups; scales are f16
+// pairs, group 2i in the low half of word i. Activations stay f32 (as WebGPU ggml does; the CPU
+// llama.cpp path quantizes them).
+//
+// gemv: GEMV_TPR threads per output feature stride over its groups: Σ x · code in f32 per group,
+// times d. gemm: TILE_M x TILE_N tiles, weights dequantized (code · d) into workgroup memory
+// 16 values of K at a time, 4x4 outputs per thread.
+//
+// With F16, gemv takes code · d as f16 (d is an f16 value, codes are exact in f16) against x
+// rounded to f16 in 4-term f16 dots, summed in f32; gemm tiles hold f16. Scaling the codes
+// before the dot keeps the f16 partial sums in range (Σ x · code could pass 65504).
+//
+// Weights larger than one binding come in chunks of whole rows: `codes` is that chunk's rows;
+// the scales are bound whole.
+
+#if F16
+enable f16;
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  rows: u32,
+  n_total: u32, // N: the row stride of y
+  k: u32,       // K, a multiple of 32
+  n_start: u32, // first output feature of this chunk
+  n_count: u32, // output features in this chunk
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> codes: array<u32>; // this chunk's rows
+@group(0) @binding(2) var<storage, read> codes4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>; // all groups, f16 pairs
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+fn scale_of(g: u32) -> f32 {
+  return unpack2x16float(scales[g / 2u])[g % 2u];
+}
+
+fn dot_word(word: u32, xv: vec4<f32>, d: f32) -> f32 {
+  let c = vec4<f32>(unpack4xI8(word));
+#if F16
+  return f32(dot(vec4<f16>(xv), vec4<f16>(c) * f16(d)));
+#else
+  return dot(xv, c);
+#endif
+}
+
+override GEMV_WG: u32 = 256u; // threads per workgroup
+override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+
+var<workgroup> partial: array<f32, GEMV_WG>;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = 0.0;
+  if (n < p.n_count) {
+    let groups = p.k / 32u;
+    let g0 = (p.n_start + n) * groups; // the row's first group in the whole tensor
+    for (var g = lane; g < groups; g += GEMV_TPR) {
+      let a = codes4[2u * (n * groups + g)];
+      let b = codes4[2u * (n * groups + g) + 1u];
+      let d = scale_of(g0 + g);
+      let xb = 8u * g;
+      let s = dot_word(a.x, x4[xb], d) + dot_word(a.y, x4[xb + 1u], d) +
+        dot_word(a.z, x4[xb + 2u], d) + dot_word(a.w, x4[xb + 3u], d) +
+        dot_word(b.x, x4[xb + 4u], d) + dot_word(b.y, x4[xb + 5u], d) +
+        dot_word(b.z, x4[xb + 6u], d) + dot_word(b.w, x4[xb + 7u], d);
+#if F16
+      acc += s; // d is already inside
+#else
+      acc += s * d;
+#endif
+    }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      partial[lid] += partial[lid + s];
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.n_count) {
+    y[p.n_start + n] = partial[lid];
+  }
+}
+
+override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
+override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
+const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
+
+var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
+var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
+
+@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
+fn gemm(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let threads = (TILE_M / 4u) * (TILE_N / 4u);
+  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
+  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= tiles_n * tiles_m) {
+    return; // the whole workgroup leaves: no barrier is skipped by part of it
+  }
+  let m0 = (tile / tiles_n) * TILE_M;
+  let n0 = (tile % tiles_n) * TILE_N;
+  let quads = p.k / 4u; // K % 32 == 0: tile steps never run past a row
+  let tx = lid % (TILE_N / 4u);
+  let ty = lid / (TILE_N / 4u);
+
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
+    for (var i = lid; i < TILE_M * K4; i += threads) {
+      let m = m0 + i / K4;
+      var v = vec4<f32>(0.0);
+      if (m < p.rows) {
+        v = x4[m * quads + k0 / 4u + i % K4];
+      }
+      xs[i] = vec4<T>(v);
+    }
+    for (var i = lid; i < TILE_N * K4; i += threads) {
+      let n = n0 + i / K4;
+      let q = k0 / 4u + i % K4;
+      var v = vec4<f32>(0.0);
+      if (n < p.n_count) {
+        let d = scale_of(((p.n_start + n) * p.k + 4u * q) / 32u);
+        v = vec4<f32>(unpack4xI8(codes[n * quads + q])) * d;
+      }
+      ws[i] = vec4<T>(v);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < K4; kk++) {
+      var xa: array<vec4<T>, 4>;
+      var wb: array<vec4<T>, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        xa[i] = xs[(ty + i * (TILE_M / 4u)) * K4 + kk];
+        wb[i] = ws[(tx + i * (TILE_N / 4u)) * K4 + kk];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i][j] += f32(dot(xa[i], wb[j]));
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + ty + i * (TILE_M / 4u);
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + tx + j * (TILE_N / 4u);
+      if (m < p.rows && n < p.n_count) {
+        y[m * p.n_total + p.n_start + n] = acc[i][j];
+      }
+    }
+  }
+}

@@ -1,0 +1,683 @@
+/**
+ * Quantized linear layers: {@linkcode QuantLinear} runs `y = x · Wᵀ` straight from the packed
+ * arrays of `lib/quant` — the weights are dequantized inside the product and never exist as
+ * FP16 on the GPU — and {@linkcode quantLinearFactory} builds one per tensor for the model
+ * loader.
+ *
+ * Kernels, one file per family (each file's header gives the exact arithmetic):
+ * - `kernels/q_int8.wgsl` — int8-vectorwise, int8-absmax, llm-int8: the activations are
+ *   quantized on the GPU (per row, or per tensor), the product is int8·int8 with `dot4I8Packed`
+ *   and i32 accumulation, rescaled by `sx · sw / 127²`; LLM.int8() adds the outlier columns
+ *   (found on the GPU from the current activations) in 16-bit.
+ * - `kernels/q_4bit.wgsl` — nf4, fp4, int4 (the 16-entry table is a parameter) and nf4-dq
+ *   (block absmax decoded in the kernel from its 8-bit code).
+ * - `kernels/q_q8_0.wgsl` — q8_0: int8 codes in groups of 32 with f16 scales.
+ *
+ * Each has a GEMV entry for one activation row (decode) and a tiled GEMM for more.
+ *
+ * @module
+ */
+
+import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { f16ArrayToF32 } from "../gpu/f16.ts";
+import type { Kernel, KernelSpec } from "../gpu/kernel.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+import { DYNAMIC_MAP_SIGNED } from "../quant/dynamic_map.ts";
+import { FP4_TABLE } from "../quant/fp4.ts";
+import {
+  type QuantFormat,
+  quantize,
+  type QuantizedWeight,
+  type QuantOptions,
+} from "../quant/formats.ts";
+import { INT4_TABLE } from "../quant/int4.ts";
+import { LLM_INT8_THRESHOLD } from "../quant/llm_int8.ts";
+import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
+import { NF4_TABLE } from "../quant/nf4.ts";
+import { requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
+import { Fp16Linear, type Linear } from "./linear.ts";
+
+/**
+ * The formats {@linkcode QuantLinear} runs: every {@linkcode QuantFormat} but `"fp16"`
+ * (that is {@linkcode Fp16Linear}).
+ *
+ * @example
+ * ```ts
+ * import type { QuantLinearFormat } from "./quant_linear.ts";
+ * const f: QuantLinearFormat = "nf4-dq";
+ * ```
+ */
+export type QuantLinearFormat = Exclude<QuantFormat, "fp16">;
+
+/**
+ * Launch shapes of the quantized kernels; the defaults suit the software adapter and are sane
+ * on GPUs.
+ *
+ * @example
+ * ```ts
+ * import type { QuantTuning } from "./quant_linear.ts";
+ * const t: QuantTuning = { gemvThreadsPerRow: 64 };
+ * ```
+ */
+export interface QuantTuning {
+  /** GEMV threads per workgroup (default 256). */
+  gemvWorkgroupSize?: number;
+  /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
+  gemvThreadsPerRow?: number;
+  /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
+  gemmTileM?: number;
+  /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
+  gemmTileN?: number;
+}
+
+/**
+ * Options for {@linkcode QuantLinear.create}.
+ *
+ * @example
+ * ```ts ignore
+ * const opts: QuantLinearOptions = { label: "q_proj", weight: quantize("nf4", w, n, k) };
+ * ```
+ */
+export interface QuantLinearOptions {
+  /** Ledger label prefix of the weight arrays, e.g. `layers.0.mlp.down_proj.weight`. */
+  label: string;
+  /** The packed weight from `lib/quant`'s `quantize` (any format but fp16). */
+  weight: QuantizedWeight;
+  /**
+   * Use `shader-f16` arithmetic where the format has an f16 path; default `gpu.f16`. The
+   * int8 formats' product is integer either way: f16 only changes LLM.int8()'s outlier part.
+   */
+  f16?: boolean;
+  /** llm-int8: outlier threshold on |x| (default 6.0; 0 turns the decomposition off). */
+  threshold?: number;
+  /**
+   * llm-int8: weights for the outlier columns: `"dequantized"` int8 (default, bitsandbytes),
+   * or `"fp16"` — the FP16 copies the weight keeps (`fp16Columns`), falling back to the
+   * dequantized ones for columns without a copy.
+   */
+  outlierWeights?: "dequantized" | "fp16";
+  /**
+   * Largest weight binding in bytes; default the device's `maxStorageBufferBindingSize`.
+   * Larger code arrays are bound in chunks of output features. Tests lower it.
+   */
+  maxBindingBytes?: number;
+  /** Workgroup shapes. */
+  tuning?: QuantTuning;
+}
+
+/** What the model loader asks a factory to build (structurally `LinearRequest` of the model). */
+export interface QuantLinearRequest {
+  /** Full tensor name, e.g. `model.layers.3.mlp.down_proj.weight`. */
+  name: string;
+  /** Layer index, or -1 for the LM head. */
+  layer: number;
+  /** Which linear layer of the block, or `"lm_head"`. */
+  kind: string;
+  /** Weights as f16 bits, `[outFeatures, inFeatures]` row-major. */
+  weight: Uint16Array;
+  /** N. */
+  outFeatures: number;
+  /** K. */
+  inFeatures: number;
+}
+
+/**
+ * Builds one linear layer from its f16 weights (the model's `LinearFactory` shape).
+ *
+ * @example
+ * ```ts ignore
+ * const factory: QuantLinearFactory = quantLinearFactory("nf4");
+ * ```
+ */
+export type QuantLinearFactory = (gpu: Gpu, request: QuantLinearRequest) => Promise<Linear>;
+
+/**
+ * Options for {@linkcode quantLinearFactory}: the quantizer's options plus the layer's.
+ *
+ * @example
+ * ```ts
+ * import type { QuantLinearFactoryOptions } from "./quant_linear.ts";
+ * const o: QuantLinearFactoryOptions = { blocksize: 128, f16: false };
+ * ```
+ */
+export interface QuantLinearFactoryOptions extends QuantOptions {
+  /** Use `shader-f16` arithmetic where the format has it; default `gpu.f16`. */
+  f16?: boolean;
+  /** Workgroup shapes. */
+  tuning?: QuantTuning;
+}
+
+/**
+ * A factory for the model loader: each tensor arrives as f16 bits, is quantized on the CPU and
+ * uploaded packed. `"fp16"` gives {@linkcode Fp16Linear}, so one call site covers every format.
+ *
+ * @example
+ * ```ts ignore
+ * const model = await LlamaModel.load(dir, { linear: quantLinearFactory("llm-int8", { threshold: 6 }) });
+ * ```
+ */
+export function quantLinearFactory(
+  format: QuantFormat,
+  options: QuantLinearFactoryOptions = {},
+): QuantLinearFactory {
+  return (gpu, r) => {
+    if (format === "fp16") {
+      return Fp16Linear.create(gpu, {
+        label: r.name,
+        weight: r.weight,
+        outFeatures: r.outFeatures,
+        inFeatures: r.inFeatures,
+        f16: options.f16,
+      });
+    }
+    const w = f16ArrayToF32(r.weight);
+    const weight = quantize(format, w, r.outFeatures, r.inFeatures, options);
+    return QuantLinear.create(gpu, {
+      label: r.name,
+      weight,
+      f16: options.f16,
+      threshold: options.threshold,
+      outlierWeights: options.outlierWeights,
+      tuning: options.tuning,
+    });
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-device state shared by every quantized layer: the int8 activation scratch (codes and
+// row scales, rewritten by each int8 product, so one buffer serves all layers) and the NF4-DQ
+// dynamic map (one 1 KiB constant per model, as lib/quant's accounting assumes). Freed when the
+// last layer of the device is destroyed.
+
+interface Shared {
+  layers: number;
+  xq: GpuTensor | null;
+  sx: GpuTensor | null;
+  // Outgrown scratch stays alive until the last layer goes: an unsubmitted batch may still
+  // bind it, and destroying a buffer a pending submission uses is a validation error.
+  retired: GpuTensor[];
+  dmap: GpuTensor | null;
+}
+
+const sharedState = new WeakMap<Gpu, Shared>();
+
+function acquireShared(gpu: Gpu): Shared {
+  let s = sharedState.get(gpu);
+  if (!s) {
+    s = { layers: 0, xq: null, sx: null, retired: [], dmap: null };
+    sharedState.set(gpu, s);
+  }
+  s.layers++;
+  return s;
+}
+
+function releaseShared(gpu: Gpu): void {
+  const s = sharedState.get(gpu);
+  if (!s) return;
+  if (--s.layers > 0) return;
+  for (const t of [s.xq, s.sx, s.dmap, ...s.retired]) t?.destroy();
+  sharedState.delete(gpu);
+}
+
+function int8Scratch(gpu: Gpu, s: Shared, rows: number, k: number): [GpuTensor, GpuTensor] {
+  const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 256)));
+  if (!s.xq || s.xq.byteSize < rows * k) {
+    if (s.xq) s.retired.push(s.xq);
+    s.xq = gpu.tensor({
+      label: "int8 activation codes (shared)",
+      category: "scratch",
+      byteSize: pow2(rows * k),
+      dtype: "u8x4",
+    });
+  }
+  if (!s.sx || s.sx.byteSize < rows * 4) {
+    if (s.sx) s.retired.push(s.sx);
+    s.sx = gpu.tensor({
+      label: "int8 activation scales (shared)",
+      category: "scratch",
+      byteSize: pow2(rows * 4),
+    });
+  }
+  return [s.xq, s.sx];
+}
+
+function dynamicMap(gpu: Gpu, s: Shared): GpuTensor {
+  s.dmap ??= gpu.tensor({
+    label: "nf4-dq dynamic map (shared)",
+    category: "weights",
+    data: DYNAMIC_MAP_SIGNED,
+  });
+  return s.dmap;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Family = "int8" | "4bit" | "q8_0";
+
+const TABLES: Partial<Record<QuantLinearFormat, Float32Array>> = {
+  "nf4": NF4_TABLE,
+  "nf4-dq": NF4_TABLE,
+  "fp4": FP4_TABLE,
+  "int4": INT4_TABLE,
+};
+
+function familyOf(format: QuantLinearFormat): Family {
+  if (format === "q8_0") return "q8_0";
+  if (format in TABLES) return "4bit";
+  return "int8";
+}
+
+interface Kernels {
+  gemv: Kernel;
+  gemm: Kernel;
+  quantize?: Kernel;
+  absmaxAll?: Kernel;
+  outlierMask?: Kernel;
+}
+
+/**
+ * A linear layer whose weights stay in a quantized format on the GPU. One activation row runs
+ * the format's GEMV kernel, more rows its tiled GEMM; the int8 formats first quantize the
+ * activations on the GPU.
+ *
+ * GPU memory: exactly the packed arrays of the weight (ledger category "weights";
+ * {@linkcode weightBytes} equals lib/quant's `packedBytes`), plus, shared by all layers of a
+ * device, the int8 activation scratch (category "scratch", `rows · K` bytes for the widest
+ * product so far) and, for nf4-dq, the 1 KiB dynamic map (category "weights"). LLM.int8()
+ * layers own a `(1 + 3K)`-word outlier buffer (scratch).
+ *
+ * @example
+ * ```ts ignore
+ * import { quantize } from "../quant/formats.ts";
+ * const lin = await QuantLinear.create(gpu, { label: "q_proj", weight: quantize("nf4", w, n, k) });
+ * const batch = new CommandBatch(gpu);
+ * lin.encode(batch, x, y, 1);
+ * batch.submit();
+ * lin.destroy();
+ * ```
+ */
+export class QuantLinear implements Linear {
+  /** The weight format. */
+  readonly format: QuantLinearFormat;
+  /** K. */
+  readonly inFeatures: number;
+  /** N. */
+  readonly outFeatures: number;
+  /** Bytes of the uploaded weight arrays: lib/quant's `packedBytes` of the weight. */
+  readonly weightBytes: number;
+  /** Whether the kernels use f16 arithmetic where the format has an f16 path. */
+  readonly f16: boolean;
+  /** The code array's bindings, one per chunk of output features. */
+  readonly chunks: readonly RowChunk[];
+  #gpu: Gpu;
+  #shared: Shared | null;
+  #family: Family;
+  #owned: GpuTensor[];
+  #arrays: GpuTensor[]; // the per-format arrays bound after the codes, in binding order
+  #kernels: Kernels;
+  #shape: { gemvRows: number; tileM: number; tileN: number };
+  #blocksize: number;
+  #table: Float32Array | null;
+  #threshold: number;
+  #outliers: GpuTensor | null;
+  #kept: { columns: GpuTensor; weights: GpuTensor } | null;
+
+  private constructor(
+    gpu: Gpu,
+    shared: Shared,
+    init: {
+      format: QuantLinearFormat;
+      n: number;
+      k: number;
+      f16: boolean;
+      chunks: RowChunk[];
+      owned: GpuTensor[];
+      arrays: GpuTensor[];
+      kernels: Kernels;
+      shape: { gemvRows: number; tileM: number; tileN: number };
+      blocksize: number;
+      threshold: number;
+      outliers: GpuTensor | null;
+      kept: { columns: GpuTensor; weights: GpuTensor } | null;
+    },
+  ) {
+    this.#gpu = gpu;
+    this.#shared = shared;
+    this.format = init.format;
+    this.#family = familyOf(init.format);
+    this.outFeatures = init.n;
+    this.inFeatures = init.k;
+    this.f16 = init.f16;
+    this.chunks = init.chunks;
+    this.#owned = init.owned;
+    this.weightBytes = init.owned.reduce((s, t) => s + t.byteSize, 0);
+    this.#arrays = init.arrays;
+    this.#kernels = init.kernels;
+    this.#shape = init.shape;
+    this.#blocksize = init.blocksize;
+    this.#table = TABLES[init.format] ?? null;
+    this.#threshold = init.threshold;
+    this.#outliers = init.outliers;
+    this.#kept = init.kept;
+  }
+
+  /** Uploads the packed arrays of `weight` and compiles the format's kernels. */
+  static async create(gpu: Gpu, opts: QuantLinearOptions): Promise<QuantLinear> {
+    const { label, weight } = opts;
+    if (weight.format === "fp16") {
+      throw new Error(`${label}: fp16 weights are Fp16Linear's; QuantLinear runs the others`);
+    }
+    const format = weight.format;
+    const { n, k } = weight;
+    const family = familyOf(format);
+    const f16 = opts.f16 ?? gpu.f16;
+    if (f16 && !gpu.f16) {
+      throw new Error(`${label}: f16 arithmetic requested but the device lacks shader-f16`);
+    }
+    const t = opts.tuning ?? {};
+    const gemvWg = t.gemvWorkgroupSize ?? 256;
+    const gemvTpr = t.gemvThreadsPerRow ?? 32;
+    const tileM = t.gemmTileM ?? 64;
+    const tileN = t.gemmTileN ?? 64;
+    if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4) {
+      throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
+    }
+    const threshold = opts.threshold ?? LLM_INT8_THRESHOLD;
+    checkThreshold(label, threshold);
+
+    const owned: GpuTensor[] = [];
+    const upload = (name: string, data: Uint32Array | Float32Array, dtype: "u32" | "f32") => {
+      const tensor = gpu.tensor({ label: `${label}.${name}`, category: "weights", data, dtype });
+      owned.push(tensor);
+      return tensor;
+    };
+    const shared = acquireShared(gpu);
+    const extra: GpuTensor[] = [];
+    try {
+      const codes = upload("codes", weight.codes, "u32");
+      const arrays: GpuTensor[] = [];
+      let rowBytes: number | null; // bytes per row of codes, when rows are whole words
+      let blocksize = 0;
+      let outliers: GpuTensor | null = null;
+      let kept: { columns: GpuTensor; weights: GpuTensor } | null = null;
+      switch (weight.format) {
+        case "int8-absmax":
+          arrays.push(upload("absmax", weight.absmax, "f32"));
+          rowBytes = k;
+          break;
+        case "int8-vectorwise":
+          arrays.push(upload("scb", weight.scb, "f32"));
+          rowBytes = k;
+          break;
+        case "llm-int8": {
+          arrays.push(upload("scb", weight.scb, "f32"));
+          rowBytes = k;
+          if (weight.fp16Columns.length > 0) {
+            kept = {
+              columns: upload("fp16Columns", weight.fp16Columns, "u32"),
+              weights: upload("fp16Weights", weight.fp16Weights, "u32"),
+            };
+          }
+          outliers = gpu.tensor({
+            label: `${label}.outliers`,
+            category: "scratch",
+            byteSize: (1 + 3 * k) * 4,
+            dtype: "u32",
+          });
+          extra.push(outliers);
+          break;
+        }
+        case "nf4":
+        case "fp4":
+        case "int4":
+          arrays.push(upload("absmax", weight.absmax, "f32"));
+          blocksize = weight.blocksize;
+          rowBytes = k % 8 === 0 ? k / 2 : null;
+          break;
+        case "nf4-dq":
+          if (weight.nestedBlocksize !== NESTED_BLOCKSIZE) {
+            throw new RangeError(
+              `${label}: nested blocksize ${weight.nestedBlocksize}; the kernel decodes ` +
+                `blocks of ${NESTED_BLOCKSIZE}`,
+            );
+          }
+          arrays.push(
+            upload("qabsmax", weight.qabsmax, "u32"),
+            upload("absmax2", weight.absmax2, "f32"),
+            upload("offset", weight.offset, "f32"),
+            dynamicMap(gpu, shared),
+          );
+          blocksize = weight.blocksize;
+          rowBytes = k % 8 === 0 ? k / 2 : null;
+          break;
+        case "q8_0":
+          arrays.push(upload("scales", weight.scales, "u32"));
+          rowBytes = k;
+          break;
+      }
+      const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
+      let chunks: RowChunk[];
+      if (rowBytes === null) {
+        if (codes.byteSize > maxBytes) {
+          throw new RangeError(
+            `${label}: ${codes.byteSize} bytes of 4-bit codes exceed one binding and K=${k} ` +
+              `is not a multiple of 8, so rows are not whole words to split at`,
+          );
+        }
+        chunks = [{ start: 0, count: n, binding: codes }];
+      } else {
+        chunks = tensorRowChunks(gpu, codes, n, rowBytes, maxBytes);
+      }
+      for (const a of arrays) {
+        if (a.byteSize > gpu.limits.maxStorageBufferBindingSize) {
+          throw new RangeError(`${a.label}: ${a.byteSize} bytes exceed one storage binding`);
+        }
+      }
+
+      const useKept = kept !== null && opts.outlierWeights === "fp16";
+      const kernels = await compileKernels(gpu, {
+        format,
+        family,
+        f16,
+        k,
+        useKept,
+        gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+        gemm: { TILE_M: tileM, TILE_N: tileN },
+      });
+      return new QuantLinear(gpu, shared, {
+        format,
+        n,
+        k,
+        f16,
+        chunks,
+        owned,
+        arrays,
+        kernels,
+        shape: { gemvRows: gemvWg / gemvTpr, tileM, tileN },
+        blocksize,
+        threshold,
+        outliers,
+        kept: useKept ? kept : null,
+      });
+    } catch (err) {
+      for (const o of [...owned, ...extra]) o.destroy();
+      releaseShared(gpu);
+      throw err;
+    }
+  }
+
+  /** llm-int8: the outlier threshold on |x| used by the next {@linkcode encode}. */
+  get threshold(): number {
+    return this.#threshold;
+  }
+
+  /**
+   * llm-int8: sets the outlier threshold for later products (0 turns the decomposition off),
+   * so a sweep needs no reload.
+   */
+  setThreshold(threshold: number): void {
+    if (this.format !== "llm-int8") {
+      throw new Error(`setThreshold: ${this.format} has no outlier decomposition`);
+    }
+    checkThreshold(this.format, threshold);
+    this.#threshold = threshold;
+  }
+
+  /**
+   * llm-int8: the outlier columns (ascending) of the most recent product that has run, read back
+   * from the GPU. Costs a readback: call it for statistics, not in the decode loop.
+   */
+  async readOutlierColumns(): Promise<Uint32Array> {
+    if (!this.#outliers) {
+      throw new Error(`readOutlierColumns: ${this.format} has no outlier decomposition`);
+    }
+    const [count] = await this.#gpu.readU32(this.#outliers, 0, 1);
+    if (count === 0) return new Uint32Array(0);
+    return await this.#gpu.readU32(this.#outliers, 1, count);
+  }
+
+  /** Records `y[rows, N] = x[rows, K] · Wᵀ`. */
+  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+    const { inFeatures: k, outFeatures: n } = this;
+    if (!this.#shared) throw new Error(`${this.format} linear: used after destroy()`);
+    if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`linear rows: ${rows}`);
+    requireBytes(x, rows * k * 4, "linear x");
+    requireBytes(y, rows * n * 4, "linear y");
+    if (this.#family === "int8") {
+      this.#encodeInt8(batch, x, y, rows);
+      return;
+    }
+    for (const chunk of this.chunks) {
+      let p: ArrayBuffer;
+      if (this.#family === "4bit") {
+        const w = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count)
+          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(0);
+        for (const v of this.#table!) w.f32(v);
+        p = w.build();
+      } else {
+        p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+      }
+      this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p);
+    }
+  }
+
+  #encodeInt8(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+    const { inFeatures: k, outFeatures: n } = this;
+    const kern = this.#kernels;
+    const [xq, sx] = int8Scratch(this.#gpu, this.#shared!, rows, k);
+    const keptCount = this.#kept ? this.#kept.columns.byteSize / 4 : 0;
+    const base = (start: number, count: number) =>
+      params().u32(rows).u32(n).u32(k).u32(start).u32(count).f32(this.#threshold)
+        .u32(keptCount).build();
+    const p0 = base(0, n);
+    if (kern.outlierMask) {
+      const wgs = grid(Math.ceil(k / 256));
+      batch.dispatch(kern.outlierMask, [x, this.#outliers!], wgs, p0);
+      const kept = this.#kept ? [this.#kept.columns] : [];
+      batch.dispatch(kern.quantize!, [x, this.#outliers!, sx, xq, ...kept], grid(rows), p0);
+    } else {
+      if (kern.absmaxAll) batch.dispatch(kern.absmaxAll, [x, sx], 1, p0);
+      batch.dispatch(kern.quantize!, [x, sx, xq], grid(rows), p0);
+    }
+    const tail: Binding[] = kern.outlierMask
+      ? [x, this.#outliers!, ...(this.#kept ? [this.#kept.weights] : [])]
+      : [];
+    for (const chunk of this.chunks) {
+      const bindings = [xq, sx, chunk.binding, this.#arrays[0], y, ...tail];
+      this.#product(batch, bindings, chunk, rows, base(chunk.start, chunk.count));
+    }
+  }
+
+  #product(
+    batch: CommandBatch,
+    bindings: Binding[],
+    chunk: RowChunk,
+    rows: number,
+    p: ArrayBuffer,
+  ): void {
+    const { gemvRows, tileM, tileN } = this.#shape;
+    if (rows === 1) {
+      batch.dispatch(this.#kernels.gemv, bindings, grid(Math.ceil(chunk.count / gemvRows)), p);
+    } else {
+      const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
+      batch.dispatch(this.#kernels.gemm, bindings, grid(tiles), p);
+    }
+  }
+
+  /** Frees the weights (and, with the device's last quantized layer, the shared scratch). */
+  destroy(): void {
+    if (!this.#shared) return;
+    for (const t of this.#owned) t.destroy();
+    this.#outliers?.destroy();
+    this.#owned = [];
+    this.#shared = null;
+    releaseShared(this.#gpu);
+  }
+}
+
+function checkThreshold(label: string, threshold: number): void {
+  if (!Number.isFinite(threshold) || threshold < 0) {
+    throw new RangeError(`${label}: outlier threshold must be a finite number ≥ 0`);
+  }
+}
+
+async function compileKernels(
+  gpu: Gpu,
+  o: {
+    format: QuantLinearFormat;
+    family: Family;
+    f16: boolean;
+    k: number;
+    useKept: boolean;
+    gemv: Record<string, number>;
+    gemm: Record<string, number>;
+  },
+): Promise<Kernels> {
+  const f16 = o.f16 ? ["F16"] : [];
+  const spec = (
+    file: string,
+    entry: string,
+    defines: string[],
+    constants?: Record<string, number>,
+  ) => gpu.kernel({ file, entry, defines, constants } satisfies KernelSpec);
+  if (o.family === "int8") {
+    const mode = o.format === "int8-absmax"
+      ? ["PER_TENSOR"]
+      : o.format === "llm-int8"
+      ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"])
+      : [];
+    const k16 = o.k % 16 === 0 ? ["K16"] : [];
+    const [gemv, gemm, quantize, extra] = await Promise.all([
+      spec("q_int8", "gemv", [...mode, ...f16, ...k16], o.gemv),
+      spec("q_int8", "gemm", [...mode, ...f16], o.gemm),
+      spec("q_int8", "quantize", mode),
+      o.format === "int8-absmax"
+        ? spec("q_int8", "absmax_all", mode)
+        : o.format === "llm-int8"
+        ? spec("q_int8", "outlier_mask", mode)
+        : Promise.resolve(undefined),
+    ]);
+    return {
+      gemv,
+      gemm,
+      quantize,
+      absmaxAll: o.format === "int8-absmax" ? extra : undefined,
+      outlierMask: o.format === "llm-int8" ? extra : undefined,
+    };
+  }
+  if (o.family === "4bit") {
+    const dq = o.format === "nf4-dq" ? ["DQ"] : [];
+    const k32 = o.k % 32 === 0 ? ["K32"] : [];
+    const [gemv, gemm] = await Promise.all([
+      spec("q_4bit", "gemv", [...dq, ...f16, ...k32], o.gemv),
+      spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
+    ]);
+    return { gemv, gemm };
+  }
+  const [gemv, gemm] = await Promise.all([
+    spec("q_q8_0", "gemv", f16, o.gemv),
+    spec("q_q8_0", "gemm", f16, o.gemm),
+  ]);
+  return { gemv, gemm };
+}
