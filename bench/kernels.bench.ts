@@ -37,7 +37,7 @@ interface Case {
 
 const cases: Case[] = [];
 const linearShapes: [number, number, number][] = software
-  ? [[1, 4096, 4096], [256, 1024, 1024]]
+  ? [[1, 4096, 4096], [64, 1024, 1024]]
   : [[1, 4096, 4096], [1, 14336, 4096], [1, 4096, 14336], [256, 4096, 4096], [512, 14336, 4096]];
 
 for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
@@ -92,18 +92,62 @@ for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
   });
 }
 
-for (const c of cases) {
-  const batch = new CommandBatch(c.gpu);
-  c.run(batch); // warm-up
-  await batch.submitTimed();
-  c.run(batch);
-  const timings = await batch.submitTimed();
-  const ms = timings.reduce((s, t) => s + t.ms, 0);
+/** Median GPU milliseconds of one dispatch of `run`, over `reps` timed dispatches. */
+async function gpuMs(gpu: typeof gpuF32, run: (batch: CommandBatch) => void, reps: number) {
+  const batch = new CommandBatch(gpu);
+  for (let i = 0; i < reps; i++) run(batch);
+  const ms = (await batch.submitTimed()).map((t) => t.ms).sort((a, b) => a - b);
+  return ms[Math.floor(ms.length / 2)];
+}
+
+// Warm up first: a GPU that has been idle runs its first milliseconds at low clocks.
+for (const c of cases) await gpuMs(c.gpu, c.run, 3);
+const reps = software ? 3 : 25;
+function report(name: string, bytes: number, flops: number, ms: number): void {
   console.log(
-    `${c.name.padEnd(44)} GPU ${ms.toFixed(3).padStart(9)} ms  ` +
-      `${(c.bytes / ms / 1e6).toFixed(1).padStart(7)} GB/s  ` +
-      `${(c.flops / ms / 1e6).toFixed(1).padStart(8)} GFLOP/s`,
+    `${name.padEnd(48)} GPU ${ms.toFixed(4).padStart(9)} ms  ` +
+      `${(bytes / ms / 1e6).toFixed(1).padStart(7)} GB/s  ` +
+      `${(flops / ms / 1e6).toFixed(1).padStart(8)} GFLOP/s`,
   );
+}
+for (const c of cases) report(c.name, c.bytes, c.flops, await gpuMs(c.gpu, c.run, reps));
+
+// QLAB_BENCH_SWEEP=1: GEMV launch shapes, for tuning the defaults on a new GPU.
+if (Deno.env.get("QLAB_BENCH_SWEEP")) {
+  for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
+    if (!gpu) continue;
+    const f16 = gpu !== gpuF32;
+    for (const [n, k] of [[4096, 4096], [14336, 4096], [4096, 14336]]) {
+      const bits = randomBits(n * k);
+      const x = gpu.tensor({ label: "x", category: "activations", byteSize: k * 4 });
+      const y = gpu.tensor({ label: "y", category: "activations", byteSize: n * 4 });
+      for (const wg of [64, 128, 256]) {
+        for (const tpr of [4, 8, 16, 32, 64]) {
+          if (tpr > wg) continue;
+          const lin = await Fp16Linear.create(gpu, {
+            label: "sweep",
+            weight: bits,
+            outFeatures: n,
+            inFeatures: k,
+            f16,
+            tuning: { gemvWorkgroupSize: wg, gemvThreadsPerRow: tpr },
+          });
+          const run = (batch: CommandBatch) => lin.encode(batch, x, y, 1);
+          await gpuMs(gpu, run, 3);
+          const ms = await gpuMs(gpu, run, reps);
+          report(
+            `sweep gemv ${n}x${k} ${f16 ? "f16" : "f32"} wg=${wg} tpr=${tpr}`,
+            n * k * 2,
+            2 * n * k,
+            ms,
+          );
+          lin.destroy();
+        }
+      }
+      x.destroy();
+      y.destroy();
+    }
+  }
 }
 
 for (const c of cases) {
