@@ -13,7 +13,8 @@
 //   gemv / gemm                the int8 product, plus (LLM) the outlier columns in 16-bit:
 //                              Σ_{k outlier} f16(x[m, k]) · f16(code[n, k] · sw[n] / 127)
 //
-// Defines: PER_TENSOR (int8-absmax: one weight scale, one activation scale), LLM (outlier
+// Defines: PER_TENSOR (int8-absmax: one activation scale; the products read the one weight
+// scale through sw_stride = 0, so both int8 formats share gemv and gemm), LLM (outlier
 // decomposition), LLM_FP16 (outlier columns read FP16 copies where the weight keeps them), F16
 // (outlier products in f16 arithmetic; the int8 part is integer either way), K16 (K % 16 == 0:
 // gemv reads 16 codes per load).
@@ -34,6 +35,7 @@ struct Params {
   n_count: u32,    // output features in this chunk
   threshold: f32,  // LLM: outlier threshold on |x|; ≤ 0 turns the decomposition off
   n_kept: u32,     // LLM_FP16: number of FP16 columns the weight keeps
+  sw_stride: u32,  // 1: a weight scale per output feature; 0: one for the tensor
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -288,12 +290,9 @@ fn quantize(
 #endif
 #endif
 
+// sw_stride 0 reads the one per-tensor scale: int8-absmax and int8-vectorwise share the product.
 fn weight_scale(gn: u32) -> f32 {
-#if PER_TENSOR
-  return sw[0];
-#else
-  return sw[gn];
-#endif
+  return sw[gn * p.sw_stride];
 }
 
 // Word i of this chunk's codes, through whichever view the entry point binds.

@@ -569,7 +569,7 @@ export class QuantLinear implements Linear {
     const keptCount = this.#kept ? this.#kept.columns.byteSize / 4 : 0;
     const base = (start: number, count: number) =>
       params().u32(rows).u32(n).u32(k).u32(start).u32(count).f32(this.#threshold)
-        .u32(keptCount).build();
+        .u32(keptCount).u32(this.format === "int8-absmax" ? 0 : 1).build();
     const p0 = base(0, n);
     if (kern.outlierMask) {
       const wgs = grid(Math.ceil(k / 256));
@@ -642,20 +642,18 @@ async function compileKernels(
     constants?: Record<string, number>,
   ) => gpu.kernel({ file, entry, defines, constants } satisfies KernelSpec);
   if (o.family === "int8") {
-    const mode = o.format === "int8-absmax"
-      ? ["PER_TENSOR"]
-      : o.format === "llm-int8"
-      ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"])
-      : [];
+    // The products of int8-absmax and int8-vectorwise are one kernel (see sw_stride).
+    const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
+    const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
     const k16 = o.k % 16 === 0 ? ["K16"] : [];
     const [gemv, gemm, quantize, extra] = await Promise.all([
-      spec("q_int8", "gemv", [...mode, ...f16, ...k16], o.gemv),
-      spec("q_int8", "gemm", [...mode, ...f16], o.gemm),
+      spec("q_int8", "gemv", [...llm, ...f16, ...k16], o.gemv),
+      spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
       spec("q_int8", "quantize", mode),
       o.format === "int8-absmax"
         ? spec("q_int8", "absmax_all", mode)
         : o.format === "llm-int8"
-        ? spec("q_int8", "outlier_mask", mode)
+        ? spec("q_int8", "outlier_mask", ["LLM"])
         : Promise.resolve(undefined),
     ]);
     return {

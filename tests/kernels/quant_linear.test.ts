@@ -5,7 +5,7 @@ import {
   throws as assertThrows,
 } from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
-import type { Gpu } from "../../lib/gpu/device.ts";
+import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { f16ArrayToF32 } from "../../lib/gpu/f16.ts";
 import {
   QuantLinear,
@@ -21,7 +21,22 @@ import {
 } from "../../lib/quant/formats.ts";
 import { findOutlierColumns } from "../../lib/quant/llm_int8.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
-import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
+import { emptyF32, f32Tensor, hasF16, randomF16 } from "./_gpu.ts";
+
+// One device per arithmetic for the whole file: a software adapter JIT-compiles each pipeline
+// on its first dispatch (0.5 s per GEMM on lavapipe, several on GL), so a device per test would
+// pay for the same kernels again and again. Leaks are still caught after every test.
+const devices = new Map<boolean, Gpu>();
+devices.set(false, await requestGpu({ f16: false }));
+if (hasF16) devices.set(true, await requestGpu({ f16: true }));
+globalThis.addEventListener("unload", () => devices.forEach((gpu) => gpu.destroy()));
+
+async function withGpu(opts: { f16: boolean }, fn: (gpu: Gpu) => Promise<void>): Promise<void> {
+  const gpu = devices.get(opts.f16)!;
+  await fn(gpu);
+  gpu.trimScratch();
+  assertEquals(gpu.ledger.entries(), []);
+}
 
 // Every format's GPU product against its CPU twin (`matmulQuantized`). Errors are measured in
 // units of an output's natural scale σ_y = sqrt(K)·rms(x)·rms(w).
