@@ -75,9 +75,14 @@ async function generateCommand(args: string[]): Promise<number> {
   const model = await LlamaModel.load(dir, {
     gpu,
     maxSeqLen: num("max-seq", values["max-seq"]),
-    onProgress: (done, total) => err(`\rloading ${dir}: ${done}/${total} tensors`),
+    onProgress: (done, total) => {
+      if (Deno.stderr.isTerminal()) err(`\rloading ${dir}: ${done}/${total} tensors`);
+    },
   });
-  err(` (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+  err(
+    `${Deno.stderr.isTerminal() ? "\r" : ""}loaded ${dir} ` +
+      `(${((performance.now() - t0) / 1000).toFixed(1)} s)\n`,
+  );
   try {
     gpu.ledger.resetPeak();
     out(values.prompt!);

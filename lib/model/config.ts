@@ -183,6 +183,9 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
     fail(source, `bos_token_id ${JSON.stringify(bos)} is not a token id`);
   }
 
+  const ropeParameters = r.rope_parameters && typeof r.rope_parameters === "object"
+    ? r.rope_parameters as Record<string, unknown>
+    : undefined;
   const config: LlamaConfig = {
     vocabSize: positiveInt(source, r, "vocab_size"),
     hiddenSize,
@@ -195,13 +198,21 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
       ? 2048
       : positiveInt(source, r, "max_position_embeddings"),
     rmsNormEps: optionalNumber(source, r, "rms_norm_eps", 1e-6),
-    ropeTheta: optionalNumber(source, r, "rope_theta", 10000),
+    // transformers ≥ 5 writes `rope_parameters: { rope_type, rope_theta, ... }` instead of
+    // top-level `rope_theta` / `rope_scaling`.
+    ropeTheta: ropeParameters
+      ? optionalNumber(`${source} rope_parameters`, ropeParameters, "rope_theta", 10000)
+      : optionalNumber(source, r, "rope_theta", 10000),
     tieWordEmbeddings: r.tie_word_embeddings === true,
     bosTokenId: bos == null ? undefined : bos as number,
     eosTokenIds,
-    torchDtype: typeof r.torch_dtype === "string" ? r.torch_dtype : "float32",
+    torchDtype: typeof r.torch_dtype === "string"
+      ? r.torch_dtype
+      : typeof r.dtype === "string"
+      ? r.dtype
+      : "float32",
   };
-  const scaling = parseRopeScaling(source, r.rope_scaling);
+  const scaling = parseRopeScaling(source, r.rope_scaling ?? ropeParameters);
   if (scaling) config.ropeScaling = scaling;
   return config;
 }

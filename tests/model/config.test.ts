@@ -167,3 +167,35 @@ Deno.test("config: loadLlamaConfig reads a model directory and names the file on
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("transformers 5 rope_parameters carry rope_theta and llama3 scaling", () => {
+  const base = {
+    architectures: ["LlamaForCausalLM"],
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    vocab_size: 300,
+    dtype: "float16",
+  };
+  const plain = parseLlamaConfig({
+    ...base,
+    rope_parameters: { rope_type: "default", rope_theta: 50000 },
+  });
+  assert.equal(plain.ropeTheta, 50000);
+  assert.equal(plain.ropeScaling, undefined);
+  assert.equal(plain.torchDtype, "float16");
+  const scaled = parseLlamaConfig({
+    ...base,
+    rope_parameters: {
+      rope_type: "llama3",
+      rope_theta: 500000,
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
+  });
+  assert.equal(scaled.ropeTheta, 500000);
+  assert.equal(scaled.ropeScaling?.factor, 8);
+});
