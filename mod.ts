@@ -63,6 +63,9 @@ export {
   LlamaModel,
   type LoadOptions,
   type LogitsWanted,
+  type Trace,
+  TRACE_POINTS,
+  type TracePoint,
 } from "./lib/model/llama.ts";
 export { generate, type GenerateOptions, type GenerateResult } from "./lib/model/generate.ts";
 export {
@@ -146,3 +149,43 @@ export {
   type PerplexityResult,
 } from "./lib/eval/perplexity.ts";
 export { compareLogits, klDivergence, type LogitsComparison } from "./lib/eval/divergence.ts";
+
+// Plots: figures, Jupyter display, offline HTML reports
+export {
+  barFigure,
+  type BarOptions,
+  type BarSeries,
+  type BlockSizePoint,
+  blockSizeSweepFigure,
+  type Cell,
+  display,
+  type Displayable,
+  type DisplayOptions,
+  displayTable,
+  type Figure,
+  JUPYTER_DISPLAY,
+  type LayerErrorGrid,
+  layerErrorHeatmapFigure,
+  lineFigure,
+  type LineOptions,
+  type LineSeries,
+  type MagnitudeSeries,
+  memoryBarsFigure,
+  type MemoryBarsOptions,
+  type MemoryRow,
+  type MimeBundle,
+  outlierHistogramFigure,
+  type OutlierHistogramOptions,
+  type PlotLayout,
+  type QualityRow,
+  qualityVsBitsFigure,
+  renderReport,
+  type Report,
+  type ReportSection,
+  resetPlotlyInline,
+  type Table,
+  type ThresholdPoint,
+  thresholdSweepFigure,
+  type Trace as PlotTrace,
+  writeReport,
+} from "./lib/plot/mod.ts";
