@@ -68,7 +68,8 @@ for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
 {
   const shape = { numHeads: 32, numKvHeads: 8, headDim: 128 };
   const context = software ? 512 : 4096;
-  const attn = await createAttention(gpuF32, shape);
+  const unsplit = await createAttention(gpuF32, shape);
+  const attn = await createAttention(gpuF32, { ...shape, maxSeq: context });
   const cache = [0, 1].map((i) =>
     gpuF32.tensor({
       label: `cache ${i}`,
@@ -83,20 +84,33 @@ for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
   });
   const out = gpuF32.tensor({ label: "o", category: "activations", byteSize: 32 * 128 * 4 });
   cases.push({
-    name: `attend decode 32/8 heads x128, context ${context}`,
+    name: `attend decode 32/8 heads x128, ctx ${context}, split`,
     group: "attention",
     bytes: 2 * kvCacheBytes(context, shape.numKvHeads, shape.headDim),
     flops: 4 * 32 * 128 * context,
     run: (batch) => attn.attend(batch, q, cache[0], cache[1], out, context - 1, 1),
     gpu: gpuF32,
   });
+  cases.push({
+    name: `attend decode 32/8 heads x128, ctx ${context}, unsplit`,
+    group: "attention",
+    bytes: 2 * kvCacheBytes(context, shape.numKvHeads, shape.headDim),
+    flops: 4 * 32 * 128 * context,
+    run: (batch) => unsplit.attend(batch, q, cache[0], cache[1], out, context - 1, 1),
+    gpu: gpuF32,
+  });
 }
 
-/** Median GPU milliseconds of one dispatch of `run`, over `reps` timed dispatches. */
+/** Median GPU milliseconds of one `run` (the sum of its dispatches), over `reps` runs. */
 async function gpuMs(gpu: typeof gpuF32, run: (batch: CommandBatch) => void, reps: number) {
   const batch = new CommandBatch(gpu);
   for (let i = 0; i < reps; i++) run(batch);
-  const ms = (await batch.submitTimed()).map((t) => t.ms).sort((a, b) => a - b);
+  const per = batch.dispatchCount / reps;
+  const timings = await batch.submitTimed();
+  const ms = Array.from(
+    { length: reps },
+    (_, i) => timings.slice(i * per, (i + 1) * per).reduce((sum, t) => sum + t.ms, 0),
+  ).sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)];
 }
 

@@ -9,8 +9,13 @@
 //             start_pos .. start_pos + rows - 1. One thread per pair.
 //   attend    one workgroup per (row, query head). Keys go by in blocks of ATT_WG, one key per
 //             thread, with an online softmax (running max m and sum l, f32): workgroup memory
-//             stays at HEAD_DIM + ATT_WG floats whatever the sequence length, and there is no
-//             scratch buffer.
+//             stays at HEAD_DIM + ATT_WG floats whatever the sequence length.
+//   attend_split + attend_combine
+//             the same over `splits` ranges of split_keys positions each, one workgroup per
+//             (row, head, range), then a merge of the partial (m, l, acc) — "flash decoding".
+//             Decode has only num_heads workgroups otherwise, too few to fill a large GPU.
+//             The partials go through a scratch buffer of rows * num_heads * splits *
+//             (HEAD_DIM + 2) floats.
 
 struct Params {
   rows: u32,
@@ -18,6 +23,8 @@ struct Params {
   num_heads: u32,
   num_kv_heads: u32,
   scale: f32, // 1 / sqrt(HEAD_DIM)
+  splits: u32, // attend_split / attend_combine: ranges per (row, head)
+  split_keys: u32, // positions per range, a multiple of ATT_WG
 }
 
 override HEAD_DIM: u32 = 64u; // even
@@ -45,11 +52,16 @@ fn write_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
   v_cache_w[dst] = pack2x16float(v_in[idx]);
 }
 
-// attend
+// attend, attend_split
 @group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec2<f32>>;
+// attend_split writes partials: per (item, split) one vec2 (m, l), then HEAD_DIM / 2 of acc.
+@group(0) @binding(4) var<storage, read_write> partials_w: array<vec2<f32>>;
+// attend_combine
+@group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
 
 var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
 var<workgroup> p_s: array<f32, ATT_WG>;
@@ -57,20 +69,19 @@ var<workgroup> p_s: array<f32, ATT_WG>;
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
 
-@compute @workgroup_size(ATT_WG)
-fn attend(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let item = wid.x + wid.y * nwg.x; // row * num_heads + head
-  if (item >= p.rows * p.num_heads) {
-    return; // uniform for the workgroup
-  }
+// Softmax state over a range of keys: running max, running sum, unnormalised output (the
+// pairs lid, lid + ATT_WG, ... of the head).
+struct Partial {
+  m: f32,
+  l: f32,
+  acc: array<vec2<f32>, MAX_PAIRS>,
+}
+
+// Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). Called by the
+// whole workgroup with uniform arguments (it has barriers).
+fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
   let hp = HEAD_DIM / 2u;
-  let row = item / p.num_heads;
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
-  let len = p.start_pos + row + 1u;
   let kv_stride = p.num_kv_heads * hp; // words per position
   let kv_off = kv_head * hp;
 
@@ -79,11 +90,10 @@ fn attend(
   }
   workgroupBarrier();
 
-  var m = NEG_BIG;
-  var l = 0.0;
-  var acc: array<vec2<f32>, MAX_PAIRS>;
-  for (var j0 = 0u; j0 < len; j0 += ATT_WG) {
-    let n_here = min(ATT_WG, len - j0);
+  var r: Partial;
+  r.m = NEG_BIG;
+  for (var j0 = j_begin; j0 < j_end; j0 += ATT_WG) {
+    let n_here = min(ATT_WG, j_end - j0);
     var s = NEG_BIG;
     if (lid < n_here) {
       let kb = (j0 + lid) * kv_stride + kv_off;
@@ -95,36 +105,112 @@ fn attend(
     }
     p_s[lid] = s;
     workgroupBarrier();
-    var m_new = m;
+    var m_new = r.m;
     for (var t = 0u; t < n_here; t++) {
       m_new = max(m_new, p_s[t]);
     }
     workgroupBarrier(); // all have read the scores before they become probabilities
     p_s[lid] = exp(s - m_new);
     workgroupBarrier();
-    let alpha = exp(m - m_new);
-    m = m_new;
+    let alpha = exp(r.m - m_new);
+    r.m = m_new;
     var sum = 0.0;
     for (var t = 0u; t < n_here; t++) {
       sum += p_s[t];
     }
-    l = l * alpha + sum;
+    r.l = r.l * alpha + sum;
     for (var c = 0u; c < MAX_PAIRS; c++) {
       let i = lid + c * ATT_WG;
       if (i < hp) {
-        var a = acc[c] * alpha;
+        var a = r.acc[c] * alpha;
         for (var t = 0u; t < n_here; t++) {
           a += p_s[t] * unpack2x16float(v_cache[(j0 + t) * kv_stride + kv_off + i]);
         }
-        acc[c] = a;
+        r.acc[c] = a;
       }
     }
     workgroupBarrier(); // the next block overwrites p_s
   }
+  return r;
+}
+
+@compute @workgroup_size(ATT_WG)
+fn attend(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let item = wid.x + wid.y * nwg.x;
+  if (item >= p.rows * p.num_heads) {
+    return; // uniform for the workgroup
+  }
+  let len = p.start_pos + item / p.num_heads + 1u;
+  let r = attend_range(lid, item, 0u, len);
+  let hp = HEAD_DIM / 2u;
   for (var c = 0u; c < MAX_PAIRS; c++) {
     let i = lid + c * ATT_WG;
     if (i < hp) {
-      out[item * hp + i] = acc[c] / l;
+      out[item * hp + i] = r.acc[c] / r.l;
     }
+  }
+}
+
+@compute @workgroup_size(ATT_WG)
+fn attend_split(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= p.rows * p.num_heads * p.splits) {
+    return;
+  }
+  let item = flat / p.splits;
+  let len = p.start_pos + item / p.num_heads + 1u;
+  let j_begin = min(len, (flat % p.splits) * p.split_keys);
+  let j_end = min(len, j_begin + p.split_keys);
+  // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
+  let r = attend_range(lid, item, j_begin, j_end);
+  let hp = HEAD_DIM / 2u;
+  let base = flat * (hp + 1u);
+  if (lid == 0u) {
+    partials_w[base] = vec2<f32>(r.m, r.l);
+  }
+  for (var c = 0u; c < MAX_PAIRS; c++) {
+    let i = lid + c * ATT_WG;
+    if (i < hp) {
+      partials_w[base + 1u + i] = r.acc[c];
+    }
+  }
+}
+
+@compute @workgroup_size(ATT_WG)
+fn attend_combine(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let item = wid.x + wid.y * nwg.x;
+  if (item >= p.rows * p.num_heads) {
+    return;
+  }
+  let hp = HEAD_DIM / 2u;
+  let first = item * p.splits;
+  var m = NEG_BIG;
+  for (var s = 0u; s < p.splits; s++) {
+    m = max(m, partials[(first + s) * (hp + 1u)].x);
+  }
+  var l = 0.0;
+  for (var s = 0u; s < p.splits; s++) {
+    let ml = partials[(first + s) * (hp + 1u)];
+    l += ml.y * exp(ml.x - m);
+  }
+  for (var i = lid; i < hp; i += ATT_WG) {
+    var a = vec2<f32>(0.0);
+    for (var s = 0u; s < p.splits; s++) {
+      let base = (first + s) * (hp + 1u);
+      a += partials[base + 1u + i] * exp(partials[base].x - m);
+    }
+    out_c[item * hp + i] = a / l;
   }
 }

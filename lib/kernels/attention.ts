@@ -4,8 +4,13 @@
  *
  * The cache of one layer is two tensors, K and V, each `[maxSeq, numKvHeads, headDim]` as f16
  * pairs ({@linkcode kvCacheBytes} bytes each). {@linkcode Attention.writeKv} stores new
- * positions, {@linkcode Attention.attend} reads them; no scratch buffer is needed (online
- * softmax), so any sequence length that fits the cache works.
+ * positions, {@linkcode Attention.attend} reads them, with an online softmax, so any sequence
+ * length that fits the cache works in bounded workgroup memory.
+ *
+ * With few queries (decode: one row, `numHeads` workgroups) a long context is split over
+ * ranges of `splitKeys` positions, attended in parallel and merged ("flash decoding"); the
+ * partial results go through a small scratch tensor the instance owns
+ * ({@linkcode attentionScratchBytes}), allocated when `maxSeq` is given.
  *
  * @module
  */
@@ -92,8 +97,45 @@ export function cpuAttention(
   return out;
 }
 
+/** Options for {@linkcode createAttention}. */
+export interface AttentionOptions extends AttentionShape {
+  /**
+   * Longest sequence that will be attended. Given, the instance allocates the scratch for
+   * split (flash-decoding) attention up to this length; without it every call runs unsplit.
+   */
+  maxSeq?: number;
+  /** Positions per split range, a multiple of the workgroup size (default 256). */
+  splitKeys?: number;
+  /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
+  splitBelowItems?: number;
+  /** Threads per workgroup = keys per block (default 64); head_dim ≤ 8 × this. */
+  workgroupSize?: number;
+}
+
+/**
+ * Bytes of the split-attention scratch for sequences up to `maxSeq`: partial (max, sum,
+ * output) per (row, head, range) for up to `splitBelowItems - 1` (row, head) pairs.
+ *
+ * @example
+ * ```ts
+ * import { attentionScratchBytes } from "./attention.ts";
+ * attentionScratchBytes({ numHeads: 32, numKvHeads: 8, headDim: 128 }, 4096); // 2,121,600
+ * ```
+ */
+export function attentionScratchBytes(
+  shape: AttentionShape,
+  maxSeq: number,
+  splitKeys = 256,
+  splitBelowItems = 256,
+): number {
+  const splits = Math.ceil(maxSeq / splitKeys);
+  return (splitBelowItems - 1) * splits * (shape.headDim + 2) * 4;
+}
+
 /** Attention kernels for one head layout; see {@linkcode createAttention}. */
 export interface Attention extends Readonly<AttentionShape> {
+  /** Bytes of the scratch this instance owns (0 without `maxSeq`). */
+  readonly scratchBytes: number;
   /**
    * Records the conversion of `k`, `v` `[rows, numKvHeads, headDim]` (f32) to f16 into cache
    * positions `startPos .. startPos + rows - 1`.
@@ -121,6 +163,8 @@ export interface Attention extends Readonly<AttentionShape> {
     startPos: number,
     rows: number,
   ): void;
+  /** Frees the scratch. */
+  destroy(): void;
 }
 
 /**
@@ -128,17 +172,16 @@ export interface Attention extends Readonly<AttentionShape> {
  *
  * @example
  * ```ts ignore
- * const attn = await createAttention(gpu, { numHeads: 32, numKvHeads: 8, headDim: 128 });
+ * const attn = await createAttention(gpu, { numHeads: 32, numKvHeads: 8, headDim: 128, maxSeq: 4096 });
  * attn.writeKv(batch, k, v, cacheK, cacheV, pos, rows);
  * attn.attend(batch, q, cacheK, cacheV, out, pos, rows);
  * ```
  */
-export async function createAttention(
-  gpu: Gpu,
-  opts: AttentionShape & { workgroupSize?: number },
-): Promise<Attention> {
+export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise<Attention> {
   const { numHeads, numKvHeads, headDim } = opts;
   const wg = opts.workgroupSize ?? 64;
+  const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
+  const splitBelow = opts.splitBelowItems ?? 256;
   if (headDim % 2 || numHeads % numKvHeads || headDim > 8 * wg) {
     throw new RangeError(
       `attention: need an even head_dim ≤ ${8 * wg} and num_kv_heads dividing num_heads, got ` +
@@ -146,18 +189,29 @@ export async function createAttention(
     );
   }
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
-  const [write, attend] = await Promise.all([
+  const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
     gpu.kernel({ file: "attention", entry: "attend", constants }),
+    gpu.kernel({ file: "attention", entry: "attend_split", constants }),
+    gpu.kernel({ file: "attention", entry: "attend_combine", constants }),
   ]);
+  const maxSplits = opts.maxSeq ? Math.ceil(opts.maxSeq / splitKeys) : 0;
+  const scratch = maxSplits > 1
+    ? gpu.tensor({
+      label: "attention partials",
+      category: "scratch",
+      byteSize: attentionScratchBytes(opts, opts.maxSeq!, splitKeys, splitBelow),
+    })
+    : null;
   const kvRowBytes = numKvHeads * headDim * 2;
-  const base = (rows: number, startPos: number) =>
+  const base = (rows: number, startPos: number, splits = 1) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
-      .build();
+      .u32(splits).u32(splitKeys).build();
   return {
     numHeads,
     numKvHeads,
     headDim,
+    scratchBytes: scratch?.byteSize ?? 0,
     writeKv(batch, k, v, cacheK, cacheV, startPos, rows) {
       requireBytes(k, rows * numKvHeads * headDim * 4, "attention k");
       requireBytes(v, rows * numKvHeads * headDim * 4, "attention v");
@@ -171,7 +225,18 @@ export async function createAttention(
       requireBytes(out, rows * numHeads * headDim * 4, "attention out");
       requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK");
       requireBytes(cacheV, (startPos + rows) * kvRowBytes, "attention cacheV");
-      batch.dispatch(attend, [q, cacheK, cacheV, out], grid(rows * numHeads), base(rows, startPos));
+      const items = rows * numHeads;
+      const splits = Math.ceil((startPos + rows) / splitKeys);
+      if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
+        const p = base(rows, startPos, splits);
+        batch.dispatch(split, [q, cacheK, cacheV, scratch], grid(items * splits), p);
+        batch.dispatch(combine, [scratch, out], grid(items), p);
+      } else {
+        batch.dispatch(attend, [q, cacheK, cacheV, out], grid(items), base(rows, startPos));
+      }
+    },
+    destroy() {
+      scratch?.destroy();
     },
   };
 }

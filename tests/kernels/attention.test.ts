@@ -25,6 +25,7 @@ function kvCache(gpu: Gpu, maxSeq: number, shape: AttentionShape): [GpuTensor, G
 }
 
 /** Runs writeKv + attend for rows at startPos; returns the GPU output. */
+let lastDispatches = 0;
 async function step(
   gpu: Gpu,
   attn: Awaited<ReturnType<typeof createAttention>>,
@@ -42,6 +43,7 @@ async function step(
   const batch = new CommandBatch(gpu);
   attn.writeKv(batch, tk, tv, cache[0], cache[1], startPos, rows);
   attn.attend(batch, tq, cache[0], cache[1], out, startPos, rows);
+  lastDispatches = batch.dispatchCount;
   batch.submit();
   const got = await gpu.readF32(out);
   for (const t of [tq, tk, tv, out]) t.destroy();
@@ -73,9 +75,10 @@ Deno.test("writeKv stores f16 (round to nearest even) at the right positions", (
       "writing past the cache end is refused",
     );
     for (const t of [tk, tv, ...cache]) t.destroy();
+    attn.destroy();
   }));
 
-Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, long context", () =>
+Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, long context, split", () =>
   withGpu({}, async (gpu) => {
     const cases = [
       { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 1 },
@@ -84,41 +87,52 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       { shape: { numHeads: 2, numKvHeads: 2, headDim: 128 }, startPos: 129, rows: 5 },
       { shape: { numHeads: 8, numKvHeads: 1, headDim: 32 }, startPos: 4100, rows: 2 },
     ];
+    // unsplit; split in ranges of 64 positions (many ranges, some empty for early rows);
+    // split with the default 256-position ranges
+    const variants: { splitKeys?: number }[] = [{}, { splitKeys: 64 }, { splitKeys: 256 }];
     for (const [c, { shape, startPos, rows }] of cases.entries()) {
       const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;
-      const attn = await createAttention(gpu, shape);
       const cache = kvCache(gpu, startPos + rows + 3, shape);
       const kAll = randn((startPos + rows) * kvh * d, 100 + c, 1);
       const vAll = randn((startPos + rows) * kvh * d, 200 + c, 1);
       const q = randn(rows * h * d, 300 + c, 1.5);
-      if (startPos > 0) {
-        // history first, as an earlier prefill would have written it
-        const hist = startPos * kvh * d;
-        const tk = f32Tensor(gpu, "k", kAll.subarray(0, hist));
-        const tv = f32Tensor(gpu, "v", vAll.subarray(0, hist));
-        const batch = new CommandBatch(gpu);
-        attn.writeKv(batch, tk, tv, cache[0], cache[1], 0, startPos);
-        batch.submit();
-        tk.destroy();
-        tv.destroy();
+      const want = cpuAttention(q, kAll, vAll, rows, startPos, shape);
+      for (const variant of variants) {
+        const maxSeq = variant.splitKeys ? startPos + rows + 3 : undefined;
+        const attn = await createAttention(gpu, { ...shape, ...variant, maxSeq });
+        if (startPos > 0) {
+          // history first, as an earlier prefill would have written it
+          const hist = startPos * kvh * d;
+          const tk = f32Tensor(gpu, "k", kAll.subarray(0, hist));
+          const tv = f32Tensor(gpu, "v", vAll.subarray(0, hist));
+          const batch = new CommandBatch(gpu);
+          attn.writeKv(batch, tk, tv, cache[0], cache[1], 0, startPos);
+          batch.submit();
+          tk.destroy();
+          tv.destroy();
+        }
+        const off = startPos * kvh * d;
+        const got = await step(
+          gpu,
+          attn,
+          cache,
+          q,
+          kAll.subarray(off),
+          vAll.subarray(off),
+          startPos,
+          rows,
+        );
+        assertClose(
+          got,
+          want,
+          TOL,
+          `attention ${h}/${kvh} heads of ${d}, startPos=${startPos} rows=${rows} ` +
+            JSON.stringify(variant),
+        );
+        const split = startPos + rows > (variant.splitKeys ?? Infinity);
+        assertEquals(lastDispatches, split ? 3 : 2, "split path taken exactly when asked for");
+        attn.destroy();
       }
-      const off = startPos * kvh * d;
-      const got = await step(
-        gpu,
-        attn,
-        cache,
-        q,
-        kAll.subarray(off),
-        vAll.subarray(off),
-        startPos,
-        rows,
-      );
-      assertClose(
-        got,
-        cpuAttention(q, kAll, vAll, rows, startPos, shape),
-        TOL,
-        `attention ${h}/${kvh} heads of ${d}, startPos=${startPos} rows=${rows}`,
-      );
       for (const t of cache) t.destroy();
     }
   }));
@@ -163,4 +177,5 @@ Deno.test("prefill of 5 tokens equals 5 single-token decodes", () =>
     // The same f32 operations in the same order for each query row: bit-for-bit equal.
     assertEquals(prefill, decode);
     assertClose(prefill, cpuAttention(q, k, v, total, 0, shape).subarray(start * h * d), TOL);
+    attn.destroy();
   }));
