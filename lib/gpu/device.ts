@@ -9,6 +9,22 @@ import { compileKernel, type Kernel, kernelKey, type KernelSpec } from "./kernel
 import { formatBytes, MemoryLedger } from "./ledger.ts";
 import { GpuTensor, type TensorOptions } from "./tensor.ts";
 
+/**
+ * Bytes the shared uniform buffer takes when batches need `bytes` of parameters: the next power
+ * of two, at least 4 KiB.
+ *
+ * @example
+ * ```ts
+ * import { uniformArenaSize } from "./device.ts";
+ * uniformArenaSize(5000); // 8192
+ * ```
+ */
+export function uniformArenaSize(bytes: number): number {
+  let size = 4096;
+  while (size < bytes) size *= 2;
+  return size;
+}
+
 /** Options for {@linkcode requestGpu}. */
 export interface GpuOptions {
   /** Use `shader-f16` kernels where the adapter offers the feature (default true). */
@@ -110,12 +126,10 @@ export class Gpu {
   uniformArena(bytes: number): GPUBuffer {
     if (!this.#arena || this.#arena.byteSize < bytes) {
       this.#arena?.destroy();
-      let size = 4096;
-      while (size < bytes) size *= 2;
       this.#arena = this.tensor({
         label: "uniform parameters",
         category: "scratch",
-        byteSize: size,
+        byteSize: uniformArenaSize(bytes),
         usage: GPUBufferUsage.UNIFORM,
       });
     }

@@ -16,6 +16,8 @@ import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import type { Linear } from "../kernels/linear.ts";
 import { Fp16Linear } from "../kernels/linear.ts";
+import { quantLinearFactory, type QuantLinearFactoryOptions } from "../kernels/quant_linear.ts";
+import type { QuantFormat } from "../quant/formats.ts";
 import { kvCacheBytes } from "../kernels/attention.ts";
 import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
@@ -62,7 +64,11 @@ export type LinearFactory = (gpu: Gpu, request: LinearRequest) => Promise<Linear
 export interface LoadOptions {
   /** The device; defaults to {@linkcode defaultGpu}. */
   gpu?: Gpu;
-  /** Builds each linear layer; defaults to FP16. */
+  /** Weight format of the decoder blocks' linear layers (default `"fp16"`). */
+  format?: QuantFormat;
+  /** Options of that format: block size, LLM.int8() threshold, f16 arithmetic, ... */
+  quant?: QuantLinearFactoryOptions;
+  /** Builds each linear layer; overrides `format` (for experiments with custom layers). */
   linear?: LinearFactory;
   /** Whether the LM head goes through `linear` too (default: it stays FP16, as bitsandbytes does). */
   quantizeHead?: boolean;
@@ -155,6 +161,8 @@ export class LlamaModel {
   readonly lmHead: Linear;
   /** Longest sequence the KV cache holds. */
   readonly maxSeqLen: number;
+  /** Weight format of the decoder blocks' linear layers. */
+  readonly format: QuantFormat;
   #ops: LlamaOps;
   #state: RunState;
   #pos = 0;
@@ -167,6 +175,7 @@ export class LlamaModel {
     ops: LlamaOps,
     state: RunState,
     maxSeqLen: number,
+    format: QuantFormat,
   ) {
     this.config = config;
     this.gpu = gpu;
@@ -177,6 +186,7 @@ export class LlamaModel {
     this.#ops = ops;
     this.#state = state;
     this.maxSeqLen = maxSeqLen;
+    this.format = format;
   }
 
   /**
@@ -217,7 +227,10 @@ export class LlamaModel {
       const weights = await loadWeights(gpu, config, checkpoint, options, owned);
       const ops = await LlamaOps.create(gpu, config, weights.embed);
       const state = createRunState(gpu, config, chunk, maxSeqLen, owned);
-      return new LlamaModel(config, gpu, weights, ops, state, maxSeqLen);
+      // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
+      // memory estimator can count it.
+      gpu.uniformArena(uniformBytesPerChunk(config));
+      return new LlamaModel(config, gpu, weights, ops, state, maxSeqLen, options.format ?? "fp16");
     } catch (err) {
       // Nothing half-built stays on the GPU.
       for (const o of owned.reverse()) o.destroy();
@@ -450,7 +463,10 @@ async function loadWeights(
   options: LoadOptions,
   owned: { destroy(): void }[],
 ): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
-  const linear = options.linear ?? fp16Linear;
+  const linear = options.linear ??
+    (options.format && options.format !== "fp16"
+      ? quantLinearFactory(options.format, { f16: gpu.f16, ...options.quant })
+      : fp16Linear);
   const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
   let done = 0;
   const progress = (name: string) => options.onProgress?.(++done, total, name);
@@ -536,6 +552,20 @@ async function loadWeights(
   }
   progress(headName);
   return { embed, layers, norm: norm_, lmHead };
+}
+
+/**
+ * Bytes of kernel parameters one chunk of the forward pass may write: 256 bytes (the uniform
+ * offset alignment) per dispatch, with room for 64 dispatches per layer.
+ *
+ * @example
+ * ```ts ignore
+ * import { uniformBytesPerChunk } from "./llama.ts";
+ * uniformBytesPerChunk(config); // 256 * (8 + 64 * layers)
+ * ```
+ */
+export function uniformBytesPerChunk(c: LlamaConfig): number {
+  return 256 * (8 + 64 * c.numLayers);
 }
 
 /** Activation buffers of the run state, in 32-bit words each. */
