@@ -24,8 +24,11 @@ export interface PerplexityOptions {
   stride?: number;
   /** Called after each window with the tokens scored so far and in total. */
   onProgress?: (scored: number, total: number) => void;
-  /** Receives the NLL of every scored token, in text order (for per-token comparisons). */
-  onTokenNll?: (position: number, nll: number) => void;
+  /**
+   * Receives the NLL of every scored token, in text order, with the logits row that predicted
+   * it (valid only during the call), for per-token comparisons between models.
+   */
+  onTokenNll?: (position: number, nll: number, logits: Float32Array) => void;
 }
 
 /** The result of {@linkcode perplexity}. */
@@ -114,7 +117,7 @@ export async function perplexity(
         const nll = -logProbability(row, tokens[p]);
         nllSum += nll;
         scored++;
-        options.onTokenNll?.(p, nll);
+        options.onTokenNll?.(p, nll, row);
       }
       options.onProgress?.(scored, total);
     }

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CommandBatch } from "../gpu/batch.ts";
+import { CommandBatch, type DispatchTiming } from "../gpu/batch.ts";
 import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
@@ -333,6 +333,23 @@ export class LlamaModel {
       }
     }
     return { tokens: n, layers, logits };
+  }
+
+  /**
+   * Runs `tokens` (at most one chunk) after the cached ones with a GPU timestamp around every
+   * kernel, and returns the time of each dispatch (wall clock of the whole chunk where the
+   * adapter has no timestamp queries).
+   */
+  timeForward(tokens: readonly number[]): Promise<DispatchTiming[]> {
+    this.#checkUsable(tokens.length);
+    if (tokens.length > this.#state.rows) {
+      throw new RangeError(
+        `timeForward: ${tokens.length} tokens exceed one chunk (${this.#state.rows})`,
+      );
+    }
+    const batch = new CommandBatch(this.gpu);
+    this.#encodeChunk(batch, tokens, 1);
+    return batch.submitTimed();
   }
 
   /**
