@@ -57,7 +57,9 @@ var<workgroup> partial: array<f32, GEMV_WG>;
 
 #if F16
 fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
-  return f32(dot(vec4<f16>(xa), wquad[2u * unit])) + f32(dot(vec4<f16>(xb), wquad[2u * unit + 1u]));
+  let da = dot(vec4<f16>(xa), wquad[2u * unit]);
+  let db = dot(vec4<f16>(xb), wquad[2u * unit + 1u]);
+  return f32(da) + f32(db);
 }
 
 fn dot2(xv: vec2<f32>, i: u32) -> f32 {

@@ -4,6 +4,7 @@ import type { Gpu } from "../../lib/gpu/device.ts";
 import { f32ToF16Array, packF16Pairs } from "../../lib/gpu/f16.ts";
 import type { GpuTensor } from "../../lib/gpu/tensor.ts";
 import {
+  type Attention,
   type AttentionShape,
   cpuAttention,
   createAttention,
@@ -28,7 +29,7 @@ function kvCache(gpu: Gpu, maxSeq: number, shape: AttentionShape): [GpuTensor, G
 let lastDispatches = 0;
 async function step(
   gpu: Gpu,
-  attn: Awaited<ReturnType<typeof createAttention>>,
+  attn: Attention,
   cache: [GpuTensor, GpuTensor],
   q: Float32Array,
   k: Float32Array,
