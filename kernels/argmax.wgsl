@@ -49,9 +49,12 @@ fn argmax(
   best_i[lid] = bi;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride && beats(best_v[lid + stride], best_i[lid + stride], best_v[lid], best_i[lid])) {
-      best_v[lid] = best_v[lid + stride];
-      best_i[lid] = best_i[lid + stride];
+    if (lid < stride) {
+      let j = lid + stride;
+      if (beats(best_v[j], best_i[j], best_v[lid], best_i[lid])) {
+        best_v[lid] = best_v[j];
+        best_i[lid] = best_i[j];
+      }
     }
     workgroupBarrier();
   }

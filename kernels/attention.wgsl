@@ -40,7 +40,10 @@ const MAX_PAIRS: u32 = 4u; // value pairs per thread
 @group(0) @binding(4) var<storage, read_write> v_cache_w: array<u32>;
 
 @compute @workgroup_size(256)
-fn write_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn write_kv(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
   let idx = gid.x + gid.y * nwg.x * 256u;
   let per_pos = p.num_kv_heads * (HEAD_DIM / 2u);
   if (idx >= p.rows * per_pos) {
