@@ -66,6 +66,9 @@ const cases: Case[] = [];
 for (const [rows, n, k] of shapes) {
   const w = randomWeights(n * k);
   const bits = f32ToF16Array(w);
+  const packed = new Map(
+    FORMATS.filter((f) => f !== "fp16").map((f) => [f, quantize(f, w, n, k)]),
+  );
   for (const gpu of [gpuF32, gpuF16 ?? (gpuF32.f16 ? gpuF32 : null)]) {
     if (!gpu) continue;
     const f16 = gpu !== gpuF32;
@@ -84,7 +87,7 @@ for (const [rows, n, k] of shapes) {
           inFeatures: k,
           f16,
         })
-        : await QuantLinear.create(gpu, { label: "w", weight: quantize(format, w, n, k), f16 });
+        : await QuantLinear.create(gpu, { label: "w", weight: packed.get(format)!, f16 });
       cases.push({
         name: `${rows === 1 ? "gemv" : "gemm"} ${format} ${rows}x${k}·(${n}x${k})ᵀ ${
           f16 ? "f16" : "f32"

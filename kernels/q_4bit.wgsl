@@ -10,8 +10,9 @@
 // The 16-entry table comes in the parameters. With DQ the block absmax is decoded here as
 // dmap[qabsmax[b]] · absmax2[b / 256] + offset (nf4_dq.ts).
 //
-// Entry points: gemv (one activation row: GEMV_TPR threads per output feature stride over its
-// codes; with K32, K % 32 == 0, a row is whole vec4<u32> units of 32 codes, one block each) and
+// Entry points: gemv (one activation row: GEMV_TPR threads per group of RPT output features
+// stride over their codes; with K32, K % 32 == 0, a row is whole vec4<u32> units of 32 codes,
+// one block each) and
 // gemm (TILE_M x TILE_N output tiles; each K step of 16 dequantizes a weight tile into
 // workgroup memory, then 4x4 outputs per thread).
 //
@@ -96,8 +97,12 @@ fn dot_word(word: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
 
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+// Output features per thread. A 4-bit word stands for 8 activations (32 bytes of f32 x per 4
+// bytes of codes), so reading x, not the weights, bounds a one-row-per-thread GEMV; each x load
+// here serves RPT rows.
+const RPT: u32 = 4u;
 
-var<workgroup> partial: array<f32, GEMV_WG>;
+var<workgroup> partial: array<f32, GEMV_WG * RPT>;
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
@@ -107,48 +112,63 @@ fn gemv(
 ) {
   load_table(lid);
   let lane = lid % GEMV_TPR;
-  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  var acc = 0.0;
-  if (n < p.n_count) {
-    let e0 = (p.n_start + n) * p.k; // first flat element of the row
+  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * RPT;
+  var acc: array<f32, RPT>;
 #if K32
-    let units = p.k / 32u;
-    let base = e0 / 32u - p.code_base / 4u;
-    for (var u = lane; u < units; u += GEMV_TPR) {
-      let c = codes4[base + u];
-      let xb = 8u * u;
-      let s = dot_word(c.x, x4[xb], x4[xb + 1u]) + dot_word(c.y, x4[xb + 2u], x4[xb + 3u]) +
-        dot_word(c.z, x4[xb + 4u], x4[xb + 5u]) + dot_word(c.w, x4[xb + 6u], x4[xb + 7u]);
-      acc += s * block_absmax((e0 + 32u * u) / p.blocksize);
+  let units = p.k / 32u;
+  for (var u = lane; u < units; u += GEMV_TPR) {
+    let xb = 8u * u;
+    var xv: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+      xv[i] = x4[xb + i];
     }
-#else
-    // Any K: the words overlapping the row, elements outside it masked out.
-    let e1 = e0 + p.k;
-    let w0 = e0 / 8u;
-    let w1 = (e1 + 7u) / 8u;
-    for (var wi = w0 + lane; wi < w1; wi += GEMV_TPR) {
-      let word = codes[wi - p.code_base];
-      var s = 0.0;
-      for (var j = 0u; j < 8u; j++) {
-        let e = 8u * wi + j;
-        if (e >= e0 && e < e1) {
-          s += x[e - e0] * tbl[nib(word, j)];
-        }
+    for (var r = 0u; r < RPT; r++) {
+      let n = n0 + r;
+      if (n < p.n_count) {
+        let e0 = (p.n_start + n) * p.k; // first flat element of the row
+        let c = codes4[e0 / 32u - p.code_base / 4u + u];
+        let s = dot_word(c.x, xv[0], xv[1]) + dot_word(c.y, xv[2], xv[3]) +
+          dot_word(c.z, xv[4], xv[5]) + dot_word(c.w, xv[6], xv[7]);
+        acc[r] += s * block_absmax((e0 + 32u * u) / p.blocksize);
       }
-      acc += s * block_absmax(8u * wi / p.blocksize);
     }
-#endif
   }
-  partial[lid] = acc;
+#else
+  // Any K: the words overlapping each row, elements outside it masked out.
+  for (var r = 0u; r < RPT; r++) {
+    let n = n0 + r;
+    if (n < p.n_count) {
+      let e0 = (p.n_start + n) * p.k;
+      let e1 = e0 + p.k;
+      let w1 = (e1 + 7u) / 8u;
+      for (var wi = e0 / 8u + lane; wi < w1; wi += GEMV_TPR) {
+        let word = codes[wi - p.code_base];
+        var s = 0.0;
+        for (var j = 0u; j < 8u; j++) {
+          let e = 8u * wi + j;
+          if (e >= e0 && e < e1) {
+            s += x[e - e0] * tbl[nib(word, j)];
+          }
+        }
+        acc[r] += s * block_absmax(8u * wi / p.blocksize);
+      }
+    }
+  }
+#endif
+  for (var r = 0u; r < RPT; r++) {
+    partial[r * GEMV_WG + lid] = acc[r];
+  }
   workgroupBarrier();
   for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      partial[lid] += partial[lid + s];
+      for (var r = 0u; r < RPT; r++) {
+        partial[r * GEMV_WG + lid] += partial[r * GEMV_WG + lid + s];
+      }
     }
     workgroupBarrier();
   }
-  if (lane == 0u && n < p.n_count) {
-    y[p.n_start + n] = partial[lid];
+  if (lane < RPT && n0 + lane < p.n_count) {
+    y[p.n_start + n0 + lane] = partial[lane * GEMV_WG + lid - lane];
   }
 }
 

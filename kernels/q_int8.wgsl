@@ -325,14 +325,25 @@ fn outlier_weight(j: u32, c: u32, n: u32) -> f32 {
   return f16_round(f32(code) * weight_scale(gn) * INV_127);
 }
 
+// v rounded to the nearest f16 (ties to even), as an f32. pack2x16float and f32 -> f16
+// conversions may round either way (NVIDIA's truncate), so we round the bits ourselves.
 fn f16_round(v: f32) -> f32 {
-  return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+  let a = abs(v);
+  if (a < 6.103515625e-5) {
+    return round(v * 16777216.0) / 16777216.0; // subnormal f16: multiples of 2^-24, exact
+  }
+  let b = bitcast<u32>(v);
+  if (a >= 65520.0) {
+    return bitcast<f32>((b & 0x80000000u) | 0x7f800000u); // past the largest f16: infinity
+  }
+  // keep 10 mantissa bits: add just under half an ulp, plus one when the kept lsb is odd
+  return bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
 }
 
 // f16(x) · w with w already an f16 value: exact in f32, or an f16 multiply with F16.
 fn outlier_product(xv: f32, wv: f32) -> f32 {
 #if F16
-  return f32(f16(xv) * f16(wv));
+  return f32(f16(f16_round(xv)) * f16(wv)); // both exact conversions
 #else
   return f16_round(xv) * wv;
 #endif

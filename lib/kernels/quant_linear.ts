@@ -494,7 +494,8 @@ export class QuantLinear implements Linear {
         owned,
         arrays,
         kernels,
-        shape: { gemvRows: gemvWg / gemvTpr, tileM, tileN },
+        // q_4bit.wgsl's gemv computes RPT = 4 output features per thread group
+        shape: { gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 1), tileM, tileN },
         blocksize,
         threshold,
         outliers,

@@ -33,7 +33,14 @@ globalThis.addEventListener("unload", () => devices.forEach((gpu) => gpu.destroy
 
 async function withGpu(opts: { f16: boolean }, fn: (gpu: Gpu) => Promise<void>): Promise<void> {
   const gpu = devices.get(opts.f16)!;
-  await fn(gpu);
+  try {
+    await fn(gpu);
+  } catch (err) {
+    // A failed test leaves its layers behind: give the next tests a clean device.
+    gpu.destroy();
+    devices.set(opts.f16, await requestGpu({ f16: opts.f16 }));
+    throw err;
+  }
   gpu.trimScratch();
   assertEquals(gpu.ledger.entries(), []);
 }
