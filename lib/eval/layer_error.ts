@@ -9,7 +9,13 @@
 import { CommandBatch } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { Linear } from "../kernels/linear.ts";
-import { LINEAR_NAMES, type LinearName, type LlamaModel, type Trace, type TracePoint } from "../model/llama.ts";
+import {
+  LINEAR_NAMES,
+  type LinearName,
+  type LlamaModel,
+  type Trace,
+  type TracePoint,
+} from "../model/llama.ts";
 
 /** Relative error and cosine similarity of one output against the reference's. */
 export interface ErrorStats {
@@ -96,33 +102,58 @@ export async function runLinear(
 }
 
 /**
- * Per-linear-layer error of `model` against `reference` (normally the FP16 model), both fed the
- * reference's traced activations. `referenceOutputs` caches the reference's outputs across
- * calls (keyed `layer/linear`).
+ * Every linear layer's output on a trace's own inputs, keyed `layer/linear`: the reference that
+ * {@linkcode linearErrors} compares other formats with.
  *
  * @example
  * ```ts ignore
  * const trace = await fp16.trace(tokens);
- * const errors = await linearErrors(nf4, fp16, trace);
+ * const outputs = await linearOutputs(fp16, trace);
+ * ```
+ */
+export async function linearOutputs(
+  model: LlamaModel,
+  trace: Trace,
+): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (let layer = 0; layer < model.config.numLayers; layer++) {
+    for (const linear of LINEAR_NAMES) {
+      const input = trace.layers[layer][LINEAR_INPUT[linear]];
+      out.set(
+        `${layer}/${linear}`,
+        await runLinear(model.gpu, model.layers[layer].linears[linear], input, trace.tokens),
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * Per-linear-layer error of `model` fed the reference's traced activations, against the
+ * reference's outputs from {@linkcode linearOutputs}.
+ *
+ * @example
+ * ```ts ignore
+ * const errors = await linearErrors(nf4, trace, await linearOutputs(fp16, trace));
  * ```
  */
 export async function linearErrors(
   model: LlamaModel,
-  reference: LlamaModel,
   trace: Trace,
-  referenceOutputs: Map<string, Float32Array> = new Map(),
+  referenceOutputs: Map<string, Float32Array>,
 ): Promise<LinearError[]> {
   const out: LinearError[] = [];
   for (let layer = 0; layer < model.config.numLayers; layer++) {
     for (const linear of LINEAR_NAMES) {
+      const expected = referenceOutputs.get(`${layer}/${linear}`);
+      if (!expected) throw new Error(`no reference output for layer ${layer} ${linear}`);
       const input = trace.layers[layer][LINEAR_INPUT[linear]];
-      const key = `${layer}/${linear}`;
-      let expected = referenceOutputs.get(key);
-      if (!expected) {
-        expected = await runLinear(reference.gpu, reference.layers[layer].linears[linear], input, trace.tokens);
-        referenceOutputs.set(key, expected);
-      }
-      const got = await runLinear(model.gpu, model.layers[layer].linears[linear], input, trace.tokens);
+      const got = await runLinear(
+        model.gpu,
+        model.layers[layer].linears[linear],
+        input,
+        trace.tokens,
+      );
       out.push({ layer, linear, ...errorStats(got, expected) });
     }
   }

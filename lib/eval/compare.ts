@@ -1,0 +1,280 @@
+/**
+ * The comparison at the heart of the project: one model, several weight formats, one run. For
+ * each format it loads the model (quantizing as the weights stream in), then measures what the
+ * format costs — weight, static and peak memory from the ledger, prefill and decode speed, GPU
+ * time per kernel family — and what it loses against FP16: perplexity, KL divergence and top-1
+ * agreement on the same tokens, per-layer error on the same inputs, and a sample continuation.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../gpu/device.ts";
+import type { MemoryCategory } from "../gpu/ledger.ts";
+import type { QuantLinearFactoryOptions } from "../kernels/quant_linear.ts";
+import { generate } from "../model/generate.ts";
+import { LlamaModel, type Trace } from "../model/llama.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import { FORMAT_INFO, type QuantFormat } from "../quant/formats.ts";
+import { klDivergence } from "./divergence.ts";
+import { argmax } from "../model/sampling.ts";
+import {
+  type BlockError,
+  blockErrors,
+  type LinearError,
+  linearErrors,
+  linearOutputs,
+} from "./layer_error.ts";
+import { type LayerOutliers, outlierStatistics } from "./outliers.ts";
+import { type LogitsModel, perplexity } from "./perplexity.ts";
+
+/** Options for {@linkcode compareFormats}. */
+export interface CompareOptions {
+  /** The model directory. */
+  modelDir: string;
+  /** Its tokenizer. */
+  tokenizer: Tokenizer;
+  /** The device. */
+  gpu: Gpu;
+  /** Formats to compare; FP16 is always run first, as the reference. */
+  formats: QuantFormat[];
+  /** Options of the formats (block size, LLM.int8() threshold). */
+  quant?: QuantLinearFactoryOptions;
+  /** Held-out text for perplexity, KL and top-1 agreement. */
+  text: string;
+  /** Most tokens of `text` to score (default 512). */
+  maxTokens?: number;
+  /** Perplexity window (default 256). */
+  context?: number;
+  /** Perplexity stride (default context / 2). */
+  stride?: number;
+  /** Tokens traced for per-layer error and outliers (default 64). */
+  traceTokens?: number;
+  /** Prompt of the sample continuation. */
+  prompt?: string;
+  /** Tokens of the sample continuation (default 24). */
+  sampleTokens?: number;
+  /** KV cache length (default: context, or the prompt plus the sample). */
+  maxSeqLen?: number;
+  /** Progress: `stage` names what runs now. */
+  onProgress?: (format: QuantFormat, stage: string) => void;
+}
+
+/** What one format costs and loses. */
+export interface FormatResult {
+  /** The format. */
+  format: QuantFormat;
+  /** Short label. */
+  label: string;
+  /** Bits per parameter of the decoder's linear layers, from the ledger. */
+  bitsPerParameter: number;
+  /** Ledger bytes of all weights. */
+  weightBytes: number;
+  /** Ledger bytes of the decoder's linear layers. */
+  linearBytes: number;
+  /** Ledger total after loading. */
+  staticBytes: number;
+  /** Ledger peak while scoring and generating. */
+  peakBytes: number;
+  /** Ledger bytes per category at the peak. */
+  atPeak: Record<MemoryCategory, number>;
+  /** Sliding-window perplexity of the text. */
+  perplexity: number;
+  /** Tokens scored. */
+  scoredTokens: number;
+  /** Mean KL(FP16 ‖ format) over the scored tokens (0 for FP16). */
+  klMean: number;
+  /** Fraction of scored tokens whose most likely next token agrees with FP16's. */
+  top1Agreement: number;
+  /** Prompt tokens per second. */
+  prefillTokensPerSecond: number;
+  /** Generated tokens per second. */
+  decodeTokensPerSecond: number;
+  /** GPU milliseconds per kernel family over one prefill chunk of the trace tokens. */
+  kernelMs: Record<string, number>;
+  /** The sample continuation. */
+  sample: string;
+  /** Per linear layer: error against FP16 on FP16's inputs (empty for FP16). */
+  linearErrors: LinearError[];
+  /** Per block: drift of the residual stream against FP16 (zeros for FP16). */
+  blockErrors: BlockError[];
+}
+
+/** The result of {@linkcode compareFormats}. */
+export interface Comparison {
+  /** The adapter, as {@linkcode Gpu.describe} says. */
+  adapter: string;
+  /** The model directory. */
+  modelDir: string;
+  /** Parameters of the decoder's linear layers. */
+  linearParameters: number;
+  /** Tokens of the text scored. */
+  tokens: number;
+  /** Window and stride of the perplexity. */
+  context: number;
+  /** Stride of the perplexity. */
+  stride: number;
+  /** The prompt of the samples. */
+  prompt: string;
+  /** One result per format, FP16 first. */
+  results: FormatResult[];
+  /** Outlier statistics of the FP16 model's linear-layer inputs. */
+  outliers: LayerOutliers[];
+  /** The FP16 trace behind the outlier statistics (for plots). */
+  trace: Trace;
+}
+
+function linearWeightBytes(model: LlamaModel): number {
+  let bytes = 0;
+  for (const layer of model.layers) {
+    for (const l of Object.values(layer.linears)) bytes += l.weightBytes;
+  }
+  return bytes;
+}
+
+/**
+ * Runs every format over the same text, FP16 first, and reports each one's costs and losses.
+ *
+ * @example
+ * ```ts ignore
+ * const comparison = await compareFormats({
+ *   modelDir: "models/sotu-llama", tokenizer, gpu, formats: ["llm-int8", "nf4-dq"],
+ *   text: await Deno.readTextFile("models/sotu-llama/eval/sotu-heldout.txt"),
+ * });
+ * ```
+ */
+export async function compareFormats(options: CompareOptions): Promise<Comparison> {
+  const { gpu, tokenizer } = options;
+  const formats: QuantFormat[] = ["fp16", ...options.formats.filter((f) => f !== "fp16")];
+  const context = options.context ?? 256;
+  const stride = options.stride ?? Math.floor(context / 2);
+  const tokens = tokenizer.encode(options.text).slice(0, options.maxTokens ?? 512);
+  if (tokens.length < 2) throw new Error("compare: the text is too short to score");
+  const traceTokens = tokens.slice(0, Math.min(options.traceTokens ?? 64, tokens.length));
+  const prompt = options.prompt ?? "The state of the Union is";
+  const sampleTokens = options.sampleTokens ?? 24;
+  const promptLength = tokenizer.encode(prompt).length;
+  const maxSeqLen = options.maxSeqLen ??
+    Math.max(context, traceTokens.length, promptLength + sampleTokens);
+
+  const results: FormatResult[] = [];
+  let referenceRows: Float32Array | null = null;
+  let referenceTrace: Trace | null = null;
+  let referenceOutputs = new Map<string, Float32Array>();
+  for (const format of formats) {
+    const progress = (stage: string) => options.onProgress?.(format, stage);
+    progress("loading");
+    gpu.ledger.resetPeak();
+    const model = await LlamaModel.load(options.modelDir, {
+      gpu,
+      format,
+      quant: options.quant,
+      maxSeqLen,
+    });
+    try {
+      const staticBytes = gpu.ledger.currentBytes;
+      const weightBytes = gpu.ledger.bytesIn("weights");
+      const vocab = model.config.vocabSize;
+
+      progress("perplexity");
+      const rows: Float32Array[] = [];
+      const scorer: LogitsModel = {
+        vocabSize: vocab,
+        logits: (window) => {
+          model.reset();
+          return model.forward(window, "all");
+        },
+      };
+      const ppl = await perplexity(scorer, tokens, {
+        context,
+        stride,
+        onTokenNll: (_pos, _nll, row) => rows.push(row.slice()),
+      });
+      const scored = new Float32Array(rows.length * vocab);
+      rows.forEach((r, i) => scored.set(r, i * vocab));
+      let klMean = 0;
+      let top1 = 1;
+      if (referenceRows) {
+        let kl = 0;
+        let agree = 0;
+        for (let i = 0; i < rows.length; i++) {
+          const ref = referenceRows.subarray(i * vocab, (i + 1) * vocab);
+          kl += klDivergence(ref, rows[i]);
+          if (argmax(ref) === argmax(rows[i])) agree++;
+        }
+        klMean = kl / rows.length;
+        top1 = agree / rows.length;
+      } else {
+        referenceRows = scored;
+      }
+
+      progress("generating");
+      const gen = await generate(model, tokenizer, prompt, {
+        maxNewTokens: sampleTokens,
+        ignoreEos: true,
+      });
+      const peakBytes = gpu.ledger.peakBytes;
+      const atPeak = gpu.ledger.snapshot().atPeak;
+
+      progress("per-layer error");
+      model.reset();
+      const kernelMs: Record<string, number> = {};
+      for (const t of await model.timeForward(traceTokens.slice(0, model.chunkSize))) {
+        const family = t.kernel.split(":")[0];
+        kernelMs[family] = (kernelMs[family] ?? 0) + t.ms;
+      }
+      const trace = await model.trace(traceTokens);
+      let layerErrs: LinearError[] = [];
+      let blockErrs: BlockError[];
+      if (referenceTrace) {
+        layerErrs = await linearErrors(model, referenceTrace, referenceOutputs);
+        blockErrs = blockErrors(trace, referenceTrace);
+      } else {
+        referenceTrace = trace;
+        referenceOutputs = await linearOutputs(model, trace);
+        blockErrs = blockErrors(trace, trace);
+      }
+
+      const linearBytes = linearWeightBytes(model);
+      const linearParams = model.layers.reduce(
+        (sum, l) =>
+          sum + Object.values(l.linears).reduce((s, x) => s + x.inFeatures * x.outFeatures, 0),
+        0,
+      );
+      results.push({
+        format,
+        label: FORMAT_INFO[format].label,
+        bitsPerParameter: (8 * linearBytes) / linearParams,
+        weightBytes,
+        linearBytes,
+        staticBytes,
+        peakBytes,
+        atPeak,
+        perplexity: ppl.perplexity,
+        scoredTokens: ppl.scoredTokens,
+        klMean,
+        top1Agreement: top1,
+        prefillTokensPerSecond: gen.prefillTokensPerSecond,
+        decodeTokensPerSecond: gen.decodeTokensPerSecond,
+        kernelMs,
+        sample: gen.text,
+        linearErrors: layerErrs,
+        blockErrors: blockErrs,
+      });
+    } finally {
+      model.dispose();
+    }
+  }
+  const fp16 = results[0];
+  return {
+    adapter: gpu.describe(),
+    modelDir: options.modelDir,
+    linearParameters: Math.round((8 * fp16.linearBytes) / fp16.bitsPerParameter),
+    tokens: tokens.length,
+    context,
+    stride,
+    prompt,
+    results,
+    outliers: outlierStatistics(referenceTrace!, options.quant?.threshold),
+    trace: referenceTrace!,
+  };
+}
