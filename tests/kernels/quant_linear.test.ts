@@ -52,7 +52,7 @@ async function withGpu(opts: { f16: boolean }, fn: (gpu: Gpu) => Promise<void>):
 //   steps (the kernel divides 127/absmax in integer arithmetic to be correctly rounded) and the
 //   int8 products are exact i32 sums, so the int8 part is the same f32 number up to the order of
 //   the rescale's two f32 multiplies, which the shader compiler may reassociate. Measured: the
-//   same i32 sums, y within 2 ulp (lavapipe and GL); allowed 1e-6·|y| + 1e-7·σ_y. One differing
+//   same i32 sums, y within 2 ulp on lavapipe and GL, bit-equal on an H100; allowed 1e-6·|y| + 1e-7·σ_y. One differing
 //   activation code would move y by ~1e-3·|y|.
 // - llm-int8 outlier part: the twin sums f16(x)·f16(w) in f64, the kernel in f32 (the f16
 //   products are exact in f32) or, with F16, multiplies in f16 (relative 2⁻¹¹ per product). In
