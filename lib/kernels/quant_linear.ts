@@ -220,8 +220,50 @@ function releaseShared(gpu: Gpu): void {
   sharedState.delete(gpu);
 }
 
+const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 256)));
+
+/**
+ * Bytes of the int8 activation scratch (codes and row scales) that int8 products of `rows`
+ * rows and `k` inputs need; shared by every int8 layer of a device.
+ *
+ * @example
+ * ```ts
+ * import { int8ScratchBytes } from "./quant_linear.ts";
+ * int8ScratchBytes(128, 768); // 131072 + 512
+ * ```
+ */
+export function int8ScratchBytes(rows: number, k: number): number {
+  return pow2(rows * k) + pow2(rows * 4);
+}
+
+/**
+ * Bytes of one LLM.int8() layer's outlier list (a count and three words per input column).
+ *
+ * @example
+ * ```ts
+ * import { llmInt8OutlierBytes } from "./quant_linear.ts";
+ * llmInt8OutlierBytes(256); // 3076
+ * ```
+ */
+export function llmInt8OutlierBytes(k: number): number {
+  return (1 + 3 * k) * 4;
+}
+
+/**
+ * Allocates the shared int8 scratch for products of up to `rows` × `k` now, so that it never
+ * grows mid-run (a model calls this once its layers exist). Does nothing without int8 layers.
+ *
+ * @example
+ * ```ts ignore
+ * reserveInt8Scratch(gpu, 128, config.intermediateSize);
+ * ```
+ */
+export function reserveInt8Scratch(gpu: Gpu, rows: number, k: number): void {
+  const s = sharedState.get(gpu);
+  if (s) int8Scratch(gpu, s, rows, k);
+}
+
 function int8Scratch(gpu: Gpu, s: Shared, rows: number, k: number): [GpuTensor, GpuTensor] {
-  const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 256)));
   if (!s.xq || s.xq.byteSize < rows * k) {
     if (s.xq) s.retired.push(s.xq);
     s.xq = gpu.tensor({
@@ -422,7 +464,7 @@ export class QuantLinear implements Linear {
           outliers = gpu.tensor({
             label: `${label}.outliers`,
             category: "scratch",
-            byteSize: (1 + 3 * k) * 4,
+            byteSize: llmInt8OutlierBytes(k),
             dtype: "u32",
           });
           extra.push(outliers);

@@ -16,7 +16,11 @@ import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import type { Linear } from "../kernels/linear.ts";
 import { Fp16Linear } from "../kernels/linear.ts";
-import { quantLinearFactory, type QuantLinearFactoryOptions } from "../kernels/quant_linear.ts";
+import {
+  quantLinearFactory,
+  type QuantLinearFactoryOptions,
+  reserveInt8Scratch,
+} from "../kernels/quant_linear.ts";
 import type { QuantFormat } from "../quant/formats.ts";
 import { kvCacheBytes } from "../kernels/attention.ts";
 import { LlamaOps } from "./ops.ts";
@@ -230,6 +234,14 @@ export class LlamaModel {
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
       // memory estimator can count it.
       gpu.uniformArena(uniformBytesPerChunk(config));
+      if (["int8-absmax", "int8-vectorwise", "llm-int8"].includes(options.format ?? "fp16")) {
+        const maxK = Math.max(
+          config.hiddenSize,
+          config.numHeads * config.headDim,
+          config.intermediateSize,
+        );
+        reserveInt8Scratch(gpu, chunk, maxK);
+      }
       return new LlamaModel(config, gpu, weights, ops, state, maxSeqLen, options.format ?? "fp16");
     } catch (err) {
       // Nothing half-built stays on the GPU.

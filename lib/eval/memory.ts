@@ -1,0 +1,181 @@
+/**
+ * GPU memory without a GPU: what the memory ledger will read for a Llama config in a given
+ * weight format, computed from the same sizes the loader allocates. It answers "does
+ * Llama-3-8B in NF4 fit on my 8 GB card?" before downloading anything.
+ *
+ * What it counts, per ledger category:
+ * - weights: the embedding (f16), each decoder linear layer in its format (every scale and
+ *   statistic included), the LM head (f16 unless quantized, nothing extra when tied), the RMSNorm
+ *   weights (f32), RoPE's inverse frequencies (f32), and NF4-DQ's 1 KiB code table;
+ * - activations: the run state's buffers for a prefill chunk of `chunkSize` tokens;
+ * - kv-cache: keys and values of every layer for `contextLength` positions;
+ * - scratch: the uniform-parameter buffer, the int8 activation codes and scales shared by the
+ *   int8 layers, and LLM.int8()'s per-layer outlier lists;
+ * - staging: the readback of logits at the peak (one row when generating, a chunk when
+ *   scoring a text).
+ *
+ * @module
+ */
+
+import { uniformArenaSize } from "../gpu/device.ts";
+import type { MemoryCategory } from "../gpu/ledger.ts";
+import { kvCacheBytes } from "../kernels/attention.ts";
+import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
+import type { LlamaConfig } from "../model/config.ts";
+import {
+  activationFloats,
+  LINEAR_NAMES,
+  type LinearName,
+  uniformBytesPerChunk,
+} from "../model/llama.ts";
+import { parameterCount } from "../model/presets.ts";
+import { packedBytesFor, type QuantFormat, type QuantOptions } from "../quant/formats.ts";
+
+/** Options for {@linkcode estimateMemory}. */
+export interface MemoryEstimateOptions {
+  /** Weight format of the decoder blocks' linear layers (default `"fp16"`). */
+  format?: QuantFormat;
+  /** Options of the format (block size, ...). */
+  quant?: QuantOptions;
+  /** Whether the LM head is quantized too (default false, as bitsandbytes). */
+  quantizeHead?: boolean;
+  /** KV cache positions (default: the model's context, at most 4096). */
+  contextLength?: number;
+  /** Sequences held at once: scales the KV cache and activations (the runtime decodes one). */
+  batch?: number;
+  /** Storage of the KV cache (default `"f16"`, what the runtime uses). */
+  kvCacheFormat?: "f16" | "f32";
+  /** Tokens per prefill chunk (default 128, as {@linkcode LlamaModel.load}). */
+  chunkSize?: number;
+  /** What the peak is measured on: generating text, or scoring a text's every token. */
+  workload?: "generate" | "score";
+}
+
+/** Bytes per ledger category. */
+export type CategoryBytes = Record<MemoryCategory, number>;
+
+/** The result of {@linkcode estimateMemory}. */
+export interface MemoryEstimate {
+  /** The weight format of the linear layers. */
+  format: QuantFormat;
+  /** All parameters of the model. */
+  parameters: number;
+  /** Parameters in the decoder blocks' linear layers (the quantized ones). */
+  linearParameters: number;
+  /** Bits per parameter of the linear layers, every scale included. */
+  linearBitsPerParameter: number;
+  /** Bits per parameter over all weights (embeddings and norms included). */
+  weightBitsPerParameter: number;
+  /** Bytes after loading, per category. */
+  afterLoad: CategoryBytes;
+  /** Bytes at the peak of the workload, per category. */
+  atPeak: CategoryBytes;
+  /** Total after loading. */
+  staticBytes: number;
+  /** Total at the peak. */
+  peakBytes: number;
+}
+
+const rounded = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
+
+/** [out, in] of each linear layer of a block. */
+export function linearShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return {
+    "self_attn.q_proj": [q, c.hiddenSize],
+    "self_attn.k_proj": [kv, c.hiddenSize],
+    "self_attn.v_proj": [kv, c.hiddenSize],
+    "self_attn.o_proj": [c.hiddenSize, q],
+    "mlp.gate_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.up_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.down_proj": [c.hiddenSize, c.intermediateSize],
+  };
+}
+
+const INT8_FORMATS: readonly QuantFormat[] = ["int8-absmax", "int8-vectorwise", "llm-int8"];
+
+/**
+ * Estimates the memory ledger's figures for a model config and weight format.
+ *
+ * @example
+ * ```ts
+ * import { estimateMemory } from "./memory.ts";
+ * import { presetConfig } from "../model/presets.ts";
+ * const e = estimateMemory(presetConfig("llama-3-8b"), { format: "nf4-dq", contextLength: 4096 });
+ * (e.peakBytes / 2 ** 30).toFixed(2); // GiB
+ * ```
+ */
+export function estimateMemory(
+  c: LlamaConfig,
+  options: MemoryEstimateOptions = {},
+): MemoryEstimate {
+  const format = options.format ?? "fp16";
+  const quant = options.quant ?? {};
+  const context = options.contextLength ?? Math.min(c.maxPositionEmbeddings, 4096);
+  const batch = options.batch ?? 1;
+  const chunk = Math.min(options.chunkSize ?? 128, context);
+  const workload = options.workload ?? "generate";
+
+  // weights
+  const shapes = linearShapes(c);
+  let linearBytes = 0;
+  let linearParams = 0;
+  for (const name of LINEAR_NAMES) {
+    const [n, k] = shapes[name];
+    linearBytes += c.numLayers * packedBytesFor(format, n, k, quant);
+    linearParams += c.numLayers * n * k;
+  }
+  const embed = rounded(c.vocabSize * c.hiddenSize * 2);
+  let head = 0;
+  if (options.quantizeHead && format !== "fp16") {
+    head = packedBytesFor(format, c.vocabSize, c.hiddenSize, quant);
+  } else if (!c.tieWordEmbeddings) {
+    head = embed;
+  }
+  const norms = (2 * c.numLayers + 1) * rounded(c.hiddenSize * 4);
+  const rope = rounded((c.headDim / 2) * 4);
+  const codeTable = format === "nf4-dq" ? 256 * 4 : 0;
+  const weights = linearBytes + embed + head + norms + rope + codeTable;
+
+  // activations, KV cache
+  const activations = Object.values(activationFloats(c, chunk))
+    .reduce((sum, floats) => sum + rounded(floats * 4 * batch), 0);
+  const perCache = kvCacheBytes(context, c.numKvHeads, c.headDim) *
+    (options.kvCacheFormat === "f32" ? 2 : 1);
+  const kvCache = 2 * c.numLayers * rounded(perCache * batch);
+
+  // scratch
+  let scratch = uniformArenaSize(uniformBytesPerChunk(c));
+  const int8 = INT8_FORMATS.includes(format);
+  if (int8) {
+    const maxK = Math.max(...LINEAR_NAMES.map((name) => shapes[name][1]));
+    scratch += int8ScratchBytes(chunk * batch, maxK);
+  }
+  if (format === "llm-int8") {
+    for (const name of LINEAR_NAMES) scratch += c.numLayers * llmInt8OutlierBytes(shapes[name][1]);
+  }
+
+  const afterLoad: CategoryBytes = {
+    weights,
+    activations,
+    "kv-cache": kvCache,
+    scratch,
+    staging: 0,
+  };
+  const staging = workload === "score" ? chunk * c.vocabSize * 4 : c.vocabSize * 4;
+  const atPeak: CategoryBytes = { ...afterLoad, staging };
+  const total = (b: CategoryBytes) => Object.values(b).reduce((s, v) => s + v, 0);
+  const parameters = parameterCount(c);
+  return {
+    format,
+    parameters,
+    linearParameters: linearParams,
+    linearBitsPerParameter: (8 * linearBytes) / linearParams,
+    weightBitsPerParameter: (8 * weights) / parameters,
+    afterLoad,
+    atPeak,
+    staticBytes: total(afterLoad),
+    peakBytes: total(atPeak),
+  };
+}
