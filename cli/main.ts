@@ -1,125 +1,19 @@
 /**
- * The command line: `deno task generate`, and later `demo`, `compare` and `estimate`.
+ * The command line: `generate`, `demo`, `compare` and `estimate` (each is a `deno task`).
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { formatBytes } from "../lib/gpu/ledger.ts";
-import { requestGpu } from "../lib/gpu/device.ts";
-import { generate } from "../lib/model/generate.ts";
-import { LlamaModel } from "../lib/model/llama.ts";
-import { loadTokenizer } from "../lib/model/tokenizer.ts";
-import { resolveModelDir } from "../lib/model/hub.ts";
-
-const DEFAULT_MODEL = new URL("../models/sotu-llama", import.meta.url).pathname;
-
-const encoder = new TextEncoder();
-function out(text: string): void {
-  Deno.stdout.writeSync(encoder.encode(text));
-}
-function err(text: string): void {
-  Deno.stderr.writeSync(encoder.encode(text));
-}
-
-const GENERATE_HELP = `Usage: deno task generate [options]
-
-Generates text from a Llama model on WebGPU, streaming it as it comes, then prints
-prefill and decode speed and the memory ledger's peak.
-
-Options:
-  --model DIR|ID      model directory or Hugging Face id (default: the bundled sotu-llama)
-  --prompt TEXT       the prompt (default: "The state of the Union is")
-  --max-tokens N      most new tokens (default 64)
-  --temperature T     0 = greedy (default 0)
-  --top-k K           sample from the K most likely tokens (default 0 = all)
-  --top-p P           nucleus sampling threshold (default 1)
-  --seed N            sampler seed (default 0)
-  --max-seq N         KV cache length (default: the model's context, at most 4096)
-  --no-f16            use the packed-u32 kernels even where shader-f16 exists
-  -h, --help          this text
-`;
-
-async function generateCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string", default: DEFAULT_MODEL },
-      prompt: { type: "string", default: "The state of the Union is" },
-      "max-tokens": { type: "string", default: "64" },
-      temperature: { type: "string", default: "0" },
-      "top-k": { type: "string", default: "0" },
-      "top-p": { type: "string", default: "1" },
-      seed: { type: "string", default: "0" },
-      "max-seq": { type: "string" },
-      "no-f16": { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    out(GENERATE_HELP);
-    return 0;
-  }
-  const num = (name: string, raw: string | undefined): number | undefined => {
-    if (raw === undefined) return undefined;
-    const v = Number(raw);
-    if (!Number.isFinite(v)) throw new UsageError(`--${name} must be a number, got "${raw}"`);
-    return v;
-  };
-  const gpu = await requestGpu({ f16: !values["no-f16"] });
-  err(`adapter: ${gpu.describe()}\n`);
-  const dir = await resolveModelDir(values.model!);
-  const tokenizer = await loadTokenizer(dir);
-  const t0 = performance.now();
-  const model = await LlamaModel.load(dir, {
-    gpu,
-    maxSeqLen: num("max-seq", values["max-seq"]),
-    onProgress: (done, total) => {
-      if (Deno.stderr.isTerminal()) err(`\rloading ${dir}: ${done}/${total} tensors`);
-    },
-  });
-  err(
-    `${Deno.stderr.isTerminal() ? "\r" : ""}loaded ${dir} ` +
-      `(${((performance.now() - t0) / 1000).toFixed(1)} s)\n`,
-  );
-  try {
-    gpu.ledger.resetPeak();
-    out(values.prompt!);
-    const result = await generate(model, tokenizer, values.prompt!, {
-      maxNewTokens: num("max-tokens", values["max-tokens"]),
-      temperature: num("temperature", values.temperature),
-      topK: num("top-k", values["top-k"]),
-      topP: num("top-p", values["top-p"]),
-      seed: num("seed", values.seed),
-      onText: out,
-    });
-    out("\n");
-    const snap = gpu.ledger.snapshot();
-    err(
-      `\nprefill: ${result.promptTokens.length} tokens, ` +
-        `${result.prefillTokensPerSecond.toFixed(1)} tokens/s\n` +
-        `decode:  ${result.tokens.length} tokens, ` +
-        `${result.decodeTokensPerSecond.toFixed(1)} tokens/s (stopped by ${result.stoppedBy})\n` +
-        `memory:  peak ${formatBytes(snap.peakBytes)} (weights ${
-          formatBytes(snap.atPeak.weights)
-        }, ` +
-        `kv-cache ${formatBytes(snap.atPeak["kv-cache"])}, activations ` +
-        `${formatBytes(snap.atPeak.activations)}, scratch ${formatBytes(snap.atPeak.scratch)}, ` +
-        `staging ${formatBytes(snap.atPeak.staging)})\n`,
-    );
-  } finally {
-    model.dispose();
-    gpu.destroy();
-  }
-  return 0;
-}
-
-/** A mistake in how the command was called: printed without a stack trace. */
-class UsageError extends Error {}
+import { compareCommand, demoCommand } from "./compare.ts";
+import { err, UsageError } from "./common.ts";
+import { estimateCommand } from "./estimate.ts";
+import { generateCommand } from "./generate.ts";
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   generate: generateCommand,
+  demo: demoCommand,
+  compare: compareCommand,
+  estimate: estimateCommand,
 };
 
 /**

@@ -1,0 +1,195 @@
+/**
+ * `demo` and `compare`: run several weight formats over the same held-out text and report what
+ * each costs and loses — a table, a sample per format, an offline HTML report, optional JSON.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { requestGpu } from "../lib/gpu/device.ts";
+import { compareFormats, type Comparison } from "../lib/eval/compare.ts";
+import { blockSizeSweep, thresholdSweep } from "../lib/eval/sweeps.ts";
+import { openCheckpoint } from "../lib/model/checkpoint.ts";
+import { loadLlamaConfig } from "../lib/model/config.ts";
+import { resolveModelDir } from "../lib/model/hub.ts";
+import { loadTokenizer } from "../lib/model/tokenizer.ts";
+import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
+import { comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
+import { writeReport } from "../lib/plot/report.ts";
+import { tableText } from "../lib/plot/table.ts";
+import {
+  err,
+  listOption,
+  numberOption,
+  out,
+  progressLogger,
+  UsageError,
+  writeJson,
+} from "./common.ts";
+
+const BUNDLED = new URL("../models/sotu-llama", import.meta.url).pathname;
+const BUNDLED_TEXT = `${BUNDLED}/eval/sotu-heldout.txt`;
+
+/** The formats `demo` runs: FP16, the three INT8 schemes, NF4 with and without double quant. */
+export const DEMO_FORMATS: QuantFormat[] = [
+  "fp16",
+  "int8-absmax",
+  "int8-vectorwise",
+  "llm-int8",
+  "nf4",
+  "nf4-dq",
+];
+
+const COMPARE_HELP = `Usage: deno task compare [options]
+
+Runs a model in several weight formats over the same held-out text and reports, per format:
+bits per parameter, weight and peak GPU memory (the ledger), perplexity, KL divergence and
+top-1 agreement against FP16, decode speed, per-layer error and a sample continuation.
+
+Options:
+  --model DIR|ID     model directory or Hugging Face id (default: the bundled sotu-llama)
+  --formats LIST     comma-separated, from: ${QUANT_FORMATS.join(", ")}
+                     (default: ${DEMO_FORMATS.join(",")}; fp16 always runs, as the reference)
+  --text FILE        held-out text (default: the bundled model's held-out SOTU excerpt)
+  --max-tokens N     tokens of the text to score (default 384)
+  --context N        perplexity window (default 256)
+  --stride N         perplexity stride (default context/2)
+  --threshold T      LLM.int8() outlier threshold (default 6)
+  --blocksize B      4-bit block size, a power of two 32..4096 (default 64)
+  --prompt TEXT      prompt of the sample continuations
+  --sample-tokens N  tokens per sample (default 24)
+  --report FILE      HTML report (default: qlab-report.html)
+  --json FILE        also write the results as JSON
+  --budget GB        draw a memory budget line in the report (e.g. 8)
+  --no-sweeps        skip the threshold and block-size sweeps
+  --no-f16           use the packed-u32 kernels even where shader-f16 exists
+  -h, --help         this text
+`;
+
+/** Runs `compare` (or `demo`, which is `compare` with the bundled defaults). */
+export async function compareCommand(args: string[], demo = false): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", default: BUNDLED },
+      formats: { type: "string" },
+      text: { type: "string" },
+      "max-tokens": { type: "string", default: "384" },
+      context: { type: "string", default: "256" },
+      stride: { type: "string" },
+      threshold: { type: "string" },
+      blocksize: { type: "string" },
+      prompt: { type: "string", default: "The state of the Union is" },
+      "sample-tokens": { type: "string", default: "24" },
+      report: { type: "string", default: "qlab-report.html" },
+      json: { type: "string" },
+      budget: { type: "string" },
+      "no-sweeps": { type: "boolean", default: false },
+      "no-f16": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    out(demo ? COMPARE_HELP.replace("deno task compare", "deno task demo") : COMPARE_HELP);
+    return 0;
+  }
+  const formats = (values.formats ? listOption(values.formats) : DEMO_FORMATS) as QuantFormat[];
+  for (const f of formats) {
+    if (!QUANT_FORMATS.includes(f)) {
+      throw new UsageError(`unknown format "${f}" (known: ${QUANT_FORMATS.join(", ")})`);
+    }
+  }
+  const threshold = numberOption("threshold", values.threshold);
+  const blocksize = numberOption("blocksize", values.blocksize);
+  const budgetGb = numberOption("budget", values.budget);
+  const log = progressLogger();
+
+  const dir = await resolveModelDir(values.model!);
+  const textPath = values.text ?? (dir === BUNDLED ? BUNDLED_TEXT : undefined);
+  if (!textPath) {
+    throw new UsageError("--text FILE is required for a model other than the bundled one");
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(textPath);
+  } catch (e) {
+    throw new UsageError(`cannot read --text ${textPath}: ${(e as Error).message}`);
+  }
+  const gpu = await requestGpu({ f16: !values["no-f16"] });
+  try {
+    log(`adapter: ${gpu.describe()}`);
+    const tokenizer = await loadTokenizer(dir);
+    const comparison = await compareFormats({
+      modelDir: dir,
+      tokenizer,
+      gpu,
+      formats,
+      quant: { threshold, blocksize },
+      text,
+      maxTokens: numberOption("max-tokens", values["max-tokens"]),
+      context: numberOption("context", values.context),
+      stride: numberOption("stride", values.stride),
+      prompt: values.prompt,
+      sampleTokens: numberOption("sample-tokens", values["sample-tokens"]),
+      onProgress: (format, stage) => log(`${format}: ${stage}`),
+    });
+
+    let sweeps = {};
+    if (!values["no-sweeps"]) {
+      log("sweeps: LLM.int8() threshold and NF4 block size (CPU references)");
+      sweeps = await runSweeps(dir, comparison);
+    }
+    out("\n" + tableText(comparisonTable(comparison)) + "\n\n");
+    out(`Samples — continuations of "${comparison.prompt}":\n`);
+    for (const r of comparison.results) out(`  ${r.format.padEnd(16)} ${r.sample.trim()}\n`);
+    out("\n");
+    const report = comparisonReport(comparison, {
+      ...sweeps,
+      budgetBytes: budgetGb ? budgetGb * 1e9 : undefined,
+    });
+    await writeReport(values.report!, report);
+    log(`report: ${values.report}`);
+    if (values.json) {
+      const { trace: _trace, ...rest } = comparison;
+      await writeJson(values.json, { ...rest, ...sweeps });
+      log(`json: ${values.json}`);
+    }
+  } finally {
+    gpu.destroy();
+  }
+  return 0;
+}
+
+async function runSweeps(dir: string, comparison: Comparison) {
+  const config = await loadLlamaConfig(dir);
+  const ckpt = await openCheckpoint(dir);
+  try {
+    // Every layer's attention and MLP inputs on the traced tokens; the grid covers "no
+    // decomposition" (Infinity) down to thresholds that move a third of the columns to FP16.
+    const threshold = await thresholdSweep(ckpt, config, comparison.trace, [
+      1,
+      1.5,
+      2,
+      3,
+      4,
+      6,
+      8,
+      Infinity,
+    ]);
+    const blockSize = await blockSizeSweep(ckpt, config, [32, 64, 128, 256, 512, 1024, 2048, 4096]);
+    return { thresholdSweep: threshold, blockSizeSweep: blockSize };
+  } finally {
+    ckpt.close();
+  }
+}
+
+/** `demo`: `compare` on the bundled model with its held-out text. */
+export function demoCommand(args: string[]): Promise<number> {
+  return compareCommand(args, true);
+}
+
+if (import.meta.main) {
+  err("run through cli/main.ts: deno task compare | deno task demo\n");
+  Deno.exit(2);
+}

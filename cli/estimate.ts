@@ -1,0 +1,145 @@
+/**
+ * `estimate`: GPU memory for any Llama config in any format, without loading weights, and which
+ * cards it fits.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { estimateMemory, type MemoryEstimate } from "../lib/eval/memory.ts";
+import { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
+import { PRESET_NAMES, presetConfig } from "../lib/model/presets.ts";
+import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
+import { tableText } from "../lib/plot/table.ts";
+import { listOption, numberOption, out, UsageError, writeJson } from "./common.ts";
+
+const HELP = `Usage: deno task estimate [options]
+
+GPU memory (the ledger's figure: weights, activations, KV cache, scratch, staging) for a Llama
+model in each weight format, computed from its config alone, and which cards it fits.
+
+Options:
+  --preset LIST      named configs, comma-separated (default: llama-2-7b,llama-3-8b)
+                     known: ${PRESET_NAMES.join(", ")}
+  --config FILE      a Hugging Face config.json (or a model directory) instead of presets
+  --formats LIST     formats (default: fp16,int8-vectorwise,llm-int8,q8_0,nf4,nf4-dq)
+  --context N        KV cache positions (default 4096)
+  --batch N          sequences at once (default 1)
+  --kv f16|f32       KV cache storage (default f16)
+  --budgets LIST     card sizes in GB (default 8,12,16,24)
+  --json FILE        also write the estimates as JSON
+  -h, --help         this text
+`;
+
+const GB = 1e9;
+const GiB = 2 ** 30;
+
+/** One row of the estimate table. */
+interface Row {
+  model: string;
+  estimate: MemoryEstimate;
+}
+
+async function configFrom(path: string): Promise<LlamaConfig> {
+  const stat = await Deno.stat(path).catch(() => null);
+  if (!stat) throw new UsageError(`--config ${path} does not exist`);
+  if (stat.isDirectory) return loadLlamaConfig(path);
+  return parseLlamaConfig(JSON.parse(await Deno.readTextFile(path)), path);
+}
+
+/** Runs `estimate`. */
+export async function estimateCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      preset: { type: "string" },
+      config: { type: "string" },
+      formats: { type: "string", default: "fp16,int8-vectorwise,llm-int8,q8_0,nf4,nf4-dq" },
+      context: { type: "string", default: "4096" },
+      batch: { type: "string", default: "1" },
+      kv: { type: "string", default: "f16" },
+      budgets: { type: "string", default: "8,12,16,24" },
+      json: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    out(HELP);
+    return 0;
+  }
+  const formats = listOption(values.formats) as QuantFormat[];
+  for (const f of formats) {
+    if (!QUANT_FORMATS.includes(f)) throw new UsageError(`unknown format "${f}"`);
+  }
+  if (values.kv !== "f16" && values.kv !== "f32") throw new UsageError(`--kv must be f16 or f32`);
+  const budgets = listOption(values.budgets).map((b) => numberOption("budgets", b)!);
+  const models: [string, LlamaConfig][] = [];
+  if (values.config) {
+    models.push([values.config, await configFrom(values.config)]);
+  } else {
+    for (const name of listOption(values.preset ?? "llama-2-7b,llama-3-8b")) {
+      if (!PRESET_NAMES.includes(name)) {
+        throw new UsageError(`unknown preset "${name}" (known: ${PRESET_NAMES.join(", ")})`);
+      }
+      models.push([name, presetConfig(name)]);
+    }
+  }
+  const rows: Row[] = [];
+  for (const [model, config] of models) {
+    for (const format of formats) {
+      rows.push({
+        model,
+        estimate: estimateMemory(config, {
+          format,
+          contextLength: numberOption("context", values.context),
+          batch: numberOption("batch", values.batch),
+          kvCacheFormat: values.kv as "f16" | "f32",
+        }),
+      });
+    }
+  }
+  const gib = (b: number) => Number((b / GiB).toFixed(2));
+  out(
+    tableText({
+      columns: [
+        "model",
+        "format",
+        "bits/param",
+        "weights GiB",
+        "KV GiB",
+        "after load GiB",
+        "peak GiB",
+        ...budgets.map((b) => `${b} GB`),
+      ],
+      rows: rows.map(({ model, estimate: e }) => [
+        model,
+        e.format,
+        Number(e.linearBitsPerParameter.toFixed(3)),
+        gib(e.afterLoad.weights),
+        gib(e.afterLoad["kv-cache"]),
+        gib(e.staticBytes),
+        gib(e.peakBytes),
+        ...budgets.map((b) => (e.peakBytes <= b * GB ? "fits" : "no")),
+      ]),
+    }) + "\n",
+  );
+  out(
+    `\ncontext ${values.context} tokens, batch ${values.batch}, ${values.kv} KV cache; ` +
+      `"fits" means the ledger's peak is within the card's memory (driver overhead not counted)\n`,
+  );
+  if (values.json) {
+    await writeJson(values.json, {
+      context: Number(values.context),
+      batch: Number(values.batch),
+      kvCacheFormat: values.kv,
+      budgetsGB: budgets,
+      rows: rows.map(({ model, estimate }) => ({
+        model,
+        ...estimate,
+        fits: Object.fromEntries(budgets.map((b) => [`${b}GB`, estimate.peakBytes <= b * GB])),
+      })),
+    });
+  }
+  return 0;
+}
