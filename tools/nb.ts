@@ -26,6 +26,9 @@ import { pathToFileURL } from "node:url";
 import { escapeHtml, plotlyScriptTag } from "../lib/plot/plotly_js.ts";
 import { type CellOutput, type MimeBundle, session } from "./nb_runtime.ts";
 
+// deno-lint-ignore no-control-regex -- the escape character is what it removes
+const ANSI_ESCAPE = /\x1b\[[0-9;]*m/g;
+
 /** A notebook cell as the runner needs it. */
 export interface NotebookCell {
   /** `code`, `markdown` or `raw`. */
@@ -301,7 +304,7 @@ export function buildModule(
       return;
     }
     // "before" may end mid-line (after a ";"): the expression then starts on that same line.
-    const body = `${split.before}__nb.show(${n}, (\n${split.expression}\n));`;
+    const body = `${split.before}await __nb.show(${n}, (\n${split.expression}\n));`;
     parts.push(body);
     // The expression starts on the last line of "before" (which may end mid-line, after a ";")
     // and moves down one line in the module, after "__nb.show(n, (".
@@ -371,7 +374,12 @@ export async function runNotebook(path: string): Promise<NotebookRun> {
         await import(url);
         break;
       } catch (e) {
-        const text = e instanceof Error ? `${e.stack ?? e.message}` : String(e);
+        const runner = new URL(".", import.meta.url).href;
+        const text = (e instanceof Error ? `${e.stack ?? e.message}` : String(e))
+          .replace(ANSI_ESCAPE, "")
+          .split("\n")
+          .filter((line) => !(line.trimStart().startsWith("at ") && line.includes(runner)))
+          .join("\n");
         const parse = /could not be parsed|SyntaxError/.test(text) && session.current === 0;
         const loc = new RegExp(`${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):\\d+`)
           .exec(text);
@@ -481,9 +489,6 @@ export function markdownHtml(md: string): string {
   });
   return out.join("\n");
 }
-
-// deno-lint-ignore no-control-regex -- the escape character is what it removes
-const ANSI_ESCAPE = /\x1b\[[0-9;]*m/g;
 
 function outputHtml(out: CellOutput): string {
   if (out.kind === "stream") {

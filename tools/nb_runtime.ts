@@ -31,11 +31,11 @@ export interface DisplayCallOptions {
 }
 
 /** The MIME bundle the kernel would show for `value`, or null for `undefined`. */
-export function bundleOf(value: unknown, raw = false): MimeBundle | null {
+export async function bundleOf(value: unknown, raw = false): Promise<MimeBundle | null> {
   if (value === undefined) return null;
-  if (raw && typeof value === "object" && value !== null) return value as MimeBundle;
   const method = (value as { [JUPYTER_DISPLAY]?: unknown } | null)?.[JUPYTER_DISPLAY];
-  if (typeof method === "function") return method.call(value) as MimeBundle;
+  if (typeof method === "function") return await method.call(value) as MimeBundle;
+  if (raw && typeof value === "object" && value !== null) return value as MimeBundle;
   return { "text/plain": Deno.inspect(value, { colors: false, depth: 4 }) };
 }
 
@@ -54,35 +54,47 @@ export class NotebookSession {
   readonly outputs: Map<number, CellOutput[]> = new Map();
   /** `Deno` as the cells see it: the real one, with `jupyter`, `stdout` and `stderr` replaced. */
   readonly deno: typeof Deno;
-  #decoder = new TextDecoder();
+  #decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+  #displays = new Map<string, (CellOutput & { kind: "display" })[]>();
   #restoreConsole: (() => void) | null = null;
 
   constructor() {
     const real = globalThis.Deno;
     const jupyter = {
       $display: JUPYTER_DISPLAY,
-      display: (value: unknown, options: DisplayCallOptions = {}): Promise<void> => {
-        const bundle = bundleOf(value, options.raw);
-        if (bundle) this.#add({ kind: "display", bundle });
-        return Promise.resolve();
+      // As in the kernel: raw by default (a plain object is a MIME bundle), a value with a
+      // display method shows its bundle, and `update` replaces what an earlier display with the
+      // same `display_id` showed.
+      display: async (value: unknown, options: DisplayCallOptions = {}): Promise<void> => {
+        const cell = this.current;
+        const bundle = await bundleOf(value, options.raw ?? true);
+        const id = options.display_id;
+        if (!bundle) return;
+        if (id && options.update) {
+          for (const out of this.#displays.get(id) ?? []) out.bundle = bundle;
+        } else {
+          const out: CellOutput & { kind: "display" } = { kind: "display", bundle };
+          if (id) this.#displays.set(id, [...(this.#displays.get(id) ?? []), out]);
+          this.#add(out, cell);
+        }
       },
       html: (s: TemplateStringsArray, ...v: unknown[]) => tagged("text/html", s, v),
       md: (s: TemplateStringsArray, ...v: unknown[]) => tagged("text/markdown", s, v),
       svg: (s: TemplateStringsArray, ...v: unknown[]) => tagged("image/svg+xml", s, v),
-      format: (value: unknown): MimeBundle => bundleOf(value) ?? {},
+      format: async (value: unknown): Promise<MimeBundle> => await bundleOf(value) ?? {},
       broadcast: (): Promise<void> => Promise.resolve(),
     };
     const stream = (name: "stdout" | "stderr", target: typeof real.stdout) =>
       Object.create(target, {
         write: {
           value: (data: Uint8Array): Promise<number> => {
-            this.#text(name, this.#decoder.decode(data));
+            this.#text(name, this.#decoders[name].decode(data, { stream: true }));
             return target.write(data);
           },
         },
         writeSync: {
           value: (data: Uint8Array): number => {
-            this.#text(name, this.#decoder.decode(data));
+            this.#text(name, this.#decoders[name].decode(data, { stream: true }));
             return target.writeSync(data);
           },
         },
@@ -101,10 +113,10 @@ export class NotebookSession {
   }
 
   /** Shows a cell's last expression, as the kernel does with its execute result. */
-  show(n: number, value: unknown): void {
+  async show(n: number, value: unknown): Promise<void> {
     this.enter(n);
-    const bundle = bundleOf(value);
-    if (bundle) this.#add({ kind: "display", bundle });
+    const bundle = await bundleOf(value);
+    if (bundle) this.#add({ kind: "display", bundle }, n);
   }
 
   /** Records console output per cell while still printing it. */
@@ -139,13 +151,13 @@ export class NotebookSession {
     else list.push({ kind: "stream", name, text });
   }
 
-  #add(output: CellOutput): void {
-    this.#list().push(output);
+  #add(output: CellOutput, cell = this.current): void {
+    this.#list(cell).push(output);
   }
 
-  #list(): CellOutput[] {
-    let list = this.outputs.get(this.current);
-    if (!list) this.outputs.set(this.current, list = []);
+  #list(cell = this.current): CellOutput[] {
+    let list = this.outputs.get(cell);
+    if (!list) this.outputs.set(cell, list = []);
     return list;
   }
 }
