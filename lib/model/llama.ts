@@ -64,6 +64,12 @@ export interface LinearRequest {
  */
 export type LinearFactory = (gpu: Gpu, request: LinearRequest) => Promise<Linear>;
 
+/**
+ * What the loader reads tensors from: an open {@linkcode Checkpoint}, or anything else with its
+ * `expectShape`, `readF32` and `readF16Bits` (benchmarks feed random weights this way).
+ */
+export type WeightSource = Pick<Checkpoint, "expectShape" | "readF32" | "readF16Bits">;
+
 /** Options for {@linkcode LlamaModel.load}. */
 export interface LoadOptions {
   /** The device; defaults to {@linkcode defaultGpu}. */
@@ -211,10 +217,10 @@ export class LlamaModel {
     }
   }
 
-  /** Loads from an open checkpoint (see {@linkcode LlamaModel.load}). */
+  /** Loads from an open checkpoint or another weight source (see {@linkcode LlamaModel.load}). */
   static async fromCheckpoint(
     config: LlamaConfig,
-    checkpoint: Checkpoint,
+    checkpoint: WeightSource,
     options: LoadOptions = {},
   ): Promise<LlamaModel> {
     const gpu = options.gpu ?? await defaultGpu();
@@ -488,7 +494,7 @@ export const fp16Linear: LinearFactory = (gpu: Gpu, r: LinearRequest): Promise<L
 async function loadWeights(
   gpu: Gpu,
   c: LlamaConfig,
-  ckpt: Checkpoint,
+  ckpt: WeightSource,
   options: LoadOptions,
   owned: { destroy(): void }[],
 ): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
