@@ -51,6 +51,16 @@ export {
   type Linear,
 } from "./lib/kernels/linear.ts";
 export type { RowChunk } from "./lib/kernels/chunks.ts";
+export {
+  QuantLinear,
+  type QuantLinearFactory,
+  quantLinearFactory,
+  type QuantLinearFactoryOptions,
+  type QuantLinearFormat,
+  type QuantLinearOptions,
+  type QuantLinearRequest,
+  type QuantTuning,
+} from "./lib/kernels/quant_linear.ts";
 
 // Models
 export {
@@ -149,6 +159,40 @@ export {
   type PerplexityResult,
 } from "./lib/eval/perplexity.ts";
 export { compareLogits, klDivergence, type LogitsComparison } from "./lib/eval/divergence.ts";
+export {
+  type CategoryBytes,
+  estimateMemory,
+  linearShapes,
+  type MemoryEstimate,
+  type MemoryEstimateOptions,
+} from "./lib/eval/memory.ts";
+export {
+  compareFormats,
+  type CompareOptions,
+  type Comparison,
+  type FormatResult,
+} from "./lib/eval/compare.ts";
+export {
+  type BlockError,
+  blockErrors,
+  type ErrorStats,
+  errorStats,
+  type LinearError,
+  linearErrors,
+  linearOutputs,
+} from "./lib/eval/layer_error.ts";
+export {
+  activationMagnitudes,
+  type LayerOutliers,
+  outlierStatistics,
+} from "./lib/eval/outliers.ts";
+export {
+  blockSizeSweep,
+  type BlockSizeSweepPoint,
+  type SweepLayers,
+  thresholdSweep,
+  type ThresholdSweepPoint,
+} from "./lib/eval/sweeps.ts";
 
 // Plots: figures, Jupyter display, offline HTML reports
 export {
@@ -189,3 +233,13 @@ export {
   type Trace as PlotTrace,
   writeReport,
 } from "./lib/plot/mod.ts";
+export {
+  comparisonMemoryFigure,
+  comparisonQualityFigure,
+  comparisonReport,
+  comparisonTable,
+  layerErrorFigure,
+  outlierFigure,
+  type ReportExtras,
+  speedFigure,
+} from "./lib/plot/comparison.ts";
