@@ -279,7 +279,12 @@ def main() -> int:
     results = []
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
-        result = run_one(path, args)
+        try:
+            result = run_one(path, args)
+        except Exception as error:  # the kernel did not start, died, or the file is unreadable
+            result = {"notebook": str(path), "ok": False, "seconds": 0, "cells": 0, "plots": 0,
+                      "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
+                      "problems": [f"{type(error).__name__}: {error}"]}
         results.append(result)
         late = result["late_after_idle"] + result["late_in_later_cell"]
         print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s: "

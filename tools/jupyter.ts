@@ -1,0 +1,153 @@
+/**
+ * Executes notebooks in the real Deno Jupyter kernel through `tools/jupyter_run.py` (nbclient),
+ * which keeps outputs the kernel sends after a cell's `idle` and checks errors and `// expect:`
+ * markers:
+ *
+ * ```sh
+ * deno task notebooks                       # every notebooks/*.ipynb, outputs saved in place
+ * deno task notebooks notebooks/02_*.ipynb  # some of them
+ * deno task notebooks --check               # run and check only, into a temporary folder
+ * ```
+ *
+ * Needs Python 3 with nbclient and nbconvert (Debian: `jupyter-nbconvert python3-nbclient
+ * jupyter-client`) and the Deno kernel (`deno jupyter --install`). `$QLAB_PYTHON` picks the
+ * Python; otherwise Debian's `/usr/bin/python3` is tried before `python3` on the PATH, because a
+ * version manager's `python3` often lacks the Debian packages.
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+
+/** The Python runner beside this file. */
+export const JUPYTER_RUNNER: string = fromFileUrl(new URL("./jupyter_run.py", import.meta.url));
+
+/** The project's notebooks folder. */
+export const NOTEBOOK_DIR: string = fromFileUrl(new URL("../notebooks/", import.meta.url));
+
+function canRun(command: string, args: string[]): { ok: boolean; out: string } {
+  try {
+    const r = new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).outputSync();
+    const out = new TextDecoder().decode(r.stdout).trim();
+    return { ok: r.success, out };
+  } catch {
+    return { ok: false, out: "" };
+  }
+}
+
+/** A Python that can import nbclient and nbconvert, or undefined. */
+export function jupyterPython(): string | undefined {
+  const candidates = [Deno.env.get("QLAB_PYTHON"), "/usr/bin/python3", "python3"];
+  for (const python of candidates) {
+    if (python && canRun(python, ["-c", "import nbclient, nbconvert, jupyter_client"]).ok) {
+      return python;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Why notebooks cannot be executed here (no suitable Python, no Deno kernelspec, or a
+ * kernelspec whose program does not run), or undefined when they can.
+ */
+export function jupyterMissing(): string | undefined {
+  const python = jupyterPython();
+  if (!python) {
+    return "no Python with nbclient and nbconvert (apt-get install jupyter-nbconvert " +
+      "python3-nbclient jupyter-client, or set QLAB_PYTHON)";
+  }
+  const spec = canRun(python, [
+    "-c",
+    "from jupyter_client.kernelspec import KernelSpecManager as M; " +
+    "print(M().get_kernel_spec('deno').argv[0])",
+  ]);
+  if (!spec.ok) return "no Deno Jupyter kernel (run: npx --yes deno@2.9.6 jupyter --install)";
+  const version = canRun(spec.out, ["--version"]);
+  if (!version.ok) {
+    return `the Deno kernelspec starts ${spec.out}, which does not run ` +
+      "(reinstall it: npx --yes deno@2.9.6 jupyter --install --force)";
+  }
+  return undefined;
+}
+
+/** The notebooks in `notebooks/`, sorted by name. */
+export function listNotebooks(dir: string = NOTEBOOK_DIR): string[] {
+  return [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith(".ipynb"))
+    .map((e) => join(dir, e.name))
+    .sort();
+}
+
+/** One notebook's result, as `jupyter_run.py --summary` writes it. */
+export interface JupyterResult {
+  notebook: string;
+  ok: boolean;
+  problems: string[];
+  seconds: number;
+  cells: number;
+  plots: number;
+  tables: number;
+  late_after_idle: number;
+  late_in_later_cell: number;
+  executed?: string;
+  html?: string;
+}
+
+/** What a run of the Python runner produced. */
+export interface JupyterRun {
+  /** Its exit status: 0 when every notebook passed. */
+  code: number;
+  /** Its output, stdout and stderr together. */
+  output: string;
+  /** Per notebook, when the runner got as far as writing its summary. */
+  results: JupyterResult[];
+}
+
+/**
+ * Runs `tools/jupyter_run.py` on `notebooks`, writing executed copies and their HTML into
+ * `outDir` (or over the sources when `outDir` is "inplace").
+ */
+export async function runInJupyter(
+  notebooks: string[],
+  outDir: string | "inplace",
+  options: { html?: boolean; python?: string } = {},
+): Promise<JupyterRun> {
+  const python = options.python ?? jupyterPython();
+  if (!python) throw new Error(jupyterMissing());
+  const summaryDir = await Deno.makeTempDir({ prefix: "qlab-nb-summary-" });
+  const summary = join(summaryDir, "summary.json");
+  const args = [JUPYTER_RUNNER, ...notebooks, "--summary", summary];
+  args.push(...(outDir === "inplace" ? ["--inplace"] : ["--out", outDir]));
+  if (options.html ?? outDir !== "inplace") args.push("--html");
+  try {
+    const r = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
+    const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    let results: JupyterResult[] = [];
+    try {
+      results = JSON.parse(await Deno.readTextFile(summary));
+    } catch { /* the runner failed before writing it: the output says why */ }
+    return { code: r.code, output: text, results };
+  } finally {
+    await Deno.remove(summaryDir, { recursive: true });
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  const check = args.includes("--check");
+  const base = Deno.env.get("INIT_CWD") ?? Deno.cwd();
+  const named = args.filter((a) => a !== "--check").map((a) => resolve(base, a));
+  const notebooks = named.length ? named : listNotebooks();
+  const missing = jupyterMissing();
+  if (missing) {
+    console.error(`cannot run notebooks in Jupyter: ${missing}`);
+    return 2;
+  }
+  const out = check ? await Deno.makeTempDir({ prefix: "qlab-notebooks-" }) : "inplace";
+  const run = await runInJupyter(notebooks, out);
+  console.log(run.output.trimEnd());
+  if (check) console.log(`executed copies and HTML: ${out}`);
+  return run.code;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
