@@ -322,10 +322,13 @@ function cellLine(mod: NotebookModule, moduleLine: number): { cell: number; line
   return mod.lines[moduleLine - 1] ?? null;
 }
 
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 /** Rewrites `file:///…/.nb-run-….ts:L:C` in a message or stack into `cell N, line L`. */
 function mapLocations(text: string, moduleUrl: string, mod: NotebookModule): string {
-  const escaped = moduleUrl.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  return text.replace(new RegExp(`${escaped}:(\\d+):(\\d+)`, "g"), (all, l, c) => {
+  return text.replace(new RegExp(`${escapeRegExp(moduleUrl)}:(\\d+):(\\d+)`, "g"), (all, l, c) => {
     const at = cellLine(mod, Number(l));
     return at ? `cell ${at.cell}, line ${at.line}:${c}` : all;
   });
@@ -365,7 +368,7 @@ export async function runNotebook(path: string): Promise<NotebookRun> {
   session.captureConsole();
   Deno.chdir(dir);
   try {
-    for (let attempt = 0;; attempt++) {
+    for (;;) {
       const mod = buildModule(cells, runtimeUrl, plain);
       const file = join(dir, `.nb-run-${crypto.randomUUID().slice(0, 8)}.ts`);
       const url = pathToFileURL(file).href;
@@ -381,9 +384,15 @@ export async function runNotebook(path: string): Promise<NotebookRun> {
           .filter((line) => !(line.trimStart().startsWith("at ") && line.includes(runner)))
           .join("\n");
         const parse = /could not be parsed|SyntaxError/.test(text) && session.current === 0;
-        const loc = new RegExp(`${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):\\d+`)
-          .exec(text);
-        const at = loc ? cellLine(mod, Number(loc[1])) : null;
+        // Where in the notebook: for an error while loading (parsing, imports) the first
+        // location in the message; while running, the running cell and the first frame in it
+        // (the first frame may be in a function an earlier cell defined).
+        const places = [...text.matchAll(new RegExp(`${escapeRegExp(url)}:(\\d+):\\d+`, "g"))]
+          .map((m) => cellLine(mod, Number(m[1])))
+          .filter((p) => p !== null);
+        const at = session.current === 0
+          ? places[0] ?? null
+          : places.find((p) => p.cell === session.current) ?? { cell: session.current, line: 0 };
         // A parse error in a cell whose last expression was wrapped: try that cell as written.
         if (parse && at && !plain.has(at.cell) && splitLastExpression(cells[at.cell - 1].source)) {
           plain.add(at.cell);
@@ -391,7 +400,7 @@ export async function runNotebook(path: string): Promise<NotebookRun> {
         }
         error = {
           cell: at?.cell ?? session.current,
-          line: at?.line ?? null,
+          line: at?.line || null,
           message: mapLocations(text, url, mod),
         };
         break;

@@ -154,6 +154,23 @@ Deno.test("nb: an error names its cell and line, and unmet expect markers fail t
   }
 });
 
+Deno.test("nb: an error thrown in a function an earlier cell defined names the running cell", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qlab-nb-" });
+  try {
+    const run = await runNb(dir, [
+      ["code", 'function fail(): never {\n  throw new Error("from a helper");\n}'],
+      ["code", "const before = 1;\n\nfail();"],
+    ]);
+    assert.equal(run.code, 1);
+    assert.match(
+      run.stderr,
+      /cell 2, line 3 threw:\n\s+Error: from a helper\n\s+at fail \(cell 1, line 2/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("nb: a syntax error is reported with its cell", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlab-nb-" });
   try {
