@@ -99,8 +99,12 @@ override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
 // Output features per thread. A 4-bit word stands for 8 activations (32 bytes of f32 x per 4
 // bytes of codes), so reading x, not the weights, bounds a one-row-per-thread GEMV; each x load
-// here serves RPT rows.
+// here serves RPT rows (4, or 8 with RPT8).
+#if RPT8
+const RPT: u32 = 8u;
+#else
 const RPT: u32 = 4u;
+#endif
 
 var<workgroup> partial: array<f32, GEMV_WG * RPT>;
 

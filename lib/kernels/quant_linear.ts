@@ -65,6 +65,8 @@ export interface QuantTuning {
   gemvWorkgroupSize?: number;
   /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
   gemvThreadsPerRow?: number;
+  /** 4-bit GEMV: output features per thread group, 4 or 8 (default 4). */
+  gemvRowsPerThread?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -422,7 +424,11 @@ export class QuantLinear implements Linear {
     const gemvTpr = t.gemvThreadsPerRow ?? 32;
     const tileM = t.gemmTileM ?? 64;
     const tileN = t.gemmTileN ?? 64;
-    if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4) {
+    const rpt = t.gemvRowsPerThread ?? 4;
+    if (
+      gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4 ||
+      (rpt !== 4 && rpt !== 8)
+    ) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
     const threshold = opts.threshold ?? LLM_INT8_THRESHOLD;
@@ -524,6 +530,7 @@ export class QuantLinear implements Linear {
         f16,
         k,
         useKept,
+        rpt8: rpt === 8,
         gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
         gemm: { TILE_M: tileM, TILE_N: tileN },
       });
@@ -536,8 +543,8 @@ export class QuantLinear implements Linear {
         owned,
         arrays,
         kernels,
-        // q_4bit.wgsl's gemv computes RPT = 4 output features per thread group
-        shape: { gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 1), tileM, tileN },
+        // q_4bit.wgsl's gemv computes RPT (4 or 8) output features per thread group
+        shape: { gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1), tileM, tileN },
         blocksize,
         threshold,
         outliers,
@@ -673,6 +680,7 @@ async function compileKernels(
     f16: boolean;
     k: number;
     useKept: boolean;
+    rpt8: boolean;
     gemv: Record<string, number>;
     gemm: Record<string, number>;
   },
@@ -711,7 +719,7 @@ async function compileKernels(
     const dq = o.format === "nf4-dq" ? ["DQ"] : [];
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
     const [gemv, gemm] = await Promise.all([
-      spec("q_4bit", "gemv", [...dq, ...f16, ...k32], o.gemv),
+      spec("q_4bit", "gemv", [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : [])], o.gemv),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
     ]);
     return { gemv, gemm };

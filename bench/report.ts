@@ -1,0 +1,244 @@
+/**
+ * The benchmark results' shape and their tables: markdown for BENCHMARKS.md, sections for the
+ * HTML report. Used by `bench/run.ts` and `tools/bench_report.ts`.
+ *
+ * @module
+ */
+
+import type { Figure } from "../lib/plot/figure.ts";
+import type { ReportSection } from "../lib/plot/report.ts";
+import type { Table } from "../lib/plot/table.ts";
+
+/** Everything one `deno task bench` run measured. */
+export interface BenchResults {
+  /** Where and how it ran. */
+  meta: {
+    date: string;
+    command: string;
+    adapter: string;
+    software: boolean;
+    f16: boolean;
+    timestamps: boolean;
+    deno: string;
+    reps: number;
+    scale: string;
+  };
+  /** The streaming-read reference: the larger of a reading before and after the rest. */
+  reference: { bytes: number; gbps: number; first: number; again: number } | null;
+  /** One activation row. `bytes`: weights, scales and x; `ms`: all dispatches of the product. */
+  gemv: {
+    format: string;
+    shape: string;
+    n: number;
+    k: number;
+    bytes: number;
+    ms: number;
+    productMs: number;
+    dispatches: number;
+    gbps: number;
+    ofReference: number;
+  }[];
+  /** A prefill of `rows` activation rows. */
+  gemm: {
+    format: string;
+    shape: string;
+    rows: number;
+    n: number;
+    k: number;
+    ms: number;
+    productMs: number;
+    tflops: number;
+  }[];
+  /** Greedy decode of a random model. */
+  decode: {
+    model: string;
+    format: string;
+    layers: number;
+    tokens: number;
+    loadSeconds: number;
+    msPerToken: number;
+    tokensPerSecond: number;
+    gpuMsPerToken: number;
+    dispatchesPerToken: number;
+    bytesPerToken: number;
+    rooflineTokensPerSecond: number;
+    ofRoofline: number;
+    gpuOfRoofline: number;
+    ledgerPeakBytes: number;
+    ledger: Record<string, number>;
+  }[];
+  /** GEMV launch shapes (with `--sweep`). */
+  sweep: {
+    format: string;
+    n: number;
+    k: number;
+    workgroupSize: number;
+    threadsPerRow: number;
+    rowsPerThread: number;
+    ms: number;
+    gbps: number;
+    ofReference: number;
+  }[];
+}
+
+const GiB = 2 ** 30;
+const f = (v: number, digits: number) => Number.isFinite(v) ? v.toFixed(digits) : "–";
+const pct = (v: number) => Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "–";
+
+/** The tables of a run, as rows of strings. */
+export function benchTables(r: BenchResults): { title: string; table: Table }[] {
+  const tables: { title: string; table: Table }[] = [];
+  if (r.reference) {
+    tables.push({
+      title: "Streaming-read reference",
+      table: {
+        columns: ["bytes read", "GB/s (used)", "first", "at the end"],
+        rows: [[
+          `${(r.reference.bytes / 2 ** 20).toFixed(0)} MiB`,
+          f(r.reference.gbps, 1),
+          f(r.reference.first, 1),
+          f(r.reference.again, 1),
+        ]],
+      },
+    });
+  }
+  if (r.gemv.length) {
+    tables.push({
+      title: "GEMV (one token)",
+      table: {
+        columns: [
+          "shape",
+          "N×K",
+          "format",
+          "GPU µs",
+          "product kernel µs",
+          "MB read",
+          "GB/s",
+          "of reference",
+        ],
+        rows: r.gemv.map((g) => [
+          g.shape,
+          `${g.n}×${g.k}`,
+          g.format,
+          f(g.ms * 1000, 1),
+          f(g.productMs * 1000, 1),
+          f(g.bytes / 1e6, 1),
+          f(g.gbps, 0),
+          pct(g.ofReference),
+        ]),
+      },
+    });
+  }
+  if (r.gemm.length) {
+    tables.push({
+      title: `GEMM (prefill of ${r.gemm[0].rows} tokens)`,
+      table: {
+        columns: ["shape", "M×N×K", "format", "GPU ms", "TFLOP/s"],
+        rows: r.gemm.map((g) => [
+          g.shape,
+          `${g.rows}×${g.n}×${g.k}`,
+          g.format,
+          f(g.ms, 3),
+          Number.isFinite(g.tflops) ? g.tflops.toPrecision(3) : "–",
+        ]),
+      },
+    });
+  }
+  if (r.decode.length) {
+    tables.push({
+      title: "Greedy decode, random weights (forwardGreedy back to back)",
+      table: {
+        columns: [
+          "model",
+          "format",
+          "tokens/s",
+          "ms/token",
+          "GPU ms/token",
+          "dispatches",
+          "GB read/token",
+          "roofline tok/s",
+          "of roofline",
+          "GPU time of roofline",
+          "ledger weights GiB",
+          "ledger peak GiB",
+        ],
+        rows: r.decode.map((d) => [
+          d.model,
+          d.format,
+          f(d.tokensPerSecond, 1),
+          f(d.msPerToken, 2),
+          f(d.gpuMsPerToken, 2),
+          d.dispatchesPerToken,
+          f(d.bytesPerToken / 1e9, 3),
+          f(d.rooflineTokensPerSecond, 1),
+          pct(d.ofRoofline),
+          pct(d.gpuOfRoofline),
+          f(d.ledger.weights / GiB, 2),
+          f(d.ledgerPeakBytes / GiB, 2),
+        ]),
+      },
+    });
+  }
+  if (r.sweep.length) {
+    tables.push({
+      title: "GEMV launch-shape sweep",
+      table: {
+        columns: ["format", "N×K", "workgroup", "threads/row", "rows/thread", "GPU µs", "GB/s"],
+        rows: r.sweep.map((s) => [
+          s.format,
+          `${s.n}×${s.k}`,
+          s.workgroupSize,
+          s.threadsPerRow,
+          s.rowsPerThread,
+          f(s.ms * 1000, 1),
+          f(s.gbps, 0),
+        ]),
+      },
+    });
+  }
+  return tables;
+}
+
+function markdownTable(t: Table): string {
+  const rows = t.rows.map((row) =>
+    Array.isArray(row) ? row.map(String) : t.columns.map((c) => String(row[c] ?? ""))
+  );
+  return [
+    `| ${t.columns.join(" | ")} |`,
+    `| ${t.columns.map(() => "---").join(" | ")} |`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+}
+
+/** The run as markdown: a header with the adapter and command, then every table. */
+export function markdownReport(r: BenchResults, headingLevel = 2): string {
+  const h = "#".repeat(headingLevel);
+  const lines = [
+    `${h} ${r.meta.adapter}`,
+    "",
+    `${r.meta.date.slice(0, 10)} · \`${r.meta.command}\` · Deno ${r.meta.deno} · ` +
+    `${r.meta.timestamps ? "GPU timestamps" : "wall clock (no timestamp-query)"}, median of ` +
+    `${r.meta.reps} · ${r.meta.f16 ? "shader-f16 kernels" : "f32 kernels"} · ${r.meta.scale}`,
+    "",
+  ];
+  for (const { title, table } of benchTables(r)) {
+    lines.push(`${h}# ${title}`, "", markdownTable(table), "");
+  }
+  return lines.join("\n");
+}
+
+/** The HTML report's sections: each table, with the figures after the matching one. */
+export function reportSections(
+  r: BenchResults,
+  figures: { gemv: Figure | null; decode: Figure | null },
+): ReportSection[] {
+  return benchTables(r).map(({ title, table }) => ({
+    heading: title,
+    figures: title.startsWith("GEMV (") && figures.gemv
+      ? [figures.gemv]
+      : title.startsWith("Greedy") && figures.decode
+      ? [figures.decode]
+      : [],
+    table,
+  }));
+}

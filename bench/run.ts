@@ -1,0 +1,481 @@
+/**
+ * The benchmark suite behind `deno task bench`: the streaming-read reference, GEMV and GEMM per
+ * weight format at Llama-2-7B and Llama-3-8B shapes, and end-to-end greedy decode of random
+ * models of those shapes. Writes `results.json`, `results.md` and `report.html` (plots) to
+ * `--out` (default `bench/out`).
+ *
+ * Every kernel time is GPU time from timestamp queries (the median of many after a warm-up);
+ * without `timestamp-query` (the GL backend) it is wall-clock time of the submission. Before each
+ * timed GEMV a streaming read of a large buffer evicts the weights from the GPU's caches, as in a
+ * real decode step where a layer's weights are read once per token. On a software adapter every
+ * size is scaled down (dimensions ÷4 for kernels, ÷8 and layers ÷8 for the models) so that the
+ * suite finishes in minutes.
+ *
+ * ```sh
+ * deno task bench                                   # everything
+ * deno task bench --sections reference,gemv --out /tmp/b
+ * deno task bench --sweep                           # also GEMV launch shapes
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { CommandBatch } from "../lib/gpu/batch.ts";
+import { requestGpu } from "../lib/gpu/device.ts";
+import { formatBytes } from "../lib/gpu/ledger.ts";
+import type { GpuTensor } from "../lib/gpu/tensor.ts";
+import type { Linear } from "../lib/kernels/linear.ts";
+import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
+import { createStreamRead, type StreamRead } from "../lib/kernels/stream_read.ts";
+import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
+import { LlamaModel } from "../lib/model/llama.ts";
+import { presetConfig } from "../lib/model/presets.ts";
+import { barFigure } from "../lib/plot/generic.ts";
+import { writeReport } from "../lib/plot/report.ts";
+import {
+  type BenchFormat,
+  randomLinear,
+  randomLinearFactory,
+  RandomPools,
+  RandomWeightSource,
+} from "./random_weights.ts";
+import { type BenchResults, markdownReport, reportSections } from "./report.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string", default: "bench/out" },
+    sections: { type: "string", default: "reference,gemv,gemm,decode" },
+    formats: { type: "string", default: "fp16,int8-vectorwise,llm-int8,nf4,nf4-dq" },
+    models: { type: "string", default: "llama-2-7b,llama-3-8b" },
+    tokens: { type: "string" },
+    reps: { type: "string" },
+    sweep: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+  },
+});
+if (args.help) {
+  console.log(
+    "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode] [--formats LIST]\n" +
+      "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]",
+  );
+  Deno.exit(0);
+}
+const sections = new Set(args.sections!.split(","));
+const formats = args.formats!.split(",") as BenchFormat[];
+
+const gpu = await requestGpu();
+const software = gpu.isSoftware;
+const started = new Date();
+console.log(`adapter: ${gpu.describe()}`);
+const reps = Number(args.reps ?? (software ? 5 : 50));
+const pools = new RandomPools();
+
+// Llama-2-7B: 4096x4096 (q,k,v,o), 11008x4096 (gate, up), 4096x11008 (down).
+// Llama-3-8B: 14336x4096 (gate, up), 4096x14336 (down); 1024x4096 k/v (not benchmarked alone).
+const FULL_SHAPES: { model: string; n: number; k: number }[] = [
+  { model: "7B q/k/v/o", n: 4096, k: 4096 },
+  { model: "7B gate/up", n: 11008, k: 4096 },
+  { model: "7B down", n: 4096, k: 11008 },
+  { model: "8B gate/up", n: 14336, k: 4096 },
+  { model: "8B down", n: 4096, k: 14336 },
+];
+const SCALE = software ? 4 : 1;
+const shapes = FULL_SHAPES.map((s) => ({ ...s, n: s.n / SCALE, k: s.k / SCALE }));
+const prefillRows = software ? 32 : 512;
+
+const results: BenchResults = {
+  meta: {
+    date: started.toISOString(),
+    command: `deno task bench${Deno.args.length ? " " + Deno.args.join(" ") : ""}`,
+    adapter: gpu.describe(),
+    software,
+    f16: gpu.f16,
+    timestamps: gpu.timestamps,
+    deno: Deno.version.deno,
+    reps,
+    scale: software ? "kernel dims ÷4; models: dims ÷8, layers ÷8, vocab ÷8" : "full size",
+  },
+  reference: null,
+  gemv: [],
+  gemm: [],
+  decode: [],
+  sweep: [],
+};
+
+const out = args.out!;
+await Deno.mkdir(out, { recursive: true });
+/** Writes what is measured so far, so a run cut short keeps its finished sections. */
+async function save(): Promise<void> {
+  await Deno.writeTextFile(`${out}/results.json`, JSON.stringify(results, null, 2) + "\n");
+  await Deno.writeTextFile(`${out}/results.md`, markdownReport(results));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing helpers
+
+/** Median of a list. */
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/**
+ * Times `count` repetitions of `run` in one submission: per repetition, the sum of its
+ * dispatches and its last dispatch. `flush` is recorded before each repetition and not counted.
+ */
+async function timeReps(
+  run: (batch: CommandBatch) => void,
+  count: number,
+  flush?: (batch: CommandBatch) => void,
+): Promise<{ total: number; last: number; dispatches: number }> {
+  const batch = new CommandBatch(gpu);
+  const starts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    flush?.(batch);
+    starts.push(batch.dispatchCount);
+    run(batch);
+  }
+  const ends = [...starts.slice(1).map((s) => s - (flush ? 1 : 0)), batch.dispatchCount];
+  const t = await batch.submitTimed();
+  if (t.length === 1 && t[0].kernel === "batch (wall clock)") {
+    return { total: t[0].ms / count, last: NaN, dispatches: ends[0] - starts[0] };
+  }
+  const totals: number[] = [];
+  const lasts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const group = t.slice(starts[i], ends[i]);
+    totals.push(group.reduce((s, d) => s + d.ms, 0));
+    lasts.push(group[group.length - 1].ms);
+  }
+  return { total: median(totals), last: median(lasts), dispatches: ends[0] - starts[0] };
+}
+
+// The streaming-read reference doubles as the cache flush: a buffer several times any L2.
+const refBytes = software ? 64 * 2 ** 20 : 1024 * 2 ** 20;
+const flushBytes = software ? 32 * 2 ** 20 : 256 * 2 ** 20;
+const reader: StreamRead = await createStreamRead(gpu, {
+  workgroups: software ? 64 : 2048,
+});
+const refSrc = gpu.tensor({ label: "stream source", category: "scratch", byteSize: refBytes });
+const refOut = gpu.tensor({ label: "stream out", category: "scratch", byteSize: reader.outBytes });
+{
+  // something other than zeros to read
+  const b = new CommandBatch(gpu);
+  b.clear(refSrc);
+  b.submit();
+}
+const flushSrc = gpu.tensor({ label: "cache flush", category: "scratch", byteSize: flushBytes });
+const flush = (batch: CommandBatch) => reader.encode(batch, flushSrc, refOut);
+
+async function streamReference(): Promise<number> {
+  const run = (batch: CommandBatch) => reader.encode(batch, refSrc, refOut);
+  await timeReps(run, 3);
+  const { total } = await timeReps(run, software ? 5 : 30);
+  return refBytes / total / 1e6; // GB/s
+}
+
+// Reference first, then once more at the end: the ratio uses the larger (clock warm-up).
+let refGBps = 0;
+if (sections.has("reference") || sections.has("gemv") || sections.has("decode")) {
+  refGBps = await streamReference();
+  console.log(`reference streaming read ${formatBytes(refBytes)}: ${refGBps.toFixed(1)} GB/s`);
+  results.reference = { bytes: refBytes, gbps: refGBps, first: refGBps, again: NaN };
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV and GEMM per format
+
+/** x for one product: N(0,1)-ish, with outlier columns (|x| 8..12) in 0.5% of them. */
+function activations(rows: number, k: number): Float32Array {
+  const x = new Float32Array(rows * k);
+  let s = 7;
+  for (let i = 0; i < x.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    x[i] = (s / 2 ** 32 - 0.5) * 3;
+  }
+  for (let c = 3; c < k; c += 200) for (let r = 0; r < rows; r++) x[r * k + c] = 8 + (c % 5);
+  return x;
+}
+
+async function productCase(
+  format: BenchFormat,
+  n: number,
+  k: number,
+  rows: number,
+  tuning?: QuantTuning,
+): Promise<{ lin: Linear; ms: number; productMs: number; dispatches: number }> {
+  const lin = await randomLinear(gpu, pools, format, n, k, { tuning });
+  const x = gpu.tensor({ label: "x", category: "activations", data: activations(rows, k) });
+  const y = gpu.tensor({ label: "y", category: "activations", byteSize: rows * n * 4 });
+  try {
+    const run = (batch: CommandBatch) => lin.encode(batch, x, y, rows);
+    const f = rows === 1 ? flush : undefined;
+    const count = rows === 1 ? reps : Math.max(3, Math.round(reps / 5));
+    await timeReps(run, 2, f); // pipelines and clocks
+    const t = await timeReps(run, count, f);
+    return { lin, ms: t.total, productMs: t.last, dispatches: t.dispatches };
+  } finally {
+    x.destroy();
+    y.destroy();
+    lin.destroy();
+  }
+}
+
+if (sections.has("gemv")) {
+  for (const s of shapes) {
+    for (const format of formats) {
+      const r = await productCase(format, s.n, s.k, 1);
+      const bytes = r.lin.weightBytes + s.k * 4; // weights + scales + x (f32)
+      const gbps = bytes / r.ms / 1e6;
+      results.gemv.push({
+        format,
+        shape: s.model,
+        n: s.n,
+        k: s.k,
+        bytes,
+        ms: r.ms,
+        productMs: r.productMs,
+        dispatches: r.dispatches,
+        gbps,
+        ofReference: gbps / refGBps,
+      });
+      console.log(
+        `gemv ${format.padEnd(16)} ${`${s.n}x${s.k}`.padEnd(11)} ${r.ms.toFixed(4)} ms ` +
+          `(product ${r.productMs.toFixed(4)}) ${gbps.toFixed(1)} GB/s ` +
+          `${(100 * gbps / refGBps).toFixed(1)}% of reference`,
+      );
+    }
+  }
+}
+
+await save();
+
+if (sections.has("gemm")) {
+  for (const s of shapes) {
+    for (const format of formats) {
+      const r = await productCase(format, s.n, s.k, prefillRows);
+      const tflops = 2 * prefillRows * s.n * s.k / r.ms / 1e9;
+      results.gemm.push({
+        format,
+        shape: s.model,
+        rows: prefillRows,
+        n: s.n,
+        k: s.k,
+        ms: r.ms,
+        productMs: r.productMs,
+        tflops,
+      });
+      console.log(
+        `gemm ${format.padEnd(16)} ${prefillRows}x${s.k}·(${s.n}x${s.k})ᵀ ${r.ms.toFixed(3)} ms ` +
+          `${tflops.toFixed(2)} TFLOP/s`,
+      );
+    }
+  }
+}
+
+await save();
+
+// --sweep: GEMV launch shapes per format at two shapes (tuning the defaults on a new GPU).
+if (args.sweep) {
+  const sweepShapes = [shapes[0], shapes[3]];
+  const tunings: QuantTuning[] = [];
+  for (const wg of [128, 256]) {
+    for (const tpr of [8, 16, 32]) {
+      for (const rpt of [4, 8]) {
+        tunings.push({ gemvWorkgroupSize: wg, gemvThreadsPerRow: tpr, gemvRowsPerThread: rpt });
+      }
+    }
+  }
+  for (const s of sweepShapes) {
+    for (const format of formats) {
+      for (const t of tunings) {
+        const fourBit = format === "nf4" || format === "nf4-dq";
+        if (!fourBit && t.gemvRowsPerThread === 8) continue;
+        const r = await productCase(format, s.n, s.k, 1, t);
+        const bytes = r.lin.weightBytes + s.k * 4;
+        const gbps = bytes / r.ms / 1e6;
+        results.sweep.push({
+          format,
+          n: s.n,
+          k: s.k,
+          workgroupSize: t.gemvWorkgroupSize!,
+          threadsPerRow: t.gemvThreadsPerRow!,
+          rowsPerThread: fourBit ? t.gemvRowsPerThread! : 1,
+          ms: r.ms,
+          gbps,
+          ofReference: gbps / refGBps,
+        });
+        console.log(
+          `sweep ${format} ${s.n}x${s.k} wg=${t.gemvWorkgroupSize} tpr=${t.gemvThreadsPerRow} ` +
+            `rpt=${fourBit ? t.gemvRowsPerThread : 1}: ${r.ms.toFixed(4)} ms ${
+              gbps.toFixed(1)
+            } GB/s`,
+        );
+      }
+    }
+  }
+}
+
+await save();
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end decode of random models
+
+function benchConfig(preset: string): LlamaConfig {
+  const c = presetConfig(preset);
+  if (!software) return c;
+  // Same structure, every dimension ÷8 (heads ÷8, head_dim 128 kept), layers ÷8.
+  return parseLlamaConfig({
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_act: "silu",
+    vocab_size: c.vocabSize / 8,
+    hidden_size: c.hiddenSize / 8,
+    intermediate_size: c.intermediateSize / 8,
+    num_hidden_layers: c.numLayers / 8,
+    num_attention_heads: c.numHeads / 8,
+    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+  }, `${preset} ÷8`);
+}
+
+async function decode(preset: string, format: BenchFormat): Promise<void> {
+  const config = benchConfig(preset);
+  const tokens = Number(args.tokens ?? (software ? 8 : 64));
+  const warm = software ? 2 : 8;
+  gpu.ledger.resetPeak();
+  const before = gpu.ledger.currentBytes;
+  const t0 = performance.now();
+  const model = await LlamaModel.fromCheckpoint(config, new RandomWeightSource(pools), {
+    gpu,
+    format,
+    linear: randomLinearFactory(pools, format),
+    maxSeqLen: 512,
+  });
+  const loadS = (performance.now() - t0) / 1000;
+  try {
+    let tok = await model.forwardGreedy([1]);
+    for (let i = 0; i < warm; i++) tok = await model.forwardGreedy([tok]);
+    const startPos = model.position;
+    const t1 = performance.now();
+    for (let i = 0; i < tokens; i++) tok = await model.forwardGreedy([tok]);
+    const wallMs = (performance.now() - t1) / tokens;
+    const midPos = (startPos + model.position) / 2;
+    // GPU time of one decode step (no argmax), median of three
+    const gpuTimes: number[] = [];
+    let dispatches = 0;
+    for (let i = 0; i < 3; i++) {
+      const t = await model.timeForward([tok]);
+      dispatches = t.length;
+      gpuTimes.push(t.reduce((s, d) => s + d.ms, 0));
+    }
+    const gpuMs = median(gpuTimes);
+    const c = config;
+    const kvDim = c.numKvHeads * c.headDim;
+    const linearBytes = model.layers.reduce(
+      (s, l) => s + Object.values(l.linears).reduce((a, lin) => a + lin.weightBytes, 0),
+      0,
+    );
+    const bytesPerToken = linearBytes + model.lmHead.weightBytes +
+      (2 * c.numLayers + 1) * c.hiddenSize * 4 + c.hiddenSize * 2 +
+      2 * c.numLayers * midPos * kvDim * 2;
+    const rooflineTokS = refGBps * 1e9 / bytesPerToken;
+    const tokS = 1000 / wallMs;
+    const snap = gpu.ledger.snapshot();
+    results.decode.push({
+      model: preset,
+      format,
+      layers: c.numLayers,
+      tokens,
+      loadSeconds: loadS,
+      msPerToken: wallMs,
+      tokensPerSecond: tokS,
+      gpuMsPerToken: gpuMs,
+      dispatchesPerToken: dispatches,
+      bytesPerToken,
+      rooflineTokensPerSecond: rooflineTokS,
+      ofRoofline: tokS / rooflineTokS,
+      gpuOfRoofline: (1000 / gpuMs) / rooflineTokS,
+      ledgerPeakBytes: snap.peakBytes - before,
+      ledger: snap.byCategory,
+    });
+    console.log(
+      `decode ${preset} ${format.padEnd(16)} ${tokS.toFixed(1)} tok/s (${wallMs.toFixed(2)} ms; ` +
+        `GPU ${gpuMs.toFixed(2)} ms, ${dispatches} dispatches) roofline ${
+          rooflineTokS.toFixed(1)
+        } tok/s → ${(100 * tokS / rooflineTokS).toFixed(1)}%; weights ${
+          formatBytes(snap.byCategory.weights)
+        }, peak ${formatBytes(snap.peakBytes - before)}; load ${loadS.toFixed(1)} s`,
+    );
+  } finally {
+    model.dispose();
+    await gpu.sync();
+  }
+}
+
+if (sections.has("decode")) {
+  for (const preset of args.models!.split(",")) {
+    for (const format of formats) {
+      await decode(preset, format);
+      await save();
+    }
+  }
+}
+
+if (sections.has("reference")) {
+  const again = await streamReference();
+  console.log(`reference streaming read, again: ${again.toFixed(1)} GB/s`);
+  results.reference = { bytes: refBytes, gbps: Math.max(refGBps, again), first: refGBps, again };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+await save();
+const gemvFormats = [...new Set(results.gemv.map((g) => g.format))];
+const gemvShapes = [...new Set(results.gemv.map((g) => `${g.n}x${g.k}`))];
+const decodeModels = [...new Set(results.decode.map((d) => d.model))];
+await writeReport(`${out}/report.html`, {
+  title: `qlab benchmarks — ${gpu.describe()}`,
+  sections: reportSections(results, {
+    gemv: results.gemv.length
+      ? barFigure(
+        gemvShapes,
+        gemvFormats.map((f) => ({
+          name: f,
+          values: gemvShapes.map((s) =>
+            100 * (results.gemv.find((g) => g.format === f && `${g.n}x${g.k}` === s)?.ofReference ??
+              NaN)
+          ),
+        })),
+        { title: "GEMV bandwidth, % of the streaming-read reference", valueTitle: "%" },
+      )
+      : null,
+    decode: results.decode.length
+      ? barFigure(
+        [...new Set(results.decode.map((d) => d.format))],
+        decodeModels.flatMap((m) => [
+          {
+            name: `${m} tokens/s`,
+            values: results.decode.filter((d) => d.model === m).map((d) => d.tokensPerSecond),
+          },
+          {
+            name: `${m} roofline`,
+            values: results.decode.filter((d) => d.model === m).map((d) =>
+              d.rooflineTokensPerSecond
+            ),
+          },
+        ]),
+        { title: "Greedy decode, random weights", valueTitle: "tokens/s" },
+      )
+      : null,
+  }),
+});
+console.log(`wrote ${out}/results.json, results.md, report.html`);
+for (const t of [refSrc, refOut, flushSrc] as GpuTensor[]) t.destroy();
+gpu.destroy();
