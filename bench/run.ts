@@ -440,42 +440,49 @@ await save();
 const gemvFormats = [...new Set(results.gemv.map((g) => g.format))];
 const gemvShapes = [...new Set(results.gemv.map((g) => `${g.n}x${g.k}`))];
 const decodeModels = [...new Set(results.decode.map((d) => d.model))];
-await writeReport(`${out}/report.html`, {
-  title: `qlab benchmarks — ${gpu.describe()}`,
-  sections: reportSections(results, {
-    gemv: results.gemv.length
-      ? barFigure(
-        gemvShapes,
-        gemvFormats.map((f) => ({
-          name: f,
-          values: gemvShapes.map((s) =>
-            100 * (results.gemv.find((g) => g.format === f && `${g.n}x${g.k}` === s)?.ofReference ??
-              NaN)
-          ),
-        })),
-        { title: "GEMV bandwidth, % of the streaming-read reference", valueTitle: "%" },
-      )
-      : null,
-    decode: results.decode.length
-      ? barFigure(
-        [...new Set(results.decode.map((d) => d.format))],
-        decodeModels.flatMap((m) => [
-          {
-            name: `${m} tokens/s`,
-            values: results.decode.filter((d) => d.model === m).map((d) => d.tokensPerSecond),
-          },
-          {
-            name: `${m} roofline`,
-            values: results.decode.filter((d) => d.model === m).map((d) =>
-              d.rooflineTokensPerSecond
+try {
+  await writeReport(`${out}/report.html`, {
+    title: `qlab benchmarks — ${gpu.describe()}`,
+    sections: reportSections(results, {
+      gemv: results.gemv.length
+        ? barFigure(
+          gemvShapes,
+          gemvFormats.map((f) => ({
+            name: f,
+            values: gemvShapes.map((s) =>
+              100 *
+              (results.gemv.find((g) => g.format === f && `${g.n}x${g.k}` === s)?.ofReference ??
+                NaN)
             ),
-          },
-        ]),
-        { title: "Greedy decode, random weights", valueTitle: "tokens/s" },
-      )
-      : null,
-  }),
-});
-console.log(`wrote ${out}/results.json, results.md, report.html`);
+          })),
+          { title: "GEMV bandwidth, % of the streaming-read reference", valueTitle: "%" },
+        )
+        : null,
+      decode: results.decode.length
+        ? barFigure(
+          [...new Set(results.decode.map((d) => d.format))],
+          decodeModels.flatMap((m) => [
+            {
+              name: `${m} tokens/s`,
+              values: results.decode.filter((d) => d.model === m).map((d) => d.tokensPerSecond),
+            },
+            {
+              name: `${m} roofline`,
+              values: results.decode.filter((d) => d.model === m).map((d) =>
+                d.rooflineTokensPerSecond
+              ),
+            },
+          ]),
+          { title: "Greedy decode, random weights", valueTitle: "tokens/s" },
+        )
+        : null,
+    }),
+  });
+  console.log(`wrote ${out}/results.json, results.md, report.html`);
+} catch (err) {
+  // plotly.js is an npm package: a machine without it still gets the JSON and markdown, and
+  // `deno run -A tools/bench_report.ts DIR/results.json` draws the report elsewhere.
+  console.log(`wrote ${out}/results.json, results.md; no report.html: ${(err as Error).message}`);
+}
 for (const t of [refSrc, refOut, flushSrc] as GpuTensor[]) t.destroy();
 gpu.destroy();
