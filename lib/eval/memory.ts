@@ -9,8 +9,9 @@
  *   weights (f32), RoPE's inverse frequencies (f32), and NF4-DQ's 1 KiB code table;
  * - activations: the run state's buffers for a prefill chunk of `chunkSize` tokens;
  * - kv-cache: keys and values of every layer for `contextLength` positions;
- * - scratch: the uniform-parameter buffer, the int8 activation codes and scales shared by the
- *   int8 layers, and LLM.int8()'s per-layer outlier lists;
+ * - scratch: the uniform-parameter buffer, attention's partial results for long decode steps,
+ *   the int8 activation codes and scales shared by the int8 layers, and LLM.int8()'s per-layer
+ *   outlier lists;
  * - staging: the readback of logits at the peak (one row when generating, a chunk when
  *   scoring a text).
  *
@@ -19,7 +20,7 @@
 
 import { uniformArenaSize } from "../gpu/device.ts";
 import type { MemoryCategory } from "../gpu/ledger.ts";
-import { kvCacheBytes } from "../kernels/attention.ts";
+import { attentionScratchBytes, kvCacheBytes } from "../kernels/attention.ts";
 import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
 import type { LlamaConfig } from "../model/config.ts";
 import {
@@ -146,7 +147,7 @@ export function estimateMemory(
   const kvCache = 2 * c.numLayers * rounded(perCache * batch);
 
   // scratch
-  let scratch = uniformArenaSize(uniformBytesPerChunk(c));
+  let scratch = uniformArenaSize(uniformBytesPerChunk(c)) + attentionScratchBytes(c, context);
   const int8 = INT8_FORMATS.includes(format);
   if (int8) {
     const maxK = Math.max(...LINEAR_NAMES.map((name) => shapes[name][1]));

@@ -235,7 +235,8 @@ export class LlamaModel {
     const owned: { destroy(): void }[] = [];
     try {
       const weights = await loadWeights(gpu, config, checkpoint, options, owned);
-      const ops = await LlamaOps.create(gpu, config, weights.embed);
+      const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen);
+      owned.push(ops);
       const state = createRunState(gpu, config, chunk, maxSeqLen, owned);
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
       // memory estimator can count it.
@@ -402,6 +403,7 @@ export class LlamaModel {
     this.embed.destroy();
     this.norm.destroy();
     destroyRunState(this.#state);
+    this.#ops.destroy();
     this.gpu.trimScratch();
   }
 

@@ -52,8 +52,16 @@ export class LlamaOps {
     this.#argmax = argmax;
   }
 
-  /** Compiles every kernel the forward pass needs; `embedTable` stays owned by the caller. */
-  static async create(gpu: Gpu, c: LlamaConfig, embedTable: GpuTensor): Promise<LlamaOps> {
+  /**
+   * Compiles every kernel the forward pass needs for sequences up to `maxSeq` (attention keeps a
+   * small scratch for splitting long decode steps); `embedTable` stays owned by the caller.
+   */
+  static async create(
+    gpu: Gpu,
+    c: LlamaConfig,
+    embedTable: GpuTensor,
+    maxSeq: number,
+  ): Promise<LlamaOps> {
     const [embedding, norm, ropeQ, ropeK, attention, elementwise, argmax] = await Promise.all([
       createEmbedding(gpu, {
         label: "embed_tokens",
@@ -64,11 +72,21 @@ export class LlamaOps {
       createRmsNorm(gpu, { dim: c.hiddenSize, eps: c.rmsNormEps }),
       createRope(gpu, { heads: c.numHeads, headDim: c.headDim }),
       createRope(gpu, { heads: c.numKvHeads, headDim: c.headDim }),
-      createAttention(gpu, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim }),
+      createAttention(gpu, {
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        maxSeq,
+      }),
       createElementwise(gpu),
       createArgmax(gpu),
     ]);
     return new LlamaOps(embedding, norm, ropeQ, ropeK, attention, elementwise, argmax);
+  }
+
+  /** Frees the attention scratch (the embedding table belongs to the model). */
+  destroy(): void {
+    this.#attention.destroy();
   }
 
   /** x[r] = embed[ids[r]]. */
