@@ -66,6 +66,8 @@ export interface BenchResults {
     gpuOfRoofline: number;
     ledgerPeakBytes: number;
     ledger: Record<string, number>;
+    /** GPU time of one timed decode step by kernel name: total ms and dispatches. */
+    kernels?: Record<string, { ms: number; count: number }>;
   }[];
   /** GEMV launch shapes (with `--sweep`). */
   sweep: {
@@ -83,6 +85,7 @@ export interface BenchResults {
 
 const GiB = 2 ** 30;
 const f = (v: number, digits: number) => Number.isFinite(v) ? v.toFixed(digits) : "–";
+const gb = (v: number) => !Number.isFinite(v) ? "–" : v >= 100 ? v.toFixed(0) : v.toPrecision(3);
 const pct = (v: number) => Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "–";
 
 /** The tables of a run, as rows of strings. */
@@ -123,7 +126,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           f(g.ms * 1000, 1),
           f(g.productMs * 1000, 1),
           f(g.bytes / 1e6, 1),
-          f(g.gbps, 0),
+          gb(g.gbps),
           pct(g.ofReference),
         ]),
       },
@@ -191,7 +194,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           s.threadsPerRow,
           s.rowsPerThread,
           f(s.ms * 1000, 1),
-          f(s.gbps, 0),
+          gb(s.gbps),
         ]),
       },
     });

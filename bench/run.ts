@@ -369,10 +369,18 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
     // GPU time of one decode step (no argmax), median of three
     const gpuTimes: number[] = [];
     let dispatches = 0;
+    const byKernel: Record<string, { ms: number; count: number }> = {};
     for (let i = 0; i < 3; i++) {
       const t = await model.timeForward([tok]);
       dispatches = t.length;
       gpuTimes.push(t.reduce((s, d) => s + d.ms, 0));
+      if (i === 2) {
+        for (const d of t) {
+          const e = byKernel[d.kernel] ??= { ms: 0, count: 0 };
+          e.ms += d.ms;
+          e.count++;
+        }
+      }
     }
     const gpuMs = median(gpuTimes);
     const c = config;
@@ -403,7 +411,13 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       gpuOfRoofline: (1000 / gpuMs) / rooflineTokS,
       ledgerPeakBytes: snap.peakBytes - before,
       ledger: snap.byCategory,
+      kernels: byKernel,
     });
+    const top = Object.entries(byKernel).sort((a, b) => b[1].ms - a[1].ms).slice(0, 6);
+    console.log(
+      "  GPU time by kernel: " +
+        top.map(([k, v]) => `${k} ${v.ms.toFixed(2)} ms/${v.count}`).join("; "),
+    );
     console.log(
       `decode ${preset} ${format.padEnd(16)} ${tokS.toFixed(1)} tok/s (${wallMs.toFixed(2)} ms; ` +
         `GPU ${gpuMs.toFixed(2)} ms, ${dispatches} dispatches) roofline ${
