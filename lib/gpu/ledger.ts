@@ -134,8 +134,39 @@ export class MemoryLedger {
   }
 }
 
+/** A binary unit of bytes: its symbol and its size. */
+export interface ByteUnit {
+  /** Its symbol, as printed on an axis. */
+  name: "B" | "KiB" | "MiB" | "GiB" | "TiB";
+  /** Bytes in one unit. */
+  bytes: number;
+}
+
+const UNITS: readonly ByteUnit[] = [
+  { name: "B", bytes: 1 },
+  { name: "KiB", bytes: 1024 },
+  { name: "MiB", bytes: 1024 ** 2 },
+  { name: "GiB", bytes: 1024 ** 3 },
+  { name: "TiB", bytes: 1024 ** 4 },
+];
+
 /**
- * Formats a byte count with binary units, e.g. `12.5 MiB`.
+ * The largest binary unit not larger than `bytes`.
+ *
+ * @example
+ * ```ts
+ * import { byteUnit } from "./ledger.ts";
+ * byteUnit(5 * 2 ** 20).name; // "MiB"
+ * ```
+ */
+export function byteUnit(bytes: number): ByteUnit {
+  let unit = UNITS[0];
+  for (const u of UNITS) if (Math.abs(bytes) >= u.bytes) unit = u;
+  return unit;
+}
+
+/**
+ * Formats a byte count with binary units and three significant digits, e.g. `12.5 MiB`.
  *
  * @example
  * ```ts
@@ -144,12 +175,7 @@ export class MemoryLedger {
  * ```
  */
 export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(2)} ${units[unit]}`;
+  const unit = byteUnit(bytes);
+  if (unit.bytes === 1) return `${bytes} B`;
+  return `${(bytes / unit.bytes).toPrecision(3)} ${unit.name}`;
 }
