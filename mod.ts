@@ -33,8 +33,11 @@ export {
 } from "./lib/gpu/ledger.ts";
 export { GpuTensor, type TensorDType, type TensorOptions } from "./lib/gpu/tensor.ts";
 export {
+  BindGroupCache,
+  type BindGroupKey,
   type Binding,
   CommandBatch,
+  type CommandBatchOptions,
   type DispatchTiming,
   grid,
   params,
@@ -65,6 +68,8 @@ export {
 // Models
 export {
   fp16Linear,
+  type GreedyDecodeOptions,
+  type GreedyDecodeResult,
   type LayerWeights,
   LINEAR_NAMES,
   type LinearFactory,
@@ -238,6 +243,7 @@ export {
   comparisonQualityFigure,
   comparisonReport,
   comparisonTable,
+  kernelTimeFigure,
   layerErrorFigure,
   outlierFigure,
   type ReportExtras,

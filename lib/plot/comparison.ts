@@ -159,6 +159,31 @@ export function speedFigure(comparison: Comparison): Figure {
   );
 }
 
+/**
+ * GPU time of one prefill chunk per format, stacked by kernel family (matmul, attention, ...):
+ * where each format spends its time.
+ *
+ * @example
+ * ```ts ignore
+ * display(kernelTimeFigure(comparison));
+ * ```
+ */
+export function kernelTimeFigure(comparison: Comparison): Figure {
+  const families = [...new Set(comparison.results.flatMap((r) => Object.keys(r.kernelMs)))];
+  return barFigure(
+    comparison.results.map((r) => r.format),
+    families.map((family) => ({
+      name: family,
+      values: comparison.results.map((r) => r.kernelMs[family] ?? 0),
+    })),
+    {
+      title: "GPU time per kernel family, one prefill chunk of the traced tokens",
+      valueTitle: "ms",
+      stacked: true,
+    },
+  );
+}
+
 /** Extra material for {@linkcode comparisonReport}. */
 export interface ReportExtras {
   /** LLM.int8() threshold sweep. */
@@ -218,7 +243,12 @@ export function comparisonReport(comparison: Comparison, extras: ReportExtras = 
       figures: [blockSizeSweepFigure(extras.blockSizeSweep, "relative weight error")],
     });
   }
-  sections.push({ heading: "Speed", figures: [speedFigure(comparison)] });
+  sections.push({
+    heading: "Speed",
+    text: "Decode speed is wall clock (CPU encoding included); kernel times are GPU timestamps " +
+      "where the adapter has them.",
+    figures: [speedFigure(comparison), kernelTimeFigure(comparison)],
+  });
   sections.push({
     heading: "Samples",
     table: {

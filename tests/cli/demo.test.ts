@@ -46,7 +46,7 @@ Deno.test({
 
       const page = await checkPageRenders(report, { timeoutMs: 60_000 });
       assert.deepEqual(page.errors, []);
-      assert.ok(page.plots >= 8, `plots: ${page.plots}`);
+      assert.ok(page.plots >= 9, `plots: ${page.plots}`);
       assert.equal(page.drawn, page.plots, `undrawn: ${page.undrawn.join("; ")}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
