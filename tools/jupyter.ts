@@ -7,7 +7,14 @@
  * deno task notebooks                       # every notebooks/*.ipynb, outputs saved in place
  * deno task notebooks notebooks/02_*.ipynb  # some of them
  * deno task notebooks --check               # run and check only, into a temporary folder
+ * deno task notebooks --keep-html           # save the outputs exactly as the kernel sent them
  * ```
+ *
+ * Saved in place, every plot output is slimmed for committing (`tools/nb_snapshot.ts`): its
+ * Plotly JSON and text stay, a PNG snapshot drawn in headless Chromium replaces its HTML (which
+ * in the first plot inlines all of plotly.js), so a notebook is hundreds of kilobytes instead of
+ * five megabytes and a code host shows its plots as images. `--check` and the tests leave the
+ * outputs as the kernel sent them.
  *
  * Needs Python 3 with nbclient and nbconvert (Debian: `jupyter-nbconvert python3-nbclient
  * jupyter-client`) and the Deno kernel (`deno jupyter --install`). `$QLAB_PYTHON` picks the
@@ -19,6 +26,7 @@
 
 import { join, resolve } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { sizeChange, snapshotNotebooks } from "./nb_snapshot.ts";
 
 /** The Python runner beside this file. */
 export const JUPYTER_RUNNER: string = fromFileUrl(new URL("./jupyter_run.py", import.meta.url));
@@ -135,8 +143,9 @@ export async function runInJupyter(
 
 async function main(args: string[]): Promise<number> {
   const check = args.includes("--check");
+  const keepHtml = args.includes("--keep-html");
   const base = Deno.env.get("INIT_CWD") ?? Deno.cwd();
-  const named = args.filter((a) => a !== "--check").map((a) => resolve(base, a));
+  const named = args.filter((a) => !a.startsWith("--")).map((a) => resolve(base, a));
   const notebooks = named.length ? named : listNotebooks();
   const missing = jupyterMissing();
   if (missing) {
@@ -146,8 +155,20 @@ async function main(args: string[]): Promise<number> {
   const out = check ? await Deno.makeTempDir({ prefix: "qlab-notebooks-" }) : "inplace";
   const run = await runInJupyter(notebooks, out);
   console.log(run.output.trimEnd());
-  if (check) console.log(`executed copies and HTML: ${out}`);
-  return run.code;
+  if (check) {
+    console.log(`executed copies and HTML: ${out}`);
+    return run.code;
+  }
+  if (keepHtml) return run.code;
+  const saved = run.results.filter((r) => r.executed).map((r) => r.executed!);
+  if (saved.length === 0) return run.code;
+  let code = run.code;
+  for (const r of await snapshotNotebooks(saved)) {
+    console.log(`${r.path}: ${r.plots} plots saved as PNG snapshots, ${sizeChange(r)}`);
+    for (const f of r.failed) console.log(`    could not draw ${f}`);
+    if (r.failed.length) code ||= 1;
+  }
+  return code;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
