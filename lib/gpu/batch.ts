@@ -6,6 +6,11 @@
  * parameter structs of a batch share one uniform buffer, written once per submit, so a decode
  * step costs one `writeBuffer` however many kernels it runs.
  *
+ * A batch creates one bind group per dispatch when it is submitted. A decode loop records the
+ * same dispatches on the same buffers every step (only parameter values change, and those live in
+ * the uniform buffer at the same offsets), so a {@linkcode BindGroupCache} handed to each batch
+ * lets step t+1 reuse step t's bind groups instead of creating them again.
+ *
  * @module
  */
 
@@ -78,26 +83,97 @@ export class ParamWriter {
   }
 }
 
+interface DispatchOp {
+  kind: "dispatch";
+  kernel: Kernel;
+  bindings: Binding[];
+  workgroups: [number, number, number];
+  paramOffset: number; // -1: no params
+  paramSize: number;
+}
+
 type Op =
-  | {
-    kind: "dispatch";
-    kernel: Kernel;
-    bindings: Binding[];
-    workgroups: [number, number, number];
-    paramOffset: number; // -1: no params
-    paramSize: number;
-  }
+  | DispatchOp
   | {
     kind: "copy";
-    src: GpuTensor;
+    src: GPUBuffer;
     srcOffset: number;
-    dst: GpuTensor;
+    dst: GPUBuffer;
     dstOffset: number;
     size: number;
   }
   | { kind: "clear"; dst: GpuTensor; offset: number; size: number };
 
 const UNIFORM_ALIGN = 256;
+
+/**
+ * What a bind group is made of: its layout, then (buffer, offset, size) per entry in binding
+ * order (offset and size -1 for a whole buffer).
+ */
+export type BindGroupKey = (GPUBindGroupLayout | GPUBuffer | number)[];
+
+/**
+ * Bind groups kept across submissions, one per dispatch position of a batch. Dispatch `i` of a
+ * batch looks up slot `i`; the slot's group is reused only when it was made from exactly the
+ * same layout and the same (buffer, offset, size) for every binding, the uniform range
+ * included; otherwise a new group is created and replaces it. Reuse therefore never changes
+ * what a dispatch reads or writes: it only skips `createBindGroup` when the result would be
+ * identical. Parameter values may differ between submissions, since they are written into the
+ * uniform buffer, not into the bind group.
+ *
+ * Its owner (e.g. a model) keeps one per kind of repeated batch, and calls
+ * {@linkcode BindGroupCache.clear} before destroying the buffers it refers to.
+ *
+ * @example
+ * ```ts ignore
+ * const cache = new BindGroupCache();
+ * for (let step = 0; step < 10; step++) {
+ *   const batch = new CommandBatch(gpu, { bindGroups: cache });
+ *   batch.dispatch(kernel, [x, y], [64], params().u32(step).build());
+ *   batch.submit(); // from the second step on, the bind group is reused
+ * }
+ * cache.hits; // 9
+ * ```
+ */
+export class BindGroupCache {
+  #keys: (BindGroupKey | undefined)[] = [];
+  #groups: (GPUBindGroup | undefined)[] = [];
+  /** Lookups that reused a bind group. */
+  hits = 0;
+  /** Lookups that had to create one. */
+  misses = 0;
+
+  /** Number of bind groups held. */
+  get size(): number {
+    return this.#groups.filter((g) => g !== undefined).length;
+  }
+
+  /** Drops every bind group (and with them the references to their buffers). */
+  clear(): void {
+    this.#keys = [];
+    this.#groups = [];
+  }
+
+  /** The group for dispatch `index` made from `key`, created by `create` unless held. */
+  get(index: number, key: BindGroupKey, create: () => GPUBindGroup): GPUBindGroup {
+    const held = this.#keys[index];
+    if (held && held.length === key.length && held.every((v, i) => v === key[i])) {
+      this.hits++;
+      return this.#groups[index]!;
+    }
+    this.misses++;
+    const group = create();
+    this.#keys[index] = key;
+    this.#groups[index] = group;
+    return group;
+  }
+}
+
+/** Options of a {@linkcode CommandBatch}. */
+export interface CommandBatchOptions {
+  /** Reuse bind groups across batches that record the same dispatches (see the class). */
+  bindGroups?: BindGroupCache;
+}
 
 /**
  * Splits `n` workgroups over x and y so neither exceeds the per-dimension limit. Kernels
@@ -131,10 +207,12 @@ export class CommandBatch {
   #ops: Op[] = [];
   #params: Uint8Array<ArrayBuffer> = new Uint8Array(UNIFORM_ALIGN * 16);
   #paramBytes = 0;
+  #bindGroups: BindGroupCache | null;
 
-  /** An empty batch for `gpu`. */
-  constructor(gpu: Gpu) {
+  /** An empty batch for `gpu`, reusing bind groups from `options.bindGroups` if given. */
+  constructor(gpu: Gpu, options: CommandBatchOptions = {}) {
     this.gpu = gpu;
+    this.#bindGroups = options.bindGroups ?? null;
   }
 
   /** Number of recorded dispatches. */
@@ -184,7 +262,18 @@ export class CommandBatch {
 
   /** Records a buffer-to-buffer copy. */
   copy(src: GpuTensor, srcOffset: number, dst: GpuTensor, dstOffset: number, size: number): this {
-    this.#ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, size });
+    return this.copyToBuffer(src, srcOffset, dst.buffer, dstOffset, size);
+  }
+
+  /** Records a copy into a plain buffer, e.g. a `MAP_READ` staging buffer the caller owns. */
+  copyToBuffer(
+    src: GpuTensor,
+    srcOffset: number,
+    dst: GPUBuffer,
+    dstOffset: number,
+    size: number,
+  ): this {
+    this.#ops.push({ kind: "copy", src: src.buffer, srcOffset, dst, dstOffset, size });
     return this;
   }
 
@@ -258,18 +347,13 @@ export class CommandBatch {
     }
     let pass: GPUComputePassEncoder | null = null;
     let query = 0;
+    let index = 0;
     for (const op of this.#ops) {
       if (op.kind !== "dispatch") {
         pass?.end();
         pass = null;
         if (op.kind === "copy") {
-          encoder.copyBufferToBuffer(
-            op.src.buffer,
-            op.srcOffset,
-            op.dst.buffer,
-            op.dstOffset,
-            op.size,
-          );
+          encoder.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
         } else {
           encoder.clearBuffer(op.dst.buffer, op.offset, op.size);
         }
@@ -288,28 +372,46 @@ export class CommandBatch {
       } else {
         pass ??= encoder.beginComputePass();
       }
-      const entries: GPUBindGroupEntry[] = [];
-      if (op.paramOffset >= 0) {
-        entries.push({
-          binding: 0,
-          resource: { buffer: uniforms!, offset: op.paramOffset, size: op.paramSize },
-        });
-      }
-      op.bindings.forEach((b, i) => {
-        const resource = "tensor" in b
-          ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size }
-          : { buffer: b.buffer };
-        entries.push({ binding: i + 1, resource });
-      });
-      const bindGroup = this.gpu.device.createBindGroup({
-        label: op.kernel.name,
-        layout: op.kernel.layout,
-        entries,
-      });
+      const bindGroup = this.#bindGroups
+        ? this.#bindGroups.get(index, bindKey(op, uniforms), () => this.#bindGroup(op, uniforms))
+        : this.#bindGroup(op, uniforms);
+      index++;
       pass.setPipeline(op.kernel.pipeline);
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(...op.workgroups);
     }
     pass?.end();
   }
+
+  #bindGroup(op: DispatchOp, uniforms: GPUBuffer | null): GPUBindGroup {
+    const entries: GPUBindGroupEntry[] = [];
+    if (op.paramOffset >= 0) {
+      entries.push({
+        binding: 0,
+        resource: { buffer: uniforms!, offset: op.paramOffset, size: op.paramSize },
+      });
+    }
+    op.bindings.forEach((b, i) => {
+      const resource = "tensor" in b
+        ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size }
+        : { buffer: b.buffer };
+      entries.push({ binding: i + 1, resource });
+    });
+    return this.gpu.device.createBindGroup({
+      label: op.kernel.name,
+      layout: op.kernel.layout,
+      entries,
+    });
+  }
+}
+
+/** Everything a dispatch's bind group is made of (whole-buffer bindings: offset and size -1). */
+function bindKey(op: DispatchOp, uniforms: GPUBuffer | null): BindGroupKey {
+  const key: BindGroupKey = [op.kernel.layout];
+  if (op.paramOffset >= 0) key.push(uniforms!, op.paramOffset, op.paramSize);
+  for (const b of op.bindings) {
+    if ("tensor" in b) key.push(b.tensor.buffer, b.offset, b.size);
+    else key.push(b.buffer, -1, -1);
+  }
+  return key;
 }

@@ -25,6 +25,11 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Receives each piece of text as soon as it is complete. */
   onText?: (text: string) => void;
+  /**
+   * Greedy decoding only: decode steps submitted ahead of the token readbacks (default 2; see
+   * {@linkcode LlamaModel.decodeGreedy}). 1 waits for every token before the next step.
+   */
+  inFlight?: number;
 }
 
 /** What {@linkcode generate} produced, and how fast. */
@@ -78,8 +83,6 @@ export async function generate(
   if (promptTokens.length === 0) throw new Error("generate: the prompt encodes to no tokens");
   const stream = createStreamDecoder(tokenizer);
   const eos = new Set(tokenizer.eosIds);
-  const step = async (input: number[]): Promise<number> =>
-    sample ? sample(await model.forward(input, "last")) : await model.forwardGreedy(input);
 
   model.reset();
   const tokens: number[] = [];
@@ -91,21 +94,35 @@ export async function generate(
   };
   let stoppedBy: GenerateResult["stoppedBy"] = "max-tokens";
   const t0 = performance.now();
-  let next = maxNew > 0 ? await step(promptTokens) : -1;
-  const t1 = performance.now();
-  while (tokens.length < maxNew) {
+  let t1 = t0;
+  // Takes one new token; false when generation stops before or after it.
+  const accept = (next: number): boolean => {
+    if (tokens.length === 0) t1 = performance.now();
     if (!options.ignoreEos && eos.has(next)) {
       stoppedBy = "eos";
-      break;
+      return false;
     }
     tokens.push(next);
     emit(stream.push(next));
-    if (tokens.length === maxNew) break;
-    if (model.position >= model.maxSeqLen) {
-      stoppedBy = "context";
-      break;
+    return tokens.length < maxNew;
+  };
+  if (maxNew > 0 && !sample) {
+    // Greedy: the model feeds each argmax back on the GPU and runs ahead of the readbacks.
+    const run = await model.decodeGreedy(promptTokens, {
+      maxNewTokens: maxNew,
+      onToken: accept,
+      inFlight: options.inFlight,
+    });
+    if (run.stoppedBy === "context") stoppedBy = "context";
+  } else if (maxNew > 0 && sample) {
+    let next = sample(await model.forward(promptTokens, "last"));
+    while (accept(next)) {
+      if (model.position >= model.maxSeqLen) {
+        stoppedBy = "context";
+        break;
+      }
+      next = sample(await model.forward([next], "last"));
     }
-    next = await step([next]);
   }
   emit(stream.flush());
   const t2 = performance.now();

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CommandBatch, type DispatchTiming } from "../gpu/batch.ts";
+import { BindGroupCache, CommandBatch, type DispatchTiming } from "../gpu/batch.ts";
 import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
@@ -142,6 +142,32 @@ export interface Trace {
 
 type CaptureHook = (point: TracePoint, layer: number, source: GpuTensor, width: number) => void;
 
+/** Options for {@linkcode LlamaModel.decodeGreedy}. */
+export interface GreedyDecodeOptions {
+  /** Most new tokens (the one the prompt yields included). */
+  maxNewTokens: number;
+  /**
+   * Receives each new token as soon as it is read back, in order; returning `false` stops
+   * decoding (that token still counts as delivered).
+   */
+  onToken?: (token: number, index: number) => boolean | void;
+  /**
+   * Decode steps submitted ahead whose token has not been read yet (default 2). 1 waits for
+   * each token before encoding the next step, as {@linkcode LlamaModel.forwardGreedy} does.
+   */
+  inFlight?: number;
+}
+
+/** What {@linkcode LlamaModel.decodeGreedy} produced. */
+export interface GreedyDecodeResult {
+  /** The new tokens delivered to `onToken`, in order. */
+  tokens: number[];
+  /** `"callback"`: `onToken` returned false; `"context"`: the KV cache is full. */
+  stoppedBy: "callback" | "max-tokens" | "context";
+  /** Steps that were computed after the stop and discarded. */
+  overshoot: number;
+}
+
 /** Which logits {@linkcode LlamaModel.forward} returns. */
 export type LogitsWanted = "last" | "all" | "none";
 
@@ -177,6 +203,12 @@ export class LlamaModel {
   #state: RunState;
   #pos = 0;
   #disposed = false;
+  #bindGroups = new BindGroupCache();
+  /**
+   * Whether batches reuse bind groups across calls (default true). Results are the same either
+   * way; turning it off is for measuring what it saves.
+   */
+  reuseBindGroups = true;
 
   private constructor(
     config: LlamaConfig,
@@ -287,7 +319,7 @@ export class LlamaModel {
       const piece = tokens.slice(start, start + this.#state.rows);
       const isLast = start + piece.length === tokens.length;
       const headRows = logits === "all" ? piece.length : (logits === "last" && isLast ? 1 : 0);
-      const batch = new CommandBatch(this.gpu);
+      const batch = this.#batch();
       this.#encodeChunk(batch, piece, headRows);
       batch.submit();
       if (headRows > 0) {
@@ -366,7 +398,7 @@ export class LlamaModel {
         `timeForward: ${tokens.length} tokens exceed one chunk (${this.#state.rows})`,
       );
     }
-    const batch = new CommandBatch(this.gpu);
+    const batch = this.#batch();
     this.#encodeChunk(batch, tokens, 1);
     return batch.submitTimed();
   }
@@ -380,7 +412,7 @@ export class LlamaModel {
     for (let start = 0; start < tokens.length; start += this.#state.rows) {
       const piece = tokens.slice(start, start + this.#state.rows);
       const isLast = start + piece.length === tokens.length;
-      const batch = new CommandBatch(this.gpu);
+      const batch = this.#batch();
       this.#encodeChunk(batch, piece, isLast ? 1 : 0);
       if (isLast) {
         this.#ops.argmax(batch, this.#state.logits, this.#state.next, 1, this.config.vocabSize);
@@ -390,10 +422,112 @@ export class LlamaModel {
     return (await this.gpu.readU32(this.#state.next, 0, 1))[0];
   }
 
+  /**
+   * Greedy decoding with the next token kept on the GPU: runs `prompt` after the cached tokens,
+   * then feeds each argmax back as the next input by a GPU copy, so step t+1 is encoded and
+   * submitted while step t still runs. Tokens are read back through a ring of small staging
+   * buffers and handed to `onToken` in order as they arrive.
+   *
+   * The tokens are exactly those of calling {@linkcode forwardGreedy} on the prompt and then on
+   * each new token. Up to `inFlight - 1` steps may run past a stop (`onToken` returning false);
+   * their tokens are discarded and the position is set back, so afterwards
+   * {@linkcode position} is what the step-by-step loop leaves: the prompt plus every delivered
+   * token but the last (cache entries past it are overwritten before they are read).
+   *
+   * @example
+   * ```ts ignore
+   * const { tokens } = await model.decodeGreedy([1, 450], {
+   *   maxNewTokens: 32,
+   *   onToken: (t) => t !== eosId, // stop at end-of-sequence
+   * });
+   * ```
+   */
+  async decodeGreedy(
+    prompt: readonly number[],
+    options: GreedyDecodeOptions,
+  ): Promise<GreedyDecodeResult> {
+    this.#checkUsable(prompt.length);
+    const maxNew = options.maxNewTokens;
+    const inFlight = options.inFlight ?? 2;
+    if (!Number.isInteger(inFlight) || inFlight < 1) {
+      throw new RangeError(`decodeGreedy: inFlight must be a positive integer, got ${inFlight}`);
+    }
+    const tokens: number[] = [];
+    if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0 };
+    const s = this.#state;
+    const vocab = this.config.vocabSize;
+    const device = this.gpu.device;
+    const ring = Array.from({ length: inFlight }, (_, i) => ({
+      buffer: device.createBuffer({
+        label: `decoded token ${i}`,
+        size: 4,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      }),
+      id: this.gpu.ledger.record("staging", `decoded token ${i}`, 4),
+    }));
+    const pending: { slot: number; mapped: Promise<void> }[] = [];
+    const startPos = this.#pos;
+    let submitted = 0;
+    // Step 0 is the prompt; step i > 0 embeds the token step i - 1 left in `next`.
+    const submitStep = (): void => {
+      const slot = submitted % inFlight;
+      if (submitted === 0) {
+        for (let start = 0; start < prompt.length; start += s.rows) {
+          const piece = prompt.slice(start, start + s.rows);
+          const isLast = start + piece.length === prompt.length;
+          const batch = this.#batch();
+          this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+          if (isLast) this.#finishGreedyStep(batch, ring[slot].buffer);
+          else batch.submit();
+        }
+      } else {
+        const batch = this.#batch();
+        this.#encodeChunk(batch, "next", 1);
+        this.#finishGreedyStep(batch, ring[slot].buffer);
+      }
+      pending.push({ slot, mapped: ring[slot].buffer.mapAsync(GPUMapMode.READ) });
+      submitted++;
+    };
+    let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
+    try {
+      while (true) {
+        while (
+          stoppedBy === null && pending.length < inFlight && submitted < maxNew &&
+          (submitted === 0 || this.#pos < this.maxSeqLen)
+        ) submitStep();
+        const head = pending.shift();
+        if (!head) break;
+        await head.mapped;
+        const buffer = ring[head.slot].buffer;
+        const token = new Uint32Array(buffer.getMappedRange(0, 4))[0];
+        buffer.unmap();
+        if (stoppedBy !== null) continue; // overshoot: discard
+        if (token >= vocab) throw new Error(`decodeGreedy: argmax gave token ${token}`);
+        tokens.push(token);
+        if (options.onToken?.(token, tokens.length - 1) === false) stoppedBy = "callback";
+        else if (tokens.length === maxNew) stoppedBy = "max-tokens";
+      }
+    } finally {
+      // Let every submitted step finish before freeing its staging buffer.
+      await Promise.allSettled(pending.map((p) => p.mapped));
+      for (const { buffer, id } of ring) {
+        buffer.destroy();
+        this.gpu.ledger.release(id);
+      }
+      this.#pos = startPos + prompt.length + Math.max(0, tokens.length - 1);
+    }
+    return {
+      tokens,
+      stoppedBy: stoppedBy ?? "context",
+      overshoot: submitted - tokens.length,
+    };
+  }
+
   /** Frees every GPU buffer the model owns; the ledger drops by exactly what it added. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#bindGroups.clear();
     for (const layer of this.layers) {
       layer.attnNorm.destroy();
       layer.mlpNorm.destroy();
@@ -407,6 +541,19 @@ export class LlamaModel {
     this.gpu.trimScratch();
   }
 
+  /** A batch that reuses this model's bind groups (unless {@linkcode reuseBindGroups} is off). */
+  #batch(): CommandBatch {
+    return new CommandBatch(this.gpu, this.reuseBindGroups ? { bindGroups: this.#bindGroups } : {});
+  }
+
+  /** Appends the argmax of the last step's logits and its copy into `staging`, and submits. */
+  #finishGreedyStep(batch: CommandBatch, staging: GPUBuffer): void {
+    const s = this.#state;
+    this.#ops.argmax(batch, s.logits, s.next, 1, this.config.vocabSize);
+    batch.copyToBuffer(s.next, 0, staging, 0, 4);
+    batch.submit();
+  }
+
   #checkUsable(count: number): void {
     if (this.#disposed) throw new Error("this model has been disposed");
     if (count === 0) throw new Error("forward: no tokens given");
@@ -418,24 +565,31 @@ export class LlamaModel {
     }
   }
 
-  /** Records one chunk: embeddings, every layer, and (for `headRows` last rows) the LM head. */
+  /**
+   * Records one chunk: embeddings, every layer, and (for `headRows` last rows) the LM head.
+   * `"next"` is one token: the argmax the previous greedy step left on the GPU.
+   */
   #encodeChunk(
     batch: CommandBatch,
-    tokens: readonly number[],
+    tokens: readonly number[] | "next",
     headRows: number,
     capture?: CaptureHook,
   ): void {
     const c = this.config;
     const s = this.#state;
     const ops = this.#ops;
-    const rows = tokens.length;
+    const rows = tokens === "next" ? 1 : tokens.length;
     const pos = this.#pos;
-    for (const id of tokens) {
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
-        throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
+    if (tokens === "next") {
+      batch.copy(s.next, 0, s.ids, 0, 4);
+    } else {
+      for (const id of tokens) {
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+          throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
+        }
       }
+      s.ids.write(this.gpu.device, new Uint32Array(tokens));
     }
-    s.ids.write(this.gpu.device, new Uint32Array(tokens));
     ops.embed(batch, s.ids, s.x, rows);
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];

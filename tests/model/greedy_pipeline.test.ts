@@ -1,0 +1,185 @@
+/**
+ * Pipelined greedy decoding (`LlamaModel.decodeGreedy`, the next token fed back on the GPU,
+ * several steps in flight) against the step-by-step path (`forwardGreedy` on the prompt, then on
+ * each new token, waiting for every token): the tokens must be identical, a stop must leave the
+ * KV cache and position as the step-by-step loop does, and every staging buffer must be freed.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import type { Gpu } from "../../lib/gpu/device.ts";
+import { requestGpu } from "../../lib/gpu/device.ts";
+import { generate } from "../../lib/model/generate.ts";
+import { LlamaModel } from "../../lib/model/llama.ts";
+import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import { writeRandomLlama } from "../helpers/random_llama.ts";
+
+const BUNDLED = new URL("../../models/sotu-llama", import.meta.url).pathname;
+
+/** forwardGreedy on the prompt, then on each new token: the reference sequence. */
+async function stepByStep(model: LlamaModel, prompt: number[], count: number): Promise<number[]> {
+  model.reset();
+  const out = [await model.forwardGreedy(prompt)];
+  while (out.length < count && model.position < model.maxSeqLen) {
+    out.push(await model.forwardGreedy([out[out.length - 1]]));
+  }
+  return out;
+}
+
+/** Checks decodeGreedy against `ref` (the step-by-step tokens) in several ways. */
+async function checkPipeline(model: LlamaModel, prompt: number[], ref: number[]): Promise<void> {
+  const n = ref.length;
+  for (const inFlight of [1, 2, 3]) {
+    model.reset();
+    const seen: number[] = [];
+    const run = await model.decodeGreedy(prompt, {
+      maxNewTokens: n,
+      inFlight,
+      onToken: (t, i) => {
+        assertEquals(i, seen.length);
+        seen.push(t);
+      },
+    });
+    assertEquals(run.tokens, ref, `inFlight ${inFlight}: tokens`);
+    assertEquals(seen, ref, `inFlight ${inFlight}: onToken saw every token in order`);
+    assertEquals(run.stoppedBy, "max-tokens");
+    assertEquals(run.overshoot, 0);
+    assertEquals(model.position, prompt.length + n - 1, `inFlight ${inFlight}: position`);
+  }
+
+  // Stop early: the tokens run ahead are discarded and the position is set back, so that going
+  // on step by step from there gives the reference continuation.
+  const stopAt = Math.floor(n / 2);
+  for (const inFlight of [2, 4]) {
+    model.reset();
+    const run = await model.decodeGreedy(prompt, {
+      maxNewTokens: n,
+      inFlight,
+      onToken: (_t, i) => i < stopAt,
+    });
+    assertEquals(run.tokens, ref.slice(0, stopAt + 1));
+    assertEquals(run.stoppedBy, "callback");
+    assertEquals(run.overshoot, inFlight - 1);
+    assertEquals(model.position, prompt.length + stopAt);
+    const cont = [await model.forwardGreedy([run.tokens[stopAt]])];
+    cont.push(await model.forwardGreedy([cont[0]]));
+    assertEquals(cont, ref.slice(stopAt + 1, stopAt + 3), "continuation after a stop");
+  }
+
+  // Without bind-group reuse: the same tokens.
+  model.reuseBindGroups = false;
+  try {
+    model.reset();
+    const run = await model.decodeGreedy(prompt, { maxNewTokens: n });
+    assertEquals(run.tokens, ref, "without bind-group reuse");
+  } finally {
+    model.reuseBindGroups = true;
+  }
+}
+
+Deno.test("pipelined greedy decoding gives the step-by-step tokens (bundled model)", async () => {
+  const gpu = await requestGpu();
+  try {
+    const before = gpu.ledger.currentBytes;
+    const model = await LlamaModel.load(BUNDLED, { gpu, maxSeqLen: 64 });
+    const tok = await loadTokenizer(BUNDLED);
+    const prompt = tok.encode("The state of the Union is");
+    const ref = await stepByStep(model, prompt, 12);
+    await checkPipeline(model, prompt, ref);
+
+    // generate (greedy: pipelined) streams the same tokens and text, and stops at EOS exactly
+    // where the step-by-step loop would: make the 6th new token the end-of-sequence token.
+    const pieces: string[] = [];
+    const res = await generate(model, tok, prompt, {
+      maxNewTokens: ref.length,
+      onText: (t) => pieces.push(t),
+    });
+    assertEquals(res.tokens, ref);
+    assertEquals(pieces.join(""), res.text);
+    assertEquals(res.text, tok.decode(ref));
+    const eosAt = ref.indexOf(ref[5]);
+    const eosTok = { ...tok, eosIds: [ref[5]] };
+    const stopped = await generate(model, eosTok, prompt, { maxNewTokens: ref.length });
+    assertEquals(stopped.tokens, ref.slice(0, eosAt));
+    assertEquals(stopped.stoppedBy, "eos");
+    assertEquals(model.position, prompt.length + eosAt);
+    const one = await generate(model, tok, prompt, { maxNewTokens: 1 });
+    assertEquals(one.tokens, ref.slice(0, 1));
+    assertEquals((await generate(model, tok, prompt, { maxNewTokens: 0 })).tokens, []);
+
+    model.dispose();
+    assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
+  } finally {
+    gpu.destroy();
+  }
+});
+
+async function randomModelCase(gpu: Gpu, dir: string): Promise<void> {
+  const before = gpu.ledger.currentBytes;
+  // Chunks of 4 tokens, so a 10-token prompt takes three submissions; a 24-position cache, so
+  // decoding runs into its end.
+  const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 24, chunkSize: 4 });
+  try {
+    const prompt = [5, 17, 200, 33, 9, 120, 64, 2, 250, 7];
+    const ref = await stepByStep(model, prompt, 10);
+    await checkPipeline(model, prompt, ref);
+
+    // Past the end of the cache: both stop after the same tokens.
+    const full = await stepByStep(model, prompt, 100);
+    assertEquals(full.length, 24 - prompt.length + 1);
+    for (const inFlight of [1, 3]) {
+      model.reset();
+      const run = await model.decodeGreedy(prompt, { maxNewTokens: 100, inFlight });
+      assertEquals(run.tokens, full);
+      assertEquals(run.stoppedBy, "context");
+      assertEquals(model.position, 24);
+    }
+    await rejects(model.decodeGreedy([1], { maxNewTokens: 1 }), /exceed the KV cache/);
+    model.reset();
+    await rejects(model.decodeGreedy([1], { maxNewTokens: 4, inFlight: 0 }), /inFlight/);
+    // A throwing callback still frees the staging buffers.
+    model.reset();
+    await rejects(
+      model.decodeGreedy(prompt, {
+        maxNewTokens: 8,
+        inFlight: 3,
+        onToken: (_t, i) => {
+          if (i === 2) throw new Error("stop here");
+        },
+      }),
+      /stop here/,
+    );
+    assertEquals(model.position, prompt.length + 2);
+  } finally {
+    model.dispose();
+  }
+  assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
+}
+
+for (const f16 of [false, true]) {
+  const hasF16 = f16 ? (await navigator.gpu.requestAdapter())?.features.has("shader-f16") : true;
+  Deno.test({
+    name: `pipelined greedy decoding gives the step-by-step tokens (random model, ${
+      f16 ? "f16" : "packed-u32"
+    } path)`,
+    ignore: !hasF16,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "qlab-pipeline-" });
+      const gpu = await requestGpu({ f16 });
+      try {
+        await writeRandomLlama(dir, {
+          layers: 2,
+          hidden: 64,
+          heads: 4,
+          kvHeads: 2,
+          intermediate: 160,
+          vocab: 300,
+          seed: 21,
+        });
+        await randomModelCase(gpu, dir);
+        assert(gpu.ledger.currentBytes >= 0);
+      } finally {
+        gpu.destroy();
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
