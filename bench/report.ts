@@ -9,6 +9,52 @@ import type { Figure } from "../lib/plot/figure.ts";
 import type { ReportSection } from "../lib/plot/report.ts";
 import type { Table } from "../lib/plot/table.ts";
 
+/** One model and format of the decode section. */
+export interface DecodeResult {
+  model: string;
+  format: string;
+  layers: number;
+  tokens: number;
+  loadSeconds: number;
+  msPerToken: number;
+  tokensPerSecond: number;
+  gpuMsPerToken: number;
+  dispatchesPerToken: number;
+  bytesPerToken: number;
+  rooflineTokensPerSecond: number;
+  ofRoofline: number;
+  gpuOfRoofline: number;
+  ledgerPeakBytes: number;
+  ledger: Record<string, number>;
+  /** GPU time of one timed decode step by kernel name: total ms and dispatches. */
+  kernels?: Record<string, { ms: number; count: number }>;
+  /** The decode mode of `msPerToken` and `tokensPerSecond` (older results: `step-fresh`). */
+  mode?: string;
+  /** Every decode mode timed (see bench/run.ts). */
+  modes?: DecodeModeResult[];
+}
+
+/** One way of running the decode loop (see `DECODE_MODES` in bench/run.ts). */
+export interface DecodeModeResult {
+  /** `step`, `step-fresh`, `pipe2`, `pipe2-fresh`, `pipe3`. */
+  mode: string;
+  /** Wall-clock milliseconds per token. */
+  msPerToken: number;
+  /** Tokens per second. */
+  tokensPerSecond: number;
+  /** Step modes: CPU milliseconds per step to encode and submit it. */
+  encodeMs?: number;
+}
+
+/** What each decode mode does. */
+export const DECODE_MODE_NAMES: Record<string, string> = {
+  "step-fresh": "forwardGreedy per token, new bind groups each step",
+  step: "forwardGreedy per token, bind groups reused",
+  pipe2: "decodeGreedy, 2 steps in flight, bind groups reused",
+  "pipe2-fresh": "decodeGreedy, 2 steps in flight, new bind groups each step",
+  pipe3: "decodeGreedy, 3 steps in flight, bind groups reused",
+};
+
 /** Everything one `deno task bench` run measured. */
 export interface BenchResults {
   /** Where and how it ran. */
@@ -50,25 +96,7 @@ export interface BenchResults {
     tflops: number;
   }[];
   /** Greedy decode of a random model. */
-  decode: {
-    model: string;
-    format: string;
-    layers: number;
-    tokens: number;
-    loadSeconds: number;
-    msPerToken: number;
-    tokensPerSecond: number;
-    gpuMsPerToken: number;
-    dispatchesPerToken: number;
-    bytesPerToken: number;
-    rooflineTokensPerSecond: number;
-    ofRoofline: number;
-    gpuOfRoofline: number;
-    ledgerPeakBytes: number;
-    ledger: Record<string, number>;
-    /** GPU time of one timed decode step by kernel name: total ms and dispatches. */
-    kernels?: Record<string, { ms: number; count: number }>;
-  }[];
+  decode: DecodeResult[];
   /** GEMV launch shapes (with `--sweep`). */
   sweep: {
     format: string;
@@ -148,8 +176,9 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
     });
   }
   if (r.decode.length) {
+    const mode = r.decode[0].mode ?? "step-fresh";
     tables.push({
-      title: "Greedy decode, random weights (forwardGreedy back to back)",
+      title: `Greedy decode, random weights (${mode}: ${DECODE_MODE_NAMES[mode] ?? mode})`,
       table: {
         columns: [
           "model",
@@ -179,6 +208,25 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           f(d.ledger.weights / GiB, 2),
           f(d.ledgerPeakBytes / GiB, 2),
         ]),
+      },
+    });
+  }
+  const withModes = r.decode.filter((d) => d.modes?.length);
+  if (withModes.length) {
+    tables.push({
+      title: "Decode paths (same model, same positions)",
+      table: {
+        columns: ["model", "format", "mode", "tokens/s", "ms/token", "encode+submit ms/step"],
+        rows: withModes.flatMap((d) =>
+          d.modes!.map((m) => [
+            d.model,
+            d.format,
+            `${m.mode} (${DECODE_MODE_NAMES[m.mode] ?? ""})`,
+            f(m.tokensPerSecond, 1),
+            f(m.msPerToken, 2),
+            m.encodeMs === undefined ? "–" : f(m.encodeMs, 2),
+          ])
+        ),
       },
     });
   }

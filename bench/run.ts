@@ -40,7 +40,21 @@ import {
   RandomPools,
   RandomWeightSource,
 } from "./random_weights.ts";
-import { type BenchResults, markdownReport, reportSections } from "./report.ts";
+import {
+  type BenchResults,
+  type DecodeModeResult,
+  markdownReport,
+  reportSections,
+} from "./report.ts";
+
+/**
+ * Ways to run the decode loop, timed one after another on the same model from the same position:
+ * `step` calls forwardGreedy per token (each waits for its token); `pipe2`/`pipe3` run
+ * decodeGreedy with 2/3 steps in flight; `-fresh` creates every bind group again per step (the
+ * behaviour before bind groups were reused). The first mode listed is the headline number.
+ */
+const DECODE_MODES = ["pipe2", "step-fresh", "step", "pipe2-fresh", "pipe3"] as const;
+type DecodeMode = typeof DECODE_MODES[number];
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -52,17 +66,23 @@ const { values: args } = parseArgs({
     tokens: { type: "string" },
     reps: { type: "string" },
     sweep: { type: "boolean", default: false },
+    "decode-modes": { type: "string", default: DECODE_MODES.join(",") },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode] [--formats LIST]\n" +
-      "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]",
+      "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
+      `                [--decode-modes ${DECODE_MODES.join(",")}]`,
   );
   Deno.exit(0);
 }
 const sections = new Set(args.sections!.split(","));
+const decodeModes = args["decode-modes"]!.split(",") as DecodeMode[];
+for (const m of decodeModes) {
+  if (!DECODE_MODES.includes(m)) throw new Error(`unknown decode mode ${m}`);
+}
 const formats = args.formats!.split(",") as BenchFormat[];
 
 const gpu = await requestGpu();
@@ -359,13 +379,59 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
   });
   const loadS = (performance.now() - t0) / 1000;
   try {
-    let tok = await model.forwardGreedy([1]);
-    for (let i = 0; i < warm; i++) tok = await model.forwardGreedy([tok]);
-    const startPos = model.position;
-    const t1 = performance.now();
-    for (let i = 0; i < tokens; i++) tok = await model.forwardGreedy([tok]);
-    const wallMs = (performance.now() - t1) / tokens;
-    const midPos = (startPos + model.position) / 2;
+    // Every mode starts from the same position: a reset, an 8-token prompt, `warm` steps.
+    const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+    const startAt = async (): Promise<number> => {
+      model.reset();
+      let t = await model.forwardGreedy(prompt);
+      for (let i = 0; i < warm; i++) t = await model.forwardGreedy([t]);
+      return t;
+    };
+    const modes: DecodeModeResult[] = [];
+    let tok = 1;
+    let startPos = 0;
+    let sequence: number[] | null = null;
+    for (const mode of decodeModes) {
+      model.reuseBindGroups = !mode.endsWith("-fresh");
+      tok = await startAt();
+      startPos = model.position;
+      let encodeMs = 0;
+      const produced: number[] = [];
+      const t1 = performance.now();
+      if (mode.startsWith("step")) {
+        for (let i = 0; i < tokens; i++) {
+          const e0 = performance.now();
+          const pending = model.forwardGreedy([tok]); // returns once encoded and submitted
+          encodeMs += performance.now() - e0;
+          tok = await pending;
+          produced.push(tok);
+        }
+      } else {
+        const inFlight = Number(mode.slice(4, 5));
+        const run = await model.decodeGreedy([tok], { maxNewTokens: tokens, inFlight });
+        produced.push(...run.tokens);
+        tok = produced[produced.length - 1];
+      }
+      const ms = (performance.now() - t1) / tokens;
+      // Every path must produce the same tokens (the weights are random, the argmax is not).
+      if (sequence && produced.join() !== sequence.join()) {
+        throw new Error(`decode mode ${mode} produced other tokens than ${decodeModes[0]}`);
+      }
+      sequence ??= produced;
+      modes.push({
+        mode,
+        msPerToken: ms,
+        tokensPerSecond: 1000 / ms,
+        encodeMs: mode.startsWith("step") ? encodeMs / tokens : undefined,
+      });
+      console.log(
+        `  ${mode.padEnd(12)} ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token` +
+          (mode.startsWith("step") ? `; encode+submit ${(encodeMs / tokens).toFixed(2)} ms)` : ")"),
+      );
+    }
+    model.reuseBindGroups = true;
+    const wallMs = modes[0].msPerToken;
+    const midPos = startPos + tokens / 2;
     // GPU time of one decode step (no argmax), median of three
     const gpuTimes: number[] = [];
     let dispatches = 0;
@@ -412,6 +478,8 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       ledgerPeakBytes: snap.peakBytes - before,
       ledger: snap.byCategory,
       kernels: byKernel,
+      mode: modes[0].mode,
+      modes,
     });
     const top = Object.entries(byKernel).sort((a, b) => b[1].ms - a[1].ms).slice(0, 6);
     console.log(
