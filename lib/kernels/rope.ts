@@ -85,8 +85,62 @@ export async function createRope(
     encode(batch, x, invFreq, startPos, rows) {
       requireBytes(x, rows * heads * headDim * 4, "rope x");
       requireBytes(invFreq, half * 4, "rope invFreq");
-      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).build();
+      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).u32(0).build();
       batch.dispatch(kernel, [x, invFreq], grid(Math.ceil((rows * heads * half) / 256)), p);
+    },
+  };
+}
+
+/** RoPE of queries and keys in one dispatch; see {@linkcode createRopeQk}. */
+export interface RopeQk {
+  /** Query heads per row. */
+  readonly heads: number;
+  /** Key heads per row. */
+  readonly kvHeads: number;
+  /** Head width (even). */
+  readonly headDim: number;
+  /**
+   * Rotates `q` `[rows, heads, headDim]` and `k` `[rows, kvHeads, headDim]` in place for
+   * positions `startPos ..`, exactly as two {@linkcode Rope.encode} calls would.
+   */
+  encode(
+    batch: CommandBatch,
+    q: Binding,
+    k: Binding,
+    invFreq: Binding,
+    startPos: number,
+    rows: number,
+  ): void;
+}
+
+/**
+ * Compiles RoPE for queries and keys together (one dispatch instead of two per layer).
+ *
+ * @example
+ * ```ts ignore
+ * const rope = await createRopeQk(gpu, { heads: 32, kvHeads: 8, headDim: 128 });
+ * rope.encode(batch, q, k, invFreq, startPos, rows);
+ * ```
+ */
+export async function createRopeQk(
+  gpu: Gpu,
+  opts: { heads: number; kvHeads: number; headDim: number },
+): Promise<RopeQk> {
+  const { heads, kvHeads, headDim } = opts;
+  if (headDim % 2) throw new RangeError(`rope: head_dim ${headDim} is odd`);
+  const kernel = await gpu.kernel({ file: "rope", entry: "rope_qk" });
+  const half = headDim / 2;
+  return {
+    heads,
+    kvHeads,
+    headDim,
+    encode(batch, q, k, invFreq, startPos, rows) {
+      requireBytes(q, rows * heads * headDim * 4, "rope q");
+      requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
+      requireBytes(invFreq, half * 4, "rope invFreq");
+      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).build();
+      const pairs = rows * (heads + kvHeads) * half;
+      batch.dispatch(kernel, [q, invFreq, k], grid(Math.ceil(pairs / 256)), p);
     },
   };
 }

@@ -13,7 +13,7 @@ import { type Attention, createAttention } from "../kernels/attention.ts";
 import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
 import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
 import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
-import { createRope, type Rope } from "../kernels/rope.ts";
+import { createRopeQk, type RopeQk } from "../kernels/rope.ts";
 import type { LlamaConfig } from "./config.ts";
 
 /**
@@ -28,8 +28,7 @@ import type { LlamaConfig } from "./config.ts";
 export class LlamaOps {
   #embedding: Embedding;
   #norm: RmsNorm;
-  #ropeQ: Rope;
-  #ropeK: Rope;
+  #rope: RopeQk;
   #attention: Attention;
   #elementwise: Elementwise;
   #argmax: Argmax;
@@ -37,16 +36,14 @@ export class LlamaOps {
   private constructor(
     embedding: Embedding,
     norm: RmsNorm,
-    ropeQ: Rope,
-    ropeK: Rope,
+    rope: RopeQk,
     attention: Attention,
     elementwise: Elementwise,
     argmax: Argmax,
   ) {
     this.#embedding = embedding;
     this.#norm = norm;
-    this.#ropeQ = ropeQ;
-    this.#ropeK = ropeK;
+    this.#rope = rope;
     this.#attention = attention;
     this.#elementwise = elementwise;
     this.#argmax = argmax;
@@ -62,7 +59,7 @@ export class LlamaOps {
     embedTable: GpuTensor,
     maxSeq: number,
   ): Promise<LlamaOps> {
-    const [embedding, norm, ropeQ, ropeK, attention, elementwise, argmax] = await Promise.all([
+    const [embedding, norm, rope, attention, elementwise, argmax] = await Promise.all([
       createEmbedding(gpu, {
         label: "embed_tokens",
         table: embedTable,
@@ -70,8 +67,7 @@ export class LlamaOps {
         hidden: c.hiddenSize,
       }),
       createRmsNorm(gpu, { dim: c.hiddenSize, eps: c.rmsNormEps }),
-      createRope(gpu, { heads: c.numHeads, headDim: c.headDim }),
-      createRope(gpu, { heads: c.numKvHeads, headDim: c.headDim }),
+      createRopeQk(gpu, { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }),
       createAttention(gpu, {
         numHeads: c.numHeads,
         numKvHeads: c.numKvHeads,
@@ -81,7 +77,7 @@ export class LlamaOps {
       createElementwise(gpu),
       createArgmax(gpu),
     ]);
-    return new LlamaOps(embedding, norm, ropeQ, ropeK, attention, elementwise, argmax);
+    return new LlamaOps(embedding, norm, rope, attention, elementwise, argmax);
   }
 
   /** Frees the attention scratch (the embedding table belongs to the model). */
@@ -99,7 +95,7 @@ export class LlamaOps {
     this.#norm.encode(batch, x, weight, out, rows);
   }
 
-  /** Rotates q and k in place for positions start .. start + rows - 1. */
+  /** Rotates q and k in place for positions start .. start + rows - 1 (one dispatch). */
   rope(
     batch: CommandBatch,
     q: Binding,
@@ -108,8 +104,7 @@ export class LlamaOps {
     start: number,
     rows: number,
   ): void {
-    this.#ropeQ.encode(batch, q, invFreq, start, rows);
-    this.#ropeK.encode(batch, k, invFreq, start, rows);
+    this.#rope.encode(batch, q, k, invFreq, start, rows);
   }
 
   /** Appends k, v to the layer's cache, then causal attention of q over it. */
