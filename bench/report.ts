@@ -36,7 +36,7 @@ export interface DecodeResult {
 
 /** One way of running the decode loop (see `DECODE_MODES` in bench/run.ts). */
 export interface DecodeModeResult {
-  /** `step`, `step-fresh`, `pipe2`, `pipe2-fresh`, `pipe3`. */
+  /** `step`, `step-fresh`, `pipe2`, `pipe2-fresh`, `pipe3`, `pipe4`. */
   mode: string;
   /** Wall-clock milliseconds per token. */
   msPerToken: number;
@@ -53,6 +53,7 @@ export const DECODE_MODE_NAMES: Record<string, string> = {
   pipe2: "decodeGreedy, 2 steps in flight, bind groups reused",
   "pipe2-fresh": "decodeGreedy, 2 steps in flight, new bind groups each step",
   pipe3: "decodeGreedy, 3 steps in flight, bind groups reused",
+  pipe4: "decodeGreedy, 4 steps in flight, bind groups reused",
 };
 
 /** Everything one `deno task bench` run measured. */

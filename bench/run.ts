@@ -49,11 +49,11 @@ import {
 
 /**
  * Ways to run the decode loop, timed one after another on the same model from the same position:
- * `step` calls forwardGreedy per token (each waits for its token); `pipe2`/`pipe3` run
- * decodeGreedy with 2/3 steps in flight; `-fresh` creates every bind group again per step (the
+ * `step` calls forwardGreedy per token (each waits for its token); `pipeN` runs decodeGreedy with
+ * N steps in flight; `-fresh` creates every bind group again per step (the
  * behaviour before bind groups were reused). The first mode listed is the headline number.
  */
-const DECODE_MODES = ["pipe2", "step-fresh", "step", "pipe2-fresh", "pipe3"] as const;
+const DECODE_MODES = ["pipe2", "step-fresh", "step", "pipe2-fresh", "pipe3", "pipe4"] as const;
 type DecodeMode = typeof DECODE_MODES[number];
 
 const { values: args } = parseArgs({
