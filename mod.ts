@@ -75,6 +75,7 @@ export {
   type LinearFactory,
   type LinearName,
   type LinearRequest,
+  linearShapes,
   LlamaModel,
   type LoadOptions,
   type LogitsWanted,
@@ -167,7 +168,6 @@ export { compareLogits, klDivergence, type LogitsComparison } from "./lib/eval/d
 export {
   type CategoryBytes,
   estimateMemory,
-  linearShapes,
   type MemoryEstimate,
   type MemoryEstimateOptions,
 } from "./lib/eval/memory.ts";

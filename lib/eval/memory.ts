@@ -26,7 +26,7 @@ import type { LlamaConfig } from "../model/config.ts";
 import {
   activationFloats,
   LINEAR_NAMES,
-  type LinearName,
+  linearShapes,
   uniformBytesPerChunk,
 } from "../model/llama.ts";
 import { parameterCount } from "../model/presets.ts";
@@ -78,21 +78,6 @@ export interface MemoryEstimate {
 }
 
 const rounded = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
-
-/** [out, in] of each linear layer of a block. */
-export function linearShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  return {
-    "self_attn.q_proj": [q, c.hiddenSize],
-    "self_attn.k_proj": [kv, c.hiddenSize],
-    "self_attn.v_proj": [kv, c.hiddenSize],
-    "self_attn.o_proj": [c.hiddenSize, q],
-    "mlp.gate_proj": [c.intermediateSize, c.hiddenSize],
-    "mlp.up_proj": [c.intermediateSize, c.hiddenSize],
-    "mlp.down_proj": [c.hiddenSize, c.intermediateSize],
-  };
-}
 
 const INT8_FORMATS: readonly QuantFormat[] = ["int8-absmax", "int8-vectorwise", "llm-int8"];
 

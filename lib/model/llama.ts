@@ -41,6 +41,29 @@ export const LINEAR_NAMES = [
 /** One of {@linkcode LINEAR_NAMES}. */
 export type LinearName = typeof LINEAR_NAMES[number];
 
+/**
+ * `[outFeatures, inFeatures]` of each linear layer of a block, as stored in the checkpoint.
+ *
+ * @example
+ * ```ts ignore
+ * import { linearShapes } from "./llama.ts";
+ * linearShapes(config)["mlp.down_proj"]; // [hidden, intermediate]
+ * ```
+ */
+export function linearShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return {
+    "self_attn.q_proj": [q, c.hiddenSize],
+    "self_attn.k_proj": [kv, c.hiddenSize],
+    "self_attn.v_proj": [kv, c.hiddenSize],
+    "self_attn.o_proj": [c.hiddenSize, q],
+    "mlp.gate_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.up_proj": [c.intermediateSize, c.hiddenSize],
+    "mlp.down_proj": [c.hiddenSize, c.intermediateSize],
+  };
+}
+
 /** What a {@linkcode LinearFactory} is asked to build. */
 export interface LinearRequest {
   /** Full tensor name, e.g. `model.layers.3.mlp.down_proj.weight`. */
@@ -661,17 +684,7 @@ async function loadWeights(
   const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
   let done = 0;
   const progress = (name: string) => options.onProgress?.(++done, total, name);
-  const kvDim = c.numKvHeads * c.headDim;
-  const qDim = c.numHeads * c.headDim;
-  const shapes: Record<LinearName, [number, number]> = {
-    "self_attn.q_proj": [qDim, c.hiddenSize],
-    "self_attn.k_proj": [kvDim, c.hiddenSize],
-    "self_attn.v_proj": [kvDim, c.hiddenSize],
-    "self_attn.o_proj": [c.hiddenSize, qDim],
-    "mlp.gate_proj": [c.intermediateSize, c.hiddenSize],
-    "mlp.up_proj": [c.intermediateSize, c.hiddenSize],
-    "mlp.down_proj": [c.hiddenSize, c.intermediateSize],
-  };
+  const shapes = linearShapes(c);
   const own = <T extends { destroy(): void }>(t: T): T => {
     owned.push(t);
     return t;

@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import { MEMORY_CATEGORIES } from "../../lib/gpu/ledger.ts";
-import { estimateMemory, linearShapes } from "../../lib/eval/memory.ts";
-import { LINEAR_NAMES, LlamaModel } from "../../lib/model/llama.ts";
+import { estimateMemory } from "../../lib/eval/memory.ts";
+import { LINEAR_NAMES, linearShapes, LlamaModel } from "../../lib/model/llama.ts";
 import { loadLlamaConfig } from "../../lib/model/config.ts";
 import { presetConfig } from "../../lib/model/presets.ts";
 import { packedBytesFor, QUANT_FORMATS } from "../../lib/quant/formats.ts";
