@@ -26,13 +26,14 @@ Options:
   --context N        KV cache positions (default 4096)
   --batch N          sequences at once (default 1)
   --kv f16|f32       KV cache storage (default f16)
-  --budgets LIST     card sizes in GB (default 8,12,16,24)
+  --budgets LIST     card sizes in GB as vendors state them, which are GiB (default 8,12,16,24)
   --json FILE        also write the estimates as JSON
   -h, --help         this text
 `;
 
-const GB = 1e9;
+// A "16 GB" card has 16 GiB of memory (vendors count GPU memory in binary units).
 const GiB = 2 ** 30;
+const CARD_GB = GiB;
 
 /** One row of the estimate table. */
 interface Row {
@@ -120,13 +121,14 @@ export async function estimateCommand(args: string[]): Promise<number> {
         gib(e.afterLoad["kv-cache"]),
         gib(e.staticBytes),
         gib(e.peakBytes),
-        ...budgets.map((b) => (e.peakBytes <= b * GB ? "fits" : "no")),
+        ...budgets.map((b) => (e.peakBytes <= b * CARD_GB ? "fits" : "no")),
       ]),
     }) + "\n",
   );
   out(
     `\ncontext ${values.context} tokens, batch ${values.batch}, ${values.kv} KV cache; ` +
-      `"fits" means the ledger's peak is within the card's memory (driver overhead not counted)\n`,
+      `"fits" means the ledger's peak is within the card's memory (GB = GiB, as vendors count ` +
+      `GPU memory; driver overhead not counted)\n`,
   );
   if (values.json) {
     await writeJson(values.json, {
@@ -137,7 +139,7 @@ export async function estimateCommand(args: string[]): Promise<number> {
       rows: rows.map(({ model, estimate }) => ({
         model,
         ...estimate,
-        fits: Object.fromEntries(budgets.map((b) => [`${b}GB`, estimate.peakBytes <= b * GB])),
+        fits: Object.fromEntries(budgets.map((b) => [`${b}GB`, estimate.peakBytes <= b * CARD_GB])),
       })),
     });
   }
