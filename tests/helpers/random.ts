@@ -1,16 +1,9 @@
 /** Seeded random numbers for tests: every test input is reproducible from its seed. */
 
-/** A mulberry32 generator: uniform floats in [0, 1). */
-export function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../lib/model/sampling.ts";
+
+/** A mulberry32 generator: uniform floats in [0, 1) (the sampler's own). */
+export const makeRng: (seed: number) => () => number = seededRandom;
 
 /** `n` standard normal samples (Box-Muller), times `scale`. */
 export function randn(n: number, seed: number, scale = 1): Float32Array {
