@@ -279,12 +279,22 @@ def main() -> int:
     results = []
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
-        try:
-            result = run_one(path, args)
-        except Exception as error:  # the kernel did not start, died, or the file is unreadable
-            result = {"notebook": str(path), "ok": False, "seconds": 0, "cells": 0, "plots": 0,
-                      "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
-                      "problems": [f"{type(error).__name__}: {error}"]}
+        # A kernel that fails to start (or whose first messages fail their HMAC check: a message
+        # from the previous, still-closing kernel on a reused port) has run no cell, so one more
+        # attempt cannot hide a notebook error; a failure inside a cell is never retried.
+        for attempt in (1, 2):
+            try:
+                result = run_one(path, args)
+                break
+            except Exception as error:  # the kernel did not start, died, or the file is unreadable
+                result = {"notebook": str(path), "ok": False, "seconds": 0, "cells": 0,
+                          "plots": 0, "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
+                          "problems": [f"{type(error).__name__}: {error}"]}
+                startup = "Invalid Signature" in str(error) or "kernel_info" in str(error)
+                if attempt == 1 and startup:
+                    print(f"    kernel setup failed ({type(error).__name__}: {error}); "
+                          "starting a fresh kernel", flush=True)
+                    time.sleep(2)
         results.append(result)
         late = result["late_after_idle"] + result["late_in_later_cell"]
         print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s: "
