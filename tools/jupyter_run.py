@@ -279,10 +279,12 @@ def main() -> int:
     results = []
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
-        # A kernel that fails to start (or whose first messages fail their HMAC check: a message
-        # from the previous, still-closing kernel on a reused port) has run no cell, so one more
-        # attempt cannot hide a notebook error; a failure inside a cell is never retried.
-        for attempt in (1, 2):
+        # A kernel whose start fails — notably the Deno kernel's first messages failing their
+        # HMAC check ("Invalid Signature"), seen about once in 50 starts under load, before any
+        # cell has run — gets fresh starts with growing pauses. A failure inside a cell is never
+        # retried, so no notebook error can be hidden.
+        attempts = 4
+        for attempt in range(1, attempts + 1):
             try:
                 result = run_one(path, args)
                 break
@@ -291,10 +293,11 @@ def main() -> int:
                           "plots": 0, "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
                           "problems": [f"{type(error).__name__}: {error}"]}
                 startup = "Invalid Signature" in str(error) or "kernel_info" in str(error)
-                if attempt == 1 and startup:
-                    print(f"    kernel setup failed ({type(error).__name__}: {error}); "
-                          "starting a fresh kernel", flush=True)
-                    time.sleep(2)
+                if attempt == attempts or not startup:
+                    break
+                print(f"    kernel setup failed ({type(error).__name__}: {error}); "
+                      f"starting a fresh kernel (attempt {attempt + 1} of {attempts})", flush=True)
+                time.sleep(3 * 2 ** (attempt - 1))
         results.append(result)
         late = result["late_after_idle"] + result["late_in_later_cell"]
         print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s: "
