@@ -280,7 +280,7 @@ def main() -> int:
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
         # A kernel whose start fails — notably the Deno kernel's first messages failing their
-        # HMAC check ("Invalid Signature"), seen about once in 50 starts under load, before any
+        # HMAC check ("Invalid Signature"), seen 3 times in about 60 starts here under load, before any
         # cell has run — gets fresh starts with growing pauses. A failure inside a cell is never
         # retried, so no notebook error can be hidden.
         attempts = 4
