@@ -34,50 +34,56 @@ fn turn(pos: u32, i: u32) -> vec2<f32> {
   return vec2<f32>(cos(r), sin(r));
 }
 
+// Pair `idx` of a [rows, heads, head_dim] tensor: the indices of its two halves and its angle.
+struct Pair {
+  lo: u32,
+  hi: u32,
+  cs: vec2<f32>,
+}
+
+fn pair(idx: u32, heads: u32) -> Pair {
+  let i = idx % p.half_dim;
+  let row_head = idx / p.half_dim;
+  let lo = row_head * 2u * p.half_dim + i;
+  return Pair(lo, lo + p.half_dim, turn(p.start_pos + row_head / heads, i));
+}
+
+// (a, b) rotated by the angle whose cosine and sine are cs.
+fn rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
+  return vec2<f32>(a * cs.x - b * cs.y, b * cs.x + a * cs.y);
+}
+
 @compute @workgroup_size(WG)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.rows * p.heads * p.half_dim) {
     return;
   }
-  let i = idx % p.half_dim;
-  let row_head = idx / p.half_dim;
-  let cs = turn(p.start_pos + row_head / p.heads, i);
-  let lo = row_head * 2u * p.half_dim + i;
-  let hi = lo + p.half_dim;
-  let a = x[lo];
-  let b = x[hi];
-  x[lo] = a * cs.x - b * cs.y;
-  x[hi] = b * cs.x + a * cs.y;
+  let q = pair(idx, p.heads);
+  let r = rotate(x[q.lo], x[q.hi], q.cs);
+  x[q.lo] = r.x;
+  x[q.hi] = r.y;
 }
 
+// Queries (x) and keys (x2) in one dispatch: the first rows·heads·half_dim invocations rotate
+// queries, the next rows·heads_k·half_dim keys.
 @compute @workgroup_size(WG)
 fn rope_qk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = gid.x + gid.y * nwg.x * WG;
   let q_pairs = p.rows * p.heads * p.half_dim;
   if (idx < q_pairs) {
-    let i = idx % p.half_dim;
-    let row_head = idx / p.half_dim;
-    let cs = turn(p.start_pos + row_head / p.heads, i);
-    let lo = row_head * 2u * p.half_dim + i;
-    let hi = lo + p.half_dim;
-    let a = x[lo];
-    let b = x[hi];
-    x[lo] = a * cs.x - b * cs.y;
-    x[hi] = b * cs.x + a * cs.y;
+    let q = pair(idx, p.heads);
+    let r = rotate(x[q.lo], x[q.hi], q.cs);
+    x[q.lo] = r.x;
+    x[q.hi] = r.y;
     return;
   }
   let kdx = idx - q_pairs;
   if (kdx >= p.rows * p.heads_k * p.half_dim) {
     return;
   }
-  let i = kdx % p.half_dim;
-  let row_head = kdx / p.half_dim;
-  let cs = turn(p.start_pos + row_head / p.heads_k, i);
-  let lo = row_head * 2u * p.half_dim + i;
-  let hi = lo + p.half_dim;
-  let a = x2[lo];
-  let b = x2[hi];
-  x2[lo] = a * cs.x - b * cs.y;
-  x2[hi] = b * cs.x + a * cs.y;
+  let k = pair(kdx, p.heads_k);
+  let r = rotate(x2[k.lo], x2[k.hi], k.cs);
+  x2[k.lo] = r.x;
+  x2[k.hi] = r.y;
 }
