@@ -1,6 +1,10 @@
 // RMSNorm: out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight, one workgroup per row.
 // x, weight and out are f32; out must not alias x (WebGPU forbids a buffer bound both
 // read-only and writable in one dispatch).
+//
+// `add_rmsnorm` first adds a residual branch in place, x[r, :] += delta[r, :], then normalises
+// the sum: the residual add that ends one half of a Llama block and the norm that starts the next
+// in one dispatch. Each thread re-reads only the sums it wrote itself.
 
 struct Params {
   rows: u32,
@@ -12,6 +16,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// add_rmsnorm: x is updated in place
+@group(0) @binding(1) var<storage, read_write> x_rw: array<f32>;
+@group(0) @binding(4) var<storage, read> delta: array<f32>;
 
 override WG: u32 = 256u; // a power of two
 
@@ -33,6 +40,14 @@ fn rmsnorm(
     let v = x[base + i];
     s += v * v;
   }
+  let inv = inverse_rms(lid, s);
+  for (var i = lid; i < p.dim; i += WG) {
+    out[base + i] = x[base + i] * inv * weight[i];
+  }
+}
+
+// 1 / sqrt(mean square + eps) of the row whose per-thread sums of squares are `s`.
+fn inverse_rms(lid: u32, s: f32) -> f32 {
   partial[lid] = s;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
@@ -42,8 +57,28 @@ fn rmsnorm(
     workgroupBarrier();
   }
   // 1 / sqrt rather than inverseSqrt: the latter may be a low-precision approximation.
-  let inv = 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
+  return 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
+}
+
+@compute @workgroup_size(WG)
+fn add_rmsnorm(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) {
+    return; // uniform for the workgroup
+  }
+  let base = row * p.dim;
+  var s = 0.0;
   for (var i = lid; i < p.dim; i += WG) {
-    out[base + i] = x[base + i] * inv * weight[i];
+    let v = x_rw[base + i] + delta[base + i];
+    x_rw[base + i] = v;
+    s += v * v;
+  }
+  let inv = inverse_rms(lid, s);
+  for (var i = lid; i < p.dim; i += WG) {
+    out[base + i] = x_rw[base + i] * inv * weight[i];
   }
 }

@@ -2,6 +2,10 @@
 // "rotate half" convention: for i < head_dim / 2 the pair (x[i], x[i + head_dim/2]) turns by
 // angle (start_pos + row) * inv_freq[i]. One thread per pair. `rope_qk` turns queries and keys
 // (heads_k heads per row, in x2) in one dispatch: threads past the queries' pairs take the keys'.
+// `rope_qk_cache` turns the queries in place and stores the turned keys and the values straight
+// into a layer's f16 KV cache (attention.wgsl's layout: [max_seq, heads_k, head_dim], two f16
+// per u32, element 2j in the low half) at positions start_pos .., so a decode step needs one
+// dispatch between the q/k/v products and attention instead of two.
 
 struct Params {
   rows: u32,
@@ -15,6 +19,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x2: array<f32>;
+// rope_qk_cache: x2 holds the keys (read only), then
+@group(0) @binding(4) var<storage, read> v_in: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;
 
 override WG: u32 = 256u;
 
@@ -86,4 +94,47 @@ fn rope_qk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   let r = rotate(x2[k.lo], x2[k.hi], k.cs);
   x2[k.lo] = r.x;
   x2[k.hi] = r.y;
+}
+
+// Element e of a key head at position pos after the turn (the lo or hi half of its pair, with the
+// same products as `rotate`).
+fn turned_key(head_base: u32, e: u32, pos: u32) -> f32 {
+  let i = e % p.half_dim;
+  let cs = turn(pos, i);
+  let a = x2[head_base + i];
+  let b = x2[head_base + i + p.half_dim];
+  let r = rotate(a, b, cs);
+  return select(r.x, r.y, e >= p.half_dim);
+}
+
+// Queries in place as in rope_qk; then one thread per cache word (two neighbouring elements of
+// a key head and of a value head): rows · heads_k · half_dim words, the same thread count as the
+// keys' pairs.
+@compute @workgroup_size(WG)
+fn rope_qk_cache(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  let q_pairs = p.rows * p.heads * p.half_dim;
+  if (idx < q_pairs) {
+    let q = pair(idx, p.heads);
+    let r = rotate(x[q.lo], x[q.hi], q.cs);
+    x[q.lo] = r.x;
+    x[q.hi] = r.y;
+    return;
+  }
+  let w = idx - q_pairs; // word index within the new rows' [rows, heads_k, half_dim] words
+  if (w >= p.rows * p.heads_k * p.half_dim) {
+    return;
+  }
+  let row_head = w / p.half_dim;
+  let e = 2u * (w % p.half_dim); // first of the word's two elements in its head
+  let pos = p.start_pos + row_head / p.heads_k;
+  let head_base = row_head * 2u * p.half_dim;
+  let k0 = turned_key(head_base, e, pos);
+  let k1 = turned_key(head_base, e + 1u, pos);
+  let dst = p.start_pos * p.heads_k * p.half_dim + w;
+  k_cache[dst] = pack2x16float(vec2<f32>(k0, k1));
+  v_cache[dst] = pack2x16float(v_in[w]);
 }

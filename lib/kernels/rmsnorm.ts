@@ -43,6 +43,18 @@ export interface RmsNorm {
   readonly eps: number;
   /** Records `out = rmsnorm(x) * weight` for `rows` rows; `out` must not alias `x`. */
   encode(batch: CommandBatch, x: Binding, weight: Binding, out: Binding, rows: number): void;
+  /**
+   * Records `x += delta`, then `out = rmsnorm(x) * weight`, in one dispatch (the residual add
+   * of a block and the next norm); `x` ends up holding the sum, as an add kernel would leave it.
+   */
+  encodeAdd(
+    batch: CommandBatch,
+    x: Binding,
+    delta: Binding,
+    weight: Binding,
+    out: Binding,
+    rows: number,
+  ): void;
 }
 
 /**
@@ -61,16 +73,27 @@ export async function createRmsNorm(
   const { dim, eps } = opts;
   const wg = opts.workgroupSize ?? 256;
   if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
-  const kernel = await gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } });
+  const [kernel, withAdd] = await Promise.all([
+    gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } }),
+    gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm", constants: { WG: wg } }),
+  ]);
+  const check = (x: Binding, weight: Binding, out: Binding, rows: number) => {
+    requireBytes(x, rows * dim * 4, "rmsnorm x");
+    requireBytes(weight, dim * 4, "rmsnorm weight");
+    requireBytes(out, rows * dim * 4, "rmsnorm out");
+  };
+  const p = (rows: number) => params().u32(rows).u32(dim).f32(eps).build();
   return {
     dim,
     eps,
     encode(batch, x, weight, out, rows) {
-      requireBytes(x, rows * dim * 4, "rmsnorm x");
-      requireBytes(weight, dim * 4, "rmsnorm weight");
-      requireBytes(out, rows * dim * 4, "rmsnorm out");
-      const p = params().u32(rows).u32(dim).f32(eps).build();
-      batch.dispatch(kernel, [x, weight, out], grid(rows), p);
+      check(x, weight, out, rows);
+      batch.dispatch(kernel, [x, weight, out], grid(rows), p(rows));
+    },
+    encodeAdd(batch, x, delta, weight, out, rows) {
+      check(x, weight, out, rows);
+      requireBytes(delta, rows * dim * 4, "rmsnorm delta");
+      batch.dispatch(withAdd, [x, weight, out, delta], grid(rows), p(rows));
     },
   };
 }

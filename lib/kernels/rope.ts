@@ -111,6 +111,24 @@ export interface RopeQk {
     startPos: number,
     rows: number,
   ): void;
+  /**
+   * Rotates `q` in place as {@linkcode RopeQk.encode} does, and stores the rotated `k` and `v`
+   * (both `[rows, kvHeads, headDim]` f32; `k` itself is left as it was) into a layer's f16 KV
+   * cache at positions `startPos ..` — what `encode` followed by the attention's `writeKv` leaves
+   * in the cache, in one dispatch. The caches use the attention's layout
+   * (`[maxSeq, kvHeads, headDim]`, two f16 per u32).
+   */
+  encodeToCache(
+    batch: CommandBatch,
+    q: Binding,
+    k: Binding,
+    v: Binding,
+    invFreq: Binding,
+    cacheK: Binding,
+    cacheV: Binding,
+    startPos: number,
+    rows: number,
+  ): void;
 }
 
 /**
@@ -128,19 +146,36 @@ export async function createRopeQk(
 ): Promise<RopeQk> {
   const { heads, kvHeads, headDim } = opts;
   if (headDim % 2) throw new RangeError(`rope: head_dim ${headDim} is odd`);
-  const kernel = await gpu.kernel({ file: "rope", entry: "rope_qk" });
+  const [kernel, toCache] = await Promise.all([
+    gpu.kernel({ file: "rope", entry: "rope_qk" }),
+    gpu.kernel({ file: "rope", entry: "rope_qk_cache" }),
+  ]);
   const half = headDim / 2;
+  const check = (q: Binding, k: Binding, invFreq: Binding, rows: number) => {
+    requireBytes(q, rows * heads * headDim * 4, "rope q");
+    requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
+    requireBytes(invFreq, half * 4, "rope invFreq");
+  };
+  // Both entries run one thread per query pair plus one per key pair (or cache word).
+  const groups = (rows: number) => grid(Math.ceil((rows * (heads + kvHeads) * half) / 256));
+  const p = (rows: number, startPos: number) =>
+    params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).build();
   return {
     heads,
     kvHeads,
     headDim,
     encode(batch, q, k, invFreq, startPos, rows) {
-      requireBytes(q, rows * heads * headDim * 4, "rope q");
-      requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
-      requireBytes(invFreq, half * 4, "rope invFreq");
-      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).build();
-      const pairs = rows * (heads + kvHeads) * half;
-      batch.dispatch(kernel, [q, invFreq, k], grid(Math.ceil(pairs / 256)), p);
+      check(q, k, invFreq, rows);
+      batch.dispatch(kernel, [q, invFreq, k], groups(rows), p(rows, startPos));
+    },
+    encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, startPos, rows) {
+      check(q, k, invFreq, rows);
+      requireBytes(v, rows * kvHeads * headDim * 4, "rope v");
+      const cacheBytes = (startPos + rows) * kvHeads * headDim * 2;
+      requireBytes(cacheK, cacheBytes, "rope cacheK (too short?)");
+      requireBytes(cacheV, cacheBytes, "rope cacheV (too short?)");
+      const bindings = [q, invFreq, k, v, cacheK, cacheV];
+      batch.dispatch(toCache, bindings, groups(rows), p(rows, startPos));
     },
   };
 }

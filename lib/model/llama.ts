@@ -614,21 +614,29 @@ export class LlamaModel {
       s.ids.write(this.gpu.device, new Uint32Array(tokens));
     }
     ops.embed(batch, s.ids, s.x, rows);
+    // The residual add after down_proj waits for the next norm, which does both in one dispatch
+    // (not while capturing: "block_out" is recorded right after the add).
+    let pendingAdd = false;
+    const norm = (weight: Binding) => {
+      if (pendingAdd) ops.addRmsnorm(batch, s.x, s.proj, weight, s.xn, rows);
+      else ops.rmsnorm(batch, s.x, weight, s.xn, rows);
+      pendingAdd = false;
+    };
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];
       const lin = w.linears;
       // attention
-      ops.rmsnorm(batch, s.x, w.attnNorm, s.xn, rows);
+      norm(w.attnNorm);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
       lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
       lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows);
       lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows);
-      ops.rope(batch, s.q, s.k, s.invFreq, pos, rows);
       ops.attention(
         batch,
         s.q,
         s.k,
         s.v,
+        s.invFreq,
         s.keyCache[l],
         s.valueCache[l],
         s.att,
@@ -637,21 +645,28 @@ export class LlamaModel {
       );
       capture?.("o_in", l, s.att, c.numHeads * c.headDim);
       lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows);
-      ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
       // MLP
-      ops.rmsnorm(batch, s.x, w.mlpNorm, s.xn, rows);
+      pendingAdd = true;
+      norm(w.mlpNorm);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
       lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
       lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows);
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
       capture?.("down_in", l, s.gate, c.intermediateSize);
       lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
-      ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
-      capture?.("block_out", l, s.x, c.hiddenSize);
+      pendingAdd = true;
+      if (capture) {
+        ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
+        pendingAdd = false;
+        capture("block_out", l, s.x, c.hiddenSize);
+      }
     }
     this.#pos += rows;
-    if (headRows === 0) return;
-    ops.rmsnorm(batch, s.x, this.norm, s.xn, rows);
+    if (headRows === 0) {
+      if (pendingAdd) ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
+      return;
+    }
+    norm(this.norm);
     const first = rows - headRows;
     const rowBytes = c.hiddenSize * 4;
     const input: Binding = first === 0

@@ -95,31 +95,35 @@ export class LlamaOps {
     this.#norm.encode(batch, x, weight, out, rows);
   }
 
-  /** Rotates q and k in place for positions start .. start + rows - 1 (one dispatch). */
-  rope(
+  /** x += delta, then out = rmsnorm(x) * weight, row by row (one dispatch). */
+  addRmsnorm(
     batch: CommandBatch,
-    q: Binding,
-    k: Binding,
-    invFreq: Binding,
-    start: number,
+    x: Binding,
+    delta: Binding,
+    weight: Binding,
+    out: Binding,
     rows: number,
   ): void {
-    this.#rope.encode(batch, q, k, invFreq, start, rows);
+    this.#norm.encodeAdd(batch, x, delta, weight, out, rows);
   }
 
-  /** Appends k, v to the layer's cache, then causal attention of q over it. */
+  /**
+   * Rotates q in place and appends the rotated k and v to the layer's cache for positions
+   * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache.
+   */
   attention(
     batch: CommandBatch,
     q: Binding,
     k: Binding,
     v: Binding,
+    invFreq: Binding,
     cacheK: Binding,
     cacheV: Binding,
     out: Binding,
     start: number,
     rows: number,
   ): void {
-    this.#attention.writeKv(batch, k, v, cacheK, cacheV, start, rows);
+    this.#rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, start, rows);
     this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows);
   }
 

@@ -28,3 +28,33 @@ Deno.test("RMSNorm matches cpuRmsNorm (rows 1, 3, 37; widths below, at and above
       for (const t of [tx, tw, to]) t.destroy();
     }
   }));
+
+// The fused residual add: x + delta is one f32 addition per element, as the add kernel does, so
+// the updated x must equal the twin's sum exactly; the norm of it keeps the tolerance above.
+Deno.test("add + RMSNorm in one dispatch: x += delta exactly, then cpuRmsNorm of the sum", () =>
+  withGpu({}, async (gpu) => {
+    for (const [rows, dim, eps] of [[1, 4096, 1e-5], [3, 66, 1e-6], [37, 300, 1e-5]]) {
+      const x = randn(rows * dim, 7 * rows + dim, 3);
+      const delta = randn(rows * dim, 11 * rows + dim, 2);
+      const w = uniform(dim, dim + 1, 0.5, 1.5);
+      const n = await createRmsNorm(gpu, { dim, eps });
+      const [tx, td, tw] = [
+        f32Tensor(gpu, "x", x),
+        f32Tensor(gpu, "delta", delta),
+        f32Tensor(gpu, "w", w),
+      ];
+      const to = emptyF32(gpu, "out", rows * dim);
+      const batch = new CommandBatch(gpu);
+      n.encodeAdd(batch, tx, td, tw, to, rows);
+      batch.submit();
+      const sum = x.map((v, i) => v + delta[i]);
+      assertClose(await gpu.readF32(tx), sum, { atol: 0 }, `x + delta rows=${rows} dim=${dim}`);
+      assertClose(
+        await gpu.readF32(to),
+        cpuRmsNorm(sum, w, rows, dim, eps),
+        { atol: 1e-6, rtol: 1e-5 },
+        `add_rmsnorm rows=${rows} dim=${dim}`,
+      );
+      for (const t of [tx, td, tw, to]) t.destroy();
+    }
+  }));
