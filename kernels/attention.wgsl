@@ -8,8 +8,9 @@
 //   write_kv  converts k, v [rows, num_kv_heads, HEAD_DIM] (f32) to f16 into positions
 //             start_pos .. start_pos + rows - 1. One thread per pair.
 //   attend    one workgroup per (row, query head). Keys go by in blocks of ATT_WG, one key per
-//             thread, with an online softmax (running max m and sum l, f32): workgroup memory
-//             stays at HEAD_DIM + ATT_WG floats whatever the sequence length.
+//             thread, with an online softmax (running max m and sum l, f32; the block's max and
+//             sum by tree reductions): workgroup memory stays at HEAD_DIM + 2 * ATT_WG floats
+//             whatever the sequence length.
 //   attend_split + attend_combine
 //             the same over `splits` ranges of split_keys positions each, one workgroup per
 //             (row, head, range), then a merge of the partial (m, l, acc) — "flash decoding".
@@ -28,7 +29,7 @@ struct Params {
 }
 
 override HEAD_DIM: u32 = 64u; // even
-override ATT_WG: u32 = 64u; // threads per workgroup = keys per block; HEAD_DIM <= 8 * ATT_WG
+override ATT_WG: u32 = 64u; // threads per workgroup = keys per block, a power of two; HEAD_DIM <= 8 * ATT_WG
 const MAX_PAIRS: u32 = 4u; // value pairs per thread
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -68,6 +69,7 @@ fn write_kv(
 
 var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
 var<workgroup> p_s: array<f32, ATT_WG>;
+var<workgroup> red: array<f32, ATT_WG>;
 
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
@@ -106,28 +108,31 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
       }
       s = d;
     }
-    p_s[lid] = s;
-    workgroupBarrier();
-    var m_new = r.m;
-    for (var t = 0u; t < n_here; t++) {
-      m_new = max(m_new, p_s[t]);
-    }
-    workgroupBarrier(); // all have read the scores before they become probabilities
-    p_s[lid] = exp(s - m_new);
-    workgroupBarrier();
+    let m_new = max(r.m, block_max(lid, s));
+    let e = exp(s - m_new); // 0 past n_here: s is NEG_BIG there
+    p_s[lid] = e;
+    let sum = block_sum(lid, e); // its barriers also publish p_s
     let alpha = exp(r.m - m_new);
     r.m = m_new;
-    var sum = 0.0;
-    for (var t = 0u; t < n_here; t++) {
-      sum += p_s[t];
-    }
     r.l = r.l * alpha + sum;
     for (var c = 0u; c < MAX_PAIRS; c++) {
       let i = lid + c * ATT_WG;
       if (i < hp) {
+        let col = kv_off + i;
         var a = r.acc[c] * alpha;
-        for (var t = 0u; t < n_here; t++) {
-          a += p_s[t] * unpack2x16float(v_cache[(j0 + t) * kv_stride + kv_off + i]);
+        // Four keys per step with their loads issued together: the sum over keys is one long
+        // dependent chain per thread, and one load in flight at a time left it latency-bound.
+        var t = 0u;
+        for (; t + 4u <= n_here; t += 4u) {
+          let row = (j0 + t) * kv_stride + col;
+          let v0 = unpack2x16float(v_cache[row]);
+          let v1 = unpack2x16float(v_cache[row + kv_stride]);
+          let v2 = unpack2x16float(v_cache[row + 2u * kv_stride]);
+          let v3 = unpack2x16float(v_cache[row + 3u * kv_stride]);
+          a += (p_s[t] * v0 + p_s[t + 1u] * v1) + (p_s[t + 2u] * v2 + p_s[t + 3u] * v3);
+        }
+        for (; t < n_here; t++) {
+          a += p_s[t] * unpack2x16float(v_cache[(j0 + t) * kv_stride + col]);
         }
         r.acc[c] = a;
       }
@@ -135,6 +140,36 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     workgroupBarrier(); // the next block overwrites p_s
   }
   return r;
+}
+
+// The max over the workgroup of one value per thread (a tree in workgroup memory).
+fn block_max(lid: u32, v: f32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var stride = ATT_WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      red[lid] = max(red[lid], red[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  let m = red[0];
+  workgroupBarrier(); // everyone has read red[0] before it is reused
+  return m;
+}
+
+// The sum over the workgroup of one value per thread.
+fn block_sum(lid: u32, v: f32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var stride = ATT_WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      red[lid] += red[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
 }
 
 @compute @workgroup_size(ATT_WG)

@@ -188,6 +188,9 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
         `${numHeads}/${numKvHeads} heads of ${headDim}`,
     );
   }
+  if (wg < 1 || wg & (wg - 1)) {
+    throw new RangeError(`attention: workgroup size ${wg} is not a power of two`);
+  }
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
