@@ -91,7 +91,21 @@ fn gemv(
 #if K8
     let units = p.k / 8u;
     let base = n * units;
-    for (var u = lane; u < units; u += GEMV_TPR) {
+    // Four units per step, their loads issued together: at 4096x4096 the whole grid fits in
+    // one wave at half occupancy, so each thread must keep several loads in flight for the
+    // memory system to see enough requests.
+    var u = lane;
+    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
+      let a = dot8(x4[2u * u], x4[2u * u + 1u], base + u);
+      let v = u + GEMV_TPR;
+      let b = dot8(x4[2u * v], x4[2u * v + 1u], base + v);
+      let w = v + GEMV_TPR;
+      let c = dot8(x4[2u * w], x4[2u * w + 1u], base + w);
+      let z = w + GEMV_TPR;
+      let d = dot8(x4[2u * z], x4[2u * z + 1u], base + z);
+      acc += (a + b) + (c + d);
+    }
+    for (; u < units; u += GEMV_TPR) {
       acc += dot8(x4[2u * u], x4[2u * u + 1u], base + u);
     }
 #else
