@@ -36,13 +36,16 @@ export interface DecodeResult {
 
 /** One way of running the decode loop (see `DECODE_MODES` in bench/run.ts). */
 export interface DecodeModeResult {
-  /** `step`, `step-fresh`, `pipe2`, `pipe2-fresh`, `pipe3`, `pipe4`. */
+  /** A key of {@linkcode DECODE_MODE_NAMES}, e.g. `step` or `pipe8`. */
   mode: string;
   /** Wall-clock milliseconds per token. */
   msPerToken: number;
   /** Tokens per second. */
   tokensPerSecond: number;
-  /** Step modes: CPU milliseconds per step to encode and submit it. */
+  /**
+   * Step modes: milliseconds per step until `forwardGreedy` returns its promise: encoding,
+   * `submit`, and (in Deno) `mapAsync`'s blocking wait for the GPU to finish the step.
+   */
   encodeMs?: number;
 }
 
@@ -50,10 +53,14 @@ export interface DecodeModeResult {
 export const DECODE_MODE_NAMES: Record<string, string> = {
   "step-fresh": "forwardGreedy per token, new bind groups each step",
   step: "forwardGreedy per token, bind groups reused",
-  pipe2: "decodeGreedy, 2 steps in flight, bind groups reused",
-  "pipe2-fresh": "decodeGreedy, 2 steps in flight, new bind groups each step",
-  pipe3: "decodeGreedy, 3 steps in flight, bind groups reused",
-  pipe4: "decodeGreedy, 4 steps in flight, bind groups reused",
+  pipe1: "decodeGreedy, each token read before the next step",
+  pipe2: "decodeGreedy, tokens read in groups of 2, the next group running meanwhile",
+  "pipe2-fresh": "decodeGreedy, groups of 2, new bind groups each step",
+  pipe4: "decodeGreedy, tokens read in groups of 4, the next group running meanwhile",
+  pipe8: "decodeGreedy, tokens read in groups of 8, the next group running meanwhile",
+  pipe16: "decodeGreedy, tokens read in groups of 16, the next group running meanwhile",
+  // Results recorded before tokens were read in groups: N steps in a sliding window.
+  pipe3: "decodeGreedy (sliding window, before grouped readback), 3 steps in flight",
 };
 
 /** Everything one `deno task bench` run measured. */
@@ -217,7 +224,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
     tables.push({
       title: "Decode paths (same model, same positions)",
       table: {
-        columns: ["model", "format", "mode", "tokens/s", "ms/token", "encode+submit ms/step"],
+        columns: ["model", "format", "mode", "tokens/s", "ms/token", "sync part ms/step"],
         rows: withModes.flatMap((d) =>
           d.modes!.map((m) => [
             d.model,

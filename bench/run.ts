@@ -49,11 +49,22 @@ import {
 
 /**
  * Ways to run the decode loop, timed one after another on the same model from the same position:
- * `step` calls forwardGreedy per token (each waits for its token); `pipeN` runs decodeGreedy with
- * N steps in flight; `-fresh` creates every bind group again per step (the
- * behaviour before bind groups were reused). The first mode listed is the headline number.
+ * `step` calls forwardGreedy per token (each waits for its token); `pipeN` runs decodeGreedy
+ * reading tokens back in groups of N (the next group running meanwhile; `pipe1` waits for each
+ * token); `-fresh` creates every bind group again per step (the behaviour before bind groups were
+ * reused). The first mode run is the headline number.
  */
-const DECODE_MODES = ["pipe2", "step-fresh", "step", "pipe2-fresh", "pipe3", "pipe4"] as const;
+const DECODE_MODES = [
+  "pipe8",
+  "step",
+  "pipe1",
+  "pipe2",
+  "pipe4",
+  "pipe16",
+  "step-fresh",
+  "pipe2-fresh",
+] as const;
+const DEFAULT_DECODE_MODES = ["pipe8", "step", "pipe2", "pipe4", "pipe16"];
 type DecodeMode = typeof DECODE_MODES[number];
 
 const { values: args } = parseArgs({
@@ -66,7 +77,7 @@ const { values: args } = parseArgs({
     tokens: { type: "string" },
     reps: { type: "string" },
     sweep: { type: "boolean", default: false },
-    "decode-modes": { type: "string", default: DECODE_MODES.join(",") },
+    "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
     help: { type: "boolean", default: false },
   },
 });
@@ -401,13 +412,14 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       if (mode.startsWith("step")) {
         for (let i = 0; i < tokens; i++) {
           const e0 = performance.now();
-          const pending = model.forwardGreedy([tok]); // returns once encoded and submitted
+          // Returns its promise after encoding, submit, and mapAsync's blocking wait (Deno).
+          const pending = model.forwardGreedy([tok]);
           encodeMs += performance.now() - e0;
           tok = await pending;
           produced.push(tok);
         }
       } else {
-        const inFlight = Number(mode.slice(4, 5));
+        const inFlight = Number(mode.slice(4).replace("-fresh", ""));
         const run = await model.decodeGreedy([tok], { maxNewTokens: tokens, inFlight });
         produced.push(...run.tokens);
         tok = produced[produced.length - 1];
@@ -426,7 +438,7 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       });
       console.log(
         `  ${mode.padEnd(12)} ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token` +
-          (mode.startsWith("step") ? `; encode+submit ${(encodeMs / tokens).toFixed(2)} ms)` : ")"),
+          (mode.startsWith("step") ? `; sync part ${(encodeMs / tokens).toFixed(2)} ms)` : ")"),
       );
     }
     model.reuseBindGroups = true;

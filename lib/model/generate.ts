@@ -26,8 +26,9 @@ export interface GenerateOptions {
   /** Receives each piece of text as soon as it is complete. */
   onText?: (text: string) => void;
   /**
-   * Greedy decoding only: decode steps submitted ahead of the token readbacks (default 2; see
-   * {@linkcode LlamaModel.decodeGreedy}). 1 waits for every token before the next step.
+   * Greedy decoding only: tokens read back together, the next group running meanwhile (default
+   * 8 on a hardware adapter, 1 on a software one; see {@linkcode LlamaModel.decodeGreedy}). 1
+   * waits for every token before the next step.
    */
   inFlight?: number;
 }

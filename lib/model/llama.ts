@@ -175,8 +175,10 @@ export interface GreedyDecodeOptions {
    */
   onToken?: (token: number, index: number) => boolean | void;
   /**
-   * Decode steps submitted ahead whose token has not been read yet (default 2). 1 waits for
-   * each token before encoding the next step, as {@linkcode LlamaModel.forwardGreedy} does.
+   * Tokens read back together (default 8 on a hardware adapter, 1 on a software one, where
+   * `submit` runs the work before it returns, so nothing can overlap). Above 1, the next group
+   * is submitted while one is read back. 1 waits for each token before encoding the next step,
+   * as {@linkcode LlamaModel.forwardGreedy} does.
    */
   inFlight?: number;
 }
@@ -189,6 +191,11 @@ export interface GreedyDecodeResult {
   stoppedBy: "callback" | "max-tokens" | "context";
   /** Steps that were computed after the stop and discarded. */
   overshoot: number;
+}
+
+/** The default readback group of {@linkcode LlamaModel.decodeGreedy} on this adapter. */
+function defaultInFlight(gpu: Gpu): number {
+  return gpu.isSoftware ? 1 : 8;
 }
 
 /** Which logits {@linkcode LlamaModel.forward} returns. */
@@ -447,15 +454,21 @@ export class LlamaModel {
 
   /**
    * Greedy decoding with the next token kept on the GPU: runs `prompt` after the cached tokens,
-   * then feeds each argmax back as the next input by a GPU copy, so step t+1 is encoded and
-   * submitted while step t still runs. Tokens are read back through a ring of small staging
-   * buffers and handed to `onToken` in order as they arrive.
+   * then feeds each argmax back as the next input by a GPU copy, so no step waits for the CPU to
+   * see a token. Tokens come back in groups of `inFlight` through a staging buffer, and while one
+   * group is read back the next is already submitted; `onToken` gets them in order.
+   *
+   * Why groups: in Deno, `mapAsync` waits for all work submitted so far and then settles on a
+   * later turn of the event loop, so reading each token as it comes would leave the GPU idle for
+   * that wait and for the encoding of the next step, every step. Per group the GPU now idles
+   * only while the first step of the next group is encoded.
    *
    * The tokens are exactly those of calling {@linkcode forwardGreedy} on the prompt and then on
-   * each new token. Up to `inFlight - 1` steps may run past a stop (`onToken` returning false);
-   * their tokens are discarded and the position is set back, so afterwards
-   * {@linkcode position} is what the step-by-step loop leaves: the prompt plus every delivered
-   * token but the last (cache entries past it are overwritten before they are read).
+   * each new token. Steps may run past a stop (`onToken` returning false) — up to
+   * `2 · inFlight − 1`, none with `inFlight` 1 — their tokens are discarded and the position is
+   * set back, so afterwards {@linkcode position} is what the step-by-step loop leaves: the prompt
+   * plus every delivered token but the last (cache entries past it are overwritten before they
+   * are read).
    *
    * @example
    * ```ts ignore
@@ -471,69 +484,81 @@ export class LlamaModel {
   ): Promise<GreedyDecodeResult> {
     this.#checkUsable(prompt.length);
     const maxNew = options.maxNewTokens;
-    const inFlight = options.inFlight ?? 2;
-    if (!Number.isInteger(inFlight) || inFlight < 1) {
-      throw new RangeError(`decodeGreedy: inFlight must be a positive integer, got ${inFlight}`);
+    const group = options.inFlight ?? defaultInFlight(this.gpu);
+    if (!Number.isInteger(group) || group < 1) {
+      throw new RangeError(`decodeGreedy: inFlight must be a positive integer, got ${group}`);
     }
     const tokens: number[] = [];
     if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0 };
     const s = this.#state;
     const vocab = this.config.vocabSize;
     const device = this.gpu.device;
-    const ring = Array.from({ length: inFlight }, (_, i) => ({
+    const staging = [0, 1].map((i) => ({
       buffer: device.createBuffer({
-        label: `decoded token ${i}`,
-        size: 4,
+        label: `decoded tokens ${i}`,
+        size: group * 4,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       }),
-      id: this.gpu.ledger.record("staging", `decoded token ${i}`, 4),
+      id: this.gpu.ledger.record("staging", `decoded tokens ${i}`, group * 4),
     }));
-    const pending: { slot: number; mapped: Promise<void> }[] = [];
     const startPos = this.#pos;
     let submitted = 0;
-    // Step 0 is the prompt; step i > 0 embeds the token step i - 1 left in `next`.
-    const submitStep = (): void => {
-      const slot = submitted % inFlight;
+    // Step 0 is the prompt; step i > 0 embeds the token step i - 1 left in `next`. Each step
+    // copies its token into its slot of the group's staging buffer.
+    const submitStep = (target: GPUBuffer, slot: number): void => {
       if (submitted === 0) {
         for (let start = 0; start < prompt.length; start += s.rows) {
           const piece = prompt.slice(start, start + s.rows);
           const isLast = start + piece.length === prompt.length;
           const batch = this.#batch();
           this.#encodeChunk(batch, piece, isLast ? 1 : 0);
-          if (isLast) this.#finishGreedyStep(batch, ring[slot].buffer);
+          if (isLast) this.#finishGreedyStep(batch, target, slot);
           else batch.submit();
         }
       } else {
         const batch = this.#batch();
         this.#encodeChunk(batch, "next", 1);
-        this.#finishGreedyStep(batch, ring[slot].buffer);
+        this.#finishGreedyStep(batch, target, slot);
       }
-      pending.push({ slot, mapped: ring[slot].buffer.mapAsync(GPUMapMode.READ) });
       submitted++;
     };
+    // Submits up to `group` steps into staging buffer g % 2; returns how many.
+    const submitGroup = (g: number): number => {
+      let count = 0;
+      while (
+        count < group && submitted < maxNew && (submitted === 0 || this.#pos < this.maxSeqLen)
+      ) submitStep(staging[g % 2].buffer, count++);
+      return count;
+    };
     let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
+    let read = 0; // steps whose group has been mapped
     try {
-      while (true) {
-        while (
-          stoppedBy === null && pending.length < inFlight && submitted < maxNew &&
-          (submitted === 0 || this.#pos < this.maxSeqLen)
-        ) submitStep();
-        const head = pending.shift();
-        if (!head) break;
-        await head.mapped;
-        const buffer = ring[head.slot].buffer;
-        const token = new Uint32Array(buffer.getMappedRange(0, 4))[0];
+      let g = 0;
+      let count = submitGroup(0);
+      while (count > 0) {
+        const { buffer } = staging[g % 2];
+        const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
+        // The next group needs nothing from the CPU: submit it before this one's tokens arrive.
+        const next = group > 1 ? submitGroup(g + 1) : 0;
+        await mapped;
+        read += count;
+        const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
-        if (stoppedBy !== null) continue; // overshoot: discard
-        if (token >= vocab) throw new Error(`decodeGreedy: argmax gave token ${token}`);
-        tokens.push(token);
-        if (options.onToken?.(token, tokens.length - 1) === false) stoppedBy = "callback";
-        else if (tokens.length === maxNew) stoppedBy = "max-tokens";
+        for (const token of got) {
+          if (token >= vocab) throw new Error(`decodeGreedy: argmax gave token ${token}`);
+          tokens.push(token);
+          if (options.onToken?.(token, tokens.length - 1) === false) stoppedBy = "callback";
+          else if (tokens.length === maxNew) stoppedBy = "max-tokens";
+          if (stoppedBy !== null) break; // the rest of the group is overshoot
+        }
+        if (stoppedBy !== null) break;
+        g++;
+        count = group > 1 ? next : submitGroup(g);
       }
     } finally {
-      // Let every submitted step finish before freeing its staging buffer.
-      await Promise.allSettled(pending.map((p) => p.mapped));
-      for (const { buffer, id } of ring) {
+      // Let every submitted step finish before its staging buffer is freed.
+      if (submitted > read) await device.queue.onSubmittedWorkDone();
+      for (const { buffer, id } of staging) {
         buffer.destroy();
         this.gpu.ledger.release(id);
       }
@@ -569,11 +594,14 @@ export class LlamaModel {
     return new CommandBatch(this.gpu, this.reuseBindGroups ? { bindGroups: this.#bindGroups } : {});
   }
 
-  /** Appends the argmax of the last step's logits and its copy into `staging`, and submits. */
-  #finishGreedyStep(batch: CommandBatch, staging: GPUBuffer): void {
+  /**
+   * Appends the argmax of the last step's logits and its copy into word `slot` of `staging`,
+   * and submits.
+   */
+  #finishGreedyStep(batch: CommandBatch, staging: GPUBuffer, slot: number): void {
     const s = this.#state;
     this.#ops.argmax(batch, s.logits, s.next, 1, this.config.vocabSize);
-    batch.copyToBuffer(s.next, 0, staging, 0, 4);
+    batch.copyToBuffer(s.next, 0, staging, slot * 4, 4);
     batch.submit();
   }
 
