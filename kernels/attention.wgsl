@@ -58,7 +58,11 @@ fn write_kv(
 
 // attend, attend_split
 @group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
+#if HD8
+@group(0) @binding(2) var<storage, read> k_cache4: array<vec4<u32>>;
+#else
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
+#endif
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec2<f32>>;
 // attend_split writes partials: per (item, split) one vec2 (m, l), then HEAD_DIM / 2 of acc.
@@ -71,15 +75,56 @@ var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
 var<workgroup> p_s: array<f32, ATT_WG>;
 var<workgroup> red: array<f32, ATT_WG>;
 
+// The weighted sum of values is spread over keys as well as pairs: pair_span() threads cover the
+// head's pairs (MAX_PAIRS each when the head is wider than the workgroup), and lanes() such groups
+// take every lanes()-th key of a block, so a thread's dependent chain is n_here / lanes() keys long
+// rather than n_here. The lanes' sums meet once, at the end, in lane_acc. (Functions rather than
+// overrides derived from overrides, which naga 29 fails on.)
+fn pair_span() -> u32 {
+  return min(HEAD_DIM / 2u, ATT_WG);
+}
+
+fn lanes() -> u32 {
+  return ATT_WG / pair_span();
+}
+var<workgroup> lane_acc: array<vec2<f32>, ATT_WG>;
+
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
 
-// Softmax state over a range of keys: running max, running sum, unnormalised output (the
-// pairs lid, lid + ATT_WG, ... of the head).
+// Softmax state over a range of keys: running max, running sum, unnormalised output of this
+// thread's pairs (pair_of(lid, c)) over this thread's lane of keys; lanes_total() adds the lanes.
 struct Partial {
   m: f32,
   l: f32,
   acc: array<vec2<f32>, MAX_PAIRS>,
+}
+
+// Pair c of thread lid (≥ HEAD_DIM / 2: none).
+fn pair_of(lid: u32, c: u32) -> u32 {
+  if (lid >= lanes() * pair_span()) {
+    return HEAD_DIM;
+  }
+  return lid % pair_span() + c * pair_span();
+}
+
+// The score of one key against the scaled query in q_s.
+fn score(kb: u32) -> f32 {
+  let hp = HEAD_DIM / 2u;
+  var d = 0.0;
+#if HD8
+  // 16-byte loads: eight f16 per step (kb is a multiple of 4 when HEAD_DIM % 8 == 0).
+  for (var w = 0u; w < hp / 4u; w++) {
+    let kw = k_cache4[kb / 4u + w];
+    d += dot(q_s[4u * w], unpack2x16float(kw.x)) + dot(q_s[4u * w + 1u], unpack2x16float(kw.y)) +
+      dot(q_s[4u * w + 2u], unpack2x16float(kw.z)) + dot(q_s[4u * w + 3u], unpack2x16float(kw.w));
+  }
+#else
+  for (var i = 0u; i < hp; i++) {
+    d += dot(q_s[i], unpack2x16float(k_cache[kb + i]));
+  }
+#endif
+  return d;
 }
 
 // Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). Called by the
@@ -89,6 +134,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
   let kv_stride = p.num_kv_heads * hp; // words per position
   let kv_off = kv_head * hp;
+  let lane = lid / pair_span();
 
   for (var i = lid; i < hp; i += ATT_WG) {
     q_s[i] = q[item * hp + i] * p.scale;
@@ -101,12 +147,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     let n_here = min(ATT_WG, j_end - j0);
     var s = NEG_BIG;
     if (lid < n_here) {
-      let kb = (j0 + lid) * kv_stride + kv_off;
-      var d = 0.0;
-      for (var i = 0u; i < hp; i++) {
-        d += dot(q_s[i], unpack2x16float(k_cache[kb + i]));
-      }
-      s = d;
+      s = score((j0 + lid) * kv_stride + kv_off);
     }
     let m_new = max(r.m, block_max(lid, s));
     let e = exp(s - m_new); // 0 past n_here: s is NEG_BIG there
@@ -116,22 +157,23 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     r.m = m_new;
     r.l = r.l * alpha + sum;
     for (var c = 0u; c < MAX_PAIRS; c++) {
-      let i = lid + c * ATT_WG;
+      let i = pair_of(lid, c);
       if (i < hp) {
         let col = kv_off + i;
         var a = r.acc[c] * alpha;
-        // Four keys per step with their loads issued together: the sum over keys is one long
-        // dependent chain per thread, and one load in flight at a time left it latency-bound.
-        var t = 0u;
-        for (; t + 4u <= n_here; t += 4u) {
+        // Four of this lane's keys per step, their loads issued together.
+        var t = lane;
+        let step = lanes() * kv_stride;
+        for (; t + 3u * lanes() < n_here; t += 4u * lanes()) {
           let row = (j0 + t) * kv_stride + col;
           let v0 = unpack2x16float(v_cache[row]);
-          let v1 = unpack2x16float(v_cache[row + kv_stride]);
-          let v2 = unpack2x16float(v_cache[row + 2u * kv_stride]);
-          let v3 = unpack2x16float(v_cache[row + 3u * kv_stride]);
-          a += (p_s[t] * v0 + p_s[t + 1u] * v1) + (p_s[t + 2u] * v2 + p_s[t + 3u] * v3);
+          let v1 = unpack2x16float(v_cache[row + step]);
+          let v2 = unpack2x16float(v_cache[row + 2u * step]);
+          let v3 = unpack2x16float(v_cache[row + 3u * step]);
+          a += (p_s[t] * v0 + p_s[t + lanes()] * v1) +
+            (p_s[t + 2u * lanes()] * v2 + p_s[t + 3u * lanes()] * v3);
         }
-        for (; t < n_here; t++) {
+        for (; t < n_here; t += lanes()) {
           a += p_s[t] * unpack2x16float(v_cache[(j0 + t) * kv_stride + col]);
         }
         r.acc[c] = a;
@@ -140,6 +182,24 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     workgroupBarrier(); // the next block overwrites p_s
   }
   return r;
+}
+
+// Pair c of the head summed over the lanes, valid in the threads of lane 0 (the others get
+// their own lane's part). Called by the whole workgroup.
+fn lanes_total(lid: u32, r: Partial, c: u32) -> vec2<f32> {
+  if (lanes() == 1u) {
+    return r.acc[c];
+  }
+  lane_acc[lid] = r.acc[c];
+  workgroupBarrier();
+  var a = r.acc[c];
+  if (lid < pair_span()) {
+    for (var l = 1u; l < lanes(); l++) {
+      a += lane_acc[lid + l * pair_span()];
+    }
+  }
+  workgroupBarrier(); // lane_acc is reused for the next c
+  return a;
 }
 
 // The max over the workgroup of one value per thread (a tree in workgroup memory).
@@ -186,9 +246,10 @@ fn attend(
   let r = attend_range(lid, item, 0u, len);
   let hp = HEAD_DIM / 2u;
   for (var c = 0u; c < MAX_PAIRS; c++) {
-    let i = lid + c * ATT_WG;
-    if (i < hp) {
-      out[item * hp + i] = r.acc[c] / r.l;
+    let a = lanes_total(lid, r, c);
+    let i = pair_of(lid, c);
+    if (lid < pair_span() && i < hp) {
+      out[item * hp + i] = a / r.l;
     }
   }
 }
@@ -215,9 +276,10 @@ fn attend_split(
     partials_w[base] = vec2<f32>(r.m, r.l);
   }
   for (var c = 0u; c < MAX_PAIRS; c++) {
-    let i = lid + c * ATT_WG;
-    if (i < hp) {
-      partials_w[base + 1u + i] = r.acc[c];
+    let a = lanes_total(lid, r, c);
+    let i = pair_of(lid, c);
+    if (lid < pair_span() && i < hp) {
+      partials_w[base + 1u + i] = a;
     }
   }
 }

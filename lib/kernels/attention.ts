@@ -108,7 +108,10 @@ export interface AttentionOptions extends AttentionShape {
   splitKeys?: number;
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
   splitBelowItems?: number;
-  /** Threads per workgroup = keys per block (default 64); head_dim ≤ 8 × this. */
+  /**
+   * Threads per workgroup = keys per block (default 256), a power of two; head_dim ≤ 8 × this.
+   * Threads beyond a head's pairs sum the values of other keys in parallel.
+   */
   workgroupSize?: number;
 }
 
@@ -179,7 +182,7 @@ export interface Attention extends Readonly<AttentionShape> {
  */
 export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise<Attention> {
   const { numHeads, numKvHeads, headDim } = opts;
-  const wg = opts.workgroupSize ?? 64;
+  const wg = opts.workgroupSize ?? 256;
   const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
   const splitBelow = opts.splitBelowItems ?? 256;
   if (headDim % 2 || numHeads % numKvHeads || headDim > 8 * wg) {
@@ -192,10 +195,12 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     throw new RangeError(`attention: workgroup size ${wg} is not a power of two`);
   }
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
+  // Keys load 16 bytes at a time when a head is whole groups of eight f16.
+  const defines = headDim % 8 === 0 ? ["HD8"] : [];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
-    gpu.kernel({ file: "attention", entry: "attend", constants }),
-    gpu.kernel({ file: "attention", entry: "attend_split", constants }),
+    gpu.kernel({ file: "attention", entry: "attend", defines, constants }),
+    gpu.kernel({ file: "attention", entry: "attend_split", defines, constants }),
     gpu.kernel({ file: "attention", entry: "attend_combine", constants }),
   ]);
   const maxSplits = opts.maxSeq ? Math.ceil(opts.maxSeq / splitKeys) : 0;

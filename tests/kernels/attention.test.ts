@@ -88,9 +88,16 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       { shape: { numHeads: 2, numKvHeads: 2, headDim: 128 }, startPos: 129, rows: 5 },
       { shape: { numHeads: 8, numKvHeads: 1, headDim: 32 }, startPos: 4100, rows: 2 },
     ];
-    // unsplit; split in ranges of 64 positions (many ranges, some empty for early rows);
-    // split with the default 256-position ranges
-    const variants: { splitKeys?: number }[] = [{}, { splitKeys: 64 }, { splitKeys: 256 }];
+    // unsplit (default 256 threads: several key lanes per head); split in ranges of 64
+    // positions (many ranges, some empty for early rows); split with the default 256-position
+    // ranges; 64 and 32 threads (one lane; two pairs per thread for head_dim 128)
+    const variants: { splitKeys?: number; workgroupSize?: number }[] = [
+      {},
+      { splitKeys: 64, workgroupSize: 64 },
+      { splitKeys: 256 },
+      { workgroupSize: 64 },
+      { workgroupSize: 32 },
+    ];
     for (const [c, { shape, startPos, rows }] of cases.entries()) {
       const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;
       const cache = kvCache(gpu, startPos + rows + 3, shape);
