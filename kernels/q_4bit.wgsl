@@ -16,9 +16,34 @@
 // gemm (TILE_M x TILE_N output tiles; each K step of 16 dequantizes a weight tile into
 // workgroup memory, then 4x4 outputs per thread).
 //
-// Without F16 all arithmetic is f32. With F16 the gemv multiplies x (rounded to f16) by the
-// f16 table values in 4-term f16 dot products, summed in f32 and scaled by the f32 absmax; the
-// gemm tiles hold f16 (x and the dequantized weights rounded to f16) and the 4-term dots are f16.
+// Without F16 all arithmetic is f32, and so is the gemv without K32 (odd K) either way. With
+// F16 the gemm tiles hold f16 (x and the dequantized weights rounded to f16) and the 4-term dots
+// are f16; the gemv with K32 is the f16 path below.
+//
+// The f16 gemv with K32 (F16 and K32: the decode hot path). In step t, lane l of a thread group
+// takes units ua = 2·GEMV_TPR·t + l and ub = ua + GEMV_TPR of each of its RPT rows.
+// - Loads: all 2·RPT 16-byte code loads and 2·RPT block absmax loads are issued before any is
+//   used (rows past the chunk are clamped to its last row, units past K to the row's last unit:
+//   no branch separates them), so a step waits for one memory round trip, not one per row. The
+//   block index is a shift (blocksize is a power of two), not an integer division.
+// - x: the workgroup loads the step's 2·GEMV_TPR·32 activations once with coalesced vec4<f32>
+//   loads, rounds them to f16 into workgroup memory (xt, zero past K) and each lane reads its
+//   two units from there (8-byte reads, padded against bank conflicts) for all RPT rows. A lane
+//   loading its own unit's 32 x from global memory would read 16 bytes at a 128-byte stride
+//   across the warp: ~32 L1 wavefronts per load instead of 4.
+// - Per 32 codes and row: 32 lookups in a 16-entry f16 table (t16; shift/mask and a 16-bit load
+//   each, ≈ 96 instructions), 16 packs of two values into a vec2<f16>, 16 vec2<f16> multiply-adds
+//   (a chain of 4 per word), 3 vec2 adds, both halves to f32 and added, one f32 multiply-add by
+//   the absmax; with the loads, addresses and x reads (shared by RPT rows) ≈ 145 instructions
+//   and ≈ 43 workgroup-memory/L1 wavefronts per warp (32 lookups, 4 codes, ~1 absmax, ~6 x).
+// - Why not a 256-entry table of vec2<f16> pairs (one lookup per byte, ≈ 80 instructions): its
+//   4-byte entries sit 8 to a bank, and a warp's 32 lookups of random bytes take ~3.2 wavefronts
+//   each (simulated with NF4 codes of normal weights): ≈ 52 for 16 lookups, where the 16 f16
+//   values here (32 bytes, 8 banks) take one wavefront per lookup. An SM issues 4 instructions
+//   but serves 1 wavefront per clock; the memory needs ≈ 45 clocks per warp, 32 codes and row
+//   at 3 TB/s on an H100, so this table keeps both under that and the pair table would not.
+// - Sums: f16 products, up to 16 terms per half and unit summed in f16, then f32 (error ~25%
+//   above that of 4-term f16 dots summed in f32, far within the tests' 5e-3·σ_y).
 //
 // Weights larger than one binding come in chunks of whole rows (K % 8 == 0): `codes` holds
 // words [code_base, ...) of the full array; the absmax arrays are always bound whole.
@@ -88,18 +113,16 @@ fn dot_word(word: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
     tbl[(word >> 8u) & 0xfu]);
   let tb = vec4<f32>(tbl[(word >> 20u) & 0xfu], tbl[(word >> 16u) & 0xfu], tbl[(word >> 28u)],
     tbl[(word >> 24u) & 0xfu]);
-#if F16
-  return f32(dot(vec4<f16>(xa), vec4<f16>(ta))) + f32(dot(vec4<f16>(xb), vec4<f16>(tb)));
-#else
   return dot(xa, ta) + dot(xb, tb);
-#endif
 }
 
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
 // Output features per thread. A 4-bit word stands for 8 activations (32 bytes of f32 x per 4
 // bytes of codes), so reading x, not the weights, bounds a one-row-per-thread GEMV; each x load
-// here serves RPT rows (4, or 8 with RPT8).
+// here serves RPT rows (4, or 8 with RPT8). The f16 path's workgroup memory: 72·2·GEMV_TPR bytes
+// of x, 4·GEMV_WG·RPT of partial sums and 32 of table: 13.6 KiB at 256 threads, 32 per row and
+// RPT 8; 64 per row with RPT 8 and 256 threads would exceed 16 KiB.
 #if RPT8
 const RPT: u32 = 8u;
 #else
@@ -108,18 +131,113 @@ const RPT: u32 = 4u;
 
 var<workgroup> partial: array<f32, GEMV_WG * RPT>;
 
+#if F16
+#if K32
+// The f16 gemv with K32 (the header says why it is laid out so).
+
+// The 16 table values in f16: 32 bytes, 8 banks, so a warp's lookups never conflict.
+var<workgroup> t16: array<f16, 16>;
+
+fn load_t16(lid: u32) {
+  if (lid < 16u) {
+    t16[lid] = f16(p.table[lid / 4u][lid % 4u]);
+  }
+  workgroupBarrier();
+}
+
+// The values of the two codes in the low byte of b: element 2j (high nibble) first.
+fn byte_values(b: u32) -> vec2<f16> {
+  return vec2<f16>(t16[(b >> 4u) & 0xfu], t16[b & 0xfu]);
+}
+
+// One x tile: the 2·GEMV_TPR units (32 activations each) that a thread group's lanes work on in
+// one step, in f16. Unit j's 8 vec4 are xt[XT_STRIDE·j ..]: the 72-byte stride puts the 16 lanes
+// of a half-warp, each reading the i-th vec4 (8 bytes) of its unit, on 16 different bank pairs.
+const XT_STRIDE: u32 = 9u;
+var<workgroup> xt: array<vec4<f16>, 2u * GEMV_TPR * XT_STRIDE>;
+
+// x · table[code] over one word's 8 codes (xa: elements 0-3, xb: 4-7), summed in f16: the even
+// elements in .x, the odd ones in .y. Byte j holds elements 2j and 2j + 1.
+fn word_sum(w: u32, xa: vec4<f16>, xb: vec4<f16>) -> vec2<f16> {
+  var s = xa.xy * byte_values(w);
+  s = fma(xa.zw, byte_values(w >> 8u), s);
+  s = fma(xb.xy, byte_values(w >> 16u), s);
+  return fma(xb.zw, byte_values(w >> 24u), s);
+}
+
+// x · table[code] over one unit (4 words, 32 codes): the four word sums added pairwise in f16,
+// then the two halves in f32.
+fn unit_sum(c: vec4<u32>, xv: array<vec4<f16>, 8>) -> f32 {
+  let s = (word_sum(c.x, xv[0], xv[1]) + word_sum(c.y, xv[2], xv[3])) +
+    (word_sum(c.z, xv[4], xv[5]) + word_sum(c.w, xv[6], xv[7]));
+  return f32(s.x) + f32(s.y);
+}
+#endif
+#endif
+
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  load_table(lid);
   let lane = lid % GEMV_TPR;
   let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * RPT;
   var acc: array<f32, RPT>;
 #if K32
   let units = p.k / 32u;
+#if F16
+  load_t16(lid);
+  // Rows past the chunk stand in for its last row, so that every load is in bounds and no branch
+  // separates them; their sums are not stored.
+  let sh = firstTrailingBit(p.blocksize); // blocksize is a power of two
+  var row_unit: array<u32, RPT>; // the row's first unit in this binding's codes
+  var row_elem: array<u32, RPT>; // the row's first flat element (for its blocks)
+  for (var r = 0u; r < RPT; r++) {
+    let n = p.n_start + min(n0 + r, p.n_count - 1u);
+    row_unit[r] = n * units - p.code_base / 4u;
+    row_elem[r] = n * p.k;
+  }
+  // Each step a lane takes units ua and ub = ua + GEMV_TPR of its RPT rows: 2·RPT independent
+  // 16-byte code loads in flight. Units past the row load the row's last unit again and meet
+  // x = 0 in the tile, adding 0. The step count is uniform, so every thread reaches the barriers.
+  let steps = (units + 2u * GEMV_TPR - 1u) / (2u * GEMV_TPR);
+  for (var t = 0u; t < steps; t++) {
+    let ua = min(2u * GEMV_TPR * t + lane, units - 1u);
+    let ub = min(2u * GEMV_TPR * t + GEMV_TPR + lane, units - 1u);
+    var ca: array<vec4<u32>, RPT>;
+    var cb: array<vec4<u32>, RPT>;
+    var sa: array<f32, RPT>;
+    var sb: array<f32, RPT>;
+    for (var r = 0u; r < RPT; r++) {
+      ca[r] = codes4[row_unit[r] + ua];
+      cb[r] = codes4[row_unit[r] + ub];
+      sa[r] = block_absmax((row_elem[r] + 32u * ua) >> sh);
+      sb[r] = block_absmax((row_elem[r] + 32u * ub) >> sh);
+    }
+    // The tile of x: coalesced f32 loads by the whole workgroup, rounded to f16 once.
+    workgroupBarrier(); // the previous tile has been read
+    let x0 = 16u * GEMV_TPR * t; // the tile's first vec4 of x
+    for (var i = lid; i < 16u * GEMV_TPR; i += GEMV_WG) {
+      var v = vec4<f32>(0.0);
+      if (x0 + i < 8u * units) {
+        v = x4[x0 + i];
+      }
+      xt[XT_STRIDE * (i / 8u) + i % 8u] = vec4<f16>(v);
+    }
+    workgroupBarrier();
+    var xa: array<vec4<f16>, 8>;
+    var xb: array<vec4<f16>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+      xa[i] = xt[XT_STRIDE * lane + i];
+      xb[i] = xt[XT_STRIDE * (lane + GEMV_TPR) + i];
+    }
+    for (var r = 0u; r < RPT; r++) {
+      acc[r] += unit_sum(ca[r], xa) * sa[r] + unit_sum(cb[r], xb) * sb[r];
+    }
+  }
+#else
+  load_table(lid);
   for (var u = lane; u < units; u += GEMV_TPR) {
     let xb = 8u * u;
     var xv: array<vec4<f32>, 8>;
@@ -137,7 +255,9 @@ fn gemv(
       }
     }
   }
+#endif
 #else
+  load_table(lid);
   // Any K: the words overlapping each row, elements outside it masked out.
   for (var r = 0u; r < RPT; r++) {
     let n = n0 + r;

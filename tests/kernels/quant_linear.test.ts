@@ -11,6 +11,7 @@ import {
   QuantLinear,
   quantLinearFactory,
   type QuantLinearFormat,
+  type QuantTuning,
 } from "../../lib/kernels/quant_linear.ts";
 import {
   matmulQuantized,
@@ -79,6 +80,8 @@ interface Case {
   n: number;
   k: number;
   options?: QuantOptions;
+  /** Launch shapes (default: the layer's defaults). */
+  tuning?: QuantTuning;
   maxBindingBytes?: number;
   /** Columns of x to set to ±OUTLIER in some rows. */
   outlierCols?: number[];
@@ -139,6 +142,7 @@ async function check(
     threshold: options.threshold,
     outlierWeights: options.outlierWeights,
     maxBindingBytes: c.maxBindingBytes,
+    tuning: c.tuning,
   });
   assertEquals(lin.weightBytes, packedBytes(weight));
   const got = await run(gpu, lin, x, rows);
@@ -172,6 +176,9 @@ const CASES: Record<string, Case[]> = {
   ],
   fourBit: [
     { rows: 1, n: 130, k: 256 }, // K % 32 == 0: vec4 loads; 520 blocks (nf4-dq: 3 nested)
+    { rows: 1, n: 70, k: 96 }, // K % 32 == 0 with 3 units, fewer than the threads per row
+    { rows: 1, n: 40, k: 96, options: { blocksize: 128 } }, // blocks spanning rows
+    { rows: 1, n: 40, k: 2080, options: { blocksize: 32 } }, // 65 units: x in a second, short tile
     { rows: 1, n: 64, k: 66 }, // rows start mid-word
     { rows: 1, n: 96, k: 200, options: { blocksize: 32 } },
     { rows: 5, n: 64, k: 66 },
@@ -260,6 +267,40 @@ function suite(f16: boolean): void {
             await check(gpu, format, f16, { rows, n: 130, k: 64, maxBindingBytes: 1024 }, 401);
             await check(gpu, format, f16, { rows, n: 96, k: 40, maxBindingBytes: 1536 }, 402);
           }
+        }
+      }),
+  });
+
+  Deno.test({
+    name: `QuantLinear 4-bit GEMV (${tag}) at other launch shapes`,
+    ignore,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        const tunings: QuantTuning[] = [
+          { gemvRowsPerThread: 8 },
+          { gemvWorkgroupSize: 128, gemvThreadsPerRow: 8, gemvRowsPerThread: 8 },
+          { gemvWorkgroupSize: 64, gemvThreadsPerRow: 64 },
+        ];
+        for (const tuning of tunings) {
+          const cases: Case[] = [
+            { rows: 1, n: 70, k: 2080, tuning }, // K % 32 == 0, two x tiles at 32 threads per row
+            { rows: 1, n: 72, k: 200, tuning }, // any K
+          ];
+          for (const format of FOUR_BIT) {
+            for (const [i, c] of cases.entries()) {
+              await check(gpu, format, f16, c, 600 + i).catch((err: Error) => {
+                throw new Error(`${JSON.stringify(tuning)}: ${err.message}`);
+              });
+            }
+          }
+          // several chunks of codes
+          await check(
+            gpu,
+            "nf4-dq",
+            f16,
+            { rows: 1, n: 130, k: 64, maxBindingBytes: 1024, tuning },
+            602,
+          );
         }
       }),
   });
