@@ -52,6 +52,7 @@ export {
   type Fp16LinearOptions,
   type Fp16Tuning,
   type Linear,
+  type LinearEncodeOptions,
 } from "./lib/kernels/linear.ts";
 export type { RowChunk } from "./lib/kernels/chunks.ts";
 export {

@@ -13,6 +13,30 @@ import type { GpuTensor } from "../gpu/tensor.ts";
 import { planRowChunks, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
 
 /**
+ * Options of {@linkcode Linear.encode}.
+ *
+ * @example
+ * ```ts ignore
+ * q.encode(batch, xn, yq, rows);
+ * k.encode(batch, xn, yk, rows, { reuseInput: true }); // xn unchanged since q's encode
+ * ```
+ */
+export interface LinearEncodeOptions {
+  /**
+   * The caller promises that `x` is the same binding as in the previous `encode` of a linear
+   * layer into this batch, and that its contents have not changed since (nothing recorded in
+   * between writes it, nor anything else, a submit included) — as for k_proj and v_proj after
+   * q_proj, or up_proj after gate_proj — so a format that transforms x before its product (the
+   * int8 formats quantize it) may reuse that work instead of repeating it. Formats that read x
+   * directly ignore it. A format that reuses checks that what it holds was made from this
+   * binding, in this batch, with its own settings, and transforms x anyway when not, so a wrong
+   * promise about *which* x only costs time; a wrong promise about its *contents* gives wrong
+   * results. Default false.
+   */
+  reuseInput?: boolean;
+}
+
+/**
  * A linear layer without bias, `y = x · Wᵀ`, in some weight format. The forward pass only
  * calls {@linkcode Linear.encode}, so formats are interchangeable.
  *
@@ -31,8 +55,17 @@ export interface Linear {
   readonly outFeatures: number;
   /** Bytes of GPU memory the weights take (ledger category "weights"). */
   readonly weightBytes: number;
-  /** Records `y[rows, N] = x[rows, K] · Wᵀ` (x and y f32, row-major). */
-  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void;
+  /**
+   * Records `y[rows, N] = x[rows, K] · Wᵀ` (x and y f32, row-major); `options.reuseInput`
+   * lets a layer that reads the previous layer's x reuse its transformed input.
+   */
+  encode(
+    batch: CommandBatch,
+    x: Binding,
+    y: Binding,
+    rows: number,
+    options?: LinearEncodeOptions,
+  ): void;
   /** Frees what the layer owns (not a weight tensor it was given to share). */
   destroy(): void;
 }
@@ -240,8 +273,17 @@ export class Fp16Linear implements Linear {
     }
   }
 
-  /** Records `y[rows, N] = x[rows, K] · Wᵀ`. */
-  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+  /**
+   * Records `y[rows, N] = x[rows, K] · Wᵀ`. FP16 reads x as it is, so `options` (reuseInput)
+   * changes nothing.
+   */
+  encode(
+    batch: CommandBatch,
+    x: Binding,
+    y: Binding,
+    rows: number,
+    _options?: LinearEncodeOptions,
+  ): void {
     const { inFeatures: k, outFeatures: n } = this;
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");

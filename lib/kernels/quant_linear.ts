@@ -8,7 +8,10 @@
  * - `kernels/q_int8.wgsl` — int8-vectorwise, int8-absmax, llm-int8: the activations are
  *   quantized on the GPU (per row, or per tensor), the product is int8·int8 with `dot4I8Packed`
  *   and i32 accumulation, rescaled by `sx · sw / 127²`; LLM.int8() adds the outlier columns
- *   (found on the GPU from the current activations) in 16-bit.
+ *   (found on the GPU from the current activations) in 16-bit. One activation row (decode) is
+ *   quantized by many workgroups in one dispatch (`quantize_row`), so a product is two
+ *   dispatches; a layer given `reuseInput` (the same x as the previous layer) skips the
+ *   quantization and is one.
  * - `kernels/q_4bit.wgsl` — nf4, fp4, int4 (the 16-entry table is a parameter) and nf4-dq
  *   (block absmax decoded in the kernel from its 8-bit code).
  * - `kernels/q_q8_0.wgsl` — q8_0: int8 codes in groups of 32 with f16 scales.
@@ -36,7 +39,7 @@ import { LLM_INT8_THRESHOLD } from "../quant/llm_int8.ts";
 import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { NF4_TABLE } from "../quant/nf4.ts";
 import { requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
-import { Fp16Linear, type Linear } from "./linear.ts";
+import { Fp16Linear, type Linear, type LinearEncodeOptions } from "./linear.ts";
 
 /**
  * The formats {@linkcode QuantLinear} runs: every {@linkcode QuantFormat} but `"fp16"`
@@ -188,14 +191,50 @@ export function quantLinearFactory(
 
 // ---------------------------------------------------------------------------------------------
 // Per-device state shared by every quantized layer: the int8 activation scratch (codes and
-// row scales, rewritten by each int8 product, so one buffer serves all layers) and the NF4-DQ
-// dynamic map (one 1 KiB constant per model, as lib/quant's accounting assumes). Freed when the
-// last layer of the device is destroyed.
+// row scales, rewritten by each int8 product, so one buffer serves all layers), what it holds,
+// and the NF4-DQ dynamic map (one 1 KiB constant per model, as lib/quant's accounting assumes).
+// Freed when the last layer of the device is destroyed.
+
+/** How an int8 layer quantizes its input: products with equal keys write the same scratch. */
+interface InputKey {
+  batch: CommandBatch;
+  x: GpuTensor;
+  offset: number; // bytes; the product reads rows · k · 4 bytes from there
+  rows: number;
+  k: number;
+  mode: "vectorwise" | "absmax" | "llm";
+  threshold: number; // llm: outlier threshold; else 0
+  kept: Uint32Array | null; // llm with FP16 columns: the list's kept indices point into these
+  xq: GpuTensor;
+  sx: GpuTensor;
+}
+
+/** The input the shared scratch holds: the last int8 product that quantized. */
+interface HeldInput extends InputKey {
+  /** llm: the layer's buffer holding the outlier list of this input. */
+  outliers: GpuTensor | null;
+  owner: QuantLinear;
+  /** The owner's count of quantizing products when this one was recorded. */
+  generation: number;
+}
+
+function sameInput(a: InputKey, b: InputKey): boolean {
+  return a.batch === b.batch && a.x === b.x && a.offset === b.offset && a.rows === b.rows &&
+    a.k === b.k && a.mode === b.mode && a.threshold === b.threshold && a.xq === b.xq &&
+    a.sx === b.sx && sameColumns(a.kept, b.kept);
+}
+
+function sameColumns(a: Uint32Array | null, b: Uint32Array | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && a.every((c, i) => c === b[i]);
+}
 
 interface Shared {
   layers: number;
   xq: GpuTensor | null;
   sx: GpuTensor | null;
+  /** What xq and sx (and, for llm, its owner's outlier list) hold now; null: unknown. */
+  input: HeldInput | null;
   // Outgrown scratch stays alive until the last layer goes: an unsubmitted batch may still
   // bind it, and destroying a buffer a pending submission uses is a validation error.
   retired: GpuTensor[];
@@ -207,7 +246,7 @@ const sharedState = new WeakMap<Gpu, Shared>();
 function acquireShared(gpu: Gpu): Shared {
   let s = sharedState.get(gpu);
   if (!s) {
-    s = { layers: 0, xq: null, sx: null, retired: [], dmap: null };
+    s = { layers: 0, xq: null, sx: null, input: null, retired: [], dmap: null };
     sharedState.set(gpu, s);
   }
   s.layers++;
@@ -316,14 +355,19 @@ interface Kernels {
   gemv: Kernel;
   gemm: Kernel;
   quantize?: Kernel;
+  quantizeRow?: Kernel;
   absmaxAll?: Kernel;
   outlierMask?: Kernel;
 }
 
+/** Threads per workgroup of the int8 activation kernels (QWG in q_int8.wgsl). */
+const QUANT_WG = 256;
+
 /**
  * A linear layer whose weights stay in a quantized format on the GPU. One activation row runs
  * the format's GEMV kernel, more rows its tiled GEMM; the int8 formats first quantize the
- * activations on the GPU.
+ * activations on the GPU (at one row: one dispatch of ⌈K / 1024⌉ workgroups), which
+ * `encode(..., { reuseInput: true })` skips when the shared scratch already holds that x.
  *
  * GPU memory: exactly the packed arrays of the weight (ledger category "weights";
  * {@linkcode weightBytes} equals lib/quant's `packedBytes`), plus, shared by all layers of a
@@ -366,6 +410,11 @@ export class QuantLinear implements Linear {
   #threshold: number;
   #outliers: GpuTensor | null;
   #kept: { columns: GpuTensor; weights: GpuTensor } | null;
+  #keptColumns: Uint32Array | null; // CPU copy of the kept columns, for the input key
+  #generation = 0; // quantizing products recorded by this layer
+  // llm: where the outlier list of this layer's latest product lives when it reused another
+  // layer's (null: its own buffer)
+  #listFrom: { owner: QuantLinear; generation: number; outliers: GpuTensor } | null = null;
 
   private constructor(
     gpu: Gpu,
@@ -384,6 +433,7 @@ export class QuantLinear implements Linear {
       threshold: number;
       outliers: GpuTensor | null;
       kept: { columns: GpuTensor; weights: GpuTensor } | null;
+      keptColumns: Uint32Array | null;
     },
   ) {
     this.#gpu = gpu;
@@ -404,6 +454,7 @@ export class QuantLinear implements Linear {
     this.#threshold = init.threshold;
     this.#outliers = init.outliers;
     this.#kept = init.kept;
+    this.#keptColumns = init.keptColumns;
   }
 
   /** Uploads the packed arrays of `weight` and compiles the format's kernels. */
@@ -549,6 +600,7 @@ export class QuantLinear implements Linear {
         threshold,
         outliers,
         kept: useKept ? kept : null,
+        keptColumns: useKept && weight.format === "llm-int8" ? weight.fp16Columns.slice() : null,
       });
     } catch (err) {
       for (const o of [...owned, ...extra]) o.destroy();
@@ -576,26 +628,50 @@ export class QuantLinear implements Linear {
 
   /**
    * llm-int8: the outlier columns (ascending) of the most recent product that has run, read back
-   * from the GPU. Costs a readback: call it for statistics, not in the decode loop.
+   * from the GPU. Costs a readback: call it for statistics, not in the decode loop. After a
+   * product that reused another layer's quantized input (`reuseInput`), the list is read from
+   * that layer, and this throws if that layer has recorded another product since.
    */
   async readOutlierColumns(): Promise<Uint32Array> {
     if (!this.#outliers) {
       throw new Error(`readOutlierColumns: ${this.format} has no outlier decomposition`);
     }
-    const [count] = await this.#gpu.readU32(this.#outliers, 0, 1);
+    let list = this.#outliers;
+    const from = this.#listFrom;
+    if (from) {
+      if (from.owner.#shared === null || from.owner.#generation !== from.generation) {
+        throw new Error(
+          "readOutlierColumns: the latest product reused the outlier list of a layer that has " +
+            "run another product since (or was destroyed); encode without reuseInput to read it",
+        );
+      }
+      list = from.outliers;
+    }
+    const [count] = await this.#gpu.readU32(list, 0, 1);
     if (count === 0) return new Uint32Array(0);
-    return await this.#gpu.readU32(this.#outliers, 1, count);
+    return await this.#gpu.readU32(list, 1, count);
   }
 
-  /** Records `y[rows, N] = x[rows, K] · Wᵀ`. */
-  encode(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+  /**
+   * Records `y[rows, N] = x[rows, K] · Wᵀ`. With `options.reuseInput`, an int8 layer skips
+   * quantizing x when the shared scratch holds this x (same binding, rows, K, format and
+   * settings, recorded in this batch); otherwise, and for the formats that read x directly, it
+   * changes nothing.
+   */
+  encode(
+    batch: CommandBatch,
+    x: Binding,
+    y: Binding,
+    rows: number,
+    options: LinearEncodeOptions = {},
+  ): void {
     const { inFeatures: k, outFeatures: n } = this;
     if (!this.#shared) throw new Error(`${this.format} linear: used after destroy()`);
     if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`linear rows: ${rows}`);
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
     if (this.#family === "int8") {
-      this.#encodeInt8(batch, x, y, rows);
+      this.#encodeInt8(batch, x, y, rows, options.reuseInput === true);
       return;
     }
     for (const chunk of this.chunks) {
@@ -612,27 +688,61 @@ export class QuantLinear implements Linear {
     }
   }
 
-  #encodeInt8(batch: CommandBatch, x: Binding, y: Binding, rows: number): void {
+  #encodeInt8(batch: CommandBatch, x: Binding, y: Binding, rows: number, reuse: boolean): void {
     const { inFeatures: k, outFeatures: n } = this;
     const kern = this.#kernels;
-    const [xq, sx] = int8Scratch(this.#gpu, this.#shared!, rows, k);
+    const shared = this.#shared!;
+    const [xq, sx] = int8Scratch(this.#gpu, shared, rows, k);
     const keptCount = this.#kept ? this.#kept.columns.byteSize / 4 : 0;
     const base = (start: number, count: number) =>
       params().u32(rows).u32(n).u32(k).u32(start).u32(count).f32(this.#threshold)
         .u32(keptCount).u32(this.format === "int8-absmax" ? 0 : 1).build();
-    const p0 = base(0, n);
-    if (kern.outlierMask) {
-      const wgs = grid(Math.ceil(k / 256));
-      batch.dispatch(kern.outlierMask, [x, this.#outliers!], wgs, p0);
-      const kept = this.#kept ? [this.#kept.columns] : [];
-      batch.dispatch(kern.quantize!, [x, this.#outliers!, sx, xq, ...kept], grid(rows), p0);
+    const llm = this.#outliers !== null;
+    const key: InputKey = {
+      batch,
+      x: "tensor" in x ? x.tensor : x,
+      offset: "tensor" in x ? x.offset : 0,
+      rows,
+      k,
+      mode: llm ? "llm" : this.format === "int8-absmax" ? "absmax" : "vectorwise",
+      threshold: llm ? this.#threshold : 0,
+      kept: this.#keptColumns,
+      xq,
+      sx,
+    };
+    const held = shared.input;
+    let outliers = this.#outliers; // where the product reads the outlier list
+    if (reuse && held !== null && sameInput(held, key)) {
+      // The scratch (and held.owner's outlier list) already hold this x, quantized alike.
+      if (llm) {
+        outliers = held.outliers!;
+        this.#listFrom = held.owner === this
+          ? null
+          : { owner: held.owner, generation: held.generation, outliers };
+      }
     } else {
-      if (kern.absmaxAll) batch.dispatch(kern.absmaxAll, [x, sx], 1, p0);
-      batch.dispatch(kern.quantize!, [x, sx, xq], grid(rows), p0);
+      const p0 = base(0, n);
+      const kept = this.#kept ? [this.#kept.columns] : [];
+      const act: Binding[] = llm ? [x, this.#outliers!, sx, xq, ...kept] : [x, sx, xq];
+      if (rows === 1) {
+        // one row: absmax, codes (and the outlier list) in one dispatch of many workgroups
+        batch.dispatch(kern.quantizeRow!, act, grid(Math.ceil(k / (4 * QUANT_WG))), p0);
+      } else {
+        if (kern.outlierMask) {
+          batch.dispatch(kern.outlierMask, [x, this.#outliers!], grid(Math.ceil(k / 256)), p0);
+        }
+        if (kern.absmaxAll) batch.dispatch(kern.absmaxAll, [x, sx], 1, p0);
+        batch.dispatch(kern.quantize!, act, grid(rows), p0);
+      }
+      shared.input = {
+        ...key,
+        outliers: this.#outliers,
+        owner: this,
+        generation: ++this.#generation,
+      };
+      this.#listFrom = null;
     }
-    const tail: Binding[] = kern.outlierMask
-      ? [x, this.#outliers!, ...(this.#kept ? [this.#kept.weights] : [])]
-      : [];
+    const tail: Binding[] = llm ? [x, outliers!, ...(this.#kept ? [this.#kept.weights] : [])] : [];
     for (const chunk of this.chunks) {
       const bindings = [xq, sx, chunk.binding, this.#arrays[0], y, ...tail];
       this.#product(batch, bindings, chunk, rows, base(chunk.start, chunk.count));
@@ -658,6 +768,7 @@ export class QuantLinear implements Linear {
   /** Frees the weights (and, with the device's last quantized layer, the shared scratch). */
   destroy(): void {
     if (!this.#shared) return;
+    if (this.#shared.input?.owner === this) this.#shared.input = null; // its outlier list goes
     for (const t of this.#owned) t.destroy();
     this.#outliers?.destroy();
     this.#owned = [];
@@ -697,10 +808,12 @@ async function compileKernels(
     const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
     const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
     const k16 = o.k % 16 === 0 ? ["K16"] : [];
-    const [gemv, gemm, quantize, extra] = await Promise.all([
+    const [gemv, gemm, quantize, quantizeRow, extra] = await Promise.all([
       spec("q_int8", "gemv", [...llm, ...f16, ...k16], o.gemv),
       spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
       spec("q_int8", "quantize", mode),
+      // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
+      spec("q_int8", "quantize_row", llm),
       o.format === "int8-absmax"
         ? spec("q_int8", "absmax_all", mode)
         : o.format === "llm-int8"
@@ -711,6 +824,7 @@ async function compileKernels(
       gemv,
       gemm,
       quantize,
+      quantizeRow,
       absmaxAll: o.format === "int8-absmax" ? extra : undefined,
       outlierMask: o.format === "llm-int8" ? extra : undefined,
     };

@@ -4,7 +4,7 @@ import {
   rejects as assertRejects,
   throws as assertThrows,
 } from "node:assert/strict";
-import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { type Binding, CommandBatch } from "../../lib/gpu/batch.ts";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { f16ArrayToF32 } from "../../lib/gpu/f16.ts";
 import {
@@ -21,7 +21,7 @@ import {
   type QuantOptions,
 } from "../../lib/quant/formats.ts";
 import { findOutlierColumns } from "../../lib/quant/llm_int8.ts";
-import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
+import { assertClose, maxAbsDiff, randn, uniform } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16 } from "./_gpu.ts";
 
 // One device per arithmetic for the whole file: a software adapter JIT-compiles each pipeline
@@ -85,6 +85,8 @@ interface Case {
   maxBindingBytes?: number;
   /** Columns of x to set to ±OUTLIER in some rows. */
   outlierCols?: number[];
+  /** Activations to use instead of random ones. */
+  x?: Float32Array;
 }
 
 const OUTLIER = 20;
@@ -133,7 +135,7 @@ async function check(
 ): Promise<number> {
   const { rows, n, k, options = {} } = c;
   const w = randn(n * k, seed, W_SCALE);
-  const x = activations(rows, k, seed + 1, c.outlierCols);
+  const x = c.x ?? activations(rows, k, seed + 1, c.outlierCols);
   const weight = quantize(format, w, n, k, options);
   const lin = await QuantLinear.create(gpu, {
     label: `${format} ${n}x${k}`,
@@ -149,7 +151,7 @@ async function check(
   const want = matmulQuantized(x, rows, weight, options);
   const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
   const what = `${format} ${f16 ? "f16" : "f32"} rows=${rows} N=${n} K=${k} ` +
-    `chunks=${lin.chunks.length} ${JSON.stringify(options)}`;
+    `chunks=${lin.chunks.length} ${JSON.stringify(options)}${c.x ? " (x given)" : ""}`;
   if (INT8.includes(format)) {
     const threshold = format === "llm-int8" ? options.threshold ?? 6 : 0;
     const outl = threshold > 0 ? outlierScale(x, rows, k, threshold) : 0;
@@ -240,6 +242,43 @@ function suite(f16: boolean): void {
               outlierCols,
               options: { threshold: 3, fp16Columns: [3, 64, 66], outlierWeights: "fp16" },
             }, 300 + rows + k);
+          }
+        }
+      }),
+  });
+
+  Deno.test({
+    name: `QuantLinear int8 (${tag}) quantizes one row over several workgroups like the CPU`,
+    ignore,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        // quantize_row codes 1024 values per workgroup: K = 4096 takes 4 workgroups, K = 1028
+        // (257 words) 2, the second with one word. Outliers straddle the segment boundaries.
+        const injected: Record<number, number[]> = {
+          4096: [0, 5, 1023, 1024, 1030, 2047, 2048, 3071, 4092, 4095],
+          1028: [1, 1023, 1024, 1027],
+        };
+        for (const k of [4096, 1028]) {
+          const seed = 500 + k;
+          for (const format of INT8) await check(gpu, format, f16, { rows: 1, n: 70, k }, seed);
+          const cols = injected[k];
+          const x = randn(k, seed + 7, X_SCALE);
+          cols.forEach((c, i) => x[c] = (i % 2 ? -1 : 1) * (OUTLIER + i));
+          // threshold 6: no outlier in N(0, 1) values (absent), then the injected ones only
+          await check(gpu, "llm-int8", f16, { rows: 1, n: 70, k }, seed + 1);
+          await check(gpu, "llm-int8", f16, { rows: 1, n: 70, k, x }, seed + 2);
+          // threshold 2: natural outliers too (~5%), some with FP16 copies
+          const fp16Columns = [cols[1], cols[2], 7, k - 1];
+          for (const outlierWeights of ["dequantized", "fp16"] as const) {
+            const options: QuantOptions = { threshold: 2, fp16Columns, outlierWeights };
+            await check(gpu, "llm-int8", f16, { rows: 1, n: 70, k, x, options }, seed + 3);
+          }
+          // threshold 0.25: most columns are outliers, every workgroup scans many
+          const options = { threshold: 0.25, fp16Columns, outlierWeights: "fp16" } as const;
+          await check(gpu, "llm-int8", f16, { rows: 1, n: 70, k, x, options }, seed + 4);
+          // the int8 formats at the same x (one huge value sets the absmax)
+          for (const format of ["int8-vectorwise", "int8-absmax"] as const) {
+            await check(gpu, format, f16, { rows: 1, n: 70, k, x }, seed + 5);
           }
         }
       }),
@@ -424,5 +463,291 @@ Deno.test("QuantLinear rejects fp16 weights, f16 without shader-f16, bad thresho
     assert(lin.format === "nf4");
     assertThrows(() => lin.setThreshold(3), /no outlier decomposition/);
     lin.destroy();
+  });
+});
+
+// Activations whose values sit on the codes' rounding boundaries: each row has one value ±A
+// (its absmax) and the others round((j + ½) / s) with s = 127 / A in f32, so v · s lands on a
+// tie (or an ulp from one) and a scale one ulp off the CPU's would move many codes; y shows a
+// moved code at ~1e-4·σ_y, far above the int8 tolerance.
+function boundaryActivations(amaxes: number[], k: number, seed: number): Float32Array {
+  const rows = amaxes.length;
+  const x = new Float32Array(rows * k);
+  const r = randn(rows * k, seed);
+  amaxes.forEach((a, m) => {
+    const s = Math.fround(127 / a);
+    for (let i = 0; i < k; i++) {
+      const j = Math.floor(Math.abs(r[m * k + i]) * 1e4) % 127;
+      x[m * k + i] = Math.sign(r[m * k + i]) * Math.fround((j + 0.5) / s);
+    }
+    x[m * k + (37 * m + 5) % k] = m % 2 ? -a : a;
+  });
+  return x;
+}
+
+// Absmaxes across exponents, with mantissas on both sides of 127/128 (where the integer division
+// in scale127 takes 40 rather than 41 quotient bits), and a few random ones.
+const BOUNDARY_AMAXES = [
+  1,
+  0.7,
+  0.9921875,
+  Math.fround(0.9921875 * (1 + 2 ** -23)),
+  Math.fround(0.9921875 * (1 - 2 ** -24)),
+  3.3,
+  1234.5,
+  2.5e-3,
+  5e-30,
+  ...Array.from(uniform(5, 77, 0.1, 20), (v) => Math.fround(v)),
+];
+
+Deno.test("QuantLinear int8 codes are the CPU's on rounding boundaries (scale127)", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const [n, k] = [34, 1028];
+    const weights = new Map(
+      INT8.map((f) => [f, quantize(f, randn(n * k, 810, W_SCALE), n, k, { threshold: 0 })]),
+    );
+    // one row per absmax (quantize_row), then all rows at once (quantize; absmax: the largest)
+    const sets = [...BOUNDARY_AMAXES.map((a) => [a]), BOUNDARY_AMAXES];
+    for (const format of INT8) {
+      const weight = weights.get(format)!;
+      const lin = await QuantLinear.create(gpu, {
+        label: format,
+        weight,
+        f16: false,
+        threshold: 0,
+      });
+      for (const [i, amaxes] of sets.entries()) {
+        const rows = amaxes.length;
+        const x = boundaryActivations(amaxes, k, 800 + i);
+        const got = await run(gpu, lin, x, rows);
+        const want = matmulQuantized(x, rows, weight, { threshold: 0 });
+        for (let m = 0; m < rows; m++) {
+          // the int8 tolerance at this row's scale (σ_y with rms(x) ≤ A)
+          const sigma = Math.sqrt(k) * amaxes[m] * W_SCALE;
+          const row = (v: Float32Array) => v.subarray(m * n, (m + 1) * n);
+          assertClose(
+            row(got),
+            row(want),
+            { atol: INT8_ATOL * sigma, rtol: INT8_RTOL },
+            `${format} A=${amaxes[m]} rows=${rows}`,
+          );
+        }
+      }
+      lin.destroy();
+    }
+  });
+});
+
+// --- reuseInput: the int8 formats skip quantizing x when the shared scratch holds it ----------
+
+interface Layer {
+  lin: QuantLinear;
+  weight: QuantizedWeight;
+  options: QuantOptions;
+}
+
+async function int8Layer(
+  gpu: Gpu,
+  format: QuantLinearFormat,
+  n: number,
+  k: number,
+  seed: number,
+  options: QuantOptions = {},
+): Promise<Layer> {
+  const weight = quantize(format, randn(n * k, seed, W_SCALE), n, k, options);
+  const lin = await QuantLinear.create(gpu, {
+    label: `${format} ${n}x${k} #${seed}`,
+    weight,
+    f16: false,
+    threshold: options.threshold,
+    outlierWeights: options.outlierWeights,
+  });
+  return { lin, weight, options };
+}
+
+/** Checks y of `layer` for `x` against the CPU twin (and the outlier list), at the int8 tolerances. */
+async function checkAgainstCpu(
+  layer: Layer,
+  x: Float32Array,
+  rows: number,
+  got: Float32Array,
+  what: string,
+): Promise<void> {
+  const { lin, weight, options } = layer;
+  const k = lin.inFeatures;
+  const want = matmulQuantized(x, rows, weight, options);
+  const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
+  const threshold = lin.format === "llm-int8" ? lin.threshold : 0;
+  const outl = threshold > 0 ? outlierScale(x, rows, k, threshold) : 0;
+  assertClose(
+    got,
+    want,
+    { atol: INT8_ATOL * sigma + OUTLIER_F32_TOL * outl, rtol: INT8_RTOL },
+    what,
+  );
+  if (threshold > 0) {
+    const cpu = findOutlierColumns(x, rows, k, threshold).columns;
+    assertEquals(await lin.readOutlierColumns(), cpu, `${what}: outlier columns`);
+  }
+}
+
+/** Encodes one product per entry into one batch; returns y of each and the dispatches each added. */
+async function encodeAll(
+  gpu: Gpu,
+  products: { lin: QuantLinear; x: Binding; rows: number; reuse?: boolean }[],
+): Promise<{ ys: Float32Array[]; dispatches: number[] }> {
+  const batch = new CommandBatch(gpu);
+  const ys = products.map((p) => emptyF32(gpu, "y", p.rows * p.lin.outFeatures));
+  const dispatches: number[] = [];
+  products.forEach((p, i) => {
+    const before = batch.dispatchCount;
+    p.lin.encode(batch, p.x, ys[i], p.rows, p.reuse ? { reuseInput: true } : undefined);
+    dispatches.push(batch.dispatchCount - before);
+  });
+  batch.submit();
+  const out = [];
+  for (const y of ys) {
+    out.push(await gpu.readF32(y));
+    y.destroy();
+  }
+  return { ys: out, dispatches };
+}
+
+/** Activation-side dispatches of one int8 product without reuse. */
+function activationDispatches(format: QuantLinearFormat, rows: number): number {
+  return rows === 1 || format === "int8-vectorwise" ? 1 : 2;
+}
+
+Deno.test("QuantLinear int8: dispatches per product, and reuseInput skips the quantization", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const k = 1028;
+    for (const format of INT8) {
+      const options: QuantOptions = format === "llm-int8" ? { threshold: 3 } : {};
+      // q, k, v: three layers of the same K reading one x; the second and third reuse it
+      const layers = [
+        await int8Layer(gpu, format, 40, k, 600, options),
+        await int8Layer(gpu, format, 70, k, 601, options),
+        await int8Layer(gpu, format, 36, k, 602, options),
+      ];
+      for (const rows of [1, 5]) {
+        const x = activations(rows, k, 603 + rows, [3, 17, 1024, 1027]);
+        const tx = f32Tensor(gpu, "x", x);
+        const what = `${format} rows=${rows}`;
+        const reused = await encodeAll(gpu, [
+          { lin: layers[0].lin, x: tx, rows },
+          { lin: layers[1].lin, x: tx, rows, reuse: true },
+          { lin: layers[2].lin, x: tx, rows, reuse: true },
+        ]);
+        // today's counts: rows = 1, 2 per product (was 3 for int8-absmax and llm-int8)
+        const act = activationDispatches(format, rows);
+        assertEquals(reused.dispatches, [act + 1, 1, 1], `${what}: dispatches`);
+        for (const [i, layer] of layers.entries()) {
+          await checkAgainstCpu(layer, x, rows, reused.ys[i], `${what}: layer ${i}`);
+        }
+        for (const [i, layer] of layers.entries()) {
+          // the same y as a product of its own, bit for bit
+          const fresh = await encodeAll(gpu, [{ lin: layer.lin, x: tx, rows }]);
+          assertEquals(fresh.dispatches, [act + 1]);
+          assertEquals(reused.ys[i], fresh.ys[0], `${what}: layer ${i} reused vs fresh`);
+        }
+        // the outlier list of a reusing layer comes from the first; it is gone once the first
+        // runs another product
+        if (format === "llm-int8") {
+          await encodeAll(gpu, [
+            { lin: layers[0].lin, x: tx, rows },
+            { lin: layers[1].lin, x: tx, rows, reuse: true },
+          ]);
+          await encodeAll(gpu, [{ lin: layers[0].lin, x: tx, rows }]);
+          await assertRejects(layers[1].lin.readOutlierColumns(), /reused the outlier list/);
+        }
+        tx.destroy();
+      }
+      for (const l of layers) l.lin.destroy();
+    }
+  });
+});
+
+Deno.test("QuantLinear int8 reuseInput with another x (or settings) still quantizes", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const k = 1028;
+    const x1 = activations(5, k, 700, [3, 1024]);
+    const x2 = activations(5, k, 701, [17, 1027]);
+    // both in one buffer too, the second at a 256-byte aligned offset
+    const offset = Math.ceil(x1.byteLength / 256) * 256;
+    const both = new Float32Array(offset / 4 + x2.length);
+    both.set(x1);
+    both.set(x2, offset / 4);
+    const t1 = f32Tensor(gpu, "x1", x1);
+    const t2 = f32Tensor(gpu, "x2", x2);
+    const tb = f32Tensor(gpu, "x1|x2", both);
+    const r1: Binding = { tensor: tb, offset: 0, size: x1.byteLength };
+    const r2: Binding = { tensor: tb, offset, size: x2.byteLength };
+    for (const format of INT8) {
+      const options: QuantOptions = format === "llm-int8" ? { threshold: 3 } : {};
+      const a = await int8Layer(gpu, format, 40, k, 710, options);
+      const b = await int8Layer(gpu, format, 70, k, 711, options);
+      for (const rows of [1, 5]) {
+        const act = activationDispatches(format, rows);
+        const what = `${format} rows=${rows}`;
+        const first = (x: Float32Array) => x.subarray(0, rows * k);
+        // a different tensor, then a different offset of one tensor: b quantizes x2 itself
+        for (const [xa, xb] of [[t1, t2], [r1, r2]]) {
+          const got = await encodeAll(gpu, [
+            { lin: a.lin, x: xa, rows },
+            { lin: b.lin, x: xb, rows, reuse: true },
+          ]);
+          assertEquals(got.dispatches, [act + 1, act + 1], what);
+          await checkAgainstCpu(b, first(x2), rows, got.ys[1], `${what}: other x`);
+          await checkAgainstCpu(a, first(x1), rows, got.ys[0], `${what}: first x`);
+        }
+        // the same binding in another batch: nothing held from this batch
+        await encodeAll(gpu, [{ lin: a.lin, x: t2, rows }]);
+        const later = await encodeAll(gpu, [{ lin: b.lin, x: t2, rows, reuse: true }]);
+        assertEquals(later.dispatches, [act + 1], `${what}: other batch`);
+        await checkAgainstCpu(b, first(x2), rows, later.ys[0], `${what}: other batch`);
+      }
+      // more rows of the same binding than the held product's: b quantizes 5 rows
+      const rowsDiffer = await encodeAll(gpu, [
+        { lin: a.lin, x: t2, rows: 1 },
+        { lin: b.lin, x: t2, rows: 5, reuse: true },
+      ]);
+      assertEquals(rowsDiffer.dispatches[1], activationDispatches(format, 5) + 1);
+      await checkAgainstCpu(b, x2, 5, rowsDiffer.ys[1], `${format}: other rows`);
+      a.lin.destroy();
+      b.lin.destroy();
+    }
+    // other settings on the same x: format, threshold, kept FP16 columns
+    const llm = (seed: number, options: QuantOptions) =>
+      int8Layer(gpu, "llm-int8", 70, k, seed, options);
+    const vw = await int8Layer(gpu, "int8-vectorwise", 40, k, 720);
+    const thr3 = await llm(721, { threshold: 3 });
+    const thr4 = await llm(722, { threshold: 4 });
+    const keptA = await llm(723, { threshold: 3, fp16Columns: [17, 40], outlierWeights: "fp16" });
+    const keptB = await llm(724, { threshold: 3, fp16Columns: [17, 41], outlierWeights: "fp16" });
+    const keptA2 = await llm(725, { threshold: 3, fp16Columns: [17, 40], outlierWeights: "fp16" });
+    const absmax = await int8Layer(gpu, "int8-absmax", 40, k, 726);
+    const chain = [vw, thr3, thr4, keptA, keptA2, keptB, absmax, vw];
+    for (const rows of [1, 5]) {
+      const tx = rows === 1 ? t2 : t1;
+      const x = rows === 1 ? x2.subarray(0, k) : x1;
+      const got = await encodeAll(
+        gpu,
+        chain.map((l) => ({ lin: l.lin, x: tx, rows, reuse: true })),
+      );
+      const q = (f: QuantLinearFormat) => activationDispatches(f, rows) + 1;
+      // only keptA2 (same threshold and kept columns as keptA, just before it) reuses
+      assertEquals(
+        got.dispatches,
+        chain.map((l, i) => i === 4 ? 1 : q(l.lin.format)),
+        `rows=${rows}`,
+      );
+      for (const [i, l] of chain.entries()) {
+        await checkAgainstCpu(l, x, rows, got.ys[i], `settings chain rows=${rows}: ${i}`);
+      }
+    }
+    for (const l of new Set(chain)) l.lin.destroy();
+    t1.destroy();
+    t2.destroy();
+    tb.destroy();
   });
 });
