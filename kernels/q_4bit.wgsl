@@ -31,17 +31,16 @@
 //   two units from there (8-byte reads, padded against bank conflicts) for all RPT rows. A lane
 //   loading its own unit's 32 x from global memory would read 16 bytes at a 128-byte stride
 //   across the warp: ~32 L1 wavefronts per load instead of 4.
-// - Per 32 codes and row: 32 lookups in a 16-entry f16 table (t16; shift/mask and a 16-bit load
-//   each, ≈ 96 instructions), 16 packs of two values into a vec2<f16>, 16 vec2<f16> multiply-adds
-//   (a chain of 4 per word), 3 vec2 adds, both halves to f32 and added, one f32 multiply-add by
-//   the absmax; with the loads, addresses and x reads (shared by RPT rows) ≈ 145 instructions
-//   and ≈ 43 workgroup-memory/L1 wavefronts per warp (32 lookups, 4 codes, ~1 absmax, ~6 x).
-// - Why not a 256-entry table of vec2<f16> pairs (one lookup per byte, ≈ 80 instructions): its
-//   4-byte entries sit 8 to a bank, and a warp's 32 lookups of random bytes take ~3.2 wavefronts
-//   each (simulated with NF4 codes of normal weights): ≈ 52 for 16 lookups, where the 16 f16
-//   values here (32 bytes, 8 banks) take one wavefront per lookup. An SM issues 4 instructions
-//   but serves 1 wavefront per clock; the memory needs ≈ 45 clocks per warp, 32 codes and row
-//   at 3 TB/s on an H100, so this table keeps both under that and the pair table would not.
+// - Codes: one lookup per byte in a 256-entry table of vec2<f16> pairs (pairs[b] = the values
+//   of b's high and low nibble), then 16 vec2<f16> multiply-adds per 32 codes (a chain of 4 per
+//   word), 3 vec2 adds, both halves to f32 and added, one f32 multiply-add by the absmax.
+// - Pair table or 16-entry table: the 16 f16 values (32 bytes, 8 banks) never conflict but take
+//   twice the lookups and a pack per pair; the pair table's 4-byte entries sit 8 to a bank, so a
+//   warp's random byte lookups conflict (~3.2 wavefronts each for NF4 codes of normal weights).
+//   On the H100 the pair table was faster at all five Llama shapes (NF4 GEMV, same run:
+//   391/570/495/567/554 GB/s against 366/533/477/519/538 for the 16-entry table and
+//   265/510/314/546/326 before this design) — instruction issue, not workgroup memory, is what
+//   binds here.
 // - Sums: f16 products, up to 16 terms per half and unit summed in f16, then f32 (error ~25%
 //   above that of 4-term f16 dots summed in f32, far within the tests' 5e-3·σ_y).
 //
@@ -121,8 +120,8 @@ override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two divi
 // Output features per thread. A 4-bit word stands for 8 activations (32 bytes of f32 x per 4
 // bytes of codes), so reading x, not the weights, bounds a one-row-per-thread GEMV; each x load
 // here serves RPT rows (4, or 8 with RPT8). The f16 path's workgroup memory: 72·2·GEMV_TPR bytes
-// of x, 4·GEMV_WG·RPT of partial sums and 32 of table: 13.6 KiB at 256 threads, 32 per row and
-// RPT 8; 64 per row with RPT 8 and 256 threads would exceed 16 KiB.
+// of x, 4·GEMV_WG·RPT of partial sums and 32 of table (13.6 KiB at 32 threads per row, 256
+// threads, RPT 8: GEMV_TPR 64 with RPT 8 needs more than 16 KiB).
 #if RPT8
 const RPT: u32 = 8u;
 #else
@@ -135,19 +134,20 @@ var<workgroup> partial: array<f32, GEMV_WG * RPT>;
 #if K32
 // The f16 gemv with K32 (the header says why it is laid out so).
 
-// The 16 table values in f16: 32 bytes, 8 banks, so a warp's lookups never conflict.
-var<workgroup> t16: array<f16, 16>;
+// pairs[b] = (table[b >> 4], table[b & 15]): the values of the two codes of byte b, one lookup.
+var<workgroup> pairs: array<vec2<f16>, 256>;
 
-fn load_t16(lid: u32) {
-  if (lid < 16u) {
-    t16[lid] = f16(p.table[lid / 4u][lid % 4u]);
+fn load_pairs(lid: u32) {
+  for (var i = lid; i < 256u; i += GEMV_WG) {
+    let hi = i >> 4u;
+    let lo = i & 15u;
+    pairs[i] = vec2<f16>(f16(p.table[hi / 4u][hi % 4u]), f16(p.table[lo / 4u][lo % 4u]));
   }
   workgroupBarrier();
 }
 
-// The values of the two codes in the low byte of b: element 2j (high nibble) first.
 fn byte_values(b: u32) -> vec2<f16> {
-  return vec2<f16>(t16[(b >> 4u) & 0xfu], t16[b & 0xfu]);
+  return pairs[b & 0xffu];
 }
 
 // One x tile: the 2·GEMV_TPR units (32 activations each) that a thread group's lanes work on in
@@ -187,7 +187,7 @@ fn gemv(
 #if K32
   let units = p.k / 32u;
 #if F16
-  load_t16(lid);
+  load_pairs(lid);
   // Rows past the chunk stand in for its last row, so that every load is in bounds and no branch
   // separates them; their sums are not stored.
   let sh = firstTrailingBit(p.blocksize); // blocksize is a power of two
