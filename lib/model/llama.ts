@@ -14,7 +14,7 @@ import { BindGroupCache, CommandBatch, type DispatchTiming } from "../gpu/batch.
 import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
-import type { Linear } from "../kernels/linear.ts";
+import type { Linear, LinearEncodeOptions } from "../kernels/linear.ts";
 import { Fp16Linear } from "../kernels/linear.ts";
 import {
   quantLinearFactory,
@@ -192,6 +192,9 @@ export interface GreedyDecodeResult {
   /** Steps that were computed after the stop and discarded. */
   overshoot: number;
 }
+
+/** For a linear layer that reads the x the previous one read (k/v after q, up after gate). */
+const SAME_INPUT: LinearEncodeOptions = { reuseInput: true };
 
 /** The default readback group of {@linkcode LlamaModel.decodeGreedy} on this adapter. */
 function defaultInFlight(gpu: Gpu): number {
@@ -656,9 +659,10 @@ export class LlamaModel {
       // attention
       norm(w.attnNorm);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
+      // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
       lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
-      lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows);
-      lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows);
+      lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, SAME_INPUT);
+      lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, SAME_INPUT);
       ops.attention(
         batch,
         s.q,
@@ -678,7 +682,7 @@ export class LlamaModel {
       norm(w.mlpNorm);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
       lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
-      lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows);
+      lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, SAME_INPUT);
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
       capture?.("down_in", l, s.gate, c.intermediateSize);
       lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);

@@ -1,0 +1,57 @@
+/**
+ * The model passes `reuseInput` to k_proj, v_proj and up_proj, so the int8 formats quantize each
+ * layer input once. Against the same model whose layers ignore the option (every product
+ * quantizes x itself), the logits must be bit-for-bit equal: in a prefill and in decode steps.
+ */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { requestGpu } from "../../lib/gpu/device.ts";
+import type { Linear } from "../../lib/kernels/linear.ts";
+import { quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
+import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
+import { writeRandomLlama } from "../helpers/random_llama.ts";
+
+/** The format's layers, with `options` (reuseInput) dropped on the way in. */
+function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): LinearFactory {
+  const inner = quantLinearFactory(format, { threshold: 1.5 });
+  return async (gpu, request) => {
+    const lin = await inner(gpu, request);
+    const wrapped: Linear = {
+      format: lin.format,
+      inFeatures: lin.inFeatures,
+      outFeatures: lin.outFeatures,
+      weightBytes: lin.weightBytes,
+      encode: (batch, x, y, rows) => lin.encode(batch, x, y, rows),
+      destroy: () => lin.destroy(),
+    };
+    return wrapped;
+  };
+}
+
+Deno.test("int8 layers reusing a quantized input give the logits of quantizing it again", async () => {
+  const gpu = await requestGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeRandomLlama(dir, { seed: 7 });
+    const tokens = [3, 17, 5, 29, 11, 2];
+    for (const format of ["int8-vectorwise", "int8-absmax", "llm-int8"] as const) {
+      const run = async (linear: LinearFactory) => {
+        const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, linear });
+        try {
+          const prefill = await model.forward(tokens, "all");
+          const steps = [];
+          for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+          return { prefill, steps };
+        } finally {
+          model.dispose();
+        }
+      };
+      const reusing = await run(quantLinearFactory(format, { threshold: 1.5 }));
+      const fresh = await run(ignoringReuse(format));
+      assertEquals(reusing.prefill, fresh.prefill, `${format}: prefill logits`);
+      assertEquals(reusing.steps, fresh.steps, `${format}: decode logits`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    gpu.destroy();
+  }
+});
