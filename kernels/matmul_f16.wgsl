@@ -12,7 +12,8 @@
 // the 4-term dot products) are f16 arithmetic; each 4-term dot is added to an f32 accumulator.
 //
 // A weight larger than one storage binding is bound in chunks of output features: n_start and
-// n_count select the chunk, and w is that chunk's slice only.
+// n_count select the chunk, and w is that chunk's slice only. With ROUTE2 or ROUTE3 the gemv
+// writes features [0, split1) to y, [split1, split2) to y2 and the rest to y3 (ROUTE3).
 
 #if F16
 enable f16;
@@ -27,6 +28,8 @@ struct Params {
   k: u32,       // K, even
   n_start: u32, // first output feature of this chunk
   n_count: u32, // output features in this chunk
+  split1: u32,  // gemv with ROUTE2/ROUTE3: first feature that goes to y2
+  split2: u32,  // gemv with ROUTE3: first feature that goes to y3
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,6 +49,36 @@ struct Params {
 #endif
 
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// Several layers' weights stacked in one matrix (q, k, v; gate, up), one row of x: each
+// output feature goes to its own layer's y, so one dispatch serves two or three products.
+#if ROUTE2
+@group(0) @binding(4) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(4) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y3: array<f32>;
+#endif
+
+// Output feature n (of the whole matrix) of the one activation row.
+fn store_gemv(n: u32, v: f32) {
+#if ROUTE2
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+#if ROUTE3
+  if (n >= p.split2) {
+    y3[n - p.split2] = v;
+    return;
+  }
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+  y[n] = v;
+}
 
 // ---------------------------------------------------------------------------------------------
 // gemv
@@ -126,7 +159,7 @@ fn gemv(
     workgroupBarrier();
   }
   if (lane == 0u && n < p.n_count) {
-    y[p.n_start + n] = partial[lid];
+    store_gemv(p.n_start + n, partial[lid]);
   }
 }
 

@@ -56,7 +56,8 @@ export function planRowChunks(
 }
 
 /**
- * Binds row chunks of a matrix held in one tensor, as sub-ranges where there are several.
+ * Binds row chunks of a matrix held in one tensor (from row `firstRow` of it, whose byte offset
+ * must be a multiple of the storage binding alignment), as sub-ranges where there are several.
  *
  * @example
  * ```ts ignore
@@ -69,18 +70,29 @@ export function tensorRowChunks(
   rows: number,
   rowBytes: number,
   maxBytes: number = gpu.limits.maxStorageBufferBindingSize,
+  firstRow = 0,
 ): RowChunk[] {
-  if (tensor.byteSize < rows * rowBytes) {
+  const base = firstRow * rowBytes;
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  if (tensor.byteSize < base + rows * rowBytes) {
     throw new RangeError(
-      `${tensor.label}: ${tensor.byteSize} bytes cannot hold ${rows} rows of ${rowBytes} bytes`,
+      `${tensor.label}: ${tensor.byteSize} bytes cannot hold rows ${firstRow}..${
+        firstRow + rows - 1
+      } of ${rowBytes} bytes`,
     );
   }
-  const plan = planRowChunks(rows, rowBytes, maxBytes, gpu.limits.minStorageBufferOffsetAlignment);
-  if (plan.length === 1) return [{ ...plan[0], binding: tensor }];
+  if (base % align) {
+    throw new RangeError(
+      `${tensor.label}: row ${firstRow} starts at byte ${base}, not a multiple of the ` +
+        `${align}-byte storage binding alignment`,
+    );
+  }
+  const plan = planRowChunks(rows, rowBytes, maxBytes, align);
+  if (plan.length === 1 && base === 0) return [{ ...plan[0], binding: tensor }];
   return plan.map(({ start, count }) => ({
     start,
     count,
-    binding: { tensor, offset: start * rowBytes, size: alignUp(count * rowBytes, 4) },
+    binding: { tensor, offset: base + start * rowBytes, size: alignUp(count * rowBytes, 4) },
   }));
 }
 

@@ -123,6 +123,12 @@ export interface Fp16LinearOptions {
    * to share (tied embeddings), which the layer reads but does not destroy.
    */
   weight: Uint16Array | GpuTensor;
+  /**
+   * With a shared tensor: the layer's rows start at this row of it (default 0), e.g. k_proj in
+   * a tensor that stacks q, k and v. Its byte offset must be a multiple of the device's
+   * `minStorageBufferOffsetAlignment`.
+   */
+  firstRow?: number;
   /** N. */
   outFeatures: number;
   /** K; must be even (rows are whole u32 words). */
@@ -239,34 +245,31 @@ export class Fp16Linear implements Linear {
         });
       }
     } else {
-      chunks = tensorRowChunks(gpu, weight, n, rowBytes, maxBytes);
+      chunks = tensorRowChunks(gpu, weight, n, rowBytes, maxBytes, opts.firstRow ?? 0);
     }
 
     const t = opts.tuning ?? {};
-    const gemvWg = t.gemvWorkgroupSize ?? 256;
-    const gemvTpr = t.gemvThreadsPerRow ?? 32;
     const tileM = t.gemmTileM ?? 64;
     const tileN = t.gemmTileN ?? 64;
-    if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4) {
+    if (tileM % 4 || tileN % 4) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
-    const defines = f16 ? ["F16"] : [];
     try {
       const kernels = await Promise.all([
-        gpu.kernel({
-          file: "matmul_f16",
-          entry: "gemv",
-          defines: k % 8 === 0 ? [...defines, "K8"] : defines,
-          constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
-        }),
+        gemvKernel(gpu, label, k, f16, t, []),
         gpu.kernel({
           file: "matmul_f16",
           entry: "gemm",
-          defines,
+          defines: f16 ? ["F16"] : [],
           constants: { TILE_M: tileM, TILE_N: tileN },
         }),
       ]);
-      return new Fp16Linear(opts, f16, chunks, owned, kernels, [gemvWg / gemvTpr, tileM, tileN]);
+      const gemvRows = kernels[0].rowsPerWorkgroup;
+      return new Fp16Linear(opts, f16, chunks, owned, [kernels[0].kernel, kernels[1]], [
+        gemvRows,
+        tileM,
+        tileN,
+      ]);
     } catch (err) {
       for (const o of owned) o.destroy();
       throw err;
@@ -288,7 +291,8 @@ export class Fp16Linear implements Linear {
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
     for (const chunk of this.chunks) {
-      const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+      const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
+        .build();
       if (rows === 1) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
         batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
@@ -303,5 +307,203 @@ export class Fp16Linear implements Linear {
   destroy(): void {
     for (const t of this.#owned) t.destroy();
     this.#owned = [];
+  }
+}
+
+/** The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...). */
+async function gemvKernel(
+  gpu: Gpu,
+  label: string,
+  k: number,
+  f16: boolean,
+  t: Fp16Tuning,
+  route: string[],
+): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
+  const gemvWg = t.gemvWorkgroupSize ?? 256;
+  const gemvTpr = t.gemvThreadsPerRow ?? 32;
+  if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr) {
+    throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
+  }
+  const defines = [...(f16 ? ["F16"] : []), ...(k % 8 === 0 ? ["K8"] : []), ...route];
+  const kernel = await gpu.kernel({
+    file: "matmul_f16",
+    entry: "gemv",
+    defines,
+    constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+  });
+  return { kernel, rowsPerWorkgroup: gemvWg / gemvTpr };
+}
+
+/** One layer of an {@linkcode Fp16LinearStack}. */
+export interface StackedWeight {
+  /** Ledger-style name of the layer, e.g. `model.layers.0.self_attn.k_proj.weight`. */
+  label: string;
+  /** Its f16 weights `[outFeatures, K]`. */
+  weight: Uint16Array;
+  /** Its N. */
+  outFeatures: number;
+}
+
+/** Options for {@linkcode Fp16LinearStack.create}. */
+export interface Fp16LinearStackOptions {
+  /** Ledger label of the stacked tensor. */
+  label: string;
+  /** The two or three layers, in stacking order. */
+  layers: StackedWeight[];
+  /** K, shared by all. */
+  inFeatures: number;
+  /** Multiply in f16; default `gpu.f16`. */
+  f16?: boolean;
+  /** Largest weight binding in bytes (default the device's); tests lower it. */
+  maxBindingBytes?: number;
+  /** GEMV workgroup shape. */
+  tuning?: Fp16Tuning;
+}
+
+/**
+ * FP16 layers that read the same input (q, k and v; gate and up) with their weights stacked in
+ * one tensor: each layer is an {@linkcode Fp16Linear} over its own rows of it ({@linkcode parts},
+ * for any number of activation rows), and {@linkcode encodeRow} computes all of them for one
+ * activation row in one dispatch, each output feature written to its own layer's y. For decode
+ * that is one launch instead of two or three, over a grid as large as their sum.
+ *
+ * @example
+ * ```ts ignore
+ * const qkv = await Fp16LinearStack.create(gpu, {
+ *   label: "layers.0.qkv",
+ *   layers: [{ label: "q", weight: q, outFeatures: 4096 }, { label: "k", weight: k, outFeatures: 1024 },
+ *     { label: "v", weight: v, outFeatures: 1024 }],
+ *   inFeatures: 4096,
+ * });
+ * qkv.encodeRow(batch, xn, [yq, yk, yv]);
+ * qkv.destroy();
+ * ```
+ */
+export class Fp16LinearStack {
+  /** The stacked layers, each reading its rows of the shared tensor. */
+  readonly parts: readonly Fp16Linear[];
+  /** K. */
+  readonly inFeatures: number;
+  /** Total output features of the stack. */
+  readonly outFeatures: number;
+  #tensor: GpuTensor | null;
+  #gemv: Kernel;
+  #rowsPerWorkgroup: number;
+  #chunks: RowChunk[];
+  #splits: [number, number];
+
+  private constructor(
+    parts: Fp16Linear[],
+    tensor: GpuTensor,
+    gemv: { kernel: Kernel; rowsPerWorkgroup: number },
+    chunks: RowChunk[],
+    splits: [number, number],
+  ) {
+    this.parts = parts;
+    this.inFeatures = parts[0].inFeatures;
+    this.outFeatures = parts.reduce((s, p) => s + p.outFeatures, 0);
+    this.#tensor = tensor;
+    this.#gemv = gemv.kernel;
+    this.#rowsPerWorkgroup = gemv.rowsPerWorkgroup;
+    this.#chunks = chunks;
+    this.#splits = splits;
+  }
+
+  /**
+   * Whether layers of these output features can share a tensor on `gpu`: each layer's first
+   * row must start on the storage binding alignment, and the stack must fit one buffer.
+   */
+  static fits(gpu: Gpu, inFeatures: number, outFeatures: readonly number[]): boolean {
+    const rowBytes = inFeatures * 2;
+    let row = 0;
+    for (const n of outFeatures) {
+      if ((row * rowBytes) % gpu.limits.minStorageBufferOffsetAlignment) return false;
+      row += n;
+    }
+    return outFeatures.length >= 2 && outFeatures.length <= 3 && inFeatures % 2 === 0 &&
+      row * rowBytes <= gpu.limits.maxBufferSize;
+  }
+
+  /** Uploads the layers into one tensor and compiles the routing GEMV. */
+  static async create(gpu: Gpu, opts: Fp16LinearStackOptions): Promise<Fp16LinearStack> {
+    const { label, layers, inFeatures: k } = opts;
+    const counts = layers.map((l) => l.outFeatures);
+    if (!Fp16LinearStack.fits(gpu, k, counts)) {
+      throw new RangeError(
+        `${label}: cannot stack ${counts.join(" + ")} rows of ${k} (2 or 3 layers, each ` +
+          `starting on the ${gpu.limits.minStorageBufferOffsetAlignment}-byte binding alignment, ` +
+          `within maxBufferSize)`,
+      );
+    }
+    for (const l of layers) {
+      if (l.weight.length !== l.outFeatures * k) {
+        throw new RangeError(
+          `${l.label}: ${l.weight.length} weights, expected ${l.outFeatures}x${k}`,
+        );
+      }
+    }
+    const f16 = opts.f16 ?? gpu.f16;
+    const total = counts.reduce((a, b) => a + b, 0);
+    const tensor = gpu.tensor({
+      label,
+      category: "weights",
+      byteSize: total * k * 2,
+      shape: [total, k],
+      dtype: "f16x2",
+    });
+    try {
+      const starts: number[] = [];
+      let row = 0;
+      for (const l of layers) {
+        starts.push(row);
+        tensor.write(gpu.device, l.weight, row * k * 2);
+        row += l.outFeatures;
+      }
+      const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
+      const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
+      const [gemv, ...parts] = await Promise.all([
+        gemvKernel(gpu, label, k, f16, opts.tuning ?? {}, route),
+        ...layers.map((l, i) =>
+          Fp16Linear.create(gpu, {
+            label: l.label,
+            weight: tensor,
+            firstRow: starts[i],
+            outFeatures: l.outFeatures,
+            inFeatures: k,
+            f16,
+            maxBindingBytes: opts.maxBindingBytes,
+            tuning: opts.tuning,
+          })
+        ),
+      ]);
+      const chunks = tensorRowChunks(gpu, tensor, total, k * 2, maxBytes);
+      const splits: [number, number] = [starts[1], starts[2] ?? total];
+      return new Fp16LinearStack(parts, tensor, gemv, chunks, splits);
+    } catch (err) {
+      tensor.destroy();
+      throw err;
+    }
+  }
+
+  /** Records every layer's `y = x · Wᵀ` for one activation row, into `ys` in stacking order. */
+  encodeRow(batch: CommandBatch, x: Binding, ys: readonly Binding[]): void {
+    if (ys.length !== this.parts.length) {
+      throw new RangeError(`stack of ${this.parts.length} layers: ${ys.length} outputs given`);
+    }
+    const k = this.inFeatures;
+    requireBytes(x, k * 4, "stacked linear x");
+    this.parts.forEach((part, i) => requireBytes(ys[i], part.outFeatures * 4, "stacked linear y"));
+    for (const chunk of this.#chunks) {
+      const p = params().u32(1).u32(this.outFeatures).u32(k).u32(chunk.start).u32(chunk.count)
+        .u32(this.#splits[0]).u32(this.#splits[1]).build();
+      const groups = Math.ceil(chunk.count / this.#rowsPerWorkgroup);
+      batch.dispatch(this.#gemv, [x, chunk.binding, ...ys], grid(groups), p);
+    }
+  }
+
+  /** Frees the stacked tensor (the parts only read it). */
+  destroy(): void {
+    this.#tensor?.destroy();
+    this.#tensor = null;
   }
 }

@@ -15,7 +15,7 @@ import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEncodeOptions } from "../kernels/linear.ts";
-import { Fp16Linear } from "../kernels/linear.ts";
+import { Fp16Linear, Fp16LinearStack } from "../kernels/linear.ts";
 import {
   quantLinearFactory,
   type QuantLinearFactoryOptions,
@@ -111,6 +111,13 @@ export interface LoadOptions {
   chunkSize?: number;
   /** Called after each tensor is loaded. */
   onProgress?: (done: number, total: number, name: string) => void;
+  /**
+   * FP16 only (the default layers): store q, k and v, and gate and up, each group in one
+   * tensor, so that a decode step computes each group in one dispatch
+   * ({@linkcode Fp16LinearStack}); the per-layer `linears` read their rows of it. Default true;
+   * the results are the same bit for bit either way.
+   */
+  stackLayers?: boolean;
 }
 
 /** Weights of one decoder block on the GPU. */
@@ -121,7 +128,15 @@ export interface LayerWeights {
   linears: Record<LinearName, Linear>;
   /** RMSNorm weight before the MLP (f32). */
   mlpNorm: GpuTensor;
+  /** Stacked FP16 layers (see {@linkcode LoadOptions.stackLayers}): q/k/v and gate/up. */
+  stacks?: { qkv?: Fp16LinearStack; gateUp?: Fp16LinearStack };
 }
+
+/** Layers stacked for one-dispatch decode (see {@linkcode LoadOptions.stackLayers}). */
+const STACKS = {
+  qkv: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+  gateUp: ["mlp.gate_proj", "mlp.up_proj"],
+} as const satisfies Record<string, readonly LinearName[]>;
 
 /** Activation buffers for up to `rows` tokens, and the KV cache. */
 interface RunState {
@@ -583,6 +598,8 @@ export class LlamaModel {
       layer.attnNorm.destroy();
       layer.mlpNorm.destroy();
       for (const l of Object.values(layer.linears)) l.destroy();
+      layer.stacks?.qkv?.destroy();
+      layer.stacks?.gateUp?.destroy();
     }
     this.lmHead.destroy();
     this.embed.destroy();
@@ -659,10 +676,14 @@ export class LlamaModel {
       // attention
       norm(w.attnNorm);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
-      // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
-      lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
-      lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, SAME_INPUT);
-      lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, SAME_INPUT);
+      if (rows === 1 && w.stacks?.qkv) {
+        w.stacks.qkv.encodeRow(batch, s.xn, [s.q, s.k, s.v]);
+      } else {
+        // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
+        lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
+        lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, SAME_INPUT);
+        lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, SAME_INPUT);
+      }
       ops.attention(
         batch,
         s.q,
@@ -681,8 +702,12 @@ export class LlamaModel {
       pendingAdd = true;
       norm(w.mlpNorm);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
-      lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
-      lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, SAME_INPUT);
+      if (rows === 1 && w.stacks?.gateUp) {
+        w.stacks.gateUp.encodeRow(batch, s.xn, [s.gate, s.up]);
+      } else {
+        lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
+        lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, SAME_INPUT);
+      }
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
       capture?.("down_in", l, s.gate, c.intermediateSize);
       lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
@@ -755,23 +780,56 @@ async function loadWeights(
   }));
   progress(embedName);
 
+  // Stacking is exact for FP16 (each output row is computed as it would be alone).
+  const stacking = (options.stackLayers ?? true) && linear === fp16Linear;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
     const prefix = `model.layers.${l}`;
     const attnNorm = await norm(`${prefix}.input_layernorm.weight`);
     const mlpNorm = await norm(`${prefix}.post_attention_layernorm.weight`);
     const linears = {} as Record<LinearName, Linear>;
-    for (const kind of LINEAR_NAMES) {
+    const stacks: NonNullable<LayerWeights["stacks"]> = {};
+    const readLinear = async (kind: LinearName) => {
       const name = `${prefix}.${kind}.weight`;
       const [n, k] = shapes[kind];
       ckpt.expectShape(name, [n, k]);
-      const weight = await ckpt.readF16Bits(name);
+      return { name, n, k, weight: await ckpt.readF16Bits(name) };
+    };
+    if (stacking) {
+      for (
+        const [group, kinds] of Object.entries(STACKS) as [
+          keyof typeof STACKS,
+          readonly LinearName[],
+        ][]
+      ) {
+        const k = shapes[kinds[0]][1];
+        if (!Fp16LinearStack.fits(gpu, k, kinds.map((kind) => shapes[kind][0]))) continue;
+        const parts = [];
+        for (const kind of kinds) {
+          const { name, n, weight } = await readLinear(kind);
+          parts.push({ label: name, weight, outFeatures: n });
+        }
+        const stack = own(
+          await Fp16LinearStack.create(gpu, {
+            label: `${prefix}.{${kinds.join(",")}}.weight`,
+            layers: parts,
+            inFeatures: k,
+          }),
+        );
+        stacks[group] = stack;
+        kinds.forEach((kind, i) => linears[kind] = stack.parts[i]);
+        for (const part of parts) progress(part.label);
+      }
+    }
+    for (const kind of LINEAR_NAMES) {
+      if (linears[kind]) continue;
+      const { name, n, k, weight } = await readLinear(kind);
       linears[kind] = own(
         await linear(gpu, { name, layer: l, kind, weight, outFeatures: n, inFeatures: k }),
       );
       progress(name);
     }
-    layers.push({ attnNorm, linears, mlpNorm });
+    layers.push({ attnNorm, linears, mlpNorm, stacks });
   }
   const norm_ = await norm("model.norm.weight");
 

@@ -1,7 +1,11 @@
-import { ok as assert, rejects as assertRejects } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  rejects as assertRejects,
+} from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import type { Gpu } from "../../lib/gpu/device.ts";
-import { cpuMatmul, Fp16Linear } from "../../lib/kernels/linear.ts";
+import { cpuMatmul, Fp16Linear, Fp16LinearStack } from "../../lib/kernels/linear.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
 
@@ -133,6 +137,101 @@ Deno.test("Fp16Linear rejects odd K, wrong sizes and f16 without shader-f16", as
         f16: true,
       }),
       /shader-f16/,
+    );
+  });
+});
+
+// A stack's one-row dispatch runs the same per-row arithmetic as each layer's own GEMV, so its
+// outputs must equal theirs bit for bit; each layer (any rows) must match cpuMatmul as above.
+function stackSuite(f16: boolean): void {
+  Deno.test({
+    name: `Fp16LinearStack (${f16 ? "f16" : "f32"} arithmetic): one dispatch routes each layer's ` +
+      `outputs; each part alone matches cpuMatmul`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        const cases = [
+          // q, k, v of a GQA block (K % 8 == 0); two layers (gate, up) with K % 8 != 0;
+          // three layers over several small bindings (chunks cross layer boundaries)
+          { k: 128, ns: [128, 64, 64], maxBindingBytes: undefined },
+          { k: 130, ns: [192, 64], maxBindingBytes: undefined },
+          { k: 64, ns: [96, 32, 160], maxBindingBytes: 6144 },
+        ];
+        for (const [c, { k, ns, maxBindingBytes }] of cases.entries()) {
+          const weights = ns.map((n, i) => randomF16(n * k, 40 + 3 * c + i, W_SCALE));
+          const stack = await Fp16LinearStack.create(gpu, {
+            label: `stack ${c}`,
+            layers: ns.map((n, i) => ({
+              label: `part ${i}`,
+              weight: weights[i].bits,
+              outFeatures: n,
+            })),
+            inFeatures: k,
+            f16,
+            maxBindingBytes,
+          });
+          const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
+          const x = randn(k, 50 + c, X_SCALE);
+          const tx = f32Tensor(gpu, "x", x);
+          const routed = ns.map((n, i) => emptyF32(gpu, `routed ${i}`, n));
+          const alone = ns.map((n, i) => emptyF32(gpu, `alone ${i}`, n));
+          const batch = new CommandBatch(gpu);
+          stack.encodeRow(batch, tx, routed);
+          stack.parts.forEach((part, i) => part.encode(batch, tx, alone[i], 1));
+          batch.submit();
+          for (const [i, n] of ns.entries()) {
+            const got = await gpu.readF32(routed[i]);
+            assertEquals(got, await gpu.readF32(alone[i]), `stack ${c} layer ${i}: routed = alone`);
+            assertClose(
+              got,
+              cpuMatmul(x, weights[i].values, 1, n, k),
+              { atol: (f16 ? F16_TOL : F32_TOL) * sigma },
+              `stack ${c} layer ${i} (N=${n})`,
+            );
+          }
+          // The parts on several rows (GEMM over their rows of the shared tensor).
+          const xs = randn(5 * k, 60 + c, X_SCALE);
+          const txs = f32Tensor(gpu, "xs", xs);
+          for (const [i, part] of stack.parts.entries()) {
+            const ty = emptyF32(gpu, "y", 5 * ns[i]);
+            const b = new CommandBatch(gpu);
+            part.encode(b, txs, ty, 5);
+            b.submit();
+            assertClose(
+              await gpu.readF32(ty),
+              cpuMatmul(xs, weights[i].values, 5, ns[i], k),
+              { atol: (f16 ? F16_TOL : F32_TOL) * sigma },
+              `stack ${c} part ${i}, 5 rows`,
+            );
+            ty.destroy();
+          }
+          assert(stack.parts.every((p) => p.sharedWeight), "the parts only read the stack");
+          stack.destroy();
+          for (const t of [tx, txs, ...routed, ...alone]) t.destroy();
+        }
+      }),
+  });
+}
+
+stackSuite(false);
+stackSuite(true);
+
+Deno.test("Fp16LinearStack refuses layers that do not start on the binding alignment", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    // 6 rows of 40 bytes: the second layer would start at byte 240
+    assert(!Fp16LinearStack.fits(gpu, 20, [6, 4]));
+    assert(Fp16LinearStack.fits(gpu, 128, [4, 4, 8]));
+    assert(!Fp16LinearStack.fits(gpu, 128, [4]), "one layer is not a stack");
+    await assertRejects(
+      Fp16LinearStack.create(gpu, {
+        label: "misaligned",
+        layers: [
+          { label: "a", weight: new Uint16Array(120), outFeatures: 6 },
+          { label: "b", weight: new Uint16Array(80), outFeatures: 4 },
+        ],
+        inFeatures: 20,
+      }),
+      /binding alignment/,
     );
   });
 });

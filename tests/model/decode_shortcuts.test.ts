@@ -1,7 +1,11 @@
 /**
- * The model passes `reuseInput` to k_proj, v_proj and up_proj, so the int8 formats quantize each
- * layer input once. Against the same model whose layers ignore the option (every product
- * quantizes x itself), the logits must be bit-for-bit equal: in a prefill and in decode steps.
+ * Shortcuts the forward pass takes that must not change a single bit of the logits, in a
+ * prefill and in decode steps:
+ * - the model passes `reuseInput` to k_proj, v_proj and up_proj, so the int8 formats quantize
+ *   each layer input once; against the same layers ignoring the option (every product quantizes
+ *   x itself);
+ * - FP16 q/k/v and gate/up stacked in one tensor each, one dispatch per group in decode; against
+ *   the same model loaded without stacking.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
@@ -50,6 +54,37 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
       assertEquals(reusing.prefill, fresh.prefill, `${format}: prefill logits`);
       assertEquals(reusing.steps, fresh.steps, `${format}: decode logits`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    gpu.destroy();
+  }
+});
+
+Deno.test("stacked FP16 q/k/v and gate/up give the logits of separate layers", async () => {
+  const gpu = await requestGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    // hidden 128 and 64-wide k/v rows keep every stacked layer on the 256-byte alignment
+    await writeRandomLlama(dir, { seed: 9, hidden: 128, heads: 4, kvHeads: 2, intermediate: 192 });
+    const run = async (stackLayers: boolean) => {
+      const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, stackLayers });
+      try {
+        const stacked = model.layers.every((l) => l.stacks?.qkv && l.stacks.gateUp);
+        const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
+        const steps = [];
+        for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+        return { stacked, prefill, steps };
+      } finally {
+        model.dispose();
+      }
+    };
+    const on = await run(true);
+    const off = await run(false);
+    assertEquals([on.stacked, off.stacked], [true, false], "stacking as asked");
+    assertEquals(on.prefill, off.prefill, "prefill logits");
+    assertEquals(on.steps, off.steps, "decode logits");
+    gpu.trimScratch();
+    assertEquals(gpu.ledger.currentBytes, 0, "dispose frees the stacks");
   } finally {
     await Deno.remove(dir, { recursive: true });
     gpu.destroy();
