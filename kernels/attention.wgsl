@@ -30,7 +30,13 @@ struct Params {
 
 override HEAD_DIM: u32 = 64u; // even
 override ATT_WG: u32 = 64u; // threads per workgroup = keys per block, a power of two; HEAD_DIM <= 8 * ATT_WG
-const MAX_PAIRS: u32 = 4u; // value pairs per thread
+// Value pairs per thread: one when the workgroup covers the head (PAIRS1, the usual case), so
+// the per-thread sums are plain registers rather than an array indexed in a loop.
+#if PAIRS1
+const MAX_PAIRS: u32 = 1u;
+#else
+const MAX_PAIRS: u32 = 4u;
+#endif
 
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -196,7 +196,10 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   }
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   // Keys load 16 bytes at a time when a head is whole groups of eight f16.
-  const defines = headDim % 8 === 0 ? ["HD8"] : [];
+  const defines = [
+    ...(headDim % 8 === 0 ? ["HD8"] : []),
+    ...(headDim / 2 <= wg ? ["PAIRS1"] : []),
+  ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
     gpu.kernel({ file: "attention", entry: "attend", defines, constants }),
