@@ -621,7 +621,12 @@ fn gemm(
   let tx = lid % (TILE_N / 4u);
   let ty = lid / (TILE_N / 4u);
 
-  var acc: array<vec4<i32>, 4>;
+  // Sixteen outputs per thread in four vec4 registers, not an array indexed in loops (see
+  // matmul_f16.wgsl's gemm).
+  var acc0 = vec4<i32>(0);
+  var acc1 = vec4<i32>(0);
+  var acc2 = vec4<i32>(0);
+  var acc3 = vec4<i32>(0);
   for (var w0 = 0u; w0 < words; w0 += KW) {
     for (var i = lid; i < TILE_M * KW; i += threads) {
       let m = m0 + i / KW;
@@ -643,39 +648,56 @@ fn gemm(
     }
     workgroupBarrier();
     for (var kk = 0u; kk < KW; kk++) {
-      var xa: array<u32, 4>;
-      var wb: array<u32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        xa[i] = xs[(ty + i * (TILE_M / 4u)) * KW + kk];
-        wb[i] = ws[(tx + i * (TILE_N / 4u)) * KW + kk];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i][j] += dot4I8Packed(xa[i], wb[j]);
-        }
-      }
+      let wb = vec4<u32>(
+        ws[tx * KW + kk],
+        ws[(tx + TILE_N / 4u) * KW + kk],
+        ws[(tx + 2u * (TILE_N / 4u)) * KW + kk],
+        ws[(tx + 3u * (TILE_N / 4u)) * KW + kk],
+      );
+      acc0 += idots(xs[ty * KW + kk], wb);
+      acc1 += idots(xs[(ty + TILE_M / 4u) * KW + kk], wb);
+      acc2 += idots(xs[(ty + 2u * (TILE_M / 4u)) * KW + kk], wb);
+      acc3 += idots(xs[(ty + 3u * (TILE_M / 4u)) * KW + kk], wb);
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    let m = m0 + ty + i * (TILE_M / 4u);
-    for (var j = 0u; j < 4u; j++) {
-      let n = n0 + tx + j * (TILE_N / 4u);
-      if (m < p.rows && n < p.n_count) {
-        let gn = p.n_start + n;
-        var v = rescale(acc[i][j], m, gn);
+  store_row(m0 + ty, n0 + tx, acc0);
+  store_row(m0 + ty + TILE_M / 4u, n0 + tx, acc1);
+  store_row(m0 + ty + 2u * (TILE_M / 4u), n0 + tx, acc2);
+  store_row(m0 + ty + 3u * (TILE_M / 4u), n0 + tx, acc3);
+}
+
+// One activation row's word of codes against four weight rows' words.
+fn idots(a: u32, b: vec4<u32>) -> vec4<i32> {
+  return vec4<i32>(
+    dot4I8Packed(a, b.x),
+    dot4I8Packed(a, b.y),
+    dot4I8Packed(a, b.z),
+    dot4I8Packed(a, b.w),
+  );
+}
+
+// Outputs (m, n0 + j · TILE_N / 4) for j = 0..3 of one thread, rescaled (plus the outlier part).
+fn store_row(m: u32, n0: u32, acc: vec4<i32>) {
+  if (m >= p.rows) {
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let n = n0 + j * (TILE_N / 4u);
+    if (n < p.n_count) {
+      let gn = p.n_start + n;
+      var v = rescale(acc[j], m, gn);
 #if LLM
-        // Outlier columns are few (a handful of hidden dimensions): a plain loop per output.
-        var extra = 0.0;
-        let count = outl[0];
-        for (var t = 0u; t < count; t++) {
-          let c = outl[1u + t];
-          extra += outlier_product(xf[m * p.k + c], outlier_weight(t, c, n));
-        }
-        v += extra;
-#endif
-        y[m * p.n_total + gn] = v;
+      // Outlier columns are few (a handful of hidden dimensions): a plain loop per output.
+      var extra = 0.0;
+      let count = outl[0];
+      for (var t = 0u; t < count; t++) {
+        let c = outl[1u + t];
+        extra += outlier_product(xf[m * p.k + c], outlier_weight(t, c, n));
       }
+      v += extra;
+#endif
+      y[m * p.n_total + gn] = v;
     }
   }
 }
