@@ -50,9 +50,12 @@ export { f16BitsToF32, f32ToF16Bits, roundToF16 } from "./lib/gpu/f16.ts";
 export {
   Fp16Linear,
   type Fp16LinearOptions,
+  Fp16LinearStack,
+  type Fp16LinearStackOptions,
   type Fp16Tuning,
   type Linear,
   type LinearEncodeOptions,
+  type StackedWeight,
 } from "./lib/kernels/linear.ts";
 export type { RowChunk } from "./lib/kernels/chunks.ts";
 export {

@@ -98,6 +98,8 @@ export interface JupyterResult {
   tables: number;
   late_after_idle: number;
   late_in_later_cell: number;
+  /** Why each earlier attempt's kernel failed, when the notebook had to run again. */
+  restarts: string[];
   executed?: string;
   html?: string;
 }

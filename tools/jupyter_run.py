@@ -218,6 +218,15 @@ def to_html(nb) -> str:
     return body
 
 
+class KernelFailure(Exception):
+    """The kernel or its connection failed (not a cell): `cells` code cells had been sent."""
+
+    def __init__(self, error: Exception, cells: int):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+        self.cells = cells
+
+
 def run_one(path: Path, args) -> dict:
     nb = nbformat.read(path, as_version=4)
     kernel = args.kernel or nb.metadata.get("kernelspec", {}).get("name", "deno")
@@ -232,7 +241,11 @@ def run_one(path: Path, args) -> dict:
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     started = time.monotonic()
-    failure = asyncio.run(client.run())
+    try:
+        failure = asyncio.run(client.run())
+    except Exception as error:
+        # Not a cell's error (those come back as `failure`): the kernel or its connection failed.
+        raise KernelFailure(error, client.code_cells_executed) from error
     seconds = time.monotonic() - started
     problems = check(nb, failure)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -279,30 +292,37 @@ def main() -> int:
     results = []
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
-        # A kernel whose start fails — notably the Deno kernel's first messages failing their
-        # HMAC check ("Invalid Signature"), seen 3 times in about 60 starts here under load, before any
-        # cell has run — gets fresh starts with growing pauses. A failure inside a cell is never
-        # retried, so no notebook error can be hidden.
+        # A notebook whose kernel fails — not a cell: an error there is never retried, so no
+        # notebook error can be hidden — runs again in a fresh kernel, up to four attempts with
+        # growing pauses, and every retry is reported (`restarts`). The one such failure seen
+        # here: jupyter_client rejecting a message with "Invalid Signature", a message the Deno
+        # kernel corrupted by interleaving two IOPub writes (see takePlotlyScript in
+        # lib/plot/jupyter.ts); a failed kernel start ("kernel_info") is retried too.
         attempts = 4
+        restarts = []
         for attempt in range(1, attempts + 1):
             try:
                 result = run_one(path, args)
                 break
             except Exception as error:  # the kernel did not start, died, or the file is unreadable
+                cells = error.cells if isinstance(error, KernelFailure) else 0
+                reason = f"{error} (after {cells} code cells)"
                 result = {"notebook": str(path), "ok": False, "seconds": 0, "cells": 0,
                           "plots": 0, "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
-                          "problems": [f"{type(error).__name__}: {error}"]}
-                startup = "Invalid Signature" in str(error) or "kernel_info" in str(error)
-                if attempt == attempts or not startup:
+                          "problems": [reason]}
+                retryable = "Invalid Signature" in str(error) or "kernel_info" in str(error)
+                if attempt == attempts or not retryable:
                     break
-                print(f"    kernel setup failed ({type(error).__name__}: {error}); "
-                      f"starting a fresh kernel (attempt {attempt + 1} of {attempts})", flush=True)
+                restarts.append(reason)
+                print(f"    kernel failed: {reason}; running the notebook again in a fresh kernel "
+                      f"(attempt {attempt + 1} of {attempts})", flush=True)
                 time.sleep(3 * 2 ** (attempt - 1))
+        result["restarts"] = restarts
         results.append(result)
         late = result["late_after_idle"] + result["late_in_later_cell"]
         print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s: "
               f"{result['cells']} cells, {result['plots']} plots, {result['tables']} tables, "
-              f"{late} late outputs kept", flush=True)
+              f"{late} late outputs kept, {len(restarts)} kernel restarts", flush=True)
         for problem in result["problems"]:
             print("    " + problem.replace("\n", "\n      "), flush=True)
     if args.summary:

@@ -82,7 +82,13 @@ export class NotebookSession {
       md: (s: TemplateStringsArray, ...v: unknown[]) => tagged("text/markdown", s, v),
       svg: (s: TemplateStringsArray, ...v: unknown[]) => tagged("image/svg+xml", s, v),
       format: async (value: unknown): Promise<MimeBundle> => await bundleOf(value) ?? {},
-      broadcast: (): Promise<void> => Promise.resolve(),
+      // A display_data message is an output, as in the kernel; other messages are dropped.
+      broadcast: (type: string, content: { data?: MimeBundle }): Promise<void> => {
+        if (type === "display_data" && content?.data) {
+          this.#add({ kind: "display", bundle: content.data }, this.current);
+        }
+        return Promise.resolve();
+      },
     };
     const stream = (name: "stdout" | "stderr", target: typeof real.stdout) =>
       Object.create(target, {

@@ -8,7 +8,8 @@
  * deno run -A tools/nb_snapshot.ts notebooks/*.ipynb   # deno task notebooks does it for you
  * ```
  *
- * A saved plot output then holds `image/png` (what GitHub, nbconvert and any viewer without a
+ * Outputs that only carry a piece of plotly.js (the Deno kernel gets it in pieces before the first
+ * figure) are dropped with it. A saved plot output then holds `image/png` (what GitHub, nbconvert and any viewer without a
  * Plotly renderer show), `application/vnd.plotly.v1+json` (what JupyterLab with a Plotly renderer
  * and VS Code draw interactively) and `text/plain`. Outputs without a figure are left as they
  * are, and so is a plot that could not be drawn (it is reported, and the run fails).
@@ -150,6 +151,9 @@ export async function snapshotOutputs(
   let plots = 0;
   const failed: string[] = [];
   for (const [index, cell] of (notebook.cells ?? []).entries()) {
+    // The outputs that only carry a piece of plotly.js (see plotlyScriptParts) feed the HTML
+    // that is dropped below: they go too.
+    if (cell.outputs) cell.outputs = cell.outputs.filter((o) => !isPlotlyPart(o));
     for (const output of cell.outputs ?? []) {
       const data = output.data;
       if (!data || !(PLOTLY_MIME in data)) continue;
@@ -168,6 +172,16 @@ export async function snapshotOutputs(
     }
   }
   return { plots, failed };
+}
+
+/** Whether an output is only a piece of plotly.js sent ahead of a notebook's first figure. */
+function isPlotlyPart(output: NotebookOutput): boolean {
+  const html = output.data?.["text/html"];
+  const text = Array.isArray(html) ? html.join("") : html;
+  return typeof text === "string" && Object.keys(output.data ?? {}).length === 1 &&
+    /^<script type="text\/javascript" data-qlab-inline="plotly \d+\/\d+">[^]*<\/script>$/.test(
+      text,
+    );
 }
 
 /** A value with object keys sorted at every level, as nbformat writes notebooks. */

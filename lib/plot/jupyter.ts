@@ -11,7 +11,7 @@
  */
 
 import { type Figure, figureTitle } from "./figure.ts";
-import { plotHtml, plotlyScriptTag } from "./plotly_js.ts";
+import { plotHtml, plotlyScriptParts, plotlyScriptTag } from "./plotly_js.ts";
 import { type Table, tableHtml, tableText } from "./table.ts";
 
 /**
@@ -123,13 +123,40 @@ export function resetPlotlyInline(): void {
   (globalThis as Record<symbol, unknown>)[INLINED] = false;
 }
 
-/** plotly.js's script element the first time in this process, then nothing. */
+/**
+ * plotly.js's script the first time in this process, then nothing.
+ *
+ * In the Deno kernel (2.9) one ~4.8 MB output message is not safe: the kernel writes IOPub
+ * messages from two tasks to one socket without ordering whole messages, and a message longer
+ * than the socket buffer goes out in several writes, between which another message (the cell's
+ * `idle` status) can land; the client then sees a corrupted message ("Invalid Signature" in
+ * jupyter_client). So there plotly.js goes out as separate outputs of at most 256 KiB each
+ * (`Deno.jupyter.broadcast`), the figure's own output carrying only the last piece, which runs
+ * the whole.
+ */
 function takePlotlyScript(): string {
   const state = globalThis as Record<symbol, unknown>;
   if (state[INLINED]) return "";
-  const tag = plotlyScriptTag();
   state[INLINED] = true;
-  return tag;
+  const broadcast = kernelBroadcast();
+  if (!broadcast) return plotlyScriptTag();
+  const parts = plotlyScriptParts();
+  for (const part of parts.slice(0, -1)) {
+    void broadcast("display_data", { data: { "text/html": part }, metadata: {}, transient: {} });
+  }
+  return parts[parts.length - 1];
+}
+
+type Broadcast = (type: string, content: Record<string, unknown>) => unknown;
+
+/** `Deno.jupyter.broadcast` where the notebook runtime provides it (it throws elsewhere). */
+function kernelBroadcast(): Broadcast | null {
+  try {
+    const jupyter = (Deno as unknown as { jupyter?: { broadcast?: Broadcast } }).jupyter;
+    return typeof jupyter?.broadcast === "function" ? jupyter.broadcast.bind(jupyter) : null;
+  } catch {
+    return null;
+  }
 }
 
 function summaryText(

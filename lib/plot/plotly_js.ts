@@ -110,6 +110,40 @@ export function guardedScriptTag(source: string, name: string): string {
     `</script>`;
 }
 
+/**
+ * plotly.js as several `<script>` elements of at most about `partChars` characters of source each,
+ * to be placed in order: all but the last collect their piece of the source in a page global, the
+ * last adds its piece and runs the whole as {@linkcode plotlyScriptTag} does (module loaders
+ * hidden). A notebook sends them as separate outputs, so that no single kernel message is
+ * megabytes long (see `takePlotlyScript` in jupyter.ts for why).
+ *
+ * @example
+ * ```ts
+ * import { plotlyScriptParts } from "./plotly_js.ts";
+ * plotlyScriptParts().length > 1; // true: plotly.js is ~4.8 MB
+ * ```
+ */
+export function plotlyScriptParts(partChars = 256 * 1024): string[] {
+  const source = plotlyJsSource();
+  const parts: string[] = [];
+  for (let at = 0; at < source.length; at += partChars) {
+    // "<" as \u003c keeps "</script>" and "<!--" out of the element, as JSON allows.
+    const literal = JSON.stringify(source.slice(at, at + partChars)).replace(/</g, "\\u003c");
+    parts.push(`(self.${PARTS_GLOBAL} = self.${PARTS_GLOBAL} || []).push(${literal});`);
+  }
+  parts[parts.length - 1] += `\nnew Function("define", "module", "exports", "require", ` +
+    `self.${PARTS_GLOBAL}.join("")).call(self, undefined, undefined, undefined, undefined);` +
+    `\ndelete self.${PARTS_GLOBAL};`;
+  return parts.map((js, i) =>
+    `<script type="text/javascript" data-qlab-inline="plotly ${
+      i + 1
+    }/${parts.length}">${js}</script>`
+  );
+}
+
+/** The page global that collects {@linkcode plotlyScriptParts}' pieces until the last runs. */
+const PARTS_GLOBAL = "__qlabPlotlyParts";
+
 /** Options of {@linkcode plotHtml}. */
 export interface PlotHtmlOptions {
   /** The div's id; a fresh one by default. */

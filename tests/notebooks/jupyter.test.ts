@@ -48,8 +48,11 @@ for (const notebook of notebooks) {
         console.log(
           `${basename(notebook)}: ${result.seconds} s in the kernel, ${result.plots} plots, ` +
             `${result.tables} tables, ` +
-            `${result.late_after_idle + result.late_in_later_cell} outputs arrived after idle`,
+            `${result.late_after_idle + result.late_in_later_cell} outputs arrived after idle, ` +
+            `${result.restarts.length} kernel restarts`,
         );
+        // A kernel failure (not a cell's) reruns the notebook; say so loudly, never silently.
+        for (const why of result.restarts) console.warn(`  KERNEL RESTARTED: ${why}`);
         const page = await checkPageRenders(result.html!, { timeoutMs: 30_000 });
         assert.deepEqual(page.errors, [], `page errors in ${result.html}`);
         assert.deepEqual(page.undrawn, [], `plots that did not draw in ${result.html}`);

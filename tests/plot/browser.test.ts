@@ -12,6 +12,7 @@ import {
   guardedScriptTag,
   JUPYTER_DISPLAY,
   plotHtml,
+  plotlyScriptParts,
   resetPlotlyInline,
   writeReport,
 } from "../../lib/plot/mod.ts";
@@ -100,6 +101,46 @@ Deno.test({
       const plain = join(dir, "notebook.html");
       await Deno.writeTextFile(plain, notebookPage("", outputs));
       const amd = join(dir, "notebook-requirejs.html");
+      await Deno.writeTextFile(
+        amd,
+        notebookPage(
+          FAKE_LOADER,
+          [guardedScriptTag(AMD_FIRST_UMD, "fake"), ...outputs],
+          GUARD_CHECK,
+        ),
+      );
+      for (const path of [plain, amd]) {
+        const result = await checkPageRenders(path);
+        assert.deepEqual(result.errors, [], path);
+        assert.equal(result.plots, 2, path);
+        assert.equal(result.drawn, 2, `${path}: undrawn ${result.undrawn.join(", ")}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: plotly.js sent as separate outputs (as in the kernel) draws, with and without " +
+    "require.js",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "qlab-plot-" });
+    try {
+      const { memory, heatmap } = everyFigure();
+      const parts = plotlyScriptParts();
+      assert.ok(parts.length > 4, `${parts.length} parts`);
+      // Each part its own output, the last one in front of the first figure, as the kernel
+      // gets them; the second figure relies on the first's plotly.js.
+      resetPlotlyInline();
+      const plots = [fallback(memory), fallback(heatmap)].map((html) =>
+        html.replace(/^<script[^>]*data-qlab-inline="plotly"[^]*?<\/script>/, "")
+      );
+      const outputs = [...parts.slice(0, -1), parts[parts.length - 1] + plots[0], plots[1]];
+      const plain = join(dir, "parts.html");
+      await Deno.writeTextFile(plain, notebookPage("", outputs));
+      const amd = join(dir, "parts-requirejs.html");
       await Deno.writeTextFile(
         amd,
         notebookPage(
