@@ -308,12 +308,12 @@ if (sections.has("gemm")) {
 
 await save();
 
-// --sweep: GEMV launch shapes per format at two shapes (tuning the defaults on a new GPU).
+// --sweep: GEMV launch shapes per format at three shapes (tuning the defaults on a new GPU).
 if (args.sweep) {
-  const sweepShapes = [shapes[0], shapes[3]];
+  const sweepShapes = [shapes[0], shapes[3], shapes[4]];
   const tunings: QuantTuning[] = [];
   for (const wg of [128, 256]) {
-    for (const tpr of [8, 16, 32]) {
+    for (const tpr of [16, 32, 64]) {
       for (const rpt of [4, 8]) {
         tunings.push({ gemvWorkgroupSize: wg, gemvThreadsPerRow: tpr, gemvRowsPerThread: rpt });
       }
@@ -324,7 +324,14 @@ if (args.sweep) {
       for (const t of tunings) {
         const fourBit = format === "nf4" || format === "nf4-dq";
         if (!fourBit && t.gemvRowsPerThread === 8) continue;
-        const r = await productCase(format, s.n, s.k, 1, t);
+        let r;
+        try {
+          r = await productCase(format, s.n, s.k, 1, t);
+        } catch (err) {
+          // e.g. more workgroup memory than this adapter allows
+          console.log(`sweep ${format} ${s.n}x${s.k} ${JSON.stringify(t)}: ${err}`);
+          continue;
+        }
         const bytes = r.lin.weightBytes + s.k * 4;
         const gbps = bytes / r.ms / 1e6;
         results.sweep.push({

@@ -90,8 +90,9 @@ export interface QuantLinearOptions {
   /** The packed weight from `lib/quant`'s `quantize` (any format but fp16). */
   weight: QuantizedWeight;
   /**
-   * Use `shader-f16` arithmetic where the format has an f16 path; default `gpu.f16`. The
-   * int8 formats' product is integer either way: f16 only changes LLM.int8()'s outlier part.
+   * Use `shader-f16` arithmetic where the format has an f16 path; default `gpu.f16`, except the
+   * 4-bit formats on a software adapter (f32 there: faster on llvmpipe). The int8 formats'
+   * product is integer either way: f16 only changes LLM.int8()'s outlier part.
    */
   f16?: boolean;
   /** llm-int8: outlier threshold on |x| (default 6.0; 0 turns the decomposition off). */
@@ -147,7 +148,10 @@ export type QuantLinearFactory = (gpu: Gpu, request: QuantLinearRequest) => Prom
  * ```
  */
 export interface QuantLinearFactoryOptions extends QuantOptions {
-  /** Use `shader-f16` arithmetic where the format has it; default `gpu.f16`. */
+  /**
+   * Use `shader-f16` arithmetic where the format has it; default as
+   * {@linkcode QuantLinearOptions.f16}.
+   */
   f16?: boolean;
   /** Workgroup shapes. */
   tuning?: QuantTuning;
@@ -466,7 +470,7 @@ export class QuantLinear implements Linear {
     const format = weight.format;
     const { n, k } = weight;
     const family = familyOf(format);
-    const f16 = opts.f16 ?? gpu.f16;
+    const f16 = opts.f16 ?? defaultF16(gpu, family);
     if (f16 && !gpu.f16) {
       throw new Error(`${label}: f16 arithmetic requested but the device lacks shader-f16`);
     }
@@ -775,6 +779,17 @@ export class QuantLinear implements Linear {
     this.#shared = null;
     releaseShared(this.#gpu);
   }
+}
+
+/**
+ * Whether a layer multiplies in f16 when the caller does not say: where the device has
+ * `shader-f16`, except the 4-bit formats on a software adapter. Their f16 GEMV is built for GPUs
+ * (x staged in workgroup memory each step, all lanes busy with clamped loads), and llvmpipe, which
+ * emulates f16, ran it 1.5-5x slower than the earlier f16 kernel at the software bench's shapes,
+ * while the f32 path there is as fast as that kernel was.
+ */
+function defaultF16(gpu: Gpu, family: Family): boolean {
+  return gpu.f16 && !(gpu.isSoftware && family === "4bit");
 }
 
 /**

@@ -751,7 +751,7 @@ async function loadWeights(
 ): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
   const linear = options.linear ??
     (options.format && options.format !== "fp16"
-      ? quantLinearFactory(options.format, { f16: gpu.f16, ...options.quant })
+      ? quantLinearFactory(options.format, options.quant)
       : fp16Linear);
   const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
   let done = 0;
