@@ -88,36 +88,39 @@ Deno.test({
   },
 });
 
+/**
+ * Writes `outputs` as a notebook page twice — plain, and with a require.js-style loader plus a
+ * guarded UMD library and the guard check — and asserts that both draw their two plots.
+ */
+async function assertBothPagesDraw(name: string, outputs: string[]): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "qlab-plot-" });
+  try {
+    const plain = join(dir, `${name}.html`);
+    await Deno.writeTextFile(plain, notebookPage("", outputs));
+    const amd = join(dir, `${name}-requirejs.html`);
+    await Deno.writeTextFile(
+      amd,
+      notebookPage(FAKE_LOADER, [guardedScriptTag(AMD_FIRST_UMD, "fake"), ...outputs], GUARD_CHECK),
+    );
+    for (const path of [plain, amd]) {
+      const result = await checkPageRenders(path);
+      assert.deepEqual(result.errors, [], path);
+      assert.equal(result.plots, 2, path);
+      assert.equal(result.drawn, 2, `${path}: undrawn ${result.undrawn.join(", ")}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name:
     "browser: two notebook outputs draw from one inlined plotly.js, with and without require.js",
   ignore,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "qlab-plot-" });
-    try {
-      const { memory, heatmap } = everyFigure();
-      resetPlotlyInline();
-      const outputs = [fallback(memory), fallback(heatmap)];
-      const plain = join(dir, "notebook.html");
-      await Deno.writeTextFile(plain, notebookPage("", outputs));
-      const amd = join(dir, "notebook-requirejs.html");
-      await Deno.writeTextFile(
-        amd,
-        notebookPage(
-          FAKE_LOADER,
-          [guardedScriptTag(AMD_FIRST_UMD, "fake"), ...outputs],
-          GUARD_CHECK,
-        ),
-      );
-      for (const path of [plain, amd]) {
-        const result = await checkPageRenders(path);
-        assert.deepEqual(result.errors, [], path);
-        assert.equal(result.plots, 2, path);
-        assert.equal(result.drawn, 2, `${path}: undrawn ${result.undrawn.join(", ")}`);
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const { memory, heatmap } = everyFigure();
+    resetPlotlyInline();
+    await assertBothPagesDraw("notebook", [fallback(memory), fallback(heatmap)]);
   },
 });
 
@@ -126,38 +129,20 @@ Deno.test({
     "require.js",
   ignore,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "qlab-plot-" });
-    try {
-      const { memory, heatmap } = everyFigure();
-      const parts = plotlyScriptParts();
-      assert.ok(parts.length > 4, `${parts.length} parts`);
-      // Each part its own output, the last one in front of the first figure, as the kernel
-      // gets them; the second figure relies on the first's plotly.js.
-      resetPlotlyInline();
-      const plots = [fallback(memory), fallback(heatmap)].map((html) =>
-        html.replace(/^<script[^>]*data-qlab-inline="plotly"[^]*?<\/script>/, "")
-      );
-      const outputs = [...parts.slice(0, -1), parts[parts.length - 1] + plots[0], plots[1]];
-      const plain = join(dir, "parts.html");
-      await Deno.writeTextFile(plain, notebookPage("", outputs));
-      const amd = join(dir, "parts-requirejs.html");
-      await Deno.writeTextFile(
-        amd,
-        notebookPage(
-          FAKE_LOADER,
-          [guardedScriptTag(AMD_FIRST_UMD, "fake"), ...outputs],
-          GUARD_CHECK,
-        ),
-      );
-      for (const path of [plain, amd]) {
-        const result = await checkPageRenders(path);
-        assert.deepEqual(result.errors, [], path);
-        assert.equal(result.plots, 2, path);
-        assert.equal(result.drawn, 2, `${path}: undrawn ${result.undrawn.join(", ")}`);
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const { memory, heatmap } = everyFigure();
+    const parts = plotlyScriptParts();
+    assert.ok(parts.length > 4, `${parts.length} parts`);
+    // Each part its own output, the last one in front of the first figure, as the kernel gets
+    // them; the second figure relies on the first's plotly.js.
+    resetPlotlyInline();
+    const plots = [fallback(memory), fallback(heatmap)].map((html) =>
+      html.replace(/^<script[^>]*data-qlab-inline="plotly"[^]*?<\/script>/, "")
+    );
+    await assertBothPagesDraw("parts", [
+      ...parts.slice(0, -1),
+      parts[parts.length - 1] + plots[0],
+      plots[1],
+    ]);
   },
 });
 
