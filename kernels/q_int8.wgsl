@@ -547,9 +547,10 @@ fn gemv(
 #if K16
     let units = p.k / 16u;
     let base = n * units;
-    // Four units per step with their loads issued together (as in the FP16 gemv): one load in
-    // flight per thread leaves a small grid latency-bound.
+    // With UNROLL4 four units per step, their loads issued together (as in the FP16 gemv): one
+    // load in flight per thread leaves a small grid latency-bound on a GPU.
     var u = lane;
+#if UNROLL4
     for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
       let b0 = w4[base + u];
       let b1 = w4[base + u + GEMV_TPR];
@@ -558,6 +559,7 @@ fn gemv(
       acc += (dot16(xq4[u], b0) + dot16(xq4[u + GEMV_TPR], b1)) +
         (dot16(xq4[u + 2u * GEMV_TPR], b2) + dot16(xq4[u + 3u * GEMV_TPR], b3));
     }
+#endif
     for (; u < units; u += GEMV_TPR) {
       acc += dot16(xq4[u], w4[base + u]);
     }

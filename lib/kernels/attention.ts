@@ -109,7 +109,8 @@ export interface AttentionOptions extends AttentionShape {
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
   splitBelowItems?: number;
   /**
-   * Threads per workgroup = keys per block (default 256), a power of two; head_dim ≤ 8 × this.
+   * Threads per workgroup = keys per block (default 256; 64 on a software adapter), a power of
+   * two; head_dim ≤ 8 × this.
    * Threads beyond a head's pairs sum the values of other keys in parallel.
    */
   workgroupSize?: number;
@@ -182,7 +183,9 @@ export interface Attention extends Readonly<AttentionShape> {
  */
 export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise<Attention> {
   const { numHeads, numKvHeads, headDim } = opts;
-  const wg = opts.workgroupSize ?? 256;
+  // 256 on GPUs (several key lanes per head); 64 on a software adapter, whose workgroup barriers
+  // cost in proportion to the threads (llvmpipe runs them as coroutines).
+  const wg = opts.workgroupSize ?? (gpu.isSoftware ? 64 : 256);
   const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
   const splitBelow = opts.splitBelowItems ?? 256;
   if (headDim % 2 || numHeads % numKvHeads || headDim > 8 * wg) {

@@ -108,6 +108,11 @@ export interface Fp16Tuning {
   gemvWorkgroupSize?: number;
   /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
   gemvThreadsPerRow?: number;
+  /**
+   * GEMV: four units of K per thread and step with their loads issued together (default on a
+   * hardware adapter, off on a software one, where llvmpipe ran it 10-25% slower).
+   */
+  gemvUnroll?: boolean;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -324,7 +329,13 @@ async function gemvKernel(
   if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr) {
     throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
   }
-  const defines = [...(f16 ? ["F16"] : []), ...(k % 8 === 0 ? ["K8"] : []), ...route];
+  const unroll = t.gemvUnroll ?? !gpu.isSoftware;
+  const defines = [
+    ...(f16 ? ["F16"] : []),
+    ...(k % 8 === 0 ? ["K8"] : []),
+    ...(unroll ? ["UNROLL4"] : []),
+    ...route,
+  ];
   const kernel = await gpu.kernel({
     file: "matmul_f16",
     entry: "gemv",

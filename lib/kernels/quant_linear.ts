@@ -70,6 +70,11 @@ export interface QuantTuning {
   gemvThreadsPerRow?: number;
   /** 4-bit GEMV: output features per thread group, 4 or 8 (default 4). */
   gemvRowsPerThread?: number;
+  /**
+   * int8 GEMV: four units of K per thread and step with their loads issued together (default on
+   * a hardware adapter, off on a software one).
+   */
+  gemvUnroll?: boolean;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -586,6 +591,7 @@ export class QuantLinear implements Linear {
         k,
         useKept,
         rpt8: rpt === 8,
+        unroll: t.gemvUnroll ?? !gpu.isSoftware,
         gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
         gemm: { TILE_M: tileM, TILE_N: tileN },
       });
@@ -818,6 +824,7 @@ async function compileKernels(
     k: number;
     useKept: boolean;
     rpt8: boolean;
+    unroll: boolean;
     gemv: Record<string, number>;
     gemm: Record<string, number>;
   },
@@ -833,7 +840,7 @@ async function compileKernels(
     // The products of int8-absmax and int8-vectorwise are one kernel (see sw_stride).
     const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
     const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
-    const k16 = o.k % 16 === 0 ? ["K16"] : [];
+    const k16 = o.k % 16 === 0 ? ["K16", ...(o.unroll ? ["UNROLL4"] : [])] : [];
     const [gemv, gemm, quantize, quantizeRow, extra] = await Promise.all([
       spec("q_int8", "gemv", [...llm, ...f16, ...k16], o.gemv),
       spec("q_int8", "gemm", [...llm, ...f16], o.gemm),

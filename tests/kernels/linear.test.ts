@@ -5,7 +5,12 @@ import {
 } from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import type { Gpu } from "../../lib/gpu/device.ts";
-import { cpuMatmul, Fp16Linear, Fp16LinearStack } from "../../lib/kernels/linear.ts";
+import {
+  cpuMatmul,
+  Fp16Linear,
+  Fp16LinearStack,
+  type Fp16Tuning,
+} from "../../lib/kernels/linear.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
 
@@ -25,7 +30,7 @@ const F16_TOL = 5e-3;
 
 async function check(
   gpu: Gpu,
-  { rows, n, k, f16, maxBindingBytes, shared = false, seed = 1 }: {
+  { rows, n, k, f16, maxBindingBytes, shared = false, seed = 1, tuning }: {
     rows: number;
     n: number;
     k: number;
@@ -33,6 +38,7 @@ async function check(
     maxBindingBytes?: number;
     shared?: boolean;
     seed?: number;
+    tuning?: Fp16Tuning;
   },
 ): Promise<number> {
   const w = randomF16(n * k, seed, W_SCALE);
@@ -47,6 +53,7 @@ async function check(
     inFeatures: k,
     f16,
     maxBindingBytes,
+    tuning,
   });
   const tx = f32Tensor(gpu, "x", x);
   const ty = emptyF32(gpu, "y", rows * n);
@@ -88,8 +95,12 @@ function suite(f16: boolean): void {
     fn: () =>
       withGpu({ f16 }, async (gpu) => {
         let worst = 0;
-        for (const [i, s] of SHAPES.entries()) {
-          worst = Math.max(worst, await check(gpu, { ...s, f16, seed: 10 + i }));
+        // Both GEMV loops: four units per step (GPUs' default) and one (software adapters').
+        for (const gemvUnroll of [true, false]) {
+          for (const [i, s] of SHAPES.entries()) {
+            const tuning = { gemvUnroll };
+            worst = Math.max(worst, await check(gpu, { ...s, f16, seed: 10 + i, tuning }));
+          }
         }
         console.log(`  worst |error| / σ_y = ${worst.toExponential(2)}`);
       }),

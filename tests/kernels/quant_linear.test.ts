@@ -173,6 +173,9 @@ const CASES: Record<string, Case[]> = {
   int8: [
     { rows: 1, n: 130, k: 68 }, // K % 16 != 0: one word per load
     { rows: 1, n: 67, k: 256 }, // K % 16 == 0: vec4 loads
+    // four units per step (the GPUs' default): whole steps, and whole steps plus a tail
+    { rows: 1, n: 67, k: 4096, tuning: { gemvUnroll: true } },
+    { rows: 1, n: 33, k: 2064, tuning: { gemvUnroll: true } },
     { rows: 5, n: 130, k: 68 },
     { rows: 33, n: 70, k: 100 },
   ],
