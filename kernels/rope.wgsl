@@ -61,16 +61,21 @@ fn rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
   return vec2<f32>(a * cs.x - b * cs.y, b * cs.x + a * cs.y);
 }
 
+// Turns pair `idx` of x ([rows, heads, head_dim]) in place.
+fn turn_x(idx: u32, heads: u32) {
+  let q = pair(idx, heads);
+  let r = rotate(x[q.lo], x[q.hi], q.cs);
+  x[q.lo] = r.x;
+  x[q.hi] = r.y;
+}
+
 @compute @workgroup_size(WG)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.rows * p.heads * p.half_dim) {
     return;
   }
-  let q = pair(idx, p.heads);
-  let r = rotate(x[q.lo], x[q.hi], q.cs);
-  x[q.lo] = r.x;
-  x[q.hi] = r.y;
+  turn_x(idx, p.heads);
 }
 
 // Queries (x) and keys (x2) in one dispatch: the first rows·heads·half_dim invocations rotate
@@ -80,10 +85,7 @@ fn rope_qk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   let idx = gid.x + gid.y * nwg.x * WG;
   let q_pairs = p.rows * p.heads * p.half_dim;
   if (idx < q_pairs) {
-    let q = pair(idx, p.heads);
-    let r = rotate(x[q.lo], x[q.hi], q.cs);
-    x[q.lo] = r.x;
-    x[q.hi] = r.y;
+    turn_x(idx, p.heads);
     return;
   }
   let kdx = idx - q_pairs;
@@ -118,10 +120,7 @@ fn rope_qk_cache(
   let idx = gid.x + gid.y * nwg.x * WG;
   let q_pairs = p.rows * p.heads * p.half_dim;
   if (idx < q_pairs) {
-    let q = pair(idx, p.heads);
-    let r = rotate(x[q.lo], x[q.hi], q.cs);
-    x[q.lo] = r.x;
-    x[q.hi] = r.y;
+    turn_x(idx, p.heads);
     return;
   }
   let w = idx - q_pairs; // word index within the new rows' [rows, heads_k, half_dim] words
