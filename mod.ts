@@ -89,6 +89,14 @@ export {
 } from "./lib/model/llama.ts";
 export { generate, type GenerateOptions, type GenerateResult } from "./lib/model/generate.ts";
 export {
+  type HostWeight,
+  layerLinearBytes,
+  measureUploadBandwidth,
+  planLayers,
+  type StreamingOptions,
+  type StreamingStats,
+} from "./lib/model/streaming.ts";
+export {
   createStreamDecoder,
   type DecodeOptions,
   type EncodeOptions,

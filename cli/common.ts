@@ -29,6 +29,33 @@ export function numberOption(name: string, raw: string | undefined): number | un
   return value;
 }
 
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+};
+
+/**
+ * Parses a byte size such as `2GiB`, `1536MiB`, `8GB` (decimal) or `1000000` (bytes), or
+ * undefined when absent.
+ */
+export function byteSizeOption(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const m = /^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$/.exec(raw);
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) {
+    throw new UsageError(
+      `--${name} must be a size such as 2GiB, 512MiB, 8GB or a byte count, got "${raw}"`,
+    );
+  }
+  return Math.floor(Number(m[1]) * unit);
+}
+
 /** Splits a comma-separated option. */
 export function listOption(raw: string | undefined): string[] {
   return (raw ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0);

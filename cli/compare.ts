@@ -18,6 +18,7 @@ import { comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
 import { writeReport } from "../lib/plot/report.ts";
 import { tableText } from "../lib/plot/table.ts";
 import {
+  byteSizeOption,
   err,
   listOption,
   numberOption,
@@ -61,6 +62,8 @@ Options:
   --report FILE      HTML report (default: qlab-report.html)
   --json FILE        also write the results as JSON
   --budget GB        draw a memory budget line in the report (e.g. 8)
+  --vram-budget SIZE keep GPU memory within SIZE (e.g. 2GiB): decoder layers that do not fit
+                     are kept in host memory and streamed to the GPU per forward
   --no-sweeps        skip the threshold and block-size sweeps
   --no-f16           use the packed-u32 kernels even where shader-f16 exists
   -h, --help         this text
@@ -84,6 +87,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       report: { type: "string", default: "qlab-report.html" },
       json: { type: "string" },
       budget: { type: "string" },
+      "vram-budget": { type: "string" },
       "no-sweeps": { type: "boolean", default: false },
       "no-f16": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -103,6 +107,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
   const threshold = numberOption("threshold", values.threshold);
   const blocksize = numberOption("blocksize", values.blocksize);
   const budgetGb = numberOption("budget", values.budget);
+  const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
   const log = progressLogger();
 
   const dir = await resolveModelDir(values.model!);
@@ -132,6 +137,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       stride: numberOption("stride", values.stride),
       prompt: values.prompt,
       sampleTokens: numberOption("sample-tokens", values["sample-tokens"]),
+      vramBudget,
       onProgress: (format, stage) => log(`${format}: ${stage}`),
     });
 

@@ -12,7 +12,7 @@ import { LlamaModel } from "../lib/model/llama.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
-import { err, numberOption, out, UsageError } from "./common.ts";
+import { byteSizeOption, err, numberOption, out, UsageError } from "./common.ts";
 
 const DEFAULT_MODEL = new URL("../models/sotu-llama", import.meta.url).pathname;
 
@@ -31,6 +31,8 @@ Options:
   --seed N            sampler seed (default 0)
   --max-seq N         KV cache length (default: the model's context, at most 4096)
   --format F          weight format of the linear layers (default fp16; see below)
+  --vram-budget SIZE  keep GPU memory within SIZE (e.g. 2GiB): decoder layers that do not fit
+                      are kept in host memory and streamed to the GPU per forward
   --no-f16            use the packed-u32 kernels even where shader-f16 exists
   -h, --help          this text
 
@@ -51,6 +53,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       seed: { type: "string", default: "0" },
       "max-seq": { type: "string" },
       format: { type: "string", default: "fp16" },
+      "vram-budget": { type: "string" },
       "no-f16": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -73,6 +76,7 @@ export async function generateCommand(args: string[]): Promise<number> {
     gpu,
     format,
     maxSeqLen: numberOption("max-seq", values["max-seq"]),
+    vramBudget: byteSizeOption("vram-budget", values["vram-budget"]),
     onProgress: (done, total) => {
       if (Deno.stderr.isTerminal()) err(`\rloading ${dir}: ${done}/${total} tensors`);
     },
@@ -81,6 +85,15 @@ export async function generateCommand(args: string[]): Promise<number> {
     `${Deno.stderr.isTerminal() ? "\r" : ""}loaded ${dir} ` +
       `(${((performance.now() - t0) / 1000).toFixed(1)} s)\n`,
   );
+  const s = model.streaming;
+  if (s) {
+    err(
+      `vram budget ${formatBytes(s.budgetBytes)}: ${s.residentLayers} layers resident, ` +
+        `${s.streamedLayers} streamed through ${s.slots} slots of ${formatBytes(s.layerBytes)} ` +
+        `(${formatBytes(s.streamedBytesPerForward)} uploaded per token, ` +
+        `${formatBytes(s.hostBytes)} in host memory)\n`,
+    );
+  }
   try {
     gpu.ledger.resetPeak();
     out(values.prompt!);

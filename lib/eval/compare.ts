@@ -55,6 +55,8 @@ export interface CompareOptions {
   sampleTokens?: number;
   /** KV cache length (default: context, or the prompt plus the sample). */
   maxSeqLen?: number;
+  /** GPU memory budget in bytes: layers beyond it are streamed (`LoadOptions.vramBudget`). */
+  vramBudget?: number;
   /** Progress: `stage` names what runs now. */
   onProgress?: (format: QuantFormat, stage: string) => void;
 }
@@ -169,6 +171,7 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       format,
       quant: options.quant,
       maxSeqLen,
+      vramBudget: options.vramBudget,
     });
     try {
       const staticBytes = gpu.ledger.currentBytes;

@@ -277,6 +277,21 @@ export class CommandBatch {
     return this;
   }
 
+  /**
+   * Records a copy between plain buffers, e.g. from a `MAP_WRITE | COPY_SRC` buffer in host
+   * memory into a tensor (layer streaming).
+   */
+  copyBuffers(
+    src: GPUBuffer,
+    srcOffset: number,
+    dst: GPUBuffer,
+    dstOffset: number,
+    size: number,
+  ): this {
+    this.#ops.push({ kind: "copy", src, srcOffset, dst, dstOffset, size });
+    return this;
+  }
+
   /** Records zero-filling a byte range (whole tensor by default). */
   clear(dst: GpuTensor, offset = 0, size = dst.byteSize - offset): this {
     this.#ops.push({ kind: "clear", dst, offset, size });

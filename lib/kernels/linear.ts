@@ -282,6 +282,14 @@ export class Fp16Linear implements Linear {
   }
 
   /**
+   * The tensors this layer uploaded (none for a shared weight), in row order: what layer
+   * streaming overwrites to put another layer's weights in its place.
+   */
+  get weightTensors(): readonly GpuTensor[] {
+    return this.#owned;
+  }
+
+  /**
    * Records `y[rows, N] = x[rows, K] · Wᵀ`. FP16 reads x as it is, so `options` (reuseInput)
    * changes nothing.
    */

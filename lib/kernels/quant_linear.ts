@@ -619,6 +619,15 @@ export class QuantLinear implements Linear {
     }
   }
 
+  /**
+   * The arrays this layer uploaded, each labelled `<label>.<field>` after its field of the
+   * {@linkcode QuantizedWeight} (`codes`, `absmax`, `scb`, ...): what layer streaming overwrites
+   * to put another layer's weights in its place.
+   */
+  get weightTensors(): readonly GpuTensor[] {
+    return this.#owned;
+  }
+
   /** llm-int8: the outlier threshold on |x| used by the next {@linkcode encode}. */
   get threshold(): number {
     return this.#threshold;

@@ -26,6 +26,7 @@ import { kvCacheBytes } from "../kernels/attention.ts";
 import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
 import { type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
+import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
 
 /** The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints. */
 export const LINEAR_NAMES = [
@@ -118,6 +119,15 @@ export interface LoadOptions {
    * the results are the same bit for bit either way.
    */
   stackLayers?: boolean;
+  /**
+   * GPU memory budget in bytes (the ledger's figure). Given, the loader keeps as many decoder
+   * layers on the GPU as fit after everything else, keeps the others quantized in host memory
+   * and uploads them during each forward into a ring of slots ({@linkcode LayerStreamer}); the
+   * ledger's peak stays within it. Results are the same as fully resident.
+   */
+  vramBudget?: number;
+  /** Layer streaming's options (with {@linkcode LoadOptions.vramBudget}). */
+  streaming?: StreamingOptions;
 }
 
 /** Weights of one decoder block on the GPU. */
@@ -252,6 +262,7 @@ export class LlamaModel {
   #pos = 0;
   #disposed = false;
   #bindGroups = new BindGroupCache();
+  #streamer: LayerStreamer | null = null;
   /**
    * Whether batches reuse bind groups across calls (default true). Results are the same either
    * way; turning it off is for measuring what it saves.
@@ -313,8 +324,17 @@ export class LlamaModel {
     }
     const chunk = Math.min(options.chunkSize ?? 128, maxSeqLen);
     const owned: { destroy(): void }[] = [];
+    const streamer = options.vramBudget === undefined ? null : newStreamer(gpu, config, options);
+    const baseline = gpu.ledger.currentBytes;
     try {
-      const weights = await loadWeights(gpu, config, checkpoint, options, owned);
+      const weights = await loadWeights(
+        gpu,
+        config,
+        checkpoint,
+        streamer ? { ...options, linear: streamer.factory(baseFactory(options)) } : options,
+        owned,
+      );
+      if (streamer) owned.push(streamer);
       const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen);
       owned.push(ops);
       const state = createRunState(gpu, config, chunk, maxSeqLen, owned);
@@ -329,12 +349,36 @@ export class LlamaModel {
         );
         reserveInt8Scratch(gpu, chunk, maxK);
       }
-      return new LlamaModel(config, gpu, weights, ops, state, maxSeqLen, options.format ?? "fp16");
+      if (streamer) {
+        await streamer.place(weights.layers, {
+          budget: options.vramBudget!,
+          usedBytes: gpu.ledger.currentBytes - baseline,
+          // a chunk of logits read back, and decodeGreedy's two token staging buffers
+          reserveBytes: chunk * config.vocabSize * 4 + 1024,
+        });
+      }
+      const model = new LlamaModel(
+        config,
+        gpu,
+        weights,
+        ops,
+        state,
+        maxSeqLen,
+        options.format ?? "fp16",
+      );
+      model.#streamer = streamer;
+      return model;
     } catch (err) {
       // Nothing half-built stays on the GPU.
       for (const o of owned.reverse()) o.destroy();
+      if (streamer) gpu.trimScratch();
       throw err;
     }
+  }
+
+  /** Where the decoder layers live when loaded with a `vramBudget`; null otherwise. */
+  get streaming(): StreamingStats | null {
+    return this.#streamer?.stats ?? null;
   }
 
   /** Tokens already in the KV cache. */
@@ -742,6 +786,27 @@ export const fp16Linear: LinearFactory = (gpu: Gpu, r: LinearRequest): Promise<L
     inFeatures: r.inFeatures,
   });
 
+/** The factory `options` ask for. */
+function baseFactory(options: LoadOptions): LinearFactory {
+  return options.linear ??
+    (options.format && options.format !== "fp16"
+      ? quantLinearFactory(options.format, options.quant)
+      : fp16Linear);
+}
+
+function newStreamer(gpu: Gpu, config: LlamaConfig, options: LoadOptions): LayerStreamer {
+  if (options.linear) {
+    throw new Error(
+      "vramBudget: layer streaming builds the layers itself; give streaming.pack instead of linear",
+    );
+  }
+  const budget = options.vramBudget!;
+  if (!(budget > 0)) {
+    throw new RangeError(`vramBudget must be a positive byte count, got ${budget}`);
+  }
+  return new LayerStreamer(gpu, config, options.format ?? "fp16", options.quant, options.streaming);
+}
+
 async function loadWeights(
   gpu: Gpu,
   c: LlamaConfig,
@@ -749,10 +814,7 @@ async function loadWeights(
   options: LoadOptions,
   owned: { destroy(): void }[],
 ): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
-  const linear = options.linear ??
-    (options.format && options.format !== "fp16"
-      ? quantLinearFactory(options.format, options.quant)
-      : fp16Linear);
+  const linear = baseFactory(options);
   const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
   let done = 0;
   const progress = (name: string) => options.onProgress?.(++done, total, name);
