@@ -119,6 +119,16 @@ export {
   type TensorToWrite,
   writeSafetensors,
 } from "./lib/model/safetensors.ts";
+export { firstNonFinite, type OpenSafetensorsOptions } from "./lib/model/safetensors.ts";
+export {
+  checkUnusedTensors,
+  companionClaim,
+  llamaTensorClaims,
+  llamaTensorNames,
+  type TensorClaim,
+  unusedTensors,
+} from "./lib/model/unused_tensors.ts";
+export { excerpt, parseJsonStrict, type StrictJsonOptions } from "./lib/model/json.ts";
 export { resolveModelDir, type ResolveOptions } from "./lib/model/hub.ts";
 export { createSampler, type SamplerOptions } from "./lib/model/sampling.ts";
 export {

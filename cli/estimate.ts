@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { estimateMemory, type MemoryEstimate } from "../lib/eval/memory.ts";
-import { type LlamaConfig, loadLlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
+import { type LlamaConfig, loadLlamaConfig } from "../lib/model/config.ts";
 import { PRESET_NAMES, presetConfig } from "../lib/model/presets.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { tableText } from "../lib/plot/table.ts";
@@ -44,8 +44,8 @@ interface Row {
 async function configFrom(path: string): Promise<LlamaConfig> {
   const stat = await Deno.stat(path).catch(() => null);
   if (!stat) throw new UsageError(`--config ${path} does not exist`);
-  if (stat.isDirectory) return loadLlamaConfig(path);
-  return parseLlamaConfig(JSON.parse(await Deno.readTextFile(path)), path);
+  // A directory's config.json, or the file itself; errors name the file.
+  return await loadLlamaConfig(path);
 }
 
 /** Runs `estimate`. */

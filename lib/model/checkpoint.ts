@@ -6,7 +6,13 @@
  */
 
 import { join } from "node:path";
-import { openSafetensors, type SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+import { excerpt, nameOf, readJsonStrict } from "./json.ts";
+import {
+  openSafetensors,
+  type OpenSafetensorsOptions,
+  type SafetensorsFile,
+  type TensorInfo,
+} from "./safetensors.ts";
 
 /**
  * Where a tensor of a checkpoint lives: its header info plus the shard file holding it.
@@ -177,8 +183,8 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Opens the weights of a Hugging Face model directory: `model.safetensors`, or the shards named
- * by `model.safetensors.index.json`. Every shard's header is validated, and every tensor the
- * index names must be in the shard it points to.
+ * by `model.safetensors.index.json`. Every shard's header is validated; every tensor the index
+ * names must be in the shard it points to, and every tensor of a shard must be listed there.
  *
  * @example
  * ```ts ignore
@@ -188,31 +194,27 @@ async function exists(path: string): Promise<boolean> {
  * ckpt.close();
  * ```
  */
-export async function openCheckpoint(dir: string): Promise<Checkpoint> {
+export async function openCheckpoint(
+  dir: string,
+  options: OpenSafetensorsOptions = {},
+): Promise<Checkpoint> {
+  await expectDirectory(dir);
   const indexPath = join(dir, "model.safetensors.index.json");
   const singlePath = join(dir, "model.safetensors");
   const opened: SafetensorsFile[] = [];
   try {
     const where = new Map<string, SafetensorsFile>();
     if (await exists(indexPath)) {
-      let weightMap: Record<string, string>;
-      try {
-        weightMap = JSON.parse(await Deno.readTextFile(indexPath)).weight_map;
-      } catch (e) {
-        throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
-      }
-      if (typeof weightMap !== "object" || weightMap === null) {
-        throw new Error(`${indexPath}: has no weight_map object`);
-      }
+      const weightMap = parseIndex(indexPath, await readJsonStrict(indexPath));
       const shards = new Map<string, SafetensorsFile>();
-      for (const [name, shard] of Object.entries(weightMap)) {
+      for (const [name, shard] of weightMap) {
         let file = shards.get(shard);
         if (!file) {
           const path = join(dir, shard);
           if (!(await exists(path))) {
             throw new Error(`${indexPath}: shard ${shard} (holding tensor ${name}) is missing`);
           }
-          file = await openSafetensors(path);
+          file = await openSafetensors(path, options);
           opened.push(file);
           shards.set(shard, file);
         }
@@ -221,8 +223,20 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
         }
         where.set(name, file);
       }
+      // A tensor the index does not list would be silently ignored: the shard or the index is
+      // not what was written together.
+      for (const [shard, file] of shards) {
+        for (const name of file.tensors.keys()) {
+          if (where.get(name) !== file) {
+            throw new Error(
+              `${indexPath}: shard ${shard} holds tensor ${name}, which the index ` +
+                (where.has(name) ? `maps to another shard` : `does not list`),
+            );
+          }
+        }
+      }
     } else if (await exists(singlePath)) {
-      const file = await openSafetensors(singlePath);
+      const file = await openSafetensors(singlePath, options);
       opened.push(file);
       for (const name of file.tensors.keys()) where.set(name, file);
     } else {
@@ -235,4 +249,65 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     for (const f of opened) f.close();
     throw e;
   }
+}
+
+/**
+ * The `weight_map` of a `model.safetensors.index.json`: tensor name to shard file name. Shard
+ * names must be plain file names in the same directory.
+ */
+function parseIndex(indexPath: string, raw: unknown): Map<string, string> {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new Error(`${indexPath}: expected a JSON object, got ${excerpt(raw)}`);
+  }
+  const r = raw as Record<string, unknown>;
+  const metadata = r.metadata;
+  if (metadata != null && (typeof metadata !== "object" || Array.isArray(metadata))) {
+    throw new Error(`${indexPath}: metadata must be an object, got ${excerpt(metadata)}`);
+  }
+  const weightMap = r.weight_map;
+  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+    throw new Error(`${indexPath}: weight_map must be an object, got ${excerpt(weightMap)}`);
+  }
+  const out = new Map<string, string>();
+  for (const [name, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== "string") {
+      throw new Error(
+        `${indexPath}: weight_map entry of tensor ${nameOf(name)} must be a shard file ` +
+          `name, got ${excerpt(shard)}`,
+      );
+    }
+    if (
+      shard.length === 0 || shard.length > 255 || /[/\\\0]/.test(shard) || shard === "." ||
+      shard === ".."
+    ) {
+      throw new Error(
+        `${indexPath}: weight_map maps tensor ${nameOf(name)} to ${excerpt(shard)}, ` +
+          `which is not a file name in the model directory`,
+      );
+    }
+    out.set(name, shard);
+  }
+  if (out.size === 0) throw new Error(`${indexPath}: weight_map lists no tensors`);
+  return out;
+}
+
+/**
+ * Throws a plain message unless `dir` is an existing directory: "no such directory", or "is a
+ * file, not a directory".
+ *
+ * @example
+ * ```ts ignore
+ * import { expectDirectory } from "./checkpoint.ts";
+ * await expectDirectory("models/sotu-llama");
+ * ```
+ */
+export async function expectDirectory(dir: string): Promise<void> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${dir}: no such directory`);
+    throw e;
+  }
+  if (!stat.isDirectory) throw new Error(`${dir}: is a file, not a model directory`);
 }

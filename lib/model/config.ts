@@ -6,6 +6,7 @@
  */
 
 import { join } from "node:path";
+import { excerpt, readJsonStrict } from "./json.ts";
 
 /**
  * Llama 3.1-style rotary frequency scaling (`rope_scaling.rope_type == "llama3"`).
@@ -83,25 +84,48 @@ function fail(source: string, message: string): never {
   throw new Error(`${source}: ${message}`);
 }
 
+/** Largest size accepted for a dimension: ids and offsets are 32-bit on the GPU. */
+const MAX_DIM = 2 ** 31 - 1;
+
 function positiveInt(source: string, raw: Record<string, unknown>, key: string): number {
   const v = raw[key];
-  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
-    fail(source, `${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > MAX_DIM) {
+    fail(source, `${key} must be a positive integer (at most ${MAX_DIM}), got ${excerpt(v)}`);
   }
   return v as number;
 }
 
-function optionalNumber(
+/**
+ * A number that must lie in `(min, max)` (open bounds) when present; `fallback` when absent or
+ * null. `meaning` says why, in the message.
+ */
+function numberIn(
   source: string,
   raw: Record<string, unknown>,
   key: string,
   fallback: number,
+  [min, max]: [number, number],
+  meaning: string,
+  prefix = "",
 ): number {
   const v = raw[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    fail(source, `${key} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || !(v > min) || !(v < max)) {
+    fail(source, `${prefix}${key} must be a number ${meaning}, got ${excerpt(v)}`);
   }
+  return v;
+}
+
+/** A boolean that must be `true` or `false` when present (`"true"` is refused, not read). */
+function strictBoolean(
+  source: string,
+  raw: Record<string, unknown>,
+  key: string,
+  fallback: boolean,
+): boolean {
+  const v = raw[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== "boolean") fail(source, `${key} must be true or false, got ${excerpt(v)}`);
   return v;
 }
 
@@ -125,6 +149,15 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
     fail(source, "expected a JSON object");
   }
   const r = raw as Record<string, unknown>;
+  if (
+    r.architectures != null &&
+    (!Array.isArray(r.architectures) || !r.architectures.every((a) => typeof a === "string"))
+  ) {
+    fail(source, `architectures must be a list of names, got ${excerpt(r.architectures)}`);
+  }
+  if (r.model_type != null && typeof r.model_type !== "string") {
+    fail(source, `model_type must be a string, got ${excerpt(r.model_type)}`);
+  }
   const arch = Array.isArray(r.architectures) ? r.architectures as string[] : [];
   const modelType = typeof r.model_type === "string" ? r.model_type : undefined;
   const isLlama = modelType === "llama" || arch.includes("LlamaForCausalLM");
@@ -132,21 +165,23 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
   if (!isLlama && !isMistral) {
     fail(
       source,
-      `model_type ${JSON.stringify(modelType)} / architectures ${JSON.stringify(arch)} is not ` +
+      `model_type ${excerpt(modelType)} / architectures ${excerpt(arch)} is not ` +
         `a Llama model (expected model_type "llama" or LlamaForCausalLM)`,
     );
   }
   if (isMistral && r.sliding_window !== undefined && r.sliding_window !== null) {
     fail(
       source,
-      `sliding_window ${r.sliding_window} is not supported: only Mistral models without ` +
+      `sliding_window ${excerpt(r.sliding_window)} is not supported: only Mistral models without ` +
         `sliding-window attention are Llama-compatible`,
     );
   }
-  if (r.attention_bias === true) fail(source, "attention_bias: true is not supported");
-  if (r.mlp_bias === true) fail(source, "mlp_bias: true is not supported");
+  if (strictBoolean(source, r, "attention_bias", false)) {
+    fail(source, "attention_bias: true is not supported");
+  }
+  if (strictBoolean(source, r, "mlp_bias", false)) fail(source, "mlp_bias: true is not supported");
   if (r.hidden_act !== undefined && r.hidden_act !== "silu") {
-    fail(source, `hidden_act ${JSON.stringify(r.hidden_act)} is not supported (only silu)`);
+    fail(source, `hidden_act ${excerpt(r.hidden_act)} is not supported (only silu)`);
   }
 
   const hiddenSize = positiveInt(source, r, "hidden_size");
@@ -174,18 +209,27 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
   const eos = r.eos_token_id;
   let eosTokenIds: number[];
   if (eos == null) eosTokenIds = [];
-  else if (Array.isArray(eos) && eos.every(Number.isSafeInteger)) eosTokenIds = eos as number[];
-  else if (Number.isSafeInteger(eos)) eosTokenIds = [eos as number];
-  else fail(source, `eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+  else if (Array.isArray(eos) && eos.every(isTokenId)) eosTokenIds = eos as number[];
+  else if (isTokenId(eos)) eosTokenIds = [eos as number];
+  else fail(source, `eos_token_id ${excerpt(eos)} is not a token id or a list of them`);
 
   const bos = r.bos_token_id;
-  if (bos != null && !Number.isSafeInteger(bos)) {
-    fail(source, `bos_token_id ${JSON.stringify(bos)} is not a token id`);
+  if (bos != null && !isTokenId(bos)) {
+    fail(source, `bos_token_id ${excerpt(bos)} is not a token id`);
   }
 
-  const ropeParameters = r.rope_parameters && typeof r.rope_parameters === "object"
+  if (
+    r.rope_parameters != null &&
+    (typeof r.rope_parameters !== "object" || Array.isArray(r.rope_parameters))
+  ) {
+    fail(source, `rope_parameters must be an object, got ${excerpt(r.rope_parameters)}`);
+  }
+  const ropeParameters = r.rope_parameters
     ? r.rope_parameters as Record<string, unknown>
     : undefined;
+  if (r.torch_dtype != null && typeof r.torch_dtype !== "string") {
+    fail(source, `torch_dtype must be a string, got ${excerpt(r.torch_dtype)}`);
+  }
   const config: LlamaConfig = {
     vocabSize: positiveInt(source, r, "vocab_size"),
     hiddenSize,
@@ -197,13 +241,14 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
     maxPositionEmbeddings: r.max_position_embeddings == null
       ? 2048
       : positiveInt(source, r, "max_position_embeddings"),
-    rmsNormEps: optionalNumber(source, r, "rms_norm_eps", 1e-6),
+    // Below ~1e-38 an f32 epsilon rounds to 0 (or a denormal) and an all-zero row gives NaN.
+    rmsNormEps: numberIn(source, r, "rms_norm_eps", 1e-6, [1e-30, 1], "between 1e-30 and 1"),
     // transformers ≥ 5 writes `rope_parameters: { rope_type, rope_theta, ... }` instead of
     // top-level `rope_theta` / `rope_scaling`.
     ropeTheta: ropeParameters
-      ? optionalNumber(`${source} rope_parameters`, ropeParameters, "rope_theta", 10000)
-      : optionalNumber(source, r, "rope_theta", 10000),
-    tieWordEmbeddings: r.tie_word_embeddings === true,
+      ? numberIn(source, ropeParameters, "rope_theta", 10000, ...THETA, "rope_parameters.")
+      : numberIn(source, r, "rope_theta", 10000, ...THETA),
+    tieWordEmbeddings: strictBoolean(source, r, "tie_word_embeddings", false),
     bosTokenId: bos == null ? undefined : bos as number,
     eosTokenIds,
     torchDtype: typeof r.torch_dtype === "string"
@@ -212,37 +257,64 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
       ? r.dtype
       : "float32",
   };
+  if (!Number.isSafeInteger(config.vocabSize * config.hiddenSize * 4)) {
+    fail(source, `vocab_size ${config.vocabSize} × hidden_size ${config.hiddenSize} is too large`);
+  }
   const scaling = parseRopeScaling(source, r.rope_scaling ?? ropeParameters);
   if (scaling) config.ropeScaling = scaling;
+  // Whatever the parameters, the frequencies the GPU gets must be usable f32 numbers.
+  const inv = ropeInverseFrequencies(config);
+  const bad = inv.findIndex((f) => !Number.isFinite(f) || !(f > 0));
+  if (bad >= 0) {
+    fail(
+      source,
+      `rope_theta ${config.ropeTheta}${scaling ? " with this rope_scaling" : ""} gives rotary ` +
+        `frequency ${inv[bad]} for pair ${bad} of head_dim ${config.headDim}`,
+    );
+  }
   return config;
+}
+
+/** rope_theta: the base of the rotary frequencies; Llama uses 10000 or 500000. */
+const THETA: [[number, number], string] = [[1, 1e30], "greater than 1 (and at most 1e30)"];
+
+function isTokenId(v: unknown): boolean {
+  return Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 2 ** 32 - 1;
 }
 
 function parseRopeScaling(source: string, raw: unknown): Llama3RopeScaling | undefined {
   if (raw == null) return undefined;
-  if (typeof raw !== "object") fail(source, `rope_scaling must be an object or null`);
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    fail(source, `rope_scaling must be an object or null, got ${excerpt(raw)}`);
+  }
   const r = raw as Record<string, unknown>;
   const kind = r.rope_type ?? r.type;
   if (kind === "default") return undefined;
   if (kind !== "llama3") {
     fail(
       source,
-      `rope_scaling type ${JSON.stringify(kind)} is not supported (only "llama3"; ` +
+      `rope_scaling type ${excerpt(kind)} is not supported (only "llama3"; ` +
         `linear, dynamic, yarn and longrope are not implemented)`,
     );
   }
-  const num = (key: string): number => {
+  const num = (key: string, min: number, what: string): number => {
     const v = r[key];
-    if (typeof v !== "number" || !(v > 0)) {
-      fail(source, `rope_scaling.${key} must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isFinite(v) || !(v >= min) || v > 1e9) {
+      fail(source, `rope_scaling.${key} must be ${what}, got ${excerpt(v)}`);
     }
     return v;
   };
   const scaling: Llama3RopeScaling = {
     type: "llama3",
-    factor: num("factor"),
-    lowFreqFactor: num("low_freq_factor"),
-    highFreqFactor: num("high_freq_factor"),
-    originalMaxPositionEmbeddings: num("original_max_position_embeddings"),
+    // A factor below 1 would shorten wavelengths: transformers refuses it too.
+    factor: num("factor", 1, "a number of at least 1 (how much longer the context is)"),
+    lowFreqFactor: num("low_freq_factor", Number.MIN_VALUE, "a positive number"),
+    highFreqFactor: num("high_freq_factor", Number.MIN_VALUE, "a positive number"),
+    originalMaxPositionEmbeddings: num(
+      "original_max_position_embeddings",
+      1,
+      "a positive number of positions",
+    ),
   };
   if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
     fail(source, "rope_scaling.high_freq_factor must be greater than low_freq_factor");
@@ -251,7 +323,8 @@ function parseRopeScaling(source: string, raw: unknown): Llama3RopeScaling | und
 }
 
 /**
- * Reads and parses `config.json` from a model directory.
+ * Reads and parses `config.json` from a model directory (or the file itself, when given a
+ * file). The JSON is read strictly: duplicate keys and deep nesting are refused.
  *
  * @example
  * ```ts ignore
@@ -260,23 +333,16 @@ function parseRopeScaling(source: string, raw: unknown): Llama3RopeScaling | und
  * ```
  */
 export async function loadLlamaConfig(dir: string): Promise<LlamaConfig> {
-  const path = join(dir, "config.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Error(`${path}: not found (no config.json in ${dir})`);
-    }
+  const stat = await Deno.stat(dir).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${dir}: no such directory`);
     throw e;
+  });
+  // A config.json given instead of its directory is read as meant.
+  const path = stat.isDirectory ? join(dir, "config.json") : dir;
+  if (stat.isDirectory && !(await Deno.stat(path).then(() => true, () => false))) {
+    throw new Error(`${path}: not found (no config.json in ${dir})`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
-  }
-  return parseLlamaConfig(raw, path);
+  return parseLlamaConfig(await readJsonStrict(path), path);
 }
 
 /**

@@ -27,6 +27,7 @@ import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
 import { type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
+import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
 
 /** The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints. */
 export const LINEAR_NAMES = [
@@ -128,6 +129,13 @@ export interface LoadOptions {
   vramBudget?: number;
   /** Layer streaming's options (with {@linkcode LoadOptions.vramBudget}). */
   streaming?: StreamingOptions;
+  /**
+   * Load even when the checkpoint holds tensors the model does not read (default false: such a
+   * checkpoint is refused, naming them, as it usually means config and weights disagree).
+   */
+  allowUnusedTensors?: boolean;
+  /** More tensors to count as used, e.g. a quantized format's scales (see `companionClaim`). */
+  claimTensors?: readonly TensorClaim[];
 }
 
 /** Weights of one decoder block on the GPU. */
@@ -314,6 +322,15 @@ export class LlamaModel {
     checkpoint: WeightSource,
     options: LoadOptions = {},
   ): Promise<LlamaModel> {
+    const names = (checkpoint as Partial<Checkpoint>).names;
+    if (!options.allowUnusedTensors && typeof names === "function") {
+      checkUnusedTensors(
+        (checkpoint as Partial<Checkpoint>).dir ?? "checkpoint",
+        names.call(checkpoint),
+        [...llamaTensorClaims(config), ...(options.claimTensors ?? [])],
+        config,
+      );
+    }
     const gpu = options.gpu ?? await defaultGpu();
     const maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 4096);
     if (maxSeqLen > config.maxPositionEmbeddings) {

@@ -10,6 +10,7 @@
 
 import { basename, dirname, join } from "node:path";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
+import { excerpt, nameOf, parseJsonStrict } from "./json.ts";
 
 /** Bytes per element of every dtype the safetensors format defines. */
 const DTYPE_SIZES: Record<string, number> = {
@@ -32,6 +33,12 @@ const DTYPE_SIZES: Record<string, number> = {
 
 /** The HF reference implementation refuses headers above 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;
+
+/** Deepest JSON nesting a header needs is 3 (`{name: {shape: [...]}}`); allow a little more. */
+const MAX_HEADER_DEPTH = 8;
+
+/** Most dimensions of a tensor (PyTorch allows 64; real checkpoints use up to 5). */
+const MAX_RANK = 64;
 
 /**
  * Where one tensor lives in a safetensors file.
@@ -106,6 +113,7 @@ export class SafetensorsFile {
   #file: Deno.FsFile;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
+  #checkFinite: boolean;
 
   /** Use {@link openSafetensors}; this constructor trusts an already validated header. */
   constructor(
@@ -114,7 +122,9 @@ export class SafetensorsFile {
     tensors: Map<string, TensorInfo>,
     metadata: Record<string, string>,
     dataOffset: number,
+    options: OpenSafetensorsOptions = {},
   ) {
+    this.#checkFinite = options.checkFinite ?? true;
     this.path = path;
     this.#file = file;
     this.tensors = tensors;
@@ -243,8 +253,89 @@ export class SafetensorsFile {
       }
       got += n;
     }
+    if (this.#checkFinite) checkFinite(this.path, info, out);
     return out;
   }
+}
+
+/**
+ * Index of the first NaN or infinity among float values stored as `dtype` in `bytes`, or -1;
+ * -1 too for dtypes that are not floating point. Fast: exponent fields are tested two f16 (or
+ * bf16) values per 32-bit word, OR-ed over a block, and only a block that trips is searched.
+ *
+ * @example
+ * ```ts
+ * import { firstNonFinite } from "./safetensors.ts";
+ * firstNonFinite(new Uint8Array(new Float32Array([1, NaN]).buffer), "F32"); // 1
+ * ```
+ */
+export function firstNonFinite(bytes: Uint8Array, dtype: string): number {
+  const aligned = bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+  if (dtype === "F64") {
+    const f = new Float64Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 3);
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i])) return i;
+    return -1;
+  }
+  let mask: number; // the exponent field of each value in a word
+  let carry: number; // one unit of that field: all-ones exponent + carry sets the top bit
+  let perWord: number;
+  if (dtype === "F32") [mask, carry, perWord] = [0x7f800000, 0x00800000, 1];
+  else if (dtype === "F16") [mask, carry, perWord] = [0x7c007c00, 0x04000400, 2];
+  else if (dtype === "BF16") [mask, carry, perWord] = [0x7f807f80, 0x00800080, 2];
+  else return -1;
+  const top = perWord === 1 ? 0x80000000 : 0x80008000;
+  const words = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2);
+  const BLOCK = 4096;
+  for (let start = 0; start < words.length; start += BLOCK) {
+    const stop = Math.min(words.length, start + BLOCK);
+    let acc = 0;
+    for (let i = start; i < stop; i++) acc |= (words[i] & mask) + carry;
+    if ((acc & top) === 0) continue;
+    for (let i = start; i < stop; i++) {
+      const hit = ((words[i] & mask) + carry) & top;
+      if (hit === 0) continue;
+      // Little-endian: the low half is the earlier value.
+      return perWord === 1 ? i : 2 * i + ((hit & 0x8000) !== 0 ? 0 : 1);
+    }
+  }
+  // An odd number of 16-bit values leaves one outside the whole words.
+  if (perWord === 2 && (aligned.byteLength & 3) === 2) {
+    const last = aligned[aligned.byteLength - 2] | (aligned[aligned.byteLength - 1] << 8);
+    if ((((last & (mask & 0xffff)) + (carry & 0xffff)) & 0x8000) !== 0) return words.length * 2;
+  }
+  return -1;
+}
+
+/** Throws naming the file, tensor, position and value of the first non-finite element. */
+function checkFinite(path: string, info: TensorInfo, bytes: Uint8Array): void {
+  const first = firstNonFinite(bytes, info.dtype);
+  if (first < 0) return;
+  const size = DTYPE_SIZES[info.dtype];
+  const value = (i: number): number => {
+    const view = new DataView(bytes.buffer, bytes.byteOffset + i * size, size);
+    if (info.dtype === "F32") return view.getFloat32(0, true);
+    if (info.dtype === "F64") return view.getFloat64(0, true);
+    const bits = view.getUint16(0, true);
+    return info.dtype === "F16" ? f16BitsToF32(bits) : bf16BitsToF32(bits);
+  };
+  const total = bytes.length / size;
+  let count = 0;
+  for (let i = first; i < total; i++) if (!Number.isFinite(value(i))) count++;
+  const at = unravel(first, info.shape);
+  throw new Error(
+    `${path}: tensor ${info.name} holds ${count} non-finite value${count === 1 ? "" : "s"} ` +
+      `(first: ${value(first)} at index [${at.join(", ")}] of shape [${info.shape.join(", ")}]); ` +
+      `the weights are corrupt`,
+  );
+}
+
+function unravel(flat: number, shape: readonly number[]): number[] {
+  const at = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    at[d] = flat % shape[d];
+    flat = Math.floor(flat / shape[d]);
+  }
+  return at;
 }
 
 function checkFloatDtype(path: string, info: TensorInfo): void {
@@ -257,8 +348,28 @@ function checkFloatDtype(path: string, info: TensorInfo): void {
 }
 
 /**
- * Opens a safetensors file and validates its header against the file size: header length
- * sanity, every tensor's dtype, shape and byte range. Tensor data is not read.
+ * Options of {@link openSafetensors}.
+ *
+ * @example
+ * ```ts
+ * import type { OpenSafetensorsOptions } from "./safetensors.ts";
+ * const o: OpenSafetensorsOptions = { checkFinite: false };
+ * ```
+ */
+export interface OpenSafetensorsOptions {
+  /**
+   * Refuse a floating-point tensor (F16, BF16, F32, F64) holding NaN or infinity when it is read
+   * (default true). The test costs well under a nanosecond per value.
+   */
+  checkFinite?: boolean;
+}
+
+/**
+ * Opens a safetensors file and validates its header against the file size and the format's
+ * rules: the header length, strict JSON (no duplicate keys, nesting bounded), a string-to-string
+ * `__metadata__`, every tensor's dtype, shape and byte range, and byte ranges that tile the data
+ * section exactly. Tensor data is not read here; each read checks float tensors for NaN and
+ * infinity (see {@link OpenSafetensorsOptions.checkFinite}).
  *
  * @example
  * ```ts ignore
@@ -267,8 +378,11 @@ function checkFloatDtype(path: string, info: TensorInfo): void {
  * console.log(st.names());
  * ```
  */
-export async function openSafetensors(path: string): Promise<SafetensorsFile> {
-  const file = await Deno.open(path, { read: true });
+export async function openSafetensors(
+  path: string,
+  options: OpenSafetensorsOptions = {},
+): Promise<SafetensorsFile> {
+  const file = await openFileNamed(path);
   try {
     const fileSize = (await file.stat()).size;
     if (fileSize < 8) {
@@ -291,17 +405,31 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
     }
     const headerBytes = new Uint8Array(headerLen);
     await readExactly(file, headerBytes, path, "header");
-    let header: unknown;
+    let text: string;
     try {
-      header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
-    } catch (e) {
-      throw new Error(`${path}: header is not valid UTF-8 JSON (${(e as Error).message})`);
+      text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    } catch {
+      throw new Error(`${path}: header is not valid UTF-8 (corrupt, or not a safetensors file)`);
     }
+    const header = parseJsonStrict(text, `${path}: header`, { maxDepth: MAX_HEADER_DEPTH });
     const dataOffset = 8 + headerLen;
     const { tensors, metadata } = parseHeader(path, header, fileSize - dataOffset);
-    return new SafetensorsFile(path, file, tensors, metadata, dataOffset);
+    return new SafetensorsFile(path, file, tensors, metadata, dataOffset, options);
   } catch (e) {
     file.close();
+    throw e;
+  }
+}
+
+async function openFileNamed(path: string): Promise<Deno.FsFile> {
+  try {
+    if ((await Deno.stat(path)).isDirectory) {
+      throw new Error(`${path}: is a directory, not a safetensors file`);
+    }
+    return await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: no such file`);
+    if (e instanceof Deno.errors.PermissionDenied) throw new Error(`${path}: permission denied`);
     throw e;
   }
 }
@@ -320,61 +448,119 @@ async function readExactly(
   }
 }
 
+/**
+ * Checks a parsed header against the format's rules (those of Hugging Face's `safetensors`):
+ * `__metadata__` is a string-to-string map; every tensor has a known dtype, a shape of sizes
+ * and `data_offsets` whose length matches them; and the tensors' byte ranges, taken in order,
+ * are contiguous from byte 0 and end exactly where the file does: no gap, no overlap, no byte
+ * left over.
+ */
 function parseHeader(
   path: string,
   header: unknown,
   dataSize: number,
 ): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
-    throw new Error(`${path}: header is not a JSON object`);
+    throw new Error(`${path}: header is not a JSON object (got ${excerpt(header)})`);
   }
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
       if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-        throw new Error(`${path}: __metadata__ must be an object of strings`);
+        throw new Error(
+          `${path}: __metadata__ must be an object of strings, got ${excerpt(raw)}`,
+        );
+      }
+      for (const [key, value] of Object.entries(raw)) {
+        if (typeof value !== "string") {
+          throw new Error(
+            `${path}: __metadata__ value of ${excerpt(key)} must be a string, got ` +
+              `${excerpt(value)}`,
+          );
+        }
       }
       metadata = raw as Record<string, string>;
       continue;
     }
+    const where = `${path}: tensor ${nameOf(name)}`;
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new Error(`${where}: entry is not an object (got ${excerpt(raw)})`);
+    }
     const entry = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const where = `${path}: tensor ${name}`;
-    if (typeof entry !== "object" || entry === null) {
-      throw new Error(`${where}: entry is not an object`);
-    }
-    const size = typeof entry.dtype === "string" ? DTYPE_SIZES[entry.dtype] : undefined;
-    if (size === undefined) {
-      throw new Error(`${where}: unknown dtype ${JSON.stringify(entry.dtype)}`);
-    }
+    const size = typeof entry.dtype === "string" && Object.hasOwn(DTYPE_SIZES, entry.dtype)
+      ? DTYPE_SIZES[entry.dtype]
+      : undefined;
+    if (size === undefined) throw new Error(`${where}: unknown dtype ${excerpt(entry.dtype)}`);
     const shape = entry.shape;
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new Error(`${where}: shape ${JSON.stringify(shape)} is not a list of sizes`);
+    if (
+      !Array.isArray(shape) || shape.length > MAX_RANK ||
+      !shape.every((d) => Number.isSafeInteger(d) && d >= 0)
+    ) {
+      throw new Error(
+        `${where}: shape ${excerpt(shape)} is not a list of at most ${MAX_RANK} sizes`,
+      );
     }
     const offsets = entry.data_offsets;
     if (
       !Array.isArray(offsets) || offsets.length !== 2 ||
       !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
     ) {
-      throw new Error(`${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end]`);
+      throw new Error(`${where}: data_offsets ${excerpt(offsets)} is not [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
-    if (end > dataSize) {
-      throw new Error(
-        `${where}: data ends at byte ${end} of the data section, but the file holds only ` +
-          `${dataSize} data bytes (truncated?)`,
-      );
-    }
     const expected = numel(shape) * size;
+    if (!Number.isSafeInteger(expected)) {
+      throw new Error(`${where}: shape ${excerpt(shape)} is too large`);
+    }
     if (end - begin !== expected) {
       throw new Error(
         `${where}: ${end - begin} bytes stored, but shape [${shape.join(", ")}] of ` +
           `${entry.dtype} needs ${expected}`,
       );
     }
+    if (end > dataSize) {
+      throw new Error(
+        `${where}: data ends at byte ${end} of the data section, but the file holds only ` +
+          `${dataSize} data bytes (truncated?)`,
+      );
+    }
     tensors.set(name, { name, dtype: entry.dtype as string, shape: [...shape], begin, end });
   }
+  checkLayout(path, [...tensors.values()], dataSize);
   return { tensors, metadata };
+}
+
+/** Byte ranges in order must tile the data section exactly. */
+function checkLayout(path: string, infos: TensorInfo[], dataSize: number): void {
+  infos.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  let previous: TensorInfo | undefined;
+  for (const info of infos) {
+    if (info.begin !== at) {
+      const name = nameOf(info.name);
+      throw new Error(
+        info.begin > at
+          ? `${path}: tensor ${name} starts at byte ${info.begin} of the data section, but ` +
+            (previous
+              ? `tensor ${nameOf(previous.name)} ends at ${at}`
+              : "the data section starts at 0") +
+            `: ${info.begin - at} bytes belong to no tensor (corrupt or shifted data)`
+          : `${path}: tensor ${name} (bytes ${info.begin}..${info.end}) overlaps tensor ` +
+            `${nameOf(previous!.name)} (bytes ${previous!.begin}..${previous!.end})`,
+      );
+    }
+    at = info.end;
+    previous = info;
+  }
+  if (at !== dataSize) {
+    throw new Error(
+      `${path}: the tensors end at byte ${at} of the data section, but the file has ` +
+        `${dataSize} data bytes: ${dataSize - at} bytes after ` +
+        (previous ? `the last tensor, ${nameOf(previous.name)}` : "an empty header") +
+        ` belong to no tensor (wrong header length, or bytes inserted or appended)`,
+    );
+  }
 }
 
 /**

@@ -109,17 +109,20 @@ function handModel(hidden: number, heads: number, kvHeads: number, inter: number
   config: LlamaConfig;
   weights: ReferenceWeights;
 } {
-  const config = parseLlamaConfig({
-    model_type: "llama",
-    hidden_size: hidden,
-    intermediate_size: inter,
-    num_hidden_layers: 1,
-    num_attention_heads: heads,
-    num_key_value_heads: kvHeads,
-    vocab_size: vocab,
-    rms_norm_eps: 0,
-    max_position_embeddings: 16,
-  });
+  const config = {
+    ...parseLlamaConfig({
+      model_type: "llama",
+      hidden_size: hidden,
+      intermediate_size: inter,
+      num_hidden_layers: 1,
+      num_attention_heads: heads,
+      num_key_value_heads: kvHeads,
+      vocab_size: vocab,
+      max_position_embeddings: 16,
+    }),
+    // Exact arithmetic for the hand-set weights; a config.json may not say 0.
+    rmsNormEps: 0,
+  };
   const headDim = hidden / heads;
   const ones = new Float32Array(hidden).fill(1);
   const embedding = randn(vocab * hidden, 1);

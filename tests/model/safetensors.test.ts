@@ -128,7 +128,7 @@ Deno.test("safetensors: truncated and corrupt files name the file and tensor", (
     await Deno.writeFile(garbage, g);
     await assert.rejects(
       openSafetensors(garbage),
-      /garbage\.safetensors: header is not valid UTF-8 JSON/,
+      /garbage\.safetensors: header: invalid JSON at character 1/,
     );
 
     // A header whose byte range disagrees with the shape.
