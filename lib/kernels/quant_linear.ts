@@ -248,6 +248,8 @@ interface Shared {
   // bind it, and destroying a buffer a pending submission uses is a validation error.
   retired: GpuTensor[];
   dmap: GpuTensor | null;
+  /** Maps of NF4-DQ weights that bring their own (bitsandbytes checkpoints), by content. */
+  maps: Map<string, GpuTensor>;
 }
 
 const sharedState = new WeakMap<Gpu, Shared>();
@@ -255,7 +257,7 @@ const sharedState = new WeakMap<Gpu, Shared>();
 function acquireShared(gpu: Gpu): Shared {
   let s = sharedState.get(gpu);
   if (!s) {
-    s = { layers: 0, xq: null, sx: null, input: null, retired: [], dmap: null };
+    s = { layers: 0, xq: null, sx: null, input: null, retired: [], dmap: null, maps: new Map() };
     sharedState.set(gpu, s);
   }
   s.layers++;
@@ -266,7 +268,7 @@ function releaseShared(gpu: Gpu): void {
   const s = sharedState.get(gpu);
   if (!s) return;
   if (--s.layers > 0) return;
-  for (const t of [s.xq, s.sx, s.dmap, ...s.retired]) t?.destroy();
+  for (const t of [s.xq, s.sx, s.dmap, ...s.retired, ...s.maps.values()]) t?.destroy();
   sharedState.delete(gpu);
 }
 
@@ -334,7 +336,16 @@ function int8Scratch(gpu: Gpu, s: Shared, rows: number, k: number): [GpuTensor, 
   return [s.xq, s.sx];
 }
 
-function dynamicMap(gpu: Gpu, s: Shared): GpuTensor {
+function dynamicMap(gpu: Gpu, s: Shared, own?: Float32Array): GpuTensor {
+  if (own && own.some((v, i) => v !== DYNAMIC_MAP_SIGNED[i])) {
+    const key = Array.from(new Uint32Array(own.buffer, own.byteOffset, 256)).join(",");
+    let t = s.maps.get(key);
+    if (!t) {
+      t = gpu.tensor({ label: "nf4-dq checkpoint map (shared)", category: "weights", data: own });
+      s.maps.set(key, t);
+    }
+    return t;
+  }
   s.dmap ??= gpu.tensor({
     label: "nf4-dq dynamic map (shared)",
     category: "weights",
@@ -554,7 +565,7 @@ export class QuantLinear implements Linear {
             upload("qabsmax", weight.qabsmax, "u32"),
             upload("absmax2", weight.absmax2, "f32"),
             upload("offset", weight.offset, "f32"),
-            dynamicMap(gpu, shared),
+            dynamicMap(gpu, shared, weight.map),
           );
           blocksize = weight.blocksize;
           rowBytes = k % 8 === 0 ? k / 2 : null;

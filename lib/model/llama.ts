@@ -17,6 +17,7 @@ import type { GpuTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEncodeOptions } from "../kernels/linear.ts";
 import { Fp16Linear, Fp16LinearStack } from "../kernels/linear.ts";
 import {
+  QuantLinear,
   quantLinearFactory,
   type QuantLinearFactoryOptions,
   reserveInt8Scratch,
@@ -25,6 +26,8 @@ import type { QuantFormat } from "../quant/formats.ts";
 import { kvCacheBytes } from "../kernels/attention.ts";
 import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
+import { prequantizedWeights } from "./prequantized.ts";
+import type { PrequantizedWeights } from "./quantized_source.ts";
 import { type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
 import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
@@ -93,7 +96,9 @@ export type LinearFactory = (gpu: Gpu, request: LinearRequest) => Promise<Linear
  * What the loader reads tensors from: an open {@linkcode Checkpoint}, or anything else with its
  * `expectShape`, `readF32` and `readF16Bits` (benchmarks feed random weights this way).
  */
-export type WeightSource = Pick<Checkpoint, "expectShape" | "readF32" | "readF16Bits">;
+export type WeightSource =
+  | Pick<Checkpoint, "expectShape" | "readF32" | "readF16Bits">
+  | PrequantizedWeights;
 
 /** Options for {@linkcode LlamaModel.load}. */
 export interface LoadOptions {
@@ -310,7 +315,9 @@ export class LlamaModel {
     const config = await loadLlamaConfig(dir);
     const checkpoint = await openCheckpoint(dir);
     try {
-      return await LlamaModel.fromCheckpoint(config, checkpoint, options);
+      // A bitsandbytes or qlab checkpoint: its quantized layers load as they are.
+      const source = await prequantizedWeights(dir, checkpoint) ?? checkpoint;
+      return await LlamaModel.fromCheckpoint(config, source, options);
     } finally {
       checkpoint.close();
     }
@@ -327,7 +334,11 @@ export class LlamaModel {
       checkUnusedTensors(
         (checkpoint as Partial<Checkpoint>).dir ?? "checkpoint",
         names.call(checkpoint),
-        [...llamaTensorClaims(config), ...(options.claimTensors ?? [])],
+        [
+          ...llamaTensorClaims(config),
+          ...(isPrequantized(checkpoint) ? checkpoint.tensorClaims(config) : []),
+          ...(options.claimTensors ?? []),
+        ],
         config,
       );
     }
@@ -340,6 +351,7 @@ export class LlamaModel {
       );
     }
     const chunk = Math.min(options.chunkSize ?? 128, maxSeqLen);
+    const format = formatOf(checkpoint, options);
     const owned: { destroy(): void }[] = [];
     const streamer = options.vramBudget === undefined ? null : newStreamer(gpu, config, options);
     const baseline = gpu.ledger.currentBytes;
@@ -358,7 +370,7 @@ export class LlamaModel {
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
       // memory estimator can count it.
       gpu.uniformArena(uniformBytesPerChunk(config));
-      if (["int8-absmax", "int8-vectorwise", "llm-int8"].includes(options.format ?? "fp16")) {
+      if (["int8-absmax", "int8-vectorwise", "llm-int8"].includes(format)) {
         const maxK = Math.max(
           config.hiddenSize,
           config.numHeads * config.headDim,
@@ -381,7 +393,7 @@ export class LlamaModel {
         ops,
         state,
         maxSeqLen,
-        options.format ?? "fp16",
+        format,
       );
       model.#streamer = streamer;
       return model;
@@ -794,6 +806,28 @@ export class LlamaModel {
   }
 }
 
+function isPrequantized(source: WeightSource): source is PrequantizedWeights {
+  return "readQuantized" in source;
+}
+
+/** The format the model runs in: the file's for a quantized checkpoint, else `options.format`. */
+function formatOf(source: WeightSource, options: LoadOptions): QuantFormat {
+  if (!isPrequantized(source)) return options.format ?? "fp16";
+  if (options.format !== undefined && options.format !== source.format) {
+    throw new Error(
+      `the checkpoint is stored quantized as ${source.format}; it cannot be loaded as ` +
+        `${options.format} (load the FP16 checkpoint to quantize it another way)`,
+    );
+  }
+  if (options.linear) throw new Error("a custom linear factory needs an unquantized checkpoint");
+  if (options.vramBudget !== undefined) {
+    throw new Error(
+      `vramBudget: layer streaming of a checkpoint stored as ${source.format} is not supported`,
+    );
+  }
+  return source.format;
+}
+
 /** The FP16 linear layer: the default {@linkcode LinearFactory}. */
 export const fp16Linear: LinearFactory = (gpu: Gpu, r: LinearRequest): Promise<Linear> =>
   Fp16Linear.create(gpu, {
@@ -831,7 +865,10 @@ async function loadWeights(
   options: LoadOptions,
   owned: { destroy(): void }[],
 ): Promise<{ embed: GpuTensor; layers: LayerWeights[]; norm: GpuTensor; lmHead: Linear }> {
-  const linear = baseFactory(options);
+  // A quantized checkpoint: its quantized layers are uploaded as stored, the others (skipped
+  // modules) stay FP16.
+  const pre = isPrequantized(ckpt) ? ckpt : null;
+  const linear = pre ? fp16Linear : baseFactory(options);
   const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
   let done = 0;
   const progress = (name: string) => options.onProgress?.(++done, total, name);
@@ -860,7 +897,7 @@ async function loadWeights(
   progress(embedName);
 
   // Stacking is exact for FP16 (each output row is computed as it would be alone).
-  const stacking = (options.stackLayers ?? true) && linear === fp16Linear;
+  const stacking = (options.stackLayers ?? true) && linear === fp16Linear && !pre;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
     const prefix = `model.layers.${l}`;
@@ -902,7 +939,22 @@ async function loadWeights(
     }
     for (const kind of LINEAR_NAMES) {
       if (linears[kind]) continue;
-      const { name, n, k, weight } = await readLinear(kind);
+      const name = `${prefix}.${kind}.weight`;
+      if (pre?.isQuantized(name)) {
+        ckpt.expectShape(name, shapes[kind]);
+        const weight = await pre.readQuantized(name);
+        linears[kind] = own(
+          await QuantLinear.create(gpu, {
+            label: name,
+            ...pre.linearOptions,
+            ...options.quant,
+            weight,
+          }),
+        );
+        progress(name);
+        continue;
+      }
+      const { n, k, weight } = await readLinear(kind);
       linears[kind] = own(
         await linear(gpu, { name, layer: l, kind, weight, outFeatures: n, inFeatures: k }),
       );

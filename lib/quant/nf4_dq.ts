@@ -56,6 +56,12 @@ export interface Nf4DqWeight {
   absmax2: Float32Array;
   /** `[offset]`: the mean block absmax, added back after decoding. */
   offset: Float32Array;
+  /**
+   * The 256-entry map `qabsmax` indexes, when not {@linkcode DYNAMIC_MAP_SIGNED}: a
+   * bitsandbytes checkpoint stores its own (`nested_quant_map`), which may differ from ours in
+   * the last bit of some entries.
+   */
+  map?: Float32Array;
 }
 
 /**
@@ -105,9 +111,10 @@ export function quantizeNf4Dq(
 export function dequantizeNf4DqAbsmax(w: Nf4DqWeight): Float32Array {
   const blocks = (w.n * w.k) / w.blocksize;
   const out = new Float32Array(blocks);
+  const map = w.map ?? DYNAMIC_MAP_SIGNED;
   for (let b = 0; b < blocks; b++) {
     const scaled = Math.fround(
-      DYNAMIC_MAP_SIGNED[byteAt(w.qabsmax, b)] * w.absmax2[Math.floor(b / w.nestedBlocksize)],
+      map[byteAt(w.qabsmax, b)] * w.absmax2[Math.floor(b / w.nestedBlocksize)],
     );
     out[b] = Math.fround(scaled + w.offset[0]);
   }
