@@ -129,6 +129,28 @@ export {
   unusedTensors,
 } from "./lib/model/unused_tensors.ts";
 export { excerpt, parseJsonStrict, type StrictJsonOptions } from "./lib/model/json.ts";
+export {
+  type BnbQuantizationConfig,
+  BnbWeights,
+  parseBnbQuantizationConfig,
+} from "./lib/model/bnb.ts";
+export {
+  prequantizedWeights,
+  type QlabQuantizationConfig,
+  QlabWeights,
+  readQuantizationConfig,
+} from "./lib/model/prequantized.ts";
+export type { PrequantizedWeights } from "./lib/model/quantized_source.ts";
+export {
+  CHECKPOINT_FORMATS,
+  type CheckpointFormat,
+  type CheckpointReader,
+  quantizationConfigFor,
+  quantizeCheckpoint,
+  type QuantizeCheckpointOptions,
+  type QuantizeCheckpointResult,
+  writeQuantizedSafetensors,
+} from "./lib/model/quantize_checkpoint.ts";
 export { resolveModelDir, type ResolveOptions } from "./lib/model/hub.ts";
 export { createSampler, type SamplerOptions } from "./lib/model/sampling.ts";
 export {

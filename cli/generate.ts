@@ -30,7 +30,8 @@ Options:
   --top-p P           nucleus sampling threshold (default 1)
   --seed N            sampler seed (default 0)
   --max-seq N         KV cache length (default: the model's context, at most 4096)
-  --format F          weight format of the linear layers (default fp16; see below)
+  --format F          weight format of the linear layers (default fp16, or the stored
+                      format of a quantized checkpoint; see below)
   --vram-budget SIZE  keep GPU memory within SIZE (e.g. 2GiB): decoder layers that do not fit
                       are kept in host memory and streamed to the GPU per forward
   --no-f16            use the packed-u32 kernels even where shader-f16 exists
@@ -52,7 +53,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       "top-p": { type: "string", default: "1" },
       seed: { type: "string", default: "0" },
       "max-seq": { type: "string" },
-      format: { type: "string", default: "fp16" },
+      format: { type: "string" },
       "vram-budget": { type: "string" },
       "no-f16": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -63,8 +64,9 @@ export async function generateCommand(args: string[]): Promise<number> {
     out(GENERATE_HELP);
     return 0;
   }
-  const format = values.format as QuantFormat;
-  if (!QUANT_FORMATS.includes(format)) {
+  // No --format: FP16, or the format a quantized checkpoint is stored in.
+  const format = values.format as QuantFormat | undefined;
+  if (format !== undefined && !QUANT_FORMATS.includes(format)) {
     throw new UsageError(`unknown format "${format}" (known: ${QUANT_FORMATS.join(", ")})`);
   }
   const gpu = await requestGpu({ f16: !values["no-f16"] });

@@ -1,5 +1,6 @@
 /**
- * The command line: `generate`, `demo`, `compare` and `estimate` (each is a `deno task`).
+ * The command line: `generate`, `demo`, `compare`, `estimate` and `quantize` (each is a
+ * `deno task`).
  *
  * @module
  */
@@ -8,12 +9,14 @@ import { compareCommand, demoCommand } from "./compare.ts";
 import { err, UsageError } from "./common.ts";
 import { estimateCommand } from "./estimate.ts";
 import { generateCommand } from "./generate.ts";
+import { quantizeCommand } from "./quantize.ts";
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   generate: generateCommand,
   demo: demoCommand,
   compare: compareCommand,
   estimate: estimateCommand,
+  quantize: quantizeCommand,
 };
 
 /**

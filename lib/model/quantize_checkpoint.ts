@@ -72,7 +72,15 @@ const BNB: Record<string, Exclude<QuantFormat, "fp16">> = {
   "bnb-int8": "llm-int8",
 };
 
-/** Options of {@linkcode quantizeCheckpoint}. */
+/**
+ * Options of {@linkcode quantizeCheckpoint}.
+ *
+ * @example
+ * ```ts
+ * import type { QuantizeCheckpointOptions } from "./quantize_checkpoint.ts";
+ * const o: QuantizeCheckpointOptions = { blocksize: 128 };
+ * ```
+ */
 export interface QuantizeCheckpointOptions {
   /** 4-bit formats: values per block (default 64; bitsandbytes layouts: 64 only). */
   blocksize?: number;
@@ -277,7 +285,14 @@ function qlabTensors(
     });
 }
 
-/** Reads one tensor of the source for {@linkcode quantizeCheckpoint}. */
+/**
+ * Where {@linkcode writeQuantizedSafetensors} reads tensors from (an open checkpoint fits).
+ *
+ * @example
+ * ```ts ignore
+ * const reader: CheckpointReader = await openCheckpoint("models/sotu-llama");
+ * ```
+ */
 export interface CheckpointReader {
   /** Tensor names in file order. */
   names(): string[];
@@ -289,7 +304,14 @@ export interface CheckpointReader {
   readF16Bits(name: string): Promise<Uint16Array>;
 }
 
-/** What {@linkcode quantizeCheckpoint} wrote. */
+/**
+ * What {@linkcode quantizeCheckpoint} wrote.
+ *
+ * @example
+ * ```ts ignore
+ * const { bytes } = await quantizeCheckpoint("models/sotu-llama", "/tmp/q", "nf4");
+ * ```
+ */
 export interface QuantizeCheckpointResult {
   /** Path of the model.safetensors written. */
   path: string;
