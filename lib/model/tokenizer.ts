@@ -13,6 +13,8 @@
 
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { expectDirectory } from "./checkpoint.ts";
+import { excerpt, readJsonStrict } from "./json.ts";
 
 /**
  * Options of {@link Tokenizer.encode}.
@@ -171,18 +173,112 @@ export function createTokenizer(
 }
 
 async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
-  let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    await Deno.stat(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
   }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
+  const raw = await readJsonStrict(path);
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new Error(`${path}: expected a JSON object, got ${excerpt(raw)}`);
   }
+  return raw as Record<string, unknown>;
+}
+
+/**
+ * Checks the parts of a `tokenizer.json` whose faults would otherwise cost time or give wrong
+ * ids: the model's vocabulary (token strings to distinct non-negative integer ids, or Unigram's
+ * list of `[token, score]`), the merges, and the added tokens. Every id must be below the number
+ * of entries the file holds, so that no work or memory grows past the file's own size. Throws
+ * naming `path` and the entry at fault.
+ *
+ * @example
+ * ```ts
+ * import { validateTokenizerJson } from "./tokenizer.ts";
+ * validateTokenizerJson({ model: { type: "WordLevel", vocab: { a: 0, b: 1 } } }, "t.json");
+ * ```
+ */
+export function validateTokenizerJson(json: unknown, path: string): void {
+  const fail = (message: string): never => {
+    throw new Error(`${path}: ${message}`);
+  };
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    fail(`expected a JSON object, got ${excerpt(json)}`);
+  }
+  const t = json as Record<string, unknown>;
+  const model = t.model;
+  if (typeof model !== "object" || model === null || Array.isArray(model)) {
+    fail(`model must be an object, got ${excerpt(model)}`);
+  }
+  const m = model as Record<string, unknown>;
+  const added = t.added_tokens ?? [];
+  if (!Array.isArray(added)) fail(`added_tokens must be a list, got ${excerpt(added)}`);
+  const addedList = added as unknown[];
+  const vocab = m.vocab;
+  const isUnigram = m.type === "Unigram";
+  const entries = isUnigram
+    ? (Array.isArray(vocab) ? vocab.length : -1)
+    : (typeof vocab === "object" && vocab !== null && !Array.isArray(vocab)
+      ? Object.keys(vocab).length
+      : -1);
+  if (entries < 0) {
+    fail(
+      `model.vocab must be ${isUnigram ? "a list of [token, score]" : "an object of token ids"}, ` +
+        `got ${excerpt(vocab)}`,
+    );
+  }
+  // Ids index tables as long as the largest id: bound them by what the file holds.
+  const limit = entries + addedList.length;
+  const idOk = (id: unknown): boolean =>
+    Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < limit;
+  if (isUnigram) {
+    (vocab as unknown[]).forEach((entry, i) => {
+      if (
+        !Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== "string" ||
+        typeof entry[1] !== "number" || !Number.isFinite(entry[1])
+      ) {
+        fail(`model.vocab entry ${i} must be [token, score], got ${excerpt(entry)}`);
+      }
+    });
+  } else {
+    const seen = new Map<number, string>();
+    for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) {
+      if (!idOk(id)) {
+        fail(
+          `model.vocab id of token ${excerpt(token)} must be an integer from 0 to ${limit - 1} ` +
+            `(the file holds ${limit} tokens), got ${excerpt(id)}`,
+        );
+      }
+      const other = seen.get(id as number);
+      if (other !== undefined) {
+        fail(`model.vocab gives id ${id} to both ${excerpt(other)} and ${excerpt(token)}`);
+      }
+      seen.set(id as number, token);
+    }
+  }
+  if (m.merges !== undefined && m.merges !== null) {
+    if (!Array.isArray(m.merges)) fail(`model.merges must be a list, got ${excerpt(m.merges)}`);
+    (m.merges as unknown[]).forEach((merge, i) => {
+      const ok = typeof merge === "string"
+        ? merge.includes(" ")
+        : Array.isArray(merge) && merge.length === 2 &&
+          merge.every((part) => typeof part === "string");
+      if (!ok) fail(`model.merges entry ${i} must be "a b" or ["a", "b"], got ${excerpt(merge)}`);
+    });
+  }
+  addedList.forEach((token, i) => {
+    const a = token as { id?: unknown; content?: unknown };
+    if (typeof token !== "object" || token === null || typeof a.content !== "string") {
+      fail(`added_tokens entry ${i} must have a string content, got ${excerpt(token)}`);
+    }
+    if (!idOk(a.id)) {
+      fail(
+        `added_tokens entry ${i} (${excerpt(a.content)}) has id ${excerpt(a.id)}; ids must be ` +
+          `integers from 0 to ${limit - 1} (the file holds ${limit} tokens)`,
+      );
+    }
+  });
 }
 
 function idList(raw: unknown): number[] {
@@ -204,11 +300,13 @@ function idList(raw: unknown): number[] {
  * ```
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  await expectDirectory(dir);
   const path = join(dir, "tokenizer.json");
   const json = await readJson(path);
   if (!json) {
     throw new Error(`${path}: not found (only tokenizer.json is supported, not tokenizer.model)`);
   }
+  validateTokenizerJson(json, path);
   const tokConfig = await readJson(join(dir, "tokenizer_config.json")) ?? {};
   const genConfig = await readJson(join(dir, "generation_config.json")) ?? {};
   const modelConfig = await readJson(join(dir, "config.json")) ?? {};
@@ -219,7 +317,9 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
       bosId: Number.isSafeInteger(bos) ? bos as number : undefined,
     });
   } catch (e) {
-    throw new Error(`${path}: cannot build the tokenizer (${(e as Error).message})`);
+    const message = e instanceof Error ? e.message : String(e);
+    const short = message.length > 300 ? `${message.slice(0, 300)}…` : message;
+    throw new Error(`${path}: cannot build the tokenizer (${short})`);
   }
 }
 

@@ -9,6 +9,7 @@ import { openCheckpoint } from "../../lib/model/checkpoint.ts";
 import { loadLlamaConfig, parseLlamaConfig } from "../../lib/model/config.ts";
 import { excerpt, parseJsonStrict } from "../../lib/model/json.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
+import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import { firstNonFinite, openSafetensors, writeSafetensors } from "../../lib/model/safetensors.ts";
 import { companionClaim, unusedTensors } from "../../lib/model/unused_tensors.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
@@ -370,3 +371,44 @@ Deno.test("parseJsonStrict agrees with JSON.parse on valid text and excerpt is b
   assert.ok(excerpt(new Array(1e6).fill("abc")).length < 120);
   assert.ok(excerpt({ a: { b: { c: { d: { e: { f: 1 } } } } } }).length < 60);
 });
+
+Deno.test("tokenizer.json: ids are bounded by the file's size, and entries are typed", () =>
+  withTempDir(async (dir) => {
+    await writeRandomLlama(dir, { layers: 1 });
+    const path = join(dir, "tokenizer.json");
+    const good = JSON.parse(await Deno.readTextFile(path));
+    const write = (json: unknown) => Deno.writeTextFile(path, JSON.stringify(json));
+    const withModel = (patch: Record<string, unknown>) => ({
+      ...good,
+      model: { ...good.model, ...patch },
+    });
+    const vocab = good.model.vocab as Record<string, number>;
+    const cases: [unknown, RegExp][] = [
+      // One id of 1e9 used to cost 95 s; now it is refused at once.
+      [withModel({ vocab: { ...vocab, "x": 1e9 } }), /id of token "x" must be an integer from 0/],
+      [withModel({ vocab: { ...vocab, "x": -1 } }), /got -1/],
+      [withModel({ vocab: { ...vocab, "x": 1.5 } }), /got 1\.5/],
+      [withModel({ vocab: { ...vocab, "x": "3" } }), /got "3"/],
+      [withModel({ vocab: { ...vocab, "x": 5 } }), /gives id 5 to both/],
+      [withModel({ vocab: [] }), /model\.vocab must be an object of token ids/],
+      [withModel({ merges: [3] }), /model\.merges entry 0 must be/],
+      [{ ...good, added_tokens: [{ id: 1e9, content: "<s>" }] }, /added_tokens entry 0/],
+      [{ ...good, added_tokens: {} }, /added_tokens must be a list/],
+      [{ ...good, model: null }, /model must be an object/],
+    ];
+    for (const [json, pattern] of cases) {
+      await write(json);
+      const t0 = performance.now();
+      await assert.rejects(loadTokenizer(dir), (e: Error) => {
+        assert.ok(e.message.startsWith(`${path}: `), e.message);
+        assert.match(e.message, pattern);
+        return true;
+      });
+      assert.ok(performance.now() - t0 < 2000, "refused within 2 s");
+    }
+    await Deno.writeTextFile(path, '{"model": {"vocab": {"a": 0, "a": 1}}}');
+    await assert.rejects(loadTokenizer(dir), /tokenizer\.json: invalid JSON .*duplicate key "a"/);
+    await write(good);
+    assert.equal((await loadTokenizer(dir)).vocabSize, 300);
+    await assert.rejects(loadTokenizer(join(dir, "nope")), /nope: no such directory/);
+  }));
