@@ -35,6 +35,9 @@ export interface GpuOptions {
   powerPreference?: GPUPowerPreference;
 }
 
+/** Bytes of uploads after which {@linkcode Gpu.tensor} submits, to release staging copies. */
+export const UPLOAD_FLUSH_BYTES = 64 * 2 ** 20;
+
 const INSTALL_HINT = "No WebGPU adapter was found. Install a GPU driver with Vulkan support, " +
   "or Mesa's software Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`), " +
   "or use the OpenGL fallback with DENO_WEBGPU_BACKEND=gl.";
@@ -66,6 +69,7 @@ export class Gpu {
   #kernels = new Map<string, Promise<Kernel>>();
   #lost = false;
   #arena: GpuTensor | null = null;
+  #unflushed = 0;
 
   /** Wraps an existing device; prefer {@linkcode requestGpu}. */
   constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo) {
@@ -102,9 +106,31 @@ export class Gpu {
       `${formatBytes(this.limits.maxStorageBufferBindingSize)})`;
   }
 
-  /** Creates a buffer recorded in the ledger. */
+  /**
+   * Creates a buffer recorded in the ledger. Initial `data` goes through `queue.writeBuffer`,
+   * whose staging copy the implementation keeps until the next submission: after every
+   * {@linkcode UPLOAD_FLUSH_BYTES} of uploads an empty submission lets it go (see
+   * {@linkcode flush}).
+   */
   tensor(opts: TensorOptions): GpuTensor {
-    return GpuTensor.create(this.device, this.ledger, opts);
+    const tensor = GpuTensor.create(this.device, this.ledger, opts);
+    if (opts.data) {
+      this.#unflushed += opts.data.byteLength;
+      if (this.#unflushed >= UPLOAD_FLUSH_BYTES) this.flush();
+    }
+    return tensor;
+  }
+
+  /**
+   * Submits an empty command list. wgpu holds the staging copy of every `writeBuffer` (and the
+   * memory of buffers destroyed since) until the queue's next submission, however long that
+   * is: a model loaded and disposed without a forward in between kept its whole upload in
+   * process memory. Loading and disposing a model call this; so can anything else that
+   * uploads without submitting.
+   */
+  flush(): void {
+    this.#unflushed = 0;
+    if (!this.#lost) this.device.queue.submit([]);
   }
 
   /** Builds (once) and returns the pipeline for a kernel spec. */

@@ -386,6 +386,10 @@ export class LlamaModel {
           reserveBytes: chunk * config.vocabSize * 4 + 1024,
         });
       }
+      // Let the uploads' staging copies go now, not at the first forward, and wait until
+      // they have: a loop of loads could otherwise outrun their release.
+      gpu.flush();
+      await gpu.sync();
       const model = new LlamaModel(
         config,
         gpu,
@@ -398,9 +402,10 @@ export class LlamaModel {
       model.#streamer = streamer;
       return model;
     } catch (err) {
-      // Nothing half-built stays on the GPU.
+      // Nothing half-built stays on the GPU, nor its uploads' staging copies in memory.
       for (const o of owned.reverse()) o.destroy();
       if (streamer) gpu.trimScratch();
+      gpu.flush();
       throw err;
     }
   }
@@ -680,6 +685,8 @@ export class LlamaModel {
     destroyRunState(this.#state);
     this.#ops.destroy();
     this.gpu.trimScratch();
+    // Buffers destroyed (and uploads not yet submitted) are only released at a submission.
+    this.gpu.flush();
   }
 
   /** A batch that reuses this model's bind groups (unless {@linkcode reuseBindGroups} is off). */
