@@ -1,7 +1,7 @@
 /**
  * Random weights at real model sizes without the CPU quantizer: packed arrays of the right
  * lengths filled with random codes and sane scales (lib/quant's layouts), a
- * {@linkcode LinearFactory} that builds the layers from them, and a {@linkcode WeightSource}
+ * {@linkcode LinearFactory} that builds the layers from them, and a `WeightSource`
  * that hands the model loader random f16 tensors. A 7B model loads in seconds this way; the
  * numbers are only good for timing.
  *
@@ -16,7 +16,7 @@ import { Fp16Linear, type Linear } from "../lib/kernels/linear.ts";
 import { QuantLinear, type QuantTuning } from "../lib/kernels/quant_linear.ts";
 import type { QuantFormat, QuantizedWeight } from "../lib/quant/formats.ts";
 import { NESTED_BLOCKSIZE } from "../lib/quant/nf4_dq.ts";
-import type { LinearFactory, LinearRequest, WeightSource } from "../lib/model/llama.ts";
+import type { LinearFactory, LinearRequest } from "../lib/model/llama.ts";
 
 /** xorshift32 words into `out`. */
 function fillRandom(out: Uint32Array, seed: number): void {
@@ -188,10 +188,10 @@ export function randomLinearFactory(
 }
 
 /**
- * A {@linkcode WeightSource} of random tensors: every shape the loader expects exists, f16
+ * A `WeightSource` (lib/model/llama.ts) of random tensors: every shape the loader expects exists, f16
  * tensors are views of one random pool, f32 ones (the norms) are ones.
  */
-export class RandomWeightSource implements WeightSource {
+export class RandomWeightSource {
   #pools: RandomPools;
   #shapes = new Map<string, number>();
 

@@ -8,6 +8,7 @@
 import type { Figure } from "../lib/plot/figure.ts";
 import type { ReportSection } from "../lib/plot/report.ts";
 import type { Table } from "../lib/plot/table.ts";
+import { sideBySideMarkdown, type SideBySideRow } from "./llama_bench.ts";
 
 /** One model and format of the decode section. */
 export interface DecodeResult {
@@ -18,6 +19,10 @@ export interface DecodeResult {
   loadSeconds: number;
   msPerToken: number;
   tokensPerSecond: number;
+  /** End-to-end prefill: prompt tokens, wall-clock ms to the first token, tokens/s. */
+  prefillTokens?: number;
+  prefillMs?: number;
+  prefillTokensPerSecond?: number;
   gpuMsPerToken: number;
   dispatchesPerToken: number;
   bytesPerToken: number;
@@ -117,6 +122,8 @@ export interface BenchResults {
     gbps: number;
     ofReference: number;
   }[];
+  /** With `--llama-bench`: qlab next to llama.cpp, per format, backend and test. */
+  sideBySide?: SideBySideRow[];
 }
 
 const GiB = 2 ** 30;
@@ -192,6 +199,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           "model",
           "format",
           "tokens/s",
+          "prefill tok/s",
           "ms/token",
           "GPU ms/token",
           "dispatches",
@@ -206,6 +214,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           d.model,
           d.format,
           f(d.tokensPerSecond, 1),
+          d.prefillTokensPerSecond ? `${f(d.prefillTokensPerSecond, 0)} (${d.prefillTokens})` : "–",
           f(d.msPerToken, 2),
           f(d.gpuMsPerToken, 2),
           d.dispatchesPerToken,
@@ -282,6 +291,13 @@ export function markdownReport(r: BenchResults, headingLevel = 2): string {
   ];
   for (const { title, table } of benchTables(r)) {
     lines.push(`${h}# ${title}`, "", markdownTable(table), "");
+  }
+  if (r.sideBySide?.length) {
+    lines.push(
+      `${h}# Side by side with llama.cpp (llama-bench)`,
+      "",
+      sideBySideMarkdown(r.sideBySide),
+    );
   }
   return lines.join("\n");
 }

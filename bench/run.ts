@@ -40,6 +40,7 @@ import {
   RandomPools,
   RandomWeightSource,
 } from "./random_weights.ts";
+import { parseLlamaBench, sideBySide, sideBySideMarkdown } from "./llama_bench.ts";
 import {
   type BenchResults,
   type DecodeModeResult,
@@ -78,6 +79,7 @@ const { values: args } = parseArgs({
     reps: { type: "string" },
     sweep: { type: "boolean", default: false },
     "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
+    "llama-bench": { type: "string" },
     help: { type: "boolean", default: false },
   },
 });
@@ -85,7 +87,8 @@ if (args.help) {
   console.log(
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode] [--formats LIST]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
-      `                [--decode-modes ${DECODE_MODES.join(",")}]`,
+      `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
+      "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)",
   );
   Deno.exit(0);
 }
@@ -95,6 +98,10 @@ for (const m of decodeModes) {
   if (!DECODE_MODES.includes(m)) throw new Error(`unknown decode mode ${m}`);
 }
 const formats = args.formats!.split(",") as BenchFormat[];
+// Read first: a bad file fails now, not after the measurements.
+const llamaBench = args["llama-bench"]
+  ? parseLlamaBench(await Deno.readTextFile(args["llama-bench"]), args["llama-bench"])
+  : null;
 
 const gpu = await requestGpu();
 const software = gpu.isSoftware;
@@ -395,10 +402,28 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
     // FP16 takes the model's own layers (random f16 weights from the source), so q/k/v and
     // gate/up are stacked as in a loaded model; the other formats get random packed weights.
     linear: format === "fp16" ? undefined : randomLinearFactory(pools, format),
-    maxSeqLen: 512,
+    // Prefill runs the whole prompt as one chunk, as llama-bench's pp512 (ubatch 512) does.
+    maxSeqLen: 2 * prefillRows + 512,
+    chunkSize: prefillRows,
   });
   const loadS = (performance.now() - t0) / 1000;
   try {
+    // End-to-end prefill: `prefillRows` prompt tokens from an empty cache to the first token
+    // (embeddings, every layer as GEMMs, the LM head of the last row, the readback). Wall clock,
+    // median of three after one untimed run.
+    const promptLong = Array.from({ length: prefillRows }, (_, i) => 1 + (i * 7919) % 1000);
+    const prefillTimes: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      model.reset();
+      const p0 = performance.now();
+      await model.forwardGreedy(promptLong);
+      if (i > 0) prefillTimes.push(performance.now() - p0);
+    }
+    const prefillMs = median(prefillTimes);
+    console.log(
+      `  prefill ${prefillRows} tokens: ${(prefillRows * 1000 / prefillMs).toFixed(1)} tok/s ` +
+        `(${prefillMs.toFixed(1)} ms)`,
+    );
     // Every mode starts from the same position: a reset, an 8-token prompt, `warm` steps.
     const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
     const startAt = async (): Promise<number> => {
@@ -490,6 +515,9 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       loadSeconds: loadS,
       msPerToken: wallMs,
       tokensPerSecond: tokS,
+      prefillTokens: prefillRows,
+      prefillMs,
+      prefillTokensPerSecond: prefillRows * 1000 / prefillMs,
       gpuMsPerToken: gpuMs,
       dispatchesPerToken: dispatches,
       bytesPerToken,
@@ -539,6 +567,13 @@ if (sections.has("reference")) {
 // ---------------------------------------------------------------------------------------------
 // Output
 
+if (llamaBench && software) {
+  console.log("no side by side with llama.cpp: a software adapter runs scaled-down models");
+} else if (llamaBench) {
+  results.sideBySide = sideBySide(results.decode, llamaBench);
+  const md = sideBySideMarkdown(results.sideBySide);
+  console.log(`\nside by side with llama.cpp (${args["llama-bench"]}):\n${md}`);
+}
 await save();
 const gemvFormats = [...new Set(results.gemv.map((g) => g.format))];
 const gemvShapes = [...new Set(results.gemv.map((g) => `${g.n}x${g.k}`))];
