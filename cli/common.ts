@@ -4,6 +4,8 @@
  * @module
  */
 
+import { basename, dirname, join } from "node:path";
+
 const encoder = new TextEncoder();
 
 /** Writes to standard output. */
@@ -19,14 +21,68 @@ export function err(text: string): void {
 /** A mistake in how a command was called: printed without a stack trace, exit status 2. */
 export class UsageError extends Error {}
 
-/** Parses a numeric option, or undefined when absent. */
-export function numberOption(name: string, raw: string | undefined): number | undefined {
+/** What a numeric option may hold (see {@linkcode numberOption}). */
+export interface NumberRange {
+  /** Only whole numbers. */
+  integer?: boolean;
+  /** Smallest value allowed. */
+  min?: number;
+  /** Values must be greater than this. */
+  above?: number;
+  /** Largest value allowed. */
+  max?: number;
+}
+
+/**
+ * Parses a numeric option, or undefined when absent; a value outside `range` is a usage error
+ * (exit status 2) that says what is allowed.
+ */
+export function numberOption(
+  name: string,
+  raw: string | undefined,
+  range: NumberRange = {},
+): number | undefined {
   if (raw === undefined) return undefined;
   const value = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(value)) {
-    throw new UsageError(`--${name} must be a number, got "${raw}"`);
+  const shown = raw.length > 40 ? `${raw.slice(0, 40)}…` : raw;
+  const kind = range.integer ? "a whole number" : "a number";
+  const limits = [
+    range.min !== undefined ? `at least ${range.min}` : "",
+    range.above !== undefined ? `greater than ${range.above}` : "",
+    range.max !== undefined ? `at most ${range.max}` : "",
+  ].filter((x) => x).join(" and ");
+  const ok = raw.trim() !== "" && Number.isFinite(value) &&
+    (!range.integer || Number.isSafeInteger(value)) &&
+    (range.min === undefined || value >= range.min) &&
+    (range.above === undefined || value > range.above) &&
+    (range.max === undefined || value <= range.max);
+  if (!ok) {
+    throw new UsageError(`--${name} must be ${kind}${limits ? ` ${limits}` : ""}, got "${shown}"`);
   }
   return value;
+}
+
+/**
+ * Throws a usage error unless `path` can be written as an output file: its folder exists and
+ * takes a new file, and it is not itself a folder. Called before the work, so a bad `--report`
+ * or `--json` costs nothing.
+ */
+export async function checkOutputPath(option: string, path: string): Promise<void> {
+  const stat = await Deno.stat(path).catch(() => null);
+  if (stat?.isDirectory) throw new UsageError(`--${option} ${path} is a directory, not a file`);
+  const dir = dirname(path);
+  const dirStat = await Deno.stat(dir).catch(() => null);
+  if (!dirStat?.isDirectory) {
+    throw new UsageError(`--${option} ${path}: no such directory ${dir}`);
+  }
+  // The writers put a temporary file beside the target and rename it: try exactly that.
+  const probe = join(dir, `.${basename(path)}.${crypto.randomUUID()}.probe`);
+  try {
+    await Deno.writeFile(probe, new Uint8Array(0), { createNew: true });
+  } catch (e) {
+    throw new UsageError(`--${option} ${path}: cannot write in ${dir} (${(e as Error).message})`);
+  }
+  await Deno.remove(probe).catch(() => {});
 }
 
 const BYTE_UNITS: Record<string, number> = {

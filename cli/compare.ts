@@ -19,6 +19,7 @@ import { writeReport } from "../lib/plot/report.ts";
 import { tableText } from "../lib/plot/table.ts";
 import {
   byteSizeOption,
+  checkOutputPath,
   err,
   listOption,
   numberOption,
@@ -104,9 +105,26 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       throw new UsageError(`unknown format "${f}" (known: ${QUANT_FORMATS.join(", ")})`);
     }
   }
-  const threshold = numberOption("threshold", values.threshold);
-  const blocksize = numberOption("blocksize", values.blocksize);
-  const budgetGb = numberOption("budget", values.budget);
+  const threshold = numberOption("threshold", values.threshold, { above: 0 });
+  const blocksize = numberOption("blocksize", values.blocksize, {
+    integer: true,
+    min: 32,
+    max: 4096,
+  });
+  if (blocksize !== undefined && (blocksize & (blocksize - 1)) !== 0) {
+    throw new UsageError(`--blocksize must be a power of two from 32 to 4096, got ${blocksize}`);
+  }
+  const budgetGb = numberOption("budget", values.budget, { above: 0 });
+  const maxTokens = numberOption("max-tokens", values["max-tokens"], { integer: true, min: 2 });
+  const context = numberOption("context", values.context, { integer: true, min: 2 });
+  const stride = numberOption("stride", values.stride, { integer: true, min: 1 });
+  const sampleTokens = numberOption("sample-tokens", values["sample-tokens"], {
+    integer: true,
+    min: 0,
+  });
+  // Output paths are checked before the work, not after it.
+  await checkOutputPath("report", values.report!);
+  if (values.json) await checkOutputPath("json", values.json);
   const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
   const log = progressLogger();
 
@@ -132,11 +150,11 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       formats,
       quant: { threshold, blocksize },
       text,
-      maxTokens: numberOption("max-tokens", values["max-tokens"]),
-      context: numberOption("context", values.context),
-      stride: numberOption("stride", values.stride),
+      maxTokens,
+      context,
+      stride,
       prompt: values.prompt,
-      sampleTokens: numberOption("sample-tokens", values["sample-tokens"]),
+      sampleTokens,
       vramBudget,
       onProgress: (format, stage) => log(`${format}: ${stage}`),
     });

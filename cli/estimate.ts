@@ -11,7 +11,7 @@ import { type LlamaConfig, loadLlamaConfig } from "../lib/model/config.ts";
 import { PRESET_NAMES, presetConfig } from "../lib/model/presets.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { tableText } from "../lib/plot/table.ts";
-import { listOption, numberOption, out, UsageError, writeJson } from "./common.ts";
+import { checkOutputPath, listOption, numberOption, out, UsageError, writeJson } from "./common.ts";
 
 const HELP = `Usage: deno task estimate [options]
 
@@ -74,7 +74,10 @@ export async function estimateCommand(args: string[]): Promise<number> {
     if (!QUANT_FORMATS.includes(f)) throw new UsageError(`unknown format "${f}"`);
   }
   if (values.kv !== "f16" && values.kv !== "f32") throw new UsageError(`--kv must be f16 or f32`);
-  const budgets = listOption(values.budgets).map((b) => numberOption("budgets", b)!);
+  const budgets = listOption(values.budgets).map((b) => numberOption("budgets", b, { above: 0 })!);
+  const contextLength = numberOption("context", values.context, { integer: true, min: 1 })!;
+  const batch = numberOption("batch", values.batch, { integer: true, min: 1 })!;
+  if (values.json) await checkOutputPath("json", values.json);
   const models: [string, LlamaConfig][] = [];
   if (values.config) {
     models.push([values.config, await configFrom(values.config)]);
@@ -93,8 +96,8 @@ export async function estimateCommand(args: string[]): Promise<number> {
         model,
         estimate: estimateMemory(config, {
           format,
-          contextLength: numberOption("context", values.context),
-          batch: numberOption("batch", values.batch),
+          contextLength,
+          batch,
           kvCacheFormat: values.kv as "f16" | "f32",
         }),
       });

@@ -69,6 +69,15 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (format !== undefined && !QUANT_FORMATS.includes(format)) {
     throw new UsageError(`unknown format "${format}" (known: ${QUANT_FORMATS.join(", ")})`);
   }
+  // Every number is checked before any work starts.
+  const maxSeqLen = numberOption("max-seq", values["max-seq"], { integer: true, min: 1 });
+  const sampling = {
+    maxNewTokens: numberOption("max-tokens", values["max-tokens"], { integer: true, min: 1 }),
+    temperature: numberOption("temperature", values.temperature, { min: 0 }),
+    topK: numberOption("top-k", values["top-k"], { integer: true, min: 0 }),
+    topP: numberOption("top-p", values["top-p"], { above: 0, max: 1 }),
+    seed: numberOption("seed", values.seed, { integer: true, min: 0 }),
+  };
   const gpu = await requestGpu({ f16: !values["no-f16"] });
   err(`adapter: ${gpu.describe()}\n`);
   const dir = await resolveModelDir(values.model!);
@@ -77,7 +86,7 @@ export async function generateCommand(args: string[]): Promise<number> {
   const model = await LlamaModel.load(dir, {
     gpu,
     format,
-    maxSeqLen: numberOption("max-seq", values["max-seq"]),
+    maxSeqLen,
     vramBudget: byteSizeOption("vram-budget", values["vram-budget"]),
     onProgress: (done, total) => {
       if (Deno.stderr.isTerminal()) err(`\rloading ${dir}: ${done}/${total} tensors`);
@@ -100,11 +109,7 @@ export async function generateCommand(args: string[]): Promise<number> {
     gpu.ledger.resetPeak();
     out(values.prompt!);
     const result = await generate(model, tokenizer, values.prompt!, {
-      maxNewTokens: numberOption("max-tokens", values["max-tokens"]),
-      temperature: numberOption("temperature", values.temperature),
-      topK: numberOption("top-k", values["top-k"]),
-      topP: numberOption("top-p", values["top-p"]),
-      seed: numberOption("seed", values.seed),
+      ...sampling,
       onText: out,
     });
     out("\n");

@@ -63,8 +63,8 @@ export async function quantizeCommand(args: string[]): Promise<number> {
   const model = await resolveModelDir(values.model);
   const started = performance.now();
   const result = await quantizeCheckpoint(model, values.out, values.format as CheckpointFormat, {
-    blocksize: numberOption("blocksize", values.blocksize),
-    threshold: numberOption("threshold", values.threshold),
+    blocksize: numberOption("blocksize", values.blocksize, { integer: true, min: 1 }),
+    threshold: numberOption("threshold", values.threshold, { above: 0 }),
   });
   const seconds = (performance.now() - started) / 1000;
   out(

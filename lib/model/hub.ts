@@ -93,6 +93,8 @@ export async function resolveModelDir(
   options: ResolveOptions = {},
 ): Promise<string> {
   if (await isDirectory(idOrPath)) return idOrPath;
+  if (await fileExists(idOrPath)) throw new Error(`${idOrPath}: is a file, not a model directory`);
+  if (await looksLikeLocalPath(idOrPath)) throw new Error(`${idOrPath}: no such directory`);
   if (!HUB_ID.test(idOrPath) || idOrPath.startsWith(".")) {
     throw new Error(
       `model "${idOrPath}" is neither a directory nor a Hugging Face id of the form org/name`,
@@ -100,11 +102,52 @@ export async function resolveModelDir(
   }
   const revision = options.revision ?? "main";
   if (!/^[\w.-]+$/.test(revision)) throw new Error(`revision "${revision}" is not a valid name`);
-  const dir = join(options.cacheDir ?? defaultCacheDir(), ...idOrPath.split("/"), revision);
+  const root = options.cacheDir ?? defaultCacheDir();
+  const dir = join(root, ...idOrPath.split("/"), revision);
   // Written last: a complete download needs no network at all (absent optional files included).
   const marker = join(dir, COMPLETE_MARKER);
   if (await fileExists(marker)) return dir;
   await Deno.mkdir(dir, { recursive: true });
+  try {
+    await download(idOrPath, revision, dir, marker, options);
+  } catch (e) {
+    // A download that got nothing leaves no empty folders behind.
+    await removeEmptyDirs(dir, root);
+    throw e;
+  }
+  return dir;
+}
+
+/**
+ * Whether a model argument that is not an existing directory was still meant as a local path:
+ * it starts with `/`, `.` or `~`, ends with a separator, has more than one `/` or a `\`, or
+ * its first component is an existing local directory (`models/typo`).
+ */
+async function looksLikeLocalPath(idOrPath: string): Promise<boolean> {
+  if (/^[/.~]|[/\\]$|\\/.test(idOrPath)) return true;
+  const parts = idOrPath.split("/");
+  if (parts.length > 2) return true;
+  return parts.length === 2 && await isDirectory(parts[0]);
+}
+
+/** Removes `dir` and then its parents up to (not including) `root`, while they are empty. */
+async function removeEmptyDirs(dir: string, root: string): Promise<void> {
+  for (let d = dir; d.startsWith(root) && d !== root && d.length > root.length; d = dirname(d)) {
+    try {
+      await Deno.remove(d); // not recursive: fails, and stops, at the first non-empty folder
+    } catch {
+      return;
+    }
+  }
+}
+
+async function download(
+  idOrPath: string,
+  revision: string,
+  dir: string,
+  marker: string,
+  options: ResolveOptions,
+): Promise<void> {
   const hub = new HubDownloader(idOrPath, revision, dir, options);
 
   await hub.get("config.json", true);
@@ -120,7 +163,6 @@ export async function resolveModelDir(
     await hub.get("model.safetensors", true);
   }
   await Deno.writeTextFile(marker, `${idOrPath}@${revision}\n`);
-  return dir;
 }
 
 /** Downloads single files of one model revision into its cache directory. */

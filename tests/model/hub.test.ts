@@ -63,10 +63,35 @@ async function fakeHub(dir: string, failAfter: Record<string, number> = {}) {
 Deno.test("hub: a local directory is used as is", () =>
   withTempDir(async (dir) => {
     assert.equal(await resolveModelDir(dir), dir);
-    await assert.rejects(
-      resolveModelDir(join(dir, "nope", "deeper", "still")),
-      /is neither a directory nor a Hugging Face id/,
-    );
+    const missing = join(dir, "nope", "deeper", "still");
+    await assert.rejects(resolveModelDir(missing), new RegExp(`${missing}: no such directory`));
+    await Deno.writeTextFile(join(dir, "file"), "");
+    await assert.rejects(resolveModelDir(join(dir, "file")), /is a file, not a model directory/);
+  }));
+
+Deno.test("hub: a mistyped local path is not sent to the Hub, and a failed download leaves no folders", () =>
+  withTempDir(async (root) => {
+    const cacheDir = join(root, "cache");
+    let fetched = 0;
+    const failing = ((_url: string) => {
+      fetched++;
+      return Promise.reject(new TypeError("fetch failed"));
+    }) as typeof fetch;
+    const opts = { cacheDir, fetch: failing, quiet: true };
+    // "models" exists here (the bundled model's folder), so "models/typo" means a local path.
+    const cwd = Deno.cwd();
+    Deno.chdir(new URL("../..", import.meta.url).pathname);
+    try {
+      await assert.rejects(resolveModelDir("models/sotu-llamaa", opts), /no such directory/);
+      await assert.rejects(resolveModelDir("./sotu", opts), /no such directory/);
+      await assert.rejects(resolveModelDir("a/b/c", opts), /no such directory/);
+    } finally {
+      Deno.chdir(cwd);
+    }
+    assert.equal(fetched, 0);
+    await assert.rejects(resolveModelDir("org/tiny", opts), /fetch failed/);
+    assert.equal(fetched, 1);
+    assert.deepEqual([...Deno.readDirSync(cacheDir)], [], "no empty cache folders left");
   }));
 
 Deno.test("hub: a download lands complete files only, and a second run needs no network", () =>
