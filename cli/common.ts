@@ -5,6 +5,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
+import { writeAtomic } from "../lib/io/atomic.ts";
 
 const encoder = new TextEncoder();
 
@@ -63,18 +64,26 @@ export function numberOption(
 }
 
 /**
- * Throws a usage error unless `path` can be written as an output file: its folder exists and
- * takes a new file, and it is not itself a folder. Called before the work, so a bad `--report`
- * or `--json` costs nothing.
+ * Throws a usage error unless `path` can be written as an output file: its folder exists (or,
+ * with `createDirs`, can be created) and takes a new file, and it is not itself a folder.
+ * Called before the work, so a bad `--report` or `--json` costs nothing.
  */
-export async function checkOutputPath(option: string, path: string): Promise<void> {
+export async function checkOutputPath(
+  option: string,
+  path: string,
+  { createDirs = false } = {},
+): Promise<void> {
   const stat = await Deno.stat(path).catch(() => null);
   if (stat?.isDirectory) throw new UsageError(`--${option} ${path} is a directory, not a file`);
-  const dir = dirname(path);
-  const dirStat = await Deno.stat(dir).catch(() => null);
-  if (!dirStat?.isDirectory) {
-    throw new UsageError(`--${option} ${path}: no such directory ${dir}`);
+  let dir = dirname(path);
+  let dirStat = await Deno.stat(dir).catch(() => null);
+  // Folders the writer would create: the nearest existing one must take them.
+  while (!dirStat && createDirs && dirname(dir) !== dir) {
+    dir = dirname(dir);
+    dirStat = await Deno.stat(dir).catch(() => null);
   }
+  if (!dirStat) throw new UsageError(`--${option} ${path}: no such directory ${dir}`);
+  if (!dirStat.isDirectory) throw new UsageError(`--${option} ${path}: ${dir} is not a directory`);
   // The writers put a temporary file beside the target and rename it: try exactly that.
   const probe = join(dir, `.${basename(path)}.${crypto.randomUUID()}.probe`);
   try {
@@ -127,14 +136,7 @@ export async function writeJson(path: string, value: unknown): Promise<void> {
     (_key, v) => ArrayBuffer.isView(v) ? undefined : v === Infinity ? "Infinity" : v,
     2,
   );
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  try {
-    await Deno.writeTextFile(tmp, text + "\n");
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  await writeAtomic(path, text + "\n");
 }
 
 /** A stopwatch for progress lines: `[  12.3 s] message`. */

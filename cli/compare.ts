@@ -123,7 +123,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     min: 0,
   });
   // Output paths are checked before the work, not after it.
-  await checkOutputPath("report", values.report!);
+  await checkOutputPath("report", values.report!, { createDirs: true });
   if (values.json) await checkOutputPath("json", values.json);
   const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
   const log = progressLogger();

@@ -11,7 +11,8 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
 import { f16ArrayToF32 } from "../gpu/f16.ts";
 import {
   QUANT_FORMATS,
@@ -522,9 +523,7 @@ async function writeStreaming(
     bound.set(p.name, [1e14, 1e14, p.bytes === undefined ? [UNKNOWN] : p.shape]);
   }
   const reserved = Math.ceil((new TextEncoder().encode(header(bound)).length + 64) / 8) * 8;
-  const tmp = join(dirname(path), `.${basename(path)}.${crypto.randomUUID()}.tmp`);
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  try {
+  return await writeFileAtomic(path, async (file) => {
     const offsets = new Map<string, [number, number, number[]]>();
     let offset = 0;
     await file.seek(8 + reserved, Deno.SeekMode.Start);
@@ -552,16 +551,8 @@ async function writeStreaming(
     head.set(json, 8);
     await file.seek(0, Deno.SeekMode.Start);
     await writeAll(file, head);
-    file.close();
-    await Deno.rename(tmp, path);
     return 8 + reserved + offset;
-  } catch (e) {
-    try {
-      file.close();
-    } catch { /* closed already */ }
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  });
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { writeFileAtomic } from "../io/atomic.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
 import { excerpt, nameOf, parseJsonStrict } from "./json.ts";
 
@@ -668,19 +668,9 @@ export async function writeSafetensors(
   const lenBytes = new Uint8Array(8);
   new DataView(lenBytes.buffer).setBigUint64(0, BigInt(json.length), true);
 
-  const tmp = join(dirname(path), `.${basename(path)}.${crypto.randomUUID()}.tmp`);
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    try {
-      for (const chunk of [lenBytes, json, ...chunks]) await writeAll(file, chunk);
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  await writeFileAtomic(path, async (file) => {
+    for (const chunk of [lenBytes, json, ...chunks]) await writeAll(file, chunk);
+  });
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {

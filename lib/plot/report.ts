@@ -5,7 +5,8 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { writeAtomic } from "../io/atomic.ts";
 import type { Figure } from "./figure.ts";
 import { escapeHtml, plotHtml, plotlyScriptTag } from "./plotly_js.ts";
 import { type Table, tableHtml } from "./table.ts";
@@ -102,12 +103,6 @@ export async function writeReport(path: string, report: Report | string): Promis
   const html = typeof report === "string" ? report : renderReport(report);
   const dir = dirname(path);
   await Deno.mkdir(dir, { recursive: true });
-  const temp = join(dir, `.${crypto.randomUUID()}.tmp.html`);
-  try {
-    await Deno.writeTextFile(temp, html);
-    await Deno.rename(temp, path);
-  } catch (error) {
-    await Deno.remove(temp).catch(() => {});
-    throw error;
-  }
+  // Removed on an error or an interrupt; left over by a killed run, swept by the next write.
+  await writeAtomic(path, html);
 }

@@ -35,6 +35,7 @@ Deno.test("generate: bad numbers are refused before the model loads", async () =
 
 Deno.test("compare and estimate: bad numbers and output paths are refused before the work", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlab-args-" });
+  await Deno.writeTextFile(join(dir, "file"), "");
   try {
     const cases: [string[], RegExp][] = [
       [["--max-tokens=-1"], /--max-tokens must be a whole number at least 2, got "-1"/],
@@ -43,7 +44,7 @@ Deno.test("compare and estimate: bad numbers and output paths are refused before
       [["--blocksize=48"], /--blocksize must be a power of two from 32 to 4096, got 48/],
       [["--threshold=0"], /--threshold must be a number greater than 0/],
       [[`--report=${dir}`], /--report .* is a directory, not a file/],
-      [[`--report=${join(dir, "no", "x.html")}`], /--report .*: no such directory/],
+      [[`--report=${join(dir, "file", "x.html")}`], /--report .*file is not a directory/],
       [[`--json=${join(dir, "no", "x.json")}`], /--json .*: no such directory/],
     ];
     for (const [args, pattern] of cases) {
@@ -60,7 +61,7 @@ Deno.test("compare and estimate: bad numbers and output paths are refused before
     for (const [args, pattern] of estimates) {
       await assert.rejects(estimateCommand(args), usage(pattern));
     }
-    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["file"], "nothing written");
     // estimate --config names the file at fault.
     const config = join(dir, "config.json");
     await Deno.writeTextFile(config, '{"model_type": "llama", "hidden_size": -1}');
