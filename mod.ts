@@ -276,6 +276,8 @@ export {
   type Report,
   type ReportSection,
   resetPlotlyInline,
+  show,
+  showTable,
   type Table,
   type ThresholdPoint,
   thresholdSweepFigure,

@@ -1,7 +1,8 @@
 /**
- * Executes notebooks in the real Deno Jupyter kernel through `tools/jupyter_run.py` (nbclient),
- * which keeps outputs the kernel sends after a cell's `idle` and checks errors and `// expect:`
- * markers:
+ * Executes notebooks in the real Deno Jupyter kernel through `tools/jupyter_run.py`, which queues
+ * every cell at once as "Run All" does (jupyter_client), files each output under the cell its
+ * `parent_header` names, and fails on an output that arrives outside its cell, on errors and on
+ * unmet `// expect:` markers:
  *
  * ```sh
  * deno task notebooks                       # every notebooks/*.ipynb, outputs saved in place
@@ -24,7 +25,7 @@
  * @module
  */
 
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { sizeChange, snapshotNotebooks } from "./nb_snapshot.ts";
 
@@ -96,8 +97,8 @@ export interface JupyterResult {
   cells: number;
   plots: number;
   tables: number;
-  late_after_idle: number;
-  late_in_later_cell: number;
+  /** Per code cell (its 1-based position among all cells): [plots, tables] it showed. */
+  shown: Record<string, [number, number]>;
   /** Why each earlier attempt's kernel failed, when the notebook had to run again. */
   restarts: string[];
   executed?: string;
@@ -141,6 +142,90 @@ export async function runInJupyter(
   } finally {
     await Deno.remove(summaryDir, { recursive: true });
   }
+}
+
+/** What stock `jupyter nbconvert --to notebook --execute` (and then `--to html`) produced. */
+export interface NbconvertRun {
+  /** Exit status of the execution: 0 when every cell ran. */
+  code: number;
+  /** Output of both commands. */
+  output: string;
+  /** The executed notebook. */
+  executed: string;
+  /** Its HTML export, when the execution succeeded. */
+  html?: string;
+}
+
+/**
+ * Executes `notebook` with stock nbconvert (`python -m nbconvert --to notebook --execute`, which
+ * is `jupyter nbconvert`) into `outDir`, then exports the result to HTML, as a user would.
+ */
+export async function runNbconvert(
+  notebook: string,
+  outDir: string,
+  options: { python?: string; timeoutS?: number } = {},
+): Promise<NbconvertRun> {
+  const python = options.python ?? jupyterPython();
+  if (!python) throw new Error(jupyterMissing());
+  const run = async (args: string[]) => {
+    const r = await new Deno.Command(python, {
+      args: ["-m", "nbconvert", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return {
+      code: r.code,
+      text: new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr),
+    };
+  };
+  const name = basename(notebook);
+  const executed = join(outDir, name);
+  const exec = await run([
+    "--to",
+    "notebook",
+    "--execute",
+    `--ExecutePreprocessor.timeout=${options.timeoutS ?? 600}`,
+    "--output-dir",
+    outDir,
+    notebook,
+  ]);
+  if (exec.code !== 0) return { code: exec.code, output: exec.text, executed };
+  const html = await run(["--to", "html", "--output-dir", outDir, executed]);
+  return {
+    code: html.code,
+    output: exec.text + html.text,
+    executed,
+    html: html.code === 0 ? executed.replace(/\.ipynb$/, ".html") : undefined,
+  };
+}
+
+/**
+ * Per code cell of an executed notebook (its 1-based position among all cells): the plots and
+ * tables its outputs show, counted as `jupyter_run.py` counts them.
+ */
+export async function shownPerCell(path: string): Promise<Record<string, [number, number]>> {
+  const nb = JSON.parse(await Deno.readTextFile(path)) as {
+    cells: {
+      cell_type: string;
+      outputs?: { output_type: string; data?: Record<string, unknown> }[];
+    }[];
+  };
+  const shown: Record<string, [number, number]> = {};
+  nb.cells.forEach((cell, i) => {
+    if (cell.cell_type !== "code") return;
+    let plots = 0;
+    let tables = 0;
+    for (const out of cell.outputs ?? []) {
+      if (out.output_type === "stream" || out.output_type === "error") continue;
+      const data = out.data ?? {};
+      const html = data["text/html"];
+      const text = Array.isArray(html) ? html.join("") : String(html ?? "");
+      if ("application/vnd.plotly.v1+json" in data) plots++;
+      else if (text.includes("<table")) tables++;
+    }
+    shown[String(i + 1)] = [plots, tables];
+  });
+  return shown;
 }
 
 async function main(args: string[]): Promise<number> {

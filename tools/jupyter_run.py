@@ -1,31 +1,34 @@
 #!/usr/bin/env python3
-"""Executes notebooks in a real Jupyter kernel (the Deno kernel by default) and checks them.
+"""Executes notebooks in a real Jupyter kernel (the Deno kernel by default) as "Run All" does, and
+checks them.
 
     python3 tools/jupyter_run.py notebooks/01_webgpu_and_vram.ipynb [...] \
-        [--out DIR | --inplace] [--html] [--summary FILE] [--grace SECONDS]
+        [--out DIR | --inplace] [--html] [--summary FILE]
 
-Each notebook runs top to bottom with its own folder as the working directory. A notebook fails
-when a cell raises or shows an error output, or when a cell that declares what it shows on its
-first line (``// expect: plot``, ``// expect: table, text``; see notebooks/README.md) shows less.
+Each notebook runs with its own folder as the working directory. Like Run All in Jupyter Notebook,
+JupyterLab or VS Code, every code cell's ``execute_request`` is queued at once through
+jupyter_client; the kernel runs them in order while the next are already waiting. Every IOPub
+message is then filed under the cell its ``parent_header.msg_id`` names, exactly as a front end
+files it, and the run fails when:
+
+- an output names no cell of this run, or arrives outside its cell's ``busy`` … ``idle`` window
+  (an output sent after its cell finished: a front end shows it under the wrong cell, or drops it);
+- an ``execute_result`` carries another cell's execution count;
+- a cell raises or shows an error output;
+- a cell's first line declares what it shows (``// expect: plot``, ``// expect: table x2, text``;
+  see notebooks/README.md) and it shows less, or shows more plots or tables than it declares
+  (a plot or table another cell sent would land there);
+- anything arrives after the last cell's ``idle``.
+
 ``--out DIR`` writes the executed notebook (and with ``--html`` its nbconvert HTML export) into
 DIR, ``--inplace`` over the source; ``--summary`` writes what was found as JSON, one object per
 notebook. The exit status is 0 only when every notebook passed.
-
-Late outputs: the Deno kernel can publish a cell's outputs on IOPub after the ``idle`` status that
-ends the cell, and nbclient stops listening for a cell at that status, so it drops them (most often
-the first plot, the one that carries plotly.js). Here every IOPub message is routed by the request
-it answers to the cell that sent it, whenever it arrives: after a cell's ``idle`` the client keeps
-reading until IOPub has been quiet for ``--grace`` seconds, a message for an earlier cell that
-turns up while a later one runs still lands in the earlier cell, and after the last cell the
-channel is drained once more before the kernel is shut down.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import re
 import sys
 import time
@@ -33,17 +36,18 @@ from pathlib import Path
 from queue import Empty
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionComplete, CellExecutionError
-from nbclient.util import ensure_async
+from jupyter_client.manager import KernelManager
+from nbformat.v4 import output_from_msg
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 EXPECT_RE = re.compile(r"^\s*(?://|#)\s*expect:\s*(.+?)\s*$")
 EXPECT_KINDS = ("plot", "table", "text", "output")
+OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error", "update_display_data",
+                "clear_output")
 
 
 def parse_expect(source: str) -> dict[str, int] | None:
-    """The ``expect:`` marker on a cell's first line, as kind -> minimum count; None if absent.
+    """The ``expect:`` marker on a cell's first line, as kind -> count; None if absent.
 
     ``// expect: plot`` asks for one plot, ``// expect: plot x2, table`` for two plots and a
     table. Raises ValueError on a marker it cannot read, so that a typo fails loudly.
@@ -89,80 +93,161 @@ def shown(outputs: list) -> dict[str, int]:
     return found
 
 
-class LateOutputClient(NotebookClient):
-    """An nbclient that keeps every output a cell produces, even after the cell went idle."""
+class KernelFailure(Exception):
+    """The kernel or its connection failed (not a cell): `cells` cells had finished."""
 
-    def __init__(self, nb, grace: float = 0.5, **kw):
-        super().__init__(nb, **kw)
-        self.grace = grace
-        self.owners: dict[str, tuple] = {}  # request msg_id -> (cell, index)
-        self.late_after_idle = 0  # outputs that came after their cell's idle, within the grace
-        self.late_in_later_cell = 0  # outputs that came while a later cell was running
+    def __init__(self, error: Exception | str, cells: int):
+        super().__init__(f"{type(error).__name__}: {error}" if isinstance(error, Exception)
+                         else error)
+        self.cells = cells
 
-    def route(self, msg: dict) -> bool:
-        """Processes one IOPub message for the cell it belongs to; True when it is that cell's
-        idle status."""
-        owner = self.owners.get(msg["parent_header"].get("msg_id"))
-        if owner is None:
-            return False
+
+class CellRun:
+    """What one queued cell produced, in arrival order."""
+
+    def __init__(self, index: int, msg_id: str):
+        self.index = index
+        self.msg_id = msg_id
+        self.busy: int | None = None  # arrival number of its busy status
+        self.idle: int | None = None
+        self.execution_count: int | None = None
+        self.outputs: list = []
+        self.displays: dict[str, list] = {}  # display_id -> outputs showing it
+        self.clear_pending = False
+        self.problems: list[str] = []
+
+
+def add_output(run: CellRun, msg: dict) -> None:
+    """Files one output message into the cell's outputs, as a front end shows it."""
+    kind = msg["msg_type"]
+    content = msg["content"]
+    if kind == "clear_output":
+        if content.get("wait"):
+            run.clear_pending = True
+        else:
+            run.outputs.clear()
+        return
+    display_id = (content.get("transient") or {}).get("display_id")
+    if kind == "update_display_data":
+        for out in run.displays.get(display_id, []):
+            out["data"] = content.get("data", {})
+            out["metadata"] = content.get("metadata", {})
+        return
+    if run.clear_pending:
+        run.outputs.clear()
+        run.clear_pending = False
+    out = output_from_msg(msg)
+    if kind == "stream" and run.outputs and run.outputs[-1].get("output_type") == "stream" \
+            and run.outputs[-1].get("name") == out.get("name"):
+        run.outputs[-1]["text"] += out["text"]
+        return
+    if display_id:
+        run.displays.setdefault(display_id, []).append(out)
+    run.outputs.append(out)
+
+
+def run_all(nb, kernel: str, cwd: Path, timeout: float) -> list[CellRun]:
+    """Queues every code cell at once and files what comes back; returns one CellRun per cell."""
+    km = KernelManager(kernel_name=kernel)
+    km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    runs: list[CellRun] = []
+    try:
         try:
-            self.process_message(msg, *owner)
-        except CellExecutionComplete:
-            return True
-        return False
-
-    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
-        assert self.kc is not None
-        self.owners[parent_msg_id] = (cell, cell_index)
-        idle = False
-        while True:
+            kc.wait_for_ready(timeout=120)
+        except RuntimeError as error:
+            raise KernelFailure(f"kernel_info: {error}", 0) from error
+        reply = kc.kernel_info(reply=True, timeout=60)
+        if "language_info" in reply["content"]:
+            nb.metadata["language_info"] = reply["content"]["language_info"]
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                msg_id = kc.execute(cell.source, store_history=True, allow_stdin=False,
+                                    stop_on_error=True)
+                runs.append(CellRun(index, msg_id))
+        by_id = {r.msg_id: r for r in runs}
+        arrival = 0
+        finished = 0
+        last_progress = time.monotonic()
+        while finished < len(runs):
             try:
-                msg = await ensure_async(
-                    self.kc.iopub_channel.get_msg(timeout=self.grace if idle else None)
-                )
+                msg = kc.get_iopub_msg(timeout=5)
             except Empty:
-                return  # quiet for the grace period after idle: the cell is complete
-            parent = msg["parent_header"].get("msg_id")
-            if parent != parent_msg_id and parent in self.owners:
-                if msg["msg_type"] != "status":
-                    self.late_in_later_cell += 1
-            elif parent == parent_msg_id and idle and msg["msg_type"] != "status":
-                self.late_after_idle += 1
-            if self.route(msg) and parent == parent_msg_id:
-                idle = True
-
-    async def drain(self, quiet: float) -> None:
-        """Reads IOPub until it has been quiet for `quiet` seconds, routing what comes."""
-        assert self.kc is not None
-        while True:
+                if not km.is_alive():
+                    raise KernelFailure("the kernel died", finished)
+                if time.monotonic() - last_progress > timeout:
+                    raise KernelFailure(f"no cell finished in {timeout:.0f} s", finished)
+                continue
+            except Exception as error:  # a message the client could not read
+                raise KernelFailure(error, finished) from error
+            arrival += 1
+            file_message(msg, arrival, runs, by_id)
+            if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle" \
+                    and msg["parent_header"].get("msg_id") in by_id:
+                finished = sum(1 for r in runs if r.idle is not None)
+                last_progress = time.monotonic()
+        # Anything after the last cell's idle is late by definition.
+        quiet_until = time.monotonic() + 1.0
+        while time.monotonic() < quiet_until:
             try:
-                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=quiet))
+                msg = kc.get_iopub_msg(timeout=max(0.05, quiet_until - time.monotonic()))
             except Empty:
-                return
-            if msg["msg_type"] != "status" and msg["parent_header"].get("msg_id") in self.owners:
-                self.late_in_later_cell += 1
-            self.route(msg)
+                break
+            arrival += 1
+            file_message(msg, arrival, runs, by_id)
+        for r in runs:
+            try:
+                while True:
+                    shell = kc.get_shell_msg(timeout=0.01)
+                    owner = by_id.get(shell["parent_header"].get("msg_id"))
+                    if owner and shell["msg_type"] == "execute_reply":
+                        owner.execution_count = owner.execution_count or \
+                            shell["content"].get("execution_count")
+            except Empty:
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    return runs
 
-    async def run(self) -> CellExecutionError | None:
-        """Runs every cell in order, stopping at the first that raises; returns its error."""
-        self.reset_execution_trackers()
-        failure = None
-        async with self.async_setup_kernel():
-            assert self.kc is not None
-            reply = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
-            if reply is not None and "language_info" in reply["content"]:
-                self.nb.metadata["language_info"] = reply["content"]["language_info"]
-            for index, cell in enumerate(self.nb.cells):
-                try:
-                    await self.async_execute_cell(
-                        cell, index, execution_count=self.code_cells_executed + 1
-                    )
-                except CellExecutionError as error:
-                    failure = error
-                    failure.cell_index = index
-                    break
-            await self.drain(max(2 * self.grace, 1.0))
-        return failure
+
+def file_message(msg: dict, arrival: int, runs: list[CellRun], by_id: dict) -> None:
+    """Files one IOPub message under the cell it names, recording what is out of place."""
+    kind = msg["msg_type"]
+    parent = msg["parent_header"].get("msg_id")
+    run = by_id.get(parent)
+    if kind == "status":
+        if run is None:
+            return  # kernel start-up, kernel_info and the like
+        state = msg["content"].get("execution_state")
+        if state == "busy" and run.busy is None:
+            run.busy = arrival
+        elif state == "idle":
+            run.idle = arrival
+        return
+    if kind == "execute_input":
+        if run is not None:
+            run.execution_count = msg["content"].get("execution_count")
+        return
+    if kind not in OUTPUT_TYPES:
+        return
+    if run is None:
+        # Owned by no cell of this run: name the cell that was running when it came.
+        running = next((r for r in runs if r.busy is not None and r.idle is None), None)
+        where = f"while cell {running.index + 1} ran" if running else "between cells"
+        target = running or runs[-1]
+        target.problems.append(f"a {kind} output labelled with an unknown request arrived {where}")
+        return
+    if run.busy is None or run.idle is not None:
+        when = "before the cell started" if run.busy is None else "after the cell's idle"
+        run.problems.append(f"a {kind} output arrived {when} (a late output)")
+    if kind == "execute_result":
+        count = msg["content"].get("execution_count")
+        if run.execution_count is not None and count != run.execution_count:
+            run.problems.append(f"an execute_result of execution {count} was labelled with this "
+                                f"cell (execution {run.execution_count})")
+    add_output(run, msg)
 
 
 def first_line(source: str) -> str:
@@ -170,40 +255,31 @@ def first_line(source: str) -> str:
     return line if len(line) <= 80 else line[:77] + "..."
 
 
-def check(nb, failure) -> list[str]:
-    """The notebook's problems: a cell that raised, error outputs, unmet expect markers."""
+def check(nb, runs: list[CellRun]) -> list[str]:
+    """The notebook's problems: out-of-place outputs, errors, expect markers not met."""
     problems = []
-    if failure is not None:
-        index = failure.cell_index
-        problems.append(
-            f"cell {index + 1} raised ({first_line(nb.cells[index].source)}):\n"
-            + strip_ansi(str(failure).split("------------------\n")[-1]).strip()
-        )
-    code_cells_run = 0
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        ran = failure is None or index <= failure.cell_index
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if errors and (failure is None or index != failure.cell_index):
-            for e in errors:
-                problems.append(f"cell {index + 1} shows an error: {e.get('ename')}: "
-                                f"{strip_ansi(e.get('evalue', ''))}")
+    for run in runs:
+        cell = nb.cells[run.index]
+        label = f"cell {run.index + 1} ({first_line(cell.source)})"
+        for problem in run.problems:
+            problems.append(f"{label}: {problem}")
+        for out in run.outputs:
+            if out.get("output_type") == "error":
+                traceback = strip_ansi("\n".join(out.get("traceback", [])[:12]))
+                problems.append(f"{label} raised {out.get('ename')}: "
+                                f"{strip_ansi(out.get('evalue', ''))}\n{traceback}".rstrip())
         try:
-            wanted = parse_expect(cell.source)
+            wanted = parse_expect(cell.source) or {}
         except ValueError as error:
-            problems.append(f"cell {index + 1}: {error}")
+            problems.append(f"cell {run.index + 1}: {error}")
             continue
-        if not ran:
-            continue
-        code_cells_run += 1
-        if wanted and (failure is None or index != failure.cell_index):
-            found = shown(cell.get("outputs", []))
-            for kind, count in wanted.items():
-                if found[kind] < count:
-                    problems.append(
-                        f"cell {index + 1} ({first_line(cell.source)}) should show {count} "
-                        f"{kind}(s) and showed {found[kind]}")
+        found = shown(run.outputs)
+        for kind in EXPECT_KINDS:
+            count = wanted.get(kind, 0)
+            if found[kind] < count:
+                problems.append(f"{label} should show {count} {kind}(s) and showed {found[kind]}")
+            elif kind in ("plot", "table") and found[kind] > count:
+                problems.append(f"{label} shows {found[kind]} {kind}(s) but declares {count}")
     return problems
 
 
@@ -218,36 +294,21 @@ def to_html(nb) -> str:
     return body
 
 
-class KernelFailure(Exception):
-    """The kernel or its connection failed (not a cell): `cells` code cells had been sent."""
-
-    def __init__(self, error: Exception, cells: int):
-        super().__init__(f"{type(error).__name__}: {error}")
-        self.error = error
-        self.cells = cells
-
-
 def run_one(path: Path, args) -> dict:
     nb = nbformat.read(path, as_version=4)
     kernel = args.kernel or nb.metadata.get("kernelspec", {}).get("name", "deno")
-    client = LateOutputClient(
-        nb,
-        grace=args.grace,
-        timeout=args.timeout,
-        iopub_timeout=max(60, int(4 * args.grace) + 1),
-        raise_on_iopub_timeout=True,
-        kernel_name=kernel,
-        record_timing=False,
-        resources={"metadata": {"path": str(path.parent.resolve())}},
-    )
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
     started = time.monotonic()
-    try:
-        failure = asyncio.run(client.run())
-    except Exception as error:
-        # Not a cell's error (those come back as `failure`): the kernel or its connection failed.
-        raise KernelFailure(error, client.code_cells_executed) from error
+    runs = run_all(nb, kernel, path.parent.resolve(), args.timeout)
     seconds = time.monotonic() - started
-    problems = check(nb, failure)
+    for run in runs:
+        cell = nb.cells[run.index]
+        cell.outputs = run.outputs
+        cell.execution_count = run.execution_count
+    problems = check(nb, runs)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     totals = shown(outputs)
     result = {
@@ -258,8 +319,9 @@ def run_one(path: Path, args) -> dict:
         "cells": len(nb.cells),
         "plots": totals["plot"],
         "tables": totals["table"],
-        "late_after_idle": client.late_after_idle,
-        "late_in_later_cell": client.late_in_later_cell,
+        # Per code cell (1-based position among all cells): plots and tables it shows.
+        "shown": {str(r.index + 1): [shown(r.outputs)["plot"], shown(r.outputs)["table"]]
+                  for r in runs},
     }
     if args.inplace or args.out:
         target = path if args.inplace else Path(args.out) / path.name
@@ -282,9 +344,8 @@ def main() -> int:
     parser.add_argument("--html", action="store_true", help="also write nbconvert's HTML export")
     parser.add_argument("--summary", help="write the results as JSON here")
     parser.add_argument("--kernel", help="kernel name (default: the notebook's kernelspec)")
-    parser.add_argument("--grace", type=float, default=0.5,
-                        help="seconds of IOPub quiet that end a cell after its idle (0.5)")
-    parser.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=int, default=600,
+                        help="seconds a cell may run before the notebook fails (600)")
     args = parser.parse_args()
     if args.html and not (args.out or args.inplace):
         parser.error("--html needs --out or --inplace")
@@ -293,36 +354,33 @@ def main() -> int:
     for path in args.notebooks:
         print(f"::: {path}", flush=True)
         # A notebook whose kernel fails — not a cell: an error there is never retried, so no
-        # notebook error can be hidden — runs again in a fresh kernel, up to four attempts with
-        # growing pauses, and every retry is reported (`restarts`). The one such failure seen
-        # here: jupyter_client rejecting a message with "Invalid Signature", a message the Deno
-        # kernel corrupted by interleaving two IOPub writes (see takePlotlyScript in
-        # lib/plot/jupyter.ts); a failed kernel start ("kernel_info") is retried too.
-        attempts = 4
+        # notebook error can be hidden — runs again in a fresh kernel, up to three attempts, and
+        # every retry is reported (`restarts`). Retried: a kernel that did not start, and a
+        # message jupyter_client could not read ("Invalid Signature": a message corrupted by the
+        # Deno kernel's unordered IOPub writes, see takePlotlyScript in lib/plot/jupyter.ts).
+        attempts = 3
         restarts = []
         for attempt in range(1, attempts + 1):
             try:
                 result = run_one(path, args)
                 break
-            except Exception as error:  # the kernel did not start, died, or the file is unreadable
+            except Exception as error:
                 cells = error.cells if isinstance(error, KernelFailure) else 0
                 reason = f"{error} (after {cells} code cells)"
                 result = {"notebook": str(path), "ok": False, "seconds": 0, "cells": 0,
-                          "plots": 0, "tables": 0, "late_after_idle": 0, "late_in_later_cell": 0,
-                          "problems": [reason]}
+                          "plots": 0, "tables": 0, "shown": {}, "problems": [reason]}
                 retryable = "Invalid Signature" in str(error) or "kernel_info" in str(error)
                 if attempt == attempts or not retryable:
                     break
                 restarts.append(reason)
                 print(f"    kernel failed: {reason}; running the notebook again in a fresh kernel "
                       f"(attempt {attempt + 1} of {attempts})", flush=True)
-                time.sleep(3 * 2 ** (attempt - 1))
+                time.sleep(3 * attempt)
         result["restarts"] = restarts
         results.append(result)
-        late = result["late_after_idle"] + result["late_in_later_cell"]
-        print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s: "
+        print(f"    {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s (Run All): "
               f"{result['cells']} cells, {result['plots']} plots, {result['tables']} tables, "
-              f"{late} late outputs kept, {len(restarts)} kernel restarts", flush=True)
+              f"{len(restarts)} kernel restarts", flush=True)
         for problem in result["problems"]:
             print("    " + problem.replace("\n", "\n      "), flush=True)
     if args.summary:

@@ -15,6 +15,9 @@
 /** The key under which the Deno kernel looks for a value's MIME bundle. */
 export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
 
+/** Where the library's `show()` finds the runner (OUTPUT_HOOK in lib/plot/kernel_outputs.ts). */
+const OUTPUT_HOOK = Symbol.for("qlab.notebook.output");
+
 /** A MIME type → content map, as the kernel sends it. */
 export type MimeBundle = Record<string, unknown>;
 
@@ -112,8 +115,14 @@ export class NotebookSession {
     });
   }
 
-  /** Marks the start of cell `n` (1-based, counting every cell). */
+  /**
+   * Marks the start of cell `n` (1-based, counting every cell). The first call also registers
+   * the session where the library's `show()` looks for it (lib/plot/kernel_outputs.ts).
+   */
   enter(n: number): void {
+    (globalThis as Record<symbol, unknown>)[OUTPUT_HOOK] ??= (bundle: MimeBundle): void => {
+      this.#add({ kind: "display", bundle }, this.current);
+    };
     this.current = n;
     if (!this.outputs.has(n)) this.outputs.set(n, []);
   }

@@ -1,16 +1,27 @@
 /**
- * Figures and tables in Jupyter notebooks on the Deno kernel. The kernel displays any value that
- * has a `Symbol.for("Jupyter.display")` method, using the MIME bundle it returns.
+ * Figures and tables in Jupyter notebooks on the Deno kernel.
+ *
+ * {@linkcode show} is the call to use: `await show(fig)` shows a figure (or a table from
+ * {@linkcode displayTable}) where it is called — in the middle of a cell, in a loop, in a
+ * function — and returns once the output has left the kernel, so it lands under its own cell in
+ * every front end (see kernel_outputs.ts for why that needs care in the Deno kernel).
+ * {@linkcode display} returns a value the kernel shows when it is a cell's last expression.
  *
  * A figure's bundle holds the Plotly JSON (JupyterLab and VS Code draw it natively), an HTML
  * fallback for everything else (nbconvert's HTML export, classic notebooks), and a plain-text
- * summary. The fallback inlines plotly.js into the first figure shown in the process, that is
- * once per notebook run; later figures use the `window.Plotly` it defined.
+ * summary. The fallback needs plotly.js on the page: the first figure shown in a process sends it,
+ * in the same cell, ahead of itself; later figures use the `window.Plotly` it defined.
  *
  * @module
  */
 
 import { type Figure, figureTitle } from "./figure.ts";
+import {
+  broadcastDisplay,
+  flushKernelOutputs,
+  type OutputTarget,
+  outputTarget,
+} from "./kernel_outputs.ts";
 import { plotHtml, plotlyScriptParts, plotlyScriptTag } from "./plotly_js.ts";
 import { type Table, tableHtml, tableText } from "./table.ts";
 
@@ -20,10 +31,9 @@ import { type Table, tableHtml, tableText } from "./table.ts";
  *
  * @example
  * ```ts
- * import { display, JUPYTER_DISPLAY } from "./jupyter.ts";
- * import { barFigure } from "./generic.ts";
- * const bundle = display(barFigure(["a"], [{ name: "n", values: [1] }]))[JUPYTER_DISPLAY]();
- * Object.keys(bundle).length; // 3
+ * import { displayTable, JUPYTER_DISPLAY } from "./jupyter.ts";
+ * const bundle = displayTable([{ format: "nf4" }])[JUPYTER_DISPLAY]();
+ * Object.keys(bundle).length; // 2
  * ```
  */
 export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
@@ -43,7 +53,7 @@ export interface Displayable {
   [JUPYTER_DISPLAY](): MimeBundle;
 }
 
-/** Options of {@linkcode display}. */
+/** Options of {@linkcode display} and {@linkcode show}. */
 export interface DisplayOptions {
   /** A title for the text summary (and the figure, if it has none). */
   title?: string;
@@ -52,11 +62,62 @@ export interface DisplayOptions {
 }
 
 /**
- * A figure as a notebook output. The bundle is built when the kernel first asks for it, so only a
- * figure that is actually shown can be the one that carries plotly.js.
+ * Shows a figure or a table in the notebook now, wherever it is called, and returns once the
+ * output has left the kernel (so it lands under the cell that called it, in every front end).
+ * Outside Jupyter it prints the output's text summary; under `deno task nb` it goes on the page.
  *
- * Make it a cell's last expression, or show several from one cell with
- * `await Deno.jupyter.display(display(fig))`.
+ * @example
+ * ```ts
+ * import { displayTable, show } from "./jupyter.ts";
+ * import { barFigure } from "./generic.ts";
+ * await show(barFigure(["fp16", "nf4"], [{ name: "GiB", values: [13, 3.9] }]), {
+ *   title: "Weights",
+ * });
+ * await show(displayTable([{ format: "nf4", bits: 4.127 }]));
+ * ```
+ */
+export async function show(
+  item: Figure | Displayable,
+  options: DisplayOptions = {},
+): Promise<void> {
+  const target = outputTarget();
+  const displayable = isDisplayable(item) ? item : display(item, options);
+  await send(target, displayable[JUPYTER_DISPLAY]());
+}
+
+/**
+ * Shows a table now, as {@linkcode show} does: `showTable(rows)` is
+ * `show(displayTable(rows))`.
+ *
+ * @example
+ * ```ts
+ * import { showTable } from "./jupyter.ts";
+ * await showTable([{ format: "nf4", bits: 4.127 }], ["format", "bits"]);
+ * ```
+ */
+export async function showTable(rows: Table["rows"], columns?: string[]): Promise<void> {
+  await show(displayTable(rows, columns));
+}
+
+async function send(target: OutputTarget, bundle: MimeBundle): Promise<void> {
+  if (target.kind === "kernel") {
+    broadcastDisplay(target.broadcast, bundle);
+    await flushKernelOutputs();
+  } else if (target.kind === "hook") {
+    await target.hook(bundle);
+  } else {
+    console.log(String(bundle["text/plain"] ?? ""));
+  }
+}
+
+function isDisplayable(item: Figure | Displayable): item is Displayable {
+  return typeof (item as Partial<Displayable>)[JUPYTER_DISPLAY] === "function";
+}
+
+/**
+ * A figure as a notebook output, shown by the kernel when it is a cell's **last expression** (to
+ * show one anywhere else, `await show(fig)`). The bundle is built when the kernel first asks for
+ * it, so only a figure that is actually shown can be the one that carries plotly.js.
  *
  * @example
  * ```ts
@@ -66,7 +127,7 @@ export interface DisplayOptions {
  *   title: "Weights",
  *   summary: { fp16: "13 GiB", nf4: "3.9 GiB" },
  * });
- * out; // the kernel shows it
+ * out; // as a cell's last expression, the kernel shows it
  * ```
  */
 export function display(figure: Figure, options: DisplayOptions = {}): Displayable {
@@ -126,37 +187,23 @@ export function resetPlotlyInline(): void {
 /**
  * plotly.js's script the first time in this process, then nothing.
  *
- * In the Deno kernel (2.9) one ~4.8 MB output message is not safe: the kernel writes IOPub
- * messages from two tasks to one socket without ordering whole messages, and a message longer
- * than the socket buffer goes out in several writes, between which another message (the cell's
- * `idle` status) can land; the client then sees a corrupted message ("Invalid Signature" in
- * jupyter_client). So there plotly.js goes out as separate outputs of at most 256 KiB each
- * (`Deno.jupyter.broadcast`), the figure's own output carrying only the last piece, which runs
- * the whole.
+ * In the kernel it goes out as separate outputs of at most 256 KiB each, queued ahead of the
+ * figure, whose own output carries only the last piece, which runs the whole. Deno's kernel (2.9)
+ * writes IOPub messages from two tasks to one socket without keeping whole messages together,
+ * and a message longer than the socket buffer (one ~4.8 MB output) can get another message's
+ * bytes in between ("Invalid Signature" in jupyter_client). The pieces reach the front end before
+ * the cell ends because `show` flushes after the figure, and in any case every cell ends with a
+ * flush (kernel_outputs.ts).
  */
 function takePlotlyScript(): string {
   const state = globalThis as Record<symbol, unknown>;
   if (state[INLINED]) return "";
   state[INLINED] = true;
-  const broadcast = kernelBroadcast();
-  if (!broadcast) return plotlyScriptTag();
+  const target = outputTarget();
+  if (target.kind !== "kernel") return plotlyScriptTag();
   const parts = plotlyScriptParts();
-  for (const part of parts.slice(0, -1)) {
-    void broadcast("display_data", { data: { "text/html": part }, metadata: {}, transient: {} });
-  }
+  for (const part of parts.slice(0, -1)) broadcastDisplay(target.broadcast, { "text/html": part });
   return parts[parts.length - 1];
-}
-
-type Broadcast = (type: string, content: Record<string, unknown>) => unknown;
-
-/** `Deno.jupyter.broadcast` where the notebook runtime provides it (it throws elsewhere). */
-function kernelBroadcast(): Broadcast | null {
-  try {
-    const jupyter = (Deno as unknown as { jupyter?: { broadcast?: Broadcast } }).jupyter;
-    return typeof jupyter?.broadcast === "function" ? jupyter.broadcast.bind(jupyter) : null;
-  } catch {
-    return null;
-  }
 }
 
 function summaryText(

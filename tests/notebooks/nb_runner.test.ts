@@ -87,7 +87,7 @@ Deno.test({
     try {
       const run = await runNb(dir, [
         ["markdown", "# A test\n\nSome *prose*."],
-        ["code", `import { barFigure, display, displayTable } from "${MOD}";`],
+        ["code", `import { barFigure, display, displayTable, show } from "${MOD}";`],
         [
           "code",
           '// expect: plot\ndisplay(barFigure(["a", "b"], [{ name: "n", values: [1, 2] }]))',
@@ -108,6 +108,11 @@ Deno.test({
           "// a wrapped last expression that does not parse falls back to the cell as written\nconst z = 2;\nz;;",
         ],
         ["code", "// expect: text\nconst n = 6 * 7;\nn"],
+        [
+          "code",
+          "// expect: plot x2\nfor (const v of [1, 2]) {\n" +
+          '  await show(barFigure(["in a loop"], [{ name: "v", values: [v] }]));\n}',
+        ],
       ]);
       assert.equal(run.code, 0, run.stderr);
       assert.match(run.stdout, /hello from cell 4/);
@@ -125,8 +130,8 @@ Deno.test({
       if (!browserTestOptions().ignore) {
         const drawn = await checkPageRenders(run.html);
         assert.deepEqual(drawn.errors, []);
-        assert.equal(drawn.plots, 2);
-        assert.equal(drawn.drawn, 2);
+        assert.equal(drawn.plots, 4);
+        assert.equal(drawn.drawn, 4);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

@@ -7,7 +7,10 @@ import {
   plotlyJsPath,
   plotlyJsSource,
   resetPlotlyInline,
+  show,
+  showTable,
 } from "../../lib/plot/mod.ts";
+import { flushKernelOutputs, OUTPUT_HOOK } from "../../lib/plot/kernel_outputs.ts";
 import { everyFigure } from "./_figures.ts";
 
 const PLOTLY_MIME = "application/vnd.plotly.v1+json";
@@ -113,4 +116,39 @@ Deno.test("displayTable: HTML and aligned text, from objects or arrays", () => {
   assert.match(html, /<td>nf4 &lt;b&gt;<\/td>/);
   const arrays = displayTable([["a", 1e-5, null]], ["x", "y", "z"])[JUPYTER_DISPLAY]();
   assert.ok((arrays["text/plain"] as string).endsWith("| a | 1.000e-5 |   |"));
+});
+
+Deno.test("show: outside Jupyter prints the text summary; under a runner's hook, sends the bundle", async () => {
+  const { bar } = everyFigure();
+  const printed: string[] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    await show(bar, { title: "Bars", summary: "two bars" });
+    await showTable([{ format: "nf4", bits: 4.127 }]);
+  } finally {
+    console.log = log;
+  }
+  assert.deepEqual(printed, [
+    "Bars\ntwo bars",
+    "| format | bits  |\n| ------ | ----- |\n| nf4    | 4.127 |",
+  ]);
+  assert.equal(await flushKernelOutputs(), "none");
+
+  const sent: MimeBundle[] = [];
+  const hooks = globalThis as Record<symbol, unknown>;
+  hooks[OUTPUT_HOOK] = (bundle: MimeBundle) => void sent.push(bundle);
+  try {
+    resetPlotlyInline();
+    await show(bar);
+    await show(display(bar));
+    await show(displayTable([{ a: 1 }]));
+  } finally {
+    delete hooks[OUTPUT_HOOK];
+  }
+  assert.equal(sent.length, 3);
+  assert.ok(PLOTLY_MIME in sent[0] && PLOTLY_MIME in sent[1]);
+  assert.equal(count(String(sent[0]["text/html"]), BANNER), 1, "plotly.js with the first figure");
+  assert.equal(count(String(sent[1]["text/html"]), BANNER), 0);
+  assert.match(String(sent[2]["text/html"]), /<table/);
 });
