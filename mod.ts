@@ -105,12 +105,21 @@ export {
   type Tokenizer,
 } from "./lib/model/tokenizer.ts";
 export {
+  familyOf,
   type Llama3RopeScaling,
   type LlamaConfig,
   loadLlamaConfig,
   parseLlamaConfig,
   ropeInverseFrequencies,
 } from "./lib/model/config.ts";
+export {
+  type BlockLinear,
+  FAMILY_NAMES,
+  type FamilyName,
+  type ModelFamily,
+  parseFamily,
+  supportedArchitectures,
+} from "./lib/model/family.ts";
 export { parameterCount, PRESET_NAMES, presetConfig } from "./lib/model/presets.ts";
 export { Checkpoint, type CheckpointTensorInfo, openCheckpoint } from "./lib/model/checkpoint.ts";
 export {

@@ -15,7 +15,7 @@ import { checkOutputPath, listOption, numberOption, out, UsageError, writeJson }
 
 const HELP = `Usage: deno task estimate [options]
 
-GPU memory (the ledger's figure: weights, activations, KV cache, scratch, staging) for a Llama
+GPU memory (the ledger's figure: weights, activations, KV cache, scratch, staging) for a Llama-style
 model in each weight format, computed from its config alone, and which cards it fits.
 
 Options:

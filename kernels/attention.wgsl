@@ -2,7 +2,8 @@
 //
 // Cache layout, per layer: K and V each [max_seq, num_kv_heads, HEAD_DIM] as f16 pairs (u32,
 // element 2i in the low half). q and out are f32 [rows, num_heads, HEAD_DIM]; query row r sits
-// at position start_pos + r and sees positions 0 ..= start_pos + r. Query head h reads kv head
+// at position start_pos + r and sees positions 0 ..= start_pos + r (with a sliding window of
+// W > 0 positions, only the last W of them: Mistral). Query head h reads kv head
 // h / (num_heads / num_kv_heads).
 //
 //   write_kv  converts k, v [rows, num_kv_heads, HEAD_DIM] (f32) to f16 into positions
@@ -26,6 +27,7 @@ struct Params {
   scale: f32, // 1 / sqrt(HEAD_DIM)
   splits: u32, // attend_split / attend_combine: ranges per (row, head)
   split_keys: u32, // positions per range, a multiple of ATT_WG
+  window: u32, // sliding window in positions; 0: none
 }
 
 override HEAD_DIM: u32 = 64u; // even
@@ -94,6 +96,14 @@ fn lanes() -> u32 {
   return ATT_WG / pair_span();
 }
 var<workgroup> lane_acc: array<vec2<f32>, ATT_WG>;
+
+// The first position a query that sees `len` positions attends to (its sliding window's start).
+fn window_start(len: u32) -> u32 {
+  if (p.window > 0u && len > p.window) {
+    return len - p.window;
+  }
+  return 0u;
+}
 
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
@@ -249,7 +259,7 @@ fn attend(
     return; // uniform for the workgroup
   }
   let len = p.start_pos + item / p.num_heads + 1u;
-  let r = attend_range(lid, item, 0u, len);
+  let r = attend_range(lid, item, window_start(len), len);
   let hp = HEAD_DIM / 2u;
   for (var c = 0u; c < MAX_PAIRS; c++) {
     let a = lanes_total(lid, r, c);
@@ -272,8 +282,9 @@ fn attend_split(
   }
   let item = flat / p.splits;
   let len = p.start_pos + item / p.num_heads + 1u;
-  let j_begin = min(len, (flat % p.splits) * p.split_keys);
-  let j_end = min(len, j_begin + p.split_keys);
+  let range_begin = (flat % p.splits) * p.split_keys;
+  let j_begin = min(len, max(window_start(len), range_begin));
+  let j_end = max(j_begin, min(len, range_begin + p.split_keys));
   // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
   let r = attend_range(lid, item, j_begin, j_end);
   let hp = HEAD_DIM / 2u;

@@ -1,7 +1,8 @@
-// Elementwise kernels on f32 activations: residual add and SwiGLU.
+// Elementwise kernels on f32 activations: residual add, bias add and SwiGLU.
 
 struct Params {
   n: u32,
+  width: u32, // add_bias: the bias length (row width of a)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,6 +21,15 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
   let i = flat_index(gid, nwg);
   if (i < p.n) {
     a[i] = a[i] + b[i];
+  }
+}
+
+// a[r, :] += b: a linear layer's bias (b has `width` values) added to each row of its output.
+@compute @workgroup_size(WG)
+fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_index(gid, nwg);
+  if (i < p.n) {
+    a[i] = a[i] + b[i % p.width];
   }
 }
 

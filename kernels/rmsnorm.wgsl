@@ -5,6 +5,8 @@
 // `add_rmsnorm` first adds a residual branch in place, x[r, :] += delta[r, :], then normalises
 // the sum: the residual add that ends one half of a Llama block and the norm that starts the next
 // in one dispatch. Each thread re-reads only the sums it wrote itself.
+//
+// `rmsnorm_inplace` normalises x itself (Qwen3's per-head q/k norm: rows of head_dim).
 
 struct Params {
   rows: u32,
@@ -105,5 +107,29 @@ fn add_rmsnorm(
   }
   for (; i < p.dim; i += WG) {
     out[base + i] = x_rw[base + i] * inv * weight[i];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn rmsnorm_inplace(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) {
+    return; // uniform for the workgroup
+  }
+  let base = row * p.dim;
+  var s = 0.0;
+  for (var i = lid; i < p.dim; i += WG) {
+    let v = x_rw[base + i];
+    s += v * v;
+  }
+  // Each thread rewrites only the elements it read; inverse_rms's barriers order the reads
+  // before every write.
+  let inv = inverse_rms(lid, s);
+  for (var i = lid; i < p.dim; i += WG) {
+    x_rw[base + i] = x_rw[base + i] * inv * weight[i];
   }
 }

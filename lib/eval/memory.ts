@@ -6,7 +6,7 @@
  * What it counts, per ledger category:
  * - weights: the embedding (f16), each decoder linear layer in its format (every scale and
  *   statistic included), the LM head (f16 unless quantized, nothing extra when tied), the RMSNorm
- *   weights (f32), RoPE's inverse frequencies (f32), and NF4-DQ's 1 KiB code table;
+ *   weights, biases and q/k norms of the model's family (f32), RoPE's inverse frequencies (f32), and NF4-DQ's 1 KiB code table;
  * - activations: the run state's buffers for a prefill chunk of `chunkSize` tokens;
  * - kv-cache: keys and values of every layer for `contextLength` positions;
  * - scratch: the uniform-parameter buffer, attention's partial results for long decode steps,
@@ -22,7 +22,7 @@ import { uniformArenaSize } from "../gpu/device.ts";
 import type { MemoryCategory } from "../gpu/ledger.ts";
 import { attentionScratchBytes, kvCacheBytes } from "../kernels/attention.ts";
 import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
-import type { LlamaConfig } from "../model/config.ts";
+import { familyOf, type LlamaConfig } from "../model/config.ts";
 import {
   activationFloats,
   LINEAR_NAMES,
@@ -119,7 +119,11 @@ export function estimateMemory(
   } else if (!c.tieWordEmbeddings) {
     head = embed;
   }
-  const norms = (2 * c.numLayers + 1) * rounded(c.hiddenSize * 4);
+  let norms = (2 * c.numLayers + 1) * rounded(c.hiddenSize * 4);
+  // The family's extras, f32 in every format: biases (Qwen2's q/k/v) and q/k norms (Qwen3).
+  const family = familyOf(c);
+  for (const name of family.biases) norms += c.numLayers * rounded(shapes[name][0] * 4);
+  if (family.qkNorm) norms += 2 * c.numLayers * rounded(c.headDim * 4);
   const rope = rounded((c.headDim / 2) * 4);
   const codeTable = format === "nf4-dq" ? 256 * 4 : 0;
   const weights = linearBytes + embed + head + norms + rope + codeTable;
@@ -132,7 +136,9 @@ export function estimateMemory(
   const kvCache = 2 * c.numLayers * rounded(perCache * batch);
 
   // scratch
-  let scratch = uniformArenaSize(uniformBytesPerChunk(c)) + attentionScratchBytes(c, context);
+  // Attention keeps split partials only when a context spans more than one range (256).
+  const attnScratch = Math.ceil(context / 256) > 1 ? attentionScratchBytes(c, context) : 0;
+  let scratch = uniformArenaSize(uniformBytesPerChunk(c)) + attnScratch;
   const int8 = INT8_FORMATS.includes(format);
   if (int8) {
     const maxK = Math.max(...LINEAR_NAMES.map((name) => shapes[name][1]));

@@ -47,7 +47,8 @@ export function kvCacheBytes(maxSeq: number, numKvHeads: number, headDim: number
  * Reference attention. `k` and `v` hold every position so far, `[startPos + rows, numKvHeads,
  * headDim]` in f32, and are rounded to f16 first, as the cache stores them. Query row `r` of
  * `q` `[rows, numHeads, headDim]` is position `startPos + r` and attends to positions
- * `0 ..= startPos + r` with scale `1/sqrt(headDim)`; softmax in f64.
+ * `0 ..= startPos + r` with scale `1/sqrt(headDim)` (with `window` > 0, only the last `window`
+ * of them); softmax in f64.
  *
  * @example
  * ```ts
@@ -64,6 +65,7 @@ export function cpuAttention(
   rows: number,
   startPos: number,
   shape: AttentionShape,
+  window = 0,
 ): Float32Array {
   const { numHeads, numKvHeads, headDim } = shape;
   const group = numHeads / numKvHeads;
@@ -74,11 +76,12 @@ export function cpuAttention(
   const scores = new Float64Array(startPos + rows);
   for (let r = 0; r < rows; r++) {
     const len = startPos + r + 1;
+    const first = window > 0 ? Math.max(0, len - window) : 0;
     for (let h = 0; h < numHeads; h++) {
       const qo = (r * numHeads + h) * headDim;
       const kvh = Math.floor(h / group);
       let max = -Infinity;
-      for (let j = 0; j < len; j++) {
+      for (let j = first; j < len; j++) {
         const ko = (j * numKvHeads + kvh) * headDim;
         let s = 0;
         for (let d = 0; d < headDim; d++) s += q[qo + d] * kh[ko + d];
@@ -86,10 +89,12 @@ export function cpuAttention(
         max = Math.max(max, scores[j]);
       }
       let sum = 0;
-      for (let j = 0; j < len; j++) sum += scores[j] = Math.exp(scores[j] - max);
+      for (let j = first; j < len; j++) sum += scores[j] = Math.exp(scores[j] - max);
       for (let d = 0; d < headDim; d++) {
         let acc = 0;
-        for (let j = 0; j < len; j++) acc += scores[j] * vh[(j * numKvHeads + kvh) * headDim + d];
+        for (let j = first; j < len; j++) {
+          acc += scores[j] * vh[(j * numKvHeads + kvh) * headDim + d];
+        }
         out[qo + d] = acc / sum;
       }
     }
@@ -156,7 +161,8 @@ export interface Attention extends Readonly<AttentionShape> {
   /**
    * Records causal attention of `q` `[rows, numHeads, headDim]` (positions `startPos ..`) over
    * cache positions `0 .. startPos + rows - 1`, into `out` (same shape as `q`). Write the
-   * rows' own keys first.
+   * rows' own keys first. With `window` > 0 a query sees only the last `window` positions up
+   * to its own (sliding-window attention).
    */
   attend(
     batch: CommandBatch,
@@ -166,6 +172,7 @@ export interface Attention extends Readonly<AttentionShape> {
     out: Binding,
     startPos: number,
     rows: number,
+    window?: number,
   ): void;
   /** Frees the scratch. */
   destroy(): void;
@@ -218,9 +225,9 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     })
     : null;
   const kvRowBytes = numKvHeads * headDim * 2;
-  const base = (rows: number, startPos: number, splits = 1) =>
+  const base = (rows: number, startPos: number, splits = 1, window = 0) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
-      .u32(splits).u32(splitKeys).build();
+      .u32(splits).u32(splitKeys).u32(window).build();
   return {
     numHeads,
     numKvHeads,
@@ -234,7 +241,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       const groups = grid(Math.ceil((rows * numKvHeads * headDim) / 2 / 256));
       batch.dispatch(write, [k, v, cacheK, cacheV], groups, base(rows, startPos));
     },
-    attend(batch, q, cacheK, cacheV, out, startPos, rows) {
+    attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0) {
       requireBytes(q, rows * numHeads * headDim * 4, "attention q");
       requireBytes(out, rows * numHeads * headDim * 4, "attention out");
       requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK");
@@ -242,11 +249,12 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       const items = rows * numHeads;
       const splits = Math.ceil((startPos + rows) / splitKeys);
       if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
-        const p = base(rows, startPos, splits);
+        const p = base(rows, startPos, splits, window);
         batch.dispatch(split, [q, cacheK, cacheV, scratch], grid(items * splits), p);
         batch.dispatch(combine, [scratch, out], grid(items), p);
       } else {
-        batch.dispatch(attend, [q, cacheK, cacheV, out], grid(items), base(rows, startPos));
+        const p = base(rows, startPos, 1, window);
+        batch.dispatch(attend, [q, cacheK, cacheV, out], grid(items), p);
       }
     },
     destroy() {

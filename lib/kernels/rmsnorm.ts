@@ -43,6 +43,8 @@ export interface RmsNorm {
   readonly eps: number;
   /** Records `out = rmsnorm(x) * weight` for `rows` rows; `out` must not alias `x`. */
   encode(batch: CommandBatch, x: Binding, weight: Binding, out: Binding, rows: number): void;
+  /** Records `x = rmsnorm(x) * weight` in place for `rows` rows. */
+  encodeInPlace(batch: CommandBatch, x: Binding, weight: Binding, rows: number): void;
   /**
    * Records `x += delta`, then `out = rmsnorm(x) * weight`, in one dispatch (the residual add
    * of a block and the next norm); `x` ends up holding the sum, as an add kernel would leave it.
@@ -73,9 +75,10 @@ export async function createRmsNorm(
   const { dim, eps } = opts;
   const wg = opts.workgroupSize ?? 256;
   if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
-  const [kernel, withAdd] = await Promise.all([
+  const [kernel, withAdd, inPlace] = await Promise.all([
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm", constants: { WG: wg } }),
+    gpu.kernel({ file: "rmsnorm", entry: "rmsnorm_inplace", constants: { WG: wg } }),
   ]);
   const check = (x: Binding, weight: Binding, out: Binding, rows: number) => {
     requireBytes(x, rows * dim * 4, "rmsnorm x");
@@ -89,6 +92,11 @@ export async function createRmsNorm(
     encode(batch, x, weight, out, rows) {
       check(x, weight, out, rows);
       batch.dispatch(kernel, [x, weight, out], grid(rows), p(rows));
+    },
+    encodeInPlace(batch, x, weight, rows) {
+      requireBytes(x, rows * dim * 4, "rmsnorm x");
+      requireBytes(weight, dim * 4, "rmsnorm weight");
+      batch.dispatch(inPlace, [x, weight], grid(rows), p(rows));
     },
     encodeAdd(batch, x, delta, weight, out, rows) {
       check(x, weight, out, rows);

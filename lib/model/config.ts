@@ -6,6 +6,7 @@
  */
 
 import { join } from "node:path";
+import { llamaFamily, type ModelFamily, parseFamily } from "./family.ts";
 import { excerpt, readJsonStrict } from "./json.ts";
 
 /**
@@ -77,6 +78,28 @@ export interface LlamaConfig {
   torchDtype: string;
   /** Rotary frequency scaling, when the config asks for it. */
   ropeScaling?: Llama3RopeScaling;
+  /**
+   * What the model's family changes in the Llama block (biases, q/k norm, sliding windows,
+   * fused tensors); absent for plain Llama. See {@linkcode familyOf}.
+   */
+  family?: ModelFamily;
+}
+
+/**
+ * The family of a config: its `family`, or plain Llama when it has none.
+ *
+ * @example
+ * ```ts
+ * import { familyOf, parseLlamaConfig } from "./config.ts";
+ * const c = parseLlamaConfig({
+ *   architectures: ["Qwen3ForCausalLM"], hidden_size: 64, intermediate_size: 128,
+ *   num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 300,
+ * });
+ * familyOf(c).qkNorm; // true
+ * ```
+ */
+export function familyOf(config: LlamaConfig): ModelFamily {
+  return config.family ?? llamaFamily(config.numLayers);
 }
 
 /** A reason to refuse a config, with the file it came from. */
@@ -130,9 +153,10 @@ function strictBoolean(
 }
 
 /**
- * Parses a Hugging Face `config.json` object of a `LlamaForCausalLM` (or a Mistral model without
- * sliding-window attention, which is the same network). Refuses what the forward pass does not
- * implement: biases in attention or MLP, rope scaling other than `llama3`, sliding windows.
+ * Parses a Hugging Face `config.json` object of a Llama-style model: `LlamaForCausalLM`,
+ * `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM` or `Phi3ForCausalLM` (their
+ * differences go to `family`, see `family.ts`). Refuses what the forward pass does not
+ * implement: other architectures, activations other than silu, rope scaling other than `llama3`.
  *
  * @example
  * ```ts
@@ -158,31 +182,8 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
   if (r.model_type != null && typeof r.model_type !== "string") {
     fail(source, `model_type must be a string, got ${excerpt(r.model_type)}`);
   }
-  const arch = Array.isArray(r.architectures) ? r.architectures as string[] : [];
-  const modelType = typeof r.model_type === "string" ? r.model_type : undefined;
-  const isLlama = modelType === "llama" || arch.includes("LlamaForCausalLM");
-  const isMistral = modelType === "mistral" || arch.includes("MistralForCausalLM");
-  if (!isLlama && !isMistral) {
-    fail(
-      source,
-      `model_type ${excerpt(modelType)} / architectures ${excerpt(arch)} is not ` +
-        `a Llama model (expected model_type "llama" or LlamaForCausalLM)`,
-    );
-  }
-  if (isMistral && r.sliding_window !== undefined && r.sliding_window !== null) {
-    fail(
-      source,
-      `sliding_window ${excerpt(r.sliding_window)} is not supported: only Mistral models without ` +
-        `sliding-window attention are Llama-compatible`,
-    );
-  }
-  if (strictBoolean(source, r, "attention_bias", false)) {
-    fail(source, "attention_bias: true is not supported");
-  }
-  if (strictBoolean(source, r, "mlp_bias", false)) fail(source, "mlp_bias: true is not supported");
-  if (r.hidden_act !== undefined && r.hidden_act !== "silu") {
-    fail(source, `hidden_act ${excerpt(r.hidden_act)} is not supported (only silu)`);
-  }
+  // Which family, and what it changes in the block (biases, q/k norm, windows, fused tensors).
+  const family = parseFamily(r, source);
 
   const hiddenSize = positiveInt(source, r, "hidden_size");
   const numHeads = positiveInt(source, r, "num_attention_heads");
@@ -272,6 +273,7 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
         `frequency ${inv[bad]} for pair ${bad} of head_dim ${config.headDim}`,
     );
   }
+  if (family.name !== "llama" || family.biases.length > 0) config.family = family;
   return config;
 }
 

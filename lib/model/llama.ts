@@ -28,7 +28,8 @@ import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
 import { prequantizedWeights } from "./prequantized.ts";
 import type { PrequantizedWeights } from "./quantized_source.ts";
-import { type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
+import { familyOf, type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
+import { BlockTensorReader } from "./family.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
 import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
 
@@ -153,6 +154,10 @@ export interface LayerWeights {
   mlpNorm: GpuTensor;
   /** Stacked FP16 layers (see {@linkcode LoadOptions.stackLayers}): q/k/v and gate/up. */
   stacks?: { qkv?: Fp16LinearStack; gateUp?: Fp16LinearStack };
+  /** Biases (f32) of the layers that have one in this model's family (Qwen2: q, k, v). */
+  biases?: Partial<Record<LinearName, GpuTensor>>;
+  /** Per-head RMSNorm weights of q and k (f32 `[headDim]`; Qwen3). */
+  qkNorm?: { q: GpuTensor; k: GpuTensor };
 }
 
 /** Layers stacked for one-dispatch decode (see {@linkcode LoadOptions.stackLayers}). */
@@ -678,6 +683,9 @@ export class LlamaModel {
       for (const l of Object.values(layer.linears)) l.destroy();
       layer.stacks?.qkv?.destroy();
       layer.stacks?.gateUp?.destroy();
+      for (const b of Object.values(layer.biases ?? {})) b.destroy();
+      layer.qkNorm?.q.destroy();
+      layer.qkNorm?.k.destroy();
     }
     this.lmHead.destroy();
     this.embed.destroy();
@@ -731,6 +739,7 @@ export class LlamaModel {
     const ops = this.#ops;
     const rows = tokens === "next" ? 1 : tokens.length;
     const pos = this.#pos;
+    const windows = familyOf(c).windows;
     if (tokens === "next") {
       batch.copy(s.next, 0, s.ids, 0, 4);
     } else {
@@ -764,6 +773,17 @@ export class LlamaModel {
         lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, SAME_INPUT);
         lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, SAME_INPUT);
       }
+      const bias = (kind: LinearName, out: GpuTensor, width: number) => {
+        const b = w.biases?.[kind];
+        if (b) ops.addBias(batch, out, b, rows * width, width);
+      };
+      bias("self_attn.q_proj", s.q, c.numHeads * c.headDim);
+      bias("self_attn.k_proj", s.k, c.numKvHeads * c.headDim);
+      bias("self_attn.v_proj", s.v, c.numKvHeads * c.headDim);
+      if (w.qkNorm) {
+        ops.headRmsnorm(batch, s.q, w.qkNorm.q, rows * c.numHeads);
+        ops.headRmsnorm(batch, s.k, w.qkNorm.k, rows * c.numKvHeads);
+      }
       ops.attention(
         batch,
         s.q,
@@ -775,9 +795,11 @@ export class LlamaModel {
         s.att,
         pos,
         rows,
+        windows[l],
       );
       capture?.("o_in", l, s.att, c.numHeads * c.headDim);
       lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows);
+      bias("self_attn.o_proj", s.proj, c.hiddenSize);
       // MLP
       pendingAdd = true;
       norm(w.mlpNorm);
@@ -788,9 +810,12 @@ export class LlamaModel {
         lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
         lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, SAME_INPUT);
       }
+      bias("mlp.gate_proj", s.gate, c.intermediateSize);
+      bias("mlp.up_proj", s.up, c.intermediateSize);
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
       capture?.("down_in", l, s.gate, c.intermediateSize);
       lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
+      bias("mlp.down_proj", s.proj, c.hiddenSize);
       pendingAdd = true;
       if (capture) {
         ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
@@ -876,7 +901,9 @@ async function loadWeights(
   // modules) stay FP16.
   const pre = isPrequantized(ckpt) ? ckpt : null;
   const linear = pre ? fp16Linear : baseFactory(options);
-  const total = 2 + c.numLayers * (2 + LINEAR_NAMES.length) + 1;
+  const family = familyOf(c);
+  const perLayer = 2 + LINEAR_NAMES.length + family.biases.length + (family.qkNorm ? 2 : 0);
+  const total = 2 + c.numLayers * perLayer + 1;
   let done = 0;
   const progress = (name: string) => options.onProgress?.(++done, total, name);
   const shapes = linearShapes(c);
@@ -912,12 +939,32 @@ async function loadWeights(
     const mlpNorm = await norm(`${prefix}.post_attention_layernorm.weight`);
     const linears = {} as Record<LinearName, Linear>;
     const stacks: NonNullable<LayerWeights["stacks"]> = {};
+    // The family says where each tensor is (Phi-3 fuses q/k/v and gate/up) and what else the
+    // block has (biases, q/k norms); those stay f32 in every format.
+    const reader = new BlockTensorReader(ckpt, family, prefix, {
+      q: c.numHeads * c.headDim,
+      kv: c.numKvHeads * c.headDim,
+      intermediate: c.intermediateSize,
+    });
     const readLinear = async (kind: LinearName) => {
-      const name = `${prefix}.${kind}.weight`;
       const [n, k] = shapes[kind];
-      ckpt.expectShape(name, [n, k]);
-      return { name, n, k, weight: await ckpt.readF16Bits(name) };
+      return { n, k, ...await reader.linear(kind, n, k) };
     };
+    const f32 = async (read: Promise<{ name: string; data: Float32Array }>) => {
+      const { name, data } = await read;
+      progress(name);
+      return own(gpu.tensor({ label: name, category: "weights", data }));
+    };
+    const biases: NonNullable<LayerWeights["biases"]> = {};
+    for (const kind of family.biases) {
+      biases[kind] = await f32(reader.bias(kind, shapes[kind][0]));
+    }
+    const qkNorm = family.qkNorm
+      ? {
+        q: await f32(reader.headNorm("q", c.headDim)),
+        k: await f32(reader.headNorm("k", c.headDim)),
+      }
+      : undefined;
     if (stacking) {
       for (
         const [group, kinds] of Object.entries(STACKS) as [
@@ -967,7 +1014,7 @@ async function loadWeights(
       );
       progress(name);
     }
-    layers.push({ attnNorm, linears, mlpNorm, stacks });
+    layers.push({ attnNorm, linears, mlpNorm, stacks, biases, qkNorm });
   }
   const norm_ = await norm("model.norm.weight");
 

@@ -14,7 +14,7 @@ import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
 import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
 import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
 import { createRopeQk, type RopeQk } from "../kernels/rope.ts";
-import type { LlamaConfig } from "./config.ts";
+import { familyOf, type LlamaConfig } from "./config.ts";
 
 /**
  * Compiled kernels for one model configuration.
@@ -32,6 +32,7 @@ export class LlamaOps {
   #attention: Attention;
   #elementwise: Elementwise;
   #argmax: Argmax;
+  #headNorm: RmsNorm | null;
 
   private constructor(
     embedding: Embedding,
@@ -40,6 +41,7 @@ export class LlamaOps {
     attention: Attention,
     elementwise: Elementwise,
     argmax: Argmax,
+    headNorm: RmsNorm | null,
   ) {
     this.#embedding = embedding;
     this.#norm = norm;
@@ -47,6 +49,7 @@ export class LlamaOps {
     this.#attention = attention;
     this.#elementwise = elementwise;
     this.#argmax = argmax;
+    this.#headNorm = headNorm;
   }
 
   /**
@@ -59,7 +62,7 @@ export class LlamaOps {
     embedTable: GpuTensor,
     maxSeq: number,
   ): Promise<LlamaOps> {
-    const [embedding, norm, rope, attention, elementwise, argmax] = await Promise.all([
+    const [embedding, norm, rope, attention, elementwise, argmax, headNorm] = await Promise.all([
       createEmbedding(gpu, {
         label: "embed_tokens",
         table: embedTable,
@@ -76,8 +79,12 @@ export class LlamaOps {
       }),
       createElementwise(gpu),
       createArgmax(gpu),
+      // Qwen3's q/k norm: rows of one head.
+      familyOf(c).qkNorm
+        ? createRmsNorm(gpu, { dim: c.headDim, eps: c.rmsNormEps, workgroupSize: 64 })
+        : null,
     ]);
-    return new LlamaOps(embedding, norm, rope, attention, elementwise, argmax);
+    return new LlamaOps(embedding, norm, rope, attention, elementwise, argmax, headNorm);
   }
 
   /** Frees the attention scratch (the embedding table belongs to the model). */
@@ -108,8 +115,23 @@ export class LlamaOps {
   }
 
   /**
+   * x[i, :] = rmsnorm(x[i, :]) * weight in place for `rows` rows of one head each (tokens ×
+   * heads): Qwen3's per-head q/k norm (compiled only for families that have it).
+   */
+  headRmsnorm(batch: CommandBatch, x: Binding, weight: Binding, rows: number): void {
+    if (!this.#headNorm) throw new Error("headRmsnorm: this model's family has no q/k norm");
+    this.#headNorm.encodeInPlace(batch, x, weight, rows);
+  }
+
+  /** x[r, :] += bias for the `n / width` rows of x: a linear layer's bias. */
+  addBias(batch: CommandBatch, x: Binding, bias: Binding, n: number, width: number): void {
+    this.#elementwise.addBias(batch, x, bias, n, width);
+  }
+
+  /**
    * Rotates q in place and appends the rotated k and v to the layer's cache for positions
-   * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache.
+   * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache (over
+   * the last `window` positions only, when given: sliding-window attention).
    */
   attention(
     batch: CommandBatch,
@@ -122,9 +144,10 @@ export class LlamaOps {
     out: Binding,
     start: number,
     rows: number,
+    window = 0,
   ): void {
     this.#rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, start, rows);
-    this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows);
+    this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows, window);
   }
 
   /** a += b over n floats. */

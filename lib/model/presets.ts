@@ -1,14 +1,42 @@
 /**
- * Configs of well-known Llama-architecture models, for estimating memory and speed without
+ * Configs of well-known Llama-style models (Llama, Mistral, Qwen2, Qwen3, Phi-3), for estimating memory and speed without
  * downloading them. Each is kept as the fields of the model's official `config.json` on the
  * Hugging Face Hub and parsed by the same code as a downloaded one.
  *
  * @module
  */
 
-import { type LlamaConfig, parseLlamaConfig } from "./config.ts";
+import { familyOf, type LlamaConfig, parseLlamaConfig } from "./config.ts";
 
 const LLAMA = { architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_act: "silu" };
+
+const QWEN2 = {
+  architectures: ["Qwen2ForCausalLM"],
+  model_type: "qwen2",
+  hidden_act: "silu",
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  use_sliding_window: false,
+  bos_token_id: 151643,
+  eos_token_id: 151643,
+  torch_dtype: "bfloat16",
+};
+
+const QWEN3 = {
+  architectures: ["Qwen3ForCausalLM"],
+  model_type: "qwen3",
+  hidden_act: "silu",
+  head_dim: 128,
+  max_position_embeddings: 40960,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  attention_bias: false,
+  sliding_window: null,
+  use_sliding_window: false,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  torch_dtype: "bfloat16",
+};
 
 /** `config.json` fields, by preset name (source repository in the comment). */
 const RAW_PRESETS: Record<string, Record<string, unknown>> = {
@@ -149,6 +177,99 @@ const RAW_PRESETS: Record<string, Record<string, unknown>> = {
     eos_token_id: 2,
     torch_dtype: "bfloat16",
   },
+  // mistralai/Mistral-7B-v0.1: sliding-window attention over 4096 positions.
+  "mistral-7b-v0.1": {
+    architectures: ["MistralForCausalLM"],
+    model_type: "mistral",
+    hidden_act: "silu",
+    vocab_size: 32000,
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    sliding_window: 4096,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: "bfloat16",
+  },
+  // Qwen/Qwen2.5-0.5B: q/k/v biases, tied embeddings.
+  "qwen2.5-0.5b": {
+    ...QWEN2,
+    vocab_size: 151936,
+    hidden_size: 896,
+    intermediate_size: 4864,
+    num_hidden_layers: 24,
+    num_attention_heads: 14,
+    num_key_value_heads: 2,
+    max_position_embeddings: 32768,
+    sliding_window: 32768,
+    max_window_layers: 24,
+    tie_word_embeddings: true,
+  },
+  // Qwen/Qwen2.5-7B
+  "qwen2.5-7b": {
+    ...QWEN2,
+    vocab_size: 152064,
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_hidden_layers: 28,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    max_position_embeddings: 131072,
+    sliding_window: 131072,
+    max_window_layers: 28,
+    tie_word_embeddings: false,
+  },
+  // Qwen/Qwen3-0.6B: per-head q/k RMSNorm, head_dim 128 wider than hidden / heads.
+  "qwen3-0.6b": {
+    ...QWEN3,
+    vocab_size: 151936,
+    hidden_size: 1024,
+    intermediate_size: 3072,
+    num_hidden_layers: 28,
+    num_attention_heads: 16,
+    num_key_value_heads: 8,
+    max_window_layers: 28,
+    tie_word_embeddings: true,
+  },
+  // Qwen/Qwen3-8B
+  "qwen3-8b": {
+    ...QWEN3,
+    vocab_size: 151936,
+    hidden_size: 4096,
+    intermediate_size: 12288,
+    num_hidden_layers: 36,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    max_window_layers: 36,
+    tie_word_embeddings: false,
+  },
+  // microsoft/Phi-3-mini-4k-instruct: fused qkv_proj and gate_up_proj, a 2047-position window.
+  "phi-3-mini-4k": {
+    architectures: ["Phi3ForCausalLM"],
+    model_type: "phi3",
+    hidden_act: "silu",
+    vocab_size: 32064,
+    hidden_size: 3072,
+    intermediate_size: 8192,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+    max_position_embeddings: 4096,
+    original_max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    sliding_window: 2047,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 32000,
+    torch_dtype: "bfloat16",
+  },
 };
 
 /**
@@ -180,8 +301,8 @@ export function presetConfig(name: string): LlamaConfig {
 }
 
 /**
- * Parameter count of a Llama config: embeddings, attention, MLP, norms and (when untied) the LM
- * head.
+ * Parameter count of a Llama-style config: embeddings, attention, MLP, norms, the family's biases
+ * and q/k norms, and (when untied) the LM head.
  *
  * @example
  * ```ts
@@ -195,7 +316,20 @@ export function parameterCount(config: LlamaConfig): number {
   const kv = config.numKvHeads * config.headDim;
   const attn = h * q + 2 * h * kv + q * h;
   const mlp = 3 * h * config.intermediateSize;
-  const perLayer = attn + mlp + 2 * h;
+  // The family's extras: biases (their layers' output widths) and q/k norms.
+  const family = familyOf(config);
+  const biasWidth: Record<string, number> = {
+    "self_attn.q_proj": q,
+    "self_attn.k_proj": kv,
+    "self_attn.v_proj": kv,
+    "self_attn.o_proj": h,
+    "mlp.gate_proj": config.intermediateSize,
+    "mlp.up_proj": config.intermediateSize,
+    "mlp.down_proj": h,
+  };
+  const extras = family.biases.reduce((sum, name) => sum + biasWidth[name], 0) +
+    (family.qkNorm ? 2 * config.headDim : 0);
+  const perLayer = attn + mlp + 2 * h + extras;
   const embed = config.vocabSize * h;
   return embed + config.numLayers * perLayer + h + (config.tieWordEmbeddings ? 0 : embed);
 }

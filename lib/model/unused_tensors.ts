@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { LlamaConfig } from "./config.ts";
+import { familyOf, type LlamaConfig } from "./config.ts";
+import { type BlockLinear, linearSource } from "./family.ts";
 
 /**
  * Says whether a tensor name is accounted for: read by the loader, or known to be safe to skip.
@@ -34,7 +35,8 @@ const BLOCK_LINEARS = [
 ];
 
 /**
- * Every tensor the Llama loader reads for `config` (the LM head only when not tied).
+ * Every tensor the Llama loader reads for `config` (the LM head only when not tied), with the
+ * family's fused tensors, biases and q/k norms.
  *
  * @example
  * ```ts ignore
@@ -45,11 +47,25 @@ const BLOCK_LINEARS = [
 export function llamaTensorNames(config: LlamaConfig): Set<string> {
   const names = new Set(["model.embed_tokens.weight", "model.norm.weight"]);
   if (!config.tieWordEmbeddings) names.add("lm_head.weight");
+  const family = familyOf(config);
+  const widths = {
+    q: config.numHeads * config.headDim,
+    kv: config.numKvHeads * config.headDim,
+    intermediate: config.intermediateSize,
+  };
   for (let l = 0; l < config.numLayers; l++) {
     const p = `model.layers.${l}`;
     names.add(`${p}.input_layernorm.weight`);
     names.add(`${p}.post_attention_layernorm.weight`);
-    for (const linear of BLOCK_LINEARS) names.add(`${p}.${linear}.weight`);
+    // The family says where the weights are (Phi-3 fuses some) and what else a block has.
+    for (const linear of BLOCK_LINEARS) {
+      names.add(`${p}.${linearSource(family, linear as BlockLinear, widths).tensor}.weight`);
+    }
+    for (const linear of family.biases) names.add(`${p}.${linear}.bias`);
+    if (family.qkNorm) {
+      names.add(`${p}.self_attn.q_norm.weight`);
+      names.add(`${p}.self_attn.k_norm.weight`);
+    }
   }
   return names;
 }

@@ -8,7 +8,8 @@ import { MEMORY_CATEGORIES } from "../../lib/gpu/ledger.ts";
 import { estimateMemory } from "../../lib/eval/memory.ts";
 import { LINEAR_NAMES, linearShapes, LlamaModel } from "../../lib/model/llama.ts";
 import { loadLlamaConfig } from "../../lib/model/config.ts";
-import { presetConfig } from "../../lib/model/presets.ts";
+import { parameterCount, presetConfig } from "../../lib/model/presets.ts";
+import { openCheckpoint } from "../../lib/model/checkpoint.ts";
 import { packedBytesFor, QUANT_FORMATS } from "../../lib/quant/formats.ts";
 
 const MODEL = new URL("../../models/sotu-llama", import.meta.url).pathname;
@@ -87,4 +88,46 @@ Deno.test("estimator: Llama-2-7B and Llama-3-8B weights as published", () => {
   // GQA: 8 KV heads of 128 → 2 × 32 × 8192 × 1024 × 2 bytes = 1 GiB.
   assert.equal(l3.afterLoad["kv-cache"], GiB);
   assert.ok(l3.peakBytes < 8e9, "Llama-3-8B NF4 fits an 8 GB card");
+});
+
+// The families' extras (biases, q/k norms) and Phi-3's fused tensors split at load: the
+// estimator still equals the ledger, and the parameter count equals the checkpoint's.
+Deno.test("estimator equals the ledger for every model family (fp16 and nf4)", async () => {
+  const gpu = await requestGpu();
+  try {
+    for (const family of ["mistral", "qwen2", "qwen3", "phi3"]) {
+      const dir = new URL(`../fixtures/families/${family}`, import.meta.url).pathname;
+      const config = await loadLlamaConfig(dir);
+      using ckpt = await openCheckpoint(dir);
+      const stored = ckpt.names().reduce(
+        (sum, name) => sum + ckpt.info(name).shape.reduce((a, b) => a * b, 1),
+        0,
+      );
+      assert.equal(parameterCount(config), stored, `${family} parameters`);
+      for (const format of ["fp16", "nf4"] as const) {
+        const model = await LlamaModel.fromCheckpoint(config, ckpt, {
+          gpu,
+          format,
+          maxSeqLen: 64,
+          chunkSize: 16,
+        });
+        try {
+          const estimate = estimateMemory(config, { format, contextLength: 64, chunkSize: 16 });
+          const ledger = gpu.ledger.snapshot();
+          for (const category of MEMORY_CATEGORIES) {
+            assert.equal(
+              ledger.byCategory[category],
+              estimate.afterLoad[category],
+              `${family} ${format} ${category}`,
+            );
+          }
+        } finally {
+          model.dispose();
+        }
+      }
+    }
+    assert.equal(gpu.ledger.currentBytes, 0);
+  } finally {
+    gpu.destroy();
+  }
 });

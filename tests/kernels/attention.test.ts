@@ -187,3 +187,47 @@ Deno.test("prefill of 5 tokens equals 5 single-token decodes", () =>
     assertClose(prefill, cpuAttention(q, k, v, total, 0, shape).subarray(start * h * d), TOL);
     attn.destroy();
   }));
+
+// Sliding window (Mistral): each query sees only the last `window` positions up to its own.
+// Same tolerance; both the one-pass and the split path, windows shorter and longer than a range.
+Deno.test("sliding-window attention matches cpuAttention with the same window", () =>
+  withGpu({}, async (gpu) => {
+    const shape = { numHeads: 4, numKvHeads: 2, headDim: 64 };
+    const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;
+    const cases = [
+      { startPos: 0, rows: 40, window: 16 },
+      { startPos: 70, rows: 30, window: 50 },
+      { startPos: 300, rows: 1, window: 100 },
+      { startPos: 300, rows: 1, window: 20 },
+    ];
+    for (const [c, { startPos, rows, window }] of cases.entries()) {
+      const total = startPos + rows;
+      const kAll = randn(total * kvh * d, 400 + c, 1);
+      const vAll = randn(total * kvh * d, 500 + c, 1);
+      const q = randn(rows * h * d, 600 + c, 1.5);
+      const want = cpuAttention(q, kAll, vAll, rows, startPos, shape, window);
+      const full = cpuAttention(q, kAll, vAll, rows, startPos, shape);
+      // the window must matter for the test to mean anything
+      assertThrows(() => assertClose(want, full, TOL));
+      for (const variant of [{}, { splitKeys: 64, workgroupSize: 64 }]) {
+        const attn = await createAttention(gpu, { ...shape, ...variant, maxSeq: total });
+        const cache = kvCache(gpu, total, shape);
+        const tq = f32Tensor(gpu, "q", q);
+        const tk = f32Tensor(gpu, "k", kAll);
+        const tv = f32Tensor(gpu, "v", vAll);
+        const out = emptyF32(gpu, "out", q.length);
+        const batch = new CommandBatch(gpu);
+        attn.writeKv(batch, tk, tv, cache[0], cache[1], 0, total);
+        attn.attend(batch, tq, cache[0], cache[1], out, startPos, rows, window);
+        batch.submit();
+        assertClose(
+          await gpu.readF32(out),
+          want,
+          TOL,
+          `window ${window}, startPos=${startPos} rows=${rows} ${JSON.stringify(variant)}`,
+        );
+        for (const t of [tq, tk, tv, out, ...cache]) t.destroy();
+        attn.destroy();
+      }
+    }
+  }));

@@ -1,5 +1,6 @@
+import assert from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
-import { cpuAdd, cpuSwiglu, createElementwise } from "../../lib/kernels/elementwise.ts";
+import { cpuAdd, cpuAddBias, cpuSwiglu, createElementwise } from "../../lib/kernels/elementwise.ts";
 import { assertClose, uniform } from "../helpers/random.ts";
 import { f32Tensor, withGpu } from "./_gpu.ts";
 
@@ -27,4 +28,26 @@ Deno.test("residual add and SwiGLU match their twins (sizes across the grid spli
       );
       for (const t of [ta, tb, tg]) t.destroy();
     }
+  }));
+
+// One f32 add per element: exact.
+Deno.test("bias add matches its twin (rows of several widths)", () =>
+  withGpu({}, async (gpu) => {
+    const ew = await createElementwise(gpu);
+    for (const [rows, width] of [[1, 7], [5, 64], [130, 96]]) {
+      const n = rows * width;
+      const a = uniform(n, n + 7, -8, 8);
+      const bias = uniform(width, width + 3, -2, 2);
+      const ta = f32Tensor(gpu, "a", a);
+      const tb = f32Tensor(gpu, "bias", bias);
+      const batch = new CommandBatch(gpu);
+      ew.addBias(batch, ta, tb, n, width);
+      batch.submit();
+      assertClose(await gpu.readF32(ta), cpuAddBias(a, bias), { atol: 0 }, `${rows}x${width}`);
+      ta.destroy();
+      tb.destroy();
+    }
+    const z = f32Tensor(gpu, "z", new Float32Array(12));
+    assert.throws(() => ew.addBias(new CommandBatch(gpu), z, z, 10, 3), /whole rows of 3/);
+    z.destroy();
   }));

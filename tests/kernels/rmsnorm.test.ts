@@ -58,3 +58,25 @@ Deno.test("add + RMSNorm in one dispatch: x += delta exactly, then cpuRmsNorm of
       for (const t of [tx, td, tw, to]) t.destroy();
     }
   }));
+
+// In place (Qwen3's per-head q/k norm: many short rows); same tolerance as the plain norm.
+Deno.test("RMSNorm in place matches cpuRmsNorm (rows of one head)", () =>
+  withGpu({}, async (gpu) => {
+    for (const [rows, dim, eps] of [[1, 128, 1e-6], [48, 16, 1e-6], [300, 64, 1e-5]]) {
+      const x = randn(rows * dim, 5 * rows + dim, 3);
+      const w = uniform(dim, dim + 2, 0.5, 1.5);
+      const n = await createRmsNorm(gpu, { dim, eps, workgroupSize: 64 });
+      const tx = f32Tensor(gpu, "x", x);
+      const tw = f32Tensor(gpu, "w", w);
+      const batch = new CommandBatch(gpu);
+      n.encodeInPlace(batch, tx, tw, rows);
+      batch.submit();
+      assertClose(
+        await gpu.readF32(tx),
+        cpuRmsNorm(x, w, rows, dim, eps),
+        { atol: 1e-6, rtol: 1e-5 },
+        `rmsnorm_inplace rows=${rows} dim=${dim}`,
+      );
+      for (const t of [tx, tw]) t.destroy();
+    }
+  }));

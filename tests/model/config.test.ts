@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  familyOf,
   loadLlamaConfig,
   parseLlamaConfig,
   ropeInverseFrequencies,
@@ -54,12 +55,8 @@ Deno.test("config: GQA, explicit head_dim, tied embeddings and EOS lists", () =>
 
 Deno.test("config: unsupported features are refused with the reason", () => {
   assert.throws(
-    () => parseLlamaConfig({ ...BASE, attention_bias: true }),
-    /attention_bias: true is not supported/,
-  );
-  assert.throws(
-    () => parseLlamaConfig({ ...BASE, mlp_bias: true }),
-    /mlp_bias: true is not supported/,
+    () => parseLlamaConfig({ ...BASE, hidden_act: "gelu" }),
+    /hidden_act "gelu" is not supported/,
   );
   assert.throws(
     () => parseLlamaConfig({ ...BASE, rope_scaling: { type: "linear", factor: 2 } }),
@@ -67,12 +64,11 @@ Deno.test("config: unsupported features are refused with the reason", () => {
   );
   assert.throws(
     () => parseLlamaConfig({ ...BASE, model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }),
-    /not a Llama model/,
+    /architecture \["GPT2LMHeadModel"\] is not supported \(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM\)/,
   );
   assert.throws(
-    () =>
-      parseLlamaConfig({ ...BASE, model_type: "mistral", architectures: [], sliding_window: 4096 }),
-    /sliding_window 4096 is not supported/,
+    () => parseLlamaConfig({ ...BASE, model_type: "gemma2", architectures: [] }),
+    /architecture "gemma2" is not supported \(supported: LlamaForCausalLM/,
   );
   assert.equal(
     parseLlamaConfig({ ...BASE, model_type: "mistral", architectures: [], sliding_window: null })
@@ -146,7 +142,14 @@ Deno.test("config: presets have the official values", () => {
   assert.equal(parameterCount(presetConfig("llama-2-13b")), 13_015_864_320);
   assert.equal(parameterCount(presetConfig("tinyllama-1.1b")), 1_100_048_384);
   assert.equal(parameterCount(presetConfig("llama-3.2-1b")), 1_235_814_400);
-  for (const name of PRESET_NAMES) assert.ok(parameterCount(presetConfig(name)) > 1e9, name);
+  // The other families, as transformers 5.17 counts them (the models built on the meta device).
+  assert.equal(parameterCount(presetConfig("mistral-7b-v0.1")), 7_241_732_096);
+  assert.equal(parameterCount(presetConfig("qwen2.5-0.5b")), 494_032_768);
+  assert.equal(parameterCount(presetConfig("qwen2.5-7b")), 7_615_616_512);
+  assert.equal(parameterCount(presetConfig("qwen3-0.6b")), 596_049_920);
+  assert.equal(parameterCount(presetConfig("qwen3-8b")), 8_190_735_360);
+  assert.equal(parameterCount(presetConfig("phi-3-mini-4k")), 3_821_079_552);
+  for (const name of PRESET_NAMES) assert.ok(parameterCount(presetConfig(name)) > 4e8, name);
   assert.throws(() => presetConfig("gpt-5"), /unknown model preset "gpt-5" \(known: llama-2-7b/);
 });
 
@@ -158,7 +161,7 @@ Deno.test("config: loadLlamaConfig reads a model directory and names the file on
     const c = await loadLlamaConfig(dir);
     assert.deepEqual([c.hiddenSize, c.numHeads, c.numKvHeads, c.headDim], [64, 4, 1, 16]);
     assert.equal(c.tieWordEmbeddings, true);
-    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...BASE, mlp_bias: true }));
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...BASE, hidden_act: 1 }));
     await assert.rejects(loadLlamaConfig(dir), (e: Error) => {
       assert.ok(e.message.startsWith(join(dir, "config.json")), e.message);
       return true;
@@ -198,4 +201,74 @@ Deno.test("transformers 5 rope_parameters carry rope_theta and llama3 scaling", 
   });
   assert.equal(scaled.ropeTheta, 500000);
   assert.equal(scaled.ropeScaling?.factor, 8);
+});
+
+Deno.test("config: each family's description, from its config", () => {
+  const base = { ...BASE, num_hidden_layers: 4 };
+  const llama = parseLlamaConfig(base);
+  assert.equal(llama.family, undefined);
+  assert.deepEqual(familyOf(llama), {
+    name: "llama",
+    biases: [],
+    qkNorm: false,
+    windows: [0, 0, 0, 0],
+    fused: false,
+  });
+  const withBias = familyOf(parseLlamaConfig({ ...base, attention_bias: true, mlp_bias: true }));
+  assert.equal(withBias.biases.length, 7);
+
+  const mistral = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["MistralForCausalLM"],
+    sliding_window: 4096,
+  }));
+  assert.deepEqual([mistral.name, mistral.windows], ["mistral", [4096, 4096, 4096, 4096]]);
+  const noWindow = parseLlamaConfig({ ...base, model_type: "mistral", architectures: [] });
+  assert.deepEqual(familyOf(noWindow).windows, [0, 0, 0, 0]);
+
+  // Qwen2.5 ships sliding_window with use_sliding_window false: full attention.
+  const qwen2 = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["Qwen2ForCausalLM"],
+    sliding_window: 32768,
+    use_sliding_window: false,
+    max_window_layers: 2,
+  }));
+  assert.deepEqual(qwen2.biases, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]);
+  assert.deepEqual(qwen2.windows, [0, 0, 0, 0]);
+  const sliding = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["Qwen2ForCausalLM"],
+    sliding_window: 64,
+    use_sliding_window: true,
+    max_window_layers: 2,
+  }));
+  assert.deepEqual(sliding.windows, [0, 0, 64, 64]);
+  const typed = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["Qwen3ForCausalLM"],
+    sliding_window: 16,
+    layer_types: ["full_attention", "sliding_attention", "full_attention", "sliding_attention"],
+  }));
+  assert.deepEqual([typed.qkNorm, typed.biases, typed.windows], [true, [], [0, 16, 0, 16]]);
+
+  const phi3 = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["Phi3ForCausalLM"],
+    sliding_window: 2047,
+  }));
+  assert.deepEqual([phi3.fused, phi3.windows[0]], [true, 2047]);
+  assert.throws(
+    () =>
+      parseLlamaConfig({
+        ...base,
+        architectures: ["Phi3ForCausalLM"],
+        rope_parameters: { rope_type: "default", partial_rotary_factor: 0.5 },
+      }),
+    /partial_rotary_factor 0.5 is not supported/,
+  );
+  assert.throws(
+    () => parseLlamaConfig({ ...base, architectures: ["MistralForCausalLM"], sliding_window: 0 }),
+    /sliding_window must be a positive integer or null/,
+  );
 });
