@@ -97,6 +97,17 @@ export {
   type StreamingStats,
 } from "./lib/model/streaming.ts";
 export {
+  chat,
+  type ChatMessage,
+  type ChatOptions,
+  type ChatResult,
+  type ChatTemplate,
+  chatTemplateFromGguf,
+  loadChatTemplate,
+  renderChat,
+  type RenderChatOptions,
+} from "./lib/model/chat.ts";
+export {
   createStreamDecoder,
   type DecodeOptions,
   type EncodeOptions,

@@ -7,9 +7,10 @@
 import { parseArgs } from "node:util";
 import { formatBytes } from "../lib/gpu/ledger.ts";
 import { requestGpu } from "../lib/gpu/device.ts";
+import { type ChatMessage, loadChatTemplate, renderChat } from "../lib/model/chat.ts";
 import { generate } from "../lib/model/generate.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
-import { loadTokenizer } from "../lib/model/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../lib/model/tokenizer.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { byteSizeOption, err, numberOption, out, UsageError } from "./common.ts";
@@ -24,6 +25,9 @@ prefill and decode speed and the memory ledger's peak.
 Options:
   --model DIR|ID      model directory or Hugging Face id (default: the bundled sotu-llama)
   --prompt TEXT       the prompt (default: "The state of the Union is")
+  --chat              send the prompt as a user message through the model's chat template
+                      (chat_template.jinja or tokenizer_config.json); prints the reply
+  --system TEXT       with --chat: a system message first
   --max-tokens N      most new tokens (default 64)
   --temperature T     0 = greedy (default 0)
   --top-k K           sample from the K most likely tokens (default 0 = all)
@@ -47,6 +51,8 @@ export async function generateCommand(args: string[]): Promise<number> {
     options: {
       model: { type: "string", default: DEFAULT_MODEL },
       prompt: { type: "string", default: "The state of the Union is" },
+      chat: { type: "boolean", default: false },
+      system: { type: "string" },
       "max-tokens": { type: "string", default: "64" },
       temperature: { type: "string", default: "0" },
       "top-k": { type: "string", default: "0" },
@@ -78,10 +84,22 @@ export async function generateCommand(args: string[]): Promise<number> {
     topP: numberOption("top-p", values["top-p"], { above: 0, max: 1 }),
     seed: numberOption("seed", values.seed, { integer: true, min: 0 }),
   };
+  if (values.system !== undefined && !values.chat) {
+    throw new UsageError("--system needs --chat");
+  }
   const gpu = await requestGpu({ f16: !values["no-f16"] });
   err(`adapter: ${gpu.describe()}\n`);
   const dir = await resolveModelDir(values.model!);
   const tokenizer = await loadTokenizer(dir);
+  let prompt: string | number[] = values.prompt!;
+  if (values.chat) {
+    try {
+      prompt = await chatPrompt(dir, tokenizer, values.prompt!, values.system);
+    } catch (e) {
+      gpu.destroy();
+      throw e;
+    }
+  }
   const t0 = performance.now();
   const model = await LlamaModel.load(dir, {
     gpu,
@@ -107,8 +125,8 @@ export async function generateCommand(args: string[]): Promise<number> {
   }
   try {
     gpu.ledger.resetPeak();
-    out(values.prompt!);
-    const result = await generate(model, tokenizer, values.prompt!, {
+    if (!values.chat) out(values.prompt!);
+    const result = await generate(model, tokenizer, prompt, {
       ...sampling,
       onText: out,
     });
@@ -131,4 +149,26 @@ export async function generateCommand(args: string[]): Promise<number> {
     gpu.destroy();
   }
   return 0;
+}
+
+/** The token ids of `--prompt` (and `--system`) rendered with the model's chat template. */
+async function chatPrompt(
+  dir: string,
+  tokenizer: Tokenizer,
+  user: string,
+  system?: string,
+): Promise<number[]> {
+  const template = await loadChatTemplate(dir);
+  if (!template) {
+    throw new UsageError(
+      `--chat: ${dir} has no chat template (no chat_template.jinja, and no chat_template in ` +
+        `tokenizer_config.json)`,
+    );
+  }
+  const messages: ChatMessage[] = [];
+  if (system !== undefined) messages.push({ role: "system", content: system });
+  messages.push({ role: "user", content: user });
+  err(`chat template: ${template.source}\n`);
+  // Templates print BOS themselves where the model wants it.
+  return tokenizer.encode(renderChat(template, messages), { addBos: false });
 }
