@@ -16,6 +16,8 @@
  * @module
  */
 
+import { excerpt } from "./json.ts";
+
 /**
  * The families the forward pass implements.
  *
@@ -156,7 +158,7 @@ export function familyName(raw: Record<string, unknown>, source = "config.json")
   if (arch.length === 0 && modelType && MODEL_TYPES[modelType]) return MODEL_TYPES[modelType];
   fail(
     source,
-    `architecture ${JSON.stringify(arch.length ? arch : modelType ?? null)} is not supported ` +
+    `architecture ${excerpt(arch.length ? arch : modelType ?? null)} is not supported ` +
       `(supported: ${supportedArchitectures()})`,
   );
 }
@@ -165,7 +167,7 @@ function windowSize(source: string, raw: Record<string, unknown>): number | null
   const w = raw.sliding_window;
   if (w === undefined || w === null) return null;
   if (!Number.isSafeInteger(w) || (w as number) <= 0) {
-    fail(source, `sliding_window must be a positive integer or null, got ${JSON.stringify(w)}`);
+    fail(source, `sliding_window must be a positive integer or null, got ${excerpt(w)}`);
   }
   return w as number;
 }
@@ -192,7 +194,7 @@ function windowsFromLayerTypes(
       }
       return window;
     }
-    fail(source, `layer_types[${l}] ${JSON.stringify(t)} is not supported`);
+    fail(source, `layer_types[${l}] ${excerpt(t)} is not supported`);
   });
 }
 
@@ -213,11 +215,11 @@ export function parseFamily(raw: Record<string, unknown>, source = "config.json"
   const name = familyName(raw, source);
   const layers = raw.num_hidden_layers;
   if (!Number.isSafeInteger(layers) || (layers as number) <= 0) {
-    fail(source, `num_hidden_layers must be a positive integer, got ${JSON.stringify(layers)}`);
+    fail(source, `num_hidden_layers must be a positive integer, got ${excerpt(layers)}`);
   }
   const n = layers as number;
   if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") {
-    fail(source, `hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu)`);
+    fail(source, `hidden_act ${excerpt(raw.hidden_act)} is not supported (only silu)`);
   }
   const window = windowSize(source, raw);
   const family: ModelFamily = {
@@ -230,7 +232,7 @@ export function parseFamily(raw: Record<string, unknown>, source = "config.json"
   const flag = (key: string): boolean => {
     const v = raw[key];
     if (v === undefined || v === null) return false;
-    if (typeof v !== "boolean") fail(source, `${key} must be true or false`);
+    if (typeof v !== "boolean") fail(source, `${key} must be true or false, got ${excerpt(v)}`);
     return v;
   };
   switch (name) {
