@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import { llamaFamily, type ModelFamily, parseFamily } from "./family.ts";
+import { familyName, llamaFamily, type ModelFamily, parseFamily } from "./family.ts";
 import { excerpt, readJsonStrict } from "./json.ts";
 
 /**
@@ -182,8 +182,8 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
   if (r.model_type != null && typeof r.model_type !== "string") {
     fail(source, `model_type must be a string, got ${excerpt(r.model_type)}`);
   }
-  // Which family, and what it changes in the block (biases, q/k norm, windows, fused tensors).
-  const family = parseFamily(r, source);
+  // A supported architecture first: its other fields mean nothing otherwise.
+  familyName(r, source);
 
   const hiddenSize = positiveInt(source, r, "hidden_size");
   const numHeads = positiveInt(source, r, "num_attention_heads");
@@ -273,6 +273,8 @@ export function parseLlamaConfig(raw: unknown, source = "config.json"): LlamaCon
         `frequency ${inv[bad]} for pair ${bad} of head_dim ${config.headDim}`,
     );
   }
+  // What the family changes in the block (biases, q/k norm, windows, fused tensors).
+  const family = parseFamily(r, source);
   if (family.name !== "llama" || family.biases.length > 0) config.family = family;
   return config;
 }
