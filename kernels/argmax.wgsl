@@ -1,6 +1,7 @@
 // Argmax over the last axis: logits f32 [rows, n] -> u32 [rows], the first index of the
-// largest value (numpy/torch semantics without NaN: a NaN logit gives an unspecified index,
-// since WGSL lets compilers assume finite math). One workgroup per row.
+// largest value (numpy/torch semantics), or 0xffffffff for a row holding a NaN or an infinity.
+// Float comparisons cannot see NaN (WGSL lets compilers assume finite math), so the test is on
+// the exponent bits. One workgroup per row.
 
 struct Params {
   rows: u32,
@@ -17,6 +18,7 @@ const NONE: u32 = 0xffffffffu;
 
 var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
+var<workgroup> nonfinite: atomic<u32>; // zero at the start of each workgroup
 
 // Whether candidate (v, i) beats (bv, bi): larger, or equal with a smaller index; an empty
 // candidate never wins, anything beats an empty slot.
@@ -37,8 +39,10 @@ fn argmax(
   let base = row * p.n;
   var bv = 0.0;
   var bi = NONE;
+  var bad = 0u;
   for (var i = lid; i < p.n; i += WG) {
     let v = logits[base + i];
+    bad |= u32((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u);
     // Indices rise within a thread, so strict > keeps the first of equal values.
     if (bi == NONE || v > bv) {
       bv = v;
@@ -47,6 +51,9 @@ fn argmax(
   }
   best_v[lid] = bv;
   best_i[lid] = bi;
+  if (bad != 0u) {
+    atomicStore(&nonfinite, 1u);
+  }
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid < stride) {
@@ -59,6 +66,6 @@ fn argmax(
     workgroupBarrier();
   }
   if (lid == 0u) {
-    out[row] = best_i[0];
+    out[row] = select(best_i[0], NONE, atomicLoad(&nonfinite) != 0u);
   }
 }

@@ -10,7 +10,8 @@ import { requireBytes } from "./chunks.ts";
 
 /**
  * Reference argmax of each row of `logits` `[rows, n]`: the first index of the largest value,
- * like `numpy.argmax` (NaN aside: the kernel does not define it).
+ * like `numpy.argmax`, or {@linkcode ARGMAX_NONFINITE} for a row holding a NaN or an infinity
+ * (the kernel's flag that the logits are unusable).
  *
  * @example
  * ```ts
@@ -22,11 +23,19 @@ export function cpuArgmax(logits: Float32Array, rows: number, n: number): Uint32
   const out = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) {
     let best = 0;
-    for (let i = 1; i < n; i++) if (logits[r * n + i] > logits[r * n + best]) best = i;
-    out[r] = best;
+    let finite = true;
+    for (let i = 0; i < n; i++) {
+      const v = logits[r * n + i];
+      if (!Number.isFinite(v)) finite = false;
+      else if (v > logits[r * n + best]) best = i;
+    }
+    out[r] = finite ? best : ARGMAX_NONFINITE;
   }
   return out;
 }
+
+/** What argmax gives for a row of logits holding a NaN or an infinity. */
+export const ARGMAX_NONFINITE = 0xffffffff;
 
 /** The argmax kernel; see {@linkcode createArgmax}. */
 export interface Argmax {

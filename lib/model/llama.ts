@@ -31,6 +31,7 @@ import type { PrequantizedWeights } from "./quantized_source.ts";
 import { familyOf, type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
 import { BlockTensorReader } from "./family.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
+import { checkArgmaxToken, checkLogits } from "./finite.ts";
 import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
 
 /** The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints. */
@@ -455,6 +456,7 @@ export class LlamaModel {
       batch.submit();
       if (headRows > 0) {
         const rows = await this.gpu.readF32(this.#state.logits, 0, headRows * vocab);
+        checkLogits(rows, headRows, vocab, `forward (tokens ${start}..)`, this.format);
         out.set(rows, logits === "all" ? start * vocab : 0);
       }
     }
@@ -550,7 +552,9 @@ export class LlamaModel {
       }
       batch.submit();
     }
-    return (await this.gpu.readU32(this.#state.next, 0, 1))[0];
+    const token = (await this.gpu.readU32(this.#state.next, 0, 1))[0];
+    checkArgmaxToken(token, this.config.vocabSize, "forwardGreedy", this.format);
+    return token;
   }
 
   /**
@@ -646,7 +650,7 @@ export class LlamaModel {
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
         for (const token of got) {
-          if (token >= vocab) throw new Error(`decodeGreedy: argmax gave token ${token}`);
+          checkArgmaxToken(token, vocab, "decodeGreedy", this.format);
           tokens.push(token);
           if (options.onToken?.(token, tokens.length - 1) === false) stoppedBy = "callback";
           else if (tokens.length === maxNew) stoppedBy = "max-tokens";
