@@ -22,7 +22,7 @@
  */
 
 // The GPU runtime
-export { defaultGpu, Gpu, type GpuOptions, requestGpu } from "./lib/gpu/device.ts";
+export { defaultGpu, Gpu, GpuLostError, type GpuOptions, requestGpu } from "./lib/gpu/device.ts";
 export {
   formatBytes,
   type LedgerEntry,

@@ -25,6 +25,25 @@ export function uniformArenaSize(bytes: number): number {
   return size;
 }
 
+/**
+ * Thrown when a lost (or destroyed) device is used: the message says what was asked and what
+ * was running when it went.
+ *
+ * @example
+ * ```ts ignore
+ * import { GpuLostError } from "./device.ts";
+ * try {
+ *   await model.forward([1]);
+ * } catch (e) {
+ *   if (e instanceof GpuLostError) console.error("reload the model on a new device");
+ * }
+ * ```
+ */
+export class GpuLostError extends Error {
+  /** Always `"GpuLostError"`. */
+  override name = "GpuLostError";
+}
+
 /** Options for {@linkcode requestGpu}. */
 export interface GpuOptions {
   /** Use `shader-f16` kernels where the adapter offers the feature (default true). */
@@ -68,8 +87,15 @@ export class Gpu {
   readonly ledger: MemoryLedger = new MemoryLedger();
   #kernels = new Map<string, Promise<Kernel>>();
   #lost = false;
+  #lostInfo: { reason: string; message: string } | null = null;
+  #lostSignal: Promise<never>;
   #arena: GpuTensor | null = null;
   #unflushed = 0;
+  /**
+   * What is running on the device, for the message if it is lost (set by long operations such
+   * as a model's forward; empty when idle).
+   */
+  activity = "";
 
   /** Wraps an existing device; prefer {@linkcode requestGpu}. */
   constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo) {
@@ -79,10 +105,55 @@ export class Gpu {
     this.timestamps = device.features.has("timestamp-query");
     this.isSoftware = adapterInfo.isFallbackAdapter ||
       /llvmpipe|lavapipe|swiftshader|software/i.test(adapterInfo.description);
-    device.lost.then((info) => {
+    this.#lostSignal = device.lost.then((info) => {
       this.#lost = true;
-      if (info.reason !== "destroyed") console.error(`WebGPU device lost: ${info.message}`);
+      this.#lostInfo = { reason: info.reason ?? "unknown", message: info.message };
+      const running = this.activity ? ` (last work started: ${this.activity})` : "";
+      this.ledger.close(this.#lostText());
+      if (info.reason !== "destroyed") {
+        console.error(`WebGPU device lost${running}: ${info.message || "no reason given"}`);
+      }
+      throw this.lostError("GPU work");
     });
+    this.#lostSignal.catch(() => {}); // observed by whileAlive; never unhandled
+  }
+
+  #lostText(): string {
+    const info = this.#lostInfo!;
+    return info.reason === "destroyed"
+      ? "the GPU device was destroyed (Gpu.destroy)"
+      : `the GPU device was lost (${info.reason}: ${info.message || "no reason given"})`;
+  }
+
+  /**
+   * The error for using the device after it was lost: names `what` was asked, what was running
+   * when it went, and what to do.
+   */
+  lostError(what: string): GpuLostError {
+    const running = this.activity ? ` (last work started: ${this.activity})` : "";
+    return new GpuLostError(
+      `${what}: ${this.#lostText()}${running}; every buffer on it is gone: request a new Gpu ` +
+        `and load the model again`,
+    );
+  }
+
+  /** Throws {@linkcode GpuLostError} if the device has been lost or destroyed. */
+  checkAlive(what: string): void {
+    if (this.#lost) throw this.lostError(what);
+  }
+
+  /**
+   * Awaits `work` (a map, a queue wait), but rejects with {@linkcode GpuLostError} as soon as
+   * the device is lost, so nothing waits forever on a device that is gone.
+   */
+  async whileAlive<T>(work: Promise<T>, what: string): Promise<T> {
+    this.checkAlive(what);
+    try {
+      return await Promise.race([work, this.#lostSignal]);
+    } catch (e) {
+      if (this.#lost) throw this.lostError(what);
+      throw e;
+    }
   }
 
   /** The device limits in effect. */
@@ -113,6 +184,7 @@ export class Gpu {
    * {@linkcode flush}).
    */
   tensor(opts: TensorOptions): GpuTensor {
+    this.checkAlive(`tensor ${opts.label}`);
     const tensor = GpuTensor.create(this.device, this.ledger, opts);
     if (opts.data) {
       this.#unflushed += opts.data.byteLength;
@@ -170,6 +242,7 @@ export class Gpu {
 
   /** Copies `byteLength` bytes of a tensor back to the CPU. */
   async read(tensor: GpuTensor, byteOffset = 0, byteLength?: number): Promise<ArrayBuffer> {
+    this.checkAlive(`read ${tensor.label}`);
     const length = byteLength ?? tensor.byteSize - byteOffset;
     if (byteOffset % 4 || length % 4 || byteOffset + length > tensor.byteSize) {
       throw new Error(
@@ -187,7 +260,7 @@ export class Gpu {
       const encoder = this.device.createCommandEncoder();
       encoder.copyBufferToBuffer(tensor.buffer, byteOffset, staging, 0, length);
       this.device.queue.submit([encoder.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
+      await this.whileAlive(staging.mapAsync(GPUMapMode.READ), `read ${tensor.label}`);
       return staging.getMappedRange().slice(0, length);
     } finally {
       staging.destroy();
@@ -209,7 +282,7 @@ export class Gpu {
 
   /** Waits until all submitted work is done. */
   async sync(): Promise<void> {
-    await this.device.queue.onSubmittedWorkDone();
+    await this.whileAlive(this.device.queue.onSubmittedWorkDone(), "sync");
   }
 
   /** Destroys the device and with it every buffer. */

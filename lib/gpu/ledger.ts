@@ -73,9 +73,16 @@ export class MemoryLedger {
   #currentTotal = 0;
   #peakTotal = 0;
   #atPeak = zeroByCategory();
+  #closed: string | null = null;
 
-  /** Records an allocation and returns its id. */
+  /**
+   * Records an allocation and returns its id; throws once the ledger is closed (its device
+   * lost), naming the allocation.
+   */
   record(category: MemoryCategory, label: string, bytes: number): number {
+    if (this.#closed !== null) {
+      throw new Error(`memory ledger: cannot allocate ${label}: ${this.#closed}`);
+    }
     const id = this.#nextId++;
     this.#entries.set(id, { id, category, label, bytes });
     this.#current[category] += bytes;
@@ -85,6 +92,19 @@ export class MemoryLedger {
       this.#atPeak = { ...this.#current };
     }
     return id;
+  }
+
+  /**
+   * Refuses every later {@linkcode record} with `reason` (the device is gone); releases still
+   * work, so what was live can be disposed and the ledger read back to zero.
+   */
+  close(reason: string): void {
+    this.#closed ??= reason;
+  }
+
+  /** Why the ledger refuses allocations, or null while it takes them. */
+  get closed(): string | null {
+    return this.#closed;
   }
 
   /** Removes an allocation; releasing an unknown or already-released id is an error. */

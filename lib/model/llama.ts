@@ -442,7 +442,7 @@ export class LlamaModel {
    * `[tokens.length, vocab]`), or none.
    */
   async forward(tokens: readonly number[], logits: LogitsWanted = "last"): Promise<Float32Array> {
-    this.#checkUsable(tokens.length);
+    this.#checkUsable(tokens.length, "forward");
     const vocab = this.config.vocabSize;
     const out = new Float32Array(
       logits === "all" ? tokens.length * vocab : logits === "last" ? vocab : 0,
@@ -470,7 +470,7 @@ export class LlamaModel {
    */
   async trace(tokens: readonly number[]): Promise<Trace> {
     this.reset();
-    this.#checkUsable(tokens.length);
+    this.#checkUsable(tokens.length, "trace");
     const c = this.config;
     const widths: Record<TracePoint, number> = {
       attn_in: c.hiddenSize,
@@ -525,7 +525,7 @@ export class LlamaModel {
    * adapter has no timestamp queries).
    */
   timeForward(tokens: readonly number[]): Promise<DispatchTiming[]> {
-    this.#checkUsable(tokens.length);
+    this.#checkUsable(tokens.length, "timeForward");
     if (tokens.length > this.#state.rows) {
       throw new RangeError(
         `timeForward: ${tokens.length} tokens exceed one chunk (${this.#state.rows})`,
@@ -541,7 +541,7 @@ export class LlamaModel {
    * the GPU so that only four bytes come back.
    */
   async forwardGreedy(tokens: readonly number[]): Promise<number> {
-    this.#checkUsable(tokens.length);
+    this.#checkUsable(tokens.length, "forwardGreedy");
     for (let start = 0; start < tokens.length; start += this.#state.rows) {
       const piece = tokens.slice(start, start + this.#state.rows);
       const isLast = start + piece.length === tokens.length;
@@ -587,7 +587,7 @@ export class LlamaModel {
     prompt: readonly number[],
     options: GreedyDecodeOptions,
   ): Promise<GreedyDecodeResult> {
-    this.#checkUsable(prompt.length);
+    this.#checkUsable(prompt.length, "decodeGreedy");
     const maxNew = options.maxNewTokens;
     const group = options.inFlight ?? defaultInFlight(this.gpu);
     if (!Number.isInteger(group) || group < 1) {
@@ -645,7 +645,7 @@ export class LlamaModel {
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
         // The next group needs nothing from the CPU: submit it before this one's tokens arrive.
         const next = group > 1 ? submitGroup(g + 1) : 0;
-        await mapped;
+        await this.gpu.whileAlive(mapped, "decodeGreedy");
         read += count;
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
@@ -662,7 +662,7 @@ export class LlamaModel {
       }
     } finally {
       // Let every submitted step finish before its staging buffer is freed.
-      if (submitted > read) await device.queue.onSubmittedWorkDone();
+      if (submitted > read && !this.gpu.lost) await this.gpu.sync().catch(() => {});
       for (const { buffer, id } of staging) {
         buffer.destroy();
         this.gpu.ledger.release(id);
@@ -717,8 +717,12 @@ export class LlamaModel {
     batch.submit();
   }
 
-  #checkUsable(count: number): void {
-    if (this.#disposed) throw new Error("this model has been disposed");
+  #checkUsable(count: number, what = "forward"): void {
+    if (this.#disposed) throw new Error(`${what}: this model has been disposed`);
+    // A lost device refuses at once, instead of a map that may never settle.
+    this.gpu.checkAlive(`${what} (${this.format} model)`);
+    this.gpu.activity = `${what} of ${count} tokens at position ${this.#pos} ` +
+      `(${this.format} model)`;
     if (count === 0) throw new Error("forward: no tokens given");
     if (this.#pos + count > this.maxSeqLen) {
       throw new Error(
