@@ -79,6 +79,12 @@ export async function loadReferenceWeights(
   checkpoint: Checkpoint,
   config: LlamaConfig,
 ): Promise<ReferenceWeights> {
+  if (config.family) {
+    throw new Error(
+      `loadReferenceWeights: the ${config.family.name} family is not implemented by the CPU ` +
+        `reference; only plain Llama`,
+    );
+  }
   const h = config.hiddenSize;
   const q = config.numHeads * config.headDim;
   const kv = config.numKvHeads * config.headDim;
@@ -243,6 +249,13 @@ export class ReferenceLlama {
 
   /** Builds the model over already loaded weights; see {@link loadReferenceWeights}. */
   constructor(config: LlamaConfig, weights: ReferenceWeights, options: ReferenceOptions = {}) {
+    if (config.family) {
+      // The GPU forward reads the family description; this twin implements plain Llama only.
+      throw new Error(
+        `ReferenceLlama: the ${config.family.name} family (biases, q/k norm, sliding window or ` +
+          `fused tensors) is not implemented by the CPU reference; only plain Llama`,
+      );
+    }
     this.config = config;
     this.weights = weights;
     this.maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048);
