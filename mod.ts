@@ -204,6 +204,28 @@ export type { Int8VectorwiseWeight } from "./lib/quant/int8_vectorwise.ts";
 export type { Nf4DqWeight } from "./lib/quant/nf4_dq.ts";
 export type { Int4Weight } from "./lib/quant/int4.ts";
 export type { Q8_0Weight } from "./lib/quant/q8_0.ts";
+export {
+  dequantizeQ4_0,
+  dequantizeQ4_1,
+  dequantizeQ4K,
+  dequantizeQ6K,
+  matmulKQuant,
+  Q4_0_TABLE,
+  type Q4_0Weight,
+  type Q4KWeight,
+  type Q6KWeight,
+  QK_K,
+  quantizeQ4_0,
+} from "./lib/quant/ggml.ts";
+export { KQuantLinear, type KQuantLinearOptions } from "./lib/kernels/kquant_linear.ts";
+export {
+  GgufFile,
+  ggufLlamaConfig,
+  type GgufTensor,
+  ggufTokenizerJson,
+  hfTensorName,
+  openGguf,
+} from "./lib/model/gguf.ts";
 export type { Blockwise4bit } from "./lib/quant/blockwise4.ts";
 export { FP4_TABLE, type Fp4Weight } from "./lib/quant/fp4.ts";
 export {

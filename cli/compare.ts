@@ -51,7 +51,9 @@ top-1 agreement against FP16, decode speed, per-layer error and a sample continu
 Options:
   --model DIR|ID     model directory or Hugging Face id (default: the bundled sotu-llama)
   --formats LIST     comma-separated, from: ${QUANT_FORMATS.join(", ")}
-                     (default: ${DEMO_FORMATS.join(",")}; fp16 always runs, as the reference)
+                     (default: ${DEMO_FORMATS.join(",")}; fp16 always runs, as the reference);
+                     an entry may also be a GGUF file or a quantized checkpoint directory
+                     (bitsandbytes, or written by quantize) of the same model: one more row
   --text FILE        held-out text (default: the bundled model's held-out SOTU excerpt)
   --max-tokens N     tokens of the text to score (default 384)
   --context N        perplexity window (default 256)
@@ -99,10 +101,17 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     out(demo ? COMPARE_HELP.replace("deno task compare", "deno task demo") : COMPARE_HELP);
     return 0;
   }
-  const formats = (values.formats ? listOption(values.formats) : DEMO_FORMATS) as QuantFormat[];
-  for (const f of formats) {
-    if (!QUANT_FORMATS.includes(f)) {
-      throw new UsageError(`unknown format "${f}" (known: ${QUANT_FORMATS.join(", ")})`);
+  const listed = values.formats ? listOption(values.formats) : DEMO_FORMATS;
+  const formats: QuantFormat[] = [];
+  const checkpoints: string[] = []; // GGUF files or quantized checkpoint directories
+  for (const f of listed) {
+    if (QUANT_FORMATS.includes(f as QuantFormat)) formats.push(f as QuantFormat);
+    else if (await Deno.stat(f).then(() => true, () => false)) checkpoints.push(f);
+    else {
+      throw new UsageError(
+        `unknown format "${f}" (known: ${QUANT_FORMATS.join(", ")}; or a GGUF file or ` +
+          `quantized checkpoint of the same model)`,
+      );
     }
   }
   const threshold = numberOption("threshold", values.threshold, { above: 0 });
@@ -128,7 +137,9 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
   const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
   const log = progressLogger();
 
-  const dir = await resolveModelDir(values.model!);
+  const dir = values.model!.endsWith(".gguf")
+    ? values.model!
+    : await resolveModelDir(values.model!);
   const textPath = values.text ?? (dir === BUNDLED ? BUNDLED_TEXT : undefined);
   if (!textPath) {
     throw new UsageError("--text FILE is required for a model other than the bundled one");
@@ -148,6 +159,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       tokenizer,
       gpu,
       formats,
+      checkpoints,
       quant: { threshold, blocksize },
       text,
       maxTokens,
@@ -166,7 +178,9 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     }
     out("\n" + tableText(comparisonTable(comparison)) + "\n\n");
     out(`Samples — continuations of "${comparison.prompt}":\n`);
-    for (const r of comparison.results) out(`  ${r.format.padEnd(16)} ${r.sample.trim()}\n`);
+    for (const r of comparison.results) {
+      out(`  ${(r.checkpoint ? r.label : r.format).padEnd(16)} ${r.sample.trim()}\n`);
+    }
     out("\n");
     const report = comparisonReport(comparison, {
       ...sweeps,

@@ -89,7 +89,10 @@ export async function generateCommand(args: string[]): Promise<number> {
   }
   const gpu = await requestGpu({ f16: !values["no-f16"] });
   err(`adapter: ${gpu.describe()}\n`);
-  const dir = await resolveModelDir(values.model!);
+  // A GGUF file is loaded as it is; anything else is a directory or a Hugging Face id.
+  const dir = values.model!.endsWith(".gguf")
+    ? values.model!
+    : await resolveModelDir(values.model!);
   const tokenizer = await loadTokenizer(dir);
   let prompt: string | number[] = values.prompt!;
   if (values.chat) {

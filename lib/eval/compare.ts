@@ -57,14 +57,23 @@ export interface CompareOptions {
   maxSeqLen?: number;
   /** GPU memory budget in bytes: layers beyond it are streamed (`LoadOptions.vramBudget`). */
   vramBudget?: number;
+  /**
+   * Other files of the same model, each run as one more row in its stored format: a GGUF file
+   * (`model-Q4_K_M.gguf`), a bitsandbytes checkpoint, or one written by `quantize`.
+   */
+  checkpoints?: string[];
   /** Progress: `stage` names what runs now. */
   onProgress?: (format: QuantFormat, stage: string) => void;
 }
 
 /** What one format costs and loses. */
 export interface FormatResult {
-  /** The format. */
+  /** The format (of a checkpoint row: the one most of its layers load as). */
   format: QuantFormat;
+  /** The model's vocabulary size. */
+  vocabSize: number;
+  /** A checkpoint row: the file or directory it was loaded from. */
+  checkpoint?: string;
   /** Short label. */
   label: string;
   /** Bits per parameter of the decoder's linear layers, from the ledger. */
@@ -162,18 +171,29 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
   let referenceRows: Float32Array | null = null;
   let referenceTrace: Trace | null = null;
   let referenceOutputs = new Map<string, Float32Array>();
-  for (const format of formats) {
-    const progress = (stage: string) => options.onProgress?.(format, stage);
-    progress("loading");
+  const runs: { format?: QuantFormat; path: string }[] = [
+    ...formats.map((format) => ({ format, path: options.modelDir })),
+    ...(options.checkpoints ?? []).map((path) => ({ path })),
+  ];
+  for (const run of runs) {
     gpu.ledger.resetPeak();
-    const model = await LlamaModel.load(options.modelDir, {
+    const model = await LlamaModel.load(run.path, {
       gpu,
-      format,
-      quant: options.quant,
+      format: run.format,
+      quant: run.format ? options.quant : undefined,
       maxSeqLen,
-      vramBudget: options.vramBudget,
+      vramBudget: run.format ? options.vramBudget : undefined,
     });
+    const format = model.format;
+    const progress = (stage: string) => options.onProgress?.(format, stage);
+    progress("loaded");
     try {
+      if (results.length > 0 && model.config.vocabSize !== results[0].vocabSize) {
+        throw new Error(
+          `compare: ${run.path} has a vocabulary of ${model.config.vocabSize}, the model ` +
+            `${results[0].vocabSize}: not the same model`,
+        );
+      }
       const staticBytes = gpu.ledger.currentBytes;
       const weightBytes = gpu.ledger.bytesIn("weights");
       const vocab = model.config.vocabSize;
@@ -245,7 +265,9 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       );
       results.push({
         format,
-        label: FORMAT_INFO[format].label,
+        label: run.format ? FORMAT_INFO[format].label : checkpointLabel(run.path, format),
+        vocabSize: model.config.vocabSize,
+        ...(run.format ? {} : { checkpoint: run.path }),
         bitsPerParameter: (8 * linearBytes) / linearParams,
         weightBytes,
         linearBytes,
@@ -280,4 +302,10 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
     outliers: outlierStatistics(referenceTrace!, options.quant?.threshold),
     trace: referenceTrace!,
   };
+}
+
+/** A checkpoint row's label: its file or directory name and the format it loads as. */
+function checkpointLabel(path: string, format: QuantFormat): string {
+  const name = path.replace(/[\\/]+$/, "").split(/[\\/]/).pop() ?? path;
+  return `${name} (${FORMAT_INFO[format].label})`;
 }

@@ -38,6 +38,7 @@ import { INT4_TABLE } from "../quant/int4.ts";
 import { LLM_INT8_THRESHOLD } from "../quant/llm_int8.ts";
 import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { NF4_TABLE } from "../quant/nf4.ts";
+import { Q4_0_TABLE } from "../quant/ggml.ts";
 import { requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
 import { Fp16Linear, type Linear, type LinearEncodeOptions } from "./linear.ts";
 
@@ -363,6 +364,7 @@ const TABLES: Partial<Record<QuantLinearFormat, Float32Array>> = {
   "nf4-dq": NF4_TABLE,
   "fp4": FP4_TABLE,
   "int4": INT4_TABLE,
+  "q4_0": Q4_0_TABLE,
 };
 
 function familyOf(format: QuantLinearFormat): Family {
@@ -483,6 +485,9 @@ export class QuantLinear implements Linear {
     if (weight.format === "fp16") {
       throw new Error(`${label}: fp16 weights are Fp16Linear's; QuantLinear runs the others`);
     }
+    if (weight.format === "q4_k" || weight.format === "q6_k") {
+      throw new Error(`${label}: ${weight.format} weights are KQuantLinear's`);
+    }
     const format = weight.format;
     const { n, k } = weight;
     const family = familyOf(format);
@@ -550,6 +555,7 @@ export class QuantLinear implements Linear {
         case "nf4":
         case "fp4":
         case "int4":
+        case "q4_0":
           arrays.push(upload("absmax", weight.absmax, "f32"));
           blocksize = weight.blocksize;
           rowBytes = k % 8 === 0 ? k / 2 : null;

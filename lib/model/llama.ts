@@ -27,6 +27,8 @@ import { kvCacheBytes } from "../kernels/attention.ts";
 import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
 import { prequantizedWeights } from "./prequantized.ts";
+import { openGguf } from "./gguf.ts";
+import { KQuantLinear } from "../kernels/kquant_linear.ts";
 import type { PrequantizedWeights } from "./quantized_source.ts";
 import { familyOf, type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
 import { BlockTensorReader } from "./family.ts";
@@ -318,6 +320,11 @@ export class LlamaModel {
    * ```
    */
   static async load(dir: string, options: LoadOptions = {}): Promise<LlamaModel> {
+    if (dir.endsWith(".gguf")) {
+      // A llama.cpp file: config from its keys, quantized layers into our kernels.
+      using file = await openGguf(dir);
+      return await LlamaModel.fromCheckpoint(file.config, file, options);
+    }
     const config = await loadLlamaConfig(dir);
     const checkpoint = await openCheckpoint(dir);
     try {
@@ -1006,12 +1013,14 @@ async function loadWeights(
         ckpt.expectShape(name, shapes[kind]);
         const weight = await pre.readQuantized(name);
         linears[kind] = own(
-          await QuantLinear.create(gpu, {
-            label: name,
-            ...pre.linearOptions,
-            ...options.quant,
-            weight,
-          }),
+          weight.format === "q4_k" || weight.format === "q6_k"
+            ? await KQuantLinear.create(gpu, { label: name, weight, f16: options.quant?.f16 })
+            : await QuantLinear.create(gpu, {
+              label: name,
+              ...pre.linearOptions,
+              ...options.quant,
+              weight,
+            }),
         );
         progress(name);
         continue;

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { expectDirectory } from "./checkpoint.ts";
 import { excerpt, readJsonStrict } from "./json.ts";
+import { ggufTokenizerJson, openGguf } from "./gguf.ts";
 
 /**
  * Options of {@link Tokenizer.encode}.
@@ -300,6 +301,19 @@ function idList(raw: unknown): number[] {
  * ```
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  if (dir.endsWith(".gguf")) {
+    // A llama.cpp file: its metadata vocabulary, or a tokenizer.json beside it.
+    using file = await openGguf(dir);
+    const { json, config } = await ggufTokenizerJson(dir, file.metadata);
+    try {
+      return createTokenizer(json, config, {
+        eosIds: idList(file.metadata["tokenizer.ggml.eos_token_id"]),
+        bosId: file.config.bosTokenId,
+      });
+    } catch (e) {
+      throw new Error(`${dir}: cannot build the tokenizer (${(e as Error).message})`);
+    }
+  }
   await expectDirectory(dir);
   const path = join(dir, "tokenizer.json");
   const json = await readJson(path);

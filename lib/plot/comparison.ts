@@ -42,7 +42,7 @@ export function comparisonTable(comparison: Comparison): Table {
       "decode tok/s",
     ],
     rows: comparison.results.map((r) => [
-      r.format,
+      r.checkpoint ? r.label : r.format,
       Number(r.bitsPerParameter.toFixed(3)),
       formatBytes(r.weightBytes),
       formatBytes(r.peakBytes),

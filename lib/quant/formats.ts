@@ -42,6 +42,20 @@ import {
 import { dequantizeFp4, type Fp4Weight, matmulFp4, quantizeFp4 } from "./fp4.ts";
 import { dequantizeInt4, type Int4Weight, matmulInt4, quantizeInt4 } from "./int4.ts";
 import { dequantizeQ8_0, matmulQ8_0, type Q8_0Weight, QK8_0, quantizeQ8_0 } from "./q8_0.ts";
+import {
+  dequantizeQ4_0,
+  dequantizeQ4K,
+  dequantizeQ6K,
+  matmulKQuant,
+  matmulQ4_0,
+  type Q4_0Weight,
+  Q4_K_WORDS,
+  type Q4KWeight,
+  Q6_K_WORDS,
+  type Q6KWeight,
+  QK_K,
+  quantizeQ4_0,
+} from "./ggml.ts";
 import { checkBlocksize } from "./blockwise4.ts";
 import { checkMultiple } from "./shape.ts";
 
@@ -63,7 +77,10 @@ export type QuantFormat =
   | "nf4-dq"
   | "fp4"
   | "int4"
-  | "q8_0";
+  | "q8_0"
+  | "q4_0"
+  | "q4_k"
+  | "q6_k";
 
 /**
  * Every format, in the order tables and plots list them.
@@ -154,6 +171,21 @@ export const FORMAT_INFO: Readonly<Record<QuantFormat, FormatInfo>> = {
     description: "Vector-wise int8 plus 16-bit products for activation outlier columns.",
     defaults: { threshold: LLM_INT8_THRESHOLD, outlierWeights: "dequantized" },
   },
+  "q4_0": {
+    label: "Q4_0",
+    description: "llama.cpp Q4_0: 4-bit q - 8 in groups of 32 with one scale d each.",
+    defaults: { blocksize: 32 },
+  },
+  "q4_k": {
+    label: "Q4_K",
+    description: "llama.cpp Q4_K (GGUF only): 256-value super-blocks, 6-bit scale and min per 32.",
+    defaults: {},
+  },
+  "q6_k": {
+    label: "Q6_K",
+    description: "llama.cpp Q6_K (GGUF only): 6-bit values, an int8 scale per 16, f16 d per 256.",
+    defaults: {},
+  },
   "q8_0": {
     label: "Q8_0",
     description: "llama.cpp Q8_0: int8 in groups of 32 along K with an f16 scale each.",
@@ -199,7 +231,10 @@ export type QuantizedWeight =
   | Nf4DqWeight
   | Fp4Weight
   | Int4Weight
-  | Q8_0Weight;
+  | Q8_0Weight
+  | Q4_0Weight
+  | Q4KWeight
+  | Q6KWeight;
 
 /**
  * Quantizes `W[N, K]` (row-major, Hugging Face Linear layout) to `format`.
@@ -236,6 +271,11 @@ export function quantize(
       return quantizeInt4(w, n, k, options);
     case "q8_0":
       return quantizeQ8_0(w, n, k);
+    case "q4_0":
+      return quantizeQ4_0(w, n, k);
+    case "q4_k":
+    case "q6_k":
+      throw new Error(`${format}: weights come from GGUF files; there is no quantizer here`);
   }
   throw new Error(`unknown quantization format ${JSON.stringify(format)}`);
 }
@@ -269,6 +309,12 @@ export function dequantize(w: QuantizedWeight): Float32Array {
       return dequantizeInt4(w);
     case "q8_0":
       return dequantizeQ8_0(w);
+    case "q4_0":
+      return dequantizeQ4_0(w);
+    case "q4_k":
+      return dequantizeQ4K(w);
+    case "q6_k":
+      return dequantizeQ6K(w);
   }
 }
 
@@ -308,6 +354,11 @@ export function matmulQuantized(
       return matmulInt4(x, m, w);
     case "q8_0":
       return matmulQ8_0(x, m, w);
+    case "q4_0":
+      return matmulQ4_0(x, m, w);
+    case "q4_k":
+    case "q6_k":
+      return matmulKQuant(x, m, w);
   }
 }
 
@@ -353,7 +404,13 @@ export function packedBytesFor(
   if (format === "nf4" || format === "nf4-dq" || format === "fp4" || format === "int4") {
     checkBlocksize(format, n, k, blocksize);
   } else {
-    const multiple = format === "fp16" ? 2 : format === "q8_0" ? QK8_0 : 4;
+    const multiple = format === "fp16"
+      ? 2
+      : format === "q8_0" || format === "q4_0"
+      ? 32
+      : format === "q4_k" || format === "q6_k"
+      ? QK_K
+      : 4;
     checkMultiple(format, "K (in_features)", k, multiple, "the packed layout", shape);
   }
   switch (format) {
@@ -375,6 +432,12 @@ export function packedBytesFor(
       return words(params / 8) + words(blocks / 4) + words(blocks / NESTED_BLOCKSIZE) + 4;
     case "q8_0":
       return words(params / 4) + words(params / QK8_0 / 2);
+    case "q4_0":
+      return words(params / 8) + 4 * (params / 32);
+    case "q4_k":
+      return 4 * Q4_K_WORDS * (params / QK_K);
+    case "q6_k":
+      return 4 * Q6_K_WORDS * (params / QK_K);
   }
   throw new Error(`unknown quantization format ${JSON.stringify(format)}`);
 }
