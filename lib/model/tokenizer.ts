@@ -91,7 +91,12 @@ export interface TokenizerExtras {
   eosIds?: readonly number[];
   /** BOS id to use when `tokenizer_config.json` names none. */
   bosId?: number;
+  /** Where the tokenizer came from (a file path), named in errors; default "tokenizer". */
+  source?: string;
 }
+
+/** Text every tokenizer must get through at load: letters, digits, punctuation, spaces. */
+const PROBE = "The quick brown fox, 42 times: café!";
 
 /** `tokenizer_config.json` writes special tokens as strings or as `{ content }` objects. */
 function tokenContent(raw: unknown): string | undefined {
@@ -133,6 +138,21 @@ export function createTokenizer(
   if (eosFromConfig !== undefined) eos.add(eosFromConfig);
   for (const id of extras.eosIds ?? []) eos.add(id);
 
+  // A file can be well-formed JSON and still describe a pipeline that fails (a post-processor
+  // with a piece missing, say): find out now, not at the first prompt.
+  for (const add_special_tokens of [false, true]) {
+    hf.decode(hf.encode(PROBE, { add_special_tokens }).ids, { skip_special_tokens: false });
+  }
+  const source = extras.source ?? "tokenizer";
+  const guard = <T>(what: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      throw new Error(`${source}: ${what} failed (${message.slice(0, 300)})`);
+    }
+  };
+
   let addBosByDefault: boolean;
   if (typeof tokenizerConfig.add_bos_token === "boolean") {
     addBosByDefault = tokenizerConfig.add_bos_token && bosId !== undefined;
@@ -148,7 +168,9 @@ export function createTokenizer(
     eosIds: [...eos],
     addBosByDefault,
     encode(text: string, options: EncodeOptions = {}): number[] {
-      const ids = text.length === 0 ? [] : hf.encode(text, { add_special_tokens: false }).ids;
+      const ids = text.length === 0
+        ? []
+        : guard("encode", () => hf.encode(text, { add_special_tokens: false }).ids);
       const addBos = options.addBos ?? addBosByDefault;
       if (addBos) {
         if (bosId === undefined) {
@@ -163,10 +185,11 @@ export function createTokenizer(
       if (known.length === 0) return "";
       // Never clean up spaces: it would break encode/decode round trips and make streamed text
       // differ from the whole decode.
-      return hf.decode(known, {
-        skip_special_tokens: options.skipSpecialTokens ?? true,
-        clean_up_tokenization_spaces: false,
-      });
+      return guard("decode", () =>
+        hf.decode(known, {
+          skip_special_tokens: options.skipSpecialTokens ?? true,
+          clean_up_tokenization_spaces: false,
+        }));
     },
     idToToken: (id: number): string | undefined => hf.id_to_token(id),
     tokenToId: (token: string): number | undefined => hf.token_to_id(token),
@@ -329,6 +352,7 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
     return createTokenizer(json, tokConfig, {
       eosIds: [...idList(genConfig.eos_token_id), ...idList(modelConfig.eos_token_id)],
       bosId: Number.isSafeInteger(bos) ? bos as number : undefined,
+      source: path,
     });
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);

@@ -535,7 +535,11 @@ Deno.test("fuzz: tokenizer.json", async () => {
       if (tok) {
         // Accepted: ids stay within what the file holds, and text goes through.
         assert.ok(tok.vocabSize <= tokens.length + json.added_tokens.length, label);
-        tok.decode(tok.encode("The quick brown fox, 42 times."));
+        try {
+          tok.decode(tok.encode("Über 42 quick brown foxes; \u{1F98A}!"));
+        } catch (e) {
+          assert.ok((e as Error).message.includes(path), `${label}: ${(e as Error).message}`);
+        }
       } else refused++;
     }
     console.log(`  ${COUNTS.tokenizer} inputs, ${refused} refused; ${slowestText()}`);
