@@ -12,6 +12,7 @@ import { blockSizeSweep, thresholdSweep } from "../lib/eval/sweeps.ts";
 import { openCheckpoint } from "../lib/model/checkpoint.ts";
 import { loadLlamaConfig } from "../lib/model/config.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
+import { readTextFileNamed } from "../lib/model/json.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
@@ -146,9 +147,9 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
   }
   let text: string;
   try {
-    text = await Deno.readTextFile(textPath);
+    text = await readTextFileNamed(textPath);
   } catch (e) {
-    throw new UsageError(`cannot read --text ${textPath}: ${(e as Error).message}`);
+    throw new UsageError(`--text: ${(e as Error).message}`);
   }
   const gpu = await requestGpu({ f16: !values["no-f16"] });
   try {

@@ -50,6 +50,15 @@ Deno.test("compare and estimate: bad numbers and output paths are refused before
     for (const [args, pattern] of cases) {
       await assert.rejects(compareCommand([...args, "--model", "/nonexistent"]), usage(pattern));
     }
+    // --text is read once the (bundled) model is found, still before the GPU is touched.
+    await assert.rejects(
+      compareCommand([`--text=${dir}`]),
+      usage(/--text: .* is a directory, not a file/),
+    );
+    await assert.rejects(
+      compareCommand([`--text=${join(dir, "none.txt")}`]),
+      usage(/--text: .*none\.txt: no such file/),
+    );
     const estimates: [string[], RegExp][] = [
       [["--context=0"], /--context must be a whole number at least 1, got "0"/],
       [["--context=-1"], /--context must be a whole number at least 1/],
