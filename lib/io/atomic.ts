@@ -2,7 +2,8 @@
  * Files written atomically: the bytes go to a hidden temporary file beside the target, renamed
  * over it once complete, so a reader never sees half a file. The temporary file is removed when
  * the write fails, when the process gets SIGINT or SIGTERM during the write, and — if the
- * process was killed outright — by the next atomic write into the same folder.
+ * process was killed outright — by the next atomic write into the same folder. (Inside the
+ * Jupyter kernel SIGINT interrupts a cell and is left alone; the next write sweeps up.)
  *
  * This module imports nothing from the rest of the library; every layer may use it.
  *
@@ -30,9 +31,19 @@ const STALE_AGE_MS = 60 * 60_000;
 const SIGNALS: [Deno.Signal, number][] = [["SIGINT", 130], ["SIGTERM", 143]];
 const handlers = new Map<Deno.Signal, () => void>();
 
+/** Inside `deno jupyter`, SIGINT interrupts a cell: the kernel's business, not ours. */
+function inJupyterKernel(): boolean {
+  try {
+    return typeof Deno.jupyter === "object";
+  } catch {
+    return false; // outside the kernel, reading Deno.jupyter throws
+  }
+}
+
 function listen(): void {
   if (handlers.size > 0) return;
   for (const [signal, status] of SIGNALS) {
+    if (signal === "SIGINT" && inJupyterKernel()) continue;
     const handler = () => {
       for (const path of live) {
         try {
