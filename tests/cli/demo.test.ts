@@ -70,6 +70,6 @@ Deno.test("compare refuses an unknown format and a missing text file with a clea
   }
   const all = errors.join("");
   assert.match(all, /unknown format "int3"/);
-  assert.match(all, /cannot read --text \/nonexistent\/text.txt/);
+  assert.match(all, /--text: \/nonexistent\/text.txt: no such file/);
   assert.match(all, /unknown preset "llama-9"/);
 });
