@@ -4,8 +4,10 @@
  * renamed to Hugging Face's names with the q/k rows put back in Hugging Face's order
  * (llama.cpp's converter permutes them for its RoPE layout).
  *
- * The container (header, metadata, tensor infos) is parsed by npm `@huggingface/gguf`; tensor
- * data is read here, one tensor at a time. Per tensor type:
+ * The container (header, metadata, tensor infos; GGUF versions 2 and 3) is parsed here rather
+ * than with npm `@huggingface/gguf`: that package depends on `@huggingface/tasks` (3.2 MB), which
+ * every copy of the project would carry, for the hundred lines below. Tensor data is read one
+ * tensor at a time. Per tensor type:
  *
  * | GGUF type | loads as | cost |
  * | --- | --- | --- |
@@ -22,7 +24,6 @@
  * @module
  */
 
-import { gguf as parseGguf } from "@huggingface/gguf";
 import { basename, dirname, join } from "node:path";
 import { bf16BitsToF32, f16ArrayToF32, f32ToF16Bits } from "../gpu/f16.ts";
 import { dequantize, type QuantFormat, type QuantizedWeight } from "../quant/formats.ts";
@@ -374,9 +375,9 @@ export function ggufLlamaConfig(
  * ```
  */
 export async function openGguf(path: string): Promise<GgufFile> {
-  let parsed;
+  let parsed: ParsedGguf;
   try {
-    parsed = await parseGguf(path, { allowLocalFile: true });
+    parsed = await parseGgufHeader(path);
   } catch (e) {
     throw new Error(`${path}: not a readable GGUF file (${(e as Error).message})`);
   }
@@ -406,9 +407,7 @@ export async function openGguf(path: string): Promise<GgufFile> {
     return { name: info.name, type: type.name, shape: dims.reverse(), offset, bytes };
   });
   const metadata: Metadata = {};
-  for (const [k, v] of Object.entries(parsed.metadata)) {
-    metadata[k] = typeof v === "bigint" ? Number(v) : v;
-  }
+  for (const [k, v] of Object.entries(parsed.metadata)) metadata[k] = v;
   const file = await Deno.open(path, { read: true });
   try {
     return new GgufFile(path, file, metadata, tensors);
@@ -416,6 +415,115 @@ export async function openGguf(path: string): Promise<GgufFile> {
     file.close();
     throw e;
   }
+}
+
+interface ParsedGguf {
+  metadata: Record<string, unknown>;
+  tensorInfos: { name: string; shape: bigint[]; dtype: number; offset: bigint }[];
+  tensorDataOffset: bigint;
+}
+
+class HeaderEnd extends Error {}
+
+/** Reads the header, metadata and tensor infos (GGUF v2/v3, little-endian). */
+async function parseGgufHeader(path: string): Promise<ParsedGguf> {
+  const size = (await Deno.stat(path)).size;
+  let want = Math.min(size, 1 << 22);
+  while (true) {
+    const buf = new Uint8Array(want);
+    using f = await Deno.open(path, { read: true });
+    let got = 0;
+    while (got < want) {
+      const n = await f.read(buf.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    try {
+      return parseHeaderBytes(buf.subarray(0, got));
+    } catch (e) {
+      if (!(e instanceof HeaderEnd) || want >= size) {
+        throw e instanceof HeaderEnd ? new Error("the file ends inside its header") : e;
+      }
+      want = Math.min(size, want * 4); // a header longer than read so far: read more
+    }
+  }
+}
+
+function parseHeaderBytes(b: Uint8Array): ParsedGguf {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let o = 0;
+  const need = (n: number) => {
+    if (o + n > b.length) throw new HeaderEnd();
+  };
+  const u32 = () => (need(4), o += 4, v.getUint32(o - 4, true));
+  const u64 = () => (need(8), o += 8, v.getBigUint64(o - 8, true));
+  const str = () => {
+    const n = Number(u64());
+    need(n);
+    o += n;
+    return new TextDecoder().decode(b.subarray(o - n, o));
+  };
+  const value = (type: number): unknown => {
+    switch (type) {
+      case 0:
+        return (need(1), o += 1, v.getUint8(o - 1));
+      case 1:
+        return (need(1), o += 1, v.getInt8(o - 1));
+      case 2:
+        return (need(2), o += 2, v.getUint16(o - 2, true));
+      case 3:
+        return (need(2), o += 2, v.getInt16(o - 2, true));
+      case 4:
+        return u32();
+      case 5:
+        return (need(4), o += 4, v.getInt32(o - 4, true));
+      case 6:
+        return (need(4), o += 4, v.getFloat32(o - 4, true));
+      case 7:
+        return (need(1), o += 1, v.getUint8(o - 1) !== 0);
+      case 8:
+        return str();
+      case 9: {
+        const inner = u32();
+        const n = Number(u64());
+        const out = new Array(n);
+        for (let i = 0; i < n; i++) out[i] = value(inner);
+        return out;
+      }
+      case 10:
+        return Number(u64());
+      case 11:
+        return (need(8), o += 8, Number(v.getBigInt64(o - 8, true)));
+      case 12:
+        return (need(8), o += 8, v.getFloat64(o - 8, true));
+    }
+    throw new Error(`unknown metadata value type ${type} at byte ${o}`);
+  };
+  if (b.length < 4 || new TextDecoder().decode(b.subarray(0, 4)) !== "GGUF") {
+    throw new Error("no GGUF magic");
+  }
+  o = 4;
+  const version = u32();
+  if (version !== 2 && version !== 3) throw new Error(`GGUF version ${version} (2 and 3 are read)`);
+  const tensorCount = Number(u64());
+  const kvCount = Number(u64());
+  const metadata: Record<string, unknown> = {};
+  for (let i = 0; i < kvCount; i++) {
+    const key = str();
+    metadata[key] = value(u32());
+  }
+  const tensorInfos: ParsedGguf["tensorInfos"] = [];
+  for (let i = 0; i < tensorCount; i++) {
+    const name = str();
+    const dims = u32();
+    if (dims > 4) throw new Error(`tensor ${name}: ${dims} dimensions`);
+    const shape: bigint[] = [];
+    for (let d = 0; d < dims; d++) shape.push(u64());
+    tensorInfos.push({ name, shape, dtype: u32(), offset: u64() });
+  }
+  const alignment = Number(metadata["general.alignment"] ?? 32);
+  const tensorDataOffset = BigInt(Math.ceil(o / alignment) * alignment);
+  return { metadata, tensorInfos, tensorDataOffset };
 }
 
 /**

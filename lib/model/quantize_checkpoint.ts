@@ -91,15 +91,32 @@ export interface QuantizeCheckpointOptions {
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
-/** One tensor of the output: its header entry and how to make its bytes. */
-interface Planned {
+/**
+ * One tensor of {@linkcode writeSafetensorsStreaming}: its header entry and how to make its
+ * bytes.
+ *
+ * @example
+ * ```ts
+ * import type { StreamedTensor } from "./quantize_checkpoint.ts";
+ * const t: StreamedTensor = {
+ *   name: "w", dtype: "U8", shape: [4], bytes: 4, make: () => Promise.resolve(new Uint8Array(4)),
+ * };
+ * ```
+ */
+export interface StreamedTensor {
+  /** Tensor name. */
   name: string;
+  /** Safetensors dtype. */
   dtype: string;
+  /** Shape (for a tensor of unknown size: replaced by `[bytes]` once made). */
   shape: number[];
   /** Exact size when known before the data is made (everything but quant states). */
   bytes?: number;
+  /** Makes the bytes, when the writer reaches the tensor. */
   make: () => Promise<Uint8Array>;
 }
+
+type Planned = StreamedTensor;
 
 const u8 = (a: ArrayBufferView, length = a.byteLength): Uint8Array =>
   new Uint8Array(a.buffer, a.byteOffset, length);
@@ -489,7 +506,7 @@ export async function writeQuantizedSafetensors(
     };
     plan.push(...parts);
   }
-  const bytes = await writeStreaming(path, plan, { format: "pt" }, options.onProgress);
+  const bytes = await writeSafetensorsStreaming(path, plan, { format: "pt" }, options.onProgress);
   return { path, bytes, quantized };
 }
 
@@ -497,8 +514,16 @@ export async function writeQuantizedSafetensors(
  * Writes a safetensors file whose tensors are made one at a time: room for the header is
  * reserved first (sizes not known in advance are bounded), the data streamed after it, and the
  * header written last, padded with spaces. Written to a temporary file renamed at the end.
+ * Returns the file's size.
+ *
+ * @example
+ * ```ts ignore
+ * await writeSafetensorsStreaming("/tmp/x.safetensors", [
+ *   { name: "w", dtype: "U8", shape: [4], bytes: 4, make: async () => new Uint8Array(4) },
+ * ], { format: "pt" });
+ * ```
  */
-async function writeStreaming(
+export async function writeSafetensorsStreaming(
   path: string,
   plan: Planned[],
   metadata: Record<string, string>,

@@ -112,19 +112,22 @@ export function quantizeQ4_0(w: Float32Array, n: number, k: number): Q4_0Weight 
 export function q4_0FromGgml(bytes: Uint8Array, n: number, k: number): Q4_0Weight {
   checkBytes("q4_0", bytes, n, k, 32, 18);
   const blocks = (n * k) / 32;
-  const codes = new Uint8Array(n * k);
+  // our byte j of a block holds values 2j (high nibble) and 2j + 1 (low); ggml's qs[j] holds
+  // values j (low) and j + 16 (high)
+  const codes = new Uint8Array(blocks * 16);
   const absmax = new Float32Array(blocks);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let b = 0; b < blocks; b++) {
     const o = 18 * b;
+    const q = o + 2;
+    const c = 16 * b;
     absmax[b] = f16BitsToF32(view.getUint16(o, true));
-    for (let j = 0; j < 16; j++) {
-      const q = bytes[o + 2 + j];
-      codes[32 * b + j] = q & 15;
-      codes[32 * b + j + 16] = q >> 4;
+    for (let j = 0; j < 8; j++) {
+      codes[c + j] = ((bytes[q + 2 * j] & 15) << 4) | (bytes[q + 2 * j + 1] & 15);
+      codes[c + 8 + j] = (bytes[q + 2 * j] & 0xf0) | (bytes[q + 2 * j + 1] >> 4);
     }
   }
-  return { format: "q4_0", n, k, blocksize: 32, codes: packNibbles(codes), absmax };
+  return { format: "q4_0", n, k, blocksize: 32, codes: new Uint32Array(codes.buffer), absmax };
 }
 
 /**
