@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { requestGpu } from "../lib/gpu/device.ts";
-import { compareFormats, type Comparison } from "../lib/eval/compare.ts";
+import { compareFormats, type Comparison, resultName } from "../lib/eval/compare.ts";
 import { blockSizeSweep, thresholdSweep } from "../lib/eval/sweeps.ts";
 import { openCheckpoint } from "../lib/model/checkpoint.ts";
 import { loadLlamaConfig } from "../lib/model/config.ts";
@@ -15,6 +15,7 @@ import { resolveModelDir } from "../lib/model/hub.ts";
 import { readTextFileNamed } from "../lib/model/json.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
+import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts";
 import { comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
 import { writeReport } from "../lib/plot/report.ts";
 import { tableText } from "../lib/plot/table.ts";
@@ -55,6 +56,8 @@ Options:
                      (default: ${DEMO_FORMATS.join(",")}; fp16 always runs, as the reference);
                      an entry may also be a GGUF file or a quantized checkpoint directory
                      (bitsandbytes, or written by quantize) of the same model: one more row
+  --kv-cache LIST    KV cache formats, comma-separated, from: ${KV_CACHE_FORMATS.join(", ")}
+                     (default f16); every weight format runs with each
   --text FILE        held-out text (default: the bundled model's held-out SOTU excerpt)
   --max-tokens N     tokens of the text to score (default 384)
   --context N        perplexity window (default 256)
@@ -80,6 +83,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     options: {
       model: { type: "string", default: BUNDLED },
       formats: { type: "string" },
+      "kv-cache": { type: "string", default: "f16" },
       text: { type: "string" },
       "max-tokens": { type: "string", default: "384" },
       context: { type: "string", default: "256" },
@@ -113,6 +117,12 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
         `unknown format "${f}" (known: ${QUANT_FORMATS.join(", ")}; or a GGUF file or ` +
           `quantized checkpoint of the same model)`,
       );
+    }
+  }
+  const kvCaches = listOption(values["kv-cache"]!) as KvCacheFormat[];
+  for (const k of kvCaches) {
+    if (!KV_CACHE_FORMATS.includes(k)) {
+      throw new UsageError(`unknown --kv-cache "${k}" (known: ${KV_CACHE_FORMATS.join(", ")})`);
     }
   }
   const threshold = numberOption("threshold", values.threshold, { above: 0 });
@@ -161,6 +171,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       gpu,
       formats,
       checkpoints,
+      kvCaches,
       quant: { threshold, blocksize },
       text,
       maxTokens,
@@ -179,9 +190,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     }
     out("\n" + tableText(comparisonTable(comparison)) + "\n\n");
     out(`Samples — continuations of "${comparison.prompt}":\n`);
-    for (const r of comparison.results) {
-      out(`  ${(r.checkpoint ? r.label : r.format).padEnd(16)} ${r.sample.trim()}\n`);
-    }
+    for (const r of comparison.results) out(`  ${resultName(r).padEnd(16)} ${r.sample.trim()}\n`);
     out("\n");
     const report = comparisonReport(comparison, {
       ...sweeps,

@@ -10,6 +10,7 @@ import { estimateMemory, type MemoryEstimate } from "../lib/eval/memory.ts";
 import { type LlamaConfig, loadLlamaConfig } from "../lib/model/config.ts";
 import { PRESET_NAMES, presetConfig } from "../lib/model/presets.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
+import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts";
 import { tableText } from "../lib/plot/table.ts";
 import { checkOutputPath, listOption, numberOption, out, UsageError, writeJson } from "./common.ts";
 
@@ -25,7 +26,9 @@ Options:
   --formats LIST     formats (default: fp16,int8-vectorwise,llm-int8,q8_0,nf4,nf4-dq)
   --context N        KV cache positions (default 4096)
   --batch N          sequences at once (default 1)
-  --kv f16|f32       KV cache storage (default f16)
+  --kv-cache LIST    KV cache formats, comma-separated: f16 (default), int8, int4 (the
+                     runtime's; int8-plain and int4-plain take as much), or f32; one row each
+  --kv F             the same, for one format (older spelling)
   --budgets LIST     card sizes in GB as vendors state them, which are GiB (default 8,12,16,24)
   --json FILE        also write the estimates as JSON
   -h, --help         this text
@@ -38,6 +41,7 @@ const CARD_GB = GiB;
 /** One row of the estimate table. */
 interface Row {
   model: string;
+  kvCache: KvCacheFormat | "f32";
   estimate: MemoryEstimate;
 }
 
@@ -58,7 +62,8 @@ export async function estimateCommand(args: string[]): Promise<number> {
       formats: { type: "string", default: "fp16,int8-vectorwise,llm-int8,q8_0,nf4,nf4-dq" },
       context: { type: "string", default: "4096" },
       batch: { type: "string", default: "1" },
-      kv: { type: "string", default: "f16" },
+      kv: { type: "string" },
+      "kv-cache": { type: "string" },
       budgets: { type: "string", default: "8,12,16,24" },
       json: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -73,7 +78,17 @@ export async function estimateCommand(args: string[]): Promise<number> {
   for (const f of formats) {
     if (!QUANT_FORMATS.includes(f)) throw new UsageError(`unknown format "${f}"`);
   }
-  if (values.kv !== "f16" && values.kv !== "f32") throw new UsageError(`--kv must be f16 or f32`);
+  const kvFormats = listOption(values["kv-cache"] ?? values.kv ?? "f16") as (
+    | KvCacheFormat
+    | "f32"
+  )[];
+  for (const k of kvFormats) {
+    if (k !== "f32" && !KV_CACHE_FORMATS.includes(k)) {
+      throw new UsageError(
+        `unknown KV cache format "${k}" (known: ${KV_CACHE_FORMATS.join(", ")}, f32)`,
+      );
+    }
+  }
   const budgets = listOption(values.budgets).map((b) => numberOption("budgets", b, { above: 0 })!);
   const contextLength = numberOption("context", values.context, { integer: true, min: 1 })!;
   const batch = numberOption("batch", values.batch, { integer: true, min: 1 })!;
@@ -92,15 +107,18 @@ export async function estimateCommand(args: string[]): Promise<number> {
   const rows: Row[] = [];
   for (const [model, config] of models) {
     for (const format of formats) {
-      rows.push({
-        model,
-        estimate: estimateMemory(config, {
-          format,
-          contextLength,
-          batch,
-          kvCacheFormat: values.kv as "f16" | "f32",
-        }),
-      });
+      for (const kvCache of kvFormats) {
+        rows.push({
+          model,
+          kvCache,
+          estimate: estimateMemory(config, {
+            format,
+            contextLength,
+            batch,
+            kvCacheFormat: kvCache,
+          }),
+        });
+      }
     }
   }
   const gib = (b: number) => Number((b / GiB).toFixed(2));
@@ -109,6 +127,7 @@ export async function estimateCommand(args: string[]): Promise<number> {
       columns: [
         "model",
         "format",
+        "KV cache",
         "bits/param",
         "weights GiB",
         "KV GiB",
@@ -116,9 +135,10 @@ export async function estimateCommand(args: string[]): Promise<number> {
         "peak GiB",
         ...budgets.map((b) => `${b} GB`),
       ],
-      rows: rows.map(({ model, estimate: e }) => [
+      rows: rows.map(({ model, kvCache, estimate: e }) => [
         model,
         e.format,
+        kvCache,
         Number(e.linearBitsPerParameter.toFixed(3)),
         gib(e.afterLoad.weights),
         gib(e.afterLoad["kv-cache"]),
@@ -129,7 +149,7 @@ export async function estimateCommand(args: string[]): Promise<number> {
     }) + "\n",
   );
   out(
-    `\ncontext ${values.context} tokens, batch ${values.batch}, ${values.kv} KV cache; ` +
+    `\ncontext ${values.context} tokens, batch ${values.batch}; ` +
       `"fits" means the ledger's peak is within the card's memory (GB = GiB, as vendors count ` +
       `GPU memory; driver overhead not counted)\n`,
   );
@@ -137,10 +157,11 @@ export async function estimateCommand(args: string[]): Promise<number> {
     await writeJson(values.json, {
       context: Number(values.context),
       batch: Number(values.batch),
-      kvCacheFormat: values.kv,
+      kvCacheFormats: kvFormats,
       budgetsGB: budgets,
-      rows: rows.map(({ model, estimate }) => ({
+      rows: rows.map(({ model, kvCache, estimate }) => ({
         model,
+        kvCache,
         ...estimate,
         fits: Object.fromEntries(budgets.map((b) => [`${b}GB`, estimate.peakBytes <= b * CARD_GB])),
       })),

@@ -13,6 +13,7 @@ import { LlamaModel } from "../lib/model/llama.ts";
 import { loadTokenizer, type Tokenizer } from "../lib/model/tokenizer.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
+import { KV_CACHE_FORMATS, parseKvCacheFormat } from "../lib/kernels/kv_cache.ts";
 import { byteSizeOption, err, numberOption, out, UsageError } from "./common.ts";
 
 const DEFAULT_MODEL = new URL("../models/sotu-llama", import.meta.url).pathname;
@@ -38,6 +39,8 @@ Options:
                       format of a quantized checkpoint; see below)
   --vram-budget SIZE  keep GPU memory within SIZE (e.g. 2GiB): decoder layers that do not fit
                       are kept in host memory and streamed to the GPU per forward
+  --kv-cache F        KV cache storage: f16 (default), int8 or int4 (8.5 / 5 bits per value;
+                      int8-plain, int4-plain: without turning the keys first)
   --no-f16            use the packed-u32 kernels even where shader-f16 exists
   -h, --help          this text
 
@@ -61,6 +64,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       "max-seq": { type: "string" },
       format: { type: "string" },
       "vram-budget": { type: "string" },
+      "kv-cache": { type: "string", default: "f16" },
       "no-f16": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -74,6 +78,14 @@ export async function generateCommand(args: string[]): Promise<number> {
   const format = values.format as QuantFormat | undefined;
   if (format !== undefined && !QUANT_FORMATS.includes(format)) {
     throw new UsageError(`unknown format "${format}" (known: ${QUANT_FORMATS.join(", ")})`);
+  }
+  let kvCache;
+  try {
+    kvCache = parseKvCacheFormat(values["kv-cache"]!);
+  } catch {
+    throw new UsageError(
+      `unknown --kv-cache "${values["kv-cache"]}" (known: ${KV_CACHE_FORMATS.join(", ")})`,
+    );
   }
   // Every number is checked before any work starts.
   const maxSeqLen = numberOption("max-seq", values["max-seq"], { integer: true, min: 1 });
@@ -109,6 +121,7 @@ export async function generateCommand(args: string[]): Promise<number> {
     format,
     maxSeqLen,
     vramBudget: byteSizeOption("vram-budget", values["vram-budget"]),
+    kvCache,
     onProgress: (done, total) => {
       if (Deno.stderr.isTerminal()) err(`\rloading ${dir}: ${done}/${total} tensors`);
     },

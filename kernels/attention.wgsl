@@ -18,6 +18,13 @@
 //             Decode has only num_heads workgroups otherwise, too few to fill a large GPU.
 //             The partials go through a scratch buffer of rows * num_heads * splits *
 //             (HEAD_DIM + 2) floats.
+//
+// Quantized caches (defines KVQ with KV8 or KV4, and KROT; lib/kernels/kv_cache.ts has the
+// layout): codes [max_seq, num_kv_heads, HEAD_DIM] packed in words, then from word scale_word
+// the scales per group of 32. attend reads codes and dequantizes in registers: a key's score is
+// sum over groups of scale · (q · codes) (+ offset · sum of q over the group, for int4), with the
+// query turned by the same Hadamard matrix as the keys under KROT; a value is scale · code
+// (+ offset).
 
 struct Params {
   rows: u32,
@@ -28,6 +35,7 @@ struct Params {
   splits: u32, // attend_split / attend_combine: ranges per (row, head)
   split_keys: u32, // positions per range, a multiple of ATT_WG
   window: u32, // sliding window in positions; 0: none
+  scale_word: u32, // quantized caches: the word where the scales begin
 }
 
 override HEAD_DIM: u32 = 64u; // even
@@ -67,6 +75,7 @@ fn write_kv(
 // attend, attend_split
 @group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
 #if HD8
+// (quantized caches: the key codes, then the scales, 16 bytes at a time)
 @group(0) @binding(2) var<storage, read> k_cache4: array<vec4<u32>>;
 #else
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
@@ -80,6 +89,11 @@ fn write_kv(
 @group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
 
 var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
+#if KVQ
+const GROUP: u32 = 32u;
+const INV_SQRT_GROUP: f32 = 0.17677669529663687; // 1 / sqrt(32)
+var<workgroup> q_gsum: array<f32, HEAD_DIM / 32u>; // int4: the query's sum per group
+#endif
 var<workgroup> p_s: array<f32, ATT_WG>;
 var<workgroup> red: array<f32, ATT_WG>;
 
@@ -124,10 +138,39 @@ fn pair_of(lid: u32, c: u32) -> u32 {
   return lid % pair_span() + c * pair_span();
 }
 
-// The score of one key against the scaled query in q_s.
-fn score(kb: u32) -> f32 {
+// The score of one key, (position, kv head) rh, against the scaled query in q_s.
+fn score(rh: u32) -> f32 {
   let hp = HEAD_DIM / 2u;
   var d = 0.0;
+#if KVQ
+  let groups = HEAD_DIM / GROUP;
+#if KV8
+  // Per two groups: four 16-byte loads of codes (64 int8) and one word of two f16 scales.
+  let cw = rh * (HEAD_DIM / 16u);
+  let sw = p.scale_word + rh * (groups / 2u);
+  for (var g2 = 0u; g2 < groups / 2u; g2++) {
+    let s = unpack2x16float(k_cache4[(sw + g2) / 4u][(sw + g2) % 4u]);
+    let d0 = dot16_i8(32u * g2, k_cache4[cw + 4u * g2]) +
+      dot16_i8(32u * g2 + 8u, k_cache4[cw + 4u * g2 + 1u]);
+    let d1 = dot16_i8(32u * g2 + 16u, k_cache4[cw + 4u * g2 + 2u]) +
+      dot16_i8(32u * g2 + 24u, k_cache4[cw + 4u * g2 + 3u]);
+    d += s.x * d0 + s.y * d1;
+  }
+#else
+  // Per group: one 16-byte load of codes (32 nibbles) and one word of (scale, offset).
+  let cw = rh * groups;
+  let sw = p.scale_word + rh * groups;
+  for (var g = 0u; g < groups; g++) {
+    let w = k_cache4[cw + g];
+    let so = unpack2x16float(k_cache4[(sw + g) / 4u][(sw + g) % 4u]);
+    let pb = 16u * g; // first pair of the group
+    let a = dot8_u4(pb, w.x) + dot8_u4(pb + 4u, w.y) + dot8_u4(pb + 8u, w.z) +
+      dot8_u4(pb + 12u, w.w);
+    d += so.x * a + so.y * q_gsum[g];
+  }
+#endif
+#else
+  let kb = rh * hp; // first word of the key
 #if HD8
   // 16-byte loads: eight f16 per step (kb is a multiple of 4 when HEAD_DIM % 8 == 0).
   for (var w = 0u; w < hp / 4u; w++) {
@@ -140,7 +183,84 @@ fn score(kb: u32) -> f32 {
     d += dot(q_s[i], unpack2x16float(k_cache[kb + i]));
   }
 #endif
+#endif
   return d;
+}
+
+#if KVQ
+// q · 16 int8 codes starting at pair pb of the query.
+fn dot16_i8(pb: u32, w: vec4<u32>) -> f32 {
+  return dot4q(pb, vec4<f32>(unpack4xI8(w.x))) + dot4q(pb + 2u, vec4<f32>(unpack4xI8(w.y))) +
+    dot4q(pb + 4u, vec4<f32>(unpack4xI8(w.z))) + dot4q(pb + 6u, vec4<f32>(unpack4xI8(w.w)));
+}
+
+// q · 8 int4 codes (one word: elements 0..3 in the low nibbles, 4..7 in the high) from pair pb.
+fn dot8_u4(pb: u32, w: u32) -> f32 {
+  let lo = vec4<f32>(unpack4xU8(w & 0x0F0F0F0Fu));
+  let hi = vec4<f32>(unpack4xU8((w >> 4u) & 0x0F0F0F0Fu));
+  return dot4q(pb, lo) + dot4q(pb + 2u, hi);
+}
+
+// Four query values from pair pb on, dotted with c.
+fn dot4q(pb: u32, c: vec4<f32>) -> f32 {
+  return dot(q_s[pb], c.xy) + dot(q_s[pb + 1u], c.zw);
+}
+
+// The query's groups turned by the keys' Hadamard matrix (KROT) and, for int4, their sums: one
+// thread per group, in workgroup memory. Called by the whole workgroup after q_s is written.
+fn prepare_query(lid: u32) {
+  workgroupBarrier();
+  if (lid < HEAD_DIM / GROUP) {
+    let pb = 16u * lid;
+    var a: array<f32, 32>;
+    for (var i = 0u; i < 16u; i++) {
+      a[2u * i] = q_s[pb + i].x;
+      a[2u * i + 1u] = q_s[pb + i].y;
+    }
+#if KROT
+    for (var h = 1u; h < GROUP; h <<= 1u) {
+      for (var i = 0u; i < GROUP; i++) {
+        if ((i & h) == 0u) {
+          let x = a[i];
+          let y = a[i + h];
+          a[i] = x + y;
+          a[i + h] = x - y;
+        }
+      }
+    }
+    for (var i = 0u; i < 16u; i++) {
+      q_s[pb + i] = vec2<f32>(a[2u * i], a[2u * i + 1u]) * INV_SQRT_GROUP;
+    }
+#endif
+    var sum = 0.0;
+    for (var i = 0u; i < 16u; i++) {
+      sum += q_s[pb + i].x + q_s[pb + i].y;
+    }
+    q_gsum[lid] = sum;
+  }
+}
+#endif
+
+// Pair i of the value at (position, kv head) rh.
+fn value_pair(rh: u32, i: u32) -> vec2<f32> {
+#if KVQ
+  let gi = rh * (HEAD_DIM / GROUP) + i / 16u; // the pair's group
+#if KV8
+  let c = vec4<f32>(unpack4xI8(v_cache[rh * (HEAD_DIM / 4u) + i / 2u]));
+  let s = unpack2x16float(v_cache[p.scale_word + gi / 2u])[gi % 2u];
+  return select(c.xy, c.zw, (i & 1u) == 1u) * s;
+#else
+  let w = v_cache[rh * (HEAD_DIM / 8u) + i / 4u];
+  // elements 2(i % 4) and 2(i % 4) + 1 of the word's eight
+  let e = 2u * (i % 4u);
+  let shift = select(8u * e, 8u * (e - 4u) + 4u, e >= 4u);
+  let c = vec2<f32>(f32((w >> shift) & 15u), f32((w >> (shift + 8u)) & 15u));
+  let so = unpack2x16float(v_cache[p.scale_word + gi]);
+  return so.y + so.x * c;
+#endif
+#else
+  return unpack2x16float(v_cache[rh * (HEAD_DIM / 2u) + i]);
+#endif
 }
 
 // Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). Called by the
@@ -148,13 +268,15 @@ fn score(kb: u32) -> f32 {
 fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
   let hp = HEAD_DIM / 2u;
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
-  let kv_stride = p.num_kv_heads * hp; // words per position
-  let kv_off = kv_head * hp;
+  let kvh = p.num_kv_heads;
   let lane = lid / pair_span();
 
   for (var i = lid; i < hp; i += ATT_WG) {
     q_s[i] = q[item * hp + i] * p.scale;
   }
+#if KVQ
+  prepare_query(lid);
+#endif
   workgroupBarrier();
 
   var r: Partial;
@@ -163,7 +285,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     let n_here = min(ATT_WG, j_end - j0);
     var s = NEG_BIG;
     if (lid < n_here) {
-      s = score((j0 + lid) * kv_stride + kv_off);
+      s = score((j0 + lid) * kvh + kv_head);
     }
     let m_new = max(r.m, block_max(lid, s));
     let e = exp(s - m_new); // 0 past n_here: s is NEG_BIG there
@@ -175,22 +297,21 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
     for (var c = 0u; c < MAX_PAIRS; c++) {
       let i = pair_of(lid, c);
       if (i < hp) {
-        let col = kv_off + i;
         var a = r.acc[c] * alpha;
         // Four of this lane's keys per step, their loads issued together.
         var t = lane;
-        let step = lanes() * kv_stride;
+        let step = lanes() * kvh;
         for (; t + 3u * lanes() < n_here; t += 4u * lanes()) {
-          let row = (j0 + t) * kv_stride + col;
-          let v0 = unpack2x16float(v_cache[row]);
-          let v1 = unpack2x16float(v_cache[row + step]);
-          let v2 = unpack2x16float(v_cache[row + 2u * step]);
-          let v3 = unpack2x16float(v_cache[row + 3u * step]);
+          let rh = (j0 + t) * kvh + kv_head;
+          let v0 = value_pair(rh, i);
+          let v1 = value_pair(rh + step, i);
+          let v2 = value_pair(rh + 2u * step, i);
+          let v3 = value_pair(rh + 3u * step, i);
           a += (p_s[t] * v0 + p_s[t + lanes()] * v1) +
             (p_s[t + 2u * lanes()] * v2 + p_s[t + 3u * lanes()] * v3);
         }
         for (; t < n_here; t += lanes()) {
-          a += p_s[t] * unpack2x16float(v_cache[(j0 + t) * kv_stride + col]);
+          a += p_s[t] * value_pair((j0 + t) * kvh + kv_head, i);
         }
         r.acc[c] = a;
       }

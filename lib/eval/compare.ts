@@ -9,6 +9,7 @@
  */
 
 import type { Gpu } from "../gpu/device.ts";
+import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import type { MemoryCategory } from "../gpu/ledger.ts";
 import type { QuantLinearFactoryOptions } from "../kernels/quant_linear.ts";
 import { generate } from "../model/generate.ts";
@@ -37,6 +38,11 @@ export interface CompareOptions {
   gpu: Gpu;
   /** Formats to compare; FP16 is always run first, as the reference. */
   formats: QuantFormat[];
+  /**
+   * KV cache formats, swept like weight formats: every weight format runs with each (default
+   * `["f16"]`). FP16 weights with an f16 cache always run first, as the reference.
+   */
+  kvCaches?: KvCacheFormat[];
   /** Options of the formats (block size, LLM.int8() threshold). */
   quant?: QuantLinearFactoryOptions;
   /** Held-out text for perplexity, KL and top-1 agreement. */
@@ -62,8 +68,8 @@ export interface CompareOptions {
    * (`model-Q4_K_M.gguf`), a bitsandbytes checkpoint, or one written by `quantize`.
    */
   checkpoints?: string[];
-  /** Progress: `stage` names what runs now. */
-  onProgress?: (format: QuantFormat, stage: string) => void;
+  /** Progress: `stage` names what runs now (`format` is the weight format, or `format +kv F`). */
+  onProgress?: (format: string, stage: string) => void;
 }
 
 /** What one format costs and loses. */
@@ -74,6 +80,8 @@ export interface FormatResult {
   vocabSize: number;
   /** A checkpoint row: the file or directory it was loaded from. */
   checkpoint?: string;
+  /** The KV cache format. */
+  kvCache: KvCacheFormat;
   /** Short label. */
   label: string;
   /** Bits per parameter of the decoder's linear layers, from the ledger. */
@@ -92,7 +100,7 @@ export interface FormatResult {
   perplexity: number;
   /** Tokens scored. */
   scoredTokens: number;
-  /** Mean KL(FP16 ‖ format) over the scored tokens (0 for FP16). */
+  /** Mean KL(FP16 ‖ format) over the scored tokens (0 for FP16 with an f16 cache). */
   klMean: number;
   /** Fraction of scored tokens whose most likely next token agrees with FP16's. */
   top1Agreement: number;
@@ -134,6 +142,22 @@ export interface Comparison {
   trace: Trace;
 }
 
+/**
+ * A result's name in tables and plots: its weight format (a checkpoint row: its label), plus
+ * `+kv FORMAT` for a quantized KV cache.
+ *
+ * @example
+ * ```ts ignore
+ * resultName(comparison.results[1]); // "nf4" or "fp16 +kv int8"
+ * ```
+ */
+export function resultName(
+  r: Pick<FormatResult, "format" | "kvCache" | "label" | "checkpoint">,
+): string {
+  const name = r.checkpoint ? r.label : r.format;
+  return r.kvCache === "f16" ? name : `${name} +kv ${r.kvCache}`;
+}
+
 function linearWeightBytes(model: LlamaModel): number {
   let bytes = 0;
   for (const layer of model.layers) {
@@ -156,6 +180,7 @@ function linearWeightBytes(model: LlamaModel): number {
 export async function compareFormats(options: CompareOptions): Promise<Comparison> {
   const { gpu, tokenizer } = options;
   const formats: QuantFormat[] = ["fp16", ...options.formats.filter((f) => f !== "fp16")];
+  const kvCaches: KvCacheFormat[] = ["f16", ...(options.kvCaches ?? []).filter((k) => k !== "f16")];
   const context = options.context ?? 256;
   const stride = options.stride ?? Math.floor(context / 2);
   const tokens = tokenizer.encode(options.text).slice(0, options.maxTokens ?? 512);
@@ -171,21 +196,23 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
   let referenceRows: Float32Array | null = null;
   let referenceTrace: Trace | null = null;
   let referenceOutputs = new Map<string, Float32Array>();
-  const runs: { format?: QuantFormat; path: string }[] = [
+  const runs: { format?: QuantFormat; path: string; kvCache: KvCacheFormat }[] = [
     ...formats.map((format) => ({ format, path: options.modelDir })),
     ...(options.checkpoints ?? []).map((path) => ({ path })),
-  ];
+  ].flatMap((run) => kvCaches.map((kvCache) => ({ ...run, kvCache })));
   for (const run of runs) {
     gpu.ledger.resetPeak();
     const model = await LlamaModel.load(run.path, {
       gpu,
       format: run.format,
       quant: run.format ? options.quant : undefined,
+      kvCache: run.kvCache,
       maxSeqLen,
       vramBudget: run.format ? options.vramBudget : undefined,
     });
     const format = model.format;
-    const progress = (stage: string) => options.onProgress?.(format, stage);
+    const name = resultName({ format, kvCache: run.kvCache, label: run.path });
+    const progress = (stage: string) => options.onProgress?.(name, stage);
     progress("loaded");
     try {
       if (results.length > 0 && model.config.vocabSize !== results[0].vocabSize) {
@@ -249,7 +276,10 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       let layerErrs: LinearError[] = [];
       let blockErrs: BlockError[];
       if (referenceTrace) {
-        layerErrs = await linearErrors(model, referenceTrace, referenceOutputs);
+        // (FP16 weights with another cache: the linear layers are FP16's, their error is 0.)
+        if (format !== "fp16") {
+          layerErrs = await linearErrors(model, referenceTrace, referenceOutputs);
+        }
         blockErrs = blockErrors(trace, referenceTrace);
       } else {
         referenceTrace = trace;
@@ -265,7 +295,9 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       );
       results.push({
         format,
-        label: run.format ? FORMAT_INFO[format].label : checkpointLabel(run.path, format),
+        label: (run.format ? FORMAT_INFO[format].label : checkpointLabel(run.path, format)) +
+          (run.kvCache === "f16" ? "" : `, ${run.kvCache} KV cache`),
+        kvCache: run.kvCache,
         vocabSize: model.config.vocabSize,
         ...(run.format ? {} : { checkpoint: run.path }),
         bitsPerParameter: (8 * linearBytes) / linearParams,

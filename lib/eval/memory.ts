@@ -21,6 +21,7 @@
 import { uniformArenaSize } from "../gpu/device.ts";
 import type { MemoryCategory } from "../gpu/ledger.ts";
 import { attentionScratchBytes, kvCacheBytes } from "../kernels/attention.ts";
+import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
 import { familyOf, type LlamaConfig } from "../model/config.ts";
 import {
@@ -44,8 +45,11 @@ export interface MemoryEstimateOptions {
   contextLength?: number;
   /** Sequences held at once: scales the KV cache and activations (the runtime decodes one). */
   batch?: number;
-  /** Storage of the KV cache (default `"f16"`, what the runtime uses). */
-  kvCacheFormat?: "f16" | "f32";
+  /**
+   * Storage of the KV cache (default `"f16"`): one of the runtime's formats
+   * (`LoadOptions.kvCache`), or `"f32"` (what an unquantized framework would hold).
+   */
+  kvCacheFormat?: KvCacheFormat | "f32";
   /** Tokens per prefill chunk (default 128, as {@linkcode LlamaModel.load}). */
   chunkSize?: number;
   /** What the peak is measured on: generating text, or scoring a text's every token. */
@@ -131,8 +135,10 @@ export function estimateMemory(
   // activations, KV cache
   const activations = Object.values(activationFloats(c, chunk))
     .reduce((sum, floats) => sum + rounded(floats * 4 * batch), 0);
-  const perCache = kvCacheBytes(context, c.numKvHeads, c.headDim) *
-    (options.kvCacheFormat === "f32" ? 2 : 1);
+  const kvFormat = options.kvCacheFormat ?? "f16";
+  const perCache = kvFormat === "f32"
+    ? 2 * kvCacheBytes(context, c.numKvHeads, c.headDim)
+    : kvCacheBytes(context, c.numKvHeads, c.headDim, kvFormat);
   const kvCache = 2 * c.numLayers * rounded(perCache * batch);
 
   // scratch

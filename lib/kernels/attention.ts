@@ -19,6 +19,7 @@ import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
 import { requireBytes } from "./chunks.ts";
+import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout, kvRoundTrip } from "./kv_cache.ts";
 
 /** Head layout shared by the kernels and the twin. */
 export interface AttentionShape {
@@ -31,21 +32,29 @@ export interface AttentionShape {
 }
 
 /**
- * Bytes of one cache tensor (K or V) of one layer: `maxSeq · numKvHeads · headDim` f16 values.
+ * Bytes of one cache tensor (K or V) of one layer: `maxSeq · numKvHeads · headDim` values in
+ * `format` (f16 by default; see `kv_cache.ts` for the quantized ones), scales included.
  *
  * @example
  * ```ts
  * import { kvCacheBytes } from "./attention.ts";
  * kvCacheBytes(4096, 8, 128); // 8 MiB
+ * kvCacheBytes(4096, 8, 128, "int4"); // 2.5 MiB
  * ```
  */
-export function kvCacheBytes(maxSeq: number, numKvHeads: number, headDim: number): number {
-  return maxSeq * numKvHeads * headDim * 2;
+export function kvCacheBytes(
+  maxSeq: number,
+  numKvHeads: number,
+  headDim: number,
+  format: KvCacheFormat = "f16",
+): number {
+  return kvCacheLayout(format, maxSeq, numKvHeads, headDim).bytes;
 }
 
 /**
  * Reference attention. `k` and `v` hold every position so far, `[startPos + rows, numKvHeads,
- * headDim]` in f32, and are rounded to f16 first, as the cache stores them. Query row `r` of
+ * headDim]` in f32, and go through the cache's `format` first (f16 rounding by default, or the
+ * quantized formats' round trip, {@linkcode kvRoundTrip}). Query row `r` of
  * `q` `[rows, numHeads, headDim]` is position `startPos + r` and attends to positions
  * `0 ..= startPos + r` with scale `1/sqrt(headDim)` (with `window` > 0, only the last `window`
  * of them); softmax in f64.
@@ -66,11 +75,16 @@ export function cpuAttention(
   startPos: number,
   shape: AttentionShape,
   window = 0,
+  format: KvCacheFormat = "f16",
 ): Float32Array {
   const { numHeads, numKvHeads, headDim } = shape;
   const group = numHeads / numKvHeads;
-  const kh = k.map((x) => f16BitsToF32(f32ToF16Bits(x)));
-  const vh = v.map((x) => f16BitsToF32(f32ToF16Bits(x)));
+  const kh = format === "f16"
+    ? k.map((x) => f16BitsToF32(f32ToF16Bits(x)))
+    : kvRoundTrip(k, headDim, format, true);
+  const vh = format === "f16"
+    ? v.map((x) => f16BitsToF32(f32ToF16Bits(x)))
+    : kvRoundTrip(v, headDim, format, false);
   const scale = 1 / Math.sqrt(headDim);
   const out = new Float32Array(rows * numHeads * headDim);
   const scores = new Float64Array(startPos + rows);
@@ -105,10 +119,14 @@ export function cpuAttention(
 /** Options for {@linkcode createAttention}. */
 export interface AttentionOptions extends AttentionShape {
   /**
-   * Longest sequence that will be attended. Given, the instance allocates the scratch for
-   * split (flash-decoding) attention up to this length; without it every call runs unsplit.
+   * Longest sequence that will be attended: the positions the cache tensors hold. Given, the
+   * instance allocates the scratch for split (flash-decoding) attention up to this length;
+   * without it every call runs unsplit. Required for a quantized cache (where its scales begin
+   * depends on it).
    */
   maxSeq?: number;
+  /** The cache's storage format (default `"f16"`). */
+  kvCache?: KvCacheFormat;
   /** Positions per split range, a multiple of the workgroup size (default 256). */
   splitKeys?: number;
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
@@ -145,9 +163,12 @@ export function attentionScratchBytes(
 export interface Attention extends Readonly<AttentionShape> {
   /** Bytes of the scratch this instance owns (0 without `maxSeq`). */
   readonly scratchBytes: number;
+  /** The cache's storage format. */
+  readonly kvCache: KvCacheFormat;
   /**
    * Records the conversion of `k`, `v` `[rows, numKvHeads, headDim]` (f32) to f16 into cache
-   * positions `startPos .. startPos + rows - 1`.
+   * positions `startPos .. startPos + rows - 1`. An f16 cache only (quantized caches are
+   * written by RoPE, `RopeQk.encodeToCache`).
    */
   writeKv(
     batch: CommandBatch,
@@ -204,11 +225,19 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   if (wg < 1 || wg & (wg - 1)) {
     throw new RangeError(`attention: workgroup size ${wg} is not a power of two`);
   }
+  const kvCache = opts.kvCache ?? "f16";
+  const info = KV_CACHE_INFO[kvCache];
+  if (info.codeBits !== 16 && !opts.maxSeq) {
+    throw new RangeError(`attention: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
+  }
+  const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, numKvHeads, headDim); // checks headDim
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   // Keys load 16 bytes at a time when a head is whole groups of eight f16.
   const defines = [
     ...(headDim % 8 === 0 ? ["HD8"] : []),
     ...(headDim / 2 <= wg ? ["PAIRS1"] : []),
+    ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
+    ...(info.rotateKeys ? ["KROT"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
@@ -225,15 +254,22 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     })
     : null;
   const kvRowBytes = numKvHeads * headDim * 2;
+  // A quantized cache is checked whole: its scales sit past the last position's codes.
+  const cacheBytes = (positions: number) =>
+    info.codeBits === 16 ? positions * kvRowBytes : layout.bytes;
   const base = (rows: number, startPos: number, splits = 1, window = 0) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
-      .u32(splits).u32(splitKeys).u32(window).build();
+      .u32(splits).u32(splitKeys).u32(window).u32(layout.scaleWord).build();
   return {
     numHeads,
     numKvHeads,
     headDim,
+    kvCache,
     scratchBytes: scratch?.byteSize ?? 0,
     writeKv(batch, k, v, cacheK, cacheV, startPos, rows) {
+      if (info.codeBits !== 16) {
+        throw new Error(`attention.writeKv: f16 caches only (this one is ${kvCache})`);
+      }
       requireBytes(k, rows * numKvHeads * headDim * 4, "attention k");
       requireBytes(v, rows * numKvHeads * headDim * 4, "attention v");
       requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK (too short?)");
@@ -244,8 +280,13 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0) {
       requireBytes(q, rows * numHeads * headDim * 4, "attention q");
       requireBytes(out, rows * numHeads * headDim * 4, "attention out");
-      requireBytes(cacheK, (startPos + rows) * kvRowBytes, "attention cacheK");
-      requireBytes(cacheV, (startPos + rows) * kvRowBytes, "attention cacheV");
+      if (opts.maxSeq && startPos + rows > opts.maxSeq) {
+        throw new RangeError(
+          `attention: positions up to ${startPos + rows} exceed the cache (${opts.maxSeq})`,
+        );
+      }
+      requireBytes(cacheK, cacheBytes(startPos + rows), "attention cacheK");
+      requireBytes(cacheV, cacheBytes(startPos + rows), "attention cacheV");
       const items = rows * numHeads;
       const splits = Math.ceil((startPos + rows) / splitKeys);
       if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {

@@ -9,6 +9,7 @@
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { requireBytes } from "./chunks.ts";
+import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "./kv_cache.ts";
 
 /**
  * Reference RoPE on `x` `[rows, heads, headDim]`: returns a rotated copy. Row `r` is position
@@ -85,7 +86,7 @@ export async function createRope(
     encode(batch, x, invFreq, startPos, rows) {
       requireBytes(x, rows * heads * headDim * 4, "rope x");
       requireBytes(invFreq, half * 4, "rope invFreq");
-      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).u32(0).build();
+      const p = params().u32(rows).u32(heads).u32(half).u32(startPos).u32(0).u32(0).build();
       batch.dispatch(kernel, [x, invFreq], grid(Math.ceil((rows * heads * half) / 256)), p);
     },
   };
@@ -99,6 +100,8 @@ export interface RopeQk {
   readonly kvHeads: number;
   /** Head width (even). */
   readonly headDim: number;
+  /** The KV cache format `encodeToCache` writes. */
+  readonly kvCache: KvCacheFormat;
   /**
    * Rotates `q` `[rows, heads, headDim]` and `k` `[rows, kvHeads, headDim]` in place for
    * positions `startPos ..`, exactly as two {@linkcode Rope.encode} calls would.
@@ -142,15 +145,35 @@ export interface RopeQk {
  */
 export async function createRopeQk(
   gpu: Gpu,
-  opts: { heads: number; kvHeads: number; headDim: number },
+  opts: {
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    /** The cache format `encodeToCache` writes (default `"f16"`). */
+    kvCache?: KvCacheFormat;
+    /** Positions the cache holds; required for a quantized cache. */
+    maxSeq?: number;
+  },
 ): Promise<RopeQk> {
   const { heads, kvHeads, headDim } = opts;
   if (headDim % 2) throw new RangeError(`rope: head_dim ${headDim} is odd`);
+  const kvCache = opts.kvCache ?? "f16";
+  const info = KV_CACHE_INFO[kvCache];
+  const quantized = info.codeBits !== 16;
+  if (quantized && !opts.maxSeq) {
+    throw new RangeError(`rope: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
+  }
+  const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, kvHeads, headDim);
+  const defines = quantized
+    ? ["KVQ", info.codeBits === 8 ? "KV8" : "KV4", ...(info.rotateKeys ? ["KROT"] : [])]
+    : [];
   const [kernel, toCache] = await Promise.all([
     gpu.kernel({ file: "rope", entry: "rope_qk" }),
-    gpu.kernel({ file: "rope", entry: "rope_qk_cache" }),
+    gpu.kernel({ file: "rope", entry: quantized ? "rope_qk_cache_q" : "rope_qk_cache", defines }),
   ]);
   const half = headDim / 2;
+  // Threads writing the cache per row: one per word (f16) or per 64 (int8) / 32 (int4) values.
+  const cacheThreads = kvHeads * (quantized ? headDim / (info.codeBits === 8 ? 64 : 32) : half);
   const check = (q: Binding, k: Binding, invFreq: Binding, rows: number) => {
     requireBytes(q, rows * heads * headDim * 4, "rope q");
     requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
@@ -158,12 +181,16 @@ export async function createRopeQk(
   };
   // Both entries run one thread per query pair plus one per key pair (or cache word).
   const groups = (rows: number) => grid(Math.ceil((rows * (heads + kvHeads) * half) / 256));
+  const cacheGroups = (rows: number) =>
+    grid(Math.ceil((rows * (heads * half + cacheThreads)) / 256));
   const p = (rows: number, startPos: number) =>
-    params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).build();
+    params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).u32(layout.scaleWord)
+      .build();
   return {
     heads,
     kvHeads,
     headDim,
+    kvCache,
     encode(batch, q, k, invFreq, startPos, rows) {
       check(q, k, invFreq, rows);
       batch.dispatch(kernel, [q, invFreq, k], groups(rows), p(rows, startPos));
@@ -171,11 +198,16 @@ export async function createRopeQk(
     encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, startPos, rows) {
       check(q, k, invFreq, rows);
       requireBytes(v, rows * kvHeads * headDim * 4, "rope v");
-      const cacheBytes = (startPos + rows) * kvHeads * headDim * 2;
+      if (opts.maxSeq && startPos + rows > opts.maxSeq) {
+        throw new RangeError(
+          `rope: positions up to ${startPos + rows} exceed the KV cache (${opts.maxSeq})`,
+        );
+      }
+      const cacheBytes = quantized ? layout.bytes : (startPos + rows) * kvHeads * headDim * 2;
       requireBytes(cacheK, cacheBytes, "rope cacheK (too short?)");
       requireBytes(cacheV, cacheBytes, "rope cacheV (too short?)");
       const bindings = [q, invFreq, k, v, cacheK, cacheV];
-      batch.dispatch(toCache, bindings, groups(rows), p(rows, startPos));
+      batch.dispatch(toCache, bindings, cacheGroups(rows), p(rows, startPos));
     },
   };
 }

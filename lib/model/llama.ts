@@ -24,6 +24,7 @@ import {
 } from "../kernels/quant_linear.ts";
 import type { QuantFormat } from "../quant/formats.ts";
 import { kvCacheBytes } from "../kernels/attention.ts";
+import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import { LlamaOps } from "./ops.ts";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
 import { prequantizedWeights } from "./prequantized.ts";
@@ -118,6 +119,11 @@ export interface LoadOptions {
   quantizeHead?: boolean;
   /** KV cache length; defaults to the config's `max_position_embeddings` (capped at 4096). */
   maxSeqLen?: number;
+  /**
+   * How the KV cache stores keys and values (default `"f16"`): `"int8"` or `"int4"` quantize
+   * them per token, head and group of 32 as RoPE writes them (see `lib/kernels/kv_cache.ts`).
+   */
+  kvCache?: KvCacheFormat;
   /** Most tokens per forward chunk (activation buffers are sized for it); default 128. */
   chunkSize?: number;
   /** Called after each tensor is loaded. */
@@ -185,7 +191,7 @@ interface RunState {
   logits: GpuTensor; // [rows, vocab]
   next: GpuTensor; // u32 [rows]: argmax of each logits row
   invFreq: GpuTensor; // RoPE inverse frequencies [headDim / 2]
-  keyCache: GpuTensor[]; // per layer, f16 [maxSeq, kvHeads, headDim]
+  keyCache: GpuTensor[]; // per layer, [maxSeq, kvHeads, headDim] in the cache format
   valueCache: GpuTensor[];
 }
 
@@ -278,6 +284,8 @@ export class LlamaModel {
   readonly maxSeqLen: number;
   /** Weight format of the decoder blocks' linear layers. */
   readonly format: QuantFormat;
+  /** Storage format of the KV cache. */
+  readonly kvCache: KvCacheFormat;
   #ops: LlamaOps;
   #state: RunState;
   #pos = 0;
@@ -298,6 +306,7 @@ export class LlamaModel {
     state: RunState,
     maxSeqLen: number,
     format: QuantFormat,
+    kvCache: KvCacheFormat,
   ) {
     this.config = config;
     this.gpu = gpu;
@@ -309,6 +318,7 @@ export class LlamaModel {
     this.#state = state;
     this.maxSeqLen = maxSeqLen;
     this.format = format;
+    this.kvCache = kvCache;
   }
 
   /**
@@ -377,9 +387,10 @@ export class LlamaModel {
         owned,
       );
       if (streamer) owned.push(streamer);
-      const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen);
+      const kvCache = options.kvCache ?? "f16";
+      const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen, kvCache);
       owned.push(ops);
-      const state = createRunState(gpu, config, chunk, maxSeqLen, owned);
+      const state = createRunState(gpu, config, chunk, maxSeqLen, kvCache, owned);
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
       // memory estimator can count it.
       gpu.uniformArena(uniformBytesPerChunk(config));
@@ -411,6 +422,7 @@ export class LlamaModel {
         state,
         maxSeqLen,
         format,
+        kvCache,
       );
       model.#streamer = streamer;
       return model;
@@ -441,6 +453,17 @@ export class LlamaModel {
   /** Empties the KV cache (the next forward starts at position 0). */
   reset(): void {
     this.#pos = 0;
+  }
+
+  /**
+   * Layer `layer`'s key and value cache tensors (layout: `lib/kernels/kv_cache.ts`; positions
+   * `0 .. position - 1` are filled). For inspecting what the cache holds.
+   */
+  kvCacheTensors(layer: number): { key: GpuTensor; value: GpuTensor } {
+    if (!(layer >= 0 && layer < this.config.numLayers)) {
+      throw new RangeError(`kvCacheTensors: layer ${layer} of ${this.config.numLayers}`);
+    }
+    return { key: this.#state.keyCache[layer], value: this.#state.valueCache[layer] };
   }
 
   /**
@@ -1117,6 +1140,7 @@ function createRunState(
   c: LlamaConfig,
   rows: number,
   maxSeq: number,
+  kvCache: KvCacheFormat,
   owned: { destroy(): void }[],
 ): RunState {
   const act = (label: string, floats: number): GpuTensor => {
@@ -1124,9 +1148,10 @@ function createRunState(
     owned.push(t);
     return t;
   };
-  const cacheBytes = kvCacheBytes(maxSeq, c.numKvHeads, c.headDim);
+  const cacheBytes = kvCacheBytes(maxSeq, c.numKvHeads, c.headDim, kvCache);
+  const dtype = kvCache === "f16" ? "f16x2" : "u32";
   const cache = (label: string): GpuTensor => {
-    const t = gpu.tensor({ label, category: "kv-cache", byteSize: cacheBytes, dtype: "f16x2" });
+    const t = gpu.tensor({ label, category: "kv-cache", byteSize: cacheBytes, dtype });
     owned.push(t);
     return t;
   };

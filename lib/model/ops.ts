@@ -14,6 +14,7 @@ import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
 import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
 import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
 import { createRopeQk, type RopeQk } from "../kernels/rope.ts";
+import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import { familyOf, type LlamaConfig } from "./config.ts";
 
 /**
@@ -54,13 +55,15 @@ export class LlamaOps {
 
   /**
    * Compiles every kernel the forward pass needs for sequences up to `maxSeq` (attention keeps a
-   * small scratch for splitting long decode steps); `embedTable` stays owned by the caller.
+   * small scratch for splitting long decode steps) with a KV cache of `maxSeq` positions in
+   * `kvCache`; `embedTable` stays owned by the caller.
    */
   static async create(
     gpu: Gpu,
     c: LlamaConfig,
     embedTable: GpuTensor,
     maxSeq: number,
+    kvCache: KvCacheFormat = "f16",
   ): Promise<LlamaOps> {
     const [embedding, norm, rope, attention, elementwise, argmax, headNorm] = await Promise.all([
       createEmbedding(gpu, {
@@ -70,12 +73,19 @@ export class LlamaOps {
         hidden: c.hiddenSize,
       }),
       createRmsNorm(gpu, { dim: c.hiddenSize, eps: c.rmsNormEps }),
-      createRopeQk(gpu, { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }),
+      createRopeQk(gpu, {
+        heads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        kvCache,
+        maxSeq,
+      }),
       createAttention(gpu, {
         numHeads: c.numHeads,
         numKvHeads: c.numKvHeads,
         headDim: c.headDim,
         maxSeq,
+        kvCache,
       }),
       createElementwise(gpu),
       createArgmax(gpu),

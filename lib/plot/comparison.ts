@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Comparison, FormatResult } from "../eval/compare.ts";
+import { type Comparison, type FormatResult, resultName } from "../eval/compare.ts";
 import type { MemoryEstimate } from "../eval/memory.ts";
 import type { BlockSizeSweepPoint, ThresholdSweepPoint } from "../eval/sweeps.ts";
 import { LINEAR_NAMES } from "../model/llama.ts";
@@ -42,12 +42,12 @@ export function comparisonTable(comparison: Comparison): Table {
       "decode tok/s",
     ],
     rows: comparison.results.map((r) => [
-      r.checkpoint ? r.label : r.format,
+      resultName(r),
       Number(r.bitsPerParameter.toFixed(3)),
       formatBytes(r.weightBytes),
       formatBytes(r.peakBytes),
       Number(r.perplexity.toFixed(3)),
-      r.format === "fp16" ? 0 : Number(r.klMean.toPrecision(3)),
+      r === comparison.results[0] ? 0 : Number(r.klMean.toPrecision(3)),
       `${(r.top1Agreement * 100).toFixed(1)}%`,
       Number(r.decodeTokensPerSecond.toFixed(1)),
     ]),
@@ -65,7 +65,7 @@ export function comparisonTable(comparison: Comparison): Table {
 export function comparisonMemoryFigure(comparison: Comparison, budgetBytes?: number): Figure {
   return memoryBarsFigure(
     comparison.results.map((r) => ({
-      format: r.format,
+      format: resultName(r),
       weights: r.atPeak.weights,
       activations: r.atPeak.activations,
       kvCache: r.atPeak["kv-cache"],
@@ -86,10 +86,10 @@ export function comparisonMemoryFigure(comparison: Comparison, budgetBytes?: num
 export function comparisonQualityFigure(comparison: Comparison): Figure {
   return qualityVsBitsFigure(
     comparison.results.map((r) => ({
-      format: r.format,
+      format: resultName(r),
       bitsPerParam: r.bitsPerParameter,
       perplexity: r.perplexity,
-      kl: r.format === "fp16" ? undefined : r.klMean,
+      kl: r === comparison.results[0] ? undefined : r.klMean,
     })),
     "Quality against bits per parameter",
   );
@@ -120,7 +120,7 @@ export function layerErrorFigure(result: FormatResult): Figure {
     columns: [...LINEAR_NAMES.map(SHORT), "block out"],
     values,
     metric: "relative error",
-    format: result.format,
+    format: resultName(result),
   });
 }
 
@@ -153,7 +153,7 @@ export function outlierFigure(comparison: Comparison, threshold = 6): Figure {
  */
 export function speedFigure(comparison: Comparison): Figure {
   return barFigure(
-    comparison.results.map((r) => r.format),
+    comparison.results.map(resultName),
     [{ name: "decode tokens/s", values: comparison.results.map((r) => r.decodeTokensPerSecond) }],
     { title: `Decode speed (${comparison.adapter})` },
   );
@@ -171,7 +171,7 @@ export function speedFigure(comparison: Comparison): Figure {
 export function kernelTimeFigure(comparison: Comparison): Figure {
   const families = [...new Set(comparison.results.flatMap((r) => Object.keys(r.kernelMs)))];
   return barFigure(
-    comparison.results.map((r) => r.format),
+    comparison.results.map(resultName),
     families.map((family) => ({
       name: family,
       values: comparison.results.map((r) => r.kernelMs[family] ?? 0),
@@ -205,7 +205,7 @@ export interface ReportExtras {
  * ```
  */
 export function comparisonReport(comparison: Comparison, extras: ReportExtras = {}): Report {
-  const worst = comparison.results.filter((r) => r.format !== "fp16");
+  const worst = comparison.results.slice(1);
   const sections: ReportSection[] = [
     {
       heading: "Summary",
@@ -253,7 +253,7 @@ export function comparisonReport(comparison: Comparison, extras: ReportExtras = 
     heading: "Samples",
     table: {
       columns: ["format", `continuation of "${comparison.prompt}"`],
-      rows: comparison.results.map((r) => [r.format, r.sample]),
+      rows: comparison.results.map((r) => [resultName(r), r.sample]),
     },
   });
   return { title: "qlab: what each format costs and loses", sections };

@@ -131,3 +131,53 @@ Deno.test("estimator equals the ledger for every model family (fp16 and nf4)", a
     gpu.destroy();
   }
 });
+
+Deno.test("estimator equals the ledger exactly for every KV cache format (and with NF4 weights)", async () => {
+  const gpu = await requestGpu();
+  const config = await loadLlamaConfig(MODEL);
+  try {
+    for (
+      const [format, kvCache] of [["fp16", "int8"], ["fp16", "int4"], [
+        "nf4",
+        "int4-plain",
+      ]] as const
+    ) {
+      const model = await LlamaModel.load(MODEL, {
+        gpu,
+        format,
+        kvCache,
+        maxSeqLen: 384,
+        chunkSize: 16,
+      });
+      try {
+        const estimate = estimateMemory(config, {
+          format,
+          kvCacheFormat: kvCache,
+          contextLength: 384,
+          chunkSize: 16,
+        });
+        const ledger = gpu.ledger.snapshot();
+        for (const category of MEMORY_CATEGORIES) {
+          assert.equal(
+            ledger.byCategory[category],
+            estimate.afterLoad[category],
+            `${format} + ${kvCache} KV: ${category}`,
+          );
+        }
+      } finally {
+        model.dispose();
+      }
+    }
+    assert.equal(gpu.ledger.currentBytes, 0);
+  } finally {
+    gpu.destroy();
+  }
+  // Llama-2-7B at 16k positions: 8 GiB in f16; 8.5 and 5 bits per value quantized.
+  const GiB = 2 ** 30;
+  const l2 = presetConfig("llama-2-7b");
+  const kv = (kvCacheFormat: "f16" | "int8" | "int4") =>
+    estimateMemory(l2, { contextLength: 16384, kvCacheFormat }).afterLoad["kv-cache"];
+  assert.equal(kv("f16"), 8 * GiB);
+  assert.equal(kv("int8"), 8 * GiB * 8.5 / 16);
+  assert.equal(kv("int4"), 8 * GiB * 5 / 16);
+});
