@@ -19,12 +19,12 @@
 //             The partials go through a scratch buffer of rows * num_heads * splits *
 //             (HEAD_DIM + 2) floats.
 //
-// Quantized caches (defines KVQ with KV8 or KV4, and KROT; lib/kernels/kv_cache.ts has the
-// layout): codes [max_seq, num_kv_heads, HEAD_DIM] packed in words, then from word scale_word
-// the scales per group of 32. attend reads codes and dequantizes in registers: a key's score is
-// sum over groups of scale · (q · codes) (+ offset · sum of q over the group, for int4), with the
-// query turned by the same Hadamard matrix as the keys under KROT; a value is scale · code
-// (+ offset).
+// Quantized caches (defines KVQ with KV8 or KV4; lib/kernels/kv_cache.ts has the layout): codes
+// [max_seq, num_kv_heads, HEAD_DIM] packed in words, then from word scale_word the scales per
+// group of 32. attend reads codes and dequantizes in registers: a key's score is the sum over
+// groups of scale · (q · codes) (+ offset · sum of q over the group, for int4); a value is
+// scale · code (+ offset). Where keys were turned by a Hadamard matrix (rope.wgsl), q arrives
+// turned the same way.
 
 struct Params {
   rows: u32,
@@ -91,7 +91,6 @@ fn write_kv(
 var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
 #if KVQ
 const GROUP: u32 = 32u;
-const INV_SQRT_GROUP: f32 = 0.17677669529663687; // 1 / sqrt(32)
 var<workgroup> q_gsum: array<f32, HEAD_DIM / 32u>; // int4: the query's sum per group
 #endif
 var<workgroup> p_s: array<f32, ATT_WG>;
@@ -206,35 +205,14 @@ fn dot4q(pb: u32, c: vec4<f32>) -> f32 {
   return dot(q_s[pb], c.xy) + dot(q_s[pb + 1u], c.zw);
 }
 
-// The query's groups turned by the keys' Hadamard matrix (KROT) and, for int4, their sums: one
-// thread per group, in workgroup memory. Called by the whole workgroup after q_s is written.
+// int4: the query's sum over each group (one thread per group). Called by the whole workgroup
+// after q_s is written.
 fn prepare_query(lid: u32) {
   workgroupBarrier();
   if (lid < HEAD_DIM / GROUP) {
-    let pb = 16u * lid;
-    var a: array<f32, 32>;
-    for (var i = 0u; i < 16u; i++) {
-      a[2u * i] = q_s[pb + i].x;
-      a[2u * i + 1u] = q_s[pb + i].y;
-    }
-#if KROT
-    for (var h = 1u; h < GROUP; h <<= 1u) {
-      for (var i = 0u; i < GROUP; i++) {
-        if ((i & h) == 0u) {
-          let x = a[i];
-          let y = a[i + h];
-          a[i] = x + y;
-          a[i + h] = x - y;
-        }
-      }
-    }
-    for (var i = 0u; i < 16u; i++) {
-      q_s[pb + i] = vec2<f32>(a[2u * i], a[2u * i + 1u]) * INV_SQRT_GROUP;
-    }
-#endif
     var sum = 0.0;
-    for (var i = 0u; i < 16u; i++) {
-      sum += q_s[pb + i].x + q_s[pb + i].y;
+    for (var i = 16u * lid; i < 16u * lid + 16u; i++) {
+      sum += q_s[i].x + q_s[i].y;
     }
     q_gsum[lid] = sum;
   }
@@ -274,7 +252,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
   for (var i = lid; i < hp; i += ATT_WG) {
     q_s[i] = q[item * hp + i] * p.scale;
   }
-#if KVQ
+#if KV4
   prepare_query(lid);
 #endif
   workgroupBarrier();

@@ -144,138 +144,163 @@ fn rope_qk_cache(
 }
 
 #if KVQ
+// rope_qk_cache_q: one thread per element, heads whole in a workgroup (HEAD_DIM divides WG).
+// Workgroups [0, q_wgs) turn the queries' elements, the rest the keys' and values'. Each thread
+// turns its element (reading its pair's other half, written back only after a barrier), the
+// workgroup turns each group of 32 by the Hadamard matrix in workgroup memory (KROT: queries as
+// well as keys, so q · k is unchanged), reduces each group to its scale (and offset), and every
+// 4th (int8) or 8th (int4) thread packs a word of codes.
 const GROUP: u32 = 32u;
 const INV_SQRT_GROUP: f32 = 0.17677669529663687; // 1 / sqrt(32)
+
+var<workgroup> kx: array<f32, WG>; // the workgroup's queries or keys
+var<workgroup> vx: array<f32, WG>; // its values
+var<workgroup> khi: array<f32, WG>; // per group: keys' absmax (int8) or max (int4)
+var<workgroup> klo: array<f32, WG>; // keys' min (int4)
+var<workgroup> vhi: array<f32, WG>;
+var<workgroup> vlo: array<f32, WG>;
+
+fn to_f16(v: f32) -> f32 {
+  return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+}
+
+// (scale, offset) of the group starting at lane g0, from the reductions.
+fn group_scale(hi: f32, lo: f32) -> vec2<f32> {
 #if KV8
-const UNIT: u32 = 2u; // groups per thread: the two f16 scales of one word
-const CODE_WORDS: u32 = 8u; // words of codes per group
+  return vec2<f32>(to_f16(hi / 127.0), 0.0);
 #else
-const UNIT: u32 = 1u;
-const CODE_WORDS: u32 = 4u;
+  return vec2<f32>(to_f16((hi - lo) / 15.0), to_f16(lo));
 #endif
-
-// The orthonormal Hadamard transform of 32 values (Sylvester order), in place.
-fn hadamard32(a: ptr<function, array<f32, 32>>) {
-  for (var h = 1u; h < GROUP; h <<= 1u) {
-    for (var i = 0u; i < GROUP; i++) {
-      if ((i & h) == 0u) {
-        let x = (*a)[i];
-        let y = (*a)[i + h];
-        (*a)[i] = x + y;
-        (*a)[i + h] = x - y;
-      }
-    }
-  }
-  for (var i = 0u; i < GROUP; i++) {
-    (*a)[i] *= INV_SQRT_GROUP;
-  }
 }
 
-// A group's code words (the first CODE_WORDS used) and its f16-rounded (scale, offset).
-struct Packed {
-  w: array<u32, 8>,
-  s: vec2<f32>,
-}
-
-fn to_f16(x: f32) -> f32 {
-  return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
-}
-
-fn quantize(a: ptr<function, array<f32, 32>>) -> Packed {
-  var r: Packed;
+// The code of value v under (scale, offset) so.
+fn code(v: f32, so: vec2<f32>) -> i32 {
+  let inv = select(0.0, 1.0 / so.x, so.x > 0.0);
 #if KV8
-  // absmax / 127, codes -127..127, element 4w + b in byte b of word w
-  var amax = 0.0;
-  for (var i = 0u; i < GROUP; i++) {
-    amax = max(amax, abs((*a)[i]));
-  }
-  let d = to_f16(amax / 127.0);
-  let inv = select(0.0, 1.0 / d, d > 0.0);
-  for (var w = 0u; w < 8u; w++) {
-    let v = vec4<f32>((*a)[4u * w], (*a)[4u * w + 1u], (*a)[4u * w + 2u], (*a)[4u * w + 3u]);
-    r.w[w] = pack4xI8(vec4<i32>(clamp(round(v * inv), vec4<f32>(-127.0), vec4<f32>(127.0))));
-  }
-  r.s = vec2<f32>(d, 0.0);
+  return i32(clamp(round(v * inv), -127.0, 127.0));
 #else
-  // (max - min) / 15 and min, codes 0..15; element 8w + b (b < 4) in the low nibble of byte b,
-  // element 8w + 4 + b in its high nibble
-  var lo = (*a)[0];
-  var hi = (*a)[0];
-  for (var i = 1u; i < GROUP; i++) {
-    lo = min(lo, (*a)[i]);
-    hi = max(hi, (*a)[i]);
-  }
-  let d = to_f16((hi - lo) / 15.0);
-  let m = to_f16(lo);
-  let inv = select(0.0, 1.0 / d, d > 0.0);
-  for (var w = 0u; w < 4u; w++) {
-    let v0 = vec4<f32>((*a)[8u * w], (*a)[8u * w + 1u], (*a)[8u * w + 2u], (*a)[8u * w + 3u]);
-    let v1 = vec4<f32>((*a)[8u * w + 4u], (*a)[8u * w + 5u], (*a)[8u * w + 6u], (*a)[8u * w + 7u]);
-    let c0 = vec4<u32>(clamp(round((v0 - m) * inv), vec4<f32>(0.0), vec4<f32>(15.0)));
-    let c1 = vec4<u32>(clamp(round((v1 - m) * inv), vec4<f32>(0.0), vec4<f32>(15.0)));
-    r.w[w] = pack4xU8(c0 | (c1 << vec4<u32>(4u)));
-  }
-  r.s = vec2<f32>(d, m);
+  return i32(clamp(round((v - so.y) * inv), 0.0, 15.0));
 #endif
-  return r;
 }
 
-// Queries in place as in rope_qk; then one thread per UNIT groups of a key head and of the value
-// head beside it.
+// The word of codes whose first element is lane l of `vals` (int8: 4 codes; int4: 8).
+fn pack_word(l: u32, so: vec2<f32>, is_key: bool) -> u32 {
+#if KV8
+  var c: vec4<i32>;
+  for (var t = 0u; t < 4u; t++) {
+    c[t] = code(select(vx[l + t], kx[l + t], is_key), so);
+  }
+  return pack4xI8(c);
+#else
+  var w = 0u;
+  for (var t = 0u; t < 4u; t++) {
+    let lo = u32(code(select(vx[l + t], kx[l + t], is_key), so));
+    let hi = u32(code(select(vx[l + 4u + t], kx[l + 4u + t], is_key), so));
+    w |= (lo | (hi << 4u)) << (8u * t);
+  }
+  return w;
+#endif
+}
+
 @compute @workgroup_size(WG)
 fn rope_qk_cache_q(
-  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  let q_pairs = p.rows * p.heads * p.half_dim;
-  if (idx < q_pairs) {
-    turn_x(idx, p.heads);
-    return;
+  let w = wid.x + wid.y * nwg.x;
+  let hd = 2u * p.half_dim;
+  let q_n = p.rows * p.heads * hd;
+  let q_wgs = (q_n + WG - 1u) / WG;
+  let kv_n = p.rows * p.heads_k * hd;
+  if (w >= q_wgs + (kv_n + WG - 1u) / WG) {
+    return; // a whole workgroup past the end (grid padding)
   }
-  let groups = p.half_dim / 16u; // per head
-  let units = groups / UNIT;
-  let t = idx - q_pairs;
-  if (t >= p.rows * p.heads_k * units) {
-    return;
+  let is_q = w < q_wgs;
+  let n = select(kv_n, q_n, is_q);
+  let heads = select(p.heads_k, p.heads, is_q);
+  let e = select(w - q_wgs, w, is_q) * WG + lid; // element of [rows, heads, hd]
+  let live = e < n;
+  let ee = min(e, n - 1u);
+  let i = ee % hd;
+  let row_head = ee / hd;
+  let j = i % p.half_dim;
+  let lo_at = row_head * hd + j;
+  let cs = turn(p.start_pos + row_head / heads, j);
+  var r: vec2<f32>;
+  if (is_q) {
+    r = rotate(x[lo_at], x[lo_at + p.half_dim], cs);
+  } else {
+    r = rotate(x2[lo_at], x2[lo_at + p.half_dim], cs);
+    vx[lid] = v_in[ee / 2u][ee % 2u];
   }
-  let row_head = t / units;
-  let pos = p.start_pos + row_head / p.heads_k;
-  let head_base = row_head * 2u * p.half_dim; // of this head in x2 and v_in
-  let rh = p.start_pos * p.heads_k + row_head; // (position, head) in the cache
-  // keys' and values' scales (int8: of the unit's two groups; int4: scale and offset)
-  var k_s: vec2<f32>;
-  var v_s: vec2<f32>;
-  for (var u = 0u; u < UNIT; u++) {
-    let g = (t % units) * UNIT + u;
-    var kk: array<f32, 32>;
-    var vv: array<f32, 32>;
-    for (var e = 0u; e < GROUP; e++) {
-      kk[e] = turned_key(head_base, g * GROUP + e, pos);
-      let vi = head_base + g * GROUP + e;
-      vv[e] = v_in[vi / 2u][vi % 2u];
-    }
+  kx[lid] = select(r.x, r.y, i >= p.half_dim);
+  workgroupBarrier();
 #if KROT
-    hadamard32(&kk);
-#endif
-    let pk = quantize(&kk);
-    let pv = quantize(&vv);
-    let cw = (rh * groups + g) * CODE_WORDS;
-    for (var w = 0u; w < CODE_WORDS; w++) {
-      k_cache[cw + w] = pk.w[w];
-      v_cache[cw + w] = pv.w[w];
-    }
-#if KV8
-    k_s[u] = pk.s.x;
-    v_s[u] = pv.s.x;
-#else
-    k_s = pk.s;
-    v_s = pv.s;
-#endif
+  for (var h = 1u; h < GROUP; h <<= 1u) {
+    let mine = kx[lid];
+    let other = kx[lid ^ h];
+    workgroupBarrier();
+    kx[lid] = select(other - mine, mine + other, (lid & h) == 0u);
+    workgroupBarrier();
   }
-  // int8: the two groups' scales; int4: the group's (scale, offset)
-  let sw = p.scale_word + (rh * groups) / UNIT + t % units;
-  k_cache[sw] = pack2x16float(k_s);
-  v_cache[sw] = pack2x16float(v_s);
+  kx[lid] *= INV_SQRT_GROUP;
+#endif
+  if (is_q) {
+    if (live) {
+      x[e] = kx[lid];
+    }
+    return;
+  }
+#if KV8
+  khi[lid] = abs(kx[lid]);
+  vhi[lid] = abs(vx[lid]);
+#else
+  khi[lid] = kx[lid];
+  klo[lid] = kx[lid];
+  vhi[lid] = vx[lid];
+  vlo[lid] = vx[lid];
+#endif
+  workgroupBarrier();
+  for (var h = GROUP / 2u; h > 0u; h >>= 1u) {
+    if (lid % GROUP < h) {
+      khi[lid] = max(khi[lid], khi[lid + h]);
+      vhi[lid] = max(vhi[lid], vhi[lid + h]);
+#if KV4
+      klo[lid] = min(klo[lid], klo[lid + h]);
+      vlo[lid] = min(vlo[lid], vlo[lid + h]);
+#endif
+    }
+    workgroupBarrier();
+  }
+  if (!live) {
+    return;
+  }
+  let g0 = lid - lid % GROUP;
+  let ks = group_scale(khi[g0], klo[g0]);
+  let vs = group_scale(vhi[g0], vlo[g0]);
+  let ce = p.start_pos * p.heads_k * hd + e; // element index in the cache
+#if KV8
+  if (ce % 4u == 0u) {
+    k_cache[ce / 4u] = pack_word(lid, ks, true);
+    v_cache[ce / 4u] = pack_word(lid, vs, false);
+  }
+  if (ce % (2u * GROUP) == 0u) {
+    // this group's scale and the next one's, in one word
+    let ks1 = group_scale(khi[g0 + GROUP], 0.0);
+    let vs1 = group_scale(vhi[g0 + GROUP], 0.0);
+    k_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(ks.x, ks1.x));
+    v_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(vs.x, vs1.x));
+  }
+#else
+  if (ce % 8u == 0u) {
+    k_cache[ce / 8u] = pack_word(lid, ks, true);
+    v_cache[ce / 8u] = pack_word(lid, vs, false);
+  }
+  if (ce % GROUP == 0u) {
+    k_cache[p.scale_word + ce / GROUP] = pack2x16float(ks);
+    v_cache[p.scale_word + ce / GROUP] = pack2x16float(vs);
+  }
+#endif
 }
 #endif

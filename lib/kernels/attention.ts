@@ -184,6 +184,8 @@ export interface Attention extends Readonly<AttentionShape> {
    * cache positions `0 .. startPos + rows - 1`, into `out` (same shape as `q`). Write the
    * rows' own keys first. With `window` > 0 a query sees only the last `window` positions up
    * to its own (sliding-window attention).
+   * Over a cache whose format turns keys (`KV_CACHE_INFO[f].rotateKeys`), `q` must be turned
+   * the same way, as `RopeQk.encodeToCache` leaves it.
    */
   attend(
     batch: CommandBatch,
@@ -237,7 +239,6 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     ...(headDim % 8 === 0 ? ["HD8"] : []),
     ...(headDim / 2 <= wg ? ["PAIRS1"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
-    ...(info.rotateKeys ? ["KROT"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),

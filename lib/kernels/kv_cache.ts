@@ -158,6 +158,24 @@ export function hadamard32(x: Float32Array | Float64Array, offset = 0): void {
   for (let i = 0; i < KV_GROUP; i++) x[offset + i] = Math.fround(x[offset + i] * s);
 }
 
+/**
+ * A copy of `x` (any rows of a head width that is a multiple of 32) with every group of 32 turned
+ * by {@linkcode hadamard32} when `format` turns keys, as RoPE leaves the queries for the
+ * attention over such a cache; otherwise `x` itself.
+ *
+ * @example
+ * ```ts
+ * import { turnedQueries } from "./kv_cache.ts";
+ * turnedQueries(new Float32Array(32).fill(1), "int8")[0]; // √32
+ * ```
+ */
+export function turnedQueries(x: Float32Array, format: KvCacheFormat): Float32Array {
+  if (!KV_CACHE_INFO[format].rotateKeys) return x;
+  const out = new Float32Array(x);
+  for (let o = 0; o < out.length; o += KV_GROUP) hadamard32(out, o);
+  return out;
+}
+
 /** Round half to even, as WGSL's `round`. */
 function roundEven(x: number): number {
   const r = Math.round(x);

@@ -172,8 +172,9 @@ export async function createRopeQk(
     gpu.kernel({ file: "rope", entry: quantized ? "rope_qk_cache_q" : "rope_qk_cache", defines }),
   ]);
   const half = headDim / 2;
-  // Threads writing the cache per row: one per word (f16) or per 64 (int8) / 32 (int4) values.
-  const cacheThreads = kvHeads * (quantized ? headDim / (info.codeBits === 8 ? 64 : 32) : half);
+  if (quantized && 256 % headDim) {
+    throw new RangeError(`rope: a ${kvCache} KV cache needs head_dim dividing 256, got ${headDim}`);
+  }
   const check = (q: Binding, k: Binding, invFreq: Binding, rows: number) => {
     requireBytes(q, rows * heads * headDim * 4, "rope q");
     requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
@@ -181,8 +182,13 @@ export async function createRopeQk(
   };
   // Both entries run one thread per query pair plus one per key pair (or cache word).
   const groups = (rows: number) => grid(Math.ceil((rows * (heads + kvHeads) * half) / 256));
+  // Quantized: one thread per element, queries and keys in separate workgroups of 256.
   const cacheGroups = (rows: number) =>
-    grid(Math.ceil((rows * (heads * half + cacheThreads)) / 256));
+    quantized
+      ? grid(
+        Math.ceil((rows * heads * headDim) / 256) + Math.ceil((rows * kvHeads * headDim) / 256),
+      )
+      : groups(rows);
   const p = (rows: number, startPos: number) =>
     params().u32(rows).u32(heads).u32(half).u32(startPos).u32(kvHeads).u32(layout.scaleWord)
       .build();

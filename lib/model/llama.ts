@@ -450,9 +450,17 @@ export class LlamaModel {
     return this.#state.rows;
   }
 
-  /** Empties the KV cache (the next forward starts at position 0). */
-  reset(): void {
-    this.#pos = 0;
+  /**
+   * Sets the KV cache's position (default 0, an empty cache): the next forward starts there and
+   * overwrites what the cache held from it on. Setting it back keeps positions `0 .. position -
+   * 1` as they were. Setting it past what was computed leaves those positions as the cache holds
+   * them (zeros on a fresh model): for timing long contexts without computing them.
+   */
+  reset(position = 0): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.maxSeqLen) {
+      throw new RangeError(`reset: position ${position} is outside 0..${this.maxSeqLen}`);
+    }
+    this.#pos = position;
   }
 
   /**

@@ -16,6 +16,7 @@ import {
   type KvCacheFormat,
   kvCacheLayout,
   kvRoundTrip,
+  turnedQueries,
 } from "../../lib/kernels/kv_cache.ts";
 import { cpuRope, createRopeQk } from "../../lib/kernels/rope.ts";
 import { assertClose, randn } from "../helpers/random.ts";
@@ -92,10 +93,11 @@ function invFreq(headDim: number): Float32Array {
   return Float32Array.from({ length: headDim / 2 }, (_, i) => 10_000 ** (-(2 * i) / headDim));
 }
 
-// The kernel's quantization against the twin's on the twin's rotated keys: the twin rotates in
-// f64 and the GPU in f32 (|Δ| ~ 1e-6), so a value sitting within that of a rounding boundary may
-// land one code apart. Allowed: at most 1% of codes one step apart, none further; scales (and
-// offsets) within two f16 ulps. Everything outside the written rows is untouched.
+// The kernel's quantization against the twin's on the twin's rotated keys: RoPE's cos/sin differ
+// by ~1e-6, and GPU division and reciprocals may be a few ulps off (NVIDIA's are), so a value
+// within that of a rounding boundary may land one code apart. Allowed: at most 3% of codes (+2)
+// one step apart, none further; scales (and offsets) within two f16 ulps. Everything outside the
+// written rows is untouched.
 Deno.test("RoPE writes quantized keys and values into the cache as the twin quantizes them", () =>
   withGpu({}, async (gpu) => {
     const cases = [
@@ -133,9 +135,9 @@ Deno.test("RoPE writes quantized keys and values into the cache as the twin quan
         batch.submit();
         assertClose(
           await gpu.readF32(tq),
-          cpuRope(q, rows, heads, headDim, startPos, freqs),
+          turnedQueries(cpuRope(q, rows, heads, headDim, startPos, freqs), format),
           { atol: 2e-5 },
-          `q ${what}`,
+          `q (turned as the keys are) ${what}`,
         );
         const perPos = kvHeads * headDim;
         for (
@@ -160,7 +162,10 @@ Deno.test("RoPE writes quantized keys and values into the cache as the twin quan
             assert.ok(d <= 1, `${name} ${what}: code ${e} is ${d} steps off`);
             off += d;
           }
-          assert.ok(off <= 0.01 * elems, `${name} ${what}: ${off} of ${elems} codes off by one`);
+          assert.ok(
+            off <= 0.03 * elems + 2,
+            `${name} ${what}: ${off} of ${elems} codes off by one`,
+          );
           const scalesPerPos = want.scales.length / rows;
           const s0 = layout.scaleWord + startPos * scalesPerPos;
           const gotScales = new Uint16Array(got.slice(s0, s0 + want.scales.length).buffer);
@@ -250,7 +255,7 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
             maxSeq,
             kvCache: format,
           });
-          const tq = f32Tensor(gpu, "q", q);
+          const tq = f32Tensor(gpu, "q", turnedQueries(q, format));
           const out = emptyF32(gpu, "out", q.length);
           const batch = new CommandBatch(gpu);
           attn.attend(batch, tq, ck, cv, out, startPos, rows);
