@@ -68,6 +68,15 @@ export {
   type QuantLinearRequest,
   type QuantTuning,
 } from "./lib/kernels/quant_linear.ts";
+export {
+  KV_CACHE_FORMATS,
+  KV_CACHE_INFO,
+  type KvCacheFormat,
+  type KvCacheInfo,
+  type KvCacheLayout,
+  kvCacheLayout,
+  parseKvCacheFormat,
+} from "./lib/kernels/kv_cache.ts";
 
 // Models
 export {
@@ -257,6 +266,20 @@ export {
   type MemoryEstimate,
   type MemoryEstimateOptions,
 } from "./lib/eval/memory.ts";
+export {
+  type AttentionError,
+  attentionErrors,
+  type AttentionInputs,
+  attentionInputs,
+  keyChannelAbsmax,
+  kvCacheQuality,
+  type KvQuality,
+  type KvQualityMetrics,
+  type KvQualityOptions,
+  type KvQualityResult,
+  type KvTreatment,
+} from "./lib/eval/kv_cache.ts";
+export { type KvCacheContents, readKvCache } from "./lib/model/kv_cache.ts";
 export {
   compareFormats,
   type CompareOptions,

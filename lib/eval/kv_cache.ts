@@ -324,17 +324,17 @@ export function attentionErrors(
   for (let l = 0; l < shape.numLayers; l++) {
     const { q } = inputs;
     const k = inputs.k[l], v = inputs.v[l];
-    const ref = cpuAttention(q[l], k, v, n, 0, shape, "f16");
+    const ref = cpuAttention(q[l], k, v, n, 0, shape, 0, "f16");
     for (const t of treatments) {
       let got: Float32Array;
       if (t === "kivi-int4") {
         const kq = kiviKeys(k, n, numKvHeads * headDim);
         const vq = kvRoundTrip(v, headDim, "int4-plain", false);
-        got = cpuAttention(q[l], kq, vq, n, 0, shape, "f16");
+        got = cpuAttention(q[l], kq, vq, n, 0, shape, 0, "f16");
       } else if (t === "int4-sym") {
         got = cpuAttention(q[l], symmetricInt4(k, true), symmetricInt4(v, false), n, 0, shape);
       } else {
-        got = cpuAttention(q[l], k, v, n, 0, shape, t);
+        got = cpuAttention(q[l], k, v, n, 0, shape, 0, t);
       }
       const perHeadErr = new Float64Array(numHeads), perHeadRef = new Float64Array(numHeads);
       for (let i = 0; i < got.length; i++) {

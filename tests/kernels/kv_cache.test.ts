@@ -245,7 +245,7 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
           if (i % d === 17) k[i] *= 5;
         }
         const q = randn(rows * h * d, 60 + c, 1.5);
-        const want = cpuAttention(q, k, v, rows, startPos, shape, format);
+        const want = cpuAttention(q, k, v, rows, startPos, shape, 0, format);
         const ck = quantizedCache(gpu, k, format, maxSeq, kvh, d, true);
         const cv = quantizedCache(gpu, v, format, maxSeq, kvh, d, false);
         {
