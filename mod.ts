@@ -69,13 +69,16 @@ export {
   type QuantTuning,
 } from "./lib/kernels/quant_linear.ts";
 export {
+  hadamard32,
   KV_CACHE_FORMATS,
   KV_CACHE_INFO,
   type KvCacheFormat,
   type KvCacheInfo,
   type KvCacheLayout,
   kvCacheLayout,
+  kvRoundTrip,
   parseKvCacheFormat,
+  turnedQueries,
 } from "./lib/kernels/kv_cache.ts";
 
 // Models

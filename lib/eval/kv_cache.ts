@@ -19,7 +19,7 @@ import { cpuAttention } from "../kernels/attention.ts";
 import { KV_GROUP, type KvCacheFormat, kvRoundTrip } from "../kernels/kv_cache.ts";
 import { cpuRope } from "../kernels/rope.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
-import { ropeInverseFrequencies } from "../model/config.ts";
+import { loadLlamaConfig, ropeInverseFrequencies } from "../model/config.ts";
 import { readKvCache } from "../model/kv_cache.ts";
 import { LlamaModel, type LoadOptions } from "../model/llama.ts";
 import { argmax } from "../model/sampling.ts";
@@ -88,13 +88,9 @@ export interface KvQuality {
  */
 export async function kvCacheQuality(options: KvQualityOptions): Promise<KvQuality> {
   const formats: KvCacheFormat[] = ["f16", ...options.kvCaches.filter((k) => k !== "f16")];
-  const probe = await LlamaModel.load(options.modelDir, {
-    ...options.load,
-    maxSeqLen: 2,
-  });
-  const vocab = probe.config.vocabSize;
-  const context = probe.config.maxPositionEmbeddings;
-  probe.dispose();
+  const config = await loadLlamaConfig(options.modelDir);
+  const vocab = config.vocabSize;
+  const context = config.maxPositionEmbeddings;
   const window = options.window ?? Math.min(512, context);
   const windows = Math.floor(options.tokens.length / window);
   if (windows < 1) throw new Error(`kvCacheQuality: fewer than ${window} tokens`);
