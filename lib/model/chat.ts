@@ -11,6 +11,7 @@
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { generate, type GenerateOptions, type GenerateResult } from "./generate.ts";
+import { openGguf } from "./gguf.ts";
 import type { LlamaModel } from "./llama.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -112,7 +113,8 @@ export function renderChat(
 }
 
 /**
- * The chat template stored in GGUF metadata (`tokenizer.chat_template`), or null.
+ * The chat template stored in GGUF metadata (`tokenizer.chat_template`), with the special tokens
+ * its `tokenizer.ggml.*_token_id` keys name, or null.
  *
  * @example
  * ```ts
@@ -120,10 +122,24 @@ export function renderChat(
  * chatTemplateFromGguf({ "tokenizer.chat_template": "{{ messages[0].content }}" })?.template;
  * ```
  */
-export function chatTemplateFromGguf(metadata: Record<string, unknown>): ChatTemplate | null {
+export function chatTemplateFromGguf(
+  metadata: Readonly<Record<string, unknown>>,
+  source = "GGUF metadata",
+): ChatTemplate | null {
   const template = metadata["tokenizer.chat_template"];
   if (typeof template !== "string") return null;
-  return { template, specialTokens: {}, source: "GGUF metadata" };
+  // Special tokens by id into the vocabulary (tokenizer.ggml.tokens), as llama.cpp reads them.
+  const tokens = metadata["tokenizer.ggml.tokens"];
+  const specialTokens: Record<string, string> = {};
+  for (const name of ["bos", "eos", "unknown", "padding"]) {
+    const id = metadata[`tokenizer.ggml.${name}_token_id`];
+    const text = Array.isArray(tokens) && typeof id === "number" ? tokens[id] : undefined;
+    const key = { bos: "bos_token", eos: "eos_token", unknown: "unk_token", padding: "pad_token" }[
+      name
+    ]!;
+    if (typeof text === "string") specialTokens[key] = text;
+  }
+  return { template, specialTokens, source };
 }
 
 async function readText(path: string): Promise<string | null> {
@@ -136,7 +152,8 @@ async function readText(path: string): Promise<string | null> {
 }
 
 /**
- * The chat template of a model directory, or null when it has none: `chat_template.jinja`
+ * The chat template of a model directory (or GGUF file: its `tokenizer.chat_template`), or null
+ * when it has none: `chat_template.jinja`
  * (where transformers 5 saves it), else `chat_template` in `tokenizer_config.json` (a string, or
  * a list of named templates, of which `default` is taken). Special tokens come from
  * `tokenizer_config.json`.
@@ -149,6 +166,10 @@ async function readText(path: string): Promise<string | null> {
  * ```
  */
 export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null> {
+  if (dir.endsWith(".gguf")) {
+    using file = await openGguf(dir);
+    return chatTemplateFromGguf(file.metadata, `${dir} (tokenizer.chat_template)`);
+  }
   const configPath = join(dir, "tokenizer_config.json");
   const configText = await readText(configPath);
   let config: Record<string, unknown> = {};

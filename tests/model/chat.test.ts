@@ -85,6 +85,20 @@ Deno.test("chat templates: tokenizer_config.json string and named list, GGUF, no
     const gguf = chatTemplateFromGguf({ "tokenizer.chat_template": "{{ messages[0].role }}" })!;
     assert.equal(renderChat(gguf, [{ role: "user", content: "" }]), "user");
     assert.equal(chatTemplateFromGguf({}), null);
+    // A GGUF file's template, with its special tokens found by id in its vocabulary.
+    const path = join(dir, "model.gguf");
+    await Deno.writeFile(
+      path,
+      ggufWithMetadata({
+        "tokenizer.chat_template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
+        "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a"],
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+      }),
+    );
+    const fromFile = (await loadChatTemplate(path))!;
+    assert.deepEqual(fromFile.specialTokens, { bos_token: "<s>", eos_token: "</s>" });
+    assert.equal(renderChat(fromFile, [{ role: "user", content: "a" }]), "<s>a</s>");
     assert.throws(
       () => renderChat({ ...gguf, template: "{% for %}" }, []),
       /chat template from GGUF metadata/,
@@ -148,3 +162,31 @@ Deno.test("chat() and generate --chat feed the rendered conversation to the mode
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A GGUF v3 file with no tensors and these metadata keys (strings, u32, string arrays). */
+function ggufWithMetadata(meta: Record<string, string | number | string[]>): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+  const u64 = (n: number) => new Uint8Array(new BigUint64Array([BigInt(n)]).buffer);
+  const str = (s: string) => {
+    const b = enc.encode(s);
+    parts.push(u64(b.length), b);
+  };
+  parts.push(enc.encode("GGUF"), u32(3), u64(0), u64(Object.keys(meta).length));
+  for (const [key, value] of Object.entries(meta)) {
+    str(key);
+    if (typeof value === "number") parts.push(u32(4), u32(value));
+    else if (typeof value === "string") {
+      parts.push(u32(8));
+      str(value);
+    } else {
+      parts.push(u32(9), u32(8), u64(value.length));
+      for (const v of value) str(v);
+    }
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, (o += p.length) - p.length);
+  return out;
+}
