@@ -6,6 +6,8 @@
 //         and stride over its row so that neighbouring threads read neighbouring words.
 //   gemm  several rows (prefill). TILE_M x TILE_N output tiles, K in steps of 16 through
 //         workgroup memory, 4x4 outputs per thread.
+//   gemv_rows  2 to 8 rows (the verify pass of speculative decoding): gemv's lanes and order,
+//         each weight unit loaded once and multiplied with every row (see its section).
 //
 // Without F16 the weights are unpacked with unpack2x16float and multiplied in f32. With F16 the
 // same words are reinterpreted as vec2/vec4<f16> and x is rounded to f16, so the products (and
@@ -88,28 +90,54 @@ override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two divi
 
 var<workgroup> partial: array<f32, GEMV_WG>;
 
+// A unit's weights are loaded by wunit/wpair_at and multiplied by dot8w/dot2w, so gemv and
+// gemv_rows do the same arithmetic on them.
 #if F16
-fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
-  let da = dot(vec4<f16>(xa), wquad[2u * unit]);
-  let db = dot(vec4<f16>(xb), wquad[2u * unit + 1u]);
+struct WUnit {
+  a: vec4<f16>,
+  b: vec4<f16>,
+}
+alias WPair = vec2<f16>;
+
+fn wunit(unit: u32) -> WUnit {
+  return WUnit(wquad[2u * unit], wquad[2u * unit + 1u]);
+}
+
+fn dot8w(xa: vec4<f32>, xb: vec4<f32>, w: WUnit) -> f32 {
+  let da = dot(vec4<f16>(xa), w.a);
+  let db = dot(vec4<f16>(xb), w.b);
   return f32(da) + f32(db);
 }
 
-fn dot2(xv: vec2<f32>, i: u32) -> f32 {
-  return f32(dot(vec2<f16>(xv), wpair[i]));
+fn dot2w(xv: vec2<f32>, w: WPair) -> f32 {
+  return f32(dot(vec2<f16>(xv), w));
 }
 #else
-fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
-  let w = woct[unit];
+alias WUnit = vec4<u32>;
+alias WPair = u32;
+
+fn wunit(unit: u32) -> WUnit {
+  return woct[unit];
+}
+
+fn dot8w(xa: vec4<f32>, xb: vec4<f32>, w: WUnit) -> f32 {
   let wa = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
   let wb = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
   return dot(xa, wa) + dot(xb, wb);
 }
 
-fn dot2(xv: vec2<f32>, i: u32) -> f32 {
-  return dot(xv, unpack2x16float(wpair[i]));
+fn dot2w(xv: vec2<f32>, w: WPair) -> f32 {
+  return dot(xv, unpack2x16float(w));
 }
 #endif
+
+fn dot8(xa: vec4<f32>, xb: vec4<f32>, unit: u32) -> f32 {
+  return dot8w(xa, xb, wunit(unit));
+}
+
+fn dot2(xv: vec2<f32>, i: u32) -> f32 {
+  return dot2w(xv, wpair[i]);
+}
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
@@ -276,6 +304,98 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
     let n = n0 + j * (TILE_N / 4u);
     if (n < p.n_count) {
       y[m * p.n_total + p.n_start + n] = v[j];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemv_rows: 2 to MAX_ROWS activation rows (p.rows) with the weights read once for all of them,
+// as llama.cpp's mat-vec kernels take up to 8 columns: verifying k + 1 draft tokens then costs
+// about one decode step where a GEMV is memory-bound. Each row is summed exactly as gemv sums it
+// alone (same lanes, same unit order and grouping, same reduction tree), so a row's output is
+// the one a decode step computes. The row loops have a constant bound (unrolled, accumulators
+// in registers) and skip rows past p.rows.
+
+const MAX_ROWS: u32 = 8u;
+
+var<workgroup> partial_rows: array<f32, GEMV_WG * MAX_ROWS>;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = array<f32, MAX_ROWS>();
+  if (n < p.n_count) {
+#if K8
+    let units = p.k / 8u; // a row of x is 2 · units vec4
+    let base = n * units;
+    var u = lane;
+#if UNROLL4
+    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
+      let v = u + GEMV_TPR;
+      let w = v + GEMV_TPR;
+      let z = w + GEMV_TPR;
+      let wu = wunit(base + u);
+      let wv = wunit(base + v);
+      let ww = wunit(base + w);
+      let wz = wunit(base + z);
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          let xo = 2u * r * units;
+          let a = dot8w(x4[xo + 2u * u], x4[xo + 2u * u + 1u], wu);
+          let b = dot8w(x4[xo + 2u * v], x4[xo + 2u * v + 1u], wv);
+          let c = dot8w(x4[xo + 2u * w], x4[xo + 2u * w + 1u], ww);
+          let d = dot8w(x4[xo + 2u * z], x4[xo + 2u * z + 1u], wz);
+          acc[r] += (a + b) + (c + d);
+        }
+      }
+    }
+#endif
+    for (; u < units; u += GEMV_TPR) {
+      let wu = wunit(base + u);
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          let xo = 2u * r * units;
+          acc[r] += dot8w(x4[xo + 2u * u], x4[xo + 2u * u + 1u], wu);
+        }
+      }
+    }
+#else
+    let units = p.k / 2u;
+    let base = n * units;
+    for (var u = lane; u < units; u += GEMV_TPR) {
+      let wu = wpair[base + u];
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          acc[r] += dot2w(x2[r * units + u], wu);
+        }
+      }
+    }
+#endif
+  }
+  for (var r = 0u; r < MAX_ROWS; r++) {
+    partial_rows[r * GEMV_WG + lid] = acc[r];
+  }
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          partial_rows[r * GEMV_WG + lid] += partial_rows[r * GEMV_WG + lid + s];
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.n_count) {
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        y[r * p.n_total + p.n_start + n] = partial_rows[r * GEMV_WG + lid];
+      }
     }
   }
 }

@@ -423,3 +423,80 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// gemv_rows: 2 to MAX_ROWS activation rows (p.rows), K % 32 == 0, the codes read once for all
+// rows: a lane loads a unit (32 codes) and block scale of each of its RPT output features once,
+// then multiplies them with that unit of every row's x. The arithmetic is the f32 gemv's with
+// K32 (table values in f32, four word sums added left to right, times the block absmax), in the
+// same lanes and order, so on adapters that run the f32 gemv a row's output is exactly what a
+// decode step computes (the f16 gemv rounds differently). Compiled without RPT8 and F16.
+
+const MAX_ROWS: u32 = 8u;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * RPT;
+  load_table(lid);
+  var acc = array<f32, MAX_ROWS * RPT>(); // [row][feature]
+  let units = p.k / 32u;
+  let quads = p.k / 4u; // vec4 per row of x
+  for (var u = lane; u < units; u += GEMV_TPR) {
+    var c = array<vec4<u32>, RPT>();
+    var s = array<f32, RPT>();
+    for (var f = 0u; f < RPT; f++) {
+      if (n0 + f < p.n_count) {
+        let e0 = (p.n_start + n0 + f) * p.k; // first flat element of the row
+        c[f] = codes4[e0 / 32u - p.code_base / 4u + u];
+        s[f] = block_absmax((e0 + 32u * u) / p.blocksize);
+      }
+    }
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        let xb = r * quads + 8u * u;
+        let x0 = x4[xb];
+        let x1 = x4[xb + 1u];
+        let x2 = x4[xb + 2u];
+        let x3 = x4[xb + 3u];
+        let x4_ = x4[xb + 4u];
+        let x5 = x4[xb + 5u];
+        let x6 = x4[xb + 6u];
+        let x7 = x4[xb + 7u];
+        for (var f = 0u; f < RPT; f++) {
+          if (n0 + f < p.n_count) {
+            let cf = c[f];
+            let sum = dot_word(cf.x, x0, x1) + dot_word(cf.y, x2, x3) + dot_word(cf.z, x4_, x5) +
+              dot_word(cf.w, x6, x7);
+            acc[r * RPT + f] += sum * s[f];
+          }
+        }
+      }
+    }
+  }
+  // Row by row through gemv's reduction tree (its `partial`, RPT features per lane group).
+  for (var r = 0u; r < MAX_ROWS; r++) {
+    if (r < p.rows) {
+      workgroupBarrier(); // the previous row's sums have been read
+      for (var f = 0u; f < RPT; f++) {
+        partial[f * GEMV_WG + lid] = acc[r * RPT + f];
+      }
+      workgroupBarrier();
+      for (var st = GEMV_TPR / 2u; st > 0u; st >>= 1u) {
+        if (lane < st) {
+          for (var f = 0u; f < RPT; f++) {
+            partial[f * GEMV_WG + lid] += partial[f * GEMV_WG + lid + st];
+          }
+        }
+        workgroupBarrier();
+      }
+      if (lane < RPT && n0 + lane < p.n_count) {
+        y[r * p.n_total + p.n_start + n0 + lane] = partial[lane * GEMV_WG + lid - lane];
+      }
+    }
+  }
+}

@@ -12,8 +12,12 @@
 //                              with LLM, workgroup 0 also compacts the outlier mask to a list
 //   quantize_row               one activation row (decode) over ⌈K / 4·QWG⌉ workgroups: replaces
 //                              the three above when rows = 1
+//   quantize_rows              2-8 rows, each exactly as quantize_row codes it alone (its own
+//                              scale and outlier list): the verify pass of speculative decoding
 //   gemv / gemm                the int8 product, plus (LLM) the outlier columns in 16-bit:
 //                              Σ_{k outlier} f16(x[m, k]) · f16(code[n, k] · sw[n] / 127)
+//   gemv_rows                  gemv over 2-8 rows quantized by quantize_rows, the weights read
+//                              once for all rows
 //
 // Dispatches per product: rows = 1 quantize_row + gemv (2, all three formats); more rows
 // [outlier_mask | absmax_all] + quantize + gemm (2 or 3). A layer whose caller promises the same
@@ -351,12 +355,35 @@ fn quantize_row(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+  quantize_row_of(lid, wid.x + wid.y * nwg.x, 0u);
+}
+
+// quantize_rows: workgroup (g, m) does quantize_row's workgroup g for row m, which writes its
+// scale to sx[m], its codes to row m of xq, and its outlier list to the m-th list of `outl`
+// (lists OUTL_ROW words apart).
+@compute @workgroup_size(QWG)
+fn quantize_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
+  quantize_row_of(lid, wid.x, wid.y);
+}
+
+// Words between the outlier lists of consecutive rows in quantize_rows / gemv_rows: a count and
+// two words per column (quantize_row never writes the mask part).
+fn outl_row_words() -> u32 {
+  return 1u + 2u * p.k;
+}
+
+// Workgroup g of quantize_row, for activation row m.
+fn quantize_row_of(lid: u32, g: u32, m: u32) {
   let words = p.k / 4u;
   let groups = (words + QWG - 1u) / QWG;
-  let g = wid.x + wid.y * nwg.x;
   if (g >= groups) {
     return; // uniform per workgroup
   }
+  let xo = m * words; // the row's first word (vec4) in x and in xq
+  let ob = m * outl_row_words(); // the row's outlier list
   let w0 = g * QWG;
   let w = w0 + lid; // the word this thread codes
   // Its values, loaded first, in flight with the loads below: on an H100 0.3 µs (K = 4096) to
@@ -364,7 +391,7 @@ fn quantize_row(
   // them out of the loop's loads.
   var own = vec4<f32>(0.0);
   if (w < words) {
-    own = x4[w];
+    own = x4[xo + w];
   }
   // The whole row's absmax (outlier values left out), four independent loads per step. Thread
   // lid reads words lid + j·QWG, which lie in segment j: it counts the outliers of those before
@@ -373,16 +400,16 @@ fn quantize_row(
   var before = 0u;
   var i = lid;
   for (; i + 3u * QWG < words; i += 4u * QWG) {
-    let v0 = x4[i];
-    let v1 = x4[i + QWG];
-    let v2 = x4[i + 2u * QWG];
-    let v3 = x4[i + 3u * QWG];
+    let v0 = x4[xo + i];
+    let v1 = x4[xo + i + QWG];
+    let v2 = x4[xo + i + 2u * QWG];
+    let v3 = x4[xo + i + 3u * QWG];
     a = max(a, max(max(kept_abs4(v0), kept_abs4(v1)), max(kept_abs4(v2), kept_abs4(v3))));
     before += count_before(v0, i, w0) + count_before(v1, i + QWG, w0) +
       count_before(v2, i + 2u * QWG, w0) + count_before(v3, i + 3u * QWG, w0);
   }
   for (; i < words; i += QWG) {
-    let v = x4[i];
+    let v = x4[xo + i];
     a = max(a, kept_abs4(v));
     before += count_before(v, i, w0);
   }
@@ -405,18 +432,18 @@ fn quantize_row(
   }
   let amax = red[0];
   if (g == 0u && lid == 0u) {
-    sx_rw[0] = amax;
+    sx_rw[m] = amax;
   }
   let s = scale127(amax);
   if (w < words) {
     let v = own;
     let q = vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s), code_of(v.w, s));
-    xq_out[w] = pack4xI8(q * vec4<i32>(!flags)); // outlier columns: code 0
+    xq_out[xo + w] = pack4xI8(q * vec4<i32>(!flags)); // outlier columns: code 0
   }
 #if LLM
   let seg = workgroupUniformLoad(&counts[0]); // (outliers before w0, outliers in this segment)
   if (g + 1u == groups && lid == 0u) {
-    outl_rw[0] = seg.x + seg.y;
+    outl_rw[ob] = seg.x + seg.y;
   }
   if (seg.y > 0u) {
     // Exclusive scan of the threads' outlier counts: each writes its columns in order.
@@ -435,8 +462,8 @@ fn quantize_row(
     for (var e = 0u; e < 4u; e++) {
       if (flags[e]) {
         let c = 4u * w + e;
-        outl_rw[1u + j] = c;
-        outl_rw[1u + p.k + j] = kept_index(c);
+        outl_rw[ob + 1u + j] = c;
+        outl_rw[ob + 1u + p.k + j] = kept_index(c);
         j++;
       }
     }
@@ -483,9 +510,13 @@ fn rescale(acc: i32, m: u32, gn: u32) -> f32 {
 // Weight of outlier column c (the j-th listed) for local output n: the kept FP16 copy, or the
 // int8 code dequantized as code · sw / 127 and rounded to f16, as bitsandbytes.
 fn outlier_weight(j: u32, c: u32, n: u32) -> f32 {
+  return outlier_weight_kept(outl[1u + p.k + j], c, n);
+}
+
+// outlier_weight with the column's index among the kept FP16 columns given (NONE: not kept).
+fn outlier_weight_kept(kept: u32, c: u32, n: u32) -> f32 {
   let gn = p.n_start + n;
 #if LLM_FP16
-  let kept = outl[1u + p.k + j];
   if (kept != NONE) {
     let i = kept * p.n_total + gn;
     return unpack2x16float(kept_w[i / 2u])[i % 2u];
@@ -701,5 +732,136 @@ fn store_row(m: u32, n0: u32, acc: vec4<i32>) {
 #endif
       y[m * p.n_total + gn] = v;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemv_rows: 2 to MAX_ROWS activation rows (p.rows), coded by quantize_rows, the weight codes
+// read once for all rows. Each row is summed as gemv sums it alone (integer sums are exact in
+// any order; the outlier part keeps gemv's lanes and reduction tree), so a row's output is the
+// one a decode step computes. Row loops have a constant bound and skip rows past p.rows.
+
+const MAX_ROWS: u32 = 8u;
+
+var<workgroup> part_rows: array<i32, GEMV_WG * MAX_ROWS>;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = array<i32, MAX_ROWS>();
+  var extra = array<f32, MAX_ROWS>();
+  if (n < p.n_count) {
+#if K16
+    let units = p.k / 16u;
+    let base = n * units;
+    var u = lane;
+#if UNROLL4
+    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
+      let b0 = w4[base + u];
+      let b1 = w4[base + u + GEMV_TPR];
+      let b2 = w4[base + u + 2u * GEMV_TPR];
+      let b3 = w4[base + u + 3u * GEMV_TPR];
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          let xo = r * units;
+          acc[r] += (dot16(xq4[xo + u], b0) + dot16(xq4[xo + u + GEMV_TPR], b1)) +
+            (dot16(xq4[xo + u + 2u * GEMV_TPR], b2) + dot16(xq4[xo + u + 3u * GEMV_TPR], b3));
+        }
+      }
+    }
+#endif
+    for (; u < units; u += GEMV_TPR) {
+      let b = w4[base + u];
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          acc[r] += dot16(xq4[r * units + u], b);
+        }
+      }
+    }
+#else
+    let words = p.k / 4u;
+    let base = n * words;
+    for (var u = lane; u < words; u += GEMV_TPR) {
+      let b = weight_word(base + u);
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          acc[r] += dot4I8Packed(xq[r * words + u], b);
+        }
+      }
+    }
+#endif
+#if LLM
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        let ob = r * outl_row_words();
+        let count = outl[ob];
+        for (var j = lane; j < count; j += GEMV_TPR) {
+          let c = outl[ob + 1u + j];
+          let wv = outlier_weight_kept(outl[ob + 1u + p.k + j], c, n);
+          extra[r] += outlier_product(xf[r * p.k + c], wv);
+        }
+      }
+    }
+#endif
+  }
+  // The integer sums, then (LLM) the outlier sums through the same workgroup memory as bits.
+  var sums = array<i32, MAX_ROWS>();
+  reduce_rows(lid, lane, acc, false);
+  if (lane == 0u) {
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      sums[r] = part_rows[r * GEMV_WG + lid];
+    }
+  }
+  var fsums = array<f32, MAX_ROWS>();
+#if LLM
+  workgroupBarrier();
+  var bits = array<i32, MAX_ROWS>();
+  for (var r = 0u; r < MAX_ROWS; r++) {
+    bits[r] = bitcast<i32>(extra[r]);
+  }
+  reduce_rows(lid, lane, bits, true);
+  if (lane == 0u) {
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      fsums[r] = bitcast<f32>(part_rows[r * GEMV_WG + lid]);
+    }
+  }
+#endif
+  if (lane == 0u && n < p.n_count) {
+    let gn = p.n_start + n;
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        y[r * p.n_total + gn] = rescale(sums[r], r, gn) + fsums[r];
+      }
+    }
+  }
+}
+
+// gemv's reduction tree over each row's lanes, in part_rows: integers, or f32 bits (as_f32).
+fn reduce_rows(lid: u32, lane: u32, v: array<i32, MAX_ROWS>, as_f32: bool) {
+  for (var r = 0u; r < MAX_ROWS; r++) {
+    part_rows[r * GEMV_WG + lid] = v[r];
+  }
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          let i = r * GEMV_WG + lid;
+          if (as_f32) {
+            part_rows[i] = bitcast<i32>(
+              bitcast<f32>(part_rows[i]) + bitcast<f32>(part_rows[i + s]),
+            );
+          } else {
+            part_rows[i] += part_rows[i + s];
+          }
+        }
+      }
+    }
+    workgroupBarrier();
   }
 }

@@ -191,3 +191,69 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// gemv_rows: 2 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
+// all rows. Each row is summed as gemv sums it alone (same lanes, group order, word order and
+// reduction tree), so a row's output is the one a decode step computes. Row loops have a
+// constant bound and skip rows past p.rows.
+
+const MAX_ROWS: u32 = 8u;
+
+var<workgroup> partial_rows: array<f32, GEMV_WG * MAX_ROWS>;
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR;
+  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  var acc = array<f32, MAX_ROWS>();
+  if (n < p.n_count) {
+    let groups = p.k / 32u;
+    let quads = p.k / 4u; // vec4 per row of x
+    let g0 = (p.n_start + n) * groups;
+    for (var g = lane; g < groups; g += GEMV_TPR) {
+      let a = codes4[2u * (n * groups + g)];
+      let b = codes4[2u * (n * groups + g) + 1u];
+      let d = scale_of(g0 + g);
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          let xb = r * quads + 8u * g;
+          let s = dot_word(a.x, x4[xb], d) + dot_word(a.y, x4[xb + 1u], d) +
+            dot_word(a.z, x4[xb + 2u], d) + dot_word(a.w, x4[xb + 3u], d) +
+            dot_word(b.x, x4[xb + 4u], d) + dot_word(b.y, x4[xb + 5u], d) +
+            dot_word(b.z, x4[xb + 6u], d) + dot_word(b.w, x4[xb + 7u], d);
+#if F16
+          acc[r] += s; // d is already inside
+#else
+          acc[r] += s * d;
+#endif
+        }
+      }
+    }
+  }
+  for (var r = 0u; r < MAX_ROWS; r++) {
+    partial_rows[r * GEMV_WG + lid] = acc[r];
+  }
+  workgroupBarrier();
+  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var r = 0u; r < MAX_ROWS; r++) {
+        if (r < p.rows) {
+          partial_rows[r * GEMV_WG + lid] += partial_rows[r * GEMV_WG + lid + s];
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < p.n_count) {
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        y[r * p.n_total + p.n_start + n] = partial_rows[r * GEMV_WG + lid];
+      }
+    }
+  }
+}

@@ -34,7 +34,27 @@ export interface LinearEncodeOptions {
    * results. Default false.
    */
   reuseInput?: boolean;
+  /**
+   * Compute every row as a one-row product (a decode step) would compute it alone — the verify
+   * pass of speculative decoding, where row r must give the logits that decoding token r would.
+   * 2 to {@linkcode MAX_GEMV_ROWS} rows then run a multi-row GEMV, which reads the weights once
+   * for all rows, and the int8 formats quantize each row's activations on their own (its own
+   * scale, its own LLM.int8() outliers) instead of as one batch. Default false.
+   */
+  perRow?: boolean;
 }
+
+/**
+ * Most activation rows the multi-row GEMV kernels (`gemv_rows`, one per weight format) take in
+ * one dispatch: speculative decoding verifies at most this many tokens per pass.
+ *
+ * @example
+ * ```ts
+ * import { MAX_GEMV_ROWS } from "./linear.ts";
+ * MAX_GEMV_ROWS; // 8
+ * ```
+ */
+export const MAX_GEMV_ROWS = 8;
 
 /**
  * A linear layer without bias, `y = x · Wᵀ`, in some weight format. The forward pass only
@@ -183,6 +203,7 @@ export class Fp16Linear implements Linear {
   #owned: GpuTensor[];
   #gemv: Kernel;
   #gemm: Kernel;
+  #gemvMulti: Kernel;
   #gemvRowsPerWorkgroup: number;
   #tileM: number;
   #tileN: number;
@@ -192,7 +213,7 @@ export class Fp16Linear implements Linear {
     f16: boolean,
     chunks: RowChunk[],
     owned: GpuTensor[],
-    kernels: [Kernel, Kernel],
+    kernels: [Kernel, Kernel, Kernel],
     shape: [number, number, number],
   ) {
     this.inFeatures = opts.inFeatures;
@@ -202,7 +223,7 @@ export class Fp16Linear implements Linear {
     this.f16 = f16;
     this.chunks = chunks;
     this.#owned = owned;
-    [this.#gemv, this.#gemm] = kernels;
+    [this.#gemv, this.#gemm, this.#gemvMulti] = kernels;
     [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN] = shape;
   }
 
@@ -262,6 +283,7 @@ export class Fp16Linear implements Linear {
     try {
       const kernels = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, []),
+        gemvKernel(gpu, label, k, f16, t, [], "gemv_rows"),
         gpu.kernel({
           file: "matmul_f16",
           entry: "gemm",
@@ -270,7 +292,8 @@ export class Fp16Linear implements Linear {
         }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;
-      return new Fp16Linear(opts, f16, chunks, owned, [kernels[0].kernel, kernels[1]], [
+      const ks: [Kernel, Kernel, Kernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
+      return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
         tileM,
         tileN,
@@ -290,25 +313,31 @@ export class Fp16Linear implements Linear {
   }
 
   /**
-   * Records `y[rows, N] = x[rows, K] · Wᵀ`. FP16 reads x as it is, so `options` (reuseInput)
-   * changes nothing.
+   * Records `y[rows, N] = x[rows, K] · Wᵀ`. FP16 reads x as it is, so `reuseInput` changes
+   * nothing; `perRow` with 2 to {@linkcode MAX_GEMV_ROWS} rows runs the multi-row GEMV.
    */
   encode(
     batch: CommandBatch,
     x: Binding,
     y: Binding,
     rows: number,
-    _options?: LinearEncodeOptions,
+    options?: LinearEncodeOptions,
   ): void {
+    const multi = options?.perRow === true && rows >= 2 && rows <= MAX_GEMV_ROWS;
     const { inFeatures: k, outFeatures: n } = this;
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
     for (const chunk of this.chunks) {
       const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
         .build();
-      if (rows === 1) {
+      if (rows === 1 || multi) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
-        batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
+        batch.dispatch(
+          multi ? this.#gemvMulti : this.#gemv,
+          [x, chunk.binding, y],
+          grid(groups),
+          p,
+        );
       } else {
         const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
         batch.dispatch(this.#gemm, [x, chunk.binding, y], grid(tiles), p);
@@ -323,7 +352,10 @@ export class Fp16Linear implements Linear {
   }
 }
 
-/** The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...). */
+/**
+ * The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...); `entry`
+ * `"gemv_rows"` is its multi-row form.
+ */
 async function gemvKernel(
   gpu: Gpu,
   label: string,
@@ -331,6 +363,7 @@ async function gemvKernel(
   f16: boolean,
   t: Fp16Tuning,
   route: string[],
+  entry: "gemv" | "gemv_rows" = "gemv",
 ): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
   const gemvWg = t.gemvWorkgroupSize ?? 256;
   const gemvTpr = t.gemvThreadsPerRow ?? 32;
@@ -346,7 +379,7 @@ async function gemvKernel(
   ];
   const kernel = await gpu.kernel({
     file: "matmul_f16",
-    entry: "gemv",
+    entry,
     defines,
     constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
   });

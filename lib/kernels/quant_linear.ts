@@ -16,7 +16,9 @@
  *   (block absmax decoded in the kernel from its 8-bit code).
  * - `kernels/q_q8_0.wgsl` — q8_0: int8 codes in groups of 32 with f16 scales.
  *
- * Each has a GEMV entry for one activation row (decode) and a tiled GEMM for more.
+ * Each has a GEMV entry for one activation row (decode), a tiled GEMM for more, and a multi-row
+ * GEMV (`gemv_rows`) for 2 to 8 rows computed each as decode would (`encode`'s `perRow`: the
+ * verify pass of speculative decoding), which reads the weights once for all rows.
  *
  * @module
  */
@@ -40,7 +42,7 @@ import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { NF4_TABLE } from "../quant/nf4.ts";
 import { Q4_0_TABLE } from "../quant/ggml.ts";
 import { requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
-import { Fp16Linear, type Linear, type LinearEncodeOptions } from "./linear.ts";
+import { Fp16Linear, type Linear, type LinearEncodeOptions, MAX_GEMV_ROWS } from "./linear.ts";
 
 /**
  * The formats {@linkcode QuantLinear} runs: every {@linkcode QuantFormat} but `"fp16"`
@@ -215,6 +217,7 @@ interface InputKey {
   mode: "vectorwise" | "absmax" | "llm";
   threshold: number; // llm: outlier threshold; else 0
   kept: Uint32Array | null; // llm with FP16 columns: the list's kept indices point into these
+  perRow: boolean; // each row quantized on its own (quantize_rows)
   xq: GpuTensor;
   sx: GpuTensor;
 }
@@ -230,7 +233,8 @@ interface HeldInput extends InputKey {
 
 function sameInput(a: InputKey, b: InputKey): boolean {
   return a.batch === b.batch && a.x === b.x && a.offset === b.offset && a.rows === b.rows &&
-    a.k === b.k && a.mode === b.mode && a.threshold === b.threshold && a.xq === b.xq &&
+    a.k === b.k && a.mode === b.mode && a.threshold === b.threshold && a.perRow === b.perRow &&
+    a.xq === b.xq &&
     a.sx === b.sx && sameColumns(a.kept, b.kept);
 }
 
@@ -251,6 +255,8 @@ interface Shared {
   dmap: GpuTensor | null;
   /** Maps of NF4-DQ weights that bring their own (bitsandbytes checkpoints), by content. */
   maps: Map<string, GpuTensor>;
+  /** llm products with `perRow`: one outlier list per row (quantize_rows), shared by all layers. */
+  rowLists: GpuTensor | null;
 }
 
 const sharedState = new WeakMap<Gpu, Shared>();
@@ -258,7 +264,16 @@ const sharedState = new WeakMap<Gpu, Shared>();
 function acquireShared(gpu: Gpu): Shared {
   let s = sharedState.get(gpu);
   if (!s) {
-    s = { layers: 0, xq: null, sx: null, input: null, retired: [], dmap: null, maps: new Map() };
+    s = {
+      layers: 0,
+      xq: null,
+      sx: null,
+      input: null,
+      retired: [],
+      dmap: null,
+      maps: new Map(),
+      rowLists: null,
+    };
     sharedState.set(gpu, s);
   }
   s.layers++;
@@ -269,7 +284,9 @@ function releaseShared(gpu: Gpu): void {
   const s = sharedState.get(gpu);
   if (!s) return;
   if (--s.layers > 0) return;
-  for (const t of [s.xq, s.sx, s.dmap, ...s.retired, ...s.maps.values()]) t?.destroy();
+  for (const t of [s.xq, s.sx, s.dmap, s.rowLists, ...s.retired, ...s.maps.values()]) {
+    t?.destroy();
+  }
   sharedState.delete(gpu);
 }
 
@@ -337,6 +354,35 @@ function int8Scratch(gpu: Gpu, s: Shared, rows: number, k: number): [GpuTensor, 
   return [s.xq, s.sx];
 }
 
+/**
+ * Bytes of the per-row outlier lists of LLM.int8() products with `perRow` (a count and two
+ * words per column for each of up to {@linkcode MAX_GEMV_ROWS} rows), shared by the layers of a
+ * device and allocated by the first such product.
+ *
+ * @example
+ * ```ts
+ * import { llmInt8RowListBytes } from "./quant_linear.ts";
+ * llmInt8RowListBytes(256); // 8 · (1 + 512) · 4
+ * ```
+ */
+export function llmInt8RowListBytes(k: number): number {
+  return MAX_GEMV_ROWS * (1 + 2 * k) * 4;
+}
+
+function rowLists(gpu: Gpu, s: Shared, k: number): GpuTensor {
+  const bytes = llmInt8RowListBytes(k);
+  if (!s.rowLists || s.rowLists.byteSize < bytes) {
+    if (s.rowLists) s.retired.push(s.rowLists);
+    s.rowLists = gpu.tensor({
+      label: "llm-int8 per-row outlier lists (shared)",
+      category: "scratch",
+      byteSize: bytes,
+      dtype: "u32",
+    });
+  }
+  return s.rowLists;
+}
+
 function dynamicMap(gpu: Gpu, s: Shared, own?: Float32Array): GpuTensor {
   if (own && own.some((v, i) => v !== DYNAMIC_MAP_SIGNED[i])) {
     const key = Array.from(new Uint32Array(own.buffer, own.byteOffset, 256)).join(",");
@@ -376,6 +422,9 @@ function familyOf(format: QuantLinearFormat): Family {
 interface Kernels {
   gemv: Kernel;
   gemm: Kernel;
+  /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
+  gemvRows?: Kernel;
+  quantizeRows?: Kernel;
   quantize?: Kernel;
   quantizeRow?: Kernel;
   absmaxAll?: Kernel;
@@ -426,7 +475,7 @@ export class QuantLinear implements Linear {
   #owned: GpuTensor[];
   #arrays: GpuTensor[]; // the per-format arrays bound after the codes, in binding order
   #kernels: Kernels;
-  #shape: { gemvRows: number; tileM: number; tileN: number };
+  #shape: { gemvRows: number; multiRows: number; tileM: number; tileN: number };
   #blocksize: number;
   #table: Float32Array | null;
   #threshold: number;
@@ -450,7 +499,7 @@ export class QuantLinear implements Linear {
       owned: GpuTensor[];
       arrays: GpuTensor[];
       kernels: Kernels;
-      shape: { gemvRows: number; tileM: number; tileN: number };
+      shape: { gemvRows: number; multiRows: number; tileM: number; tileN: number };
       blocksize: number;
       threshold: number;
       outliers: GpuTensor | null;
@@ -622,7 +671,13 @@ export class QuantLinear implements Linear {
         arrays,
         kernels,
         // q_4bit.wgsl's gemv computes RPT (4 or 8) output features per thread group
-        shape: { gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1), tileM, tileN },
+        // (its gemv_rows always 4)
+        shape: {
+          gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
+          multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 1),
+          tileM,
+          tileN,
+        },
         blocksize,
         threshold,
         outliers,
@@ -706,8 +761,14 @@ export class QuantLinear implements Linear {
     if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`linear rows: ${rows}`);
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
+    const perRow = options.perRow === true && rows > 1;
+    if (perRow && rows > MAX_GEMV_ROWS) {
+      throw new RangeError(
+        `${this.format} linear: perRow products take at most ${MAX_GEMV_ROWS} rows, got ${rows}`,
+      );
+    }
     if (this.#family === "int8") {
-      this.#encodeInt8(batch, x, y, rows, options.reuseInput === true);
+      this.#encodeInt8(batch, x, y, rows, options.reuseInput === true, perRow);
       return;
     }
     for (const chunk of this.chunks) {
@@ -720,11 +781,18 @@ export class QuantLinear implements Linear {
       } else {
         p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
       }
-      this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p);
+      this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p, perRow);
     }
   }
 
-  #encodeInt8(batch: CommandBatch, x: Binding, y: Binding, rows: number, reuse: boolean): void {
+  #encodeInt8(
+    batch: CommandBatch,
+    x: Binding,
+    y: Binding,
+    rows: number,
+    reuse: boolean,
+    perRow: boolean,
+  ): void {
     const { inFeatures: k, outFeatures: n } = this;
     const kern = this.#kernels;
     const shared = this.#shared!;
@@ -743,11 +811,14 @@ export class QuantLinear implements Linear {
       mode: llm ? "llm" : this.format === "int8-absmax" ? "absmax" : "vectorwise",
       threshold: llm ? this.#threshold : 0,
       kept: this.#keptColumns,
+      perRow,
       xq,
       sx,
     };
     const held = shared.input;
-    let outliers = this.#outliers; // where the product reads the outlier list
+    // where the product reads the outlier list(s)
+    const ownLists = llm && perRow ? rowLists(this.#gpu, shared, k) : this.#outliers;
+    let outliers = ownLists;
     if (reuse && held !== null && sameInput(held, key)) {
       // The scratch (and held.owner's outlier list) already hold this x, quantized alike.
       if (llm) {
@@ -759,10 +830,13 @@ export class QuantLinear implements Linear {
     } else {
       const p0 = base(0, n);
       const kept = this.#kept ? [this.#kept.columns] : [];
-      const act: Binding[] = llm ? [x, this.#outliers!, sx, xq, ...kept] : [x, sx, xq];
+      const act: Binding[] = llm ? [x, ownLists!, sx, xq, ...kept] : [x, sx, xq];
       if (rows === 1) {
         // one row: absmax, codes (and the outlier list) in one dispatch of many workgroups
         batch.dispatch(kern.quantizeRow!, act, grid(Math.ceil(k / (4 * QUANT_WG))), p0);
+      } else if (perRow) {
+        // quantize_row's work for each row, as if it were alone: one dispatch, a grid row each
+        batch.dispatch(kern.quantizeRows!, act, [Math.ceil(k / (4 * QUANT_WG)), rows], p0);
       } else {
         if (kern.outlierMask) {
           batch.dispatch(kern.outlierMask, [x, this.#outliers!], grid(Math.ceil(k / 256)), p0);
@@ -772,7 +846,7 @@ export class QuantLinear implements Linear {
       }
       shared.input = {
         ...key,
-        outliers: this.#outliers,
+        outliers: ownLists,
         owner: this,
         generation: ++this.#generation,
       };
@@ -781,7 +855,7 @@ export class QuantLinear implements Linear {
     const tail: Binding[] = llm ? [x, outliers!, ...(this.#kept ? [this.#kept.weights] : [])] : [];
     for (const chunk of this.chunks) {
       const bindings = [xq, sx, chunk.binding, this.#arrays[0], y, ...tail];
-      this.#product(batch, bindings, chunk, rows, base(chunk.start, chunk.count));
+      this.#product(batch, bindings, chunk, rows, base(chunk.start, chunk.count), perRow);
     }
   }
 
@@ -791,10 +865,14 @@ export class QuantLinear implements Linear {
     chunk: RowChunk,
     rows: number,
     p: ArrayBuffer,
+    perRow: boolean,
   ): void {
-    const { gemvRows, tileM, tileN } = this.#shape;
+    const { gemvRows, multiRows, tileM, tileN } = this.#shape;
+    const multi = this.#kernels.gemvRows;
     if (rows === 1) {
       batch.dispatch(this.#kernels.gemv, bindings, grid(Math.ceil(chunk.count / gemvRows)), p);
+    } else if (perRow && multi) {
+      batch.dispatch(multi, bindings, grid(Math.ceil(chunk.count / multiRows)), p);
     } else {
       const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
       batch.dispatch(this.#kernels.gemm, bindings, grid(tiles), p);
@@ -867,7 +945,7 @@ async function compileKernels(
     const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
     const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
     const k16 = o.k % 16 === 0 ? ["K16", ...(o.unroll ? ["UNROLL4"] : [])] : [];
-    const [gemv, gemm, quantize, quantizeRow, extra] = await Promise.all([
+    const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows] = await Promise.all([
       spec("q_int8", "gemv", [...llm, ...f16, ...k16], o.gemv),
       spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
       spec("q_int8", "quantize", mode),
@@ -878,10 +956,15 @@ async function compileKernels(
         : o.format === "llm-int8"
         ? spec("q_int8", "outlier_mask", ["LLM"])
         : Promise.resolve(undefined),
+      spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16], o.gemv),
+      // each row alone: int8-absmax's scale is the row's, as in decode
+      spec("q_int8", "quantize_rows", llm),
     ]);
     return {
       gemv,
       gemm,
+      gemvRows,
+      quantizeRows,
       quantize,
       quantizeRow,
       absmaxAll: o.format === "int8-absmax" ? extra : undefined,
@@ -891,15 +974,20 @@ async function compileKernels(
   if (o.family === "4bit") {
     const dq = o.format === "nf4-dq" ? ["DQ"] : [];
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
-    const [gemv, gemm] = await Promise.all([
+    const [gemv, gemm, gemvRows] = await Promise.all([
       spec("q_4bit", "gemv", [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : [])], o.gemv),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
+      // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
+      k32.length
+        ? spec("q_4bit", "gemv_rows", [...dq, ...k32], o.gemv)
+        : Promise.resolve(undefined),
     ]);
-    return { gemv, gemm };
+    return { gemv, gemm, gemvRows };
   }
-  const [gemv, gemm] = await Promise.all([
+  const [gemv, gemm, gemvRows] = await Promise.all([
     spec("q_q8_0", "gemv", f16, o.gemv),
     spec("q_q8_0", "gemm", f16, o.gemm),
+    spec("q_q8_0", "gemv_rows", f16, o.gemv),
   ]);
-  return { gemv, gemm };
+  return { gemv, gemm, gemvRows };
 }

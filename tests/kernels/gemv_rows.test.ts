@@ -1,0 +1,200 @@
+// The multi-row GEMVs (`gemv_rows`, reached through `encode(..., { perRow: true })`) of every
+// weight format against their CPU twin (each row multiplied alone: `matmulPerRow`, `cpuMatmul`)
+// and against the one-row GEMV run on each row in turn, which is what a decode step computes.
+//
+// Tolerances, in units of an output's natural scale σ_y = sqrt(K)·rms(x)·rms(w), as in
+// linear.test.ts and quant_linear.test.ts: against the twin 2e-5·σ_y with f32 arithmetic, 5e-3·σ_y
+// with f16. Against the one-row GEMV 1e-6·σ_y (the kernels keep its lanes, order and reduction
+// tree, so rows come out equal, measured bit-equal on lavapipe and GL), except 4-bit layers
+// with f16 arithmetic, whose one-row GEMV rounds in f16 and gemv_rows does not (5e-3·σ_y).
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
+import { f16ArrayToF32 } from "../../lib/gpu/f16.ts";
+import { cpuMatmul, Fp16Linear, type Linear } from "../../lib/kernels/linear.ts";
+import { QuantLinear, type QuantLinearFormat } from "../../lib/kernels/quant_linear.ts";
+import { quantize } from "../../lib/quant/formats.ts";
+import { matmulPerRow } from "../../lib/quant/per_row.ts";
+import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
+import { emptyF32, f32Tensor, hasF16, randomF16 } from "./_gpu.ts";
+
+const X_SCALE = 1;
+const W_SCALE = 0.05;
+const F32_TOL = 2e-5;
+const F16_TOL = 5e-3;
+const SAME_TOL = 1e-6;
+
+const devices = new Map<boolean, Gpu>();
+devices.set(false, await requestGpu({ f16: false }));
+if (hasF16) devices.set(true, await requestGpu({ f16: true }));
+globalThis.addEventListener("unload", () => devices.forEach((gpu) => gpu.destroy()));
+
+async function withGpu(f16: boolean, fn: (gpu: Gpu) => Promise<void>): Promise<void> {
+  const gpu = devices.get(f16)!;
+  try {
+    await fn(gpu);
+  } catch (err) {
+    gpu.destroy();
+    devices.set(f16, await requestGpu({ f16 }));
+    throw err;
+  }
+  gpu.trimScratch();
+  assertEquals(gpu.ledger.entries(), []);
+}
+
+/** Runs `lin` on x's rows: all at once with perRow, or (`single`) one encode per row. */
+async function product(
+  gpu: Gpu,
+  lin: Linear,
+  x: Float32Array,
+  rows: number,
+  single: boolean,
+): Promise<Float32Array> {
+  const { inFeatures: k, outFeatures: n } = lin;
+  if (single) {
+    // a tensor per row: rows of x and y need not start on the binding alignment
+    const y = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      const tx = f32Tensor(gpu, "x row", x.slice(r * k, (r + 1) * k));
+      const ty = emptyF32(gpu, "y row", n);
+      const batch = new CommandBatch(gpu);
+      lin.encode(batch, tx, ty, 1);
+      batch.submit();
+      y.set(await gpu.readF32(ty), r * n);
+      tx.destroy();
+      ty.destroy();
+    }
+    return y;
+  }
+  const tx = f32Tensor(gpu, "x", x);
+  const ty = emptyF32(gpu, "y", rows * n);
+  const batch = new CommandBatch(gpu);
+  lin.encode(batch, tx, ty, rows, { perRow: true });
+  batch.submit();
+  const got = await gpu.readF32(ty);
+  tx.destroy();
+  ty.destroy();
+  return got;
+}
+
+/** x with a few outlier values (|x| ≥ 6) in some rows only, so rows have different lists. */
+function activations(rows: number, k: number, seed: number): Float32Array {
+  const x = randn(rows * k, seed, X_SCALE);
+  for (let r = 0; r < rows; r++) {
+    if (r % 3 === 2) continue; // some rows without outliers
+    x[r * k + ((7 * r + 3) % k)] = r % 2 ? -9 : 12;
+    x[r * k + ((11 * r + 5) % k)] = 7.5;
+  }
+  return x;
+}
+
+const SHAPES = [
+  { n: 96, k: 256 }, // wide paths (K % 32 == 0), a partial last workgroup
+  { n: 64, k: 1088 }, // the int8 unrolled loop with a remainder
+];
+
+for (const f16 of [false, true]) {
+  const ignore = f16 && !hasF16;
+  const arith = f16 ? "f16" : "f32";
+
+  Deno.test({
+    name: `gemv_rows fp16 (${arith}): 2-8 rows equal the CPU twin and one-row GEMVs`,
+    ignore,
+    fn: () =>
+      withGpu(f16, async (gpu) => {
+        for (const { n, k } of [...SHAPES, { n: 64, k: 66 }]) {
+          const w = randomF16(n * k, n + k, W_SCALE);
+          const lin = await Fp16Linear.create(gpu, {
+            label: "w",
+            weight: w.bits,
+            outFeatures: n,
+            inFeatures: k,
+            f16,
+          });
+          const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
+          for (const rows of [2, 5, 8]) {
+            const x = randn(rows * k, rows, X_SCALE);
+            const got = await product(gpu, lin, x, rows, false);
+            const what = `fp16 ${arith} rows=${rows} ${n}x${k}`;
+            assertClose(got, cpuMatmul(x, w.values, rows, n, k), {
+              atol: (f16 ? F16_TOL : F32_TOL) * sigma,
+            }, what);
+            const one = await product(gpu, lin, x, rows, true);
+            assertClose(got, one, { atol: SAME_TOL * sigma }, `${what} vs one-row gemv`);
+          }
+          lin.destroy();
+        }
+      }),
+  });
+
+  const formats: QuantLinearFormat[] = [
+    "int8-vectorwise",
+    "int8-absmax",
+    "llm-int8",
+    "nf4",
+    "nf4-dq",
+    "fp4",
+    "int4",
+    "q8_0",
+  ];
+  for (const format of formats) {
+    Deno.test({
+      name: `gemv_rows ${format} (${arith}): 2-8 rows equal the per-row CPU twin and one-row GEMVs`,
+      ignore,
+      fn: () =>
+        withGpu(f16, async (gpu) => {
+          for (const { n, k } of SHAPES) {
+            const wf = f16ArrayToF32(randomF16(n * k, 3 * n + k, W_SCALE).bits);
+            const weight = quantize(format, wf, n, k);
+            const lin = await QuantLinear.create(gpu, { label: "w", weight, f16 });
+            const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
+            for (const rows of [2, 3, 8]) {
+              const x = activations(rows, k, 10 * rows + k);
+              const got = await product(gpu, lin, x, rows, false);
+              const what = `${format} ${arith} rows=${rows} ${n}x${k}`;
+              const twin = matmulPerRow(x, rows, weight);
+              // The outlier part of LLM.int8() and the f16 paths are the loosest: see above.
+              const tol = f16 ? F16_TOL : F32_TOL;
+              assertClose(got, twin, { atol: tol * sigma * (format === "llm-int8" ? 4 : 1) }, what);
+              const one = await product(gpu, lin, x, rows, true);
+              const fourBitF16 = f16 && ["nf4", "nf4-dq", "fp4", "int4"].includes(format);
+              assertClose(got, one, {
+                atol: (fourBitF16 ? F16_TOL : SAME_TOL) * sigma,
+              }, `${what} vs one-row gemv`);
+            }
+            lin.destroy();
+          }
+        }),
+    });
+  }
+}
+
+Deno.test({
+  name: "gemv_rows llm-int8: each row keeps its own outliers (not the batch's union)",
+  fn: () =>
+    withGpu(false, async (gpu) => {
+      const n = 64;
+      const k = 256;
+      const rows = 4;
+      const weight = quantize(
+        "llm-int8",
+        f16ArrayToF32(randomF16(n * k, 5, W_SCALE).bits),
+        n,
+        k,
+      );
+      const lin = await QuantLinear.create(gpu, { label: "w", weight, f16: false });
+      const x = activations(rows, k, 77);
+      const got = await product(gpu, lin, x, rows, false);
+      const batchTwin = (await import("../../lib/quant/formats.ts")).matmulQuantized(
+        x,
+        rows,
+        weight,
+      );
+      const perRow = matmulPerRow(x, rows, weight);
+      // The two semantics differ on this x, and the kernel follows the per-row one.
+      assert(maxAbsDiff(perRow, batchTwin) > 1e-4, "batch and per-row products should differ");
+      assert(maxAbsDiff(got, perRow) < maxAbsDiff(got, batchTwin) / 10);
+      lin.destroy();
+    }),
+});
