@@ -55,6 +55,7 @@ export {
   type Fp16Tuning,
   type Linear,
   type LinearEncodeOptions,
+  MAX_GEMV_ROWS,
   type StackedWeight,
 } from "./lib/kernels/linear.ts";
 export type { RowChunk } from "./lib/kernels/chunks.ts";
@@ -184,7 +185,16 @@ export {
   writeQuantizedSafetensors,
 } from "./lib/model/quantize_checkpoint.ts";
 export { resolveModelDir, type ResolveOptions } from "./lib/model/hub.ts";
-export { createSampler, type SamplerOptions } from "./lib/model/sampling.ts";
+export { createSampler, type SamplerOptions, seededRandom } from "./lib/model/sampling.ts";
+export {
+  acceptOrResample,
+  sampleFrom,
+  samplingDistribution,
+  speculativeDecode,
+  type SpeculativeModel,
+  type SpeculativeOptions,
+  type SpeculativeResult,
+} from "./lib/model/speculative.ts";
 export {
   type ActivationHook,
   type LayerWeights as ReferenceLayerWeights,
@@ -210,6 +220,7 @@ export {
   type QuantOptions,
 } from "./lib/quant/formats.ts";
 export { NF4_TABLE, type Nf4Weight } from "./lib/quant/nf4.ts";
+export { matmulPerRow } from "./lib/quant/per_row.ts";
 export type { Fp16Weight } from "./lib/quant/fp16.ts";
 export type { Int8AbsmaxWeight } from "./lib/quant/int8_absmax.ts";
 export type { Int8VectorwiseWeight } from "./lib/quant/int8_vectorwise.ts";

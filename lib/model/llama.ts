@@ -15,7 +15,7 @@ import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import type { Linear, LinearEncodeOptions } from "../kernels/linear.ts";
-import { Fp16Linear, Fp16LinearStack } from "../kernels/linear.ts";
+import { Fp16Linear, Fp16LinearStack, MAX_GEMV_ROWS } from "../kernels/linear.ts";
 import {
   QuantLinear,
   quantLinearFactory,
@@ -247,6 +247,9 @@ export interface GreedyDecodeResult {
 
 /** For a linear layer that reads the x the previous one read (k/v after q, up after gate). */
 const SAME_INPUT: LinearEncodeOptions = { reuseInput: true };
+/** The verify pass: every row computed as a decode step would compute it alone. */
+const PER_ROW: LinearEncodeOptions = { perRow: true };
+const PER_ROW_SAME_INPUT: LinearEncodeOptions = { reuseInput: true, perRow: true };
 
 /** The default readback group of {@linkcode LlamaModel.decodeGreedy} on this adapter. */
 function defaultInFlight(gpu: Gpu): number {
@@ -472,6 +475,69 @@ export class LlamaModel {
       throw new RangeError(`kvCacheTensors: layer ${layer} of ${this.config.numLayers}`);
     }
     return { key: this.#state.keyCache[layer], value: this.#state.valueCache[layer] };
+  }
+
+  /**
+   * Moves the KV cache back to `position` tokens (at most {@linkcode position}): the entries
+   * past it are forgotten and overwritten by the next forward. Speculative decoding calls it
+   * after a verify pass to drop the rejected draft tokens.
+   *
+   * @example
+   * ```ts ignore
+   * const start = model.position;
+   * await model.verify([last, ...draft], "argmax");
+   * model.rollback(start + 1 + accepted);
+   * ```
+   */
+  rollback(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.#pos) {
+      throw new RangeError(
+        `rollback: position ${position} is outside 0..${this.#pos} (the tokens in the KV cache)`,
+      );
+    }
+    this.#pos = position;
+  }
+
+  /** Most tokens one {@linkcode verify} pass takes. */
+  get maxVerifyTokens(): number {
+    return Math.min(MAX_GEMV_ROWS, this.#state.rows);
+  }
+
+  /**
+   * The verify pass of speculative decoding: runs `tokens` (1 to {@linkcode maxVerifyTokens})
+   * after the cached ones in one forward, each row computed as a decode step would compute it
+   * alone (multi-row GEMVs that read the weights once; int8 activations quantized per row), and
+   * returns the logits of every token (`"logits"`, `[tokens.length, vocab]`) or the argmax of
+   * each row, computed on the GPU (`"argmax"`). The tokens stay in the KV cache:
+   * {@linkcode rollback} drops the rejected ones.
+   *
+   * @example
+   * ```ts ignore
+   * const best = await model.verify([last, d1, d2, d3], "argmax"); // 4 argmaxes
+   * ```
+   */
+  verify(tokens: readonly number[], want: "logits"): Promise<Float32Array>;
+  verify(tokens: readonly number[], want: "argmax"): Promise<Uint32Array>;
+  async verify(
+    tokens: readonly number[],
+    want: "logits" | "argmax",
+  ): Promise<Float32Array | Uint32Array> {
+    this.#checkUsable(tokens.length);
+    if (tokens.length > this.maxVerifyTokens) {
+      throw new RangeError(
+        `verify: ${tokens.length} tokens exceed one verify pass (${this.maxVerifyTokens})`,
+      );
+    }
+    const n = tokens.length;
+    const vocab = this.config.vocabSize;
+    const s = this.#state;
+    const batch = this.#batch();
+    this.#encodeChunk(batch, tokens, n, undefined, true);
+    if (want === "argmax") this.#ops.argmax(batch, s.logits, s.next, n, vocab);
+    batch.submit();
+    return want === "argmax"
+      ? await this.gpu.readU32(s.next, 0, n)
+      : await this.gpu.readF32(s.logits, 0, n * vocab);
   }
 
   /**
@@ -779,7 +845,10 @@ export class LlamaModel {
     tokens: readonly number[] | "next",
     headRows: number,
     capture?: CaptureHook,
+    perRow = false,
   ): void {
+    const one = perRow ? PER_ROW : undefined;
+    const same = perRow ? PER_ROW_SAME_INPUT : SAME_INPUT;
     const c = this.config;
     const s = this.#state;
     const ops = this.#ops;
@@ -815,9 +884,9 @@ export class LlamaModel {
         w.stacks.qkv.encodeRow(batch, s.xn, [s.q, s.k, s.v]);
       } else {
         // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
-        lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows);
-        lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, SAME_INPUT);
-        lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, SAME_INPUT);
+        lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows, one);
+        lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, same);
+        lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, same);
       }
       const bias = (kind: LinearName, out: GpuTensor, width: number) => {
         const b = w.biases?.[kind];
@@ -844,7 +913,7 @@ export class LlamaModel {
         windows[l],
       );
       capture?.("o_in", l, s.att, c.numHeads * c.headDim);
-      lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows);
+      lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows, one);
       bias("self_attn.o_proj", s.proj, c.hiddenSize);
       // MLP
       pendingAdd = true;
@@ -853,14 +922,14 @@ export class LlamaModel {
       if (rows === 1 && w.stacks?.gateUp) {
         w.stacks.gateUp.encodeRow(batch, s.xn, [s.gate, s.up]);
       } else {
-        lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows);
-        lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, SAME_INPUT);
+        lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, one);
+        lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, same);
       }
       bias("mlp.gate_proj", s.gate, c.intermediateSize);
       bias("mlp.up_proj", s.up, c.intermediateSize);
       ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
       capture?.("down_in", l, s.gate, c.intermediateSize);
-      lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows);
+      lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows, one);
       bias("mlp.down_proj", s.proj, c.hiddenSize);
       pendingAdd = true;
       if (capture) {
@@ -880,7 +949,7 @@ export class LlamaModel {
     const input: Binding = first === 0
       ? s.xn
       : { tensor: s.xn, offset: first * rowBytes, size: headRows * rowBytes };
-    this.lmHead.encode(batch, input, s.logits, headRows);
+    this.lmHead.encode(batch, input, s.logits, headRows, one);
   }
 }
 

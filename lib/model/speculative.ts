@@ -1,0 +1,365 @@
+/**
+ * Speculative decoding: a small draft model proposes a few tokens, the target model checks them
+ * all in one verify pass ({@linkcode LlamaModel.verify}), and the tokens it agrees with are kept
+ * — several tokens per target pass where the draft guesses well, and the output is the target's.
+ *
+ * One round, with `last` the newest token (not yet in either KV cache):
+ *
+ * 1. the draft decodes k tokens d₁..d_k from `last` (greedily, or sampling from its own
+ *    distribution q);
+ * 2. the target runs `[last, d₁, .., d_k]` in one pass, which gives its next-token
+ *    distribution p after each of them;
+ * 3. greedy: d_i is kept while it equals the target's argmax; the first argmax that differs (or,
+ *    when all k are kept, the argmax after d_k) is added too. Sampling: d_i is kept with
+ *    probability min(1, p(d_i) / q(d_i)); at the first rejection a token is drawn from
+ *    norm(max(0, p − q)) instead, and when all are kept one more from p (Leviathan et al. 2023,
+ *    Chen et al. 2023). Either way each round adds 1 to k + 1 tokens, distributed exactly as the
+ *    target alone would produce them;
+ * 4. both KV caches roll back to the kept tokens (a position counter: nothing is copied).
+ *
+ * The draft length k is fixed, or adapts as transformers' assisted generation does: +2 after a
+ * round that kept every draft token, −1 (not below 1) after one that did not.
+ *
+ * @module
+ */
+
+import type { LlamaModel } from "./llama.ts";
+import { argmax, seededRandom } from "./sampling.ts";
+
+/**
+ * What speculative decoding needs of a model: {@linkcode LlamaModel} has it all (tests use small
+ * CPU models with the same methods).
+ *
+ * @example
+ * ```ts ignore
+ * const target: SpeculativeModel = await LlamaModel.load("models/sotu-llama");
+ * ```
+ */
+export type SpeculativeModel = Pick<
+  LlamaModel,
+  | "position"
+  | "maxSeqLen"
+  | "maxVerifyTokens"
+  | "reset"
+  | "rollback"
+  | "forward"
+  | "verify"
+  | "decodeGreedy"
+>;
+
+/** Options of {@linkcode speculativeDecode}. */
+export interface SpeculativeOptions {
+  /** Most new tokens (default 64). */
+  maxNewTokens?: number;
+  /**
+   * Draft tokens per round. With `adaptive` (the default when this is not given) the starting
+   * length (default 4); otherwise the fixed length. At most the target's
+   * `maxVerifyTokens − 1` (7).
+   */
+  draftTokens?: number;
+  /** Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. */
+  adaptive?: boolean;
+  /** 0 (default) is greedy; above 0 both models' logits are divided by it before softmax. */
+  temperature?: number;
+  /** Sampling: keep the k most likely tokens of both distributions (0: all). */
+  topK?: number;
+  /** Sampling: keep the nucleus of mass p of both distributions (1: all). */
+  topP?: number;
+  /** Seed of the random generator (default 0). */
+  seed?: number;
+  /**
+   * Receives each new token in order; returning `false` stops (that token still counts). Tokens
+   * of a round after a stop are discarded.
+   */
+  onToken?: (token: number, index: number) => boolean | void;
+}
+
+/** What {@linkcode speculativeDecode} produced, and how often the draft was right. */
+export interface SpeculativeResult {
+  /** The new tokens delivered to `onToken`. */
+  tokens: number[];
+  /** `"callback"`: `onToken` returned false; `"context"`: a KV cache is full. */
+  stoppedBy: "callback" | "max-tokens" | "context";
+  /** Draft tokens proposed. */
+  drafted: number;
+  /** Draft tokens the target kept. */
+  accepted: number;
+  /** accepted / drafted (0 when nothing was drafted). */
+  acceptanceRate: number;
+  /** Verify passes of the target (its prompt pass not counted). */
+  targetPasses: number;
+  /** Tokens after the first per verify pass: what one target pass yields on average. */
+  tokensPerTargetPass: number;
+  /** The draft length of each round, in order. */
+  draftLengths: number[];
+  /** Draft tokens kept in each round, in order. */
+  acceptedPerRound: number[];
+  /** Wall-clock milliseconds of the prompt passes (the first token included). */
+  prefillMs: number;
+  /** Wall-clock milliseconds of the rounds after it. */
+  decodeMs: number;
+}
+
+/** Draft lengths the adaptive rule moves between. */
+const DEFAULT_DRAFT_TOKENS = 4;
+
+/**
+ * The distribution a sampler with these settings draws from, over the whole vocabulary: softmax
+ * of logits / temperature, cut to the top k, then to the smallest set of most likely tokens
+ * whose probability reaches p, renormalised — the same cuts as `createSampler`. Temperature 0
+ * (or top-k 1) is one-hot on the argmax.
+ *
+ * @example
+ * ```ts
+ * import { samplingDistribution } from "./speculative.ts";
+ * samplingDistribution(new Float32Array([0, Math.log(3)]), { temperature: 1 }); // [0.25, 0.75]
+ * ```
+ */
+export function samplingDistribution(
+  logits: ArrayLike<number>,
+  options: { temperature?: number; topK?: number; topP?: number } = {},
+): Float64Array {
+  const n = logits.length;
+  const temperature = options.temperature ?? 1;
+  const topK = options.topK ?? 0;
+  const topP = options.topP ?? 1;
+  const out = new Float64Array(n);
+  let best = 0;
+  for (let i = 1; i < n; i++) {
+    if (Number.isNaN(logits[i])) throw new Error(`sampling: logit ${i} of ${n} is NaN`);
+    if (logits[i] > logits[best]) best = i;
+  }
+  if (temperature === 0 || topK === 1) {
+    out[best] = 1;
+    return out;
+  }
+  const max = logits[best];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += out[i] = Math.exp((logits[i] - max) / temperature);
+  for (let i = 0; i < n; i++) out[i] /= sum;
+  if (!(topK > 0 && topK < n) && topP >= 1) return out;
+  let candidates = Array.from({ length: n }, (_, i) => i);
+  candidates.sort((a, b) => out[b] - out[a] || a - b);
+  if (topK > 0 && topK < n) candidates = candidates.slice(0, topK);
+  let mass = 0;
+  let kept = candidates.length;
+  for (let i = 0; i < candidates.length; i++) {
+    mass += out[candidates[i]];
+    if (mass >= topP) {
+      kept = i + 1;
+      break;
+    }
+  }
+  mass = 0;
+  for (let i = 0; i < kept; i++) mass += out[candidates[i]];
+  const cut = new Float64Array(n);
+  for (let i = 0; i < kept; i++) cut[candidates[i]] = out[candidates[i]] / mass;
+  return cut;
+}
+
+/**
+ * Draws from a distribution (non-negative weights; they need not sum to 1).
+ *
+ * @example
+ * ```ts
+ * import { sampleFrom } from "./speculative.ts";
+ * sampleFrom(new Float64Array([0, 1, 0]), Math.random); // 1
+ * ```
+ */
+export function sampleFrom(weights: ArrayLike<number>, rng: () => number): number {
+  let total = 0;
+  for (let i = 0; i < weights.length; i++) total += weights[i];
+  let r = rng() * total;
+  let last = -1;
+  for (let i = 0; i < weights.length; i++) {
+    if (weights[i] <= 0) continue;
+    last = i;
+    r -= weights[i];
+    if (r < 0) return i;
+  }
+  if (last < 0) throw new Error("sampleFrom: all weights are zero");
+  return last; // rounding left r a hair above zero
+}
+
+/**
+ * The accept/reject step for one draft token `d` drawn from `q`: keeps it with probability
+ * min(1, p(d) / q(d)), else draws from norm(max(0, p − q)). The token it returns is distributed
+ * exactly as p — whatever q is. Returns the token and whether it was the draft's.
+ *
+ * @example
+ * ```ts
+ * import { acceptOrResample } from "./speculative.ts";
+ * import { seededRandom } from "./sampling.ts";
+ * const p = new Float64Array([0.5, 0.5]);
+ * const q = new Float64Array([1, 0]);
+ * acceptOrResample(0, p, q, seededRandom(1)); // { token: 0 or 1, accepted: ... }
+ * ```
+ */
+export function acceptOrResample(
+  d: number,
+  p: ArrayLike<number>,
+  q: ArrayLike<number>,
+  rng: () => number,
+): { token: number; accepted: boolean } {
+  if (!(q[d] > 0)) throw new Error(`speculative: draft token ${d} has probability 0 under q`);
+  if (rng() < Math.min(1, p[d] / q[d])) return { token: d, accepted: true };
+  const residual = new Float64Array(p.length);
+  let mass = 0;
+  for (let i = 0; i < p.length; i++) mass += residual[i] = Math.max(0, p[i] - q[i]);
+  // A rejection means p(d) < q(d), so the residual has mass; rounding aside, fall back to p.
+  return { token: sampleFrom(mass > 0 ? residual : p, rng), accepted: false };
+}
+
+/**
+ * Speculative decoding of `prompt` (both KV caches are reset first): `draft` proposes, `target`
+ * verifies. Greedy (temperature 0) gives exactly the target's greedy tokens; sampling gives
+ * tokens distributed exactly as the target's samples with the same temperature, top-k and
+ * top-p. The models must share a tokenizer.
+ *
+ * @example
+ * ```ts ignore
+ * const target = await LlamaModel.load("models/sotu-llama");
+ * const draft = await LlamaModel.load("models/sotu-llama-draft");
+ * const run = await speculativeDecode(target, draft, tokenizer.encode("The Union"), {
+ *   maxNewTokens: 64,
+ * });
+ * console.log(run.acceptanceRate, run.tokensPerTargetPass);
+ * ```
+ */
+export async function speculativeDecode(
+  target: SpeculativeModel,
+  draft: SpeculativeModel,
+  prompt: readonly number[],
+  options: SpeculativeOptions = {},
+): Promise<SpeculativeResult> {
+  const maxNew = options.maxNewTokens ?? 64;
+  const adaptive = options.adaptive ?? options.draftTokens === undefined;
+  const maxK = target.maxVerifyTokens - 1;
+  let k = options.draftTokens ?? DEFAULT_DRAFT_TOKENS;
+  if (!Number.isInteger(k) || k < 1 || k > maxK) {
+    throw new RangeError(`speculative: draftTokens ${k} must be an integer in 1..${maxK}`);
+  }
+  if (prompt.length === 0) throw new Error("speculative: empty prompt");
+  const temperature = options.temperature ?? 0;
+  const greedy = temperature === 0 || options.topK === 1;
+  const dist = (logits: Float32Array, row = 0, vocab = logits.length) =>
+    samplingDistribution(logits.subarray(row * vocab, (row + 1) * vocab), {
+      temperature,
+      topK: options.topK,
+      topP: options.topP,
+    });
+  const rng = seededRandom(options.seed ?? 0);
+
+  const result: SpeculativeResult = {
+    tokens: [],
+    stoppedBy: "max-tokens",
+    drafted: 0,
+    accepted: 0,
+    acceptanceRate: 0,
+    targetPasses: 0,
+    tokensPerTargetPass: 0,
+    draftLengths: [],
+    acceptedPerRound: [],
+    prefillMs: 0,
+    decodeMs: 0,
+  };
+  let stopped = maxNew <= 0;
+  // Delivers tokens until a stop; returns whether decoding goes on.
+  const deliver = (tokens: number[]): boolean => {
+    for (const t of tokens) {
+      result.tokens.push(t);
+      if (options.onToken?.(t, result.tokens.length - 1) === false) {
+        result.stoppedBy = "callback";
+        stopped = true;
+      } else if (result.tokens.length >= maxNew) stopped = true;
+      if (stopped) return false;
+    }
+    return true;
+  };
+
+  const t0 = performance.now();
+  target.reset();
+  draft.reset();
+  if (prompt.length > target.maxSeqLen || prompt.length + 1 > draft.maxSeqLen) {
+    throw new RangeError(`speculative: the prompt (${prompt.length} tokens) fills a KV cache`);
+  }
+  let last = 0;
+  if (!stopped) {
+    const logits = await target.forward(prompt, "last");
+    last = greedy ? argmax(logits) : sampleFrom(dist(logits), rng);
+    deliver([last]);
+  }
+  const t1 = performance.now();
+  result.prefillMs = t1 - t0;
+  let pending = [...prompt, last]; // tokens the draft has not seen yet
+  while (!stopped) {
+    const start = target.position; // tokens before `last`
+    const roomTarget = target.maxSeqLen - start - 1;
+    if (roomTarget < 0) {
+      result.stoppedBy = "context";
+      break;
+    }
+    const roomDraft = draft.maxSeqLen - draft.position - pending.length + 1;
+    const want = Math.min(k, maxK, roomTarget, roomDraft, maxNew - result.tokens.length - 1);
+    // Draft: `want` proposals and, when sampling, the distribution each was drawn from.
+    const proposals: number[] = [];
+    const q: Float64Array[] = [];
+    const draftStart = draft.position;
+    if (want > 0 && greedy) {
+      const run = await draft.decodeGreedy(pending, { maxNewTokens: want, inFlight: want });
+      proposals.push(...run.tokens);
+    } else if (want > 0) {
+      for (let i = 0; i < want; i++) {
+        const logits = await draft.forward(i === 0 ? pending : [proposals[i - 1]], "last");
+        q.push(dist(logits));
+        proposals.push(sampleFrom(q[i], rng));
+      }
+    }
+    const n = proposals.length;
+    // Target: one pass over last and the proposals.
+    const input = [last, ...proposals];
+    let kept = 0;
+    let next: number;
+    if (greedy) {
+      const best = await target.verify(input, "argmax");
+      while (kept < n && proposals[kept] === best[kept]) kept++;
+      next = best[kept];
+    } else {
+      const logits = await target.verify(input, "logits");
+      const vocab = logits.length / input.length;
+      next = -1;
+      for (; kept < n; kept++) {
+        const step = acceptOrResample(proposals[kept], dist(logits, kept, vocab), q[kept], rng);
+        if (!step.accepted) {
+          next = step.token;
+          break;
+        }
+      }
+      if (next < 0) next = sampleFrom(dist(logits, n, vocab), rng);
+    }
+    result.targetPasses++;
+    result.drafted += n;
+    result.accepted += kept;
+    if (n > 0) {
+      result.draftLengths.push(n);
+      result.acceptedPerRound.push(kept);
+    }
+    // Roll both caches back to what was kept.
+    target.rollback(start + 1 + kept);
+    if (n > 0) {
+      draft.rollback(draftStart + pending.length + Math.min(kept, n - 1));
+      pending = kept === n ? [proposals[n - 1], next] : [next];
+    } else {
+      pending = [...pending, next];
+    }
+    if (adaptive && n > 0) k = kept === n ? Math.min(maxK, k + 2) : Math.max(1, k - 1);
+    last = next;
+    if (!deliver([...proposals.slice(0, kept), next])) break;
+  }
+  result.decodeMs = performance.now() - t1;
+  result.acceptanceRate = result.drafted > 0 ? result.accepted / result.drafted : 0;
+  result.tokensPerTargetPass = result.targetPasses > 0
+    ? (result.tokens.length - 1) / result.targetPasses
+    : 0;
+  return result;
+}

@@ -1,0 +1,164 @@
+/**
+ * Speculative decoding on the GPU with the bundled pair (models/sotu-llama and its draft): the
+ * verify pass against decode steps, rollback, greedy output identical to the target's greedy
+ * decoding for every weight format (target and draft formats mixed), and a small seeded check
+ * that sampled tokens follow the target's distribution.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
+import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
+import { LlamaModel } from "../../lib/model/llama.ts";
+import { argmax } from "../../lib/model/sampling.ts";
+import { samplingDistribution, speculativeDecode } from "../../lib/model/speculative.ts";
+import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import type { QuantFormat } from "../../lib/quant/formats.ts";
+
+const TARGET = new URL("../../models/sotu-llama", import.meta.url).pathname;
+const DRAFT = new URL("../../models/sotu-llama-draft", import.meta.url).pathname;
+const MAX_SEQ = 160;
+
+const gpu: Gpu = await requestGpu();
+globalThis.addEventListener("unload", () => gpu.destroy());
+const tokenizer = await loadTokenizer(TARGET);
+const prompt = tokenizer.encode("The state of the Union is");
+
+function load(dir: string, format: QuantFormat): Promise<LlamaModel> {
+  return LlamaModel.load(dir, { gpu, format, maxSeqLen: MAX_SEQ, chunkSize: 32 });
+}
+
+Deno.test("verify: every row's logits are a decode step's, and rollback drops the rest", async () => {
+  const model = await load(TARGET, "llm-int8");
+  try {
+    const tokens = [450, 3681, 310, 278, 761, 338];
+    await model.forward(prompt, "none");
+    const start = model.position;
+    const steps: Float32Array[] = [];
+    for (const t of tokens) steps.push(await model.forward([t], "last"));
+    model.rollback(start);
+    const all = await model.verify(tokens, "logits");
+    const vocab = model.config.vocabSize;
+    for (let r = 0; r < tokens.length; r++) {
+      const row = all.subarray(r * vocab, (r + 1) * vocab);
+      let diff = 0;
+      let scale = 0;
+      for (let i = 0; i < vocab; i++) {
+        diff = Math.max(diff, Math.abs(row[i] - steps[r][i]));
+        scale = Math.max(scale, Math.abs(steps[r][i]));
+      }
+      // the products are the decode step's; attention may split its sums elsewhere
+      assert(diff <= 1e-4 * scale, `row ${r}: max diff ${diff} (scale ${scale})`);
+      assertEquals(argmax(row), argmax(steps[r]));
+    }
+    assertEquals(model.position, start + tokens.length);
+    model.rollback(start + 2);
+    const best = await model.verify(tokens.slice(2, 5), "argmax");
+    assertEquals([...best], [2, 3, 4].map((r) => argmax(steps[r])));
+    throws(() => model.rollback(model.position + 1), /rollback/);
+    await rejects(() => model.verify(new Array(9).fill(1), "argmax"), /verify pass/);
+  } finally {
+    model.dispose();
+  }
+});
+
+// Target format, draft format: every format as a target, drafts mixed.
+const PAIRS: [QuantFormat, QuantFormat][] = [
+  ["fp16", "fp16"],
+  ["int8-vectorwise", "nf4"],
+  ["int8-absmax", "fp16"],
+  ["llm-int8", "int8-vectorwise"],
+  ["nf4", "llm-int8"],
+  ["nf4-dq", "q8_0"],
+  ["fp4", "fp16"],
+  ["int4", "nf4-dq"],
+  ["q8_0", "fp4"],
+];
+
+for (const [targetFormat, draftFormat] of PAIRS) {
+  Deno.test(`speculative greedy = target greedy: ${targetFormat} target, ${draftFormat} draft`, async () => {
+    const target = await load(TARGET, targetFormat);
+    const draft = await load(DRAFT, draftFormat);
+    try {
+      const n = 32;
+      target.reset();
+      const want = (await target.decodeGreedy(prompt, { maxNewTokens: n })).tokens;
+      // fixed draft length for half the pairs, adaptive for the others
+      const opts = PAIRS.findIndex(([t]) => t === targetFormat) % 2 ? {} : { draftTokens: 3 };
+      {
+        const run = await speculativeDecode(target, draft, prompt, { maxNewTokens: n, ...opts });
+        assertEquals(run.tokens, want, JSON.stringify(opts));
+        assert(run.accepted > 0, "the draft gets some tokens right");
+        assert(run.tokensPerTargetPass > 1);
+      }
+    } finally {
+      target.dispose();
+      draft.dispose();
+    }
+  });
+}
+
+Deno.test("speculative sampling: the token after a sampled first token follows the target", async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await load(DRAFT, "nf4");
+  try {
+    const settings = { temperature: 1, topK: 4 };
+    const runs = 100;
+    // observed (first, second) pairs, and the exact distribution of the second given the first
+    const seen = new Map<number, number[]>();
+    for (let seed = 1; seed <= runs; seed++) {
+      const run = await speculativeDecode(target, draft, prompt, {
+        maxNewTokens: 2,
+        draftTokens: 1,
+        seed,
+        ...settings,
+      });
+      const [a, b] = run.tokens;
+      (seen.get(a) ?? seen.set(a, []).get(a)!).push(b);
+    }
+    // Pool: for each observed second token, its expected count is Σ over runs of p(b | a).
+    const expected = new Map<number, number>();
+    const observed = new Map<number, number>();
+    for (const [a, bs] of seen) {
+      target.reset();
+      await target.forward(prompt, "none");
+      const p = samplingDistribution(await target.forward([a], "last"), settings);
+      p.forEach((v, b) => v > 0 && expected.set(b, (expected.get(b) ?? 0) + v * bs.length));
+      for (const b of bs) observed.set(b, (observed.get(b) ?? 0) + 1);
+    }
+    // Tokens the target gives probability 0 never appear.
+    for (const b of observed.keys()) assert(expected.has(b), `token ${b} has probability 0`);
+    let stat = 0;
+    let cells = 0;
+    let restObs = 0;
+    let restExp = 0;
+    for (const [b, e] of expected) {
+      const o = observed.get(b) ?? 0;
+      if (e < 5) {
+        restObs += o;
+        restExp += e;
+      } else {
+        stat += (o - e) ** 2 / e;
+        cells++;
+      }
+    }
+    if (restExp > 0) {
+      stat += (restObs - restExp) ** 2 / restExp;
+      cells++;
+    }
+    const dof = Math.max(1, cells - 1);
+    const limit = dof * (1 - 2 / (9 * dof) + 3.09 * Math.sqrt(2 / (9 * dof))) ** 3; // p = 0.001
+    assert(stat < limit, `chi-square ${stat.toFixed(1)} ≥ ${limit.toFixed(1)} (${cells} cells)`);
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
+Deno.test("speculative decoding frees nothing it did not own: the ledger returns to zero", async () => {
+  const before = gpu.ledger.currentBytes;
+  const target = await load(TARGET, "llm-int8");
+  const draft = await load(DRAFT, "fp16");
+  await speculativeDecode(target, draft, prompt, { maxNewTokens: 8 });
+  target.dispose();
+  draft.dispose();
+  gpu.trimScratch();
+  assertEquals(gpu.ledger.currentBytes, before);
+});
