@@ -196,6 +196,11 @@ export {
   type SpeculativeResult,
 } from "./lib/model/speculative.ts";
 export {
+  generateSpeculative,
+  type SpeculativeGenerateOptions,
+  type SpeculativeGenerateResult,
+} from "./lib/model/speculative_generate.ts";
+export {
   type ActivationHook,
   type LayerWeights as ReferenceLayerWeights,
   loadReferenceWeights,

@@ -6,10 +6,13 @@
 
 import { parseArgs } from "node:util";
 import { formatBytes } from "../lib/gpu/ledger.ts";
-import { requestGpu } from "../lib/gpu/device.ts";
+import { type Gpu, requestGpu } from "../lib/gpu/device.ts";
 import { type ChatMessage, loadChatTemplate, renderChat } from "../lib/model/chat.ts";
 import { generate } from "../lib/model/generate.ts";
+import { generateSpeculative } from "../lib/model/speculative_generate.ts";
+import { loadLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
+import { MAX_GEMV_ROWS } from "../lib/kernels/linear.ts";
 import { loadTokenizer, type Tokenizer } from "../lib/model/tokenizer.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
@@ -42,6 +45,11 @@ Options:
   --kv-cache F        KV cache storage: f16 (default), int8 or int4 (8.5 / 5 bits per value;
                       int8-plain, int4-plain: without turning the keys first)
   --no-f16            use the packed-u32 kernels even where shader-f16 exists
+  --draft DIR|ID      speculative decoding: this smaller model (same tokenizer) proposes tokens
+                      that the model checks several at a time; prints the acceptance rate, tokens
+                      per target pass, and tokens/s with and without the draft
+  --draft-tokens K    draft tokens per round, 1-7 (default: adaptive, starting at 4)
+  --draft-format F    the draft's weight format (default: the model's --format, or fp16)
   -h, --help          this text
 
 Formats: ${QUANT_FORMATS.join(", ")}
@@ -66,6 +74,9 @@ export async function generateCommand(args: string[]): Promise<number> {
       "vram-budget": { type: "string" },
       "kv-cache": { type: "string", default: "f16" },
       "no-f16": { type: "boolean", default: false },
+      draft: { type: "string" },
+      "draft-tokens": { type: "string" },
+      "draft-format": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -98,6 +109,24 @@ export async function generateCommand(args: string[]): Promise<number> {
   };
   if (values.system !== undefined && !values.chat) {
     throw new UsageError("--system needs --chat");
+  }
+  const draftFormat = (values["draft-format"] ?? format) as QuantFormat | undefined;
+  if (draftFormat !== undefined && !QUANT_FORMATS.includes(draftFormat)) {
+    throw new UsageError(
+      `unknown draft format "${draftFormat}" (known: ${QUANT_FORMATS.join(", ")})`,
+    );
+  }
+  const draftRequest: DraftRequest | null = values.draft === undefined ? null : {
+    dir: values.draft,
+    format: draftFormat,
+    tokens: numberOption("draft-tokens", values["draft-tokens"], {
+      integer: true,
+      min: 1,
+      max: MAX_GEMV_ROWS - 1,
+    }),
+  };
+  if (!draftRequest && (values["draft-tokens"] ?? values["draft-format"]) !== undefined) {
+    throw new UsageError("--draft-tokens and --draft-format need --draft");
   }
   const gpu = await requestGpu({ f16: !values["no-f16"] });
   err(`adapter: ${gpu.describe()}\n`);
@@ -138,6 +167,14 @@ export async function generateCommand(args: string[]): Promise<number> {
         `(${formatBytes(s.streamedBytesPerForward)} uploaded per token, ` +
         `${formatBytes(s.hostBytes)} in host memory)\n`,
     );
+  }
+  if (draftRequest) {
+    try {
+      return await speculativeCommand(draftRequest, gpu, model, tokenizer, prompt, sampling);
+    } finally {
+      model.dispose();
+      gpu.destroy();
+    }
   }
   try {
     gpu.ledger.resetPeak();
@@ -187,4 +224,67 @@ async function chatPrompt(
   err(`chat template: ${template.source}\n`);
   // Templates print BOS themselves where the model wants it.
   return tokenizer.encode(renderChat(template, messages), { addBos: false });
+}
+
+/** What `--draft` asks for, checked before any work. */
+interface DraftRequest {
+  dir: string;
+  format: QuantFormat | undefined;
+  tokens: number | undefined;
+}
+
+/** `generate --draft`: the target alone (timed, not printed), then speculative decoding. */
+async function speculativeCommand(
+  request: DraftRequest,
+  gpu: Gpu,
+  target: LlamaModel,
+  tokenizer: Tokenizer,
+  prompt: string | number[],
+  sampling: {
+    maxNewTokens?: number;
+    temperature?: number;
+    topK?: number;
+    topP?: number;
+    seed?: number;
+  },
+): Promise<number> {
+  const draftDir = await resolveModelDir(request.dir);
+  const draft = await LlamaModel.load(draftDir, {
+    gpu,
+    format: request.format,
+    maxSeqLen: Math.min(target.maxSeqLen, (await loadLlamaConfig(draftDir)).maxPositionEmbeddings),
+  });
+  try {
+    // Both paths once untimed, so that neither pays for compiling kernels.
+    await generate(target, tokenizer, prompt, { ...sampling, maxNewTokens: 4 });
+    await generateSpeculative(target, draft, tokenizer, prompt, { ...sampling, maxNewTokens: 4 });
+    const alone = await generate(target, tokenizer, prompt, sampling);
+    if (typeof prompt === "string") out(prompt);
+    const spec = await generateSpeculative(target, draft, tokenizer, prompt, {
+      ...sampling,
+      draftTokens: request.tokens,
+      onText: out,
+    });
+    out("\n");
+    const r = spec.speculative;
+    const greedy = (sampling.temperature ?? 0) === 0;
+    const same = spec.tokens.join() === alone.tokens.join();
+    const k = request.tokens === undefined
+      ? "adaptive draft length"
+      : `${request.tokens} draft tokens`;
+    err(
+      `\ndraft:   ${draftDir} (${draft.format}), ${k}\n` +
+        `accepted ${r.accepted} of ${r.drafted} draft tokens ` +
+        `(${(100 * r.acceptanceRate).toFixed(1)}%), ` +
+        `${r.tokensPerTargetPass.toFixed(2)} tokens per target pass (${r.targetPasses} passes)\n` +
+        `decode:  ${spec.tokens.length} tokens, ` +
+        `${spec.decodeTokensPerSecond.toFixed(1)} tokens/s with the draft, ` +
+        `${alone.decodeTokensPerSecond.toFixed(1)} tokens/s without ` +
+        `(${(spec.decodeTokensPerSecond / alone.decodeTokensPerSecond).toFixed(2)}x)` +
+        (greedy ? `; same tokens as the target alone: ${same ? "yes" : "NO"}` : "") + "\n",
+    );
+    return greedy && !same ? 1 : 0;
+  } finally {
+    draft.dispose();
+  }
 }

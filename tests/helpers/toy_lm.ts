@@ -16,7 +16,11 @@ export class ToyLm implements SpeculativeModel {
   /** Forward passes run (verify passes included), decodeGreedy steps counted one each. */
   passes = 0;
 
-  constructor(vocab: number, seed: number, opts: { maxSeqLen?: number; base?: ToyLm; noise?: number } = {}) {
+  constructor(
+    vocab: number,
+    seed: number,
+    opts: { maxSeqLen?: number; base?: ToyLm; noise?: number } = {},
+  ) {
     this.vocab = vocab;
     this.maxSeqLen = opts.maxSeqLen ?? 256;
     const rng = seededRandom(seed);
