@@ -15,6 +15,7 @@
  * deno task bench                                   # everything
  * deno task bench --sections reference,gemv --out /tmp/b
  * deno task bench --sweep                           # also GEMV launch shapes
+ * deno task bench --sections speculative --spec-parts verify,simulated,bundled
  * ```
  *
  * @module
@@ -47,6 +48,7 @@ import {
   markdownReport,
   reportSections,
 } from "./report.ts";
+import { benchSpeculative, type SpeculativeBench, speculativeMarkdown } from "./speculative.ts";
 
 /**
  * Ways to run the decode loop, timed one after another on the same model from the same position:
@@ -72,7 +74,7 @@ const { values: args } = parseArgs({
   args: Deno.args,
   options: {
     out: { type: "string", default: "bench/out" },
-    sections: { type: "string", default: "reference,gemv,gemm,decode" },
+    sections: { type: "string", default: "reference,gemv,gemm,decode,speculative" },
     formats: { type: "string", default: "fp16,int8-vectorwise,llm-int8,nf4,nf4-dq" },
     models: { type: "string", default: "llama-2-7b,llama-3-8b" },
     tokens: { type: "string" },
@@ -80,12 +82,14 @@ const { values: args } = parseArgs({
     sweep: { type: "boolean", default: false },
     "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
     "llama-bench": { type: "string" },
+    "spec-parts": { type: "string", default: "verify,simulated,bundled" },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   console.log(
-    "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode] [--formats LIST]\n" +
+    "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
+      "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
       "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)",
@@ -146,9 +150,17 @@ const out = args.out!;
 await Deno.mkdir(out, { recursive: true });
 /** Writes what is measured so far, so a run cut short keeps its finished sections. */
 async function save(): Promise<void> {
-  await Deno.writeTextFile(`${out}/results.json`, JSON.stringify(results, null, 2) + "\n");
-  await Deno.writeTextFile(`${out}/results.md`, markdownReport(results));
+  await Deno.writeTextFile(
+    `${out}/results.json`,
+    JSON.stringify(speculative ? { ...results, speculative } : results, null, 2) + "\n",
+  );
+  await Deno.writeTextFile(
+    `${out}/results.md`,
+    markdownReport(results) + (speculative ? "\n" + speculativeMarkdown(speculative) : ""),
+  );
 }
+/** The speculative-decoding section's results (bench/speculative.ts), once it has run. */
+let speculative: SpeculativeBench | null = null;
 
 // ---------------------------------------------------------------------------------------------
 // Timing helpers
@@ -556,6 +568,19 @@ if (sections.has("decode")) {
       await save();
     }
   }
+}
+
+if (sections.has("speculative")) {
+  await benchSpeculative({
+    gpu,
+    pools,
+    formats,
+    parts: args["spec-parts"]!.split(",") as ("verify" | "simulated" | "bundled")[],
+    onPart: async (r) => {
+      speculative = r;
+      await save();
+    },
+  });
 }
 
 if (sections.has("reference")) {

@@ -498,6 +498,100 @@ export class LlamaModel {
     this.#pos = position;
   }
 
+  /**
+   * The u32 token buffer a forward reads its input ids from. A draft model on the same device
+   * writes its proposals into it ({@linkcode proposeGreedy}) for {@linkcode verifyProposed}.
+   */
+  get tokenInput(): GpuTensor {
+    return this.#state.ids;
+  }
+
+  /**
+   * The draft side of speculative decoding with nothing read back: runs `tokens` after the
+   * cached ones, then `count - 1` greedy steps that feed each argmax back on the GPU, and copies
+   * the `count` argmaxes into words `firstWord ..` of `into` — another model's
+   * {@linkcode tokenInput} on the same device. Returns once the work is submitted. Afterwards
+   * the cache holds `tokens` and every argmax but the last, as after {@linkcode decodeGreedy}.
+   *
+   * @example
+   * ```ts ignore
+   * draft.proposeGreedy([last], 4, target.tokenInput, 1);
+   * const { proposals, best } = await target.verifyProposed(last, 4);
+   * ```
+   */
+  proposeGreedy(
+    tokens: readonly number[],
+    count: number,
+    into: GpuTensor,
+    firstWord: number,
+  ): void {
+    this.#checkUsable(tokens.length + count - 1, "proposeGreedy");
+    if (!Number.isInteger(count) || count < 1 || (firstWord + count) * 4 > into.byteSize) {
+      throw new RangeError(
+        `proposeGreedy: ${count} tokens from word ${firstWord} do not fit ${into.label} ` +
+          `(${into.byteSize / 4} words)`,
+      );
+    }
+    const s = this.#state;
+    const vocab = this.config.vocabSize;
+    for (let start = 0; start < tokens.length; start += s.rows) {
+      const piece = tokens.slice(start, start + s.rows);
+      const isLast = start + piece.length === tokens.length;
+      const batch = this.#batch();
+      this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+      if (isLast) {
+        this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+        batch.copy(s.next, 0, into, firstWord * 4, 4);
+      }
+      batch.submit();
+    }
+    for (let i = 1; i < count; i++) {
+      const batch = this.#batch();
+      this.#encodeChunk(batch, "next", 1);
+      this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+      batch.copy(s.next, 0, into, (firstWord + i) * 4, 4);
+      batch.submit();
+    }
+  }
+
+  /**
+   * {@linkcode verify} with argmaxes of `[first, p₁ .. p_count]`, where the proposals p are
+   * already in words 1..count of {@linkcode tokenInput} (written on the GPU by a draft's
+   * {@linkcode proposeGreedy}); only `first` comes from the CPU. Returns the proposals and the
+   * `count + 1` argmaxes, read back together: one wait per round of speculative decoding.
+   *
+   * @example
+   * ```ts ignore
+   * const { proposals, best } = await target.verifyProposed(last, 4);
+   * ```
+   */
+  async verifyProposed(
+    first: number,
+    count: number,
+  ): Promise<{ proposals: Uint32Array; best: Uint32Array }> {
+    const n = count + 1;
+    this.#checkUsable(n, "verifyProposed");
+    if (count < 1 || n > this.maxVerifyTokens) {
+      throw new RangeError(
+        `verifyProposed: ${n} tokens; a verify pass takes 2..${this.maxVerifyTokens}`,
+      );
+    }
+    const s = this.#state;
+    const vocab = this.config.vocabSize;
+    const batch = this.#batch();
+    this.#encodeChunk(batch, { first, rows: n }, n, undefined, true);
+    this.#ops.argmax(batch, s.logits, s.next, n, vocab);
+    const together = n + count <= s.rows;
+    if (together) batch.copy(s.ids, 4, s.next, n * 4, count * 4);
+    batch.submit();
+    if (together) {
+      const words = await this.gpu.readU32(s.next, 0, n + count);
+      return { proposals: words.slice(n), best: words.slice(0, n) };
+    }
+    const best = await this.gpu.readU32(s.next, 0, n);
+    return { proposals: await this.gpu.readU32(s.ids, 1, count), best };
+  }
+
   /** Most tokens one {@linkcode verify} pass takes. */
   get maxVerifyTokens(): number {
     return Math.min(MAX_GEMV_ROWS, this.#state.rows);
@@ -517,12 +611,13 @@ export class LlamaModel {
    * ```
    */
   verify(tokens: readonly number[], want: "logits"): Promise<Float32Array>;
+  /** {@linkcode verify} returning the argmax of each row (computed on the GPU). */
   verify(tokens: readonly number[], want: "argmax"): Promise<Uint32Array>;
   async verify(
     tokens: readonly number[],
     want: "logits" | "argmax",
   ): Promise<Float32Array | Uint32Array> {
-    this.#checkUsable(tokens.length);
+    this.#checkUsable(tokens.length, "verify");
     if (tokens.length > this.maxVerifyTokens) {
       throw new RangeError(
         `verify: ${tokens.length} tokens exceed one verify pass (${this.maxVerifyTokens})`,
@@ -626,17 +721,27 @@ export class LlamaModel {
   /**
    * Runs `tokens` (at most one chunk) after the cached ones with a GPU timestamp around every
    * kernel, and returns the time of each dispatch (wall clock of the whole chunk where the
-   * adapter has no timestamp queries).
+   * adapter has no timestamp queries). With `verify`, the pass is {@linkcode verify}'s (at most
+   * {@linkcode maxVerifyTokens} tokens, every row's logits and argmax).
    */
-  timeForward(tokens: readonly number[]): Promise<DispatchTiming[]> {
+  timeForward(
+    tokens: readonly number[],
+    options: { verify?: boolean } = {},
+  ): Promise<DispatchTiming[]> {
     this.#checkUsable(tokens.length, "timeForward");
-    if (tokens.length > this.#state.rows) {
-      throw new RangeError(
-        `timeForward: ${tokens.length} tokens exceed one chunk (${this.#state.rows})`,
-      );
+    const max = options.verify ? this.maxVerifyTokens : this.#state.rows;
+    if (tokens.length > max) {
+      throw new RangeError(`timeForward: ${tokens.length} tokens exceed one pass (${max})`);
     }
     const batch = this.#batch();
-    this.#encodeChunk(batch, tokens, 1);
+    if (options.verify) {
+      // as verify(tokens, "argmax"): every row's logits and argmax
+      this.#encodeChunk(batch, tokens, tokens.length, undefined, true);
+      const s = this.#state;
+      this.#ops.argmax(batch, s.logits, s.next, tokens.length, this.config.vocabSize);
+    } else {
+      this.#encodeChunk(batch, tokens, 1);
+    }
     return batch.submitTimed();
   }
 
@@ -842,7 +947,7 @@ export class LlamaModel {
    */
   #encodeChunk(
     batch: CommandBatch,
-    tokens: readonly number[] | "next",
+    tokens: readonly number[] | "next" | { first: number; rows: number },
     headRows: number,
     capture?: CaptureHook,
     perRow = false,
@@ -852,11 +957,17 @@ export class LlamaModel {
     const c = this.config;
     const s = this.#state;
     const ops = this.#ops;
-    const rows = tokens === "next" ? 1 : tokens.length;
+    const rows = tokens === "next" ? 1 : "rows" in tokens ? tokens.rows : tokens.length;
     const pos = this.#pos;
     const windows = familyOf(c).windows;
     if (tokens === "next") {
       batch.copy(s.next, 0, s.ids, 0, 4);
+    } else if ("rows" in tokens) {
+      // verifyProposed: ids 1.. were written on the GPU by a draft; only the first comes from here
+      if (!Number.isInteger(tokens.first) || tokens.first < 0 || tokens.first >= c.vocabSize) {
+        throw new RangeError(`token id ${tokens.first} is outside the vocabulary`);
+      }
+      s.ids.write(this.gpu.device, new Uint32Array([tokens.first]));
     } else {
       for (const id of tokens) {
         if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {

@@ -47,6 +47,13 @@ export type SpeculativeModel = Pick<
   | "decodeGreedy"
 >;
 
+/** The methods that let greedy rounds chain draft and target on the GPU (one wait per round). */
+type Chained = Pick<LlamaModel, "gpu" | "tokenInput" | "proposeGreedy" | "verifyProposed">;
+
+function chainable(m: SpeculativeModel): m is SpeculativeModel & Chained {
+  return "proposeGreedy" in m && "verifyProposed" in m && "tokenInput" in m && "gpu" in m;
+}
+
 /** Options of {@linkcode speculativeDecode}. */
 export interface SpeculativeOptions {
   /** Most new tokens (default 64). */
@@ -67,6 +74,18 @@ export interface SpeculativeOptions {
   topP?: number;
   /** Seed of the random generator (default 0). */
   seed?: number;
+  /**
+   * Greedy, models on one device: the draft writes its proposals straight into the target's
+   * input on the GPU and both come back with the target's argmaxes in one readback (default
+   * true). False reads the proposals back first (two waits per round); the tokens are the same.
+   */
+  chain?: boolean;
+  /**
+   * Benchmarks only: keep each draft token with this probability (until the first rejection)
+   * instead of comparing it with the target's choice, so that the speed at a given acceptance
+   * rate can be measured with random weights. The output is then not the target's.
+   */
+  simulateAcceptance?: number;
   /**
    * Receives each new token in order; returning `false` stops (that token still counts). Tokens
    * of a round after a stop are discarded.
@@ -305,7 +324,16 @@ export async function speculativeDecode(
     const proposals: number[] = [];
     const q: Float64Array[] = [];
     const draftStart = draft.position;
-    if (want > 0 && greedy) {
+    const chained = greedy && want > 0 && (options.chain ?? true) && chainable(draft) &&
+      chainable(target) && draft.gpu === target.gpu;
+    let best: ArrayLike<number> | null = null;
+    if (chained) {
+      // Nothing comes back until the target has checked the proposals.
+      draft.proposeGreedy(pending, want, target.tokenInput, 1);
+      const r = await target.verifyProposed(last, want);
+      proposals.push(...r.proposals);
+      best = r.best;
+    } else if (want > 0 && greedy) {
       const run = await draft.decodeGreedy(pending, { maxNewTokens: want, inFlight: want });
       proposals.push(...run.tokens);
     } else if (want > 0) {
@@ -321,8 +349,10 @@ export async function speculativeDecode(
     let kept = 0;
     let next: number;
     if (greedy) {
-      const best = await target.verify(input, "argmax");
-      while (kept < n && proposals[kept] === best[kept]) kept++;
+      best ??= await target.verify(input, "argmax");
+      const sim = options.simulateAcceptance;
+      if (sim !== undefined) { while (kept < n && rng() < sim) kept++; }
+      else while (kept < n && proposals[kept] === best[kept]) kept++;
       next = best[kept];
     } else {
       const logits = await target.verify(input, "logits");

@@ -1,0 +1,471 @@
+/**
+ * The speculative-decoding section of `deno task bench`:
+ *
+ * - **verify cost**: the GPU time of one verify pass over 5 tokens (multi-row GEMVs, every
+ *   row's logits and argmax) against one decode step, per weight format, at Llama-2-7B shape
+ *   (random weights); the target is ≤ 1.3×.
+ * - **simulated acceptance**: 7B/8B targets with a 1B-class draft (TinyLlama-1.1B for
+ *   Llama-2-7B, Llama-3.2-1B for Llama-3-8B; random weights, formats mixed), the real draft and
+ *   verify passes with each draft token kept with probability α (0.5-0.9): tokens/s against the
+ *   target's own greedy decoding, so the curve is known without a trained pair.
+ * - **bundled pair**: models/sotu-llama with models/sotu-llama-draft, greedy, several prompts:
+ *   the measured acceptance and speed-up.
+ *
+ * On a software adapter the random models are scaled down (dimensions and layers ÷8).
+ *
+ * @module
+ */
+
+import type { Gpu } from "../lib/gpu/device.ts";
+import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
+import { LlamaModel } from "../lib/model/llama.ts";
+import { presetConfig } from "../lib/model/presets.ts";
+import { speculativeDecode } from "../lib/model/speculative.ts";
+import { loadTokenizer } from "../lib/model/tokenizer.ts";
+import {
+  type BenchFormat,
+  randomLinearFactory,
+  type RandomPools,
+  RandomWeightSource,
+} from "./random_weights.ts";
+
+/** One format's verify pass against its decode step. */
+export interface VerifyCost {
+  model: string;
+  format: string;
+  /** Tokens in the verify pass. */
+  tokens: number;
+  /** GPU ms of one decode step (median). */
+  decodeGpuMs: number;
+  /** GPU ms of the verify pass (median). */
+  verifyGpuMs: number;
+  /** verify / decode, GPU time. */
+  ratio: number;
+  /** Wall ms of one decode step with its argmax read back (median). */
+  decodeWallMs: number;
+  /** Wall ms of the verify pass with its argmaxes read back (median). */
+  verifyWallMs: number;
+}
+
+/** One point of a simulated-acceptance curve. */
+export interface SimulatedPoint {
+  /** Probability that each draft token is kept. */
+  acceptance: number;
+  /** Fixed draft length, or "adaptive". */
+  draftTokens: number | "adaptive";
+  tokensPerSecond: number;
+  /** Against the target decoding alone. */
+  speedup: number;
+  tokensPerTargetPass: number;
+}
+
+/** A target/draft pair of random models. */
+export interface SimulatedPair {
+  target: string;
+  draft: string;
+  targetFormat: string;
+  draftFormat: string;
+  /** The target's own greedy decoding (decodeGreedy, 8 in flight). */
+  baselineTokensPerSecond: number;
+  /** The draft's own greedy decoding. */
+  draftTokensPerSecond: number;
+  points: SimulatedPoint[];
+}
+
+/** The bundled pair, measured. */
+export interface BundledRun {
+  targetFormat: string;
+  draftFormat: string;
+  draftTokens: number | "adaptive";
+  /** Over all prompts. */
+  acceptance: number;
+  tokensPerTargetPass: number;
+  tokensPerSecond: number;
+  baselineTokensPerSecond: number;
+  speedup: number;
+  /** Whether every prompt gave the target's own greedy tokens. */
+  sameTokens: boolean;
+}
+
+/** Everything the section measures. */
+export interface SpeculativeBench {
+  verify: VerifyCost[];
+  simulated: SimulatedPair[];
+  bundled: BundledRun[];
+}
+
+/** Settings of {@linkcode benchSpeculative}. */
+export interface SpeculativeBenchOptions {
+  gpu: Gpu;
+  pools: RandomPools;
+  /** Formats of the verify-cost table. */
+  formats: BenchFormat[];
+  /** Which parts to run (default all three). */
+  parts?: ("verify" | "simulated" | "bundled")[];
+  /** Called with each finished part, so a cut run keeps what it has. */
+  onPart?: (r: SpeculativeBench) => Promise<void>;
+}
+
+const ACCEPTANCES = [0.5, 0.6, 0.7, 0.8, 0.9];
+
+/** A preset, or on a software adapter the preset with dimensions and layers ÷8. */
+function scaled(preset: string, software: boolean): LlamaConfig {
+  const c = presetConfig(preset);
+  if (!software) return c;
+  return parseLlamaConfig({
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_act: "silu",
+    vocab_size: c.vocabSize / 8,
+    hidden_size: c.hiddenSize / 8,
+    intermediate_size: Math.round(c.intermediateSize / 64) * 8,
+    num_hidden_layers: Math.max(1, Math.round(c.numLayers / 8)),
+    num_attention_heads: Math.max(1, c.numHeads / 8),
+    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
+    head_dim: c.headDim,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+  }, `${preset} ÷8`);
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function randomModel(
+  o: SpeculativeBenchOptions,
+  preset: string,
+  format: BenchFormat,
+): Promise<LlamaModel> {
+  return await LlamaModel.fromCheckpoint(
+    scaled(preset, o.gpu.isSoftware),
+    new RandomWeightSource(o.pools),
+    {
+      gpu: o.gpu,
+      format,
+      linear: format === "fp16" ? undefined : randomLinearFactory(o.pools, format),
+      maxSeqLen: 512,
+    },
+  );
+}
+
+/** Greedy tokens/s of `model` alone (decodeGreedy, default readback groups). */
+async function baseline(model: LlamaModel, tokens: number): Promise<number> {
+  model.reset();
+  await model.decodeGreedy([1, 2, 3, 4], { maxNewTokens: 8 }); // warm
+  model.reset();
+  const t0 = performance.now();
+  const run = await model.decodeGreedy([1, 2, 3, 4], { maxNewTokens: tokens });
+  return (run.tokens.length - 1) / ((performance.now() - t0) / 1000);
+}
+
+async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Promise<VerifyCost> {
+  const model = await randomModel(o, "llama-2-7b", format);
+  try {
+    const n = 5;
+    const prompt = Array.from({ length: 64 }, (_, i) => 1 + i);
+    await model.forward(prompt, "none");
+    const at = model.position;
+    const gpuTime = async (tokens: number[], verify: boolean) => {
+      const times: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        model.rollback(at);
+        const t = await model.timeForward(tokens, { verify });
+        times.push(t.reduce((s, d) => s + d.ms, 0));
+      }
+      return median(times.slice(2));
+    };
+    const wall = async (tokens: number[]) => {
+      const times: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        model.rollback(at);
+        const t0 = performance.now();
+        await model.verify(tokens, "argmax");
+        times.push(performance.now() - t0);
+      }
+      return median(times.slice(2));
+    };
+    const many = Array.from({ length: n }, (_, i) => 100 + i);
+    const decodeGpuMs = await gpuTime([100], false);
+    const verifyGpuMs = await gpuTime(many, true);
+    const decodeWallMs = await wall([100]);
+    const verifyWallMs = await wall(many);
+    return {
+      model: "llama-2-7b",
+      format,
+      tokens: n,
+      decodeGpuMs,
+      verifyGpuMs,
+      ratio: verifyGpuMs / decodeGpuMs,
+      decodeWallMs,
+      verifyWallMs,
+    };
+  } finally {
+    model.dispose();
+    await o.gpu.sync();
+  }
+}
+
+/**
+ * Runs the section and returns what it measured; logs a line per measurement.
+ *
+ * @example
+ * ```ts ignore
+ * const r = await benchSpeculative({ gpu, pools, formats: ["fp16", "nf4"] });
+ * ```
+ */
+export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<SpeculativeBench> {
+  const parts = new Set(o.parts ?? ["verify", "simulated", "bundled"]);
+  const software = o.gpu.isSoftware;
+  const r: SpeculativeBench = { verify: [], simulated: [], bundled: [] };
+
+  if (parts.has("verify")) {
+    for (const format of o.formats) {
+      const v = await verifyCost(o, format);
+      r.verify.push(v);
+      console.log(
+        `verify ${v.tokens} tokens, llama-2-7b ${format.padEnd(16)} GPU ${
+          v.verifyGpuMs.toFixed(2)
+        } ms vs decode step ${v.decodeGpuMs.toFixed(2)} ms: ${v.ratio.toFixed(2)}x ` +
+          `(wall ${v.verifyWallMs.toFixed(2)} vs ${v.decodeWallMs.toFixed(2)} ms)`,
+      );
+    }
+    await o.onPart?.(r);
+  }
+
+  if (parts.has("simulated")) {
+    const tokens = software ? 12 : 96;
+    const pairs: [string, BenchFormat, string, BenchFormat][] = software
+      ? [["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"]]
+      : [
+        ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
+        ["llama-2-7b", "fp16", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "int8-vectorwise", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "nf4", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "nf4", "tinyllama-1.1b", "int8-vectorwise"],
+        ["llama-3-8b", "fp16", "llama-3.2-1b", "fp16"],
+        ["llama-3-8b", "fp16", "llama-3.2-1b", "nf4"],
+      ];
+    const cache = new Map<string, LlamaModel>();
+    const get = async (preset: string, format: BenchFormat) => {
+      const key = `${preset}/${format}`;
+      let m = cache.get(key);
+      if (!m) cache.set(key, m = await randomModel(o, preset, format));
+      return m;
+    };
+    try {
+      for (const [tp, tf, dp, df] of pairs) {
+        // Models of the other family are no longer needed: free them first.
+        for (const [key, m] of cache) {
+          if (!key.startsWith(tp) && !key.startsWith(dp)) {
+            m.dispose();
+            cache.delete(key);
+          }
+        }
+        const target = await get(tp, tf);
+        const draft = await get(dp, df);
+        const pair: SimulatedPair = {
+          target: tp,
+          draft: dp,
+          targetFormat: tf,
+          draftFormat: df,
+          baselineTokensPerSecond: await baseline(target, tokens),
+          draftTokensPerSecond: await baseline(draft, tokens),
+          points: [],
+        };
+        const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+        await speculativeDecode(target, draft, prompt, {
+          maxNewTokens: 8,
+          simulateAcceptance: 0.5,
+        });
+        for (const acceptance of ACCEPTANCES) {
+          for (const k of software ? [4] : [2, 3, 4, 6, "adaptive"] as const) {
+            const run = await speculativeDecode(target, draft, prompt, {
+              maxNewTokens: tokens,
+              draftTokens: k === "adaptive" ? undefined : k,
+              simulateAcceptance: acceptance,
+              seed: 1,
+            });
+            const tokS = (run.tokens.length - 1) / (run.decodeMs / 1000);
+            pair.points.push({
+              acceptance,
+              draftTokens: k,
+              tokensPerSecond: tokS,
+              speedup: tokS / pair.baselineTokensPerSecond,
+              tokensPerTargetPass: run.tokensPerTargetPass,
+            });
+          }
+        }
+        r.simulated.push(pair);
+        const best = (a: number) =>
+          pair.points.filter((p) => p.acceptance === a).reduce((x, y) =>
+            y.speedup > x.speedup ? y : x
+          );
+        console.log(
+          `speculative ${tp} ${tf} + ${dp} ${df}: alone ${
+            pair.baselineTokensPerSecond.toFixed(1)
+          } tok/s (draft alone ${pair.draftTokensPerSecond.toFixed(1)}); best speed-up at ` +
+            ACCEPTANCES.map((a) => {
+              const b = best(a);
+              return `α=${a}: ${b.speedup.toFixed(2)}x (k=${b.draftTokens})`;
+            }).join(", "),
+        );
+        await o.onPart?.(r);
+      }
+    } finally {
+      for (const m of cache.values()) m.dispose();
+      await o.gpu.sync();
+    }
+  }
+
+  if (parts.has("bundled")) {
+    const dir = new URL("../models/", import.meta.url).pathname;
+    const tokenizer = await loadTokenizer(`${dir}sotu-llama`);
+    const prompts = [
+      "The state of the Union is",
+      "We must",
+      "Our economy",
+      "I ask the Congress to",
+      "The American people",
+    ].map((p) => tokenizer.encode(p));
+    const tokens = software ? 24 : 128;
+    const combos: [BenchFormat, BenchFormat][] = software
+      ? [["fp16", "fp16"]]
+      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"], ["fp16", "llm-int8"]];
+    for (const [tf, df] of combos) {
+      const target = await LlamaModel.load(`${dir}sotu-llama`, { gpu: o.gpu, format: tf });
+      const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, { gpu: o.gpu, format: df });
+      try {
+        // the target alone, per prompt
+        const alone: number[][] = [];
+        let aloneMs = 0;
+        let aloneTokens = 0;
+        for (const p of prompts) {
+          target.reset();
+          await target.decodeGreedy(p, { maxNewTokens: 8 }); // warm
+          target.reset();
+          const t0 = performance.now();
+          const run = await target.decodeGreedy(p, { maxNewTokens: tokens });
+          aloneMs += performance.now() - t0;
+          aloneTokens += run.tokens.length;
+          alone.push(run.tokens);
+        }
+        const baseTokS = aloneTokens / (aloneMs / 1000);
+        await speculativeDecode(target, draft, prompts[0], { maxNewTokens: 8 }); // warm
+        for (const k of software ? ["adaptive"] as const : ["adaptive", 1, 2, 3, 4] as const) {
+          let drafted = 0;
+          let accepted = 0;
+          let passes = 0;
+          let produced = 0;
+          let ms = 0;
+          let same = true;
+          for (const [i, p] of prompts.entries()) {
+            const t0 = performance.now();
+            const run = await speculativeDecode(target, draft, p, {
+              maxNewTokens: tokens,
+              draftTokens: k === "adaptive" ? undefined : k,
+            });
+            ms += performance.now() - t0;
+            produced += run.tokens.length;
+            drafted += run.drafted;
+            accepted += run.accepted;
+            passes += run.targetPasses;
+            same &&= run.tokens.join() === alone[i].join();
+          }
+          const tokS = produced / (ms / 1000);
+          const b: BundledRun = {
+            targetFormat: tf,
+            draftFormat: df,
+            draftTokens: k,
+            acceptance: accepted / drafted,
+            tokensPerTargetPass: (produced - prompts.length) / passes,
+            tokensPerSecond: tokS,
+            baselineTokensPerSecond: baseTokS,
+            speedup: tokS / baseTokS,
+            sameTokens: same,
+          };
+          r.bundled.push(b);
+          console.log(
+            `bundled pair ${tf} + draft ${df}, k=${k}: acceptance ${
+              (100 * b.acceptance).toFixed(1)
+            }%, ${b.tokensPerTargetPass.toFixed(2)} tokens/pass, ${tokS.toFixed(1)} tok/s vs ${
+              baseTokS.toFixed(1)
+            } alone: ${b.speedup.toFixed(2)}x${same ? "" : " (TOKENS DIFFER)"}`,
+          );
+        }
+      } finally {
+        target.dispose();
+        draft.dispose();
+      }
+    }
+    await o.onPart?.(r);
+  }
+  return r;
+}
+
+/**
+ * The section as markdown tables.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(speculativeMarkdown(await benchSpeculative({ gpu, pools, formats })));
+ * ```
+ */
+export function speculativeMarkdown(r: SpeculativeBench): string {
+  const lines: string[] = ["## Speculative decoding", ""];
+  if (r.verify.length) {
+    lines.push(
+      "Verify pass (5 tokens, multi-row GEMVs) vs one decode step, Llama-2-7B shape, GPU time:",
+      "",
+      "| format | decode step ms | verify 5 ms | ratio | wall decode ms | wall verify ms |",
+      "| ------ | -------------- | ----------- | ----- | -------------- | -------------- |",
+      ...r.verify.map((v) =>
+        `| ${v.format} | ${v.decodeGpuMs.toFixed(2)} | ${v.verifyGpuMs.toFixed(2)} | ${
+          v.ratio.toFixed(2)
+        } | ${v.decodeWallMs.toFixed(2)} | ${v.verifyWallMs.toFixed(2)} |`
+      ),
+      "",
+    );
+  }
+  for (const p of r.simulated) {
+    const ks = [...new Set(p.points.map((x) => x.draftTokens))];
+    lines.push(
+      `Simulated acceptance: ${p.target} ${p.targetFormat} + ${p.draft} ${p.draftFormat} ` +
+        `(alone ${p.baselineTokensPerSecond.toFixed(1)} tok/s, draft alone ${
+          p.draftTokensPerSecond.toFixed(1)
+        }), speed-up by draft length:`,
+      "",
+      `| acceptance | ${ks.map((k) => `k=${k}`).join(" | ")} |`,
+      `| ---------- | ${ks.map(() => "---").join(" | ")} |`,
+      ...ACCEPTANCES.filter((a) => p.points.some((x) => x.acceptance === a)).map((a) =>
+        `| ${a} | ${
+          ks.map((k) => {
+            const x = p.points.find((y) => y.acceptance === a && y.draftTokens === k)!;
+            return `${x.speedup.toFixed(2)}x (${x.tokensPerSecond.toFixed(0)})`;
+          }).join(" | ")
+        } |`
+      ),
+      "",
+    );
+  }
+  if (r.bundled.length) {
+    lines.push(
+      "Bundled pair (sotu-llama + sotu-llama-draft), greedy, 5 prompts:",
+      "",
+      "| target | draft | k | acceptance | tokens/pass | tok/s | alone tok/s | speed-up | same tokens |",
+      "| ------ | ----- | - | ---------- | ----------- | ----- | ----------- | -------- | ----------- |",
+      ...r.bundled.map((b) =>
+        `| ${b.targetFormat} | ${b.draftFormat} | ${b.draftTokens} | ${
+          (100 * b.acceptance).toFixed(1)
+        }% | ${b.tokensPerTargetPass.toFixed(2)} | ${b.tokensPerSecond.toFixed(1)} | ${
+          b.baselineTokensPerSecond.toFixed(1)
+        } | ${b.speedup.toFixed(2)}x | ${b.sameTokens ? "yes" : "no"} |`
+      ),
+      "",
+    );
+  }
+  return lines.join("\n");
+}
