@@ -1,5 +1,6 @@
 /**
- * The speculative-decoding section of `deno task bench`:
+ * The speculative-decoding section of `deno task bench`, in three parts (run in the order
+ * bundled, verify, simulated; `--spec-parts` picks them):
  *
  * - **verify cost**: the GPU time of one verify pass over 5 tokens (multi-row GEMVs, every
  *   row's logits and argmax) against one decode step, per weight format, at Llama-2-7B shape
@@ -222,105 +223,6 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
   const software = o.gpu.isSoftware;
   const r: SpeculativeBench = { verify: [], simulated: [], bundled: [] };
 
-  if (parts.has("verify")) {
-    for (const format of o.formats) {
-      const v = await verifyCost(o, format);
-      r.verify.push(v);
-      console.log(
-        `verify ${v.tokens} tokens, llama-2-7b ${format.padEnd(16)} GPU ${
-          v.verifyGpuMs.toFixed(2)
-        } ms vs decode step ${v.decodeGpuMs.toFixed(2)} ms: ${v.ratio.toFixed(2)}x ` +
-          `(wall ${v.verifyWallMs.toFixed(2)} vs ${v.decodeWallMs.toFixed(2)} ms)`,
-      );
-    }
-    await o.onPart?.(r);
-  }
-
-  if (parts.has("simulated")) {
-    const tokens = software ? 12 : 96;
-    const pairs: [string, BenchFormat, string, BenchFormat][] = software
-      ? [["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"]]
-      : [
-        ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
-        ["llama-2-7b", "fp16", "tinyllama-1.1b", "nf4"],
-        ["llama-2-7b", "int8-vectorwise", "tinyllama-1.1b", "nf4"],
-        ["llama-2-7b", "nf4", "tinyllama-1.1b", "nf4"],
-        ["llama-2-7b", "nf4", "tinyllama-1.1b", "int8-vectorwise"],
-        ["llama-3-8b", "fp16", "llama-3.2-1b", "fp16"],
-        ["llama-3-8b", "fp16", "llama-3.2-1b", "nf4"],
-      ];
-    const cache = new Map<string, LlamaModel>();
-    const get = async (preset: string, format: BenchFormat) => {
-      const key = `${preset}/${format}`;
-      let m = cache.get(key);
-      if (!m) cache.set(key, m = await randomModel(o, preset, format));
-      return m;
-    };
-    try {
-      for (const [tp, tf, dp, df] of pairs) {
-        // Models of the other family are no longer needed: free them first.
-        for (const [key, m] of cache) {
-          if (!key.startsWith(tp) && !key.startsWith(dp)) {
-            m.dispose();
-            cache.delete(key);
-          }
-        }
-        const target = await get(tp, tf);
-        const draft = await get(dp, df);
-        const pair: SimulatedPair = {
-          target: tp,
-          draft: dp,
-          targetFormat: tf,
-          draftFormat: df,
-          baselineTokensPerSecond: await baseline(target, tokens),
-          draftTokensPerSecond: await baseline(draft, tokens),
-          points: [],
-        };
-        const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
-        await speculativeDecode(target, draft, prompt, {
-          maxNewTokens: 8,
-          simulateAcceptance: 0.5,
-        });
-        for (const acceptance of ACCEPTANCES) {
-          for (const k of software ? [4] : [2, 3, 4, 6, "adaptive"] as const) {
-            const run = await speculativeDecode(target, draft, prompt, {
-              maxNewTokens: tokens,
-              draftTokens: k === "adaptive" ? undefined : k,
-              simulateAcceptance: acceptance,
-              seed: 1,
-            });
-            const tokS = (run.tokens.length - 1) / (run.decodeMs / 1000);
-            pair.points.push({
-              acceptance,
-              draftTokens: k,
-              tokensPerSecond: tokS,
-              speedup: tokS / pair.baselineTokensPerSecond,
-              tokensPerTargetPass: run.tokensPerTargetPass,
-            });
-          }
-        }
-        r.simulated.push(pair);
-        const best = (a: number) =>
-          pair.points.filter((p) => p.acceptance === a).reduce((x, y) =>
-            y.speedup > x.speedup ? y : x
-          );
-        console.log(
-          `speculative ${tp} ${tf} + ${dp} ${df}: alone ${
-            pair.baselineTokensPerSecond.toFixed(1)
-          } tok/s (draft alone ${pair.draftTokensPerSecond.toFixed(1)}); best speed-up at ` +
-            ACCEPTANCES.map((a) => {
-              const b = best(a);
-              return `α=${a}: ${b.speedup.toFixed(2)}x (k=${b.draftTokens})`;
-            }).join(", "),
-        );
-        await o.onPart?.(r);
-      }
-    } finally {
-      for (const m of cache.values()) m.dispose();
-      await o.gpu.sync();
-    }
-  }
-
   if (parts.has("bundled")) {
     const dir = new URL("../models/", import.meta.url).pathname;
     const tokenizer = await loadTokenizer(`${dir}sotu-llama`);
@@ -334,7 +236,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
     const tokens = software ? 24 : 128;
     const combos: [BenchFormat, BenchFormat][] = software
       ? [["fp16", "fp16"]]
-      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"], ["fp16", "llm-int8"]];
+      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"]];
     for (const [tf, df] of combos) {
       const target = await LlamaModel.load(`${dir}sotu-llama`, { gpu: o.gpu, format: tf });
       const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, { gpu: o.gpu, format: df });
@@ -403,6 +305,102 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
     }
     await o.onPart?.(r);
   }
+  if (parts.has("verify")) {
+    for (const format of o.formats) {
+      const v = await verifyCost(o, format);
+      r.verify.push(v);
+      console.log(
+        `verify ${v.tokens} tokens, llama-2-7b ${format.padEnd(16)} GPU ${
+          v.verifyGpuMs.toFixed(2)
+        } ms vs decode step ${v.decodeGpuMs.toFixed(2)} ms: ${v.ratio.toFixed(2)}x ` +
+          `(wall ${v.verifyWallMs.toFixed(2)} vs ${v.decodeWallMs.toFixed(2)} ms)`,
+      );
+    }
+    await o.onPart?.(r);
+  }
+
+  if (parts.has("simulated")) {
+    const tokens = software ? 12 : 48;
+    const pairs: [string, BenchFormat, string, BenchFormat][] = software
+      ? [["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"]]
+      : [
+        ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
+        ["llama-2-7b", "fp16", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "int8-vectorwise", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "nf4", "tinyllama-1.1b", "nf4"],
+      ];
+    const cache = new Map<string, LlamaModel>();
+    const get = async (preset: string, format: BenchFormat) => {
+      const key = `${preset}/${format}`;
+      let m = cache.get(key);
+      if (!m) cache.set(key, m = await randomModel(o, preset, format));
+      return m;
+    };
+    try {
+      for (const [tp, tf, dp, df] of pairs) {
+        // Models of the other family are no longer needed: free them first.
+        for (const [key, m] of cache) {
+          if (!key.startsWith(tp) && !key.startsWith(dp)) {
+            m.dispose();
+            cache.delete(key);
+          }
+        }
+        const target = await get(tp, tf);
+        const draft = await get(dp, df);
+        const pair: SimulatedPair = {
+          target: tp,
+          draft: dp,
+          targetFormat: tf,
+          draftFormat: df,
+          baselineTokensPerSecond: await baseline(target, tokens),
+          draftTokensPerSecond: await baseline(draft, tokens),
+          points: [],
+        };
+        const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+        await speculativeDecode(target, draft, prompt, {
+          maxNewTokens: 8,
+          simulateAcceptance: 0.5,
+        });
+        for (const acceptance of ACCEPTANCES) {
+          for (const k of software ? [4] : [3, "adaptive"] as const) {
+            const run = await speculativeDecode(target, draft, prompt, {
+              maxNewTokens: tokens,
+              draftTokens: k === "adaptive" ? undefined : k,
+              simulateAcceptance: acceptance,
+              seed: 1,
+            });
+            const tokS = (run.tokens.length - 1) / (run.decodeMs / 1000);
+            pair.points.push({
+              acceptance,
+              draftTokens: k,
+              tokensPerSecond: tokS,
+              speedup: tokS / pair.baselineTokensPerSecond,
+              tokensPerTargetPass: run.tokensPerTargetPass,
+            });
+          }
+        }
+        r.simulated.push(pair);
+        const best = (a: number) =>
+          pair.points.filter((p) => p.acceptance === a).reduce((x, y) =>
+            y.speedup > x.speedup ? y : x
+          );
+        console.log(
+          `speculative ${tp} ${tf} + ${dp} ${df}: alone ${
+            pair.baselineTokensPerSecond.toFixed(1)
+          } tok/s (draft alone ${pair.draftTokensPerSecond.toFixed(1)}); best speed-up at ` +
+            ACCEPTANCES.map((a) => {
+              const b = best(a);
+              return `α=${a}: ${b.speedup.toFixed(2)}x (k=${b.draftTokens})`;
+            }).join(", "),
+        );
+        await o.onPart?.(r);
+      }
+    } finally {
+      for (const m of cache.values()) m.dispose();
+      await o.gpu.sync();
+    }
+  }
+
   return r;
 }
 

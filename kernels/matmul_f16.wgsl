@@ -311,14 +311,17 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows) with the weights read once for all of them,
 // as llama.cpp's mat-vec kernels take up to 8 columns: verifying k + 1 draft tokens then costs
-// about one decode step where a GEMV is memory-bound. Each row is summed exactly as gemv sums it
-// alone (same lanes, same unit order and grouping, same reduction tree), so a row's output is
-// the one a decode step computes. The row loops have a constant bound (unrolled, accumulators
-// in registers) and skip rows past p.rows.
+// about one decode step where a GEMV is memory-bound. Each lane group takes FPT output features,
+// so each x load serves FPT features (with one feature per group, the rows' f32 x, re-read for
+// every feature, was 10x the weight bytes at 5 rows). Each feature of each row is summed exactly
+// as gemv sums it alone (same lanes, same unit order and grouping, same reduction tree), so a
+// row's output is the one a decode step computes. The row loops have a constant bound
+// (unrolled, accumulators in registers) and skip rows past p.rows.
 
 const MAX_ROWS: u32 = 8u;
+const FPT: u32 = 2u; // output features per lane group
 
-var<workgroup> partial_rows: array<f32, GEMV_WG * MAX_ROWS>;
+var<workgroup> partial_rows: array<f32, GEMV_WG * FPT>;
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -327,74 +330,95 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  var acc = array<f32, MAX_ROWS>();
-  if (n < p.n_count) {
+  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
+  // A feature past the chunk reads the chunk's last row instead (in bounds, never stored).
+  let n1 = min(n0 + 1u, p.n_count - 1u);
+  var acc0 = array<f32, MAX_ROWS>(); // feature n0, per row
+  var acc1 = array<f32, MAX_ROWS>(); // feature n0 + 1
+  if (n0 < p.n_count) {
 #if K8
     let units = p.k / 8u; // a row of x is 2 · units vec4
-    let base = n * units;
+    let b0 = n0 * units;
+    let b1 = n1 * units;
     var u = lane;
 #if UNROLL4
     for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
       let v = u + GEMV_TPR;
       let w = v + GEMV_TPR;
       let z = w + GEMV_TPR;
-      let wu = wunit(base + u);
-      let wv = wunit(base + v);
-      let ww = wunit(base + w);
-      let wz = wunit(base + z);
+      let wu0 = wunit(b0 + u);
+      let wv0 = wunit(b0 + v);
+      let ww0 = wunit(b0 + w);
+      let wz0 = wunit(b0 + z);
+      let wu1 = wunit(b1 + u);
+      let wv1 = wunit(b1 + v);
+      let ww1 = wunit(b1 + w);
+      let wz1 = wunit(b1 + z);
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
           let xo = 2u * r * units;
-          let a = dot8w(x4[xo + 2u * u], x4[xo + 2u * u + 1u], wu);
-          let b = dot8w(x4[xo + 2u * v], x4[xo + 2u * v + 1u], wv);
-          let c = dot8w(x4[xo + 2u * w], x4[xo + 2u * w + 1u], ww);
-          let d = dot8w(x4[xo + 2u * z], x4[xo + 2u * z + 1u], wz);
-          acc[r] += (a + b) + (c + d);
+          let xu0 = x4[xo + 2u * u];
+          let xu1 = x4[xo + 2u * u + 1u];
+          let xv0 = x4[xo + 2u * v];
+          let xv1 = x4[xo + 2u * v + 1u];
+          let xw0 = x4[xo + 2u * w];
+          let xw1 = x4[xo + 2u * w + 1u];
+          let xz0 = x4[xo + 2u * z];
+          let xz1 = x4[xo + 2u * z + 1u];
+          acc0[r] += (dot8w(xu0, xu1, wu0) + dot8w(xv0, xv1, wv0)) +
+            (dot8w(xw0, xw1, ww0) + dot8w(xz0, xz1, wz0));
+          acc1[r] += (dot8w(xu0, xu1, wu1) + dot8w(xv0, xv1, wv1)) +
+            (dot8w(xw0, xw1, ww1) + dot8w(xz0, xz1, wz1));
         }
       }
     }
 #endif
     for (; u < units; u += GEMV_TPR) {
-      let wu = wunit(base + u);
+      let wu0 = wunit(b0 + u);
+      let wu1 = wunit(b1 + u);
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
           let xo = 2u * r * units;
-          acc[r] += dot8w(x4[xo + 2u * u], x4[xo + 2u * u + 1u], wu);
+          let xa = x4[xo + 2u * u];
+          let xb = x4[xo + 2u * u + 1u];
+          acc0[r] += dot8w(xa, xb, wu0);
+          acc1[r] += dot8w(xa, xb, wu1);
         }
       }
     }
 #else
     let units = p.k / 2u;
-    let base = n * units;
+    let b0 = n0 * units;
+    let b1 = n1 * units;
     for (var u = lane; u < units; u += GEMV_TPR) {
-      let wu = wpair[base + u];
+      let wu0 = wpair[b0 + u];
+      let wu1 = wpair[b1 + u];
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
-          acc[r] += dot2w(x2[r * units + u], wu);
+          let xv = x2[r * units + u];
+          acc0[r] += dot2w(xv, wu0);
+          acc1[r] += dot2w(xv, wu1);
         }
       }
     }
 #endif
   }
+  // Row by row through gemv's reduction tree, both features at once.
   for (var r = 0u; r < MAX_ROWS; r++) {
-    partial_rows[r * GEMV_WG + lid] = acc[r];
-  }
-  workgroupBarrier();
-  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          partial_rows[r * GEMV_WG + lid] += partial_rows[r * GEMV_WG + lid + s];
+    if (r < p.rows) {
+      workgroupBarrier(); // the previous row's sums have been read
+      partial_rows[lid] = acc0[r];
+      partial_rows[GEMV_WG + lid] = acc1[r];
+      workgroupBarrier();
+      for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+          partial_rows[lid] += partial_rows[lid + s];
+          partial_rows[GEMV_WG + lid] += partial_rows[GEMV_WG + lid + s];
         }
+        workgroupBarrier();
       }
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < p.n_count) {
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      if (r < p.rows) {
-        y[r * p.n_total + p.n_start + n] = partial_rows[r * GEMV_WG + lid];
+      if (lane < FPT && n0 + lane < p.n_count) {
+        y[r * p.n_total + p.n_start + n0 + lane] = partial_rows[lane * GEMV_WG + lid - lane];
       }
     }
   }

@@ -737,13 +737,15 @@ fn store_row(m: u32, n0: u32, acc: vec4<i32>) {
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), coded by quantize_rows, the weight codes
-// read once for all rows. Each row is summed as gemv sums it alone (integer sums are exact in
-// any order; the outlier part keeps gemv's lanes and reduction tree), so a row's output is the
+// read once for all rows, two output features per lane group (FPT) so that each load of x codes
+// serves both. Each feature of each row is summed as gemv sums it alone (integer sums are exact
+// in any order; the outlier part keeps gemv's lanes and reduction tree), so a row's output is the
 // one a decode step computes. Row loops have a constant bound and skip rows past p.rows.
 
 const MAX_ROWS: u32 = 8u;
+const FPT: u32 = 2u;
 
-var<workgroup> part_rows: array<i32, GEMV_WG * MAX_ROWS>;
+var<workgroup> part_rows: array<i32, GEMV_WG * FPT>;
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -752,45 +754,64 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  var acc = array<i32, MAX_ROWS>();
-  var extra = array<f32, MAX_ROWS>();
-  if (n < p.n_count) {
+  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
+  let n1 = min(n0 + 1u, p.n_count - 1u); // past the chunk: its last row, never stored
+  var acc0 = array<i32, MAX_ROWS>();
+  var acc1 = array<i32, MAX_ROWS>();
+  var extra0 = array<f32, MAX_ROWS>();
+  var extra1 = array<f32, MAX_ROWS>();
+  if (n0 < p.n_count) {
 #if K16
     let units = p.k / 16u;
-    let base = n * units;
+    let b0 = n0 * units;
+    let b1 = n1 * units;
     var u = lane;
 #if UNROLL4
     for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
-      let b0 = w4[base + u];
-      let b1 = w4[base + u + GEMV_TPR];
-      let b2 = w4[base + u + 2u * GEMV_TPR];
-      let b3 = w4[base + u + 3u * GEMV_TPR];
+      let w00 = w4[b0 + u];
+      let w01 = w4[b0 + u + GEMV_TPR];
+      let w02 = w4[b0 + u + 2u * GEMV_TPR];
+      let w03 = w4[b0 + u + 3u * GEMV_TPR];
+      let w10 = w4[b1 + u];
+      let w11 = w4[b1 + u + GEMV_TPR];
+      let w12 = w4[b1 + u + 2u * GEMV_TPR];
+      let w13 = w4[b1 + u + 3u * GEMV_TPR];
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
           let xo = r * units;
-          acc[r] += (dot16(xq4[xo + u], b0) + dot16(xq4[xo + u + GEMV_TPR], b1)) +
-            (dot16(xq4[xo + u + 2u * GEMV_TPR], b2) + dot16(xq4[xo + u + 3u * GEMV_TPR], b3));
+          let x0 = xq4[xo + u];
+          let x1 = xq4[xo + u + GEMV_TPR];
+          let x2 = xq4[xo + u + 2u * GEMV_TPR];
+          let x3 = xq4[xo + u + 3u * GEMV_TPR];
+          acc0[r] += (dot16(x0, w00) + dot16(x1, w01)) + (dot16(x2, w02) + dot16(x3, w03));
+          acc1[r] += (dot16(x0, w10) + dot16(x1, w11)) + (dot16(x2, w12) + dot16(x3, w13));
         }
       }
     }
 #endif
     for (; u < units; u += GEMV_TPR) {
-      let b = w4[base + u];
+      let w0 = w4[b0 + u];
+      let w1 = w4[b1 + u];
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
-          acc[r] += dot16(xq4[r * units + u], b);
+          let xv = xq4[r * units + u];
+          acc0[r] += dot16(xv, w0);
+          acc1[r] += dot16(xv, w1);
         }
       }
     }
 #else
     let words = p.k / 4u;
-    let base = n * words;
+    let b0 = n0 * words;
+    let b1 = n1 * words;
     for (var u = lane; u < words; u += GEMV_TPR) {
-      let b = weight_word(base + u);
+      let w0 = weight_word(b0 + u);
+      let w1 = weight_word(b1 + u);
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
-          acc[r] += dot4I8Packed(xq[r * words + u], b);
+          let xv = xq[r * words + u];
+          acc0[r] += dot4I8Packed(xv, w0);
+          acc1[r] += dot4I8Packed(xv, w1);
         }
       }
     }
@@ -802,66 +823,53 @@ fn gemv_rows(
         let count = outl[ob];
         for (var j = lane; j < count; j += GEMV_TPR) {
           let c = outl[ob + 1u + j];
-          let wv = outlier_weight_kept(outl[ob + 1u + p.k + j], c, n);
-          extra[r] += outlier_product(xf[r * p.k + c], wv);
+          let kept = outl[ob + 1u + p.k + j];
+          let xv = xf[r * p.k + c];
+          extra0[r] += outlier_product(xv, outlier_weight_kept(kept, c, n0));
+          extra1[r] += outlier_product(xv, outlier_weight_kept(kept, c, n1));
         }
       }
     }
 #endif
   }
-  // The integer sums, then (LLM) the outlier sums through the same workgroup memory as bits.
-  var sums = array<i32, MAX_ROWS>();
-  reduce_rows(lid, lane, acc, false);
-  if (lane == 0u) {
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      sums[r] = part_rows[r * GEMV_WG + lid];
-    }
-  }
-  var fsums = array<f32, MAX_ROWS>();
-#if LLM
-  workgroupBarrier();
-  var bits = array<i32, MAX_ROWS>();
+  // Row by row through gemv's reduction tree: the integer sums, then (LLM) the outlier sums
+  // through the same workgroup memory as bits.
   for (var r = 0u; r < MAX_ROWS; r++) {
-    bits[r] = bitcast<i32>(extra[r]);
-  }
-  reduce_rows(lid, lane, bits, true);
-  if (lane == 0u) {
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      fsums[r] = bitcast<f32>(part_rows[r * GEMV_WG + lid]);
-    }
-  }
+    if (r < p.rows) {
+      let i0 = reduce_pair(lid, lane, acc0[r], acc1[r], false);
+      var f0 = 0.0;
+#if LLM
+      let fb = reduce_pair(lid, lane, bitcast<i32>(extra0[r]), bitcast<i32>(extra1[r]), true);
+      f0 = bitcast<f32>(fb);
 #endif
-  if (lane == 0u && n < p.n_count) {
-    let gn = p.n_start + n;
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      if (r < p.rows) {
-        y[r * p.n_total + gn] = rescale(sums[r], r, gn) + fsums[r];
+      if (lane < FPT && n0 + lane < p.n_count) {
+        let gn = p.n_start + n0 + lane;
+        y[r * p.n_total + gn] = rescale(i0, r, gn) + f0;
       }
     }
   }
 }
 
-// gemv's reduction tree over each row's lanes, in part_rows: integers, or f32 bits (as_f32).
-fn reduce_rows(lid: u32, lane: u32, v: array<i32, MAX_ROWS>, as_f32: bool) {
-  for (var r = 0u; r < MAX_ROWS; r++) {
-    part_rows[r * GEMV_WG + lid] = v[r];
-  }
+// gemv's reduction tree over the lanes of both features (a: n0, b: n0 + 1), in part_rows:
+// integers, or f32 bits (as_f32). Lane 0 gets feature n0's sum, lane 1 feature n0 + 1's.
+fn reduce_pair(lid: u32, lane: u32, a: i32, b: i32, as_f32: bool) -> i32 {
+  workgroupBarrier(); // earlier reads of part_rows are done
+  part_rows[lid] = a;
+  part_rows[GEMV_WG + lid] = b;
   workgroupBarrier();
   for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let i = r * GEMV_WG + lid;
-          if (as_f32) {
-            part_rows[i] = bitcast<i32>(
-              bitcast<f32>(part_rows[i]) + bitcast<f32>(part_rows[i + s]),
-            );
-          } else {
-            part_rows[i] += part_rows[i + s];
-          }
+      for (var f = 0u; f < FPT; f++) {
+        let i = f * GEMV_WG + lid;
+        if (as_f32) {
+          part_rows[i] = bitcast<i32>(bitcast<f32>(part_rows[i]) + bitcast<f32>(part_rows[i + s]));
+        } else {
+          part_rows[i] += part_rows[i + s];
         }
       }
     }
     workgroupBarrier();
   }
+  // lane l < FPT reads feature l's sum, which sits at its group's lane 0
+  return part_rows[min(lane, FPT - 1u) * GEMV_WG + lid - lane];
 }

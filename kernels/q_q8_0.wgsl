@@ -194,13 +194,22 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
-// all rows. Each row is summed as gemv sums it alone (same lanes, group order, word order and
+// all rows, two output features per lane group (FPT) so that each f32 x load serves both. Each
+// feature of each row is summed as gemv sums it alone (same lanes, group order, word order and
 // reduction tree), so a row's output is the one a decode step computes. Row loops have a
 // constant bound and skip rows past p.rows.
 
 const MAX_ROWS: u32 = 8u;
+const FPT: u32 = 2u;
 
-var<workgroup> partial_rows: array<f32, GEMV_WG * MAX_ROWS>;
+var<workgroup> partial_rows: array<f32, GEMV_WG * FPT>;
+
+// Σ x · code of one group (8 words) for one row's 8 vec4 of x; d is applied as gemv does.
+fn group_sum(a: vec4<u32>, b: vec4<u32>, d: f32, xs: array<vec4<f32>, 8>) -> f32 {
+  return dot_word(a.x, xs[0], d) + dot_word(a.y, xs[1], d) + dot_word(a.z, xs[2], d) +
+    dot_word(a.w, xs[3], d) + dot_word(b.x, xs[4], d) + dot_word(b.y, xs[5], d) +
+    dot_word(b.z, xs[6], d) + dot_word(b.w, xs[7], d);
+}
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -209,50 +218,55 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  var acc = array<f32, MAX_ROWS>();
-  if (n < p.n_count) {
+  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
+  let n1 = min(n0 + 1u, p.n_count - 1u); // past the chunk: its last row, never stored
+  var acc0 = array<f32, MAX_ROWS>();
+  var acc1 = array<f32, MAX_ROWS>();
+  if (n0 < p.n_count) {
     let groups = p.k / 32u;
     let quads = p.k / 4u; // vec4 per row of x
-    let g0 = (p.n_start + n) * groups;
     for (var g = lane; g < groups; g += GEMV_TPR) {
-      let a = codes4[2u * (n * groups + g)];
-      let b = codes4[2u * (n * groups + g) + 1u];
-      let d = scale_of(g0 + g);
+      let a0 = codes4[2u * (n0 * groups + g)];
+      let c0 = codes4[2u * (n0 * groups + g) + 1u];
+      let a1 = codes4[2u * (n1 * groups + g)];
+      let c1 = codes4[2u * (n1 * groups + g) + 1u];
+      let d0 = scale_of((p.n_start + n0) * groups + g);
+      let d1 = scale_of((p.n_start + n1) * groups + g);
       for (var r = 0u; r < MAX_ROWS; r++) {
         if (r < p.rows) {
           let xb = r * quads + 8u * g;
-          let s = dot_word(a.x, x4[xb], d) + dot_word(a.y, x4[xb + 1u], d) +
-            dot_word(a.z, x4[xb + 2u], d) + dot_word(a.w, x4[xb + 3u], d) +
-            dot_word(b.x, x4[xb + 4u], d) + dot_word(b.y, x4[xb + 5u], d) +
-            dot_word(b.z, x4[xb + 6u], d) + dot_word(b.w, x4[xb + 7u], d);
+          let xs = array<vec4<f32>, 8>(
+            x4[xb], x4[xb + 1u], x4[xb + 2u], x4[xb + 3u],
+            x4[xb + 4u], x4[xb + 5u], x4[xb + 6u], x4[xb + 7u],
+          );
+          let s0 = group_sum(a0, c0, d0, xs);
+          let s1 = group_sum(a1, c1, d1, xs);
 #if F16
-          acc[r] += s; // d is already inside
+          acc0[r] += s0; // d is already inside
+          acc1[r] += s1;
 #else
-          acc[r] += s * d;
+          acc0[r] += s0 * d0;
+          acc1[r] += s1 * d1;
 #endif
         }
       }
     }
   }
   for (var r = 0u; r < MAX_ROWS; r++) {
-    partial_rows[r * GEMV_WG + lid] = acc[r];
-  }
-  workgroupBarrier();
-  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          partial_rows[r * GEMV_WG + lid] += partial_rows[r * GEMV_WG + lid + s];
+    if (r < p.rows) {
+      workgroupBarrier(); // the previous row's sums have been read
+      partial_rows[lid] = acc0[r];
+      partial_rows[GEMV_WG + lid] = acc1[r];
+      workgroupBarrier();
+      for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+          partial_rows[lid] += partial_rows[lid + s];
+          partial_rows[GEMV_WG + lid] += partial_rows[GEMV_WG + lid + s];
         }
+        workgroupBarrier();
       }
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < p.n_count) {
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      if (r < p.rows) {
-        y[r * p.n_total + p.n_start + n] = partial_rows[r * GEMV_WG + lid];
+      if (lane < FPT && n0 + lane < p.n_count) {
+        y[r * p.n_total + p.n_start + n0 + lane] = partial_rows[lane * GEMV_WG + lid - lane];
       }
     }
   }

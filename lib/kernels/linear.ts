@@ -330,14 +330,13 @@ export class Fp16Linear implements Linear {
     for (const chunk of this.chunks) {
       const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
         .build();
-      if (rows === 1 || multi) {
+      if (multi) {
+        // gemv_rows: two output features per lane group (FPT in matmul_f16.wgsl)
+        const groups = Math.ceil(chunk.count / (2 * this.#gemvRowsPerWorkgroup));
+        batch.dispatch(this.#gemvMulti, [x, chunk.binding, y], grid(groups), p);
+      } else if (rows === 1) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
-        batch.dispatch(
-          multi ? this.#gemvMulti : this.#gemv,
-          [x, chunk.binding, y],
-          grid(groups),
-          p,
-        );
+        batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
       } else {
         const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
         batch.dispatch(this.#gemm, [x, chunk.binding, y], grid(tiles), p);

@@ -671,10 +671,10 @@ export class QuantLinear implements Linear {
         arrays,
         kernels,
         // q_4bit.wgsl's gemv computes RPT (4 or 8) output features per thread group
-        // (its gemv_rows always 4)
+        // (gemv_rows: 4 for 4-bit, 2 for the others)
         shape: {
           gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
-          multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 1),
+          multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 2),
           tileM,
           tileN,
         },

@@ -128,9 +128,7 @@ Deno.test("speculativeDecode adaptive length grows on full acceptance and shrink
   const run = await speculativeDecode(target, same, [3], { maxNewTokens: 40 });
   assertEquals(run.draftLengths.slice(0, 4), [4, 6, 7, 7]);
   assertEquals(run.acceptanceRate, 1);
-  // A draft that is never right: k shrinks 4, 3, 2, 1, 1, ...
-  const wrong = new ToyLm(10, 10, { base: target, noise: 0 });
-  // negate the table's order by using a different model whose argmax differs: check it does
+  // An unrelated draft is mostly wrong: k shrinks after every rejection, grows after a full round
   const run2 = await speculativeDecode(target, new ToyLm(10, 55, { noise: 3 }), [3], {
     maxNewTokens: 30,
   });
@@ -144,7 +142,6 @@ Deno.test("speculativeDecode adaptive length grows on full acceptance and shrink
       assertEquals(run2.draftLengths[i], full ? Math.min(7, prev + 2) : Math.max(1, prev - 1));
     }
   }
-  assertEquals(wrong.vocab, 10);
 });
 
 Deno.test("speculativeDecode sampling: the joint distribution of 3 tokens is the target's", async () => {
