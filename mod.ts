@@ -152,7 +152,11 @@ export {
   type TensorToWrite,
   writeSafetensors,
 } from "./lib/model/safetensors.ts";
-export { firstNonFinite, type OpenSafetensorsOptions } from "./lib/model/safetensors.ts";
+export {
+  firstNonFinite,
+  openSafetensors,
+  type OpenSafetensorsOptions,
+} from "./lib/model/safetensors.ts";
 export {
   checkUnusedTensors,
   companionClaim,

@@ -74,10 +74,11 @@ export class QlabWeights implements PrequantizedWeights {
 
   /** Wraps an open checkpoint in our layout. */
   constructor(checkpoint: Checkpoint, config: QlabQuantizationConfig, source = "config.json") {
-    if (!QUANT_FORMATS.includes(config.format) || config.format === "fp16") {
+    const stored = [...QUANT_FORMATS, "q4_0"].filter((f) => f !== "fp16");
+    if (!stored.includes(config.format)) {
       throw new Error(
         `${source}: quantization_config: format ${JSON.stringify(config.format)} is not a ` +
-          `quantized format (${QUANT_FORMATS.filter((f) => f !== "fp16").join(", ")})`,
+          `quantized format (${stored.join(", ")})`,
       );
     }
     this.#ckpt = checkpoint;
@@ -148,6 +149,7 @@ export class QlabWeights implements PrequantizedWeights {
     if (["nf4", "nf4-dq", "fp4", "int4"].includes(this.format)) {
       w.blocksize = this.#config.blocksize ?? 64;
     }
+    if (this.format === "q4_0") w.blocksize = 32;
     if (this.format === "nf4-dq") w.nestedBlocksize = NESTED_BLOCKSIZE;
     if (this.format === "llm-int8") {
       w.fp16Columns = new Uint32Array(0);

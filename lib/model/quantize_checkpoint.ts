@@ -60,6 +60,7 @@ export type CheckpointFormat =
  */
 export const CHECKPOINT_FORMATS: readonly CheckpointFormat[] = [
   ...QUANT_FORMATS.filter((f): f is Exclude<QuantFormat, "fp16"> => f !== "fp16"),
+  "q4_0",
   "bnb-nf4",
   "bnb-nf4-dq",
   "bnb-fp4",

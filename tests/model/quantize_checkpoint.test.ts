@@ -14,7 +14,7 @@ import { type BnbFixture, bnbManifest, sha256 } from "../helpers/bnb_fixture.ts"
 const MODEL = new URL("../../models/sotu-llama", import.meta.url).pathname;
 const IDS = [0, 312, 45, 1020, 7, 88, 2301, 15, 640, 9];
 
-for (const format of ["nf4-dq", "llm-int8", "q8_0"] as const) {
+for (const format of ["nf4-dq", "llm-int8", "q8_0", "q4_0"] as const) {
   Deno.test(`quantize ${format}: loading the file skips quantization, same logits bit for bit`, async () => {
     const dir = await Deno.makeTempDir();
     const gpu = await requestGpu({ f16: false });
