@@ -6,13 +6,22 @@
  */
 
 import { parseArgs } from "node:util";
-import { estimateMemory, type MemoryEstimate } from "../lib/eval/memory.ts";
+import { estimateMemory, estimateStreaming, type MemoryEstimate } from "../lib/eval/memory.ts";
+import { formatBytes } from "../lib/gpu/ledger.ts";
 import { type LlamaConfig, loadLlamaConfig } from "../lib/model/config.ts";
 import { PRESET_NAMES, presetConfig } from "../lib/model/presets.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts";
 import { tableText } from "../lib/plot/table.ts";
-import { checkOutputPath, listOption, numberOption, out, UsageError, writeJson } from "./common.ts";
+import {
+  byteSizeOption,
+  checkOutputPath,
+  listOption,
+  numberOption,
+  out,
+  UsageError,
+  writeJson,
+} from "./common.ts";
 
 const HELP = `Usage: deno task estimate [options]
 
@@ -30,6 +39,10 @@ Options:
                      runtime's; int8-plain and int4-plain take as much), or f32; one row each
   --kv F             the same, for one format (older spelling)
   --budgets LIST     card sizes in GB as vendors state them, which are GiB (default 8,12,16,24)
+  --vram-budget SIZE with layer streaming under a GPU memory budget (e.g. 2GiB): how many
+                     decoder layers stay resident, how many stream, and the bytes each decoded
+                     token uploads
+  --bandwidth GB/s   host-to-GPU bandwidth for the decode bound of --vram-budget (default 25)
   --json FILE        also write the estimates as JSON
   -h, --help         this text
 `;
@@ -66,6 +79,8 @@ export async function estimateCommand(args: string[]): Promise<number> {
       "kv-cache": { type: "string" },
       budgets: { type: "string", default: "8,12,16,24" },
       json: { type: "string" },
+      "vram-budget": { type: "string" },
+      bandwidth: { type: "string", default: "25" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -103,6 +118,82 @@ export async function estimateCommand(args: string[]): Promise<number> {
       }
       models.push([name, presetConfig(name)]);
     }
+  }
+  const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
+  if (vramBudget !== undefined) {
+    const bandwidth = numberOption("bandwidth", values.bandwidth)! * 1e9;
+    const streamRows = [];
+    for (const [model, config] of models) {
+      for (const format of formats) {
+        const s = estimateStreaming(config, vramBudget, {
+          format,
+          contextLength: numberOption("context", values.context),
+          batch: numberOption("batch", values.batch),
+          kvCacheFormat: values.kv as "f16" | "f32",
+        });
+        streamRows.push({ model, format, layers: config.numLayers, ...s });
+      }
+    }
+    const gib = (b: number) => Number((b / GiB).toFixed(2));
+    out(
+      tableText({
+        columns: [
+          "model",
+          "format",
+          "layers",
+          "resident",
+          "streamed",
+          "layer MiB",
+          "fixed GiB",
+          "peak GiB",
+          "streamed GiB/token",
+          "host GiB",
+          "tok/s bound",
+        ],
+        rows: streamRows.map((r) =>
+          r.residentLayers < 0
+            ? [
+              r.model,
+              r.format,
+              r.residentLayers + r.streamedLayers,
+              "too small",
+              "-",
+              Number(
+                (r.layerBytes / 2 ** 20).toFixed(1),
+              ),
+              gib(r.fixedBytes),
+              gib(r.peakBytes),
+              "-",
+              "-",
+              "-",
+            ]
+            : [
+              r.model,
+              r.format,
+              r.layers,
+              r.residentLayers,
+              r.streamedLayers,
+              Number((r.layerBytes / 2 ** 20).toFixed(1)),
+              gib(r.fixedBytes),
+              gib(r.peakBytes),
+              gib(r.streamedBytesPerToken),
+              gib(r.hostBytes),
+              r.streamedBytesPerToken > 0
+                ? Number((bandwidth / r.streamedBytesPerToken).toFixed(1))
+                : "resident",
+            ]
+        ),
+      }) + "\n",
+    );
+    out(
+      `\nlayer streaming under a ${formatBytes(vramBudget)} budget, context ${values.context}: ` +
+        `resident layers stay on the GPU, streamed ones are uploaded every token through 2 ` +
+        `slots; "too small" needs at least the peak shown. The bound is streamed bytes per ` +
+        `token at ${values.bandwidth} GB/s host-to-GPU (measure yours: deno task bench ` +
+        `--sections streaming).\n`,
+    );
+    if (values.json) await writeJson(values.json, { vramBudget, rows: streamRows });
+    return 0;
   }
   const rows: Row[] = [];
   for (const [model, config] of models) {

@@ -31,6 +31,7 @@ import {
   uniformBytesPerChunk,
 } from "../model/llama.ts";
 import { parameterCount } from "../model/presets.ts";
+import { planLayers } from "../model/streaming.ts";
 import { packedBytesFor, type QuantFormat, type QuantOptions } from "../quant/formats.ts";
 
 /** Options for {@linkcode estimateMemory}. */
@@ -175,5 +176,83 @@ export function estimateMemory(
     atPeak,
     staticBytes: total(afterLoad),
     peakBytes: total(atPeak),
+  };
+}
+
+/** The result of {@linkcode estimateStreaming}. */
+export interface StreamingEstimate {
+  /** The budget, in bytes. */
+  budgetBytes: number;
+  /** Bytes besides the decoder layers' linear weights, plus logits read back. */
+  fixedBytes: number;
+  /** GPU bytes of one decoder layer's linear weights (one slot). */
+  layerBytes: number;
+  /** Layers that stay on the GPU; -1 when the budget is below the fixed part plus the slots. */
+  residentLayers: number;
+  /** Layers kept in host memory and uploaded every forward (every token when decoding). */
+  streamedLayers: number;
+  /** GPU slots the streamed layers take turns in. */
+  slots: number;
+  /** Bytes uploaded per token when decoding. */
+  streamedBytesPerToken: number;
+  /** Host memory the streamed layers occupy. */
+  hostBytes: number;
+  /** The ledger's peak with this placement. */
+  peakBytes: number;
+}
+
+/**
+ * Where a GPU memory budget puts a model's decoder layers under layer streaming
+ * (`LoadOptions.vramBudget`): how many stay resident, how many are streamed, and the bytes each
+ * decoded token uploads. The same sizes the loader measures on the ledger.
+ *
+ * @example
+ * ```ts
+ * import { estimateStreaming } from "./memory.ts";
+ * import { presetConfig } from "../model/presets.ts";
+ * const s = estimateStreaming(presetConfig("llama-3-8b"), 2 * 2 ** 30, { format: "nf4", contextLength: 512 });
+ * s.residentLayers; // a few of 32; the rest stream
+ * ```
+ */
+export function estimateStreaming(
+  c: LlamaConfig,
+  budget: number,
+  options: MemoryEstimateOptions & { slots?: number } = {},
+): StreamingEstimate {
+  const format = options.format ?? "fp16";
+  const e = estimateMemory(c, { ...options, workload: "generate" });
+  const context = options.contextLength ?? Math.min(c.maxPositionEmbeddings, 4096);
+  const chunk = Math.min(options.chunkSize ?? 128, context);
+  const shapes = linearShapes(c);
+  const linear = LINEAR_NAMES.reduce(
+    (s, name) => s + packedBytesFor(format, shapes[name][0], shapes[name][1], options.quant ?? {}),
+    0,
+  );
+  const outliers = format === "llm-int8"
+    ? LINEAR_NAMES.reduce((s, name) => s + llmInt8OutlierBytes(shapes[name][1]), 0)
+    : 0;
+  const layerBytes = linear + outliers;
+  // What the loader reserves while running: a chunk of logits read back, and a little more.
+  const reserve = chunk * c.vocabSize * 4 + 1024;
+  const fixedBytes = e.staticBytes - c.numLayers * layerBytes + reserve;
+  const plan = planLayers({
+    budget,
+    fixedBytes,
+    reserveBytes: 0,
+    layerBytes,
+    layers: c.numLayers,
+    slots: options.slots,
+  });
+  const streamed = Math.max(0, plan.streamedLayers);
+  return {
+    budgetBytes: budget,
+    fixedBytes,
+    layerBytes,
+    residentLayers: plan.residentLayers,
+    streamedLayers: plan.streamedLayers,
+    slots: plan.slots,
+    streamedBytesPerToken: streamed * linear,
+    hostBytes: streamed * linear,
+    peakBytes: plan.peakBytes,
   };
 }

@@ -156,6 +156,7 @@ export function attentionScratchBytes(
   splitBelowItems = 256,
 ): number {
   const splits = Math.ceil(maxSeq / splitKeys);
+  if (splits <= 1) return 0; // nothing to split: createAttention allocates no scratch
   return (splitBelowItems - 1) * splits * (shape.headDim + 2) * 4;
 }
 

@@ -397,16 +397,21 @@ export class LlamaModel {
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the
       // memory estimator can count it.
       gpu.uniformArena(uniformBytesPerChunk(config));
-      if (["int8-absmax", "int8-vectorwise", "llm-int8"].includes(format)) {
-        const maxK = Math.max(
-          config.hiddenSize,
-          config.numHeads * config.headDim,
-          config.intermediateSize,
-        );
-        reserveInt8Scratch(gpu, chunk, maxK);
-      }
+      const reserveScratch = () => {
+        if (["int8-absmax", "int8-vectorwise", "llm-int8"].includes(format)) {
+          const maxK = Math.max(
+            config.hiddenSize,
+            config.numHeads * config.headDim,
+            config.intermediateSize,
+          );
+          reserveInt8Scratch(gpu, chunk, maxK);
+        }
+      };
+      reserveScratch();
       if (streamer) {
         await streamer.place(weights.layers, {
+          // the int8 scratch is made with the first int8 layer, which placing builds
+          afterFirstLayer: reserveScratch,
           budget: options.vramBudget!,
           usedBytes: gpu.ledger.currentBytes - baseline,
           // a chunk of logits read back, and decodeGreedy's two token staging buffers

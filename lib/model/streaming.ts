@@ -314,7 +314,13 @@ export class LayerStreamer {
    */
   async place(
     layers: LayerWeights[],
-    limits: { budget: number; usedBytes: number; reserveBytes: number },
+    limits: {
+      budget: number;
+      usedBytes: number;
+      reserveBytes: number;
+      /** Allocations that need a built layer (the int8 scratch); counted in `usedBytes`. */
+      afterFirstLayer?: () => void;
+    },
   ): Promise<void> {
     const n = layers.length;
     const R = this.#options.slots!;
@@ -323,12 +329,15 @@ export class LayerStreamer {
     if (byLayer.length !== n || byLayer.some((l) => l.length !== KINDS.length)) {
       throw new Error("streaming: every decoder layer needs its seven linear layers placed");
     }
-    const room = limits.budget - limits.usedBytes - limits.reserveBytes;
     // One layer built for real gives its exact size; it is the last layer, which is streamed
     // whenever any layer is, so it becomes the first slot (or simply resident).
     const start = ledger.currentBytes;
     const probe = await this.#build(byLayer[n - 1], "");
     const layerBytes = ledger.currentBytes - start;
+    const beforeScratch = ledger.currentBytes;
+    limits.afterFirstLayer?.();
+    limits = { ...limits, usedBytes: limits.usedBytes + ledger.currentBytes - beforeScratch };
+    const room = limits.budget - limits.usedBytes - limits.reserveBytes;
     if (n * layerBytes <= room) {
       this.#adopt(byLayer[n - 1], probe);
       for (let l = 0; l < n - 1; l++) this.#adopt(byLayer[l], await this.#build(byLayer[l], ""));

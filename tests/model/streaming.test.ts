@@ -6,6 +6,8 @@
 
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
+import { estimateStreaming } from "../../lib/eval/memory.ts";
+import { loadLlamaConfig } from "../../lib/model/config.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
 import { planLayers } from "../../lib/model/streaming.ts";
 import { QUANT_FORMATS } from "../../lib/quant/formats.ts";
@@ -13,6 +15,7 @@ import { writeRandomLlama } from "../helpers/random_llama.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qlab-stream-" });
 await writeRandomLlama(dir, { layers: 6, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128 });
+const config = await loadLlamaConfig(dir);
 const TOKENS = Array.from({ length: 20 }, (_, i) => (i * 37 + 5) % 300);
 const LOAD = { maxSeqLen: 64, chunkSize: 8 };
 
@@ -41,6 +44,24 @@ for (const format of QUANT_FORMATS) {
         const budget = all.fixedBytes + (keep + 2.5) * all.layerBytes;
         const model = await LlamaModel.load(dir, { gpu, format, ...LOAD, vramBudget: budget });
         const s = model.streaming!;
+        // The estimator places the layers as the loader did, from the config alone.
+        const est = estimateStreaming(config, budget, {
+          format,
+          contextLength: LOAD.maxSeqLen,
+          chunkSize: LOAD.chunkSize,
+        });
+        // (The loader's first NF4-DQ layer also makes the model's 1 KiB code table.)
+        const table = format === "nf4-dq" ? 1024 : 0;
+        assertEquals(est.layerBytes + table, s.layerBytes, format);
+        assertEquals(est.fixedBytes, s.fixedBytes + table, `${format}: fixed bytes`);
+        assertEquals([est.residentLayers, est.streamedLayers], [
+          s.residentLayers,
+          s.streamedLayers,
+        ]);
+        assertEquals(
+          est.streamedBytesPerToken / est.streamedLayers * s.streamedLayers,
+          s.streamedBytesPerForward,
+        );
         assert(s.streamedLayers > s.slots, `${format}: ${JSON.stringify(s)}`);
         assertEquals(s.residentLayers + s.streamedLayers, 6);
         assertEquals(s.slots, 2);
