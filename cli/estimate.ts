@@ -189,8 +189,8 @@ export async function estimateCommand(args: string[]): Promise<number> {
       `\nlayer streaming under a ${formatBytes(vramBudget)} budget, context ${values.context}: ` +
         `resident layers stay on the GPU, streamed ones are uploaded every token through 2 ` +
         `slots; "too small" needs at least the peak shown. The bound is streamed bytes per ` +
-        `token at ${values.bandwidth} GB/s host-to-GPU (measure yours: deno task bench ` +
-        `--sections streaming).\n`,
+        `token at ${values.bandwidth} GB/s host-to-GPU (measure yours: deno task ` +
+        `bench:streaming).\n`,
     );
     if (values.json) await writeJson(values.json, { vramBudget, rows: streamRows });
     return 0;
