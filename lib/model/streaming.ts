@@ -76,6 +76,15 @@ export interface StreamingOptions {
    * random packed weights this way, as they do with `LoadOptions.linear` when resident).
    */
   pack?: (request: LinearRequest) => HostWeight;
+  /**
+   * How streamed layers reach their slots. `"mapped"` (default): written once at load into
+   * buffers the GPU copies from (`MAP_WRITE | COPY_SRC`), and every forward records copies in
+   * its command buffer — no CPU work per token. `"write"`: kept as ordinary CPU arrays and
+   * written with `queue.writeBuffer` (the forward submits its work layer by layer so that each
+   * write lands after the products that read the slot before) — a CPU copy per token, for
+   * drivers where filling mapped buffers is slow.
+   */
+  upload?: "mapped" | "write";
 }
 
 /**
@@ -111,11 +120,16 @@ export interface StreamingStats {
   uploadedBytes: number;
 }
 
-/** Copies of one streamed linear layer: a host buffer and where each part goes in a slot. */
+/**
+ * Copies of one streamed linear layer: a host buffer (`"mapped"`) or CPU arrays (`"write"`), and
+ * where each part goes in a slot.
+ */
 interface HostCopy {
-  buffer: GPUBuffer;
+  buffer: GPUBuffer | null;
   /** Per slot tensor, in the slot layer's `weightTensors` order: offset and size in `buffer`. */
-  parts: { offset: number; size: number }[];
+  parts: { offset: number; size: number; data: Uint8Array<ArrayBuffer> | null }[];
+  /** Bytes it holds. */
+  bytes: number;
 }
 
 type SlotLinear = Fp16Linear | QuantLinear;
@@ -203,7 +217,7 @@ export class PlacedLinear implements Linear {
    * streamed (the ledger counts the slots instead).
    */
   get weightBytes(): number {
-    return this.resident?.weightBytes ?? this.copy?.buffer.size ?? 0;
+    return this.resident?.weightBytes ?? this.copy?.bytes ?? 0;
   }
 
   /** Records the product, uploading the layer's weights into a slot first when streamed. */
@@ -223,7 +237,7 @@ export class PlacedLinear implements Linear {
   destroy(): void {
     this.resident?.destroy();
     this.resident = null;
-    this.copy?.buffer.destroy();
+    this.copy?.buffer?.destroy();
     this.copy = null;
     this.host = null;
     this.#streamer.released(this);
@@ -277,7 +291,11 @@ export class LayerStreamer {
     this.#config = config;
     this.format = format;
     this.#quant = quant;
-    this.#options = { ...options, slots };
+    const upload = options.upload ?? "mapped";
+    if (upload !== "mapped" && upload !== "write") {
+      throw new RangeError(`streaming: upload must be "mapped" or "write", got ${upload}`);
+    }
+    this.#options = { ...options, slots, upload };
   }
 
   /**
@@ -367,7 +385,7 @@ export class LayerStreamer {
     for (const l of this.#streamed) for (const p of byLayer[l]) p.host = null;
     for (let l = 0; l < resident; l++) this.#adopt(byLayer[l], await this.#build(byLayer[l], ""));
     const perForward = this.#streamed.reduce(
-      (sum, l) => sum + byLayer[l].reduce((s, p) => s + p.copy!.buffer.size, 0),
+      (sum, l) => sum + byLayer[l].reduce((s, p) => s + p.copy!.bytes, 0),
       0,
     );
     this.#stats = this.#statsFor(limits, resident, n - resident, layerBytes, perForward);
@@ -376,6 +394,8 @@ export class LayerStreamer {
   /** The slot layer that runs `linear`'s product, recording uploads as needed. */
   slotFor(batch: CommandBatch, linear: PlacedLinear): SlotLinear {
     const l = linear.layer;
+    // "write": what is recorded so far goes first, so that writes land after it in queue order.
+    if (this.#options.upload === "write" && this.#current !== l) batch.submit();
     const slot = this.#ensure(batch, l, -1);
     if (this.#current !== l) {
       // A new layer starts: queue the next streamed layer's upload behind this layer's work.
@@ -410,14 +430,18 @@ export class LayerStreamer {
         if (best < 0 || this.#slots[s].used < this.#slots[best].used) best = s;
       }
       slot = this.#slots[best];
+      const queue = this.#gpu.device.queue;
       for (const p of this.#layers[l]) {
         const target = slot.linears[p.kind].weightTensors;
-        p.copy!.parts.forEach(({ offset, size }, i) => {
-          if (size > 0) batch.copyBuffers(p.copy!.buffer, offset, target[i].buffer, 0, size);
+        const { buffer, parts } = p.copy!;
+        parts.forEach(({ offset, size, data }, i) => {
+          if (size === 0) return;
+          if (buffer) batch.copyBuffers(buffer, offset, target[i].buffer, 0, size);
+          else queue.writeBuffer(target[i].buffer, 0, data!, 0, size);
         });
       }
       slot.holds = l;
-      this.#stats!.uploadedBytes += this.#layers[l].reduce((s, p) => s + p.copy!.buffer.size, 0);
+      this.#stats!.uploadedBytes += this.#layers[l].reduce((s, p) => s + p.copy!.bytes, 0);
     }
     slot.used = ++this.#tick;
     return slot;
@@ -432,7 +456,7 @@ export class LayerStreamer {
   ): StreamingStats {
     let hostBytes = 0;
     for (const l of this.#streamed) {
-      for (const p of this.#layers[l]) hostBytes += p.copy!.buffer.size;
+      for (const p of this.#layers[l]) hostBytes += p.copy!.bytes;
     }
     return {
       budgetBytes: limits.budget,
@@ -492,11 +516,21 @@ export class LayerStreamer {
     const layout = parts.map((bytes, i) => ({
       size: bytes === null ? 0 : tensors[i].byteSize,
       offset: 0,
+      data: null as Uint8Array<ArrayBuffer> | null,
     }));
     let total = 0;
     for (const part of layout) {
       part.offset = total;
       total += part.size;
+    }
+    if (this.#options.upload === "write") {
+      // Whole words, copied (the packed weight may be a view of something larger).
+      layout.forEach((part, i) => {
+        if (part.size === 0) return;
+        part.data = new Uint8Array(part.size);
+        part.data.set(parts[i]!);
+      });
+      return { buffer: null, parts: layout, bytes: total };
     }
     const buffer = this.#gpu.device.createBuffer({
       label: `${p.name} (host copy)`,
@@ -509,7 +543,7 @@ export class LayerStreamer {
       if (bytes) mapped.set(bytes, layout[i].offset);
     });
     buffer.unmap();
-    return { buffer, parts: layout };
+    return { buffer, parts: layout, bytes: total };
   }
 }
 

@@ -39,10 +39,16 @@ for (const format of QUANT_FORMATS) {
       assertEquals(await roomy.forward(TOKENS, "all"), want);
       roomy.dispose();
 
-      for (const keep of [1, 0]) {
+      for (const [keep, upload] of [[1, "mapped"], [0, "write"]] as const) {
         gpu.ledger.resetPeak();
         const budget = all.fixedBytes + (keep + 2.5) * all.layerBytes;
-        const model = await LlamaModel.load(dir, { gpu, format, ...LOAD, vramBudget: budget });
+        const model = await LlamaModel.load(dir, {
+          gpu,
+          format,
+          ...LOAD,
+          vramBudget: budget,
+          streaming: { upload },
+        });
         const s = model.streaming!;
         // The estimator places the layers as the loader did, from the config alone.
         const est = estimateStreaming(config, budget, {
