@@ -121,6 +121,24 @@ export {
   type RenderChatOptions,
 } from "./lib/model/chat.ts";
 export {
+  exportLlama2c,
+  type Llama2cEntry,
+  type Llama2cExportOptions,
+  type Llama2cExportResult,
+  llama2cFileBytes,
+  llama2cGroupSize,
+  type Llama2cHeader,
+  llama2cHeaderFor,
+  llama2cLayout,
+  Llama2cSource,
+  parseLlama2cHeader,
+} from "./lib/model/llama2c.ts";
+export {
+  Llama2cTokenizer,
+  llama2cTokenizerBytes,
+  type Llama2cTokenizerFile,
+} from "./lib/model/llama2c_tokenizer.ts";
+export {
   createStreamDecoder,
   type DecodeOptions,
   type EncodeOptions,

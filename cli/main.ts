@@ -8,6 +8,7 @@
 import { compareCommand, demoCommand } from "./compare.ts";
 import { err, UsageError } from "./common.ts";
 import { estimateCommand } from "./estimate.ts";
+import { exportCommand } from "./export.ts";
 import { generateCommand } from "./generate.ts";
 import { quantizeCommand } from "./quantize.ts";
 
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   compare: compareCommand,
   estimate: estimateCommand,
   quantize: quantizeCommand,
+  export: exportCommand,
 };
 
 /**

@@ -185,6 +185,8 @@ export async function resolveModelDir(
   options: ResolveOptions = {},
 ): Promise<string> {
   if (await isDirectory(idOrPath)) return idOrPath;
+  // a llama2.c model file (.bin) is read as it is
+  if (idOrPath.endsWith(".bin") && await fileExists(idOrPath)) return idOrPath;
   if (await fileExists(idOrPath)) throw new Error(`${idOrPath}: is a file, not a model directory`);
   if (await looksLikeLocalPath(idOrPath)) throw new Error(`${idOrPath}: no such directory`);
   if (!HUB_ID.test(idOrPath) || idOrPath.startsWith(".")) {

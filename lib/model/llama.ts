@@ -33,6 +33,7 @@ import { KQuantLinear } from "../kernels/kquant_linear.ts";
 import type { PrequantizedWeights } from "./quantized_source.ts";
 import { familyOf, type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
 import { BlockTensorReader } from "./family.ts";
+import { isLlama2cFile, Llama2cSource } from "./llama2c.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
 import { checkArgmaxToken, checkLogits } from "./finite.ts";
 import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
@@ -325,7 +326,8 @@ export class LlamaModel {
   }
 
   /**
-   * Loads a Hugging Face Llama checkpoint directory, one tensor at a time.
+   * Loads a Hugging Face Llama checkpoint directory, one tensor at a time, or a llama2.c model
+   * file (`.bin`, version 0, 1 or 2; see `lib/model/llama2c.ts`).
    *
    * @example
    * ```ts ignore
@@ -337,6 +339,15 @@ export class LlamaModel {
       // A llama.cpp file: config from its keys, quantized layers into our kernels.
       using file = await openGguf(dir);
       return await LlamaModel.fromCheckpoint(file.config, file, options);
+    }
+    if (await isLlama2cFile(dir)) {
+      // a llama2.c model file (version 0, 1 or 2) rather than a Hugging Face directory
+      const source = await Llama2cSource.open(dir);
+      try {
+        return await LlamaModel.fromCheckpoint(source.config, source, options);
+      } finally {
+        source.close();
+      }
     }
     const config = await loadLlamaConfig(dir);
     const checkpoint = await openCheckpoint(dir);

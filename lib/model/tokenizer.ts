@@ -16,6 +16,8 @@ import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { expectDirectory } from "./checkpoint.ts";
 import { excerpt, readJsonStrict } from "./json.ts";
 import { ggufTokenizerJson, openGguf } from "./gguf.ts";
+import { isLlama2cFile, Llama2cSource, llama2cTokenizerFiles } from "./llama2c.ts";
+import { Llama2cTokenizer } from "./llama2c_tokenizer.ts";
 
 /**
  * Options of {@link Tokenizer.encode}.
@@ -324,6 +326,21 @@ function idList(raw: unknown): number[] {
  * ```
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  if (await isLlama2cFile(dir)) {
+    // a llama2.c model file: the tokenizer.json beside it, else its tokenizer.bin
+    const files = await llama2cTokenizerFiles(dir);
+    if (files.json) return await loadTokenizer(files.dir);
+    if (!files.bin) {
+      throw new Error(`${dir}: no tokenizer.json or tokenizer.bin beside this llama2.c file`);
+    }
+    const source = await Llama2cSource.open(dir);
+    source.close();
+    return Llama2cTokenizer.parse(
+      await Deno.readFile(files.bin),
+      source.header.vocabSize,
+      files.bin,
+    );
+  }
   if (dir.endsWith(".gguf")) {
     // A llama.cpp file: its metadata vocabulary, or a tokenizer.json beside it.
     using file = await openGguf(dir);
