@@ -70,6 +70,13 @@ export interface SimulatedPair {
   baselineTokensPerSecond: number;
   /** The draft's own greedy decoding. */
   draftTokensPerSecond: number;
+  /** GPU ms (timestamps) of a target decode step, a draft step, and verify passes by tokens. */
+  gpuMs: { target: number; draft: number; verify: Record<number, number> };
+  /**
+   * Speed-up predicted from GPU time alone, E(α, k)·t / (k·t_draft + t_verify(k + 1)): what a
+   * loop with no CPU in it (no readback wait, no encoding) would reach. By k, then α.
+   */
+  gpuProjection: Record<number, number[]>;
   points: SimulatedPoint[];
 }
 
@@ -151,6 +158,19 @@ async function randomModel(
       maxSeqLen: 512,
     },
   );
+}
+
+/** Median GPU ms (sum of the timestamped dispatches) of one pass over `tokens` at position 64. */
+async function gpuPass(model: LlamaModel, tokens: number[], verify: boolean): Promise<number> {
+  model.reset();
+  await model.forward(Array.from({ length: 64 }, (_, i) => 1 + i), "none");
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    model.rollback(64);
+    const t = await model.timeForward(tokens, { verify });
+    times.push(t.reduce((s, d) => s + d.ms, 0));
+  }
+  return median(times.slice(1));
 }
 
 /** Greedy tokens/s of `model` alone (decodeGreedy, default readback groups). */
@@ -324,10 +344,10 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
     const pairs: [string, BenchFormat, string, BenchFormat][] = software
       ? [["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"]]
       : [
-        ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
         ["llama-2-7b", "fp16", "tinyllama-1.1b", "nf4"],
         ["llama-2-7b", "int8-vectorwise", "tinyllama-1.1b", "nf4"],
         ["llama-2-7b", "nf4", "tinyllama-1.1b", "nf4"],
+        ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
       ];
     const cache = new Map<string, LlamaModel>();
     const get = async (preset: string, format: BenchFormat) => {
@@ -354,8 +374,23 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           draftFormat: df,
           baselineTokensPerSecond: await baseline(target, tokens),
           draftTokensPerSecond: await baseline(draft, tokens),
+          gpuMs: {
+            target: await gpuPass(target, [100], false),
+            draft: await gpuPass(draft, [100], false),
+            verify: {
+              4: await gpuPass(target, [100, 101, 102, 103], true),
+              5: await gpuPass(target, [100, 101, 102, 103, 104], true),
+            },
+          },
+          gpuProjection: {},
           points: [],
         };
+        for (const k of [3, 4]) {
+          const g = pair.gpuMs;
+          pair.gpuProjection[k] = ACCEPTANCES.map((a) =>
+            ((1 - a ** (k + 1)) / (1 - a)) * g.target / (k * g.draft + g.verify[k + 1])
+          );
+        }
         const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
         await speculativeDecode(target, draft, prompt, {
           maxNewTokens: 8,
@@ -391,7 +426,14 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             ACCEPTANCES.map((a) => {
               const b = best(a);
               return `α=${a}: ${b.speedup.toFixed(2)}x (k=${b.draftTokens})`;
-            }).join(", "),
+            }).join(", ") +
+            `; GPU ms: step ${pair.gpuMs.target.toFixed(2)}, draft ${
+              pair.gpuMs.draft.toFixed(2)
+            }, verify 4/5 ${pair.gpuMs.verify[4].toFixed(2)}/${
+              pair.gpuMs.verify[5].toFixed(2)
+            }; GPU-time projection k=4: ${
+              pair.gpuProjection[4].map((x) => x.toFixed(2)).join("/")
+            }`,
         );
         await o.onPart?.(r);
       }
@@ -436,16 +478,24 @@ export function speculativeMarkdown(r: SpeculativeBench): string {
           p.draftTokensPerSecond.toFixed(1)
         }), speed-up by draft length:`,
       "",
-      `| acceptance | ${ks.map((k) => `k=${k}`).join(" | ")} |`,
-      `| ---------- | ${ks.map(() => "---").join(" | ")} |`,
+      `| acceptance | ${ks.map((k) => `k=${k}`).join(" | ")} | GPU-time projection k=3 | k=4 |`,
+      `| ---------- | ${ks.map(() => "---").join(" | ")} | --- | --- |`,
       ...ACCEPTANCES.filter((a) => p.points.some((x) => x.acceptance === a)).map((a) =>
         `| ${a} | ${
           ks.map((k) => {
             const x = p.points.find((y) => y.acceptance === a && y.draftTokens === k)!;
             return `${x.speedup.toFixed(2)}x (${x.tokensPerSecond.toFixed(0)})`;
           }).join(" | ")
-        } |`
+        } | ${p.gpuProjection[3][ACCEPTANCES.indexOf(a)].toFixed(2)}x | ${
+          p.gpuProjection[4][ACCEPTANCES.indexOf(a)].toFixed(2)
+        }x |`
       ),
+      "",
+      `GPU ms: target step ${p.gpuMs.target.toFixed(2)}, draft step ${
+        p.gpuMs.draft.toFixed(2)
+      }, verify 4 tokens ${p.gpuMs.verify[4].toFixed(2)}, 5 tokens ${
+        p.gpuMs.verify[5].toFixed(2)
+      }.`,
       "",
     );
   }

@@ -8,6 +8,8 @@
 import { parseArgs } from "node:util";
 import { requestGpu } from "../lib/gpu/device.ts";
 import { compareFormats, type Comparison, resultName } from "../lib/eval/compare.ts";
+import { measureSpeculative, type SpeculativeMeasurement } from "../lib/eval/speculative.ts";
+import { MAX_GEMV_ROWS } from "../lib/kernels/linear.ts";
 import { blockSizeSweep, thresholdSweep } from "../lib/eval/sweeps.ts";
 import { openCheckpoint } from "../lib/model/checkpoint.ts";
 import { loadLlamaConfig } from "../lib/model/config.ts";
@@ -72,6 +74,10 @@ Options:
   --vram-budget SIZE keep GPU memory within SIZE (e.g. 2GiB): decoder layers that do not fit
                      are kept in host memory and streamed to the GPU per forward
   --no-sweeps        skip the threshold and block-size sweeps
+  --draft DIR|ID     add a speculative-decoding row: this draft model (same tokenizer) proposes,
+                     the model in FP16 verifies; acceptance, tokens per target pass and tokens/s
+                     with and without the draft, over --sample-tokens (at least 32) tokens
+  --draft-tokens K   draft tokens per round, 1-7 (default: adaptive)
   --no-f16           use the packed-u32 kernels even where shader-f16 exists
   -h, --help         this text
 `;
@@ -97,6 +103,8 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       budget: { type: "string" },
       "vram-budget": { type: "string" },
       "no-sweeps": { type: "boolean", default: false },
+      draft: { type: "string" },
+      "draft-tokens": { type: "string" },
       "no-f16": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -146,6 +154,14 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
   await checkOutputPath("report", values.report!, { createDirs: true });
   if (values.json) await checkOutputPath("json", values.json);
   const vramBudget = byteSizeOption("vram-budget", values["vram-budget"]);
+  const draftTokens = numberOption("draft-tokens", values["draft-tokens"], {
+    integer: true,
+    min: 1,
+    max: MAX_GEMV_ROWS - 1,
+  });
+  if (draftTokens !== undefined && values.draft === undefined) {
+    throw new UsageError("--draft-tokens needs --draft");
+  }
   const log = progressLogger();
 
   const dir = values.model!.endsWith(".gguf")
@@ -192,6 +208,28 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     out(`Samples — continuations of "${comparison.prompt}":\n`);
     for (const r of comparison.results) out(`  ${resultName(r).padEnd(16)} ${r.sample.trim()}\n`);
     out("\n");
+    let speculative: SpeculativeMeasurement | undefined;
+    if (values.draft !== undefined && !dir.endsWith(".gguf")) {
+      log(`speculative decoding: draft ${values.draft}`);
+      speculative = await measureSpeculative({
+        gpu,
+        targetDir: dir,
+        draftDir: await resolveModelDir(values.draft),
+        prompt: tokenizer.encode(comparison.prompt),
+        tokens: Math.max(32, sampleTokens ?? 24),
+        draftTokens,
+      });
+      const m = speculative;
+      out(
+        `Speculative decoding (fp16 target, draft ${values.draft}, ${
+          m.draftTokens === "adaptive" ? "adaptive draft length" : `${m.draftTokens} draft tokens`
+        }): acceptance ${(100 * m.acceptanceRate).toFixed(1)}%, ` +
+          `${m.tokensPerTargetPass.toFixed(2)} tokens per target pass, ` +
+          `${m.tokensPerSecond.toFixed(1)} tokens/s vs ${m.baselineTokensPerSecond.toFixed(1)} ` +
+          `alone (${m.speedup.toFixed(2)}x); same tokens as the target alone: ` +
+          `${m.sameTokens ? "yes" : "NO"}\n\n`,
+      );
+    }
     const report = comparisonReport(comparison, {
       ...sweeps,
       budgetBytes: budgetGb ? budgetGb * 1e9 : undefined,
@@ -200,7 +238,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     log(`report: ${values.report}`);
     if (values.json) {
       const { trace: _trace, ...rest } = comparison;
-      await writeJson(values.json, { ...rest, ...sweeps });
+      await writeJson(values.json, { ...rest, ...sweeps, ...(speculative ? { speculative } : {}) });
       log(`json: ${values.json}`);
     }
   } finally {
