@@ -11,7 +11,7 @@ import {
   quantizeCheckpoint,
 } from "../lib/model/quantize_checkpoint.ts";
 import { resolveModelDir } from "../lib/model/hub.ts";
-import { numberOption, out, UsageError } from "./common.ts";
+import { listOption, numberOption, out, UsageError } from "./common.ts";
 
 const HELP = `Usage: deno task quantize --model DIR --format FORMAT --out DIR2 [options]
 
@@ -32,6 +32,8 @@ Options:
   --out DIR2         output directory (required; created)
   --blocksize N      4-bit block size of our layout (default 64; bitsandbytes: 64)
   --threshold T      LLM.int8() outlier threshold recorded in the config (default 6)
+  --skip LIST        linear layers kept in FP16: names containing any entry, e.g.
+                     mlp.down_proj or layers.0. (bitsandbytes' llm_int8_skip_modules)
   -h, --help         this text
 `;
 
@@ -45,6 +47,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       blocksize: { type: "string" },
       threshold: { type: "string" },
+      skip: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,

@@ -88,6 +88,11 @@ export interface QuantizeCheckpointOptions {
   blocksize?: number;
   /** llm-int8 / bnb-int8: the outlier threshold recorded for loading (default 6.0). */
   threshold?: number;
+  /**
+   * Linear layers to keep in FP16: a layer whose name contains any of these (bitsandbytes'
+   * `llm_int8_skip_modules` rule, e.g. `"mlp.down_proj"` or `"layers.0."`) is copied as stored.
+   */
+  skipModules?: string[];
   /** Called after each tensor is written. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -420,7 +425,7 @@ export function quantizationConfigFor(
     };
     if (["nf4", "nf4-dq", "fp4", "int4"].includes(format)) q.blocksize = options.blocksize ?? 64;
     if (format === "llm-int8") q.threshold = options.threshold ?? 6.0;
-    return { ...q };
+    return { ...q, ...(options.skipModules?.length ? { skip_modules: options.skipModules } : {}) };
   }
   const four = bnb !== "llm-int8";
   return {
@@ -432,7 +437,7 @@ export function quantizationConfigFor(
     bnb_4bit_use_double_quant: bnb === "nf4-dq",
     llm_int8_enable_fp32_cpu_offload: false,
     llm_int8_has_fp16_weight: false,
-    llm_int8_skip_modules: null,
+    llm_int8_skip_modules: options.skipModules?.length ? ["lm_head", ...options.skipModules] : null,
     llm_int8_threshold: options.threshold ?? 6.0,
     load_in_4bit: four,
     load_in_8bit: !four,
@@ -472,7 +477,8 @@ export async function writeQuantizedSafetensors(
   const plan: Planned[] = [];
   let quantized = 0;
   for (const name of source.names()) {
-    const shape = linearNames.get(name);
+    const skipped = options.skipModules?.some((m) => name.includes(m)) ?? false;
+    const shape = skipped ? undefined : linearNames.get(name);
     if (!shape) {
       const info = source.info(name);
       plan.push({

@@ -26,8 +26,10 @@ import { join } from "node:path";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import { f32ToF16Bits } from "../../lib/gpu/f16.ts";
 import { BnbWeights, parseBnbQuantizationConfig } from "../../lib/model/bnb.ts";
-import { openCheckpoint } from "../../lib/model/checkpoint.ts";
-import { LlamaModel } from "../../lib/model/llama.ts";
+import { type Checkpoint, openCheckpoint } from "../../lib/model/checkpoint.ts";
+import { fp16Linear, LlamaModel } from "../../lib/model/llama.ts";
+import { quantizeCheckpoint } from "../../lib/model/quantize_checkpoint.ts";
+import { QuantLinear, quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
 import { openSafetensors } from "../../lib/model/safetensors.ts";
 import { argmax } from "../../lib/model/sampling.ts";
 import { dequantize } from "../../lib/quant/formats.ts";
@@ -172,4 +174,69 @@ Deno.test("bnb: a checkpoint refuses another format, and bad configs are named",
     () => parseBnbQuantizationConfig({ quant_method: "bitsandbytes" }),
     /exactly one of load_in_4bit and load_in_8bit/,
   );
+});
+
+Deno.test("bnb: llm_int8_skip_modules stay FP16, the rest as stored (same logits as mixing at load)", async () => {
+  const dir = await Deno.makeTempDir();
+  const gpu = await requestGpu({ f16: false });
+  try {
+    await quantizeCheckpoint(MODEL, dir, "bnb-nf4", { skipModules: ["mlp.down_proj"] });
+    const config = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    assert.deepEqual(config.quantization_config.llm_int8_skip_modules, [
+      "lm_head",
+      "mlp.down_proj",
+    ]);
+    const { ids } = await reference("nf4");
+    const a = await LlamaModel.load(dir, { gpu, maxSeqLen: 64 });
+    assert.equal(a.layers[0].linears["mlp.down_proj"].format, "fp16");
+    assert.equal(a.layers[0].linears["mlp.up_proj"].format, "nf4");
+    const la = await a.forward(ids.slice(0, 12), "all");
+    a.dispose();
+    const nf4 = quantLinearFactory("nf4");
+    const b = await LlamaModel.load(MODEL, {
+      gpu,
+      maxSeqLen: 64,
+      linear: (g, r) => r.kind === "mlp.down_proj" ? fp16Linear(g, r) : nf4(g, r),
+    });
+    const lb = await b.forward(ids.slice(0, 12), "all");
+    b.dispose();
+    assert.deepEqual(la, lb);
+  } finally {
+    gpu.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bnb: llm_int8_threshold and bnb_4bit_compute_dtype reach the layers", async () => {
+  const { dir } = await fixtureDir("int8");
+  const copy = await Deno.makeTempDir();
+  const gpu = await requestGpu({ f16: false });
+  try {
+    for (const f of ["model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
+      await Deno.copyFile(join(dir, f), join(copy, f));
+    }
+    const config = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    config.quantization_config.llm_int8_threshold = 0;
+    await Deno.writeTextFile(join(copy, "config.json"), JSON.stringify(config));
+    const model = await LlamaModel.load(copy, { gpu, maxSeqLen: 64 });
+    const q = model.layers[0].linears["self_attn.q_proj"] as QuantLinear;
+    assert.equal(q.threshold, 0);
+    model.dispose();
+  } finally {
+    gpu.destroy();
+    await Deno.remove(copy, { recursive: true });
+  }
+  const four = (dtype: string) =>
+    new BnbWeights(
+      null as unknown as Checkpoint,
+      parseBnbQuantizationConfig({
+        quant_method: "bitsandbytes",
+        load_in_4bit: true,
+        bnb_4bit_quant_type: "nf4",
+        bnb_4bit_compute_dtype: dtype,
+      }),
+    ).linearOptions;
+  assert.equal(four("float32").f16, false);
+  assert.equal(four("bfloat16").f16, false);
+  assert.equal(four("float16").f16, undefined); // the device's choice
 });
