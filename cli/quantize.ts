@@ -68,6 +68,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
   const result = await quantizeCheckpoint(model, values.out, values.format as CheckpointFormat, {
     blocksize: numberOption("blocksize", values.blocksize, { integer: true, min: 1 }),
     threshold: numberOption("threshold", values.threshold, { above: 0 }),
+    skipModules: values.skip ? listOption(values.skip) : undefined,
   });
   const seconds = (performance.now() - started) / 1000;
   out(

@@ -29,7 +29,7 @@ import { BnbWeights, parseBnbQuantizationConfig } from "../../lib/model/bnb.ts";
 import { type Checkpoint, openCheckpoint } from "../../lib/model/checkpoint.ts";
 import { fp16Linear, LlamaModel } from "../../lib/model/llama.ts";
 import { quantizeCheckpoint } from "../../lib/model/quantize_checkpoint.ts";
-import { QuantLinear, quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
+import { type QuantLinear, quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
 import { openSafetensors } from "../../lib/model/safetensors.ts";
 import { argmax } from "../../lib/model/sampling.ts";
 import { dequantize } from "../../lib/quant/formats.ts";
