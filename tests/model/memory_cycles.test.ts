@@ -16,10 +16,11 @@ const BUNDLED = new URL("../../models/sotu-llama", import.meta.url).pathname;
 const MiB = 2 ** 20;
 /**
  * Allowed growth after warm-up. The garbage collector moves RSS by tens of MiB from one cycle to
- * the next, so each end is the lowest of ten readings; the leak was 14 MiB per cycle (1.2 GiB
- * over 90), and this bound fails anything above about 1.4 MiB per cycle.
+ * the next, so each end is the lowest of ten readings, and V8's heap still grows by 40-80 MiB
+ * before it levels off (after about 100 cycles; flat from there over 400). The leak was 14 MiB
+ * per cycle (1.2 GiB over 85; twice that on GL); this bound fails anything above 2 MiB per cycle.
  */
-const BOUND = 128 * MiB;
+const BOUND = 160 * MiB;
 
 /** RSS growth from the lowest of readings[from..from+10) to the lowest of the last ten. */
 function growth(readings: number[], from: number): number {
@@ -66,7 +67,7 @@ Deno.test("failed loads release their uploads too", async () => {
     file.close();
 
     const rss: number[] = [];
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 50; i++) {
       await assert.rejects(
         LlamaModel.load(dir, { gpu, maxSeqLen: 64 }),
         /model\.norm\.weight holds 1 non-finite value \(first: NaN at index \[17\]/,
@@ -74,9 +75,10 @@ Deno.test("failed loads release their uploads too", async () => {
       assert.equal(gpu.ledger.currentBytes, 0, `ledger back to zero after failed load ${i}`);
       rss.push(Deno.memoryUsage().rss);
     }
-    const grew = growth(rss, 0);
-    console.log(`  RSS growth from failed loads 0-10 to 30-40: ${(grew / MiB).toFixed(1)} MiB`);
-    assert.ok(grew < BOUND / 2, `RSS grew ${(grew / MiB).toFixed(1)} MiB over 30 failed loads`);
+    // Before the fix: +14 MiB per failed load (about 500 MiB over these 35).
+    const grew = growth(rss, 5);
+    console.log(`  RSS growth from failed loads 5-15 to 40-50: ${(grew / MiB).toFixed(1)} MiB`);
+    assert.ok(grew < BOUND, `RSS grew ${(grew / MiB).toFixed(1)} MiB over 35 failed loads`);
   } finally {
     gpu.destroy();
     await Deno.remove(dir, { recursive: true });
