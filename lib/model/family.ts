@@ -251,10 +251,13 @@ export function parseFamily(raw: Record<string, unknown>, source = "config.json"
         family.qkNorm = true;
         if (flag("attention_bias")) family.biases.push(...BIAS_ATTENTION);
       }
-      // transformers: layers from max_window_layers on slide when use_sliding_window is set.
+      // transformers: no layer slides unless use_sliding_window is set (sliding_window is then
+      // dropped, whatever layer_types say); with it, layer_types, else the layers from
+      // max_window_layers on.
+      if (!flag("use_sliding_window") || window === null) break;
       const fromTypes = windowsFromLayerTypes(source, raw, n, window);
       if (fromTypes) family.windows = fromTypes;
-      else if (flag("use_sliding_window") && window !== null) {
+      else {
         const first = Number.isSafeInteger(raw.max_window_layers)
           ? raw.max_window_layers as number
           : n;

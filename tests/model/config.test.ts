@@ -244,13 +244,23 @@ Deno.test("config: each family's description, from its config", () => {
     max_window_layers: 2,
   }));
   assert.deepEqual(sliding.windows, [0, 0, 64, 64]);
+  const types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"];
   const typed = familyOf(parseLlamaConfig({
     ...base,
     architectures: ["Qwen3ForCausalLM"],
     sliding_window: 16,
-    layer_types: ["full_attention", "sliding_attention", "full_attention", "sliding_attention"],
+    use_sliding_window: true,
+    layer_types: types,
   }));
   assert.deepEqual([typed.qkNorm, typed.biases, typed.windows], [true, [], [0, 16, 0, 16]]);
+  // Without use_sliding_window transformers drops the window whatever layer_types say.
+  const off = familyOf(parseLlamaConfig({
+    ...base,
+    architectures: ["Qwen3ForCausalLM"],
+    sliding_window: 16,
+    layer_types: types,
+  }));
+  assert.deepEqual(off.windows, [0, 0, 0, 0]);
 
   const phi3 = familyOf(parseLlamaConfig({
     ...base,
