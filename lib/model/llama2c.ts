@@ -707,3 +707,54 @@ export async function llama2cTokenizerFiles(
   if (await exists(bin)) return { dir, bin };
   return { dir };
 }
+
+/** What {@linkcode llama2cExportMemory} says about one llama2.c version. */
+export interface Llama2cExportMemory {
+  /** 0 or 2. */
+  version: 0 | 2;
+  /** Bytes of the file written. */
+  outputBytes: number;
+  /** Values in the largest tensor. */
+  largestTensorValues: number;
+  /**
+   * RAM our streaming export needs: the process's own ~64 MiB plus about 8 bytes per value of
+   * the largest tensor (its stored bytes, its f32 copy, the converted copy, garbage not yet
+   * collected) — calibrated on measured runs (a 0.95B-parameter model: 560 MiB for v2, 505 MiB
+   * for v0).
+   */
+  streamingBytes: number;
+  /**
+   * RAM of converting the whole model at once, as llama2.c's export.py does: the model in f32
+   * (4 bytes per parameter) plus the largest tensor's working copies (Q8_0: about 13 bytes per
+   * value; f32 through `struct.pack` of Python floats: about 36).
+   */
+  wholeModelBytes: number;
+}
+
+/**
+ * RAM and output size of exporting a model to llama2.c's versions 0 and 2, streaming (ours)
+ * or whole-model (llama2.c's export.py), from the config alone.
+ *
+ * @example
+ * ```ts ignore
+ * const [v0, v2] = llama2cExportMemory(presetConfig("llama-2-7b"));
+ * v2.outputBytes; // ≈ 7.2 GB
+ * ```
+ */
+export function llama2cExportMemory(c: LlamaConfig): Llama2cExportMemory[] {
+  let params = 0;
+  let largest = 0;
+  for (const e of llama2cLayout(llama2cHeaderFor(c, 2))) {
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    params += n;
+    largest = Math.max(largest, n);
+  }
+  const base = 64 * 2 ** 20;
+  return ([0, 2] as const).map((version) => ({
+    version,
+    outputBytes: llama2cFileBytes(llama2cHeaderFor(c, version)),
+    largestTensorValues: largest,
+    streamingBytes: base + 8 * largest,
+    wholeModelBytes: 4 * params + (version === 2 ? 13 : 36) * largest,
+  }));
+}

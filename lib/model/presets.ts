@@ -74,6 +74,23 @@ const RAW_PRESETS: Record<string, Record<string, unknown>> = {
     eos_token_id: 2,
     torch_dtype: "float16",
   },
+  // meta-llama/Llama-2-70b-hf (grouped-query attention: 8 key/value heads)
+  "llama-2-70b": {
+    ...LLAMA,
+    vocab_size: 32000,
+    hidden_size: 8192,
+    intermediate_size: 28672,
+    num_hidden_layers: 80,
+    num_attention_heads: 64,
+    num_key_value_heads: 8,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: "float16",
+  },
   // meta-llama/Meta-Llama-3-8B
   "llama-3-8b": {
     ...LLAMA,

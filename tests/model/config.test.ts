@@ -140,6 +140,7 @@ Deno.test("config: presets have the official values", () => {
   assert.equal(parameterCount(l2), 6_738_415_616);
   assert.equal(parameterCount(l3), 8_030_261_248);
   assert.equal(parameterCount(presetConfig("llama-2-13b")), 13_015_864_320);
+  assert.equal(parameterCount(presetConfig("llama-2-70b")), 68_976_648_192);
   assert.equal(parameterCount(presetConfig("tinyllama-1.1b")), 1_100_048_384);
   assert.equal(parameterCount(presetConfig("llama-3.2-1b")), 1_235_814_400);
   // The other families, as transformers 5.17 counts them (the models built on the meta device).

@@ -14,6 +14,7 @@ import { LlamaModel } from "../../lib/model/llama.ts";
 import {
   exportLlama2c,
   LLAMA2C_MAGIC,
+  llama2cExportMemory,
   llama2cFileBytes,
   llama2cGroupSize,
   Llama2cSource,
@@ -79,6 +80,9 @@ Deno.test("the exporter writes the files llama2.c's run.c and runq.c ran on", as
     for (const [format, name] of [["llama2c-v0", "v0.bin"], ["llama2c-v2", "v2.bin"]] as const) {
       const out = join(dir, name);
       const r = await exportLlama2c(BUNDLED, out, { format });
+      // estimate --export's output size is the file's
+      const est = llama2cExportMemory(await loadLlamaConfig(BUNDLED));
+      assertEquals(est.find((e) => e.version === r.header.version)!.outputBytes, r.bytes);
       assertEquals(await sha256(out), FIXTURE.sha256[name], `${name} differs from the fixture's`);
       assertEquals(r.bytes, (await Deno.stat(out)).size);
       // The conversion holds about a tensor at a time: far less than the model.
