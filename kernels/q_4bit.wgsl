@@ -426,24 +426,17 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), K % 32 == 0, the codes read once for all
-// rows: a lane loads a unit (32 codes) and block scale of each of its RPT output features once;
-// word by word it loads that word's x of every row, looks each feature's 8 codes up in the table
-// once, and multiplies them with every row. The arithmetic is the f32 gemv's with K32 (table
-// values in f32, a unit's four word sums added left to right, times the block absmax), in the
+// rows: a lane loads a unit (32 codes) and block scale of each of its RPT output features once,
+// then multiplies them with that unit of every row's x. The arithmetic is the f32 gemv's with
+// K32 (table values in f32, four word sums added left to right, times the block absmax), in the
 // same lanes and order, so on adapters that run the f32 gemv a row's output is exactly what a
 // decode step computes (the f16 gemv rounds differently). Compiled without RPT8 and F16.
+//
+// Looking each word's codes up once for all rows instead (x of every row for the word in
+// registers, the table values reused across rows) was slower on the H200: a 5-token verify
+// pass of an NF4 Llama-2-7B took 49.1 ms of GPU time against 26.6 ms with this loop.
 
 const MAX_ROWS: u32 = 8u;
-
-// The table values of one word's 8 codes, elements 0-3 and 4-7, as dot_word looks them up.
-fn word_values(word: u32) -> array<vec4<f32>, 2> {
-  return array<vec4<f32>, 2>(
-    vec4<f32>(tbl[(word >> 4u) & 0xfu], tbl[word & 0xfu], tbl[(word >> 12u) & 0xfu],
-      tbl[(word >> 8u) & 0xfu]),
-    vec4<f32>(tbl[(word >> 20u) & 0xfu], tbl[(word >> 16u) & 0xfu], tbl[(word >> 28u)],
-      tbl[(word >> 24u) & 0xfu]),
-  );
-}
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -459,36 +452,34 @@ fn gemv_rows(
   let quads = p.k / 4u; // vec4 per row of x
   for (var u = lane; u < units; u += GEMV_TPR) {
     var c = array<vec4<u32>, RPT>();
-    var sc = array<f32, RPT>();
+    var s = array<f32, RPT>();
     for (var f = 0u; f < RPT; f++) {
-      // a feature past the chunk reads the chunk's last row (in bounds, never stored)
-      let e0 = (p.n_start + min(n0 + f, p.n_count - 1u)) * p.k; // the row's first element
-      c[f] = codes4[e0 / 32u - p.code_base / 4u + u];
-      sc[f] = block_absmax((e0 + 32u * u) / p.blocksize);
-    }
-    var unit_sum = array<f32, MAX_ROWS * RPT>(); // this unit's word sums, [row][feature]
-    for (var j = 0u; j < 4u; j++) {
-      var xa = array<vec4<f32>, MAX_ROWS>();
-      var xb = array<vec4<f32>, MAX_ROWS>();
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xo = r * quads + 8u * u + 2u * j;
-          xa[r] = x4[xo];
-          xb[r] = x4[xo + 1u];
-        }
+      if (n0 + f < p.n_count) {
+        let e0 = (p.n_start + n0 + f) * p.k; // first flat element of the row
+        c[f] = codes4[e0 / 32u - p.code_base / 4u + u];
+        s[f] = block_absmax((e0 + 32u * u) / p.blocksize);
       }
-      for (var f = 0u; f < RPT; f++) {
-        let t = word_values(c[f][j]);
-        for (var r = 0u; r < MAX_ROWS; r++) {
-          if (r < p.rows) {
-            let d = dot(xa[r], t[0]) + dot(xb[r], t[1]);
-            unit_sum[r * RPT + f] = select(unit_sum[r * RPT + f] + d, d, j == 0u);
+    }
+    for (var r = 0u; r < MAX_ROWS; r++) {
+      if (r < p.rows) {
+        let xb = r * quads + 8u * u;
+        let x0 = x4[xb];
+        let x1 = x4[xb + 1u];
+        let x2 = x4[xb + 2u];
+        let x3 = x4[xb + 3u];
+        let x4_ = x4[xb + 4u];
+        let x5 = x4[xb + 5u];
+        let x6 = x4[xb + 6u];
+        let x7 = x4[xb + 7u];
+        for (var f = 0u; f < RPT; f++) {
+          if (n0 + f < p.n_count) {
+            let cf = c[f];
+            let sum = dot_word(cf.x, x0, x1) + dot_word(cf.y, x2, x3) + dot_word(cf.z, x4_, x5) +
+              dot_word(cf.w, x6, x7);
+            acc[r * RPT + f] += sum * s[f];
           }
         }
       }
-    }
-    for (var i = 0u; i < MAX_ROWS * RPT; i++) {
-      acc[i] += unit_sum[i] * sc[i % RPT];
     }
   }
   // Row by row through gemv's reduction tree (its `partial`, RPT features per lane group).
