@@ -95,6 +95,24 @@ for (const [targetFormat, draftFormat] of PAIRS) {
   });
 }
 
+Deno.test("speculative greedy = target greedy with quantized KV caches (rollback moves only the position)", async () => {
+  for (const kvCache of ["int8", "int4"] as const) {
+    const opts = { gpu, maxSeqLen: MAX_SEQ, chunkSize: 32, kvCache };
+    const target = await LlamaModel.load(TARGET, { ...opts, format: "fp16" });
+    const draft = await LlamaModel.load(DRAFT, { ...opts, format: "nf4" });
+    try {
+      target.reset();
+      const want = (await target.decodeGreedy(prompt, { maxNewTokens: 24 })).tokens;
+      const run = await speculativeDecode(target, draft, prompt, { maxNewTokens: 24 });
+      assertEquals(run.tokens, want, `kv cache ${kvCache}`);
+      assert(run.accepted > 0);
+    } finally {
+      target.dispose();
+      draft.dispose();
+    }
+  }
+});
+
 Deno.test("speculative sampling: the token after a sampled first token follows the target", async () => {
   const target = await load(TARGET, "fp16");
   const draft = await load(DRAFT, "nf4");
