@@ -19,7 +19,7 @@ import { cpuAttention } from "../kernels/attention.ts";
 import { KV_GROUP, type KvCacheFormat, kvRoundTrip } from "../kernels/kv_cache.ts";
 import { cpuRope } from "../kernels/rope.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
-import { loadLlamaConfig, ropeInverseFrequencies } from "../model/config.ts";
+import { familyOf, loadLlamaConfig, ropeInverseFrequencies } from "../model/config.ts";
 import { readKvCache } from "../model/kv_cache.ts";
 import { LlamaModel, type LoadOptions } from "../model/llama.ts";
 import { argmax } from "../model/sampling.ts";
@@ -274,6 +274,16 @@ export async function attentionInputs(
 ): Promise<AttentionInputs> {
   if (model.kvCache !== "f16") throw new Error("attentionInputs: the model's cache must be f16");
   const c = model.config;
+  const family = familyOf(c);
+  if (
+    family.qkNorm || family.fused || family.biases.includes("self_attn.q_proj") ||
+    family.windows.some((w) => w > 0)
+  ) {
+    throw new Error(
+      `attentionInputs: queries are recomputed for plain Llama attention (no q bias, q/k norm, ` +
+        `fused q/k/v or sliding window); this ${family.name} model has one of them`,
+    );
+  }
   const trace = await model.trace(tokens); // leaves the cache holding the tokens
   const n = tokens.length;
   const qDim = c.numHeads * c.headDim;
