@@ -123,6 +123,8 @@ export {
 export {
   exportLlama2c,
   type Llama2cEntry,
+  type Llama2cExportMemory,
+  llama2cExportMemory,
   type Llama2cExportOptions,
   type Llama2cExportResult,
   llama2cFileBytes,
@@ -304,8 +306,10 @@ export { compareLogits, klDivergence, type LogitsComparison } from "./lib/eval/d
 export {
   type CategoryBytes,
   estimateMemory,
+  estimateStreaming,
   type MemoryEstimate,
   type MemoryEstimateOptions,
+  type StreamingEstimate,
 } from "./lib/eval/memory.ts";
 export {
   type AttentionError,

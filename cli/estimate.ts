@@ -150,9 +150,9 @@ export async function estimateCommand(args: string[]): Promise<number> {
     );
     out(
       "\nstreaming: deno task export, one tensor at a time (about 8 bytes per value of the " +
-        "largest tensor on top of the process; measured: 0.95B parameters, 560 MiB for v2); " +
-        "whole-model: the model in f32 plus the largest tensor's working copies, as llama2.c's " +
-        "export.py converts.\n",
+        "largest tensor on top of the process; measured: 0.95B parameters, 568 MiB for v2); " +
+        "whole-model: llama2.c's export.py, which loads the model in f32 (measured: 5.80 GiB for " +
+        "the same 0.95B model; v0 adds struct.pack's Python floats for the largest tensor).\n",
     );
     if (values.json) await writeJson(values.json, { export: exportRows });
     return 0;

@@ -719,14 +719,15 @@ export interface Llama2cExportMemory {
   /**
    * RAM our streaming export needs: the process's own ~64 MiB plus about 8 bytes per value of
    * the largest tensor (its stored bytes, its f32 copy, the converted copy, garbage not yet
-   * collected) — calibrated on measured runs (a 0.95B-parameter model: 560 MiB for v2, 505 MiB
+   * collected) — calibrated on measured runs (a 0.95B-parameter model: 568 MiB for v2, 505 MiB
    * for v0).
    */
   streamingBytes: number;
   /**
-   * RAM of converting the whole model at once, as llama2.c's export.py does: the model in f32
-   * (4 bytes per parameter) plus the largest tensor's working copies (Q8_0: about 13 bytes per
-   * value; f32 through `struct.pack` of Python floats: about 36).
+   * RAM of converting the whole model at once, as llama2.c's export.py does (it loads the model
+   * in f32 and builds its own copy): 6.4 bytes per parameter, as measured for version 2 (5.80 GiB
+   * for 0.95B parameters); version 0 adds `struct.pack`'s Python floats for the largest tensor
+   * (about 32 bytes per value; not measured).
    */
   wholeModelBytes: number;
 }
@@ -755,6 +756,6 @@ export function llama2cExportMemory(c: LlamaConfig): Llama2cExportMemory[] {
     outputBytes: llama2cFileBytes(llama2cHeaderFor(c, version)),
     largestTensorValues: largest,
     streamingBytes: base + 8 * largest,
-    wholeModelBytes: 4 * params + (version === 2 ? 13 : 36) * largest,
+    wholeModelBytes: 6.4 * params + (version === 2 ? 0 : 32 * largest),
   }));
 }
