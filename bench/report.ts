@@ -49,7 +49,8 @@ export interface DecodeModeResult {
   tokensPerSecond: number;
   /**
    * Step modes: milliseconds per step until `forwardGreedy` returns its promise: encoding,
-   * `submit`, and (in Deno) `mapAsync`'s blocking wait for the GPU to finish the step.
+   * `submit`, and (in Deno) `mapAsync`'s blocking wait for the GPU to finish the step. Pipelined
+   * modes: CPU milliseconds per step spent recording, encoding and submitting (no waits).
    */
   encodeMs?: number;
 }
@@ -118,6 +119,8 @@ export interface BenchResults {
     workgroupSize: number;
     threadsPerRow: number;
     rowsPerThread: number;
+    /** 4-bit f16 GEMV variant: `prefetch`, `banked`, `prefetch+banked`, or none. */
+    variant?: string;
     ms: number;
     gbps: number;
     ofReference: number;
@@ -233,7 +236,14 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
     tables.push({
       title: "Decode paths (same model, same positions)",
       table: {
-        columns: ["model", "format", "mode", "tokens/s", "ms/token", "sync part ms/step"],
+        columns: [
+          "model",
+          "format",
+          "mode",
+          "tokens/s",
+          "ms/token",
+          "CPU ms/step (step: sync part; pipe: encode+submit)",
+        ],
         rows: withModes.flatMap((d) =>
           d.modes!.map((m) => [
             d.model,
@@ -251,15 +261,27 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
     tables.push({
       title: "GEMV launch-shape sweep",
       table: {
-        columns: ["format", "N×K", "workgroup", "threads/row", "rows/thread", "GPU µs", "GB/s"],
+        columns: [
+          "format",
+          "N×K",
+          "workgroup",
+          "threads/row",
+          "rows/thread",
+          "variant",
+          "GPU µs",
+          "GB/s",
+          "of reference",
+        ],
         rows: r.sweep.map((s) => [
           s.format,
           `${s.n}×${s.k}`,
           s.workgroupSize,
           s.threadsPerRow,
           s.rowsPerThread,
+          s.variant ?? "",
           f(s.ms * 1000, 1),
           gb(s.gbps),
+          pct(s.ofReference),
         ]),
       },
     });

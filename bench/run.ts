@@ -83,6 +83,8 @@ const { values: args } = parseArgs({
     "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
     "llama-bench": { type: "string" },
     "spec-parts": { type: "string", default: "verify,simulated,bundled" },
+    "extra-shapes": { type: "string", default: "" },
+    "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     help: { type: "boolean", default: false },
   },
 });
@@ -90,6 +92,7 @@ if (args.help) {
   console.log(
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
+      "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
       "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)",
@@ -125,6 +128,13 @@ const FULL_SHAPES: { model: string; n: number; k: number }[] = [
 ];
 const SCALE = software ? 4 : 1;
 const shapes = FULL_SHAPES.map((s) => ({ ...s, n: s.n / SCALE, k: s.k / SCALE }));
+// --extra-shapes NxK,...: more GEMV shapes (GEMV section only), e.g. to probe one shape's
+// neighbours.
+const extraShapes = args["extra-shapes"]!.split(",").filter((v) => v).map((v) => {
+  const [n, k] = v.split("x").map(Number);
+  if (!(n > 0 && k > 0 && k % 8 === 0)) throw new Error(`--extra-shapes: bad shape ${v}`);
+  return { model: "extra", n, k };
+});
 const prefillRows = software ? 32 : 512;
 
 const results: BenchResults = {
@@ -274,7 +284,7 @@ async function productCase(
 }
 
 if (sections.has("gemv")) {
-  for (const s of shapes) {
+  for (const s of [...shapes, ...extraShapes]) {
     for (const format of formats) {
       const r = await productCase(format, s.n, s.k, 1);
       const bytes = r.lin.weightBytes + s.k * 4; // weights + scales + x (f32)
@@ -327,22 +337,44 @@ if (sections.has("gemm")) {
 
 await save();
 
-// --sweep: GEMV launch shapes per format at three shapes (tuning the defaults on a new GPU).
+// --sweep: GEMV launch shapes per format at every shape (tuning the defaults on a new GPU):
+// threads per row 16-256 (256: one row group per workgroup, long rows spread over the most
+// workgroups), 128-thread workgroups, 8 rows per thread group for 4-bit, and the 4-bit f16
+// variants (loads a step ahead, the per-bank table).
 if (args.sweep) {
-  const sweepShapes = [shapes[0], shapes[3], shapes[4]];
-  const tunings: QuantTuning[] = [];
-  for (const wg of [128, 256]) {
-    for (const tpr of [16, 32, 64]) {
-      for (const rpt of [4, 8]) {
-        tunings.push({ gemvWorkgroupSize: wg, gemvThreadsPerRow: tpr, gemvRowsPerThread: rpt });
-      }
-    }
-  }
+  const sweepShapes = shapes;
   for (const s of sweepShapes) {
-    for (const format of formats) {
+    for (const format of args["sweep-formats"]!.split(",") as BenchFormat[]) {
+      const fourBit = format === "nf4" || format === "nf4-dq";
+      const tunings: QuantTuning[] = [];
+      for (const tpr of [16, 32, 64, 128, 256]) {
+        tunings.push({ gemvWorkgroupSize: 256, gemvThreadsPerRow: tpr, gemvRowsPerThread: 4 });
+      }
+      for (const tpr of [32, 64]) {
+        tunings.push({ gemvWorkgroupSize: 128, gemvThreadsPerRow: tpr, gemvRowsPerThread: 4 });
+      }
+      if (fourBit) {
+        for (const tpr of [16, 32, 64]) {
+          tunings.push({ gemvWorkgroupSize: 256, gemvThreadsPerRow: tpr, gemvRowsPerThread: 8 });
+        }
+        for (const tpr of [32, 64, 128]) {
+          for (
+            const v of [
+              { gemvPrefetch: true },
+              { gemvTable: "banked" as const },
+              { gemvPrefetch: true, gemvTable: "banked" as const },
+            ]
+          ) {
+            tunings.push({
+              gemvWorkgroupSize: 256,
+              gemvThreadsPerRow: tpr,
+              gemvRowsPerThread: 4,
+              ...v,
+            });
+          }
+        }
+      }
       for (const t of tunings) {
-        const fourBit = format === "nf4" || format === "nf4-dq";
-        if (!fourBit && t.gemvRowsPerThread === 8) continue;
         let r;
         try {
           r = await productCase(format, s.n, s.k, 1, t);
@@ -353,6 +385,8 @@ if (args.sweep) {
         }
         const bytes = r.lin.weightBytes + s.k * 4;
         const gbps = bytes / r.ms / 1e6;
+        const variant = [t.gemvPrefetch ? "prefetch" : "", t.gemvTable === "banked" ? "banked" : ""]
+          .filter((v) => v).join("+") || undefined;
         results.sweep.push({
           format,
           n: s.n,
@@ -360,19 +394,21 @@ if (args.sweep) {
           workgroupSize: t.gemvWorkgroupSize!,
           threadsPerRow: t.gemvThreadsPerRow!,
           rowsPerThread: fourBit ? t.gemvRowsPerThread! : 1,
+          variant,
           ms: r.ms,
           gbps,
           ofReference: gbps / refGBps,
         });
         console.log(
           `sweep ${format} ${s.n}x${s.k} wg=${t.gemvWorkgroupSize} tpr=${t.gemvThreadsPerRow} ` +
-            `rpt=${fourBit ? t.gemvRowsPerThread : 1}: ${r.ms.toFixed(4)} ms ${
-              gbps.toFixed(1)
-            } GB/s`,
+            `rpt=${fourBit ? t.gemvRowsPerThread : 1}${variant ? " " + variant : ""}: ` +
+            `${r.ms.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * gbps / refGBps).toFixed(1)}%`,
         );
       }
     }
   }
+  const again = await streamReference();
+  console.log(`reference streaming read after the sweep: ${again.toFixed(1)} GB/s`);
 }
 
 await save();
@@ -467,6 +503,7 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       } else {
         const inFlight = Number(mode.slice(4).replace("-fresh", ""));
         const run = await model.decodeGreedy([tok], { maxNewTokens: tokens, inFlight });
+        encodeMs = run.encodeMs ?? NaN; // recording + encoding + submit, every step
         produced.push(...run.tokens);
         tok = produced[produced.length - 1];
       }
@@ -480,11 +517,13 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
         mode,
         msPerToken: ms,
         tokensPerSecond: 1000 / ms,
-        encodeMs: mode.startsWith("step") ? encodeMs / tokens : undefined,
+        encodeMs: encodeMs / tokens,
       });
       console.log(
         `  ${mode.padEnd(12)} ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token` +
-          (mode.startsWith("step") ? `; sync part ${(encodeMs / tokens).toFixed(2)} ms)` : ")"),
+          (mode.startsWith("step")
+            ? `; sync part ${(encodeMs / tokens).toFixed(2)} ms)`
+            : `; CPU encode+submit ${(encodeMs / tokens).toFixed(2)} ms/token)`),
       );
     }
     model.reuseBindGroups = true;

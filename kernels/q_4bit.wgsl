@@ -137,6 +137,27 @@ var<workgroup> partial: array<f32, GEMV_WG * RPT>;
 #if K32
 // The f16 gemv with K32 (the header says why it is laid out so).
 
+#if TBL16R
+// TBL16R: the 16 values once per bank, lane l reading copy l % 32 (entry e of copy c at 32e + c),
+// so no two lanes of a warp ever meet in a bank: two conflict-free lookups per byte instead of
+// one pair lookup that conflicts (~3.2 wavefronts). Both halves of an entry hold the value.
+var<workgroup> t16: array<vec2<f16>, 512>;
+var<private> bank: u32;
+
+fn load_pairs(lid: u32) {
+  bank = lid % 32u;
+  for (var i = lid; i < 512u; i += GEMV_WG) {
+    let e = i / 32u;
+    let v = f16(p.table[e / 4u][e % 4u]);
+    t16[i] = vec2<f16>(v, v);
+  }
+  workgroupBarrier();
+}
+
+fn byte_values(b: u32) -> vec2<f16> {
+  return vec2<f16>(t16[32u * ((b >> 4u) & 0xfu) + bank].x, t16[32u * (b & 0xfu) + bank].y);
+}
+#else
 // pairs[b] = (table[b >> 4], table[b & 15]): the values of the two codes of byte b, one lookup.
 var<workgroup> pairs: array<vec2<f16>, 256>;
 
@@ -152,6 +173,7 @@ fn load_pairs(lid: u32) {
 fn byte_values(b: u32) -> vec2<f16> {
   return pairs[b & 0xffu];
 }
+#endif
 
 // One x tile: the 2·GEMV_TPR units (32 activations each) that a thread group's lanes work on in
 // one step, in f16. Unit j's 8 vec4 are xt[XT_STRIDE·j ..]: the 72-byte stride puts the 16 lanes
@@ -183,6 +205,23 @@ fn row_step(
   let sa = block_absmax((row_elem + 32u * ua) >> sh);
   let sb = block_absmax((row_elem + 32u * ub) >> sh);
   return unit_sum(ca, xa) * sa + unit_sum(cb, xb) * sb;
+}
+
+// PREFETCH: a row's loads for the next step, issued before this step's barriers and sums.
+struct RowLoad {
+  ca: vec4<u32>,
+  cb: vec4<u32>,
+  sa: f32,
+  sb: f32,
+}
+
+fn row_load(row_unit: u32, row_elem: u32, ua: u32, ub: u32, sh: u32) -> RowLoad {
+  return RowLoad(codes4[row_unit + ua], codes4[row_unit + ub],
+    block_absmax((row_elem + 32u * ua) >> sh), block_absmax((row_elem + 32u * ub) >> sh));
+}
+
+fn row_sum(l: RowLoad, xa: array<vec4<f16>, 8>, xb: array<vec4<f16>, 8>) -> f32 {
+  return unit_sum(l.ca, xa) * l.sa + unit_sum(l.cb, xb) * l.sb;
 }
 
 // x · table[code] over one unit (4 words, 32 codes): the four word sums added pairwise in f16,
@@ -222,6 +261,20 @@ fn gemv(
   // 16-byte code loads in flight. Units past the row load the row's last unit again and meet
   // x = 0 in the tile, adding 0. The step count is uniform, so every thread reaches the barriers.
   let steps = (units + 2u * GEMV_TPR - 1u) / (2u * GEMV_TPR);
+#if PREFETCH
+  let ua0 = min(lane, units - 1u);
+  let ub0 = min(GEMV_TPR + lane, units - 1u);
+  var l0 = row_load(row_unit[0], row_elem[0], ua0, ub0, sh);
+  var l1 = row_load(row_unit[1], row_elem[1], ua0, ub0, sh);
+  var l2 = row_load(row_unit[2], row_elem[2], ua0, ub0, sh);
+  var l3 = row_load(row_unit[3], row_elem[3], ua0, ub0, sh);
+#if RPT8
+  var l4 = row_load(row_unit[4], row_elem[4], ua0, ub0, sh);
+  var l5 = row_load(row_unit[5], row_elem[5], ua0, ub0, sh);
+  var l6 = row_load(row_unit[6], row_elem[6], ua0, ub0, sh);
+  var l7 = row_load(row_unit[7], row_elem[7], ua0, ub0, sh);
+#endif
+#endif
   for (var t = 0u; t < steps; t++) {
     let ua = min(2u * GEMV_TPR * t + lane, units - 1u);
     let ub = min(2u * GEMV_TPR * t + GEMV_TPR + lane, units - 1u);
@@ -247,6 +300,37 @@ fn gemv(
       xt[XT_STRIDE * lb + 3u], xt[XT_STRIDE * lb + 4u], xt[XT_STRIDE * lb + 5u],
       xt[XT_STRIDE * lb + 6u], xt[XT_STRIDE * lb + 7u],
     );
+#if PREFETCH
+    // The next step's loads first (past the last step: the row's last unit again, unused).
+    let na = min(2u * GEMV_TPR * (t + 1u) + lane, units - 1u);
+    let nb = min(2u * GEMV_TPR * (t + 1u) + GEMV_TPR + lane, units - 1u);
+    let m0 = row_load(row_unit[0], row_elem[0], na, nb, sh);
+    let m1 = row_load(row_unit[1], row_elem[1], na, nb, sh);
+    let m2 = row_load(row_unit[2], row_elem[2], na, nb, sh);
+    let m3 = row_load(row_unit[3], row_elem[3], na, nb, sh);
+    acc[0] += row_sum(l0, xa, xb);
+    acc[1] += row_sum(l1, xa, xb);
+    acc[2] += row_sum(l2, xa, xb);
+    acc[3] += row_sum(l3, xa, xb);
+    l0 = m0;
+    l1 = m1;
+    l2 = m2;
+    l3 = m3;
+#if RPT8
+    let m4 = row_load(row_unit[4], row_elem[4], na, nb, sh);
+    let m5 = row_load(row_unit[5], row_elem[5], na, nb, sh);
+    let m6 = row_load(row_unit[6], row_elem[6], na, nb, sh);
+    let m7 = row_load(row_unit[7], row_elem[7], na, nb, sh);
+    acc[4] += row_sum(l4, xa, xb);
+    acc[5] += row_sum(l5, xa, xb);
+    acc[6] += row_sum(l6, xa, xb);
+    acc[7] += row_sum(l7, xa, xb);
+    l4 = m4;
+    l5 = m5;
+    l6 = m6;
+    l7 = m7;
+#endif
+#else
     acc[0] += row_step(row_unit[0], row_elem[0], ua, ub, sh, xa, xb);
     acc[1] += row_step(row_unit[1], row_elem[1], ua, ub, sh, xa, xb);
     acc[2] += row_step(row_unit[2], row_elem[2], ua, ub, sh, xa, xb);
@@ -256,6 +340,7 @@ fn gemv(
     acc[5] += row_step(row_unit[5], row_elem[5], ua, ub, sh, xa, xb);
     acc[6] += row_step(row_unit[6], row_elem[6], ua, ub, sh, xa, xb);
     acc[7] += row_step(row_unit[7], row_elem[7], ua, ub, sh, xa, xb);
+#endif
 #endif
   }
 #else

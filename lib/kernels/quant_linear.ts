@@ -78,6 +78,17 @@ export interface QuantTuning {
    * a hardware adapter, off on a software one).
    */
   gemvUnroll?: boolean;
+  /**
+   * 4-bit f16 GEMV: issue each step's code and scale loads one step ahead, before the x tile's
+   * barriers (default off).
+   */
+  gemvPrefetch?: boolean;
+  /**
+   * 4-bit f16 GEMV: code values from a 256-entry table of pairs (`"pairs"`, one lookup per byte,
+   * bank conflicts) or a 16-entry table copied per bank (`"banked"`, two conflict-free lookups
+   * per byte). Default `"pairs"`.
+   */
+  gemvTable?: "pairs" | "banked";
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -552,7 +563,7 @@ export class QuantLinear implements Linear {
     const rpt = t.gemvRowsPerThread ?? 4;
     if (
       gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4 ||
-      (rpt !== 4 && rpt !== 8)
+      (rpt !== 4 && rpt !== 8) || (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
     ) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
@@ -657,6 +668,10 @@ export class QuantLinear implements Linear {
         k,
         useKept,
         rpt8: rpt === 8,
+        fourBitVariants: [
+          ...(t.gemvPrefetch ? ["PREFETCH"] : []),
+          ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
+        ],
         unroll: t.gemvUnroll ?? !gpu.isSoftware,
         gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
         gemm: { TILE_M: tileM, TILE_N: tileN },
@@ -928,6 +943,7 @@ async function compileKernels(
     k: number;
     useKept: boolean;
     rpt8: boolean;
+    fourBitVariants: string[];
     unroll: boolean;
     gemv: Record<string, number>;
     gemm: Record<string, number>;
@@ -975,7 +991,12 @@ async function compileKernels(
     const dq = o.format === "nf4-dq" ? ["DQ"] : [];
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
     const [gemv, gemm, gemvRows] = await Promise.all([
-      spec("q_4bit", "gemv", [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : [])], o.gemv),
+      spec(
+        "q_4bit",
+        "gemv",
+        [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : []), ...o.fourBitVariants],
+        o.gemv,
+      ),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
       // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
       k32.length

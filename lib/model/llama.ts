@@ -244,6 +244,8 @@ export interface GreedyDecodeResult {
   stoppedBy: "callback" | "max-tokens" | "context";
   /** Steps that were computed after the stop and discarded. */
   overshoot: number;
+  /** CPU milliseconds spent recording, encoding and submitting the steps (all of them). */
+  encodeMs?: number;
 }
 
 /** For a linear layer that reads the x the previous one read (k/v after q, up after gate). */
@@ -835,7 +837,9 @@ export class LlamaModel {
     let submitted = 0;
     // Step 0 is the prompt; step i > 0 embeds the token step i - 1 left in `next`. Each step
     // copies its token into its slot of the group's staging buffer.
+    let encodeMs = 0;
     const submitStep = (target: GPUBuffer, slot: number): void => {
+      const t0 = performance.now();
       if (submitted === 0) {
         for (let start = 0; start < prompt.length; start += s.rows) {
           const piece = prompt.slice(start, start + s.rows);
@@ -851,6 +855,7 @@ export class LlamaModel {
         this.#finishGreedyStep(batch, target, slot);
       }
       submitted++;
+      encodeMs += performance.now() - t0;
     };
     // Submits up to `group` steps into staging buffer g % 2; returns how many.
     const submitGroup = (g: number): number => {
@@ -898,6 +903,7 @@ export class LlamaModel {
       tokens,
       stoppedBy: stoppedBy ?? "context",
       overshoot: submitted - tokens.length,
+      encodeMs,
     };
   }
 

@@ -344,6 +344,22 @@ function suite(f16: boolean): void {
             602,
           );
         }
+        // The f16 path's variants (K % 32 == 0 only): loads a step ahead, the per-bank table.
+        const variants: QuantTuning[] = [
+          { gemvPrefetch: true },
+          { gemvTable: "banked" },
+          { gemvPrefetch: true, gemvTable: "banked", gemvRowsPerThread: 8 },
+          { gemvWorkgroupSize: 256, gemvThreadsPerRow: 128, gemvPrefetch: true },
+        ];
+        for (const tuning of variants) {
+          for (const format of ["nf4", "nf4-dq"] as const) {
+            await check(gpu, format, f16, { rows: 1, n: 70, k: 2080, tuning }, 603).catch(
+              (err: Error) => {
+                throw new Error(`${JSON.stringify(tuning)}: ${err.message}`);
+              },
+            );
+          }
+        }
       }),
   });
 }
