@@ -97,6 +97,8 @@ export interface BenchResults {
     dispatches: number;
     gbps: number;
     ofReference: number;
+    /** GB/s of the cache-flush streaming read timed in the same submission (clock check). */
+    flushGBps?: number;
   }[];
   /** A prefill of `rows` activation rows. */
   gemm: {
@@ -124,6 +126,8 @@ export interface BenchResults {
     ms: number;
     gbps: number;
     ofReference: number;
+    /** GB/s of the cache-flush streaming read timed in the same submission (clock check). */
+    flushGBps?: number;
   }[];
   /** With `--llama-bench`: qlab next to llama.cpp, per format, backend and test. */
   sideBySide?: SideBySideRow[];
@@ -164,6 +168,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           "MB read",
           "GB/s",
           "of reference",
+          "flush read GB/s",
         ],
         rows: r.gemv.map((g) => [
           g.shape,
@@ -174,6 +179,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           f(g.bytes / 1e6, 1),
           gb(g.gbps),
           pct(g.ofReference),
+          gb(g.flushGBps ?? NaN),
         ]),
       },
     });
@@ -271,6 +277,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           "GPU µs",
           "GB/s",
           "of reference",
+          "flush read GB/s",
         ],
         rows: r.sweep.map((s) => [
           s.format,
@@ -282,6 +289,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           f(s.ms * 1000, 1),
           gb(s.gbps),
           pct(s.ofReference),
+          gb(s.flushGBps ?? NaN),
         ]),
       },
     });

@@ -81,10 +81,28 @@ struct Params {
 @group(0) @binding(5) var<storage, read> offset: array<f32>; // [mean absmax]
 @group(0) @binding(6) var<storage, read> dmap: array<f32>; // the 256-entry signed dynamic map
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
+#if SWIGLU
+@group(0) @binding(8) var<storage, read> up4: array<vec4<f32>>;
+#endif
 #else
 @group(0) @binding(3) var<storage, read> absmax: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#if SWIGLU
+@group(0) @binding(5) var<storage, read> up4: array<vec4<f32>>;
 #endif
+#endif
+
+// SWIGLU (f16 gemv with K32 only): x holds gate_proj's output and up4 up_proj's, and the product
+// reads silu(x) · up as it stages its x tile — the SwiGLU of elementwise.wgsl, in the same f32
+// arithmetic, without its dispatch or the round trip of its result through memory.
+fn x_at(i: u32) -> vec4<f32> {
+#if SWIGLU
+  let g = x4[i];
+  return g / (1.0 + exp(-g)) * up4[i];
+#else
+  return x4[i];
+#endif
+}
 
 fn block_absmax(b: u32) -> f32 {
 #if DQ
@@ -284,7 +302,7 @@ fn gemv(
     for (var i = lid; i < 16u * GEMV_TPR; i += GEMV_WG) {
       var v = vec4<f32>(0.0);
       if (x0 + i < 8u * units) {
-        v = x4[x0 + i];
+        v = x_at(x0 + i);
       }
       xt[XT_STRIDE * (i / 8u) + i % 8u] = vec4<f16>(v);
     }

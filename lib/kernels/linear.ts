@@ -42,6 +42,12 @@ export interface LinearEncodeOptions {
    * scale, its own LLM.int8() outliers) instead of as one batch. Default false.
    */
   perRow?: boolean;
+  /**
+   * SwiGLU folded into the product: `x` holds gate_proj's output and this binding up_proj's, and
+   * the layer multiplies `silu(x) · up` (elementwise.wgsl's `swiglu`) without writing it. Only
+   * for a layer whose {@linkcode Linear.fusesSwiglu} says yes for these rows.
+   */
+  swigluUp?: Binding;
 }
 
 /**
@@ -86,6 +92,11 @@ export interface Linear {
     rows: number,
     options?: LinearEncodeOptions,
   ): void;
+  /**
+   * Whether {@linkcode LinearEncodeOptions.swigluUp} may be passed for `rows` activation rows
+   * (absent: never).
+   */
+  fusesSwiglu?(rows: number): boolean;
   /** Frees what the layer owns (not a weight tensor it was given to share). */
   destroy(): void;
 }

@@ -89,6 +89,11 @@ export interface QuantTuning {
    * per byte). Default `"pairs"`.
    */
   gemvTable?: "pairs" | "banked";
+  /**
+   * 4-bit f16 GEMV (K % 32 == 0): offer SwiGLU folded into the product's input read
+   * ({@linkcode QuantLinear.fusesSwiglu}; default true).
+   */
+  gemvFuseSwiglu?: boolean;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -432,6 +437,8 @@ function familyOf(format: QuantLinearFormat): Family {
 
 interface Kernels {
   gemv: Kernel;
+  /** 4-bit f16 gemv with K % 32 == 0: the same with SwiGLU on its input (SWIGLU). */
+  gemvSwiglu?: Kernel;
   gemm: Kernel;
   /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
   gemvRows?: Kernel;
@@ -672,6 +679,7 @@ export class QuantLinear implements Linear {
           ...(t.gemvPrefetch ? ["PREFETCH"] : []),
           ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
         ],
+        swiglu: t.gemvFuseSwiglu ?? true,
         unroll: t.gemvUnroll ?? !gpu.isSoftware,
         gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
         gemm: { TILE_M: tileM, TILE_N: tileN },
@@ -759,6 +767,15 @@ export class QuantLinear implements Linear {
   }
 
   /**
+   * Whether `encode` takes {@linkcode LinearEncodeOptions.swigluUp} for `rows` rows: one row, a
+   * 4-bit format with f16 arithmetic and K % 32 == 0 (the GEMV that stages x in workgroup
+   * memory), unless {@linkcode QuantTuning.gemvFuseSwiglu} is false.
+   */
+  fusesSwiglu(rows: number): boolean {
+    return rows === 1 && this.#kernels.gemvSwiglu !== undefined;
+  }
+
+  /**
    * Records `y[rows, N] = x[rows, K] · Wᵀ`. With `options.reuseInput`, an int8 layer skips
    * quantizing x when the shared scratch holds this x (same binding, rows, K, format and
    * settings, recorded in this batch); otherwise, and for the formats that read x directly, it
@@ -782,6 +799,12 @@ export class QuantLinear implements Linear {
         `${this.format} linear: perRow products take at most ${MAX_GEMV_ROWS} rows, got ${rows}`,
       );
     }
+    if (options.swigluUp) {
+      if (!this.fusesSwiglu(rows)) {
+        throw new Error(`${this.format} linear: no SwiGLU-fused product for ${rows} rows`);
+      }
+      requireBytes(options.swigluUp, k * 4, "linear swigluUp");
+    }
     if (this.#family === "int8") {
       this.#encodeInt8(batch, x, y, rows, options.reuseInput === true, perRow);
       return;
@@ -796,7 +819,13 @@ export class QuantLinear implements Linear {
       } else {
         p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
       }
-      this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p, perRow);
+      if (options.swigluUp) {
+        const bindings = [x, chunk.binding, ...this.#arrays, y, options.swigluUp];
+        const groups = grid(Math.ceil(chunk.count / this.#shape.gemvRows));
+        batch.dispatch(this.#kernels.gemvSwiglu!, bindings, groups, p);
+      } else {
+        this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p, perRow);
+      }
     }
   }
 
@@ -944,6 +973,7 @@ async function compileKernels(
     useKept: boolean;
     rpt8: boolean;
     fourBitVariants: string[];
+    swiglu: boolean;
     unroll: boolean;
     gemv: Record<string, number>;
     gemm: Record<string, number>;
@@ -990,20 +1020,19 @@ async function compileKernels(
   if (o.family === "4bit") {
     const dq = o.format === "nf4-dq" ? ["DQ"] : [];
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
-    const [gemv, gemm, gemvRows] = await Promise.all([
-      spec(
-        "q_4bit",
-        "gemv",
-        [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : []), ...o.fourBitVariants],
-        o.gemv,
-      ),
+    const defines = [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : []), ...o.fourBitVariants];
+    const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
+      spec("q_4bit", "gemv", defines, o.gemv),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
       // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
       k32.length
         ? spec("q_4bit", "gemv_rows", [...dq, ...k32], o.gemv)
         : Promise.resolve(undefined),
+      o.swiglu && o.f16 && k32.length
+        ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], o.gemv)
+        : Promise.resolve(undefined),
     ]);
-    return { gemv, gemm, gemvRows };
+    return { gemv, gemm, gemvRows, gemvSwiglu };
   }
   const [gemv, gemm, gemvRows] = await Promise.all([
     spec("q_q8_0", "gemv", f16, o.gemv),

@@ -1060,9 +1060,15 @@ export class LlamaModel {
       }
       bias("mlp.gate_proj", s.gate, c.intermediateSize);
       bias("mlp.up_proj", s.up, c.intermediateSize);
-      ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
-      capture?.("down_in", l, s.gate, c.intermediateSize);
-      lin["mlp.down_proj"].encode(batch, s.gate, s.proj, rows, one);
+      const down = lin["mlp.down_proj"];
+      if (!capture && down.fusesSwiglu?.(rows)) {
+        // down_proj reads silu(gate) · up itself: one dispatch less
+        down.encode(batch, s.gate, s.proj, rows, { ...one, swigluUp: s.up });
+      } else {
+        ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
+        capture?.("down_in", l, s.gate, c.intermediateSize);
+        down.encode(batch, s.gate, s.proj, rows, one);
+      }
       bias("mlp.down_proj", s.proj, c.hiddenSize);
       pendingAdd = true;
       if (capture) {

@@ -770,3 +770,50 @@ Deno.test("QuantLinear int8 reuseInput with another x (or settings) still quanti
     tb.destroy();
   });
 });
+
+Deno.test({
+  name: "QuantLinear 4-bit GEMV with SwiGLU folded into its input (f16 arithmetic)",
+  ignore: !hasF16,
+  fn: () =>
+    withGpu({ f16: true }, async (gpu) => {
+      const [n, k] = [70, 2080]; // K % 32 == 0, two x tiles at the default launch shape
+      const gate = randn(k, 801, 2);
+      const up = randn(k, 802, 1);
+      // elementwise.wgsl's swiglu in f32: silu(g) · u
+      const x = new Float32Array(k);
+      for (let i = 0; i < k; i++) {
+        x[i] = Math.fround(Math.fround(gate[i] / Math.fround(1 + Math.exp(-gate[i]))) * up[i]);
+      }
+      const rms = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / k);
+      for (const format of ["nf4", "nf4-dq"] as const) {
+        const weight = quantize(format, randn(n * k, 803, W_SCALE), n, k);
+        const lin = await QuantLinear.create(gpu, { label: `${format} swiglu`, weight, f16: true });
+        assert(lin.fusesSwiglu(1) && !lin.fusesSwiglu(2), `${format}: fuses for one row only`);
+        const tg = f32Tensor(gpu, "gate", gate);
+        const tu = f32Tensor(gpu, "up", up);
+        const ty = emptyF32(gpu, "y", n);
+        const batch = new CommandBatch(gpu);
+        lin.encode(batch, tg, ty, 1, { swigluUp: tu });
+        batch.submit();
+        const got = await gpu.readF32(ty);
+        const want = matmulQuantized(x, 1, weight, {});
+        // as every f16 4-bit product; silu's exp may differ from Math.exp in the last ulp
+        assertClose(got, want, { atol: F16_TOL * Math.sqrt(k) * rms * W_SCALE }, format);
+        // an up binding shorter than K
+        const short: Binding = { tensor: tu, offset: 0, size: 16 };
+        assertThrows(() => lin.encode(batch, tg, ty, 1, { swigluUp: short }), /swigluUp/);
+        for (const t of [tg, tu, ty]) t.destroy();
+        lin.destroy();
+      }
+      // without the fused kernel: no offer
+      const weight = quantize("nf4", randn(64 * 64, 804, W_SCALE), 64, 64);
+      const off = await QuantLinear.create(gpu, {
+        label: "nf4 no fuse",
+        weight,
+        f16: true,
+        tuning: { gemvFuseSwiglu: false },
+      });
+      assert(!off.fusesSwiglu(1));
+      off.destroy();
+    }),
+});

@@ -5,7 +5,9 @@
  *   each layer input once; against the same layers ignoring the option (every product quantizes
  *   x itself);
  * - FP16 q/k/v and gate/up stacked in one tensor each, one dispatch per group in decode; against
- *   the same model loaded without stacking.
+ *   the same model loaded without stacking;
+ * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), against the same
+ *   layers with the SwiGLU dispatch.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
@@ -13,6 +15,7 @@ import type { Linear } from "../../lib/kernels/linear.ts";
 import { quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
+import { hasF16 } from "../kernels/_gpu.ts";
 
 /** The format's layers, with `options` (reuseInput) dropped on the way in. */
 function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): LinearFactory {
@@ -89,4 +92,44 @@ Deno.test("stacked FP16 q/k/v and gate/up give the logits of separate layers", a
     await Deno.remove(dir, { recursive: true });
     gpu.destroy();
   }
+});
+
+Deno.test({
+  name: "4-bit down_proj with SwiGLU folded in gives the logits of a separate SwiGLU dispatch",
+  ignore: !hasF16,
+  fn: async () => {
+    const gpu = await requestGpu({ f16: true });
+    const dir = await Deno.makeTempDir();
+    try {
+      // K of every product a multiple of 32 (the fused GEMV's case)
+      await writeRandomLlama(dir, {
+        seed: 11,
+        hidden: 128,
+        heads: 4,
+        kvHeads: 2,
+        intermediate: 192,
+      });
+      const run = async (fuse: boolean) => {
+        const linear = quantLinearFactory("nf4", { f16: true, tuning: { gemvFuseSwiglu: fuse } });
+        const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, linear });
+        try {
+          const fused = model.layers.every((l) => l.linears["mlp.down_proj"].fusesSwiglu?.(1));
+          const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
+          const steps = [];
+          for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+          return { fused, prefill, steps };
+        } finally {
+          model.dispose();
+        }
+      };
+      const on = await run(true);
+      const off = await run(false);
+      assertEquals([on.fused, off.fused], [true, false], "fusion as asked");
+      assertEquals(on.prefill, off.prefill, "prefill logits (no fusion for several rows)");
+      assertEquals(on.steps, off.steps, "decode logits");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      gpu.destroy();
+    }
+  },
 });
