@@ -389,15 +389,24 @@ if (args.sweep) {
     for (const format of args["sweep-formats"]!.split(",") as BenchFormat[]) {
       const fourBit = format === "nf4" || format === "nf4-dq";
       const tunings: QuantTuning[] = [];
-      for (const tpr of [16, 32, 64, 128, 256]) {
+      for (const tpr of fourBit ? [16, 32, 64, 128] : [16, 32, 64, 128, 256]) {
         tunings.push({ gemvWorkgroupSize: 256, gemvThreadsPerRow: tpr, gemvRowsPerThread: 4 });
       }
       for (const tpr of [32, 64]) {
         tunings.push({ gemvWorkgroupSize: 128, gemvThreadsPerRow: tpr, gemvRowsPerThread: 4 });
       }
       if (fourBit) {
-        for (const tpr of [16, 32, 64]) {
+        for (const tpr of [32, 64]) {
           tunings.push({ gemvWorkgroupSize: 256, gemvThreadsPerRow: tpr, gemvRowsPerThread: 8 });
+        }
+        for (const tpr of [16, 32, 64]) {
+          tunings.push({ gemvWorkgroupSize: 256, gemvThreadsPerRow: tpr, gemvRowsPerThread: 2 });
+          tunings.push({
+            gemvWorkgroupSize: 256,
+            gemvThreadsPerRow: tpr,
+            gemvRowsPerThread: 2,
+            gemvPrefetch: true,
+          });
         }
         for (const tpr of [32, 64, 128]) {
           for (

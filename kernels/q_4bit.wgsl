@@ -146,7 +146,11 @@ override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two divi
 #if RPT8
 const RPT: u32 = 8u;
 #else
+#if RPT2
+const RPT: u32 = 2u; // RPT2: f16 gemv with K32 only (more thread groups for a short N)
+#else
 const RPT: u32 = 4u;
+#endif
 #endif
 
 var<workgroup> partial: array<f32, GEMV_WG * RPT>;
@@ -284,8 +288,10 @@ fn gemv(
   let ub0 = min(GEMV_TPR + lane, units - 1u);
   var l0 = row_load(row_unit[0], row_elem[0], ua0, ub0, sh);
   var l1 = row_load(row_unit[1], row_elem[1], ua0, ub0, sh);
+#if !RPT2
   var l2 = row_load(row_unit[2], row_elem[2], ua0, ub0, sh);
   var l3 = row_load(row_unit[3], row_elem[3], ua0, ub0, sh);
+#endif
 #if RPT8
   var l4 = row_load(row_unit[4], row_elem[4], ua0, ub0, sh);
   var l5 = row_load(row_unit[5], row_elem[5], ua0, ub0, sh);
@@ -324,16 +330,20 @@ fn gemv(
     let nb = min(2u * GEMV_TPR * (t + 1u) + GEMV_TPR + lane, units - 1u);
     let m0 = row_load(row_unit[0], row_elem[0], na, nb, sh);
     let m1 = row_load(row_unit[1], row_elem[1], na, nb, sh);
+#if !RPT2
     let m2 = row_load(row_unit[2], row_elem[2], na, nb, sh);
     let m3 = row_load(row_unit[3], row_elem[3], na, nb, sh);
+#endif
     acc[0] += row_sum(l0, xa, xb);
     acc[1] += row_sum(l1, xa, xb);
-    acc[2] += row_sum(l2, xa, xb);
-    acc[3] += row_sum(l3, xa, xb);
     l0 = m0;
     l1 = m1;
+#if !RPT2
+    acc[2] += row_sum(l2, xa, xb);
+    acc[3] += row_sum(l3, xa, xb);
     l2 = m2;
     l3 = m3;
+#endif
 #if RPT8
     let m4 = row_load(row_unit[4], row_elem[4], na, nb, sh);
     let m5 = row_load(row_unit[5], row_elem[5], na, nb, sh);
@@ -351,8 +361,10 @@ fn gemv(
 #else
     acc[0] += row_step(row_unit[0], row_elem[0], ua, ub, sh, xa, xb);
     acc[1] += row_step(row_unit[1], row_elem[1], ua, ub, sh, xa, xb);
+#if !RPT2
     acc[2] += row_step(row_unit[2], row_elem[2], ua, ub, sh, xa, xb);
     acc[3] += row_step(row_unit[3], row_elem[3], ua, ub, sh, xa, xb);
+#endif
 #if RPT8
     acc[4] += row_step(row_unit[4], row_elem[4], ua, ub, sh, xa, xb);
     acc[5] += row_step(row_unit[5], row_elem[5], ua, ub, sh, xa, xb);

@@ -71,7 +71,7 @@ export interface QuantTuning {
   gemvWorkgroupSize?: number;
   /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
   gemvThreadsPerRow?: number;
-  /** 4-bit GEMV: output features per thread group, 4 or 8 (default 4). */
+  /** 4-bit GEMV: output features per thread group, 2, 4 or 8 (default 4). */
   gemvRowsPerThread?: number;
   /**
    * int8 GEMV: four units of K per thread and step with their loads issued together (default on
@@ -570,7 +570,7 @@ export class QuantLinear implements Linear {
     const rpt = t.gemvRowsPerThread ?? 4;
     if (
       gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4 ||
-      (rpt !== 4 && rpt !== 8) || (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
+      ![2, 4, 8].includes(rpt) || (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
     ) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
@@ -674,7 +674,7 @@ export class QuantLinear implements Linear {
         f16,
         k,
         useKept,
-        rpt8: rpt === 8,
+        rpt,
         fourBitVariants: [
           ...(t.gemvPrefetch ? ["PREFETCH"] : []),
           ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
@@ -693,7 +693,7 @@ export class QuantLinear implements Linear {
         owned,
         arrays,
         kernels,
-        // q_4bit.wgsl's gemv computes RPT (4 or 8) output features per thread group
+        // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group
         // (gemv_rows: 4 for 4-bit, 2 for the others)
         shape: {
           gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
@@ -971,7 +971,7 @@ async function compileKernels(
     f16: boolean;
     k: number;
     useKept: boolean;
-    rpt8: boolean;
+    rpt: number;
     fourBitVariants: string[];
     swiglu: boolean;
     unroll: boolean;
@@ -1020,7 +1020,8 @@ async function compileKernels(
   if (o.family === "4bit") {
     const dq = o.format === "nf4-dq" ? ["DQ"] : [];
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
-    const defines = [...dq, ...f16, ...k32, ...(o.rpt8 ? ["RPT8"] : []), ...o.fourBitVariants];
+    const rpt = o.rpt === 8 ? ["RPT8"] : o.rpt === 2 ? ["RPT2"] : [];
+    const defines = [...dq, ...f16, ...k32, ...rpt, ...o.fourBitVariants];
     const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
       spec("q_4bit", "gemv", defines, o.gemv),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),

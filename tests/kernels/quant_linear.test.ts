@@ -350,6 +350,8 @@ function suite(f16: boolean): void {
           { gemvTable: "banked" },
           { gemvPrefetch: true, gemvTable: "banked", gemvRowsPerThread: 8 },
           { gemvWorkgroupSize: 256, gemvThreadsPerRow: 128, gemvPrefetch: true },
+          { gemvRowsPerThread: 2 },
+          { gemvRowsPerThread: 2, gemvThreadsPerRow: 16, gemvPrefetch: true },
         ];
         for (const tuning of variants) {
           for (const format of ["nf4", "nf4-dq"] as const) {
