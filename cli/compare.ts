@@ -18,7 +18,7 @@ import { readTextFileNamed } from "../lib/model/json.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts";
-import { comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
+import { comparisonLegend, comparisonReport, comparisonTable } from "../lib/plot/comparison.ts";
 import { writeReport } from "../lib/plot/report.ts";
 import { tableText } from "../lib/plot/table.ts";
 import {
@@ -68,6 +68,8 @@ Options:
   --blocksize B      4-bit block size, a power of two 32..4096 (default 64)
   --prompt TEXT      prompt of the sample continuations
   --sample-tokens N  tokens per sample (default 24)
+  --timing-runs N    timed runs behind each speed, after a warm-up; the median is shown (default 3)
+  --timing-tokens N  tokens decoded per timed run (default 16)
   --report FILE      HTML report (default: qlab-report.html)
   --json FILE        also write the results as JSON
   --budget GB        draw a memory budget line in the report (e.g. 8)
@@ -98,6 +100,8 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       blocksize: { type: "string" },
       prompt: { type: "string", default: "The state of the Union is" },
       "sample-tokens": { type: "string", default: "24" },
+      "timing-runs": { type: "string", default: "3" },
+      "timing-tokens": { type: "string", default: "16" },
       report: { type: "string", default: "qlab-report.html" },
       json: { type: "string" },
       budget: { type: "string" },
@@ -150,6 +154,14 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
     integer: true,
     min: 0,
   });
+  const timingRepeats = numberOption("timing-runs", values["timing-runs"], {
+    integer: true,
+    min: 1,
+  });
+  const timingTokens = numberOption("timing-tokens", values["timing-tokens"], {
+    integer: true,
+    min: 1,
+  });
   // Output paths are checked before the work, not after it.
   await checkOutputPath("report", values.report!, { createDirs: true });
   if (values.json) await checkOutputPath("json", values.json);
@@ -195,6 +207,8 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       stride,
       prompt: values.prompt,
       sampleTokens,
+      timingRepeats,
+      timingTokens,
       vramBudget,
       onProgress: (format, stage) => log(`${format}: ${stage}`),
     });
@@ -205,6 +219,7 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
       sweeps = await runSweeps(dir, comparison);
     }
     out("\n" + tableText(comparisonTable(comparison)) + "\n\n");
+    out(comparisonLegend(comparison).map((line) => wrap(line, 100, "  ")).join("\n") + "\n\n");
     out(`Samples — continuations of "${comparison.prompt}":\n`);
     for (const r of comparison.results) out(`  ${resultName(r).padEnd(16)} ${r.sample.trim()}\n`);
     out("\n");
@@ -278,4 +293,21 @@ export function demoCommand(args: string[]): Promise<number> {
 if (import.meta.main) {
   err("run through cli/main.ts: deno task compare | deno task demo\n");
   Deno.exit(2);
+}
+
+/** `text` wrapped at `width` columns, continuation lines indented by `indent`. */
+function wrap(text: string, width: number, indent: string): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line ? `${line} ${word}` : word;
+    if (next.length > width && line) {
+      lines.push(line);
+      line = indent + word;
+    } else {
+      line = next;
+    }
+  }
+  if (line) lines.push(line);
+  return lines.join("\n");
 }

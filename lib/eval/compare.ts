@@ -59,6 +59,15 @@ export interface CompareOptions {
   prompt?: string;
   /** Tokens of the sample continuation (default 24). */
   sampleTokens?: number;
+  /**
+   * Timed repeats for speed (default 3): after the sample continuation (which warms up every
+   * kernel), decode speed is the median of this many greedy runs of {@linkcode timingTokens}
+   * tokens, and the GPU time per kernel family the median of as many timed forwards after one
+   * untimed.
+   */
+  timingRepeats?: number;
+  /** Tokens decoded in each timed run (default 16). */
+  timingTokens?: number;
   /** KV cache length (default: context, or the prompt plus the sample). */
   maxSeqLen?: number;
   /** GPU memory budget in bytes: layers beyond it are streamed (`LoadOptions.vramBudget`). */
@@ -104,12 +113,29 @@ export interface FormatResult {
   klMean: number;
   /** Fraction of scored tokens whose most likely next token agrees with FP16's. */
   top1Agreement: number;
-  /** Prompt tokens per second. */
+  /** Prompt tokens per second: the median of the timed runs. */
   prefillTokensPerSecond: number;
-  /** Generated tokens per second. */
+  /** Generated tokens per second: the median of the timed runs, after a warm-up. */
   decodeTokensPerSecond: number;
-  /** GPU milliseconds per kernel family over one prefill chunk of the trace tokens. */
+  /** Generated tokens per second of each timed run, in order. */
+  decodeTokensPerSecondRuns: number[];
+  /**
+   * GPU milliseconds per kernel family over one prefill chunk of the trace tokens: the median of
+   * the timed forwards, after an untimed one.
+   */
   kernelMs: Record<string, number>;
+  /**
+   * Mean per-token difference of −log p from FP16's over the scored tokens (nats; 0 for FP16):
+   * `exp` of it is the perplexity ratio.
+   */
+  nllDelta: number;
+  /**
+   * Standard error of {@linkcode nllDelta} (paired over the same tokens): a perplexity difference
+   * smaller than twice this is within the noise of so few tokens.
+   */
+  nllDeltaStdErr: number;
+  /** Standard error of {@linkcode klMean} over the scored tokens. */
+  klStdErr: number;
   /** The sample continuation. */
   sample: string;
   /** Per linear layer: error against FP16 on FP16's inputs (empty for FP16). */
@@ -122,6 +148,10 @@ export interface FormatResult {
 export interface Comparison {
   /** The adapter, as {@linkcode Gpu.describe} says. */
   adapter: string;
+  /** Whether it is a software adapter (speeds are then a CPU's, and noisy). */
+  software: boolean;
+  /** Timed runs behind each speed (see {@linkcode CompareOptions.timingRepeats}). */
+  timingRepeats: number;
   /** The model directory. */
   modelDir: string;
   /** Parameters of the decoder's linear layers. */
@@ -188,12 +218,15 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
   const traceTokens = tokens.slice(0, Math.min(options.traceTokens ?? 64, tokens.length));
   const prompt = options.prompt ?? "The state of the Union is";
   const sampleTokens = options.sampleTokens ?? 24;
+  const timingRepeats = Math.max(1, options.timingRepeats ?? 3);
+  const timingTokens = Math.max(1, options.timingTokens ?? 16);
   const promptLength = tokenizer.encode(prompt).length;
   const maxSeqLen = options.maxSeqLen ??
-    Math.max(context, traceTokens.length, promptLength + sampleTokens);
+    Math.max(context, traceTokens.length, promptLength + Math.max(sampleTokens, timingTokens));
 
   const results: FormatResult[] = [];
   let referenceRows: Float32Array | null = null;
+  let referenceNll: number[] = [];
   let referenceTrace: Trace | null = null;
   let referenceOutputs = new Map<string, Float32Array>();
   const runs: { format?: QuantFormat; path: string; kvCache: KvCacheFormat }[] = [
@@ -227,6 +260,7 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
 
       progress("perplexity");
       const rows: Float32Array[] = [];
+      const nll: number[] = [];
       const scorer: LogitsModel = {
         vocabSize: vocab,
         logits: (window) => {
@@ -237,24 +271,30 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       const ppl = await perplexity(scorer, tokens, {
         context,
         stride,
-        onTokenNll: (_pos, _nll, row) => rows.push(row.slice()),
+        onTokenNll: (_pos, value, row) => {
+          rows.push(row.slice());
+          nll.push(value);
+        },
       });
       const scored = new Float32Array(rows.length * vocab);
       rows.forEach((r, i) => scored.set(r, i * vocab));
-      let klMean = 0;
+      let kl = { mean: 0, stdErr: 0 };
+      let nllDelta = { mean: 0, stdErr: 0 };
       let top1 = 1;
       if (referenceRows) {
-        let kl = 0;
+        const kls: number[] = [];
         let agree = 0;
         for (let i = 0; i < rows.length; i++) {
           const ref = referenceRows.subarray(i * vocab, (i + 1) * vocab);
-          kl += klDivergence(ref, rows[i]);
+          kls.push(klDivergence(ref, rows[i]));
           if (argmax(ref) === argmax(rows[i])) agree++;
         }
-        klMean = kl / rows.length;
+        kl = meanAndStdErr(kls);
+        nllDelta = meanAndStdErr(nll.map((v, i) => v - referenceNll[i]));
         top1 = agree / rows.length;
       } else {
         referenceRows = scored;
+        referenceNll = nll;
       }
 
       progress("generating");
@@ -265,13 +305,37 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
       const peakBytes = gpu.ledger.peakBytes;
       const atPeak = gpu.ledger.snapshot().atPeak;
 
+      progress("timing");
+      // The sample above ran every kernel once: these runs are warm.
+      const decodeRuns: number[] = [];
+      const prefillRuns: number[] = [];
+      for (let r = 0; r < timingRepeats; r++) {
+        const run = await generate(model, tokenizer, prompt, {
+          maxNewTokens: timingTokens,
+          ignoreEos: true,
+        });
+        decodeRuns.push(run.decodeTokensPerSecond);
+        prefillRuns.push(run.prefillTokensPerSecond);
+      }
+      const chunk = traceTokens.slice(0, model.chunkSize);
+      model.reset();
+      await model.timeForward(chunk); // untimed warm-up
+      const familyRuns: Record<string, number[]> = {};
+      for (let r = 0; r < timingRepeats; r++) {
+        model.reset();
+        const sums: Record<string, number> = {};
+        for (const t of await model.timeForward(chunk)) {
+          const family = t.kernel.split(":")[0];
+          sums[family] = (sums[family] ?? 0) + t.ms;
+        }
+        for (const [family, ms] of Object.entries(sums)) (familyRuns[family] ??= []).push(ms);
+      }
+      const kernelMs = Object.fromEntries(
+        Object.entries(familyRuns).map(([family, runs]) => [family, median(runs)]),
+      );
+
       progress("per-layer error");
       model.reset();
-      const kernelMs: Record<string, number> = {};
-      for (const t of await model.timeForward(traceTokens.slice(0, model.chunkSize))) {
-        const family = t.kernel.split(":")[0];
-        kernelMs[family] = (kernelMs[family] ?? 0) + t.ms;
-      }
       const trace = await model.trace(traceTokens);
       let layerErrs: LinearError[] = [];
       let blockErrs: BlockError[];
@@ -308,10 +372,14 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
         atPeak,
         perplexity: ppl.perplexity,
         scoredTokens: ppl.scoredTokens,
-        klMean,
+        klMean: kl.mean,
+        klStdErr: kl.stdErr,
+        nllDelta: nllDelta.mean,
+        nllDeltaStdErr: nllDelta.stdErr,
         top1Agreement: top1,
-        prefillTokensPerSecond: gen.prefillTokensPerSecond,
-        decodeTokensPerSecond: gen.decodeTokensPerSecond,
+        prefillTokensPerSecond: median(prefillRuns),
+        decodeTokensPerSecond: median(decodeRuns),
+        decodeTokensPerSecondRuns: decodeRuns,
         kernelMs,
         sample: gen.text,
         linearErrors: layerErrs,
@@ -324,6 +392,8 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
   const fp16 = results[0];
   return {
     adapter: gpu.describe(),
+    software: gpu.isSoftware,
+    timingRepeats,
     modelDir: options.modelDir,
     linearParameters: Math.round((8 * fp16.linearBytes) / fp16.bitsPerParameter),
     tokens: tokens.length,
@@ -340,4 +410,22 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
 function checkpointLabel(path: string, format: QuantFormat): string {
   const name = path.replace(/[\\/]+$/, "").split(/[\\/]/).pop() ?? path;
   return `${name} (${FORMAT_INFO[format].label})`;
+}
+
+/** The median (the mean of the middle two for an even count); NaN for none. */
+function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Mean and standard error of the mean. */
+function meanAndStdErr(values: number[]): { mean: number; stdErr: number } {
+  const n = values.length;
+  if (n === 0) return { mean: NaN, stdErr: NaN };
+  const mean = values.reduce((a, b) => a + b, 0) / n;
+  if (n < 2) return { mean, stdErr: NaN };
+  const variance = values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1);
+  return { mean, stdErr: Math.sqrt(variance / n) };
 }

@@ -186,16 +186,24 @@ export function byteUnit(bytes: number): ByteUnit {
 }
 
 /**
- * Formats a byte count with binary units and three significant digits, e.g. `12.5 MiB`.
+ * Formats a byte count with binary units and three significant digits, e.g. `12.5 MiB`; from 100
+ * units up, whole units (`1000 MiB`, never `1.00e+3 MiB`), and a count that rounds to 1024 units
+ * moves up to the next unit (`1.00 GiB`).
  *
  * @example
  * ```ts
  * import { formatBytes } from "./ledger.ts";
  * formatBytes(1536); // "1.50 KiB"
+ * formatBytes(1000 * 2 ** 20); // "1000 MiB"
  * ```
  */
 export function formatBytes(bytes: number): string {
   const unit = byteUnit(bytes);
   if (unit.bytes === 1) return `${bytes} B`;
-  return `${(bytes / unit.bytes).toPrecision(3)} ${unit.name}`;
+  const value = bytes / unit.bytes;
+  if (Math.abs(value) < 100) return `${value.toPrecision(3)} ${unit.name}`;
+  const whole = Math.round(value);
+  const next = UNITS[UNITS.indexOf(unit) + 1];
+  if (Math.abs(whole) >= 1024 && next) return `${(bytes / next.bytes).toPrecision(3)} ${next.name}`;
+  return `${whole} ${unit.name}`;
 }

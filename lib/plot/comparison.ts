@@ -11,8 +11,8 @@ import type { BlockSizeSweepPoint, ThresholdSweepPoint } from "../eval/sweeps.ts
 import { LINEAR_NAMES } from "../model/llama.ts";
 import { blockSizeSweepFigure } from "./block_size_sweep.ts";
 import type { Figure } from "./figure.ts";
-import { barFigure } from "./generic.ts";
-import { layerErrorHeatmapFigure } from "./heatmap.ts";
+import { barFigure, lineFigure } from "./generic.ts";
+import { layerErrorGridsFigure, layerErrorHeatmapFigure } from "./heatmap.ts";
 import { memoryBarsFigure } from "./memory.ts";
 import { outlierHistogramFigure } from "./outliers.ts";
 import { qualityVsBitsFigure } from "./quality.ts";
@@ -22,7 +22,9 @@ import { thresholdSweepFigure } from "./threshold_sweep.ts";
 import { formatBytes } from "./units.ts";
 
 /**
- * The summary table: one row per format.
+ * The summary table: one row per format. A perplexity marked "≈" differs from FP16's by less than
+ * twice the standard error of the paired per-token difference: within the noise of so few tokens.
+ * {@linkcode comparisonLegend} says what each column means.
  *
  * @example
  * ```ts ignore
@@ -37,7 +39,7 @@ export function comparisonTable(comparison: Comparison): Table {
       "weights",
       "peak memory",
       "perplexity",
-      "KL vs FP16",
+      "KL (nats)",
       "top-1 agree",
       "decode tok/s",
     ],
@@ -46,12 +48,49 @@ export function comparisonTable(comparison: Comparison): Table {
       Number(r.bitsPerParameter.toFixed(3)),
       formatBytes(r.weightBytes),
       formatBytes(r.peakBytes),
-      Number(r.perplexity.toFixed(3)),
+      r !== comparison.results[0] && withinNoise(r)
+        ? `${r.perplexity.toFixed(2)} ≈`
+        : Number(r.perplexity.toFixed(2)),
       r === comparison.results[0] ? 0 : Number(r.klMean.toPrecision(3)),
       `${(r.top1Agreement * 100).toFixed(1)}%`,
       Number(r.decodeTokensPerSecond.toFixed(1)),
     ]),
   };
+}
+
+/** Whether a format's perplexity is within twice the paired standard error of FP16's. */
+function withinNoise(r: FormatResult): boolean {
+  return Number.isFinite(r.nllDeltaStdErr) && Math.abs(r.nllDelta) < 2 * r.nllDeltaStdErr;
+}
+
+/**
+ * What the columns of {@linkcode comparisonTable} mean, for this comparison: lines to print
+ * under it (the demo does) or to put beside it.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(comparisonLegend(comparison).join("\n"));
+ * ```
+ */
+export function comparisonLegend(comparison: Comparison): string[] {
+  const scored = comparison.results[0]?.scoredTokens ?? 0;
+  const noisy = comparison.results.slice(1).filter(withinNoise);
+  return [
+    `Scored: ${scored} tokens of held-out text (${comparison.tokens} tokenized; window ` +
+    `${comparison.context}, stride ${comparison.stride}), the same tokens for every format.`,
+    "bits/param: bits stored per weight of the decoder's linear layers, scales and outlier " +
+    "columns included (from the ledger); embeddings and norms stay FP16 and are not counted.",
+    "perplexity: exp of the mean −log p of the next token; ≈ marks a difference from FP16 " +
+    "smaller than twice its standard error over these tokens, i.e. within noise" +
+    (noisy.length ? ` (${noisy.map(resultName).join(", ")}).` : "."),
+    "KL (nats): mean over the scored tokens of KL(FP16 ‖ format), how far the format's " +
+    "next-token distribution is from FP16's; 0 for FP16 itself.",
+    "top-1 agree: share of the scored tokens where the format's most likely next token is FP16's.",
+    `decode tok/s: median of ${comparison.timingRepeats} greedy runs after a warm-up` +
+    (comparison.software
+      ? "; on this software adapter it measures a CPU, and differences are noise."
+      : ", wall clock (CPU encoding included)."),
+  ];
 }
 
 /**
@@ -76,11 +115,11 @@ export function comparisonMemoryFigure(comparison: Comparison, budgetBytes?: num
 }
 
 /**
- * Perplexity and KL against bits per parameter.
+ * Perplexity and KL against bits per parameter, every format of the run, with the frontier.
  *
  * @example
  * ```ts ignore
- * display(comparisonQualityFigure(comparison));
+ * await show(comparisonQualityFigure(comparison));
  * ```
  */
 export function comparisonQualityFigure(comparison: Comparison): Figure {
@@ -91,81 +130,147 @@ export function comparisonQualityFigure(comparison: Comparison): Figure {
       perplexity: r.perplexity,
       kl: r === comparison.results[0] ? undefined : r.klMean,
     })),
-    "Quality against bits per parameter",
+    `Quality against bits per parameter (${comparison.results[0]?.scoredTokens ?? 0} tokens)`,
   );
 }
 
 const SHORT = (name: string) => name.split(".")[1];
 
-/**
- * Per-layer relative error of one format: each linear layer on FP16's inputs, and the block
- * output's drift after the quantized model ran end to end.
- *
- * @example
- * ```ts ignore
- * display(layerErrorFigure(comparison.results[2]));
- * ```
- */
-export function layerErrorFigure(result: FormatResult): Figure {
+function linearGrid(result: FormatResult, range?: [number, number]) {
   const layers = result.blockErrors.length;
-  const values = Array.from({ length: layers }, (_, layer) => [
-    ...LINEAR_NAMES.map((linear) =>
-      result.linearErrors.find((e) => e.layer === layer && e.linear === linear)?.relativeError ??
-        NaN
-    ),
-    result.blockErrors[layer].relativeError,
-  ]);
-  return layerErrorHeatmapFigure({
+  return {
     rows: Array.from({ length: layers }, (_, i) => `layer ${i}`),
-    columns: [...LINEAR_NAMES.map(SHORT), "block out"],
-    values,
+    columns: LINEAR_NAMES.map(SHORT),
+    values: Array.from(
+      { length: layers },
+      (_, layer) =>
+        LINEAR_NAMES.map((linear) =>
+          result.linearErrors.find((e) => e.layer === layer && e.linear === linear)
+            ?.relativeError ?? NaN
+        ),
+    ),
     metric: "relative error",
     format: resultName(result),
-  });
+    range,
+  };
 }
 
 /**
- * Histogram of |x| at the attention input of every layer, with the LLM.int8() threshold.
+ * Per-layer relative error of one format's linear layers, each fed FP16's own inputs (the drift
+ * of the block outputs is {@linkcode blockDriftFigure}). Pass `range` to share a colour scale
+ * with other formats' figures, or use {@linkcode layerErrorsFigure}.
  *
  * @example
  * ```ts ignore
- * display(outlierFigure(comparison));
+ * await show(layerErrorFigure(comparison.results[2]));
  * ```
  */
-export function outlierFigure(comparison: Comparison, threshold = 6): Figure {
-  return outlierHistogramFigure(
-    comparison.trace.layers.map((layer, i) => ({
-      name: `layer ${i}`,
-      magnitudes: Array.from(layer.attn_in, Math.abs),
-    })),
-    threshold,
-    { title: "Activation magnitudes at the attention input (FP16)" },
+export function layerErrorFigure(result: FormatResult, range?: [number, number]): Figure {
+  return layerErrorHeatmapFigure(linearGrid(result, range));
+}
+
+/**
+ * The per-layer error of several formats' linear layers as small multiples with one colour
+ * scale: the same colour is the same error in every panel.
+ *
+ * @example
+ * ```ts ignore
+ * await show(layerErrorsFigure(comparison.results.slice(1)));
+ * ```
+ */
+export function layerErrorsFigure(results: FormatResult[]): Figure {
+  return layerErrorGridsFigure(
+    results.map((r) => linearGrid(r)),
+    "Relative error of each linear layer on FP16's inputs (one colour scale)",
   );
 }
 
 /**
- * Decode speed per format.
+ * How far each block's output drifts from FP16's when the quantized model runs end to end
+ * (errors compounding through the layers), one line per format, in %.
  *
  * @example
  * ```ts ignore
- * display(speedFigure(comparison));
+ * await show(blockDriftFigure(comparison.results.slice(1)));
+ * ```
+ */
+export function blockDriftFigure(results: FormatResult[]): Figure {
+  return lineFigure(
+    results.map((r) => ({
+      name: resultName(r),
+      x: r.blockErrors.map((_, i) => i),
+      y: r.blockErrors.map((e) => 100 * e.relativeError),
+    })),
+    {
+      title: "Drift of each block's output from FP16's, end to end",
+      xTitle: "layer (block)",
+      yTitle: "relative error of the block output (%)",
+    },
+  );
+}
+
+/**
+ * Histograms of |x| at the attention input as small multiples of a few layers (the first, the
+ * last, and the two with the largest values), with the LLM.int8() threshold.
+ *
+ * @example
+ * ```ts ignore
+ * await show(outlierFigure(comparison));
+ * ```
+ */
+export function outlierFigure(comparison: Comparison, threshold = 6): Figure {
+  const layers = comparison.trace.layers;
+  const peak = layers.map((layer, i) => {
+    let max = 0;
+    for (const v of layer.attn_in) max = Math.max(max, Math.abs(v));
+    return { i, max };
+  });
+  const chosen = [
+    ...new Set([
+      0,
+      ...[...peak].sort((a, b) => b.max - a.max).slice(0, 2).map((p) => p.i),
+      layers.length - 1,
+    ]),
+  ].sort((a, b) => a - b);
+  return outlierHistogramFigure(
+    chosen.map((i) => ({ name: `layer ${i}`, magnitudes: layers[i].attn_in })),
+    threshold,
+    { title: "Activation magnitudes at the attention input (FP16), selected layers" },
+  );
+}
+
+/** "median of 3 runs after a warm-up", and where it ran. */
+function timingNote(comparison: Comparison): string {
+  return `median of ${comparison.timingRepeats} runs after a warm-up, ` +
+    (comparison.software ? "software adapter: noise, not a GPU measurement" : comparison.adapter);
+}
+
+/**
+ * Decode speed per format: the median of the timed runs after a warm-up, and where it ran.
+ *
+ * @example
+ * ```ts ignore
+ * await show(speedFigure(comparison));
  * ```
  */
 export function speedFigure(comparison: Comparison): Figure {
   return barFigure(
     comparison.results.map(resultName),
     [{ name: "decode tokens/s", values: comparison.results.map((r) => r.decodeTokensPerSecond) }],
-    { title: `Decode speed (${comparison.adapter})` },
+    {
+      title: `Decode speed (${timingNote(comparison)})`,
+      valueTitle: "decode tokens/s (higher is faster)",
+    },
   );
 }
 
 /**
  * GPU time of one prefill chunk per format, stacked by kernel family (matmul, attention, ...):
- * where each format spends its time.
+ * where each format spends its time (medians after a warm-up).
  *
  * @example
  * ```ts ignore
- * display(kernelTimeFigure(comparison));
+ * await show(kernelTimeFigure(comparison));
  * ```
  */
 export function kernelTimeFigure(comparison: Comparison): Figure {
@@ -177,8 +282,8 @@ export function kernelTimeFigure(comparison: Comparison): Figure {
       values: comparison.results.map((r) => r.kernelMs[family] ?? 0),
     })),
     {
-      title: "GPU time per kernel family, one prefill chunk of the traced tokens",
-      valueTitle: "ms",
+      title: `GPU time per kernel family, one prefill chunk (${timingNote(comparison)})`,
+      valueTitle: "milliseconds",
       stacked: true,
     },
   );
@@ -205,52 +310,83 @@ export interface ReportExtras {
  * ```
  */
 export function comparisonReport(comparison: Comparison, extras: ReportExtras = {}): Report {
-  const worst = comparison.results.slice(1);
+  const quantized = comparison.results.slice(1);
   const sections: ReportSection[] = [
     {
       heading: "Summary",
-      text: `${comparison.modelDir} on ${comparison.adapter}. Perplexity over ` +
-        `${comparison.tokens} held-out tokens (window ${comparison.context}, stride ` +
-        `${comparison.stride}); KL and top-1 agreement against FP16 on the same tokens.`,
+      text: `${comparison.modelDir} on ${comparison.adapter}. ` +
+        comparisonLegend(comparison).join(" ") +
+        " How to read it: KL is the sharp instrument — it compares whole next-token " +
+        "distributions at every position, so it separates formats that perplexity over a few " +
+        "hundred tokens cannot. Compare bits/param with KL to see what each saved byte costs.",
       table: comparisonTable(comparison),
     },
-    { heading: "Memory", figures: [comparisonMemoryFigure(comparison, extras.budgetBytes)] },
-    { heading: "Quality against size", figures: [comparisonQualityFigure(comparison)] },
+    {
+      heading: "Memory",
+      text: "Each bar is the ledger's bytes at the format's busiest moment, stacked by category. " +
+        "Only the weights shrink with the format; on a small model the KV cache, activations and " +
+        "read-back buffers are a large fixed share, on a 7B model the weights are nearly all.",
+      figures: [comparisonMemoryFigure(comparison, extras.budgetBytes)],
+    },
+    {
+      heading: "Quality against size",
+      text: "Lower and further left is better: perplexity (top) and KL from FP16 (bottom, log " +
+        "scale) against the bits each format stores per weight. The dotted frontier joins the " +
+        "formats that no other beats with as few bits; a format above it is dominated.",
+      figures: [comparisonQualityFigure(comparison)],
+    },
     {
       heading: "Per-layer error",
-      text: "Each linear layer fed FP16's own activations; the last column is the drift of " +
-        "the block's output after the quantized model ran end to end.",
-      figures: worst.map(layerErrorFigure),
+      text: "Each linear layer was fed FP16's own inputs and its output compared with FP16's; " +
+        "all panels share one colour scale, so the same colour is the same error. The line " +
+        "plot is different: the drift of each block's output when the quantized model runs " +
+        "end to end, errors compounding through the layers.",
+      figures: quantized.length ? [layerErrorsFigure(quantized), blockDriftFigure(quantized)] : [],
     },
     {
       heading: "Outliers",
-      text: "LLM.int8() multiplies in FP16 every hidden dimension where some |x| ≥ 6.",
+      text: "Magnitudes |x| at the attention input of a few layers, counts on a log scale. " +
+        "LLM.int8() multiplies in FP16 every hidden dimension where some |x| ≥ 6 (the dashed " +
+        "line); the rest of the values, near 1, keep int8's precision because those few no " +
+        "longer set the scale.",
       figures: [outlierFigure(comparison)],
     },
   ];
   if (extras.thresholdSweep) {
     sections.push({
       heading: "LLM.int8() threshold",
-      figures: [thresholdSweepFigure(
-        extras.thresholdSweep.filter((p) => Number.isFinite(p.threshold)),
-        "relative error vs FP16",
-      )],
+      text: "As the threshold τ drops, more columns stay in FP16 (bars, right axis) and the " +
+        "layers' output error falls (line, left axis); τ = ∞ is vector-wise INT8 with no " +
+        "decomposition. bitsandbytes' default τ = 6 keeps well under 1% of the columns.",
+      figures: [thresholdSweepFigure(extras.thresholdSweep, "relative error vs FP16")],
     });
   }
   if (extras.blockSizeSweep) {
     sections.push({
       heading: "NF4 block size",
+      text: "Smaller blocks mean more absmax scales: more bits per weight, less error. Double " +
+        "quantization stores those scales in 8 bits, moving each point left at almost no cost " +
+        "in error.",
       figures: [blockSizeSweepFigure(extras.blockSizeSweep, "relative weight error")],
     });
   }
   sections.push({
     heading: "Speed",
-    text: "Decode speed is wall clock (CPU encoding included); kernel times are GPU timestamps " +
-      "where the adapter has them.",
+    text: `Decode speed is wall clock (CPU encoding included) and kernel times are GPU ` +
+      `timestamps where the adapter has them, each the median of ${comparison.timingRepeats} ` +
+      "runs after a warm-up. " +
+      (comparison.software
+        ? 'This run used a software adapter, where the "GPU" is the CPU: read these bars ' +
+          "as noise, not as what a GPU would do (BENCHMARKS.md has GPU measurements)."
+        : "Smaller formats read fewer bytes, which speeds decoding only where the kernels are " +
+          "memory-bound and well tuned."),
     figures: [speedFigure(comparison), kernelTimeFigure(comparison)],
   });
   sections.push({
     heading: "Samples",
+    text: "A greedy continuation of the same prompt in each format: a format changes the text " +
+      "only where it changes which token is on top, so similar samples do not mean equal " +
+      "quality — KL above is the measure to trust.",
     table: {
       columns: ["format", `continuation of "${comparison.prompt}"`],
       rows: comparison.results.map((r) => [resultName(r), r.sample]),

@@ -33,6 +33,8 @@ export interface MemoryBarsOptions {
   budgetBytes?: number;
   /** The budget line's label; the default prints its size. */
   budgetLabel?: string;
+  /** More budget lines, each with its label, such as `{ bytes: 16 * 2 ** 30, label: "16 GB card" }`. */
+  budgets?: { bytes: number; label: string }[];
 }
 
 const COMPONENTS = [
@@ -59,13 +61,15 @@ const COMPONENTS = [
  */
 export function memoryBarsFigure(rows: MemoryRow[], options: MemoryBarsOptions = {}): Figure {
   const totals = rows.map((r) => r.weights + r.activations + r.kvCache + r.scratch);
-  const budgets = [
+  const unlabelled = [
     ...new Set(
       [options.budgetBytes, ...rows.map((r) => r.budgetBytes)].filter((b): b is number =>
         b !== undefined && Number.isFinite(b) && b > 0
       ),
     ),
   ];
+  const labelled = (options.budgets ?? []).filter((b) => Number.isFinite(b.bytes) && b.bytes > 0);
+  const budgets = [...unlabelled, ...labelled.map((b) => b.bytes)];
   const unit = byteUnit(Math.max(0, ...totals, ...budgets));
   const formats = rows.map((r) => r.format);
   const data: Data[] = COMPONENTS.map(({ key, label }, i) => ({
@@ -86,8 +90,9 @@ export function memoryBarsFigure(rows: MemoryRow[], options: MemoryBarsOptions =
     yanchor: "bottom",
   }));
   const shapes: Partial<Shape>[] = [];
-  for (const budget of budgets) {
+  for (const [k, budget] of budgets.entries()) {
     const y = budget / unit.bytes;
+    const given = k >= unlabelled.length ? labelled[k - unlabelled.length].label : undefined;
     shapes.push({
       type: "line",
       xref: "paper",
@@ -104,7 +109,10 @@ export function memoryBarsFigure(rows: MemoryRow[], options: MemoryBarsOptions =
       xanchor: "right",
       y,
       yanchor: "bottom",
-      text: budgets.length === 1 && options.budgetLabel ? options.budgetLabel : budgetLabel(budget),
+      text: given ??
+        (unlabelled.length === 1 && options.budgetLabel
+          ? options.budgetLabel
+          : budgetLabel(budget)),
       showarrow: false,
       font: { color: "#444" },
     });

@@ -25,6 +25,10 @@ Deno.test({
         "64",
         "--sample-tokens",
         "4",
+        "--timing-runs",
+        "2",
+        "--timing-tokens",
+        "2",
         "--report",
         report,
         "--json",
@@ -43,6 +47,15 @@ Deno.test({
       assert.ok(byFormat["llm-int8"].klMean < byFormat["int8-absmax"].klMean, "LLM.int8() closer");
       assert.ok(Math.abs(byFormat["nf4-dq"].bitsPerParameter - 4.127) < 0.01);
       assert.ok(results.thresholdSweep.length > 0 && results.blockSizeSweep.length > 0);
+      // Speeds: the median of the timed runs after a warm-up, and where they ran.
+      assert.equal(results.timingRepeats, 2);
+      assert.equal(typeof results.software, "boolean");
+      for (const r of results.results) {
+        assert.equal(r.decodeTokensPerSecondRuns.length, 2);
+        const [a, b] = r.decodeTokensPerSecondRuns;
+        assert.ok(Math.abs(r.decodeTokensPerSecond - (a + b) / 2) < 1e-9);
+        assert.ok(Number.isFinite(r.nllDeltaStdErr) && Number.isFinite(r.klStdErr));
+      }
 
       const page = await checkPageRenders(report, { timeoutMs: 60_000 });
       assert.deepEqual(page.errors, []);

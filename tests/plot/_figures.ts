@@ -4,10 +4,12 @@ import {
   barFigure,
   blockSizeSweepFigure,
   type Figure,
+  layerErrorGridsFigure,
   layerErrorHeatmapFigure,
   lineFigure,
   memoryBarsFigure,
   outlierHistogramFigure,
+  outlierMagnitudeFigure,
   qualityVsBitsFigure,
   thresholdSweepFigure,
 } from "../../lib/plot/mod.ts";
@@ -75,7 +77,19 @@ export function everyFigure(): Record<string, Figure> {
       { threshold: 6, outlierColumnFraction: 0.0012, error: 0.018 },
       { threshold: 4, outlierColumnFraction: 0.004, error: 0.011 },
       { threshold: 2, outlierColumnFraction: 0.05, error: 0.006 },
+      { threshold: Infinity, outlierColumnFraction: 0, error: 0.035 },
     ], "relative error"),
+    heatmaps: layerErrorGridsFigure(["llm-int8", "nf4", "fp4"].map((format, f) => ({
+      rows: ["layer 0", "layer 1", "layer 2"],
+      columns: ["q_proj", "k_proj", "down_proj"],
+      values: [0, 1, 2].map((l) => [1, 2, 3].map((c) => 0.01 * (f + 1) * (l + 1) * c)),
+      metric: "relative error",
+      format,
+    }))),
+    magnitudes: outlierMagnitudeFigure([
+      { name: "attention input", values: [2.1, 6.8, 7.2, 5.5] },
+      { name: "down_proj input", values: [9.5, 12, 30, 4] },
+    ]),
     blockSize: blockSizeSweepFigure([
       { blockSize: 32, bitsPerParam: 5, error: 0.08, doubleQuant: false },
       { blockSize: 64, bitsPerParam: 4.5, error: 0.09, doubleQuant: false },

@@ -5,10 +5,13 @@ import {
   byteUnit,
   figureTitle,
   formatBytes,
+  klFrontier,
+  layerErrorGridsFigure,
   layerErrorHeatmapFigure,
   lineFigure,
   memoryBarsFigure,
   outlierHistogramFigure,
+  outlierMagnitudeFigure,
   qualityVsBitsFigure,
   thresholdSweepFigure,
   type Trace,
@@ -28,6 +31,16 @@ Deno.test("units: binary prefixes, three significant digits", () => {
   assert.equal(byteUnit(8e9).name, "GiB");
   assert.equal(formatBytes(1536 * MiB), "1.50 GiB");
   assert.equal(formatBytes(100), "100 B");
+  // Never exponent notation: from 100 units, whole units; rounding to 1024 moves up a unit.
+  assert.equal(formatBytes(999.7 * MiB), "1000 MiB");
+  assert.equal(formatBytes(1000.4 * MiB), "1000 MiB");
+  assert.equal(formatBytes(1023.9 * MiB), "1.00 GiB");
+  assert.equal(formatBytes(123.4 * MiB), "123 MiB");
+  assert.equal(formatBytes(99.94 * MiB), "99.9 MiB");
+  assert.equal(formatBytes(2000 * 1024 ** 4), "2000 TiB");
+  for (let bytes = 1; bytes < 2 ** 45; bytes = Math.ceil(bytes * 1.37)) {
+    assert.doesNotMatch(formatBytes(bytes), /e\+/, String(bytes));
+  }
 });
 
 Deno.test("memoryBarsFigure: one stacked trace per component, values in the axis unit", () => {
@@ -92,32 +105,56 @@ Deno.test("memoryBarsFigure: small models in MiB; budgets from rows, deduplicate
   assert.equal((memoryBarsFigure([]).layout as Any).shapes.length, 0);
 });
 
-Deno.test("qualityVsBitsFigure: labelled points; KL in a second panel, log when it spans decades", () => {
+Deno.test("qualityVsBitsFigure: one legend entry per format in both panels, no point labels, the KL frontier", () => {
   const rows = [
-    { format: "fp16", bitsPerParam: 16, perplexity: 5.68, kl: 0.00002 },
+    { format: "fp16", bitsPerParam: 16, perplexity: 5.68 },
     { format: "int8", bitsPerParam: 8.06, perplexity: 5.69, kl: 0.0004 },
-    { format: "nf4", bitsPerParam: 4.127, perplexity: 5.87, kl: 0.021 },
+    { format: "fp4", bitsPerParam: 4.5, perplexity: 5.95, kl: 0.03 },
+    { format: "nf4", bitsPerParam: 4.5, perplexity: 5.87, kl: 0.021 },
+    { format: "nf4-dq", bitsPerParam: 4.127, perplexity: 5.87, kl: 0.021 },
   ];
   const fig = qualityVsBitsFigure(rows);
-  assert.equal(fig.data.length, 2);
-  const [ppl, kl] = fig.data as Any[];
-  assert.deepEqual(ppl.x, [16, 8.06, 4.127]);
-  assert.deepEqual(ppl.y, [5.68, 5.69, 5.87]);
-  assert.deepEqual(ppl.text, ["fp16", "int8", "nf4"]);
-  assert.match(ppl.mode, /text/);
-  assert.equal(kl.yaxis, "y2");
-  assert.deepEqual(kl.y, [0.00002, 0.0004, 0.021]);
+  const traces = fig.data as Any[];
+  const ppl = traces.filter((t) => t.yaxis === undefined);
+  assert.deepEqual(ppl.map((t) => t.name), rows.map((r) => r.format));
+  assert.deepEqual(ppl.map((t) => t.x[0]), [16, 8.06, 4.5, 4.5, 4.127]);
+  for (const t of traces) assert.doesNotMatch(t.mode, /text/, "no labels to collide");
+  const kl = traces.filter((t) => t.yaxis === "y2" && t.name !== "frontier");
+  assert.deepEqual(kl.map((t) => t.name), ["int8", "fp4", "nf4", "nf4-dq"]);
+  assert.ok(kl.every((t) => t.showlegend === false && t.legendgroup === t.name));
+  const frontier = traces.find((t) => t.name === "frontier");
+  assert.deepEqual(frontier.x, [4.127, 8.06], "nf4-dq and int8; nf4 and fp4 are dominated");
+  assert.deepEqual(klFrontier(rows.slice(1)).map((r) => r.format), ["nf4-dq", "int8"]);
   const layout = fig.layout as Any;
   assert.equal(layout.yaxis2.type, "log");
   assert.equal(layout.xaxis.title.text, "bits per parameter");
 
-  // A zero KL (the reference against itself) cannot go on a log axis.
-  const withZero = qualityVsBitsFigure(rows.map((r, i) => ({ ...r, kl: i === 0 ? 0 : r.kl })));
-  assert.equal((withZero.layout as Any).yaxis2.type, "linear");
-
-  const noKl = qualityVsBitsFigure(rows.map(({ kl: _, ...r }) => r));
-  assert.equal(noKl.data.length, 1);
+  const noKl = qualityVsBitsFigure(rows.map(({ kl: _, ...r }) => r as typeof rows[0]));
+  assert.equal(noKl.data.length, rows.length);
   assert.equal((noKl.layout as Any).yaxis2, undefined);
+});
+
+Deno.test("layerErrorGridsFigure: small multiples on one colour axis from 0 to the largest error", () => {
+  const grid = (format: string, values: number[][]) => ({
+    rows: ["layer 0", "layer 1"],
+    columns: ["q_proj", "down_proj"],
+    values,
+    metric: "relative error",
+    format,
+  });
+  const fig = layerErrorGridsFigure([
+    grid("llm-int8", [[0.01, 0.03], [0.02, NaN]]),
+    grid("nf4", [[0.05, 0.07], [0.06, 0.08]]),
+  ]);
+  const [a, b] = fig.data as Any[];
+  assert.equal(a.coloraxis, "coloraxis");
+  assert.equal(b.coloraxis, "coloraxis");
+  assert.equal(b.xaxis, "x2");
+  const layout = fig.layout as Any;
+  assert.equal(layout.coloraxis.cmin, 0);
+  assert.equal(layout.coloraxis.cmax, 0.08);
+  assert.ok(layout.xaxis.domain[1] <= layout.xaxis2.domain[0], "side by side");
+  assert.throws(() => layerErrorGridsFigure([grid("x", [[1]])]), RangeError);
 });
 
 Deno.test("layerErrorHeatmapFigure: values and labels in, layer 0 on top, shape checked", () => {
@@ -177,30 +214,56 @@ Deno.test("outlierHistogramFigure: binned counts of |x|, log counts, threshold l
   assert.equal(layout.yaxis.type, "log");
   assert.equal(layout.shapes[0].x0, 6);
   assert.equal(layout.shapes[0].x1, 6);
-  assert.match(layout.annotations[0].text, /threshold 6/);
+  assert.ok(layout.annotations.some((a: Any) => /τ = 6/.test(a.text)));
 
+  // Several series: small multiples, one panel each, on one shared x axis (no overlaid bars).
   const two = outlierHistogramFigure([
     { name: "a", magnitudes: [1, 2] },
     { name: "b", magnitudes: new Float32Array([3, 4, 20]) },
   ], 3.5);
   assert.equal(two.data.length, 2);
   assert.equal(two.data[1].name, "b (2 ≥ 3.5)");
-  assert.deepEqual((two.data[0] as Any).x, (two.data[1] as Any).x, "series share their bins");
+  const [p, q] = two.data as Any[];
+  assert.deepEqual(p.x, q.x, "series share their bins");
+  assert.equal(p.yaxis, "y");
+  assert.equal(q.yaxis, "y2");
+  const l2 = two.layout as Any;
+  assert.ok(l2.yaxis2.domain[1] < l2.yaxis.domain[0], "panel 2 below panel 1");
+  assert.equal(l2.yaxis2.type, "log");
+  assert.equal(l2.shapes[0].yref, "paper", "the threshold line runs through every panel");
 });
 
-Deno.test("thresholdSweepFigure: error against FP16 column share, in threshold order", () => {
+Deno.test("outlierMagnitudeFigure: largest |x| per layer on a log axis, with the τ line", () => {
+  const fig = outlierMagnitudeFigure([
+    { name: "attention input", values: [2.1, 6.8, 7.2] },
+    { name: "down_proj input", values: new Float32Array([9.5, 12, 30]) },
+  ], 6);
+  assert.deepEqual(fig.data.map((t) => t.name), ["attention input", "down_proj input"]);
+  assert.deepEqual((fig.data[0] as Any).x, ["0", "1", "2"]);
+  const layout = fig.layout as Any;
+  assert.equal(layout.yaxis.type, "log");
+  assert.equal(layout.shapes[0].y0, 6);
+});
+
+Deno.test("thresholdSweepFigure: error and FP16 columns in %, against τ on a log axis, ∞ included", () => {
   const fig = thresholdSweepFigure([
     { threshold: 4, outlierColumnFraction: 0.004, error: 0.011 },
+    { threshold: Infinity, outlierColumnFraction: 0, error: 0.035 },
     { threshold: 8, outlierColumnFraction: 0.0005, error: 0.031 },
     { threshold: 6, outlierColumnFraction: 0.0012, error: 0.018 },
   ], "relative error");
-  const t = fig.data[0] as Any;
-  assert.deepEqual(t.x, [0.0005, 0.0012, 0.004]);
-  assert.deepEqual(t.y, [0.031, 0.018, 0.011]);
-  assert.deepEqual(t.text, ["t=8", "t=6", "t=4"]);
+  const [columns, error] = fig.data as Any[];
+  assert.equal(error.x.length, 4);
+  assert.deepEqual(error.x.slice(0, 3), [4, 6, 8]);
+  assert.ok(error.x[3] > 8, "τ = ∞ drawn right of the largest threshold");
+  assert.deepEqual(error.y.map((v: number) => Number(v.toFixed(6))), [1.1, 1.8, 3.1, 3.5]);
+  assert.ok(Math.abs(error.y[3] - 3.5) < 1e-9, "in %");
+  assert.ok(Math.abs(columns.y[0] - 0.4) < 1e-9, "in %");
+  assert.equal(columns.yaxis, "y2");
   const layout = fig.layout as Any;
-  assert.equal(layout.yaxis.title.text, "relative error");
-  assert.equal(layout.xaxis.tickformat, ".2%");
+  assert.equal(layout.xaxis.type, "log");
+  assert.equal(layout.xaxis.ticktext.at(-1), "∞");
+  assert.equal(layout.yaxis.title.text, "relative error (%)");
 });
 
 Deno.test("blockSizeSweepFigure: one line per scale format, points in block order", () => {
