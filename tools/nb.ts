@@ -23,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import katex from "katex";
 import { escapeHtml, plotlyScriptTag } from "../lib/plot/plotly_js.ts";
 import { type CellOutput, type MimeBundle, session } from "./nb_runtime.ts";
 
@@ -464,8 +465,34 @@ table.qlab-table th, table.qlab-table td { border: 1px solid #ccc; padding: .3re
 table.qlab-table th { background: #f4f4f4; }
 `;
 
-/** A little Markdown: headings, paragraphs, lists, fenced code, inline code, bold, italics. */
+/**
+ * TeX math rendered to MathML with KaTeX (npm `katex`): browsers draw MathML natively, so the page
+ * needs no script, stylesheet or font from the network. `$$…$$` is display math, `$…$` inline;
+ * a formula KaTeX cannot parse is shown as its source.
+ */
+export function mathHtml(tex: string, display: boolean): string {
+  return katex.renderToString(tex, { displayMode: display, output: "mathml", throwOnError: false });
+}
+
+/**
+ * A little Markdown: headings, paragraphs, lists, fenced code, inline code, bold, italics, links,
+ * and TeX math (see {@linkcode mathHtml}).
+ */
 export function markdownHtml(md: string): string {
+  // Math first, out of the way of the Markdown rules; fenced code keeps its dollars.
+  const formulas: string[] = [];
+  const hold = (html: string) => `\uE000${formulas.push(html) - 1}\uE000`;
+  md = md.split(/(\n```[^]*?\n```)/).map((part, k) =>
+    k % 2 === 1 ? part : part
+      .replace(/\$\$([^]+?)\$\$/g, (_, tex: string) => hold(mathHtml(tex.trim(), true)))
+      .replace(/\$([^$\n]+?)\$/g, (_, tex: string) => hold(mathHtml(tex, false)))
+  ).join("");
+  const restore = (html: string) =>
+    html.replace(/\uE000(\d+)\uE000/g, (_, i: string) => formulas[Number(i)]);
+  return restore(markdownBlocks(md));
+}
+
+function markdownBlocks(md: string): string {
   const inline = (s: string) =>
     escapeHtml(s)
       .replace(/`([^`]+)`/g, "<code>$1</code>")

@@ -68,6 +68,9 @@ export interface CompareOptions {
   timingRepeats?: number;
   /** Tokens decoded in each timed run (default 16). */
   timingTokens?: number;
+  /** Tokens of the timed forward behind the GPU time per kernel family (default: one chunk of
+   * the traced tokens). */
+  kernelTimingTokens?: number;
   /** KV cache length (default: context, or the prompt plus the sample). */
   maxSeqLen?: number;
   /** GPU memory budget in bytes: layers beyond it are streamed (`LoadOptions.vramBudget`). */
@@ -317,7 +320,10 @@ export async function compareFormats(options: CompareOptions): Promise<Compariso
         decodeRuns.push(run.decodeTokensPerSecond);
         prefillRuns.push(run.prefillTokensPerSecond);
       }
-      const chunk = traceTokens.slice(0, model.chunkSize);
+      const chunk = traceTokens.slice(
+        0,
+        Math.min(model.chunkSize, options.kernelTimingTokens ?? model.chunkSize),
+      );
       model.reset();
       await model.timeForward(chunk); // untimed warm-up
       const familyRuns: Record<string, number[]> = {};

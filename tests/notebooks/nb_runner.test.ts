@@ -86,7 +86,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "qlab-nb-" });
     try {
       const run = await runNb(dir, [
-        ["markdown", "# A test\n\nSome *prose*."],
+        ["markdown", "# A test\n\nSome *prose*, $x^2$ inline and\n\n$$\\frac{a}{b}$$"],
         ["code", `import { barFigure, display, displayTable, show } from "${MOD}";`],
         [
           "code",
@@ -121,6 +121,11 @@ Deno.test({
       const has = (text: string | RegExp) =>
         typeof text === "string" ? page.includes(text) : text.test(page);
       assert.ok(has("<h1>A test</h1>"), "the markdown heading");
+      // Math as MathML, which the browser draws with no script or font from the network.
+      assert.ok(
+        has(/<math xmlns="http:\/\/www.w3.org\/1998\/Math\/MathML"><semantics><mrow><msup>/),
+      );
+      assert.ok(has(/<math [^>]*display="block"><semantics><mrow><mfrac>/));
       assert.ok(has('<table class="qlab-table">'), "the table");
       // Outputs, not the cells' source (which the page shows too).
       const output = (text: string) => has(`<pre class="out">${text}</pre>`);
