@@ -108,12 +108,14 @@ export function seriesColor(index: number): string {
  * ```ts
  * import { figureTitle } from "./figure.ts";
  * figureTitle({ data: [], layout: { title: { text: "KL" } } }); // "KL"
+ * figureTitle({ data: [], layout: { title: { text: "Speed<br><sub>median</sub>" } } }); // "Speed — median"
  * ```
  */
 export function figureTitle(figure: Figure): string {
   const title = figure.layout.title;
-  if (typeof title === "string") return title;
-  return title?.text ?? "";
+  const text = typeof title === "string" ? title : title?.text ?? "";
+  // As text: a line break becomes " — ", other markup (<sub>, <b>) goes.
+  return text.replace(/<br\s*\/?>/gi, " — ").replace(/<[^>]*>/g, "");
 }
 
 /**

@@ -119,6 +119,8 @@ export function layerErrorGridsFigure(
       type: "category",
       tickangle: -45,
       tickfont: { size: 10 },
+      // Every panel has the same columns: labelled once, under the bottom row.
+      showticklabels: row === rowsOfPanels - 1 || i + columns >= grids.length,
     };
     layout[`yaxis${suffix}`] = {
       domain: [top - height, top],
