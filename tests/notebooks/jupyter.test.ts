@@ -7,8 +7,7 @@
  *    `// expect:` markers must be met, with exactly the plots and tables declared.
  * 2. **Stock `jupyter nbconvert --to notebook --execute`**, then `--to html`: it must succeed,
  *    every cell must show the same plots and tables as under Run All, and in headless Chromium
- *    (network off) every plot of the page must draw, with no page errors. The Run-All notebook's
- *    HTML is drawn the same way.
+ *    (network off) every plot of the page must draw, with no page errors.
  *
  * Runs when QLAB_NOTEBOOKS=1 (CI sets it), and then fails if Jupyter, the Deno kernel or Chromium
  * is missing; otherwise ignored with the reason printed. Each notebook runs twice, well under a
@@ -112,7 +111,7 @@ for (const notebook of notebooks) {
   const name = basename(notebook);
   Deno.test({
     name: `notebook ${name}: Run All puts every output under its own cell, stock nbconvert ` +
-      "runs it, and both pages draw offline",
+      "runs it, and its page draws offline",
     ignore: !wanted,
     async fn() {
       const missing = jupyterMissing();
@@ -121,12 +120,11 @@ for (const notebook of notebooks) {
       try {
         // 1. Run All, with the runner's checks.
         const runAll = join(out, "run-all");
-        const run = await runInJupyter([notebook], runAll, { html: true });
+        const run = await runInJupyter([notebook], runAll, { html: false });
         const [result] = run.results;
         assert.ok(run.code === 0 && result?.ok, `${name} failed under Run All:\n${run.output}`);
         // A kernel failure (not a cell's) reruns the notebook; say so loudly, never silently.
         for (const why of result.restarts) console.warn(`  KERNEL RESTARTED: ${why}`);
-        await assertDraws(result.html!, result.plots, "Run All");
 
         // 2. Stock nbconvert, as a user runs it.
         const stock = join(out, "nbconvert");
