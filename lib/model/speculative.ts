@@ -20,6 +20,12 @@
  * The draft length k is fixed, or adapts as transformers' assisted generation does: +2 after a
  * round that kept every draft token, −1 (not below 1) after one that did not.
  *
+ * Greedy rounds of two models on one device are chained on the GPU: the draft writes its
+ * proposals straight into the target's input ({@linkcode LlamaModel.proposeGreedy}) and they come
+ * back with the target's argmaxes in one readback ({@linkcode LlamaModel.verifyProposed}): one
+ * wait per round. In Deno that wait is at least 10 ms (`mapAsync` polls the device, then sleeps
+ * 10 ms), and it is what bounds the speed on a fast GPU (BENCHMARKS.md).
+ *
  * @module
  */
 
@@ -119,7 +125,7 @@ export interface SpeculativeResult {
   decodeMs: number;
 }
 
-/** Draft lengths the adaptive rule moves between. */
+/** The starting draft length when none is given (the adaptive rule then moves it in 1..7). */
 const DEFAULT_DRAFT_TOKENS = 4;
 
 /**
