@@ -176,9 +176,13 @@ export async function compareCommand(args: string[], demo = false): Promise<numb
   }
   const log = progressLogger();
 
-  const dir = values.model!.endsWith(".gguf")
-    ? values.model!
-    : await resolveModelDir(values.model!);
+  if (values.model!.endsWith(".gguf")) {
+    throw new UsageError(
+      "--model is the FP16/BF16/F32 checkpoint every row is compared with; give a GGUF file of " +
+        "the same model in --formats, as one more row",
+    );
+  }
+  const dir = await resolveModelDir(values.model!);
   const textPath = values.text ?? (dir === BUNDLED ? BUNDLED_TEXT : undefined);
   if (!textPath) {
     throw new UsageError("--text FILE is required for a model other than the bundled one");
