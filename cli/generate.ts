@@ -165,7 +165,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       `vram budget ${formatBytes(s.budgetBytes)}: ${s.residentLayers} layers resident, ` +
         `${s.streamedLayers} streamed through ${s.slots} slots of ${formatBytes(s.layerBytes)} ` +
         `(${formatBytes(s.streamedBytesPerForward)} uploaded per token, ` +
-        `${formatBytes(s.hostBytes)} in host memory)\n`,
+        `${formatBytes(s.hostBytes)} in host memory, ${s.upload} uploads)\n`,
     );
   }
   if (draftRequest) {

@@ -77,14 +77,15 @@ export interface StreamingOptions {
    */
   pack?: (request: LinearRequest) => HostWeight;
   /**
-   * How streamed layers reach their slots. `"mapped"` (default): written once at load into
-   * buffers the GPU copies from (`MAP_WRITE | COPY_SRC`), and every forward records copies in
-   * its command buffer — no CPU work per token. `"write"`: kept as ordinary CPU arrays and
-   * written with `queue.writeBuffer` (the forward submits its work layer by layer so that each
-   * write lands after the products that read the slot before) — a CPU copy per token, for
-   * drivers where filling mapped buffers is slow.
+   * How streamed layers reach their slots. `"mapped"`: written once at load into buffers the
+   * GPU copies from (`MAP_WRITE | COPY_SRC`), and every forward records copies in its command
+   * buffer — no CPU work per token. `"write"`: kept as ordinary CPU arrays and written with
+   * `queue.writeBuffer` (the forward submits its work layer by layer so that each write lands
+   * after the products that read the slot before) — a CPU copy per token, for runtimes where
+   * filling mapped buffers is slow. `"auto"` (default): fills a 16 MiB mapped buffer when
+   * placing and takes `"mapped"` if that ran at 1 GB/s or more, else `"write"`.
    */
-  upload?: "mapped" | "write";
+  upload?: "mapped" | "write" | "auto";
 }
 
 /**
@@ -118,6 +119,8 @@ export interface StreamingStats {
   hostBytes: number;
   /** Bytes recorded for upload so far (for measuring). */
   uploadedBytes: number;
+  /** How streamed layers reach their slots (see {@linkcode StreamingOptions.upload}). */
+  upload: "mapped" | "write" | "none";
 }
 
 /**
@@ -291,9 +294,9 @@ export class LayerStreamer {
     this.#config = config;
     this.format = format;
     this.#quant = quant;
-    const upload = options.upload ?? "mapped";
-    if (upload !== "mapped" && upload !== "write") {
-      throw new RangeError(`streaming: upload must be "mapped" or "write", got ${upload}`);
+    const upload = options.upload ?? "auto";
+    if (upload !== "mapped" && upload !== "write" && upload !== "auto") {
+      throw new RangeError(`streaming: upload must be "mapped", "write" or "auto", got ${upload}`);
     }
     this.#options = { ...options, slots, upload };
   }
@@ -373,6 +376,9 @@ export class LayerStreamer {
       );
     }
     this.#streamed = Array.from({ length: n - resident }, (_, i) => resident + i);
+    if (this.#options.upload === "auto") {
+      this.#options.upload = mappedFillRate(this.#gpu) >= 1e9 ? "mapped" : "write";
+    }
     // Host copies first (the CPU forms go once copied), then the slots, then resident layers.
     for (const l of this.#streamed) {
       for (const p of byLayer[l]) p.copy = this.#hostCopy(p, probe[p.kind]);
@@ -468,6 +474,7 @@ export class LayerStreamer {
       streamedBytesPerForward: perForward,
       hostBytes,
       uploadedBytes: 0,
+      upload: streamed > 0 ? this.#options.upload as "mapped" | "write" : "none",
     };
   }
 
@@ -545,6 +552,27 @@ export class LayerStreamer {
     buffer.unmap();
     return { buffer, parts: layout, bytes: total };
   }
+}
+
+/**
+ * Bytes per second at which this runtime fills a new mapped `MAP_WRITE` buffer from a CPU array
+ * (create, `getMappedRange`, copy, unmap), on 16 MiB.
+ */
+function mappedFillRate(gpu: Gpu): number {
+  const bytes = 16 * 2 ** 20;
+  const data = new Uint8Array(bytes).fill(1);
+  const t0 = performance.now();
+  const buffer = gpu.device.createBuffer({
+    label: "mapped fill probe",
+    size: bytes,
+    usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+    mappedAtCreation: true,
+  });
+  new Uint8Array(buffer.getMappedRange()).set(data);
+  buffer.unmap();
+  const seconds = (performance.now() - t0) / 1000;
+  buffer.destroy();
+  return bytes / Math.max(seconds, 1e-9);
 }
 
 /**

@@ -36,6 +36,7 @@ for (const format of QUANT_FORMATS) {
       const roomy = await LlamaModel.load(dir, { gpu, format, ...LOAD, vramBudget: 2 ** 30 });
       const all = roomy.streaming!;
       assertEquals([all.residentLayers, all.streamedLayers, all.slots], [6, 0, 0]);
+      assertEquals(all.upload, "none");
       assertEquals(await roomy.forward(TOKENS, "all"), want);
       roomy.dispose();
 
@@ -71,6 +72,7 @@ for (const format of QUANT_FORMATS) {
         assert(s.streamedLayers > s.slots, `${format}: ${JSON.stringify(s)}`);
         assertEquals(s.residentLayers + s.streamedLayers, 6);
         assertEquals(s.slots, 2);
+        assertEquals(s.upload, upload);
         assertEquals(s.residentLayers, keep);
 
         const got = await model.forward(TOKENS, "all"); // three chunks of 8
