@@ -52,7 +52,11 @@ export function blockSizeSweepFigure(
       x: line.map((p) => p.bitsPerParam),
       y: line.map((p) => p.error),
       text: line.map((p) => String(p.blockSize)),
-      textposition: "top center",
+      // The double-quant line lies left of the other: labels on the outer side of each, so that
+      // the two series' labels do not collide where the lines run close (large blocks).
+      textposition: doubleQuant ? "middle left" : "middle right",
+      textfont: { color: seriesColor(doubleQuant ? 1 : 0) },
+      cliponaxis: false,
       marker: { size: 9, color: seriesColor(doubleQuant ? 1 : 0) },
       line: { color: seriesColor(doubleQuant ? 1 : 0), dash: doubleQuant ? "solid" : "dot" },
       hovertemplate: `${name}, block %{text}: %{x:.3f} bits, ${errorLabel} %{y:.4g}<extra></extra>`,
@@ -62,6 +66,7 @@ export function blockSizeSweepFigure(
     data,
     baseLayout(title, {
       xaxis: { title: { text: "bits per parameter" } },
+      margin: { l: 90, r: 50, t: 60, b: 60 },
       yaxis: { title: { text: errorLabel } },
     }),
   );
