@@ -87,7 +87,7 @@ export function comparisonLegend(comparison: Comparison): string[] {
     "KL (nats): mean over the scored tokens of KL(FP16 ‖ format), how far the format's " +
     "next-token distribution is from FP16's; 0 for FP16 itself.",
     "top-1 agree: share of the scored tokens where the format's most likely next token is FP16's.",
-    `decode tok/s: median of ${comparison.timingRepeats} greedy runs after a warm-up` +
+    `decode tok/s: ${runs(comparison.timingRepeats, "greedy run")} after a warm-up` +
     (comparison.software
       ? "; on this software adapter it measures a CPU, and differences are noise."
       : ", wall clock (CPU encoding included)."),
@@ -240,9 +240,14 @@ export function outlierFigure(comparison: Comparison, threshold = 6): Figure {
   );
 }
 
-/** "median of 3 runs after a warm-up", and where it ran. */
+/** "the median of 3 runs" ("one run" for one). */
+function runs(n: number, what: string): string {
+  return n === 1 ? `one ${what}` : `the median of ${n} ${what}s`;
+}
+
+/** "the median of 3 runs after a warm-up", and where it ran. */
 function timingNote(comparison: Comparison): string {
-  return `median of ${comparison.timingRepeats} runs after a warm-up, ` +
+  return `${runs(comparison.timingRepeats, "run")} after a warm-up, ` +
     (comparison.software ? "software adapter: noise, not a GPU measurement" : comparison.adapter);
 }
 
@@ -376,8 +381,8 @@ export function comparisonReport(comparison: Comparison, extras: ReportExtras = 
   sections.push({
     heading: "Speed",
     text: `Decode speed is wall clock (CPU encoding included) and kernel times are GPU ` +
-      `timestamps where the adapter has them, each the median of ${comparison.timingRepeats} ` +
-      "runs after a warm-up. " +
+      `timestamps where the adapter has them, each ${runs(comparison.timingRepeats, "run")} ` +
+      "after a warm-up. " +
       (comparison.software
         ? 'This run used a software adapter, where the "GPU" is the CPU: read these bars ' +
           "as noise, not as what a GPU would do (BENCHMARKS.md has GPU measurements)."
