@@ -121,7 +121,7 @@ export interface BenchResults {
     workgroupSize: number;
     threadsPerRow: number;
     rowsPerThread: number;
-    /** 4-bit f16 GEMV variant: `prefetch`, `banked`, `prefetch+banked`, or none. */
+    /** 4-bit f16 GEMV variant: `fullx`, `prefetch`, `banked` (joined by `+`), or none. */
     variant?: string;
     ms: number;
     gbps: number;

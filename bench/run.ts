@@ -408,6 +408,16 @@ if (args.sweep) {
             gemvPrefetch: true,
           });
         }
+        for (const tpr of [16, 32, 64]) {
+          for (const rpt of [2, 4]) {
+            tunings.push({
+              gemvWorkgroupSize: 256,
+              gemvThreadsPerRow: tpr,
+              gemvRowsPerThread: rpt,
+              gemvFullX: true,
+            });
+          }
+        }
         for (const tpr of [32, 64, 128]) {
           for (
             const v of [
@@ -436,7 +446,11 @@ if (args.sweep) {
         }
         const bytes = r.lin.weightBytes + s.k * 4;
         const gbps = bytes / r.ms / 1e6;
-        const variant = [t.gemvPrefetch ? "prefetch" : "", t.gemvTable === "banked" ? "banked" : ""]
+        const variant = [
+          t.gemvFullX ? "fullx" : "",
+          t.gemvPrefetch ? "prefetch" : "",
+          t.gemvTable === "banked" ? "banked" : "",
+        ]
           .filter((v) => v).join("+") || undefined;
         results.sweep.push({
           format,

@@ -201,7 +201,23 @@ fn byte_values(b: u32) -> vec2<f16> {
 // one step, in f16. Unit j's 8 vec4 are xt[XT_STRIDE·j ..]: the 72-byte stride puts the 16 lanes
 // of a half-warp, each reading the i-th vec4 (8 bytes) of its unit, on 16 different bank pairs.
 const XT_STRIDE: u32 = 9u;
+#if XFULL
+// XFULL: the whole row of x staged once (K / 32 units and one unit of zeros after them, where
+// lanes past K read), so the loop over K has no barriers. Sized for K ≤ 4096 (XF4K), K ≤ 11264
+// (XF11K) or K ≤ 16384: naga 2.9.6 panics on a workgroup array sized by an override here.
+#if XF4K
+const XF_LEN: u32 = 129u * XT_STRIDE;
+#else
+#if XF11K
+const XF_LEN: u32 = 353u * XT_STRIDE;
+#else
+const XF_LEN: u32 = 513u * XT_STRIDE;
+#endif
+#endif
+var<workgroup> xf: array<vec4<f16>, XF_LEN>;
+#else
 var<workgroup> xt: array<vec4<f16>, 2u * GEMV_TPR * XT_STRIDE>;
+#endif
 
 // x · table[code] over one word's 8 codes (xa: elements 0-3, xb: 4-7), summed in f16: the even
 // elements in .x, the odd ones in .y. Byte j holds elements 2j and 2j + 1.
@@ -283,6 +299,16 @@ fn gemv(
   // 16-byte code loads in flight. Units past the row load the row's last unit again and meet
   // x = 0 in the tile, adding 0. The step count is uniform, so every thread reaches the barriers.
   let steps = (units + 2u * GEMV_TPR - 1u) / (2u * GEMV_TPR);
+#if XFULL
+  for (var i = lid; i < 8u * (units + 1u); i += GEMV_WG) {
+    var v = vec4<f32>(0.0);
+    if (i < 8u * units) {
+      v = x_at(i);
+    }
+    xf[XT_STRIDE * (i / 8u) + i % 8u] = vec4<f16>(v);
+  }
+  workgroupBarrier();
+#endif
 #if PREFETCH
   let ua0 = min(lane, units - 1u);
   let ub0 = min(GEMV_TPR + lane, units - 1u);
@@ -302,6 +328,14 @@ fn gemv(
   for (var t = 0u; t < steps; t++) {
     let ua = min(2u * GEMV_TPR * t + lane, units - 1u);
     let ub = min(2u * GEMV_TPR * t + GEMV_TPR + lane, units - 1u);
+#if XFULL
+    let ja = XT_STRIDE * min(2u * GEMV_TPR * t + lane, units);
+    let jb = XT_STRIDE * min(2u * GEMV_TPR * t + GEMV_TPR + lane, units);
+    let xa = array<vec4<f16>, 8>(xf[ja], xf[ja + 1u], xf[ja + 2u], xf[ja + 3u], xf[ja + 4u],
+      xf[ja + 5u], xf[ja + 6u], xf[ja + 7u]);
+    let xb = array<vec4<f16>, 8>(xf[jb], xf[jb + 1u], xf[jb + 2u], xf[jb + 3u], xf[jb + 4u],
+      xf[jb + 5u], xf[jb + 6u], xf[jb + 7u]);
+#else
     // The tile of x: coalesced f32 loads by the whole workgroup, rounded to f16 once.
     workgroupBarrier(); // the previous tile has been read
     let x0 = 16u * GEMV_TPR * t; // the tile's first vec4 of x
@@ -324,6 +358,7 @@ fn gemv(
       xt[XT_STRIDE * lb + 3u], xt[XT_STRIDE * lb + 4u], xt[XT_STRIDE * lb + 5u],
       xt[XT_STRIDE * lb + 6u], xt[XT_STRIDE * lb + 7u],
     );
+#endif
 #if PREFETCH
     // The next step's loads first (past the last step: the row's last unit again, unused).
     let na = min(2u * GEMV_TPR * (t + 1u) + lane, units - 1u);

@@ -94,6 +94,12 @@ export interface QuantTuning {
    * ({@linkcode QuantLinear.fusesSwiglu}; default true).
    */
   gemvFuseSwiglu?: boolean;
+  /**
+   * 4-bit f16 GEMV (K % 32 == 0): stage the whole row of x in workgroup memory once instead of
+   * a tile per step, so the loop over K has no barriers (default false; ignored where K·2.25
+   * bytes do not fit the device's workgroup memory).
+   */
+  gemvFullX?: boolean;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -676,6 +682,9 @@ export class QuantLinear implements Linear {
         useKept,
         rpt,
         fourBitVariants: [
+          ...(t.gemvFullX && fullXFits(gpu, k, gemvWg, rpt)
+            ? ["XFULL", ...(k <= 4096 ? ["XF4K"] : k <= 11264 ? ["XF11K"] : [])]
+            : []),
           ...(t.gemvPrefetch ? ["PREFETCH"] : []),
           ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
         ],
@@ -957,6 +966,15 @@ function defaultThreadsPerRow(gpu: Gpu, family: Family, n: number, k: number): n
   return n <= 4096 || k > n ? 64 : 32;
 }
 
+/**
+ * Whether q_4bit.wgsl's XFULL gemv (x staged whole in a table for K ≤ 4096, ≤ 11264 or
+ * ≤ 16384, 72 bytes per 32 of K) applies and fits workgroup memory.
+ */
+function fullXFits(gpu: Gpu, k: number, wg: number, rpt: number): boolean {
+  const bytes = (k <= 4096 ? 129 : k <= 11264 ? 353 : 513) * 72 + 4 * wg * rpt + 4 * 512;
+  return k % 32 === 0 && k <= 16384 && bytes <= gpu.limits.maxComputeWorkgroupStorageSize;
+}
+
 function checkThreshold(label: string, threshold: number): void {
   if (!Number.isFinite(threshold) || threshold < 0) {
     throw new RangeError(`${label}: outlier threshold must be a finite number ≥ 0`);
@@ -1022,15 +1040,16 @@ async function compileKernels(
     const k32 = o.k % 32 === 0 ? ["K32"] : [];
     const rpt = o.rpt === 8 ? ["RPT8"] : o.rpt === 2 ? ["RPT2"] : [];
     const defines = [...dq, ...f16, ...k32, ...rpt, ...o.fourBitVariants];
+    const gemvConstants = o.gemv;
     const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
-      spec("q_4bit", "gemv", defines, o.gemv),
+      spec("q_4bit", "gemv", defines, gemvConstants),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
       // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
       k32.length
         ? spec("q_4bit", "gemv_rows", [...dq, ...k32], o.gemv)
         : Promise.resolve(undefined),
       o.swiglu && o.f16 && k32.length
-        ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], o.gemv)
+        ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)
         : Promise.resolve(undefined),
     ]);
     return { gemv, gemm, gemvRows, gemvSwiglu };

@@ -354,8 +354,20 @@ function suite(f16: boolean): void {
             { gemvWorkgroupSize: 256, gemvThreadsPerRow: 128, gemvPrefetch: true },
             { gemvRowsPerThread: 2 },
             { gemvRowsPerThread: 2, gemvThreadsPerRow: 16, gemvPrefetch: true },
+            { gemvFullX: true },
+            { gemvFullX: true, gemvThreadsPerRow: 64, gemvRowsPerThread: 2 },
           ]
           : [{ gemvRowsPerThread: 2 }];
+        if (f16) {
+          // x staged whole in the middle table (4096 < K ≤ 11264; the largest, for K ≤ 16384,
+          // needs more than a software adapter's 32 KiB of workgroup memory)
+          await check(gpu, "nf4", f16, {
+            rows: 1,
+            n: 20,
+            k: 4160,
+            tuning: { gemvFullX: true },
+          }, 604);
+        }
         for (const tuning of variants) {
           for (const format of f16 ? ["nf4", "nf4-dq"] as const : ["nf4"] as const) {
             await check(gpu, format, f16, { rows: 1, n: 70, k: 2080, tuning }, 603).catch(
