@@ -98,3 +98,17 @@ Deno.test("gguf: errors name the file and what is wrong", async () => {
     await Deno.remove(tmp);
   }
 });
+
+Deno.test("gguf: generate runs on a GGUF file", async () => {
+  const { main } = await import("../../cli/main.ts");
+  const status = await main([
+    "generate",
+    "--model",
+    `${DIR}tiny-mixed.gguf`,
+    "--prompt",
+    "the fox",
+    "--max-tokens",
+    "4",
+  ]);
+  assert.equal(status, 0);
+});
