@@ -58,7 +58,27 @@ export const FAMILY_ARCHITECTURES: Record<FamilyName, string> = {
 };
 
 /**
- * The seven linear layers of a block, by their Hugging Face names (see `LINEAR_NAMES`).
+ * The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints, in
+ * the order the forward runs them.
+ *
+ * @example
+ * ```ts
+ * import { LINEAR_NAMES } from "./family.ts";
+ * LINEAR_NAMES.length; // 7
+ * ```
+ */
+export const LINEAR_NAMES = [
+  "self_attn.q_proj",
+  "self_attn.k_proj",
+  "self_attn.v_proj",
+  "self_attn.o_proj",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+] as const;
+
+/**
+ * One of the seven linear layers of a block, by its Hugging Face name ({@linkcode LINEAR_NAMES}).
  *
  * @example
  * ```ts
@@ -66,14 +86,7 @@ export const FAMILY_ARCHITECTURES: Record<FamilyName, string> = {
  * const k: BlockLinear = "self_attn.k_proj";
  * ```
  */
-export type BlockLinear =
-  | "self_attn.q_proj"
-  | "self_attn.k_proj"
-  | "self_attn.v_proj"
-  | "self_attn.o_proj"
-  | "mlp.gate_proj"
-  | "mlp.up_proj"
-  | "mlp.down_proj";
+export type BlockLinear = typeof LINEAR_NAMES[number];
 
 /**
  * What a family changes in the Llama block; parsed from `config.json` by {@linkcode parseFamily}.

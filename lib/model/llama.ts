@@ -32,22 +32,13 @@ import { openGguf } from "./gguf.ts";
 import { KQuantLinear } from "../kernels/kquant_linear.ts";
 import type { PrequantizedWeights } from "./quantized_source.ts";
 import { familyOf, type LlamaConfig, loadLlamaConfig, ropeInverseFrequencies } from "./config.ts";
-import { BlockTensorReader } from "./family.ts";
+import { BlockTensorReader, LINEAR_NAMES } from "./family.ts";
 import { isLlama2cFile, Llama2cSource } from "./llama2c.ts";
 import { LayerStreamer, type StreamingOptions, type StreamingStats } from "./streaming.ts";
 import { checkArgmaxToken, checkLogits } from "./finite.ts";
 import { checkUnusedTensors, llamaTensorClaims, type TensorClaim } from "./unused_tensors.ts";
 
-/** The names of the seven linear layers of a decoder block, as in Hugging Face checkpoints. */
-export const LINEAR_NAMES = [
-  "self_attn.q_proj",
-  "self_attn.k_proj",
-  "self_attn.v_proj",
-  "self_attn.o_proj",
-  "mlp.gate_proj",
-  "mlp.up_proj",
-  "mlp.down_proj",
-] as const;
+export { LINEAR_NAMES };
 
 /** One of {@linkcode LINEAR_NAMES}. */
 export type LinearName = typeof LINEAR_NAMES[number];

@@ -41,18 +41,8 @@ import {
   type QuantizedWeight,
 } from "../quant/formats.ts";
 import type { LlamaConfig } from "./config.ts";
+import { LINEAR_NAMES } from "./family.ts";
 import type { LayerWeights, LinearFactory, LinearName, LinearRequest } from "./llama.ts";
-
-/** The seven linear layers of a block, in the order the forward runs them. */
-const KINDS: readonly LinearName[] = [
-  "self_attn.q_proj",
-  "self_attn.k_proj",
-  "self_attn.v_proj",
-  "self_attn.o_proj",
-  "mlp.gate_proj",
-  "mlp.up_proj",
-  "mlp.down_proj",
-];
 
 /**
  * A linear layer's weights on the CPU, as its GPU layer is built from them: f16 bits for FP16,
@@ -347,7 +337,7 @@ export class LayerStreamer {
     const R = this.#options.slots!;
     const ledger = this.#gpu.ledger;
     const byLayer = this.#layers;
-    if (byLayer.length !== n || byLayer.some((l) => l.length !== KINDS.length)) {
+    if (byLayer.length !== n || byLayer.some((l) => l.length !== LINEAR_NAMES.length)) {
       throw new Error("streaming: every decoder layer needs its seven linear layers placed");
     }
     // One layer built for real gives its exact size; it is the last layer, which is streamed

@@ -10,7 +10,7 @@
  */
 
 import { familyOf, type LlamaConfig } from "./config.ts";
-import { type BlockLinear, linearSource } from "./family.ts";
+import { type BlockLinear, LINEAR_NAMES, linearSource } from "./family.ts";
 
 /**
  * Says whether a tensor name is accounted for: read by the loader, or known to be safe to skip.
@@ -22,17 +22,6 @@ import { type BlockLinear, linearSource } from "./family.ts";
  * ```
  */
 export type TensorClaim = (name: string) => boolean;
-
-/** The names of the seven linear layers of a decoder block (as in Hugging Face checkpoints). */
-const BLOCK_LINEARS = [
-  "self_attn.q_proj",
-  "self_attn.k_proj",
-  "self_attn.v_proj",
-  "self_attn.o_proj",
-  "mlp.gate_proj",
-  "mlp.up_proj",
-  "mlp.down_proj",
-];
 
 /**
  * Every tensor the Llama loader reads for `config` (the LM head only when not tied), with the
@@ -58,7 +47,7 @@ export function llamaTensorNames(config: LlamaConfig): Set<string> {
     names.add(`${p}.input_layernorm.weight`);
     names.add(`${p}.post_attention_layernorm.weight`);
     // The family says where the weights are (Phi-3 fuses some) and what else a block has.
-    for (const linear of BLOCK_LINEARS) {
+    for (const linear of LINEAR_NAMES) {
       names.add(`${p}.${linearSource(family, linear as BlockLinear, widths).tensor}.weight`);
     }
     for (const linear of family.biases) names.add(`${p}.${linear}.bias`);
