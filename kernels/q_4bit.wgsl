@@ -556,23 +556,8 @@ fn gemm(
   store_row(m0 + ty + 3u * (TILE_M / 4u), n0 + tx, acc3);
 }
 
-// One activation row's four dot products against four weight rows (f16 dots with F16).
-fn dots(a: vec4<T>, b0: vec4<T>, b1: vec4<T>, b2: vec4<T>, b3: vec4<T>) -> vec4<f32> {
-  return vec4<f32>(f32(dot(a, b0)), f32(dot(a, b1)), f32(dot(a, b2)), f32(dot(a, b3)));
-}
-
-// Outputs (m, n0 + j · TILE_N / 4) for j = 0..3 of one thread.
-fn store_row(m: u32, n0: u32, v: vec4<f32>) {
-  if (m >= p.rows) {
-    return;
-  }
-  for (var j = 0u; j < 4u; j++) {
-    let n = n0 + j * (TILE_N / 4u);
-    if (n < p.n_count) {
-      y[m * p.n_total + p.n_start + n] = v[j];
-    }
-  }
-}
+// dots (four dot products of one x row) and store_row (one thread's outputs).
+#include "common/gemm_store.wgsl"
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), K % 32 == 0, the codes read once for all

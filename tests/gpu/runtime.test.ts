@@ -5,7 +5,7 @@ import {
 } from "node:assert/strict";
 import { CommandBatch, grid, params } from "../../lib/gpu/batch.ts";
 import { requestGpu } from "../../lib/gpu/device.ts";
-import { preprocessWgsl, readKernelSource } from "../../lib/gpu/kernel.ts";
+import { expandKernelSource, preprocessWgsl, readKernelSource } from "../../lib/gpu/kernel.ts";
 import { MemoryLedger } from "../../lib/gpu/ledger.ts";
 
 Deno.test("ledger tracks current, peak and per-category bytes", () => {
@@ -31,6 +31,49 @@ Deno.test("preprocessor keeps line numbers and nests", () => {
   assertEquals(preprocessWgsl(src, new Set(["Y"])), "a\n\n\n\n\n\n\n\n\ne");
   assertThrows(() => preprocessWgsl("#if X\n", new Set()), /unterminated/);
   assertThrows(() => preprocessWgsl("#pragma\n", new Set()), /unknown directive/);
+});
+
+Deno.test("#include appends each file once, after the kernel, with its defines", () => {
+  const files: Record<string, string> = {
+    k: 'a\n#include "common/h.wgsl"\n#if X\n#include "common/g.wgsl"\n#endif\nb',
+    "common/h": '#include "common/g.wgsl"\n#if X\nhx\n#else\nh\n#endif',
+    "common/g": '#include "common/h.wgsl"\ng',
+  };
+  const read = (n: string) => {
+    if (!(n in files)) throw new Error(`cannot read ${n}.wgsl`);
+    return files[n];
+  };
+  // g includes h again while h is being expanded: a cycle.
+  assertThrows(
+    () => expandKernelSource("k", new Set(), read),
+    /kernel k: #include cycle common\/h\.wgsl -> common\/g\.wgsl -> common\/h\.wgsl/,
+  );
+  files["common/g"] = "g";
+  const plain = expandKernelSource("k", new Set(), read);
+  assertEquals(plain.code, "a\n\n\n\n\nb\n\n\n\n\nh\n\ng");
+  assertEquals(plain.origin(6), "k.wgsl:6");
+  assertEquals(plain.origin(11), "common/h.wgsl:5");
+  assertEquals(plain.origin(13), "common/g.wgsl:1");
+  // With X, k and h both include g: it comes once, where the first include reached it.
+  const x = expandKernelSource("k", new Set(["X"]), read);
+  assertEquals(x.code, "a\n\n\n\n\nb\n\n\nhx\n\n\n\ng");
+  assertEquals(x.code.split("\n").filter((l) => l === "g").length, 1);
+  files.k = 'a\n#include "common/missing.wgsl"';
+  assertThrows(
+    () => expandKernelSource("k", new Set(), read),
+    /kernel k: k\.wgsl includes "common\/missing\.wgsl", which cannot be read/,
+  );
+  assertThrows(() => expandKernelSource("k", new Set(), read), /common\/missing/);
+  assertThrows(
+    () => preprocessWgsl('#include "../x.wgsl"', new Set(), "k.wgsl", []),
+    /k\.wgsl:1: #include "\.\.\/x\.wgsl": expected a path/,
+  );
+  assertThrows(() => preprocessWgsl('#include "x.wgsl"', new Set()), /needs expandKernelSource/);
+  // The real kernels: the shared GEMM helpers come once, after the kernel's own lines.
+  const q8 = expandKernelSource("q_q8_0", new Set(["F16"]));
+  assertEquals(q8.code.split("fn store_row(").length, 2);
+  const own = readKernelSource("q_q8_0").split("\n").length;
+  assertEquals(q8.origin(own + 1), "common/gemm_store.wgsl:1");
 });
 
 Deno.test("kernels load from files relative to the module", () => {
