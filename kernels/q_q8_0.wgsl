@@ -187,7 +187,8 @@ fn gemm(
 const MAX_ROWS: u32 = 8u;
 const FPT: u32 = 2u;
 
-var<workgroup> partial_rows: array<f32, GEMV_WG * FPT>;
+// partial_rows and reduce_store_row (the row-by-row reduction and store).
+#include "common/gemv_rows_store.wgsl"
 
 // Σ x · code of one group (8 words) for one row's 8 vec4 of x; d is applied as gemv does.
 fn group_sum(a: vec4<u32>, b: vec4<u32>, d: f32, xs: array<vec4<f32>, 8>) -> f32 {
@@ -239,20 +240,7 @@ fn gemv_rows(
   }
   for (var r = 0u; r < MAX_ROWS; r++) {
     if (r < p.rows) {
-      workgroupBarrier(); // the previous row's sums have been read
-      partial_rows[lid] = acc0[r];
-      partial_rows[GEMV_WG + lid] = acc1[r];
-      workgroupBarrier();
-      for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-          partial_rows[lid] += partial_rows[lid + s];
-          partial_rows[GEMV_WG + lid] += partial_rows[GEMV_WG + lid + s];
-        }
-        workgroupBarrier();
-      }
-      if (lane < FPT && n0 + lane < p.n_count) {
-        y[r * p.n_total + p.n_start + n0 + lane] = partial_rows[lane * GEMV_WG + lid - lane];
-      }
+      reduce_store_row(lid, lane, n0, r, acc0[r], acc1[r]);
     }
   }
 }
