@@ -16,7 +16,9 @@ import { Fp16Linear, type Linear } from "../lib/kernels/linear.ts";
 import { QuantLinear, type QuantTuning } from "../lib/kernels/quant_linear.ts";
 import type { QuantFormat, QuantizedWeight } from "../lib/quant/formats.ts";
 import { NESTED_BLOCKSIZE } from "../lib/quant/nf4_dq.ts";
+import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
 import type { LinearFactory, LinearRequest } from "../lib/model/llama.ts";
+import { presetConfig } from "../lib/model/presets.ts";
 
 /** xorshift32 words into `out`. */
 function fillRandom(out: Uint32Array, seed: number): void {
@@ -220,4 +222,49 @@ export class RandomWeightSource {
     if (size === undefined) throw new Error(`random weights: no shape given for ${name}`);
     return size;
   }
+}
+
+/**
+ * A preset's config, or on a software adapter the same structure with every width ÷8 (heads ÷8,
+ * so head_dim is kept) and layers ÷`layerDivisor`, so the bench sections finish on a CPU.
+ *
+ * @example
+ * ```ts
+ * import { benchConfig } from "./random_weights.ts";
+ * const c = benchConfig("llama-2-7b", true); // hidden 512, 4 layers
+ * ```
+ */
+export function benchConfig(preset: string, software: boolean, layerDivisor = 8): LlamaConfig {
+  const c = presetConfig(preset);
+  if (!software) return c;
+  return parseLlamaConfig({
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_act: "silu",
+    vocab_size: Math.round(c.vocabSize / 64) * 8,
+    hidden_size: c.hiddenSize / 8,
+    intermediate_size: Math.round(c.intermediateSize / 64) * 8,
+    num_hidden_layers: Math.max(1, Math.round(c.numLayers / layerDivisor)),
+    num_attention_heads: Math.max(1, c.numHeads / 8),
+    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
+    head_dim: c.headDim,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+  }, `${preset} scaled`);
+}
+
+/**
+ * The median of a list of timings (the upper one of the two middle values for an even count).
+ *
+ * @example
+ * ```ts
+ * import { median } from "./random_weights.ts";
+ * median([3, 1, 2]); // 2
+ * ```
+ */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
 }

@@ -29,13 +29,13 @@ import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import type { Linear } from "../lib/kernels/linear.ts";
 import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
 import { createStreamRead, type StreamRead } from "../lib/kernels/stream_read.ts";
-import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
-import { presetConfig } from "../lib/model/presets.ts";
 import { barFigure } from "../lib/plot/generic.ts";
 import { writeReport } from "../lib/plot/report.ts";
 import {
+  benchConfig,
   type BenchFormat,
+  median,
   randomLinear,
   randomLinearFactory,
   RandomPools,
@@ -181,10 +181,6 @@ let speculative: SpeculativeBench | null = null;
 // Timing helpers
 
 /** Median of a list. */
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /**
  * Times `count` repetitions of `run` in one submission: per repetition, the sum of its
@@ -483,29 +479,8 @@ await save();
 // ---------------------------------------------------------------------------------------------
 // End-to-end decode of random models
 
-function benchConfig(preset: string): LlamaConfig {
-  const c = presetConfig(preset);
-  if (!software) return c;
-  // Same structure, every dimension ÷8 (heads ÷8, head_dim 128 kept), layers ÷8.
-  return parseLlamaConfig({
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_act: "silu",
-    vocab_size: c.vocabSize / 8,
-    hidden_size: c.hiddenSize / 8,
-    intermediate_size: c.intermediateSize / 8,
-    num_hidden_layers: c.numLayers / 8,
-    num_attention_heads: c.numHeads / 8,
-    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
-    max_position_embeddings: 4096,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: false,
-  }, `${preset} ÷8`);
-}
-
 async function decode(preset: string, format: BenchFormat): Promise<void> {
-  const config = benchConfig(preset);
+  const config = benchConfig(preset, software);
   const tokens = Number(args.tokens ?? (software ? 8 : 64));
   const warm = software ? 2 : 8;
   gpu.ledger.resetPeak();

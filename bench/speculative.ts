@@ -18,13 +18,13 @@
  */
 
 import type { Gpu } from "../lib/gpu/device.ts";
-import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
-import { presetConfig } from "../lib/model/presets.ts";
 import { speculativeDecode } from "../lib/model/speculative.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import {
+  benchConfig,
   type BenchFormat,
+  median,
   randomLinearFactory,
   type RandomPools,
   RandomWeightSource,
@@ -116,40 +116,13 @@ export interface SpeculativeBenchOptions {
 
 const ACCEPTANCES = [0.5, 0.6, 0.7, 0.8, 0.9];
 
-/** A preset, or on a software adapter the preset with dimensions and layers ÷8. */
-function scaled(preset: string, software: boolean): LlamaConfig {
-  const c = presetConfig(preset);
-  if (!software) return c;
-  return parseLlamaConfig({
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_act: "silu",
-    vocab_size: c.vocabSize / 8,
-    hidden_size: c.hiddenSize / 8,
-    intermediate_size: Math.round(c.intermediateSize / 64) * 8,
-    num_hidden_layers: Math.max(1, Math.round(c.numLayers / 8)),
-    num_attention_heads: Math.max(1, c.numHeads / 8),
-    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
-    head_dim: c.headDim,
-    max_position_embeddings: 4096,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: false,
-  }, `${preset} ÷8`);
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 async function randomModel(
   o: SpeculativeBenchOptions,
   preset: string,
   format: BenchFormat,
 ): Promise<LlamaModel> {
   return await LlamaModel.fromCheckpoint(
-    scaled(preset, o.gpu.isSoftware),
+    benchConfig(preset, o.gpu.isSoftware),
     new RandomWeightSource(o.pools),
     {
       gpu: o.gpu,

@@ -19,11 +19,10 @@
 import { parseArgs } from "node:util";
 import { requestGpu } from "../lib/gpu/device.ts";
 import { formatBytes } from "../lib/gpu/ledger.ts";
-import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
-import { presetConfig } from "../lib/model/presets.ts";
 import { measureUploadBandwidth } from "../lib/model/streaming.ts";
 import {
+  benchConfig,
   type BenchFormat,
   randomLinearFactory,
   randomPackedWeight,
@@ -60,27 +59,6 @@ const software = gpu.isSoftware;
 const pools = new RandomPools();
 const started = performance.now();
 console.log(`adapter: ${gpu.describe()}`);
-
-/** The preset, or on a software adapter a scaled copy of it. */
-function benchConfig(preset: string): LlamaConfig {
-  const c = presetConfig(preset);
-  if (!software) return c;
-  return parseLlamaConfig({
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_act: "silu",
-    hidden_size: c.hiddenSize / 8,
-    intermediate_size: c.intermediateSize / 8,
-    num_hidden_layers: c.numLayers / 4,
-    num_attention_heads: c.numHeads / 8,
-    num_key_value_heads: Math.max(1, c.numKvHeads / 8),
-    vocab_size: Math.round(c.vocabSize / 64) * 8,
-    max_position_embeddings: 4096,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: false,
-  }, `${preset} scaled`);
-}
 
 function parseBudget(raw: string): number | null {
   if (raw === "resident") return null;
@@ -160,7 +138,7 @@ const residentTokens = new Map<string, number[]>();
 
 async function runCase(spec: string): Promise<void> {
   const [preset, format, budgetRaw] = spec.split(":") as [string, BenchFormat, string];
-  const config = benchConfig(preset);
+  const config = benchConfig(preset, software, 4);
   const budget = parseBudget(budgetRaw);
   const decodeTokens = Number(args.tokens ?? (software ? 4 : budget === null ? 32 : 6));
   gpu.ledger.resetPeak();
