@@ -17,7 +17,7 @@ import { QuantLinear, type QuantTuning } from "../lib/kernels/quant_linear.ts";
 import type { QuantFormat, QuantizedWeight } from "../lib/quant/formats.ts";
 import { NESTED_BLOCKSIZE } from "../lib/quant/nf4_dq.ts";
 import { type LlamaConfig, parseLlamaConfig } from "../lib/model/config.ts";
-import type { LinearFactory, LinearRequest } from "../lib/model/llama.ts";
+import type { LinearFactory, LinearRequest } from "../lib/model/load.ts";
 import { presetConfig } from "../lib/model/presets.ts";
 
 /** xorshift32 words into `out`. */

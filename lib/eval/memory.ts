@@ -24,12 +24,8 @@ import { attentionScratchBytes, kvCacheBytes } from "../kernels/attention.ts";
 import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
 import { familyOf, type LlamaConfig } from "../model/config.ts";
-import {
-  activationFloats,
-  LINEAR_NAMES,
-  linearShapes,
-  uniformBytesPerChunk,
-} from "../model/llama.ts";
+import { LINEAR_NAMES, linearShapes } from "../model/load.ts";
+import { activationFloats, uniformBytesPerChunk } from "../model/run_state.ts";
 import { parameterCount } from "../model/presets.ts";
 import { planLayers } from "../model/streaming.ts";
 import { packedBytesFor, type QuantFormat, type QuantOptions } from "../quant/formats.ts";

@@ -28,7 +28,7 @@ import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import type { LlamaConfig } from "./config.ts";
 import { loadLlamaConfig } from "./config.ts";
-import { LINEAR_NAMES, linearShapes } from "./llama.ts";
+import { LINEAR_NAMES, linearShapes } from "./load.ts";
 import type { QlabQuantizationConfig } from "./prequantized.ts";
 import { dtypeSize, numel } from "./safetensors.ts";
 

@@ -42,7 +42,7 @@ import {
 } from "../quant/formats.ts";
 import type { LlamaConfig } from "./config.ts";
 import { LINEAR_NAMES } from "./family.ts";
-import type { LayerWeights, LinearFactory, LinearName, LinearRequest } from "./llama.ts";
+import type { LayerWeights, LinearFactory, LinearName, LinearRequest } from "./load.ts";
 
 /**
  * A linear layer's weights on the CPU, as its GPU layer is built from them: f16 bits for FP16,
