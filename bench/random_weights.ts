@@ -81,7 +81,15 @@ export class RandomPools {
 /** The formats {@linkcode randomLinear} builds. */
 export type BenchFormat = Extract<
   QuantFormat,
-  "fp16" | "int8-vectorwise" | "llm-int8" | "nf4" | "nf4-dq" | "int8-absmax" | "q8_0"
+  | "fp16"
+  | "int8-vectorwise"
+  | "llm-int8"
+  | "nf4"
+  | "nf4-dq"
+  | "fp4"
+  | "int4"
+  | "int8-absmax"
+  | "q8_0"
 >;
 
 /** A packed weight of `format` with random codes and sane scales, sized as lib/quant packs it. */
@@ -114,6 +122,8 @@ export function randomPackedWeight(
         fp16Weights: new Uint32Array(0),
       };
     case "nf4":
+    case "fp4":
+    case "int4":
       return {
         format,
         n,

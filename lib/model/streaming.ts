@@ -76,6 +76,11 @@ export interface StreamingOptions {
    * placing and takes `"mapped"` if that ran at 1 GB/s or more, else `"write"`.
    */
   upload?: "mapped" | "write" | "auto";
+  /**
+   * Receives a line per placing phase (the upload mode chosen and why, host copies made, slots
+   * and resident layers built, each with its time), for a command line or a benchmark to print.
+   */
+  log?: (line: string) => void;
 }
 
 /**
@@ -366,13 +371,44 @@ export class LayerStreamer {
       );
     }
     this.#streamed = Array.from({ length: n - resident }, (_, i) => resident + i);
+    const log = this.#options.log ?? (() => {});
+    let t = performance.now();
+    const seconds = () => {
+      const now = performance.now();
+      const s = (now - t) / 1000;
+      t = now;
+      return s.toFixed(2);
+    };
     if (this.#options.upload === "auto") {
-      this.#options.upload = mappedFillRate(this.#gpu) >= 1e9 ? "mapped" : "write";
+      const rate = mappedFillRate(this.#gpu);
+      this.#options.upload = rate >= 1e9 ? "mapped" : "write";
+      log(
+        `streaming: a 16 MiB mapped-buffer fill ran at ${(rate / 1e9).toFixed(2)} GB/s, so ` +
+          `upload "${this.#options.upload}"`,
+      );
     }
+    log(
+      `streaming: ${resident} of ${n} layers resident, ${
+        n - resident
+      } streamed through ${R} slots of ` +
+        `${formatBytes(layerBytes)} (upload "${this.#options.upload}")`,
+    );
     // Host copies first (the CPU forms go once copied), then the slots, then resident layers.
+    seconds();
+    let copied = 0;
     for (const l of this.#streamed) {
-      for (const p of byLayer[l]) p.copy = this.#hostCopy(p, probe[p.kind]);
+      for (const p of byLayer[l]) {
+        p.copy = this.#hostCopy(p, probe[p.kind]);
+        copied += p.copy.bytes;
+      }
     }
+    const copyS = seconds();
+    log(
+      `streaming: host copies of ${n - resident} layers (${formatBytes(copied)}) in ${copyS} s` +
+        (this.#options.upload === "mapped"
+          ? `, ${(copied / 1e9 / Math.max(Number(copyS), 1e-3)).toFixed(2)} GB/s`
+          : ""),
+    );
     this.#slots.push({ linears: probe, holds: n - 1, used: 0 });
     for (let s = 1; s < R; s++) {
       const l = n - 1 - s;
@@ -380,6 +416,7 @@ export class LayerStreamer {
     }
     for (const l of this.#streamed) for (const p of byLayer[l]) p.host = null;
     for (let l = 0; l < resident; l++) this.#adopt(byLayer[l], await this.#build(byLayer[l], ""));
+    log(`streaming: ${R} slots and ${resident} resident layers built in ${seconds()} s`);
     const perForward = this.#streamed.reduce(
       (sum, l) => sum + byLayer[l].reduce((s, p) => s + p.copy!.bytes, 0),
       0,
@@ -521,11 +558,17 @@ export class LayerStreamer {
       total += part.size;
     }
     if (this.#options.upload === "write") {
-      // Whole words, copied (the packed weight may be a view of something larger).
+      // queue.writeBuffer reads the CPU arrays themselves at every upload; only an array whose
+      // length is not whole words is copied, padded.
       layout.forEach((part, i) => {
         if (part.size === 0) return;
-        part.data = new Uint8Array(part.size);
-        part.data.set(parts[i]!);
+        const bytes = parts[i]!;
+        if (bytes.byteLength === part.size && bytes.buffer instanceof ArrayBuffer) {
+          part.data = bytes as Uint8Array<ArrayBuffer>;
+        } else {
+          part.data = new Uint8Array(part.size);
+          part.data.set(bytes);
+        }
       });
       return { buffer: null, parts: layout, bytes: total };
     }
