@@ -470,7 +470,7 @@ export class LayerStreamer {
         parts.forEach(({ offset, size, data }, i) => {
           if (size === 0) return;
           if (buffer) batch.copyBuffers(buffer, offset, target[i].buffer, 0, size);
-          else queue.writeBuffer(target[i].buffer, 0, data!, 0, size);
+          else writeInPieces(queue, target[i].buffer, data!, size);
         });
       }
       slot.holds = l;
@@ -584,6 +584,25 @@ export class LayerStreamer {
     });
     buffer.unmap();
     return { buffer, parts: layout, bytes: total };
+  }
+}
+
+/**
+ * Bytes `queue.writeBuffer` takes per call in `"write"` mode. Each call copies into a staging
+ * buffer of its size; pieces of 16 MiB fit the blocks the allocator keeps, where a whole 90 MB
+ * tensor would get memory of its own every time.
+ */
+const WRITE_PIECE_BYTES = 16 * 2 ** 20;
+
+/** `queue.writeBuffer` of `data`'s first `size` bytes into `target`, in pieces. */
+function writeInPieces(
+  queue: GPUQueue,
+  target: GPUBuffer,
+  data: Uint8Array<ArrayBuffer>,
+  size: number,
+): void {
+  for (let at = 0; at < size; at += WRITE_PIECE_BYTES) {
+    queue.writeBuffer(target, at, data, at, Math.min(WRITE_PIECE_BYTES, size - at));
   }
 }
 
