@@ -18,8 +18,13 @@
  *   buffer; WebGPU orders a copy into a slot after the products that read its previous layer.
  *   A prefill chunk therefore uploads each streamed layer once, not once per token.
  *
+ * - Or, where this runtime fills mapped buffers slowly (`StreamingOptions.upload`), the streamed
+ *   layers stay ordinary CPU arrays and each upload is a `queue.writeBuffer`: the forward is
+ *   submitted layer by layer, and the CPU copies the next layer while the GPU computes.
+ *
  * The streamed layers' bytes cross the bus once per forward chunk, so decoding is bound by
- * `streamed bytes per token ÷ host→GPU bandwidth` ({@linkcode measureUploadBandwidth}).
+ * `streamed bytes per token ÷ host→GPU bandwidth` ({@linkcode measureUploadBandwidth}), and in
+ * `"write"` mode by the rate of `queue.writeBuffer` (a CPU copy into a staging buffer).
  * Results are identical to the resident model: the slot layers are the same kernels on the same
  * bytes.
  *
@@ -72,7 +77,8 @@ export interface StreamingOptions {
    * buffer — no CPU work per token. `"write"`: kept as ordinary CPU arrays and written with
    * `queue.writeBuffer` (the forward submits its work layer by layer so that each write lands
    * after the products that read the slot before) — a CPU copy per token, for runtimes where
-   * filling mapped buffers is slow. `"auto"` (default): fills a 16 MiB mapped buffer when
+   * filling mapped buffers is slow (Deno 2.9 on an NVIDIA H200: 0.02 GB/s, its `getMappedRange`
+   * reading the mapped host memory back; there only `"write"` is usable). `"auto"` (default): fills a 4 MiB mapped buffer when
    * placing and takes `"mapped"` if that ran at 1 GB/s or more, else `"write"`.
    */
   upload?: "mapped" | "write" | "auto";
@@ -383,7 +389,7 @@ export class LayerStreamer {
       const rate = mappedFillRate(this.#gpu);
       this.#options.upload = rate >= 1e9 ? "mapped" : "write";
       log(
-        `streaming: a 16 MiB mapped-buffer fill ran at ${(rate / 1e9).toFixed(2)} GB/s, so ` +
+        `streaming: a 4 MiB mapped-buffer fill ran at ${(rate / 1e9).toFixed(2)} GB/s, so ` +
           `upload "${this.#options.upload}"`,
       );
     }
@@ -608,10 +614,11 @@ function writeInPieces(
 
 /**
  * Bytes per second at which this runtime fills a new mapped `MAP_WRITE` buffer from a CPU array
- * (create, `getMappedRange`, copy, unmap), on 16 MiB.
+ * (create, `getMappedRange`, copy, unmap), on 4 MiB. (Deno 2.9 on an NVIDIA H200: 0.02 GB/s,
+ * `getMappedRange` reading the mapped host memory back; so `"auto"` picks `"write"` there.)
  */
 function mappedFillRate(gpu: Gpu): number {
-  const bytes = 16 * 2 ** 20;
+  const bytes = 4 * 2 ** 20;
   const data = new Uint8Array(bytes).fill(1);
   const t0 = performance.now();
   const buffer = gpu.device.createBuffer({
@@ -628,9 +635,11 @@ function mappedFillRate(gpu: Gpu): number {
 }
 
 /**
- * Host→GPU copy bandwidth on this adapter, in bytes per second: the median of `reps` timed
- * copies of `bytes` from a `MAP_WRITE | COPY_SRC` buffer (where streamed layers live) into a
- * GPU buffer, each submitted and waited for.
+ * Host→GPU copy bandwidth on this adapter, in bytes per second: copies of `bytes` from a
+ * `MAP_WRITE | COPY_SRC` buffer (host memory on a discrete GPU) into a GPU buffer, timed as the
+ * difference between a submission of 1 copy and one of 1 + `copies`, each waited for (so the
+ * fixed cost of submitting and waiting, ~10 ms in Deno, cancels out); the median of `reps` such
+ * pairs. The source is never mapped: filling it would time this runtime's mapping, not the bus.
  *
  * @example
  * ```ts ignore
@@ -640,36 +649,40 @@ function mappedFillRate(gpu: Gpu): number {
  */
 export async function measureUploadBandwidth(
   gpu: Gpu,
-  options: { bytes?: number; reps?: number } = {},
+  options: { bytes?: number; reps?: number; copies?: number } = {},
 ): Promise<number> {
   const bytes = Math.ceil((options.bytes ?? 64 * 2 ** 20) / 4) * 4;
-  const reps = options.reps ?? 5;
+  const reps = options.reps ?? 3;
+  const copies = options.copies ?? 4;
   const { device } = gpu;
   const src = device.createBuffer({
     label: "upload bandwidth source",
     size: bytes,
     usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
-    mappedAtCreation: true,
   });
-  new Uint8Array(src.getMappedRange()).fill(1);
-  src.unmap();
   const dst = gpu.tensor({
     label: "upload bandwidth target",
     category: "scratch",
     byteSize: bytes,
   });
+  const timed = async (n: number) => {
+    const encoder = device.createCommandEncoder();
+    for (let i = 0; i < n; i++) encoder.copyBufferToBuffer(src, 0, dst.buffer, 0, bytes);
+    const t0 = performance.now();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  };
   try {
-    const times: number[] = [];
-    for (let r = 0; r < reps + 1; r++) {
-      const encoder = device.createCommandEncoder();
-      encoder.copyBufferToBuffer(src, 0, dst.buffer, 0, bytes);
-      const t0 = performance.now();
-      device.queue.submit([encoder.finish()]);
-      await device.queue.onSubmittedWorkDone();
-      if (r > 0) times.push(performance.now() - t0); // the first one warms up
+    await timed(1); // warm-up (and the source's zero-fill)
+    const rates: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const one = await timed(1);
+      const more = await timed(1 + copies);
+      rates.push(copies * bytes / (Math.max(more - one, 1e-3) / 1000));
     }
-    times.sort((a, b) => a - b);
-    return bytes / (times[Math.floor(times.length / 2)] / 1000);
+    rates.sort((a, b) => a - b);
+    return rates[Math.floor(rates.length / 2)];
   } finally {
     src.destroy();
     dst.destroy();
