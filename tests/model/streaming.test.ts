@@ -9,7 +9,7 @@ import { requestGpu } from "../../lib/gpu/device.ts";
 import { estimateStreaming } from "../../lib/eval/memory.ts";
 import { loadLlamaConfig } from "../../lib/model/config.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
-import { planLayers } from "../../lib/model/streaming.ts";
+import { measureUploadBandwidth, planLayers } from "../../lib/model/streaming.ts";
 import { QUANT_FORMATS } from "../../lib/quant/formats.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 
@@ -137,6 +137,17 @@ Deno.test("planLayers keeps what fits and leaves room for the slots", () => {
       .residentLayers,
     -1,
   );
+});
+
+Deno.test("measureUploadBandwidth gives a rate and frees its buffers", async () => {
+  const gpu = await requestGpu();
+  try {
+    const bw = await measureUploadBandwidth(gpu, { bytes: 2 ** 20, reps: 1, copies: 2 });
+    assert(Number.isFinite(bw) && bw > 1e6, `${bw} bytes/s`);
+    assertEquals(gpu.ledger.currentBytes, 0);
+  } finally {
+    gpu.destroy();
+  }
 });
 
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
