@@ -1,8 +1,12 @@
 /**
  * Layer streaming at real model shapes: decode and prefill tokens/s of random Llama-2-7B and
  * Llama-3-8B models fully resident and under GPU memory budgets (`vramBudget`), per weight
- * format, next to the bound the host→GPU bandwidth sets (streamed bytes per token ÷ bandwidth),
- * measured in the same run. Every streamed case must give the resident model's logits (the last
+ * format, next to the bounds the upload paths set (streamed bytes per token ÷ their rates, both
+ * measured in the same run): a copy from a `MAP_WRITE | COPY_SRC` buffer ("mapped" mode), and
+ * `queue.writeBuffer` ("write" mode), with the upload rate the streamed decode reached. (On a
+ * GPU with resizable BAR, such as the H200, `MAP_WRITE` buffers live in GPU memory: the copy rate
+ * is then a GPU-memory rate, and writeBuffer — the CPU writing through the BAR — is the bus.)
+ * Every streamed case must give the resident model's logits (the last
  * position of a 128-token prefill, bit for bit) and its greedy tokens, and keep the ledger's
  * peak within the budget. Writes `streaming.json` and `streaming.md` to `--out` (default
  * `bench/out`) after every case, and prints each phase with the seconds since the start.
@@ -181,6 +185,8 @@ interface CaseResult {
   residentDecodeTokensPerSecond: number | null;
   /** Host→GPU copy bandwidth ÷ streamed bytes per token (null when nothing streams). */
   busBoundTokensPerSecond: number | null;
+  /** Streamed bytes per token × decode tok/s: the upload rate the streamed decode reached. */
+  uploadedBytesPerSecond: number | null;
   /** queue.writeBuffer rate ÷ streamed bytes per token, in "write" mode. */
   writeBoundTokensPerSecond: number | null;
   tokens: number[];
@@ -242,6 +248,7 @@ async function runCase(spec: string): Promise<void> {
     decodeTokensPerSecond: null,
     residentDecodeTokensPerSecond: base?.tps ?? null,
     busBoundTokensPerSecond: null,
+    uploadedBytesPerSecond: null,
     writeBoundTokensPerSecond: null,
     tokens: [],
     sameLogitsAsResident: null,
@@ -339,6 +346,9 @@ async function runCase(spec: string): Promise<void> {
     } else {
       residentRuns.set(key, { logits, tokens: run.tokens, tps: r.decodeTokensPerSecond });
     }
+    if (r.streamedBytesPerToken > 0) {
+      r.uploadedBytesPerSecond = r.streamedBytesPerToken * r.decodeTokensPerSecond;
+    }
     r.peakBytes = gpu.ledger.peakBytes;
     r.withinBudget = budget === null ? null : r.peakBytes <= budget;
     say(
@@ -350,6 +360,9 @@ async function runCase(spec: string): Promise<void> {
               : "") +
             (r.writeBoundTokensPerSecond
               ? `, writeBuffer bound ${r.writeBoundTokensPerSecond.toFixed(2)}`
+              : "") +
+            (r.uploadedBytesPerSecond
+              ? `; uploads ran at ${(r.uploadedBytesPerSecond / 1e9).toFixed(2)} GB/s`
               : "") +
             `), same tokens as resident: ${r.sameTokensAsResident}`
           : "") +
@@ -399,6 +412,7 @@ async function save(): Promise<void> {
       r.budgetBytes === null ? "-" : f(r.residentDecodeTokensPerSecond),
       f(r.busBoundTokensPerSecond),
       f(r.writeBoundTokensPerSecond),
+      r.uploadedBytesPerSecond === null ? "-" : (r.uploadedBytesPerSecond / 1e9).toFixed(2),
       f(r.prefillTokensPerSecond, 1),
       yes(r.sameLogitsAsResident),
       yes(r.sameTokensAsResident),
@@ -413,10 +427,10 @@ async function save(): Promise<void> {
       `${(writeRate / 1e9).toFixed(2)} GB/s; upload mode ${upload}\n\n` +
       "| model | format | budget | resident layers | upload | peak GiB | within budget " +
       "| streamed GiB/token | decode tok/s | resident tok/s | bus bound tok/s " +
-      "| writeBuffer bound tok/s " +
+      "| writeBuffer bound tok/s | uploaded GB/s " +
       "| prefill tok/s (128) | same logits | same tokens | load s | note |\n" +
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- " +
-      "| --- | --- | --- |\n" + rows.map((row) => `| ${row} |`).join("\n") + "\n",
+      "| --- | --- | --- | --- |\n" + rows.map((row) => `| ${row} |`).join("\n") + "\n",
   );
 }
 

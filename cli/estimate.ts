@@ -43,7 +43,8 @@ Options:
   --vram-budget SIZE with layer streaming under a GPU memory budget (e.g. 2GiB): how many
                      decoder layers stay resident, how many stream, and the bytes each decoded
                      token uploads
-  --bandwidth GB/s   host-to-GPU bandwidth for the decode bound of --vram-budget (default 25)
+  --bandwidth GB/s   host-to-GPU upload rate for the decode bound of --vram-budget (default 5:
+                     what Deno's queue.writeBuffer reached on an NVIDIA H200)
   --export           RAM each way of converting to llama2.c's files needs (our streaming
                      export vs whole-model, as llama2.c's export.py), and the output size
   --json FILE        also write the estimates as JSON
@@ -84,7 +85,7 @@ export async function estimateCommand(args: string[]): Promise<number> {
       json: { type: "string" },
       "vram-budget": { type: "string" },
       export: { type: "boolean", default: false },
-      bandwidth: { type: "string", default: "25" },
+      bandwidth: { type: "string", default: "5" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -193,7 +194,7 @@ export async function estimateCommand(args: string[]): Promise<number> {
             ? [
               r.model,
               r.format,
-              r.residentLayers + r.streamedLayers,
+              r.layers,
               "too small",
               "-",
               Number(

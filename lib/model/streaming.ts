@@ -77,8 +77,11 @@ export interface StreamingOptions {
    * buffer — no CPU work per token. `"write"`: kept as ordinary CPU arrays and written with
    * `queue.writeBuffer` (the forward submits its work layer by layer so that each write lands
    * after the products that read the slot before) — a CPU copy per token, for runtimes where
-   * filling mapped buffers is slow (Deno 2.9 on an NVIDIA H200: 0.02 GB/s, its `getMappedRange`
-   * reading the mapped host memory back; there only `"write"` is usable). `"auto"` (default): fills a 4 MiB mapped buffer when
+   * filling mapped buffers is slow (Deno 2.9 on an NVIDIA H200: 0.02-0.03 GB/s, its
+   * `getMappedRange` reading the mapped memory back; there only `"write"` is usable). Where the
+   * GPU exposes its memory through a resizable BAR (the H200 does), `MAP_WRITE` buffers may be
+   * placed in GPU memory, which the ledger does not see: `"mapped"` would then hold the streamed
+   * layers in GPU memory after all. `"auto"` (default): fills a 4 MiB mapped buffer when
    * placing and takes `"mapped"` if that ran at 1 GB/s or more, else `"write"`.
    */
   upload?: "mapped" | "write" | "auto";
@@ -640,6 +643,9 @@ function mappedFillRate(gpu: Gpu): number {
  * difference between a submission of 1 copy and one of 1 + `copies`, each waited for (so the
  * fixed cost of submitting and waiting, ~10 ms in Deno, cancels out); the median of `reps` such
  * pairs. The source is never mapped: filling it would time this runtime's mapping, not the bus.
+ * This is the link only where such buffers live in host memory: with a resizable BAR they may be
+ * in GPU memory (an H200 copies from them at 420 GB/s), and the bus is crossed by the CPU's
+ * writes, which `queue.writeBuffer` makes.
  *
  * @example
  * ```ts ignore
