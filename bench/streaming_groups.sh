@@ -23,7 +23,7 @@ want=${1:-all}
   group streaming-int8-nf4-q8 "$m:int8-vectorwise:resident,$m:int8-vectorwise:4GiB,$m:nf4:resident,$m:nf4:2GiB,$m:q8_0:resident,$m:q8_0:4GiB"
 [ "$want" = all ] || [ "$want" = others ] &&
   group streaming-others "$m:nf4-dq:resident,$m:nf4-dq:2GiB,$m:llm-int8:resident,$m:llm-int8:4GiB,$m:int4:resident,$m:int4:2GiB,$m:fp4:resident,$m:fp4:2GiB,$m:int8-absmax:resident,$m:int8-absmax:4GiB,llama-3-8b:nf4:resident,llama-3-8b:nf4:3GiB"
-# what the first run of 2026-12-02 left out, fp16 at 4 GiB last
+# what the runs of 2026-12-02 left out, fp16 at 4 GiB last
 [ "$want" = rest ] &&
-  group streaming-rest "$m:q8_0:resident,$m:q8_0:4GiB,$m:int4:resident,$m:int4:2GiB,$m:fp4:resident,$m:fp4:2GiB,$m:int8-absmax:resident,$m:int8-absmax:4GiB,llama-3-8b:nf4:resident,llama-3-8b:nf4:3GiB,$m:fp16:resident,$m:fp16:4GiB"
+  group streaming-rest "$m:int4:resident,$m:int4:2GiB,$m:fp4:resident,$m:fp4:2GiB,$m:int8-absmax:resident,$m:int8-absmax:4GiB,llama-3-8b:nf4:resident,llama-3-8b:nf4:3GiB,$m:fp16:resident,$m:fp16:4GiB"
 exit 0
