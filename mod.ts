@@ -53,8 +53,10 @@ export {
   Fp16LinearStack,
   type Fp16LinearStackOptions,
   type Fp16Tuning,
+  type Int8Input,
   type Linear,
   type LinearEncodeOptions,
+  type LinearStack,
   MAX_GEMV_ROWS,
   type StackedWeight,
 } from "./lib/kernels/linear.ts";
@@ -67,6 +69,8 @@ export {
   type QuantLinearFormat,
   type QuantLinearOptions,
   type QuantLinearRequest,
+  QuantLinearStack,
+  type QuantLinearStackOptions,
   type QuantTuning,
 } from "./lib/kernels/quant_linear.ts";
 export {

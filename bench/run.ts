@@ -87,6 +87,7 @@ const { values: args } = parseArgs({
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
     tuning: { type: "string" },
+    stack: { type: "string", default: "all" },
     help: { type: "boolean", default: false },
   },
 });
@@ -97,7 +98,9 @@ if (args.help) {
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
-      "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)",
+      "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)\n" +
+      "                [--tuning JSON]                     (QuantTuning of the decode models)\n" +
+      "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)",
   );
   Deno.exit(0);
 }
@@ -120,6 +123,9 @@ const reps = Number(args.reps ?? (software ? 5 : 50));
 const warmMs = Number(args["warm-ms"] ?? (software ? 0 : 50));
 // --tuning JSON: launch shapes for every quantized layer of the decode models (QuantTuning).
 const decodeTuning = args.tuning ? JSON.parse(args.tuning) as QuantTuning : undefined;
+// Which decode models stack q/k/v and gate/up (LoadOptions.stackLayers): every format that can
+// (default), FP16 only (the quantized layers as they were before QuantLinearStack), or none.
+if (!["all", "fp16", "none"].includes(args.stack!)) throw new Error(`--stack ${args.stack}`);
 const pools = new RandomPools();
 
 // Llama-2-7B: 4096x4096 (q,k,v,o), 11008x4096 (gate, up), 4096x11008 (down).
@@ -492,6 +498,7 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
     // FP16 takes the model's own layers (random f16 weights from the source), so q/k/v and
     // gate/up are stacked as in a loaded model; the other formats get random packed weights.
     linear: format === "fp16" ? undefined : randomLinearFactory(pools, format, decodeTuning),
+    stackLayers: args.stack === "all" || (args.stack === "fp16" && format === "fp16"),
     // Prefill runs the whole prompt as one chunk, as llama-bench's pp512 (ubatch 512) does.
     maxSeqLen: 2 * prefillRows + 512,
     chunkSize: prefillRows,

@@ -14,7 +14,7 @@
 
 import { requestGpu } from "../lib/gpu/device.ts";
 import { Fp16Linear, Fp16LinearStack } from "../lib/kernels/linear.ts";
-import { QuantLinear } from "../lib/kernels/quant_linear.ts";
+import { QuantLinear, QuantLinearStack } from "../lib/kernels/quant_linear.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
 import { LlamaOps } from "../lib/model/ops.ts";
 import { presetConfig } from "../lib/model/presets.ts";
@@ -79,7 +79,8 @@ try {
     ["SwiGLU", LlamaOps.prototype, "swiglu"],
     ["stacked FP16 GEMVs (q/k/v, gate/up)", Fp16LinearStack.prototype, "encodeRow"],
     ["other FP16 products (and the LM head)", Fp16Linear.prototype, "encode"],
-    ["quantized products", QuantLinear.prototype, "encode"],
+    ["stacked quantized GEMVs (q/k/v, gate/up)", QuantLinearStack.prototype, "encodeRow"],
+    ["other quantized products", QuantLinear.prototype, "encode"],
   ];
   for (const [label, proto, name] of cases) {
     const undo = twice(proto, name);

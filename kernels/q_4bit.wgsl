@@ -65,7 +65,11 @@ struct Params {
   n_count: u32,   // output features in this chunk
   blocksize: u32,
   code_base: u32, // first word of this chunk's codes in the whole array
-  pad: u32,
+  split1: u32,    // gemv with ROUTE2/ROUTE3: first feature that goes to y2
+  split2: u32,    // gemv with ROUTE3: first feature that goes to y3
+  pad0: u32,
+  pad1: u32,
+  pad2: u32,
   table: array<vec4<f32>, 4>,
 }
 
@@ -92,6 +96,48 @@ struct Params {
 #endif
 #endif
 
+// Several layers' weights stacked in one matrix (q, k, v; gate, up), one row of x: gemv writes
+// features [0, split1) to y, [split1, split2) to y2 and the rest to y3 (ROUTE3), so one dispatch
+// serves two or three products. Not with SWIGLU.
+#if DQ
+#if ROUTE2
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+#endif
+#else
+#if ROUTE2
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y3: array<f32>;
+#endif
+#endif
+
+// Output feature n (of the whole, possibly stacked, matrix) of the one activation row.
+fn store_gemv(n: u32, v: f32) {
+#if ROUTE2
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+#if ROUTE3
+  if (n >= p.split2) {
+    y3[n - p.split2] = v;
+    return;
+  }
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+  y[n] = v;
+}
+
 // SWIGLU (f16 gemv with K32 only): x holds gate_proj's output and up4 up_proj's, and the product
 // reads silu(x) · up as it stages its x tile — the SwiGLU of elementwise.wgsl, in the same f32
 // arithmetic, without its dispatch or the round trip of its result through memory.
@@ -104,10 +150,27 @@ fn x_at(i: u32) -> vec4<f32> {
 #endif
 }
 
+#if DQ
+// The per-tensor offset of block b's layer: a stack's matrix (ROUTE2/ROUTE3) holds one per layer,
+// each layer whole groups of 256 blocks.
+fn block_offset(b: u32) -> f32 {
+#if ROUTE2
+  return offset[select(0u, 1u, b * p.blocksize >= p.split1 * p.k)];
+#else
+#if ROUTE3
+  let e = b * p.blocksize;
+  return offset[select(0u, 1u, e >= p.split1 * p.k) + select(0u, 1u, e >= p.split2 * p.k)];
+#else
+  return offset[0];
+#endif
+#endif
+}
+#endif
+
 fn block_absmax(b: u32) -> f32 {
 #if DQ
   let q = (qabsmax[b / 4u] >> (8u * (b % 4u))) & 0xffu;
-  return dmap[q] * absmax2[b / 256u] + offset[0];
+  return dmap[q] * absmax2[b / 256u] + block_offset(b);
 #else
   return absmax[b];
 #endif
@@ -464,7 +527,7 @@ fn gemv(
     workgroupBarrier();
   }
   if (lane < RPT && n0 + lane < p.n_count) {
-    y[p.n_start + n0 + lane] = partial[lane * GEMV_WG + lid - lane];
+    store_gemv(p.n_start + n0 + lane, partial[lane * GEMV_WG + lid - lane]);
   }
 }
 

@@ -71,6 +71,8 @@ struct Params {
   threshold: f32,  // LLM: outlier threshold on |x|; ≤ 0 turns the decomposition off
   n_kept: u32,     // LLM_FP16: number of FP16 columns the weight keeps
   sw_stride: u32,  // 1: a weight scale per output feature; 0: one for the tensor
+  split1: u32,     // gemv with ROUTE2/ROUTE3: first feature that goes to y2
+  split2: u32,     // gemv with ROUTE3: first feature that goes to y3
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -93,7 +95,23 @@ const NONE = 0xffffffffu;
 #else
 @group(0) @binding(2) var<storage, read_write> sx_rw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> xq_out: array<u32>;
+#if SWIGLU
+@group(0) @binding(4) var<storage, read> up4: array<vec4<f32>>;
 #endif
+#endif
+
+// Word i (four values) of the row quantize_row codes. With SWIGLU (quantize_row only, not LLM)
+// x holds gate_proj's output and up4 up_proj's, and the row is silu(x) · up, computed as
+// elementwise.wgsl's swiglu computes it (the same f32 expression): down_proj's input without the
+// SwiGLU dispatch or the round trip of its result through memory.
+fn x_word(i: u32) -> vec4<f32> {
+#if SWIGLU
+  let g = x4[i];
+  return g / (1.0 + exp(-g)) * up4[i];
+#else
+  return x4[i];
+#endif
+}
 
 override QWG: u32 = 256u; // threads per workgroup of the activation kernels, a power of two
 
@@ -101,49 +119,9 @@ var<workgroup> red: array<f32, QWG>;
 var<workgroup> scan: array<u32, QWG>;
 var<workgroup> counts: array<vec2<u32>, QWG>; // quantize_row: outliers before / in the segment
 
-// 127 / a rounded to the nearest f32, exactly as the CPU twin's Math.fround(127 / absmax).
-// WGSL allows f32 division to be 2.5 ulp off (GPUs use a reciprocal), which would move the
-// codes of values lying near a rounding boundary; dividing the mantissas as integers (exact in
-// WGSL) is a long division of 40 or 41 quotient bits, once per row, done 8 bits per u32 division
-// (five or six dependent steps rather than 40 or 41: ~0.7 µs less per quantize_row on an
-// H100).
-fn scale127(a: f32) -> f32 {
-  if (!(a > 0.0)) {
-    return 0.0; // an all-zero row gets all-zero codes
-  }
-  let bits = bitcast<u32>(a);
-  let e = (bits >> 23u) & 0xffu;
-  if (e == 0u || e == 0xffu) {
-    return 127.0 / a; // subnormal or infinite absmax: not worth exactness
-  }
-  let m = (bits & 0x7fffffu) | 0x800000u; // a = m · 2^(e - 150)
-  // 127 / a = 127 · 2^(150 - e) / m; take 24 significant bits of 127 · 2^steps / m.
-  let steps = select(41u, 40u, m <= (127u << 17u));
-  // q = ⌊127 · 2^steps / m⌋, r the remainder: the dividend's low bits are all zero, so each step
-  // brings down 8 (or 1) zero bits; r < m < 2^24 keeps r · 2^8 within a u32.
-  var r = 127u;
-  var q = 0u;
-  if (steps == 41u) {
-    r <<= 1u;
-    q = r / m;
-    r -= q * m;
-  }
-  for (var i = 0u; i < 5u; i++) {
-    r <<= 8u;
-    let d = r / m;
-    r -= d * m;
-    q = (q << 8u) | d;
-  }
-  if (2u * r > m || (2u * r == m && (q & 1u) == 1u)) {
-    q += 1u; // round half to even
-  }
-  return ldexp(f32(q), 150 - i32(e) - i32(steps));
-}
-
-// round(v · s) half to even (WGSL round), clamped to ±127, as int8Code.
-fn code_of(v: f32, s: f32) -> i32 {
-  return i32(clamp(round(v * s), -127.0, 127.0));
-}
+// scale127 (127 / absmax, correctly rounded) and code_of (one activation code), shared with
+// rmsnorm.wgsl's add_rmsnorm_q8.
+#include "common/int8_code.wgsl"
 
 fn is_outlier_value(v: f32) -> bool {
 #if LLM
@@ -391,7 +369,7 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
   // them out of the loop's loads.
   var own = vec4<f32>(0.0);
   if (w < words) {
-    own = x4[xo + w];
+    own = x_word(xo + w);
   }
   // The whole row's absmax (outlier values left out), four independent loads per step. Thread
   // lid reads words lid + j·QWG, which lie in segment j: it counts the outliers of those before
@@ -400,16 +378,16 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
   var before = 0u;
   var i = lid;
   for (; i + 3u * QWG < words; i += 4u * QWG) {
-    let v0 = x4[xo + i];
-    let v1 = x4[xo + i + QWG];
-    let v2 = x4[xo + i + 2u * QWG];
-    let v3 = x4[xo + i + 3u * QWG];
+    let v0 = x_word(xo + i);
+    let v1 = x_word(xo + i + QWG);
+    let v2 = x_word(xo + i + 2u * QWG);
+    let v3 = x_word(xo + i + 3u * QWG);
     a = max(a, max(max(kept_abs4(v0), kept_abs4(v1)), max(kept_abs4(v2), kept_abs4(v3))));
     before += count_before(v0, i, w0) + count_before(v1, i + QWG, w0) +
       count_before(v2, i + 2u * QWG, w0) + count_before(v3, i + 3u * QWG, w0);
   }
   for (; i < words; i += QWG) {
-    let v = x4[xo + i];
+    let v = x_word(xo + i);
     a = max(a, kept_abs4(v));
     before += count_before(v, i, w0);
   }
@@ -487,6 +465,48 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
 @group(0) @binding(8) var<storage, read> kept_w: array<u32>; // FP16 columns, column-major pairs
 #endif
 #endif
+
+// Several layers' weights stacked in one matrix (q, k, v; gate, up) sharing one quantized row of
+// x: gemv writes features [0, split1) to y, [split1, split2) to y2 and the rest to y3 (ROUTE3),
+// so one dispatch serves two or three products. Not with LLM_FP16 (its columns are per layer).
+#if LLM
+#if ROUTE2
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+#endif
+#else
+#if ROUTE2
+@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y3: array<f32>;
+#endif
+#endif
+
+// Output feature gn (of the whole, possibly stacked, matrix) of the one activation row.
+fn store_gemv(gn: u32, v: f32) {
+#if ROUTE2
+  if (gn >= p.split1) {
+    y2[gn - p.split1] = v;
+    return;
+  }
+#endif
+#if ROUTE3
+  if (gn >= p.split2) {
+    y3[gn - p.split2] = v;
+    return;
+  }
+  if (gn >= p.split1) {
+    y2[gn - p.split1] = v;
+    return;
+  }
+#endif
+  y[gn] = v;
+}
 
 // sw_stride 0 reads the one per-tensor scale: int8-absmax and int8-vectorwise share the product.
 fn weight_scale(gn: u32) -> f32 {
@@ -622,7 +642,7 @@ fn gemv(
   }
   if (lane == 0u && n < p.n_count) {
     let gn = p.n_start + n;
-    y[gn] = rescale(ipart[lid], 0u, gn) + fpart[lid];
+    store_gemv(gn, rescale(ipart[lid], 0u, gn) + fpart[lid]);
   }
 }
 

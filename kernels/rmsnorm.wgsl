@@ -7,6 +7,11 @@
 // in one dispatch. Each thread re-reads only the sums it wrote itself.
 //
 // `rmsnorm_inplace` normalises x itself (Qwen3's per-head q/k norm: rows of head_dim).
+//
+// `add_rmsnorm_q8` (one row, dim % 4 == 0) is add_rmsnorm, then the int8 activation codes of its
+// output for the int8 products that read it: absmax to q8_absmax[0] and the codes, four per word,
+// to q8_codes, exactly as q_int8.wgsl's quantize_row codes the row it reads back (the same f32
+// values, absmax, scale127 and code_of). A decode step's int8 layers then skip that dispatch.
 
 struct Params {
   rows: u32,
@@ -21,6 +26,11 @@ struct Params {
 // add_rmsnorm: x is updated in place
 @group(0) @binding(1) var<storage, read_write> x_rw: array<f32>;
 @group(0) @binding(4) var<storage, read> delta: array<f32>;
+// add_rmsnorm_q8
+@group(0) @binding(5) var<storage, read_write> q8_absmax: array<f32>;
+@group(0) @binding(6) var<storage, read_write> q8_codes: array<u32>;
+
+#include "common/int8_code.wgsl"
 
 override WG: u32 = 256u; // a power of two
 
@@ -72,6 +82,44 @@ fn add_rmsnorm(
   if (row >= p.rows) {
     return; // uniform for the workgroup
   }
+  add_norm_row(lid, row);
+}
+
+@compute @workgroup_size(WG)
+fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
+  add_norm_row(lid, 0u);
+  // Every thread's writes of `out` are visible to the others, and inverse_rms's last read of
+  // `partial` is done, before the absmax reuses it.
+  storageBarrier();
+  workgroupBarrier();
+  let words = p.dim / 4u;
+  var a = 0.0;
+  for (var w = lid; w < words; w += WG) {
+    let v = abs(vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]));
+    a = max(a, max(max(v.x, v.y), max(v.z, v.w)));
+  }
+  partial[lid] = a;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      partial[lid] = max(partial[lid], partial[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  let amax = partial[0];
+  if (lid == 0u) {
+    q8_absmax[0] = amax;
+  }
+  let s = scale127(amax);
+  for (var w = lid; w < words; w += WG) {
+    let v = vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]);
+    q8_codes[w] = pack4xI8(vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s),
+      code_of(v.w, s)));
+  }
+}
+
+// add_rmsnorm of one row.
+fn add_norm_row(lid: u32, row: u32) {
   let base = row * p.dim;
   // Four elements per step, their loads issued together: a row of 4096 is 16 elements per
   // thread, and one load in flight at a time made this one-workgroup kernel latency-bound.

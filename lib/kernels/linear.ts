@@ -97,8 +97,32 @@ export interface Linear {
    * (absent: never).
    */
   fusesSwiglu?(rows: number): boolean;
+  /**
+   * Layers that quantize their activations (int8, one row): where the product reads the codes
+   * and absmax of `x`, recorded as holding `x` quantized, so that the next `encode` of this x
+   * with `reuseInput` skips its own quantization. The caller must record, before that product, a
+   * dispatch writing them (RMSNorm's `encodeAddQ8`). Null (or absent): the layer quantizes x
+   * itself.
+   */
+  int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
   /** Frees what the layer owns (not a weight tensor it was given to share). */
   destroy(): void;
+}
+
+/**
+ * Where an int8 product reads one quantized activation row ({@linkcode Linear.int8Input}): the
+ * codes, four per u32, and the row's absmax (f32).
+ *
+ * @example
+ * ```ts ignore
+ * const q8: Int8Input | null = lin.int8Input?.(batch, xn) ?? null;
+ * ```
+ */
+export interface Int8Input {
+  /** The codes, four int8 per u32 word, K bytes. */
+  codes: GpuTensor;
+  /** The absmax of the row, one f32. */
+  absmax: GpuTensor;
 }
 
 /**
@@ -396,6 +420,36 @@ async function gemvKernel(
   return { kernel, rowsPerWorkgroup: gemvWg / gemvTpr };
 }
 
+/**
+ * Layers that read the same activations (q/k/v, gate/up) held as one matrix: one dispatch
+ * computes all of them for one activation row ({@linkcode Fp16LinearStack}, and
+ * `QuantLinearStack` of quant_linear.ts).
+ *
+ * @example
+ * ```ts ignore
+ * const stack: LinearStack = qkv;
+ * stack.encodeRow(batch, xn, [yq, yk, yv]);
+ * ```
+ */
+export interface LinearStack {
+  /** The stacked layers, for any number of activation rows. */
+  readonly parts: readonly Linear[];
+  /**
+   * Records every layer's `y = x · Wᵀ` for one activation row, into `ys` in stacking order
+   * (`options.reuseInput` as in {@linkcode Linear.encode}).
+   */
+  encodeRow(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    options?: LinearEncodeOptions,
+  ): void;
+  /** As {@linkcode Linear.int8Input}, for the stack's one product. */
+  int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
+  /** Frees what the stack holds. */
+  destroy(): void;
+}
+
 /** One layer of an {@linkcode Fp16LinearStack}. */
 export interface StackedWeight {
   /** Ledger-style name of the layer, e.g. `model.layers.0.self_attn.k_proj.weight`. */
@@ -441,7 +495,7 @@ export interface Fp16LinearStackOptions {
  * qkv.destroy();
  * ```
  */
-export class Fp16LinearStack {
+export class Fp16LinearStack implements LinearStack {
   /** The stacked layers, each reading its rows of the shared tensor. */
   readonly parts: readonly Fp16Linear[];
   /** K. */

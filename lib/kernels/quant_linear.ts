@@ -23,7 +23,7 @@
  * @module
  */
 
-import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
+import { type Binding, CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { f16ArrayToF32 } from "../gpu/f16.ts";
 import type { Kernel, KernelSpec } from "../gpu/kernel.ts";
@@ -41,8 +41,15 @@ import { LLM_INT8_THRESHOLD } from "../quant/llm_int8.ts";
 import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { NF4_TABLE } from "../quant/nf4.ts";
 import { Q4_0_TABLE } from "../quant/ggml.ts";
-import { requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
-import { Fp16Linear, type Linear, type LinearEncodeOptions, MAX_GEMV_ROWS } from "./linear.ts";
+import { bindingBytes, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
+import {
+  Fp16Linear,
+  type Int8Input,
+  type Linear,
+  type LinearEncodeOptions,
+  type LinearStack,
+  MAX_GEMV_ROWS,
+} from "./linear.ts";
 
 /**
  * The formats {@linkcode QuantLinear} runs: every {@linkcode QuantFormat} but `"fp16"`
@@ -90,8 +97,9 @@ export interface QuantTuning {
    */
   gemvTable?: "pairs" | "banked";
   /**
-   * 4-bit f16 GEMV (K % 32 == 0): offer SwiGLU folded into the product's input read
-   * ({@linkcode QuantLinear.fusesSwiglu}; default true).
+   * Offer SwiGLU folded into the product's input read ({@linkcode QuantLinear.fusesSwiglu};
+   * default true): the 4-bit f16 GEMV (K % 32 == 0) stages silu(x) · up as its x, and the int8
+   * formats but LLM.int8() quantize silu(x) · up as their activation row.
    */
   gemvFuseSwiglu?: boolean;
   /**
@@ -445,6 +453,8 @@ interface Kernels {
   gemv: Kernel;
   /** 4-bit f16 gemv with K % 32 == 0: the same with SwiGLU on its input (SWIGLU). */
   gemvSwiglu?: Kernel;
+  /** int8 (not LLM.int8()): quantize_row of silu(x) · up (SWIGLU). */
+  quantizeRowSwiglu?: Kernel;
   gemm: Kernel;
   /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
   gemvRows?: Kernel;
@@ -454,6 +464,17 @@ interface Kernels {
   absmaxAll?: Kernel;
   outlierMask?: Kernel;
 }
+
+/** The formats whose layers {@linkcode QuantLinear.canStack} may stack. */
+const STACKABLE: ReadonlySet<QuantLinearFormat> = new Set<QuantLinearFormat>([
+  "nf4",
+  "nf4-dq",
+  "fp4",
+  "int4",
+  "q4_0",
+  "int8-vectorwise",
+  "llm-int8",
+]);
 
 /** Threads per workgroup of the int8 activation kernels (QWG in q_int8.wgsl). */
 const QUANT_WG = 256;
@@ -491,15 +512,21 @@ export class QuantLinear implements Linear {
   readonly weightBytes: number;
   /** Whether the kernels use f16 arithmetic where the format has an f16 path. */
   readonly f16: boolean;
-  /** The code array's bindings, one per chunk of output features. */
-  readonly chunks: readonly RowChunk[];
+  #chunks: RowChunk[];
   #gpu: Gpu;
   #shared: Shared | null;
   #family: Family;
   #owned: GpuTensor[];
-  #arrays: GpuTensor[]; // the per-format arrays bound after the codes, in binding order
+  #arrays: Binding[]; // the per-format arrays bound after the codes, in binding order
   #kernels: Kernels;
-  #shape: { gemvRows: number; multiRows: number; tileM: number; tileN: number };
+  #build: BuildOptions; // how the kernels were chosen (a stack compiles its own from it)
+  #maxBytes: number;
+  // a stacked layer: its codes and arrays are views of the stack's tensors
+  #stacked = false;
+  // a stack's whole matrix: gemv writes features [split1, split2) and [split2, N) to other ys
+  #splits: [number, number] | null = null;
+  #borrowedOutliers = false; // a stack's matrix writes its first layer's outlier list
+  #shape: Shape;
   #blocksize: number;
   #table: Float32Array | null;
   #threshold: number;
@@ -521,9 +548,11 @@ export class QuantLinear implements Linear {
       f16: boolean;
       chunks: RowChunk[];
       owned: GpuTensor[];
-      arrays: GpuTensor[];
+      arrays: Binding[];
       kernels: Kernels;
-      shape: { gemvRows: number; multiRows: number; tileM: number; tileN: number };
+      build: BuildOptions;
+      maxBytes: number;
+      shape: Shape;
       blocksize: number;
       threshold: number;
       outliers: GpuTensor | null;
@@ -538,11 +567,13 @@ export class QuantLinear implements Linear {
     this.outFeatures = init.n;
     this.inFeatures = init.k;
     this.f16 = init.f16;
-    this.chunks = init.chunks;
+    this.#chunks = init.chunks;
     this.#owned = init.owned;
     this.weightBytes = init.owned.reduce((s, t) => s + t.byteSize, 0);
     this.#arrays = init.arrays;
     this.#kernels = init.kernels;
+    this.#build = init.build;
+    this.#maxBytes = init.maxBytes;
     this.#shape = init.shape;
     this.#blocksize = init.blocksize;
     this.#table = TABLES[init.format] ?? null;
@@ -569,17 +600,7 @@ export class QuantLinear implements Linear {
       throw new Error(`${label}: f16 arithmetic requested but the device lacks shader-f16`);
     }
     const t = opts.tuning ?? {};
-    const gemvWg = t.gemvWorkgroupSize ?? 256;
-    const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
-    const tileM = t.gemmTileM ?? 64;
-    const tileN = t.gemmTileN ?? 64;
-    const rpt = t.gemvRowsPerThread ?? 4;
-    if (
-      gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || tileM % 4 || tileN % 4 ||
-      ![2, 4, 8].includes(rpt) || (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
-    ) {
-      throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
-    }
+    checkTuning(gpu, label, family, n, k, t);
     const threshold = opts.threshold ?? LLM_INT8_THRESHOLD;
     checkThreshold(label, threshold);
 
@@ -674,25 +695,8 @@ export class QuantLinear implements Linear {
       }
 
       const useKept = kept !== null && opts.outlierWeights === "fp16";
-      const kernels = await compileKernels(gpu, {
-        format,
-        family,
-        f16,
-        k,
-        useKept,
-        rpt,
-        fourBitVariants: [
-          ...(t.gemvFullX && fullXFits(gpu, k, gemvWg, rpt)
-            ? ["XFULL", ...(k <= 4096 ? ["XF4K"] : k <= 11264 ? ["XF11K"] : [])]
-            : []),
-          ...(t.gemvPrefetch ? ["PREFETCH"] : []),
-          ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
-        ],
-        swiglu: t.gemvFuseSwiglu ?? true,
-        unroll: t.gemvUnroll ?? !gpu.isSoftware,
-        gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
-        gemm: { TILE_M: tileM, TILE_N: tileN },
-      });
+      const build: BuildOptions = { format, family, f16, k, useKept, tuning: t };
+      const { kernels, shape } = await buildKernels(gpu, build, n, []);
       return new QuantLinear(gpu, shared, {
         format,
         n,
@@ -702,14 +706,9 @@ export class QuantLinear implements Linear {
         owned,
         arrays,
         kernels,
-        // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group
-        // (gemv_rows: 4 for 4-bit, 2 for the others)
-        shape: {
-          gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
-          multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 2),
-          tileM,
-          tileN,
-        },
+        build,
+        maxBytes,
+        shape,
         blocksize,
         threshold,
         outliers,
@@ -718,6 +717,186 @@ export class QuantLinear implements Linear {
       });
     } catch (err) {
       for (const o of [...owned, ...extra]) o.destroy();
+      releaseShared(gpu);
+      throw err;
+    }
+  }
+
+  /** The code array's bindings, one per chunk of output features. */
+  get chunks(): readonly RowChunk[] {
+    return this.#chunks;
+  }
+
+  /**
+   * Whether {@linkcode QuantLinearStack.create} can stack `layers` (in this order) on `gpu`: two
+   * or three unstacked layers of one format with the same K and settings, with no chunked codes,
+   * where each layer's codes start on the storage binding alignment and hold whole blocks.
+   * Formats: nf4, nf4-dq (whole groups of 256 blocks per layer), fp4, int4, q4_0,
+   * int8-vectorwise and llm-int8 (without FP16 outlier columns); int8-absmax's per-tensor scale
+   * does not stack.
+   */
+  static canStack(gpu: Gpu, layers: readonly Linear[]): boolean {
+    if (layers.length < 2 || layers.length > 3) return false;
+    if (!layers.every((l) => l instanceof QuantLinear)) return false;
+    const ls = layers as readonly QuantLinear[];
+    const a = ls[0];
+    if (!STACKABLE.has(a.format)) return false;
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    const maxBinding = gpu.limits.maxStorageBufferBindingSize;
+    let codes = 0;
+    for (const l of ls) {
+      if (
+        l.#shared === null || l.#stacked || l.#splits || l.#gpu !== gpu || l.#kept ||
+        l.format !== a.format || l.inFeatures !== a.inFeatures || l.f16 !== a.f16 ||
+        l.#blocksize !== a.#blocksize || l.#threshold !== a.#threshold ||
+        JSON.stringify(l.#build) !== JSON.stringify(a.#build) || l.#chunks.length !== 1 ||
+        l.#arrays.length !== a.#arrays.length
+      ) return false;
+      const own = l.#owned[0];
+      if (l.#chunks[0].binding !== own || codes % align) return false;
+      codes += own.byteSize;
+      // the 4-bit formats: whole blocks per layer (nf4-dq: whole groups of 256 blocks, each
+      // with its nested scale), so the stacked blocks are the layers' blocks
+      const blocks = (l.outFeatures * l.inFeatures) / a.#blocksize;
+      if (a.#family === "4bit" && !Number.isInteger(blocks)) return false;
+      if (a.format === "nf4-dq" && blocks % NESTED_BLOCKSIZE) return false;
+    }
+    const modes = QuantLinear.#arrayModes(ls, align);
+    if (modes === null) return false;
+    const sizes = modes.map((_, i) => ls.reduce((s, l) => s + bindingBytes(l.#arrays[i]), 0));
+    return codes <= maxBinding && codes <= a.#maxBytes && sizes.every((b) => b <= maxBinding);
+  }
+
+  /**
+   * How a stack holds each of the layers' arrays: moved into one tensor (every layer's part
+   * starts on the binding alignment), copied into one (the layers keep theirs; only arrays of at
+   * most 1/1024 of the codes' bytes: nf4-dq's per-tensor offsets, its nested scales or int8
+   * row scales at K ≥ 4096 where layers are off the alignment), or shared (nf4-dq's dynamic map,
+   * one tensor for every layer). Null: not stackable.
+   */
+  static #arrayModes(
+    ls: readonly QuantLinear[],
+    align: number,
+  ): ("move" | "copy" | "share")[] | null {
+    const modes: ("move" | "copy" | "share")[] = [];
+    const codes = ls.reduce((s, l) => s + l.#owned[0].byteSize, 0);
+    for (const [i, first] of ls[0].#arrays.entries()) {
+      const arrays = ls.map((l) => l.#arrays[i]);
+      if (arrays.every((t) => t === first) && !ls[0].#owned.includes(first as GpuTensor)) {
+        modes.push("share");
+        continue;
+      }
+      if (!arrays.every((t, j) => "buffer" in t && ls[j].#owned.includes(t))) return null;
+      let at = 0;
+      let aligned = true;
+      for (const t of arrays as GpuTensor[]) {
+        aligned &&= at % align === 0;
+        at += t.byteSize;
+      }
+      if (!aligned && at * 1024 > codes) return null;
+      modes.push(aligned ? "move" : "copy");
+    }
+    return modes;
+  }
+
+  /**
+   * Moves `layers` into one matrix (see {@linkcode QuantLinearStack.create}, which checks
+   * {@linkcode canStack} first): returns that matrix, whose gemv routes each layer's rows to its
+   * output, the tensors it holds, and how many of their bytes are copies of arrays the layers
+   * keep; each layer keeps working on its rows of the stacked codes.
+   */
+  static async stack(
+    gpu: Gpu,
+    label: string,
+    layers: readonly QuantLinear[],
+  ): Promise<{ whole: QuantLinear; tensors: GpuTensor[]; copiedBytes: number }> {
+    if (!QuantLinear.canStack(gpu, layers)) {
+      throw new RangeError(`${label}: these layers cannot be stacked (see QuantLinear.canStack)`);
+    }
+    const a = layers[0];
+    const k = a.inFeatures;
+    const total = layers.reduce((s, l) => s + l.outFeatures, 0);
+    const modes = QuantLinear.#arrayModes(layers, gpu.limits.minStorageBufferOffsetAlignment)!;
+    // per layer: its codes, then its arrays in binding order (shared ones: not copied)
+    const sources = layers.map((l) => [l.#owned[0], ...(l.#arrays as GpuTensor[])]);
+    const kinds = ["move", ...modes];
+    const names = ["codes", ...a.#arrays.map((t) => (t as GpuTensor).label.split(".").pop())];
+    const tensors: GpuTensor[] = [];
+    const shared = acquireShared(gpu);
+    let copiedBytes = 0;
+    try {
+      // index i of `sources`: the stacked tensor (or the shared one)
+      const stacked = names.map((name, i) => {
+        if (kinds[i] === "share") return sources[0][i];
+        const byteSize = sources.reduce((s, src) => s + src[i].byteSize, 0);
+        if (kinds[i] === "copy") copiedBytes += byteSize;
+        const t = gpu.tensor({
+          label: `${label}.${name}`,
+          category: "weights",
+          byteSize,
+          dtype: sources[0][i].dtype,
+        });
+        tensors.push(t);
+        return t;
+      });
+      const batch = new CommandBatch(gpu);
+      const offsets = sources.map(() => names.map(() => 0));
+      const at = names.map(() => 0);
+      sources.forEach((src, l) =>
+        src.forEach((t, i) => {
+          if (kinds[i] === "share") return;
+          offsets[l][i] = at[i];
+          batch.copy(t, 0, stacked[i], at[i], t.byteSize);
+          at[i] += t.byteSize;
+        })
+      );
+      batch.submit();
+      const splits: [number, number] = [
+        layers[0].outFeatures,
+        layers.length === 3 ? layers[0].outFeatures + layers[1].outFeatures : total,
+      ];
+      const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
+      const { kernels, shape } = await buildKernels(gpu, a.#build, total, route);
+      const whole = new QuantLinear(gpu, shared, {
+        format: a.format,
+        n: total,
+        k,
+        f16: a.f16,
+        chunks: [{ start: 0, count: total, binding: stacked[0] }],
+        owned: [],
+        arrays: stacked.slice(1),
+        kernels,
+        build: a.#build,
+        maxBytes: a.#maxBytes,
+        shape,
+        blocksize: a.#blocksize,
+        threshold: a.#threshold,
+        // llm-int8: the outlier list of the stack's x goes where the first layer keeps the list
+        // of its own products (the same x), rather than into a buffer of its own
+        outliers: a.#outliers,
+        kept: null,
+        keptColumns: null,
+      });
+      whole.#splits = splits;
+      whole.#borrowedOutliers = true;
+      await gpu.sync(); // the copies are done before the layers' own arrays go
+      layers.forEach((l, j) => {
+        const src = sources[j];
+        const moved = src.filter((_, i) => kinds[i] === "move");
+        const view = (i: number): Binding => ({
+          tensor: stacked[i],
+          offset: offsets[j][i],
+          size: src[i].byteSize,
+        });
+        l.#chunks = [{ start: 0, count: l.outFeatures, binding: view(0) }];
+        l.#arrays = l.#arrays.map((t, i) => kinds[i + 1] === "move" ? view(i + 1) : t);
+        l.#owned = l.#owned.filter((t) => !moved.includes(t));
+        l.#stacked = true;
+        for (const t of moved) t.destroy();
+      });
+      return { whole, tensors, copiedBytes };
+    } catch (err) {
+      for (const t of tensors) t.destroy();
       releaseShared(gpu);
       throw err;
     }
@@ -778,10 +957,12 @@ export class QuantLinear implements Linear {
   /**
    * Whether `encode` takes {@linkcode LinearEncodeOptions.swigluUp} for `rows` rows: one row, a
    * 4-bit format with f16 arithmetic and K % 32 == 0 (the GEMV that stages x in workgroup
-   * memory), unless {@linkcode QuantTuning.gemvFuseSwiglu} is false.
+   * memory) or int8-vectorwise / int8-absmax (the activation quantization reads silu(x) · up),
+   * unless {@linkcode QuantTuning.gemvFuseSwiglu} is false.
    */
   fusesSwiglu(rows: number): boolean {
-    return rows === 1 && this.#kernels.gemvSwiglu !== undefined;
+    const k = this.#kernels;
+    return rows === 1 && (k.gemvSwiglu !== undefined || k.quantizeRowSwiglu !== undefined);
   }
 
   /**
@@ -797,11 +978,78 @@ export class QuantLinear implements Linear {
     rows: number,
     options: LinearEncodeOptions = {},
   ): void {
+    this.#encode(batch, x, [y], rows, options);
+  }
+
+  /**
+   * A stack's product for one activation row (see {@linkcode QuantLinearStack}): `ys` has one
+   * output per stacked layer, in stacking order. Only for the matrix a stack made.
+   */
+  encodeStacked(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    options: LinearEncodeOptions = {},
+  ): void {
+    if (!this.#splits) throw new Error(`${this.format} linear: not a stack's matrix`);
+    this.#encode(batch, x, ys, 1, { reuseInput: options.reuseInput });
+  }
+
+  /**
+   * int8-vectorwise and int8-absmax, K % 4 == 0: the shared activation scratch, recorded as
+   * holding `x` (one row) quantized as this layer's own quantization would code it, so that
+   * `encode(batch, x, y, 1, { reuseInput: true })` skips that dispatch; the caller records the
+   * dispatch that writes it (RMSNorm's `encodeAddQ8`) first. Null for the other formats
+   * (LLM.int8() also needs its outlier list).
+   */
+  int8Input(batch: CommandBatch, x: Binding): Int8Input | null {
+    const shared = this.#shared;
+    if (!shared || this.#family !== "int8" || this.#outliers || this.inFeatures % 4) return null;
+    const k = this.inFeatures;
+    const [xq, sx] = int8Scratch(this.#gpu, shared, 1, k);
+    shared.input = {
+      batch,
+      x: "tensor" in x ? x.tensor : x,
+      offset: "tensor" in x ? x.offset : 0,
+      rows: 1,
+      k,
+      mode: this.format === "int8-absmax" ? "absmax" : "vectorwise",
+      threshold: 0,
+      kept: this.#keptColumns,
+      perRow: false,
+      xq,
+      sx,
+      outliers: null,
+      owner: this,
+      generation: ++this.#generation,
+    };
+    this.#listFrom = null;
+    return { codes: xq, absmax: sx };
+  }
+
+  #encode(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    rows: number,
+    options: LinearEncodeOptions,
+  ): void {
     const { inFeatures: k, outFeatures: n } = this;
+    const y = ys[0];
+    const more = ys.slice(1); // a stack's outputs past the first
+    const [split1, split2] = this.#splits ?? [n, n];
     if (!this.#shared) throw new Error(`${this.format} linear: used after destroy()`);
     if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`linear rows: ${rows}`);
     requireBytes(x, rows * k * 4, "linear x");
-    requireBytes(y, rows * n * 4, "linear y");
+    if (this.#splits) {
+      const ends = [split1, split2, n].slice(0, ys.length);
+      if (ends.length !== ys.length || (ys.length === 2 && split2 !== n)) {
+        throw new RangeError(`stacked linear: ${ys.length} outputs for splits ${this.#splits}`);
+      }
+      ys.forEach((b, i) => requireBytes(b, (ends[i] - (i ? ends[i - 1] : 0)) * 4, "stacked y"));
+    } else {
+      requireBytes(y, rows * n * 4, "linear y");
+    }
     const perRow = options.perRow === true && rows > 1;
     if (perRow && rows > MAX_GEMV_ROWS) {
       throw new RangeError(
@@ -815,14 +1063,15 @@ export class QuantLinear implements Linear {
       requireBytes(options.swigluUp, k * 4, "linear swigluUp");
     }
     if (this.#family === "int8") {
-      this.#encodeInt8(batch, x, y, rows, options.reuseInput === true, perRow);
+      this.#encodeInt8(batch, x, ys, rows, options.reuseInput === true, perRow, options.swigluUp);
       return;
     }
     for (const chunk of this.chunks) {
       let p: ArrayBuffer;
       if (this.#family === "4bit") {
         const w = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count)
-          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(0);
+          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(split1).u32(split2).u32(0).u32(0)
+          .u32(0);
         for (const v of this.#table!) w.f32(v);
         p = w.build();
       } else {
@@ -833,7 +1082,8 @@ export class QuantLinear implements Linear {
         const groups = grid(Math.ceil(chunk.count / this.#shape.gemvRows));
         batch.dispatch(this.#kernels.gemvSwiglu!, bindings, groups, p);
       } else {
-        this.#product(batch, [x, chunk.binding, ...this.#arrays, y], chunk, rows, p, perRow);
+        const bindings = [x, chunk.binding, ...this.#arrays, y, ...more];
+        this.#product(batch, bindings, chunk, rows, p, perRow);
       }
     }
   }
@@ -841,19 +1091,22 @@ export class QuantLinear implements Linear {
   #encodeInt8(
     batch: CommandBatch,
     x: Binding,
-    y: Binding,
+    ys: readonly Binding[],
     rows: number,
     reuse: boolean,
     perRow: boolean,
+    swigluUp?: Binding,
   ): void {
     const { inFeatures: k, outFeatures: n } = this;
     const kern = this.#kernels;
     const shared = this.#shared!;
     const [xq, sx] = int8Scratch(this.#gpu, shared, rows, k);
     const keptCount = this.#kept ? this.#kept.columns.byteSize / 4 : 0;
+    const [split1, split2] = this.#splits ?? [n, n];
     const base = (start: number, count: number) =>
       params().u32(rows).u32(n).u32(k).u32(start).u32(count).f32(this.#threshold)
-        .u32(keptCount).u32(this.format === "int8-absmax" ? 0 : 1).build();
+        .u32(keptCount).u32(this.format === "int8-absmax" ? 0 : 1).u32(split1).u32(split2)
+        .build();
     const llm = this.#outliers !== null;
     const key: InputKey = {
       batch,
@@ -872,7 +1125,16 @@ export class QuantLinear implements Linear {
     // where the product reads the outlier list(s)
     const ownLists = llm && perRow ? rowLists(this.#gpu, shared, k) : this.#outliers;
     let outliers = ownLists;
-    if (reuse && held !== null && sameInput(held, key)) {
+    if (swigluUp) {
+      // silu(x) · up quantized as down_proj's input: the scratch no longer holds a plain x
+      batch.dispatch(
+        kern.quantizeRowSwiglu!,
+        [x, sx, xq, swigluUp],
+        grid(Math.ceil(k / (4 * QUANT_WG))),
+        base(0, n),
+      );
+      shared.input = null;
+    } else if (reuse && held !== null && sameInput(held, key)) {
       // The scratch (and held.owner's outlier list) already hold this x, quantized alike.
       if (llm) {
         outliers = held.outliers!;
@@ -907,7 +1169,7 @@ export class QuantLinear implements Linear {
     }
     const tail: Binding[] = llm ? [x, outliers!, ...(this.#kept ? [this.#kept.weights] : [])] : [];
     for (const chunk of this.chunks) {
-      const bindings = [xq, sx, chunk.binding, this.#arrays[0], y, ...tail];
+      const bindings = [xq, sx, chunk.binding, this.#arrays[0], ys[0], ...tail, ...ys.slice(1)];
       this.#product(batch, bindings, chunk, rows, base(chunk.start, chunk.count), perRow);
     }
   }
@@ -937,10 +1199,115 @@ export class QuantLinear implements Linear {
     if (!this.#shared) return;
     if (this.#shared.input?.owner === this) this.#shared.input = null; // its outlier list goes
     for (const t of this.#owned) t.destroy();
-    this.#outliers?.destroy();
+    if (!this.#borrowedOutliers) this.#outliers?.destroy();
     this.#owned = [];
     this.#shared = null;
     releaseShared(this.#gpu);
+  }
+}
+
+/**
+ * Options for {@linkcode QuantLinearStack.create}.
+ *
+ * @example
+ * ```ts ignore
+ * const opts: QuantLinearStackOptions = { label: "layers.0.{q,k,v}", layers: [q, k, v] };
+ * ```
+ */
+export interface QuantLinearStackOptions {
+  /** Ledger label prefix of the stacked arrays. */
+  label: string;
+  /** Two or three layers that read the same x ({@linkcode QuantLinear.canStack}). */
+  layers: readonly Linear[];
+}
+
+/**
+ * Quantized layers that read the same activations (q/k/v, gate/up) moved into one matrix, so
+ * that one activation row is one GEMV dispatch for all of them (int8: one activation
+ * quantization too), each output feature routed to its layer's y. The layers' codes and scales
+ * are copied on the GPU into stacked arrays and the layers' own arrays freed, so the weights take
+ * the same memory as before (but {@linkcode copiedBytes}); each layer keeps working on its rows
+ * of the stacked arrays (prefill, tracing, per-layer error). The stacked matrix is exactly the layers' matrices one after another:
+ * every format it takes quantizes per block or per row within a layer, so each output is the
+ * product its layer computes, only with the whole matrix's GEMV launch shape.
+ *
+ * @example
+ * ```ts ignore
+ * const qkv = await QuantLinearStack.create(gpu, { label: "layers.0.{q,k,v}", layers: [q, k, v] });
+ * qkv.encodeRow(batch, xn, [yq, yk, yv]);
+ * ```
+ */
+export class QuantLinearStack implements LinearStack {
+  /** The stacked layers, each reading its rows of the stacked arrays. */
+  readonly parts: readonly QuantLinear[];
+  /** K. */
+  readonly inFeatures: number;
+  /** Total output features of the stack. */
+  readonly outFeatures: number;
+  /**
+   * Bytes the stack holds beyond the layers' own weights: copies of arrays the layers keep
+   * (nf4-dq's per-tensor offsets, 4 bytes per layer; scales of layers that do not start on the
+   * binding alignment). The stacked codes and every other array are moved, not copied.
+   */
+  readonly copiedBytes: number;
+  #whole: QuantLinear | null;
+  #tensors: GpuTensor[];
+
+  private constructor(
+    parts: readonly QuantLinear[],
+    stacked: { whole: QuantLinear; tensors: GpuTensor[]; copiedBytes: number },
+  ) {
+    this.parts = parts;
+    this.inFeatures = stacked.whole.inFeatures;
+    this.outFeatures = stacked.whole.outFeatures;
+    this.copiedBytes = stacked.copiedBytes;
+    this.#whole = stacked.whole;
+    this.#tensors = stacked.tensors;
+  }
+
+  /** Stacks `opts.layers` (throws unless {@linkcode QuantLinear.canStack} holds). */
+  static async create(gpu: Gpu, opts: QuantLinearStackOptions): Promise<QuantLinearStack> {
+    const { label, layers } = opts;
+    if (!QuantLinear.canStack(gpu, layers)) {
+      throw new RangeError(
+        `${label}: cannot stack ${layers.length} layers (2 or 3 unstacked quantized layers of ` +
+          `one stackable format and K, each starting on the ` +
+          `${gpu.limits.minStorageBufferOffsetAlignment}-byte binding alignment, within one binding)`,
+      );
+    }
+    const parts = layers as readonly QuantLinear[];
+    return new QuantLinearStack(parts, await QuantLinear.stack(gpu, label, parts));
+  }
+
+  /**
+   * Records every layer's `y = x · Wᵀ` for one activation row, into `ys` in stacking order
+   * (`options.reuseInput`: see {@linkcode int8Input}).
+   */
+  encodeRow(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    options: LinearEncodeOptions = {},
+  ): void {
+    if (!this.#whole) throw new Error("quantized stack: used after destroy()");
+    if (ys.length !== this.parts.length) {
+      throw new RangeError(`stack of ${this.parts.length} layers: ${ys.length} outputs given`);
+    }
+    this.#whole.encodeStacked(batch, x, ys, options);
+  }
+
+  /** As {@linkcode QuantLinear.int8Input}, for the stack's one product. */
+  int8Input(batch: CommandBatch, x: Binding): Int8Input | null {
+    if (!this.#whole) throw new Error("quantized stack: used after destroy()");
+    return this.#whole.int8Input(batch, x);
+  }
+
+  /** Frees the stacked arrays (the parts only read them; destroy them too). */
+  destroy(): void {
+    this.#whole?.destroy();
+    this.#whole = null;
+    for (const t of this.#tensors) t.destroy();
+    this.#tensors = [];
   }
 }
 
@@ -975,6 +1342,90 @@ function fullXFits(gpu: Gpu, k: number, wg: number, rpt: number): boolean {
   return k % 32 === 0 && k <= 16384 && bytes <= gpu.limits.maxComputeWorkgroupStorageSize;
 }
 
+/** What a layer's kernels are chosen from (a stack builds its routing GEMV from its parts'). */
+interface BuildOptions {
+  format: QuantLinearFormat;
+  family: Family;
+  f16: boolean;
+  k: number;
+  useKept: boolean;
+  tuning: QuantTuning;
+}
+
+interface Shape {
+  gemvRows: number;
+  multiRows: number;
+  tileM: number;
+  tileN: number;
+}
+
+function checkTuning(
+  gpu: Gpu,
+  label: string,
+  family: Family,
+  n: number,
+  k: number,
+  t: QuantTuning,
+): void {
+  const gemvWg = t.gemvWorkgroupSize ?? 256;
+  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
+  const rpt = t.gemvRowsPerThread ?? 4;
+  if (
+    gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || (t.gemmTileM ?? 64) % 4 ||
+    (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
+    (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
+  ) {
+    throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
+  }
+}
+
+/**
+ * The kernels of a layer of N output features and their launch shapes; `route` (`[]`,
+ * `["ROUTE2"]`, `["ROUTE3"]`) goes to the gemv only.
+ */
+async function buildKernels(
+  gpu: Gpu,
+  b: BuildOptions,
+  n: number,
+  route: string[],
+): Promise<{ kernels: Kernels; shape: Shape }> {
+  const { family, k, tuning: t } = b;
+  const gemvWg = t.gemvWorkgroupSize ?? 256;
+  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
+  const tileM = t.gemmTileM ?? 64;
+  const tileN = t.gemmTileN ?? 64;
+  const rpt = t.gemvRowsPerThread ?? 4;
+  const kernels = await compileKernels(gpu, {
+    format: b.format,
+    family,
+    f16: b.f16,
+    k,
+    useKept: b.useKept,
+    rpt,
+    fourBitVariants: [
+      ...(t.gemvFullX && fullXFits(gpu, k, gemvWg, rpt)
+        ? ["XFULL", ...(k <= 4096 ? ["XF4K"] : k <= 11264 ? ["XF11K"] : [])]
+        : []),
+      ...(t.gemvPrefetch ? ["PREFETCH"] : []),
+      ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
+    ],
+    swiglu: route.length === 0 && (t.gemvFuseSwiglu ?? true),
+    unroll: t.gemvUnroll ?? !gpu.isSoftware,
+    route,
+    gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+    gemm: { TILE_M: tileM, TILE_N: tileN },
+  });
+  // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group (gemv_rows: 4
+  // for 4-bit, 2 for the others)
+  const shape = {
+    gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
+    multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 2),
+    tileM,
+    tileN,
+  };
+  return { kernels, shape };
+}
+
 function checkThreshold(label: string, threshold: number): void {
   if (!Number.isFinite(threshold) || threshold < 0) {
     throw new RangeError(`${label}: outlier threshold must be a finite number ≥ 0`);
@@ -993,6 +1444,7 @@ async function compileKernels(
     fourBitVariants: string[];
     swiglu: boolean;
     unroll: boolean;
+    route: string[];
     gemv: Record<string, number>;
     gemm: Record<string, number>;
   },
@@ -1009,21 +1461,24 @@ async function compileKernels(
     const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
     const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
     const k16 = o.k % 16 === 0 ? ["K16", ...(o.unroll ? ["UNROLL4"] : [])] : [];
-    const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows] = await Promise.all([
-      spec("q_int8", "gemv", [...llm, ...f16, ...k16], o.gemv),
-      spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
-      spec("q_int8", "quantize", mode),
-      // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
-      spec("q_int8", "quantize_row", llm),
-      o.format === "int8-absmax"
-        ? spec("q_int8", "absmax_all", mode)
-        : o.format === "llm-int8"
-        ? spec("q_int8", "outlier_mask", ["LLM"])
-        : Promise.resolve(undefined),
-      spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16], o.gemv),
-      // each row alone: int8-absmax's scale is the row's, as in decode
-      spec("q_int8", "quantize_rows", llm),
-    ]);
+    const swiglu = o.swiglu && llm.length === 0 && o.k % 4 === 0;
+    const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows, quantizeRowSwiglu] =
+      await Promise.all([
+        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], o.gemv),
+        spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
+        spec("q_int8", "quantize", mode),
+        // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
+        spec("q_int8", "quantize_row", llm),
+        o.format === "int8-absmax"
+          ? spec("q_int8", "absmax_all", mode)
+          : o.format === "llm-int8"
+          ? spec("q_int8", "outlier_mask", ["LLM"])
+          : Promise.resolve(undefined),
+        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16], o.gemv),
+        // each row alone: int8-absmax's scale is the row's, as in decode
+        spec("q_int8", "quantize_rows", llm),
+        swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
+      ]);
     return {
       gemv,
       gemm,
@@ -1033,6 +1488,7 @@ async function compileKernels(
       quantizeRow,
       absmaxAll: o.format === "int8-absmax" ? extra : undefined,
       outlierMask: o.format === "llm-int8" ? extra : undefined,
+      quantizeRowSwiglu,
     };
   }
   if (o.family === "4bit") {
@@ -1042,7 +1498,7 @@ async function compileKernels(
     const defines = [...dq, ...f16, ...k32, ...rpt, ...o.fourBitVariants];
     const gemvConstants = o.gemv;
     const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
-      spec("q_4bit", "gemv", defines, gemvConstants),
+      spec("q_4bit", "gemv", [...defines, ...o.route], gemvConstants),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
       // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
       k32.length

@@ -57,6 +57,19 @@ export interface RmsNorm {
     out: Binding,
     rows: number,
   ): void;
+  /**
+   * {@linkcode encodeAdd} for one row (dim % 4 == 0), then the int8 activation codes of `out`
+   * in the same dispatch: its absmax to `absmax[0]` and its codes, four per u32, to `codes` —
+   * what an int8 product's own activation quantization (q_int8.wgsl `quantize_row`) would write.
+   */
+  encodeAddQ8(
+    batch: CommandBatch,
+    x: Binding,
+    delta: Binding,
+    weight: Binding,
+    out: Binding,
+    q8: { codes: Binding; absmax: Binding },
+  ): void;
 }
 
 /**
@@ -75,10 +88,11 @@ export async function createRmsNorm(
   const { dim, eps } = opts;
   const wg = opts.workgroupSize ?? 256;
   if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
-  const [kernel, withAdd, inPlace] = await Promise.all([
+  const [kernel, withAdd, inPlace, withAddQ8] = await Promise.all([
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm_inplace", constants: { WG: wg } }),
+    gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm_q8", constants: { WG: wg } }),
   ]);
   const check = (x: Binding, weight: Binding, out: Binding, rows: number) => {
     requireBytes(x, rows * dim * 4, "rmsnorm x");
@@ -102,6 +116,16 @@ export async function createRmsNorm(
       check(x, weight, out, rows);
       requireBytes(delta, rows * dim * 4, "rmsnorm delta");
       batch.dispatch(withAdd, [x, weight, out, delta], grid(rows), p(rows));
+    },
+    encodeAddQ8(batch, x, delta, weight, out, q8) {
+      if (dim % 4) {
+        throw new RangeError(`rmsnorm with int8 codes: dim ${dim} is not a multiple of 4`);
+      }
+      check(x, weight, out, 1);
+      requireBytes(delta, dim * 4, "rmsnorm delta");
+      requireBytes(q8.codes, dim, "rmsnorm int8 codes");
+      requireBytes(q8.absmax, 4, "rmsnorm int8 absmax");
+      batch.dispatch(withAddQ8, [x, weight, out, delta, q8.absmax, q8.codes], 1, p(1));
     },
   };
 }

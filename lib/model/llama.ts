@@ -14,7 +14,7 @@ import { BindGroupCache, CommandBatch, type DispatchTiming } from "../gpu/batch.
 import type { Binding } from "../gpu/batch.ts";
 import { defaultGpu, type Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
-import type { Linear, LinearEncodeOptions } from "../kernels/linear.ts";
+import type { Linear, LinearEncodeOptions, LinearStack } from "../kernels/linear.ts";
 import { MAX_GEMV_ROWS } from "../kernels/linear.ts";
 import { reserveInt8Scratch } from "../kernels/quant_linear.ts";
 import type { QuantFormat } from "../quant/formats.ts";
@@ -865,22 +865,30 @@ export class LlamaModel {
     // The residual add after down_proj waits for the next norm, which does both in one dispatch
     // (not while capturing: "block_out" is recorded right after the add).
     let pendingAdd = false;
-    const norm = (weight: Binding) => {
-      if (pendingAdd) ops.addRmsnorm(batch, s.x, s.proj, weight, s.xn, rows);
+    // In decode, the norm also writes the int8 codes of its output where the next product is
+    // int8 (Linear.int8Input), which then skips its own quantization dispatch.
+    const norm = (
+      weight: Binding,
+      next?: Linear | LinearStack,
+    ): LinearEncodeOptions | undefined => {
+      const q8 = pendingAdd && rows === 1 ? next?.int8Input?.(batch, s.xn) ?? null : null;
+      if (pendingAdd) ops.addRmsnorm(batch, s.x, s.proj, weight, s.xn, rows, q8 ?? undefined);
       else ops.rmsnorm(batch, s.x, weight, s.xn, rows);
       pendingAdd = false;
+      return q8 ? { reuseInput: true } : undefined;
     };
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];
       const lin = w.linears;
       // attention
-      norm(w.attnNorm);
+      const qkv = rows === 1 ? w.stacks?.qkv : undefined;
+      const attnIn = norm(w.attnNorm, qkv ?? lin["self_attn.q_proj"]);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
-      if (rows === 1 && w.stacks?.qkv) {
-        w.stacks.qkv.encodeRow(batch, s.xn, [s.q, s.k, s.v]);
+      if (qkv) {
+        qkv.encodeRow(batch, s.xn, [s.q, s.k, s.v], attnIn);
       } else {
         // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
-        lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows, one);
+        lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows, attnIn ?? one);
         lin["self_attn.k_proj"].encode(batch, s.xn, s.k, rows, same);
         lin["self_attn.v_proj"].encode(batch, s.xn, s.v, rows, same);
       }
@@ -913,12 +921,13 @@ export class LlamaModel {
       bias("self_attn.o_proj", s.proj, c.hiddenSize);
       // MLP
       pendingAdd = true;
-      norm(w.mlpNorm);
+      const gateUp = rows === 1 ? w.stacks?.gateUp : undefined;
+      const mlpIn = norm(w.mlpNorm, gateUp ?? lin["mlp.gate_proj"]);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
-      if (rows === 1 && w.stacks?.gateUp) {
-        w.stacks.gateUp.encodeRow(batch, s.xn, [s.gate, s.up]);
+      if (gateUp) {
+        gateUp.encodeRow(batch, s.xn, [s.gate, s.up], mlpIn);
       } else {
-        lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, one);
+        lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, mlpIn ?? one);
         lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, same);
       }
       bias("mlp.gate_proj", s.gate, c.intermediateSize);
@@ -945,12 +954,12 @@ export class LlamaModel {
       if (pendingAdd) ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
       return;
     }
-    norm(this.norm);
+    const headIn = norm(this.norm, headRows === rows ? this.lmHead : undefined);
     const first = rows - headRows;
     const rowBytes = c.hiddenSize * 4;
     const input: Binding = first === 0
       ? s.xn
       : { tensor: s.xn, offset: first * rowBytes, size: headRows * rowBytes };
-    this.lmHead.encode(batch, input, s.logits, headRows, one);
+    this.lmHead.encode(batch, input, s.logits, headRows, headIn ?? one);
   }
 }

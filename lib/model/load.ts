@@ -8,12 +8,13 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
-import type { Linear } from "../kernels/linear.ts";
+import type { Linear, LinearStack } from "../kernels/linear.ts";
 import { Fp16Linear, Fp16LinearStack } from "../kernels/linear.ts";
 import {
   QuantLinear,
   quantLinearFactory,
   type QuantLinearFactoryOptions,
+  QuantLinearStack,
 } from "../kernels/quant_linear.ts";
 import { KQuantLinear } from "../kernels/kquant_linear.ts";
 import type { KvCacheFormat } from "../kernels/kv_cache.ts";
@@ -108,10 +109,12 @@ export interface LoadOptions {
   /** Called after each tensor is loaded. */
   onProgress?: (done: number, total: number, name: string) => void;
   /**
-   * FP16 only (the default layers): store q, k and v, and gate and up, each group in one
-   * tensor, so that a decode step computes each group in one dispatch
-   * ({@linkcode Fp16LinearStack}); the per-layer `linears` read their rows of it. Default true;
-   * the results are the same bit for bit either way.
+   * Store q, k and v, and gate and up, each group in one tensor, so that a decode step computes
+   * each group in one dispatch: FP16 ({@linkcode Fp16LinearStack}; the results are the same bit
+   * for bit either way) and the quantized formats that stack ({@linkcode QuantLinear.canStack}:
+   * nf4, fp4, int4, q4_0, int8-vectorwise, llm-int8; {@linkcode QuantLinearStack}: each output is
+   * its layer's product, with the stacked matrix's GEMV launch shape). The per-layer `linears`
+   * read their rows of it. Default true.
    */
   stackLayers?: boolean;
   /**
@@ -140,8 +143,8 @@ export interface LayerWeights {
   linears: Record<LinearName, Linear>;
   /** RMSNorm weight before the MLP (f32). */
   mlpNorm: GpuTensor;
-  /** Stacked FP16 layers (see {@linkcode LoadOptions.stackLayers}): q/k/v and gate/up. */
-  stacks?: { qkv?: Fp16LinearStack; gateUp?: Fp16LinearStack };
+  /** Stacked layers (see {@linkcode LoadOptions.stackLayers}): q/k/v and gate/up. */
+  stacks?: { qkv?: LinearStack; gateUp?: LinearStack };
   /** Biases (f32) of the layers that have one in this model's family (Qwen2: q, k, v). */
   biases?: Partial<Record<LinearName, GpuTensor>>;
   /** Per-head RMSNorm weights of q and k (f32 `[headDim]`; Qwen3). */
@@ -331,6 +334,26 @@ export async function loadWeights(
         await linear(gpu, { name, layer: l, kind, weight, outFeatures: n, inFeatures: k }),
       );
       progress(name);
+    }
+    // Quantized layers that read the same x share one matrix where their format allows it
+    // (QuantLinearStack): one decode dispatch per group, in the same memory.
+    // (Not with layer streaming: it rewrites each streamed layer's own arrays.)
+    if ((options.stackLayers ?? true) && options.vramBudget === undefined) {
+      for (
+        const [group, kinds] of Object.entries(STACKS) as [
+          keyof typeof STACKS,
+          readonly LinearName[],
+        ][]
+      ) {
+        const parts = kinds.map((kind) => linears[kind]);
+        if (stacks[group] || !QuantLinear.canStack(gpu, parts)) continue;
+        stacks[group] = own(
+          await QuantLinearStack.create(gpu, {
+            label: `${prefix}.{${kinds.join(",")}}.weight`,
+            layers: parts,
+          }),
+        );
+      }
     }
     layers.push({ attnNorm, linears, mlpNorm, stacks, biases, qkNorm });
   }

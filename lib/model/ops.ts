@@ -12,6 +12,7 @@ import { type Argmax, createArgmax } from "../kernels/argmax.ts";
 import { type Attention, createAttention } from "../kernels/attention.ts";
 import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
 import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
+import type { Int8Input } from "../kernels/linear.ts";
 import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
 import { createRopeQk, type RopeQk } from "../kernels/rope.ts";
 import type { KvCacheFormat } from "../kernels/kv_cache.ts";
@@ -112,7 +113,10 @@ export class LlamaOps {
     this.#norm.encode(batch, x, weight, out, rows);
   }
 
-  /** x += delta, then out = rmsnorm(x) * weight, row by row (one dispatch). */
+  /**
+   * x += delta, then out = rmsnorm(x) * weight, row by row (one dispatch); with `q8` (one row)
+   * also the int8 codes and absmax of out, where an int8 product will read them.
+   */
   addRmsnorm(
     batch: CommandBatch,
     x: Binding,
@@ -120,8 +124,15 @@ export class LlamaOps {
     weight: Binding,
     out: Binding,
     rows: number,
+    q8?: Int8Input,
   ): void {
-    this.#norm.encodeAdd(batch, x, delta, weight, out, rows);
+    if (q8) {
+      // one row, and the int8 codes of `out` for the products that read it
+      if (rows !== 1) throw new RangeError(`addRmsnorm with int8 codes: ${rows} rows, not 1`);
+      this.#norm.encodeAddQ8(batch, x, delta, weight, out, q8);
+    } else {
+      this.#norm.encodeAdd(batch, x, delta, weight, out, rows);
+    }
   }
 
   /**

@@ -1,4 +1,6 @@
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { absmaxOf, int8Code, int8Scale } from "../../lib/quant/int8_codes.ts";
 import { cpuRmsNorm, createRmsNorm } from "../../lib/kernels/rmsnorm.ts";
 import { assertClose, randn, uniform } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, withGpu } from "./_gpu.ts";
@@ -78,5 +80,39 @@ Deno.test("RMSNorm in place matches cpuRmsNorm (rows of one head)", () =>
         `rmsnorm_inplace rows=${rows} dim=${dim}`,
       );
       for (const t of [tx, tw]) t.destroy();
+    }
+  }));
+
+// add + RMSNorm with the int8 codes of its output (decode's int8 layers): `out` bit-equal to
+// add_rmsnorm's, and the absmax and every code exactly the CPU twin's (int8Scale, int8Code) of
+// that output — the values quantize_row would code, so one differing code is a failure.
+Deno.test("add + RMSNorm + int8 codes of the output in one dispatch: exactly the CPU's codes", () =>
+  withGpu({}, async (gpu) => {
+    for (const [dim, seed] of [[4096, 1], [4100, 2], [64, 3], [12, 4]]) {
+      const x = randn(dim, seed, 3);
+      const delta = randn(dim, seed + 10, 2);
+      x[seed] = 40; // one large value sets the scale
+      const w = uniform(dim, seed + 20, 0.5, 1.5);
+      const n = await createRmsNorm(gpu, { dim, eps: 1e-5 });
+      const tx = f32Tensor(gpu, "x", x);
+      const tx2 = f32Tensor(gpu, "x again", x);
+      const [td, tw] = [f32Tensor(gpu, "delta", delta), f32Tensor(gpu, "w", w)];
+      const [to, to2] = [emptyF32(gpu, "out", dim), emptyF32(gpu, "out again", dim)];
+      const codes = emptyF32(gpu, "codes", dim / 4);
+      const absmax = emptyF32(gpu, "absmax", 1);
+      const batch = new CommandBatch(gpu);
+      n.encodeAdd(batch, tx, td, tw, to, 1);
+      n.encodeAddQ8(batch, tx2, td, tw, to2, { codes, absmax });
+      batch.submit();
+      const out = await gpu.readF32(to);
+      assertEquals(await gpu.readF32(to2), out, `dim ${dim}: out as add_rmsnorm's`);
+      assertEquals(await gpu.readF32(tx2), await gpu.readF32(tx), `dim ${dim}: x + delta`);
+      const a = absmaxOf(out, 0, dim);
+      assertEquals((await gpu.readF32(absmax))[0], a, `dim ${dim}: absmax`);
+      const scale = int8Scale(a);
+      const want = Int8Array.from(out, (v) => int8Code(v, scale));
+      const got = new Int8Array((await gpu.readU32(codes)).buffer);
+      assertEquals(got, want, `dim ${dim}: codes`);
+      for (const t of [tx, tx2, td, tw, to, to2, codes, absmax]) t.destroy();
     }
   }));

@@ -2,17 +2,20 @@
  * Shortcuts the forward pass takes that must not change a single bit of the logits, in a
  * prefill and in decode steps:
  * - the model passes `reuseInput` to k_proj, v_proj and up_proj, so the int8 formats quantize
- *   each layer input once; against the same layers ignoring the option (every product quantizes
- *   x itself);
+ *   each layer input once, and in decode int8-vectorwise and int8-absmax take the codes of
+ *   q/k/v's and gate/up's input from the add + RMSNorm dispatch (`Linear.int8Input`); against
+ *   the same layers ignoring the option (every product quantizes x itself);
  * - FP16 q/k/v and gate/up stacked in one tensor each, one dispatch per group in decode; against
- *   the same model loaded without stacking;
+ *   the same model loaded without stacking; likewise the quantized formats that stack (nf4, nf4-dq,
+ *   int8-vectorwise, llm-int8: on the software adapters the stacked GEMV has the layers' launch
+ *   shape, so each output is computed exactly as its layer alone computes it);
  * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), against the same
  *   layers with the SwiGLU dispatch.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import type { Linear } from "../../lib/kernels/linear.ts";
-import { quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
+import { quantLinearFactory, QuantLinearStack } from "../../lib/kernels/quant_linear.ts";
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 import { hasF16 } from "../kernels/_gpu.ts";
@@ -47,7 +50,10 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
           const prefill = await model.forward(tokens, "all");
           const steps = [];
           for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
-          return { prefill, steps };
+          // activation quantizations in one decode step (kernel names need timestamps)
+          const names = (await model.timeForward([23])).map((d) => d.kernel);
+          const quantized = names.filter((k) => k.includes("quantize_row")).length;
+          return { prefill, steps, quantized, layers: model.layers.length, timed: gpu.timestamps };
         } finally {
           model.dispose();
         }
@@ -56,6 +62,15 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
       const fresh = await run(ignoringReuse(format));
       assertEquals(reusing.prefill, fresh.prefill, `${format}: prefill logits`);
       assertEquals(reusing.steps, fresh.steps, `${format}: decode logits`);
+      if (reusing.timed) {
+        const l = reusing.layers;
+        // alone: every product; reusing, per layer: q/k/v's input, o_proj's, gate/up's and
+        // down_proj's; fused into the norm (int8-vectorwise, int8-absmax): q/k/v's after the
+        // first layer and every gate/up's
+        assertEquals(fresh.quantized, 7 * l, `${format}: quantizations per step, alone`);
+        const fused = format === "llm-int8" ? 0 : 2 * l - 1;
+        assertEquals(reusing.quantized, 4 * l - fused, `${format}: quantizations per step`);
+      }
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -63,33 +78,57 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
   }
 });
 
-Deno.test("stacked FP16 q/k/v and gate/up give the logits of separate layers", async () => {
+Deno.test("stacked q/k/v and gate/up give the logits of separate layers", async () => {
   const gpu = await requestGpu();
-  const dir = await Deno.makeTempDir();
+  const small = await Deno.makeTempDir();
+  const wide = await Deno.makeTempDir();
   try {
-    // hidden 128 and 64-wide k/v rows keep every stacked layer on the 256-byte alignment
-    await writeRandomLlama(dir, { seed: 9, hidden: 128, heads: 4, kvHeads: 2, intermediate: 192 });
-    const run = async (stackLayers: boolean) => {
-      const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, stackLayers });
-      try {
-        const stacked = model.layers.every((l) => l.stacks?.qkv && l.stacks.gateUp);
-        const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
-        const steps = [];
-        for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
-        return { stacked, prefill, steps };
-      } finally {
-        model.dispose();
-      }
-    };
-    const on = await run(true);
-    const off = await run(false);
-    assertEquals([on.stacked, off.stacked], [true, false], "stacking as asked");
-    assertEquals(on.prefill, off.prefill, "prefill logits");
-    assertEquals(on.steps, off.steps, "decode logits");
-    gpu.trimScratch();
-    assertEquals(gpu.ledger.currentBytes, 0, "dispose frees the stacks");
+    // hidden 128 and 64-wide k/v rows keep every stacked layer on the 256-byte alignment;
+    // nf4-dq stacks whole groups of 256 blocks (16384 weights) per layer: hidden and MLP 256
+    await writeRandomLlama(small, {
+      seed: 9,
+      hidden: 128,
+      heads: 4,
+      kvHeads: 2,
+      intermediate: 192,
+    });
+    await writeRandomLlama(wide, { seed: 9, hidden: 256, heads: 4, kvHeads: 2, intermediate: 256 });
+    for (const format of ["fp16", "nf4", "nf4-dq", "int8-vectorwise", "llm-int8"] as const) {
+      const dir = format === "nf4-dq" ? wide : small;
+      const run = async (stackLayers: boolean) => {
+        const model = await LlamaModel.load(dir, {
+          gpu,
+          maxSeqLen: 32,
+          stackLayers,
+          format,
+          quant: { threshold: 1.5 },
+        });
+        try {
+          const stacked = model.layers.every((l) => l.stacks?.qkv && l.stacks.gateUp);
+          // the same weights, but copies a quantized stack keeps (nf4-dq's per-layer offsets)
+          const copied = model.layers.flatMap((l) => [l.stacks?.qkv, l.stacks?.gateUp])
+            .reduce((sum, st) => sum + (st instanceof QuantLinearStack ? st.copiedBytes : 0), 0);
+          const weights = gpu.ledger.bytesIn("weights") - copied;
+          const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
+          const steps = [];
+          for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+          return { stacked, weights, prefill, steps };
+        } finally {
+          model.dispose();
+        }
+      };
+      const on = await run(true);
+      const off = await run(false);
+      assertEquals([on.stacked, off.stacked], [true, false], `${format}: stacking as asked`);
+      assertEquals(on.weights, off.weights, `${format}: the same weight memory`);
+      assertEquals(on.prefill, off.prefill, `${format}: prefill logits`);
+      assertEquals(on.steps, off.steps, `${format}: decode logits`);
+      gpu.trimScratch();
+      assertEquals(gpu.ledger.currentBytes, 0, `${format}: dispose frees the stacks`);
+    }
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(small, { recursive: true });
+    await Deno.remove(wide, { recursive: true });
     gpu.destroy();
   }
 });
