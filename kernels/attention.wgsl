@@ -1,4 +1,4 @@
-// Causal grouped-query attention over an FP16 KV cache.
+// Causal grouped-query attention over a KV cache (f16, or int8/int4 codes with scales).
 //
 // Cache layout, per layer: K and V each [max_seq, num_kv_heads, HEAD_DIM] as f16 pairs (u32,
 // element 2i in the low half). q and out are f32 [rows, num_heads, HEAD_DIM]; query row r sits
@@ -8,10 +8,10 @@
 //
 //   write_kv  converts k, v [rows, num_kv_heads, HEAD_DIM] (f32) to f16 into positions
 //             start_pos .. start_pos + rows - 1. One thread per pair.
-//   attend    one workgroup per (row, query head). Keys go by in blocks of ATT_WG, one key per
-//             thread, with an online softmax (running max m and sum l, f32; the block's max and
-//             sum by tree reductions): workgroup memory stays at HEAD_DIM + 2 * ATT_WG floats
-//             whatever the sequence length.
+//   attend    one workgroup per (row, query head). Keys go by in blocks, several threads per
+//             key and several keys per thread (below), with an online softmax (running max m
+//             and sum l, f32): workgroup memory stays at 10 · ATT_WG floats whatever the
+//             sequence length.
 //   attend_split + attend_combine
 //             the same over `splits` ranges of split_keys positions each, one workgroup per
 //             (row, head, range), then a merge of the partial (m, l, acc) — "flash decoding".
@@ -38,15 +38,8 @@ struct Params {
   scale_word: u32, // quantized caches: the word where the scales begin
 }
 
-override HEAD_DIM: u32 = 64u; // even
-override ATT_WG: u32 = 64u; // threads per workgroup = keys per block, a power of two; HEAD_DIM <= 8 * ATT_WG
-// Value pairs per thread: one when the workgroup covers the head (PAIRS1, the usual case), so
-// the per-thread sums are plain registers rather than an array indexed in a loop.
-#if PAIRS1
-const MAX_PAIRS: u32 = 1u;
-#else
-const MAX_PAIRS: u32 = 4u;
-#endif
+override HEAD_DIM: u32 = 64u; // even; ≤ 8 · ATT_WG (≤ 2 · ATT_WG when not a multiple of 8)
+override ATT_WG: u32 = 64u; // threads per workgroup, a power of two
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -73,42 +66,109 @@ fn write_kv(
 }
 
 // attend, attend_split
-@group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
+//
+// Threads work on a block of nb() keys in two layouts. Scores: tpk() threads per key, each
+// dotting KD elements of it with its part of the query, held in registers (qr), so that
+// neighbouring threads read neighbouring bytes of one key; kgroups() keys at a time, every
+// thread taking keys g, g + kgroups(), ... of the block, their loads issued together. The parts
+// meet in workgroup memory (sh), where thread j adds up key j's score. Values: tpv() threads per
+// value, VD elements each, lanes() such lanes taking every lanes()-th key of the block, with
+// the softmax weights from p_s; a lane's running sum of weights (the softmax denominator) rides
+// along with its outputs. The lanes meet once, at the end, in sh. Per block: four barriers (the
+// parts, the scores, their max in two levels, the weights).
+@group(0) @binding(1) var<storage, read> q: array<f32>;
 #if HD8
 // (quantized caches: the key codes, then the scales, 16 bytes at a time)
 @group(0) @binding(2) var<storage, read> k_cache4: array<vec4<u32>>;
 #else
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 #endif
+#if KV8
+@group(0) @binding(3) var<storage, read> v_cache: array<vec2<u32>>; // 8 codes at a time
+#else
+#if KV4
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>; // 8 codes at a time
+#else
+#if HD8
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>; // 8 f16 at a time
+#else
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec2<f32>>;
-// attend_split writes partials: per (item, split) one vec2 (m, l), then HEAD_DIM / 2 of acc.
-@group(0) @binding(4) var<storage, read_write> partials_w: array<vec2<f32>>;
+#endif
+#endif
+#endif
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// attend_split writes partials: per (item, split) m, l, then HEAD_DIM of acc.
+@group(0) @binding(4) var<storage, read_write> partials_w: array<f32>;
 // attend_combine
 @group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
 
-var<workgroup> q_s: array<vec2<f32>, HEAD_DIM / 2u>;
+// Key elements per thread in the scores: 32 (a group of a quantized cache) when HEAD_DIM allows,
+// else 8 (one 16-byte load of f16), else 2.
+#if K32
+const KD: u32 = 32u;
+#else
+#if HD8
+const KD: u32 = 8u;
+#else
+const KD: u32 = 2u;
+#endif
+#endif
+// Value elements per thread.
+#if HD8
+const VD: u32 = 8u;
+#else
+const VD: u32 = 2u;
+#endif
 #if KVQ
 const GROUP: u32 = 32u;
-var<workgroup> q_gsum: array<f32, HEAD_DIM / 32u>; // int4: the query's sum per group
 #endif
-var<workgroup> p_s: array<f32, ATT_WG>;
-var<workgroup> red: array<f32, ATT_WG>;
 
-// The weighted sum of values is spread over keys as well as pairs: pair_span() threads cover the
-// head's pairs (MAX_PAIRS each when the head is wider than the workgroup), and lanes() such groups
-// take every lanes()-th key of a block, so a thread's dependent chain is n_here / lanes() keys long
-// rather than n_here. The lanes' sums meet once, at the end, in lane_acc. (Functions rather than
-// overrides derived from overrides, which naga 29 fails on.)
-fn pair_span() -> u32 {
-  return min(HEAD_DIM / 2u, ATT_WG);
+// (Functions rather than overrides derived from overrides, which naga 29 fails on.)
+fn tpk() -> u32 {
+  return HEAD_DIM / KD;
+}
+
+fn kgroups() -> u32 {
+  return ATT_WG / tpk();
+}
+
+// Keys per block: one score per thread, and their parts must fit in sh.
+fn nb() -> u32 {
+  return min(ATT_WG, (8u * ATT_WG) / tpk());
+}
+
+fn tpv() -> u32 {
+  return HEAD_DIM / VD;
 }
 
 fn lanes() -> u32 {
-  return ATT_WG / pair_span();
+  return ATT_WG / tpv();
 }
-var<workgroup> lane_acc: array<vec2<f32>, ATT_WG>;
+
+// Threads that take part in the block max's first level.
+fn red_n() -> u32 {
+  return min(16u, ATT_WG);
+}
+
+var<workgroup> sh: array<vec4<f32>, 2u * ATT_WG>; // score parts [nb][tpk]; at the end [lanes][HEAD_DIM]
+fn sh_set(i: u32, v: f32) {
+  sh[i / 4u][i % 4u] = v;
+}
+
+fn sh_get(i: u32) -> f32 {
+  return sh[i / 4u][i % 4u];
+}
+
+var<workgroup> p_s: array<vec4<f32>, ATT_WG / 4u>; // scores, then weights
+var<workgroup> red: array<f32, 16>;
+var<workgroup> l_s: array<vec4<f32>, ATT_WG / 4u>; // the lanes' sums of weights
+
+// This thread's part of the query (elements t·KD ..), scaled by 1/sqrt(HEAD_DIM).
+var<private> qr: array<vec4<f32>, 8>;
+#if KV4
+var<private> qsum: f32; // the sum of this thread's query part (its group), for the offset
+#endif
 
 // The first position a query that sees `len` positions attends to (its sliding window's start).
 fn window_start(len: u32) -> u32 {
@@ -121,230 +181,279 @@ fn window_start(len: u32) -> u32 {
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
 
-// Softmax state over a range of keys: running max, running sum, unnormalised output of this
-// thread's pairs (pair_of(lid, c)) over this thread's lane of keys; lanes_total() adds the lanes.
+fn load_query(item: u32, t: u32) {
+  let base = item * HEAD_DIM + t * KD;
+#if HD8
+  for (var i = 0u; i < KD / 4u; i++) {
+    let b = base + 4u * i;
+    qr[i] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
+  }
+#else
+  qr[0] = vec4<f32>(q[base], q[base + 1u], 0.0, 0.0) * p.scale;
+#endif
+#if KV4
+  var s = 0.0;
+  for (var i = 0u; i < KD / 4u; i++) {
+    s += dot(qr[i], vec4<f32>(1.0));
+  }
+  qsum = s;
+#endif
+}
+
+#if FASTCVT
+// Bytes to floats without integer-to-float conversions (a quarter of the arithmetic rate on
+// some GPUs): 2^23 + b has b in its low mantissa bits, and subtracting 2^23 is exact.
+fn bytes_f32(w: u32) -> vec4<f32> {
+  let b = vec4<u32>(w & 0xFFu, (w >> 8u) & 0xFFu, (w >> 16u) & 0xFFu, w >> 24u);
+  return bitcast<vec4<f32>>(b | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
+}
+
+// Four int8 codes.
+fn i8x4(w: u32) -> vec4<f32> {
+  return bytes_f32(w ^ 0x80808080u) - vec4<f32>(128.0);
+}
+#else
+fn bytes_f32(w: u32) -> vec4<f32> {
+  return vec4<f32>(unpack4xU8(w));
+}
+
+fn i8x4(w: u32) -> vec4<f32> {
+  return vec4<f32>(unpack4xI8(w));
+}
+#endif
+
+// Four f16 values from two words.
+fn f16x4(a: u32, b: u32) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+}
+
+// Part t of the score of key (position, kv head) rh: elements t·KD .. of the key against qr.
+fn key_part(rh: u32, t: u32) -> f32 {
+#if KV8
+  // 32 codes (two 16-byte loads) and their group's f16 scale (half of a word).
+  let cw = rh * (HEAD_DIM / 16u) + 2u * t;
+  let w0 = k_cache4[cw];
+  let w1 = k_cache4[cw + 1u];
+  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 2u;
+  let s = unpack2x16float(k_cache4[sw / 4u][sw % 4u])[t % 2u];
+  let d = (dot(qr[0], i8x4(w0.x)) + dot(qr[1], i8x4(w0.y))) +
+    (dot(qr[2], i8x4(w0.z)) + dot(qr[3], i8x4(w0.w))) +
+    ((dot(qr[4], i8x4(w1.x)) + dot(qr[5], i8x4(w1.y))) +
+      (dot(qr[6], i8x4(w1.z)) + dot(qr[7], i8x4(w1.w))));
+  return s * d;
+#else
+#if KV4
+  // 32 nibbles (one 16-byte load) and the group's (scale, offset). Word i holds elements
+  // 8i .. 8i+3 in its low nibbles and 8i+4 .. 8i+7 in its high ones.
+  let w = k_cache4[rh * (HEAD_DIM / 32u) + t];
+  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t;
+  let so = unpack2x16float(k_cache4[sw / 4u][sw % 4u]);
+  let m = 0x0F0F0F0Fu;
+  let d = (dot(qr[0], bytes_f32(w.x & m)) + dot(qr[1], bytes_f32((w.x >> 4u) & m))) +
+    (dot(qr[2], bytes_f32(w.y & m)) + dot(qr[3], bytes_f32((w.y >> 4u) & m))) +
+    ((dot(qr[4], bytes_f32(w.z & m)) + dot(qr[5], bytes_f32((w.z >> 4u) & m))) +
+      (dot(qr[6], bytes_f32(w.w & m)) + dot(qr[7], bytes_f32((w.w >> 4u) & m))));
+  return so.x * d + so.y * qsum;
+#else
+#if K32
+  // 32 f16: four 16-byte loads.
+  let kw = rh * (HEAD_DIM / 8u) + 4u * t;
+  let a = k_cache4[kw];
+  let b = k_cache4[kw + 1u];
+  let c = k_cache4[kw + 2u];
+  let e = k_cache4[kw + 3u];
+  return (dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w))) +
+    (dot(qr[2], f16x4(b.x, b.y)) + dot(qr[3], f16x4(b.z, b.w))) +
+    ((dot(qr[4], f16x4(c.x, c.y)) + dot(qr[5], f16x4(c.z, c.w))) +
+      (dot(qr[6], f16x4(e.x, e.y)) + dot(qr[7], f16x4(e.z, e.w))));
+#else
+#if HD8
+  let a = k_cache4[rh * (HEAD_DIM / 8u) + t];
+  return dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w));
+#else
+  return dot(qr[0].xy, unpack2x16float(k_cache[rh * (HEAD_DIM / 2u) + t]));
+#endif
+#endif
+#endif
+#endif
+}
+
+// Elements t·VD .. of the value at rh: codes (or f16 values) c0, c1, and (scale, offset) so;
+// the value is so.x · c + so.y.
+struct Value {
+  c0: vec4<f32>,
+  c1: vec4<f32>,
+  so: vec2<f32>,
+}
+
+fn value(rh: u32, t: u32) -> Value {
+#if KV8
+  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 8u;
+  let s = unpack2x16float(v_cache[sw / 2u][sw % 2u])[(t / 4u) % 2u];
+  return Value(i8x4(w.x), i8x4(w.y), vec2<f32>(s, 0.0));
+#else
+#if KV4
+  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  let so = unpack2x16float(v_cache[p.scale_word + rh * (HEAD_DIM / 32u) + t / 4u]);
+  return Value(bytes_f32(w & 0x0F0F0F0Fu), bytes_f32((w >> 4u) & 0x0F0F0F0Fu), so);
+#else
+#if HD8
+  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  return Value(f16x4(w.x, w.y), f16x4(w.z, w.w), vec2<f32>(1.0, 0.0));
+#else
+  let w = unpack2x16float(v_cache[rh * (HEAD_DIM / 2u) + t]);
+  return Value(vec4<f32>(w, 0.0, 0.0), vec4<f32>(0.0), vec2<f32>(1.0, 0.0));
+#endif
+#endif
+#endif
+}
+
+// Softmax state over a range of keys: the running max (the same in every thread), and this
+// thread's lane's running sum of weights and unnormalised output (elements t·VD ..).
 struct Partial {
   m: f32,
   l: f32,
-  acc: array<vec2<f32>, MAX_PAIRS>,
+  a0: vec4<f32>,
+  a1: vec4<f32>,
 }
 
-// Pair c of thread lid (≥ HEAD_DIM / 2: none).
-fn pair_of(lid: u32, c: u32) -> u32 {
-  if (lid >= lanes() * pair_span()) {
-    return HEAD_DIM;
-  }
-  return lid % pair_span() + c * pair_span();
+fn weight(j: u32) -> f32 {
+  return p_s[j / 4u][j % 4u];
 }
 
-// The score of one key, (position, kv head) rh, against the scaled query in q_s.
-fn score(rh: u32) -> f32 {
-  let hp = HEAD_DIM / 2u;
-  var d = 0.0;
-#if KVQ
-  let groups = HEAD_DIM / GROUP;
-#if KV8
-  // Per two groups: four 16-byte loads of codes (64 int8) and one word of two f16 scales.
-  let cw = rh * (HEAD_DIM / 16u);
-  let sw = p.scale_word + rh * (groups / 2u);
-  for (var g2 = 0u; g2 < groups / 2u; g2++) {
-    let s = unpack2x16float(k_cache4[(sw + g2) / 4u][(sw + g2) % 4u]);
-    let d0 = dot16_i8(32u * g2, k_cache4[cw + 4u * g2]) +
-      dot16_i8(32u * g2 + 8u, k_cache4[cw + 4u * g2 + 1u]);
-    let d1 = dot16_i8(32u * g2 + 16u, k_cache4[cw + 4u * g2 + 2u]) +
-      dot16_i8(32u * g2 + 24u, k_cache4[cw + 4u * g2 + 3u]);
-    d += s.x * d0 + s.y * d1;
-  }
-#else
-  // Per group: one 16-byte load of codes (32 nibbles) and one word of (scale, offset).
-  let cw = rh * groups;
-  let sw = p.scale_word + rh * groups;
-  for (var g = 0u; g < groups; g++) {
-    let w = k_cache4[cw + g];
-    let so = unpack2x16float(k_cache4[(sw + g) / 4u][(sw + g) % 4u]);
-    let pb = 16u * g; // first pair of the group
-    let a = dot8_u4(pb, w.x) + dot8_u4(pb + 4u, w.y) + dot8_u4(pb + 8u, w.z) +
-      dot8_u4(pb + 12u, w.w);
-    d += so.x * a + so.y * q_gsum[g];
-  }
-#endif
-#else
-  let kb = rh * hp; // first word of the key
-#if HD8
-  // 16-byte loads: eight f16 per step (kb is a multiple of 4 when HEAD_DIM % 8 == 0).
-  for (var w = 0u; w < hp / 4u; w++) {
-    let kw = k_cache4[kb / 4u + w];
-    d += dot(q_s[4u * w], unpack2x16float(kw.x)) + dot(q_s[4u * w + 1u], unpack2x16float(kw.y)) +
-      dot(q_s[4u * w + 2u], unpack2x16float(kw.z)) + dot(q_s[4u * w + 3u], unpack2x16float(kw.w));
-  }
-#else
-  for (var i = 0u; i < hp; i++) {
-    d += dot(q_s[i], unpack2x16float(k_cache[kb + i]));
-  }
-#endif
-#endif
-  return d;
-}
-
-#if KVQ
-// q · 16 int8 codes starting at pair pb of the query.
-fn dot16_i8(pb: u32, w: vec4<u32>) -> f32 {
-  return dot4q(pb, vec4<f32>(unpack4xI8(w.x))) + dot4q(pb + 2u, vec4<f32>(unpack4xI8(w.y))) +
-    dot4q(pb + 4u, vec4<f32>(unpack4xI8(w.z))) + dot4q(pb + 6u, vec4<f32>(unpack4xI8(w.w)));
-}
-
-// q · 8 int4 codes (one word: elements 0..3 in the low nibbles, 4..7 in the high) from pair pb.
-fn dot8_u4(pb: u32, w: u32) -> f32 {
-  let lo = vec4<f32>(unpack4xU8(w & 0x0F0F0F0Fu));
-  let hi = vec4<f32>(unpack4xU8((w >> 4u) & 0x0F0F0F0Fu));
-  return dot4q(pb, lo) + dot4q(pb + 2u, hi);
-}
-
-// Four query values from pair pb on, dotted with c.
-fn dot4q(pb: u32, c: vec4<f32>) -> f32 {
-  return dot(q_s[pb], c.xy) + dot(q_s[pb + 1u], c.zw);
-}
-
-// int4: the query's sum over each group (one thread per group). Called by the whole workgroup
-// after q_s is written.
-fn prepare_query(lid: u32) {
-  workgroupBarrier();
-  if (lid < HEAD_DIM / GROUP) {
-    var sum = 0.0;
-    for (var i = 16u * lid; i < 16u * lid + 16u; i++) {
-      sum += q_s[i].x + q_s[i].y;
-    }
-    q_gsum[lid] = sum;
-  }
-}
-#endif
-
-// Pair i of the value at (position, kv head) rh.
-fn value_pair(rh: u32, i: u32) -> vec2<f32> {
-#if KVQ
-  let gi = rh * (HEAD_DIM / GROUP) + i / 16u; // the pair's group
-#if KV8
-  let c = vec4<f32>(unpack4xI8(v_cache[rh * (HEAD_DIM / 4u) + i / 2u]));
-  let s = unpack2x16float(v_cache[p.scale_word + gi / 2u])[gi % 2u];
-  return select(c.xy, c.zw, (i & 1u) == 1u) * s;
-#else
-  let w = v_cache[rh * (HEAD_DIM / 8u) + i / 4u];
-  // elements 2(i % 4) and 2(i % 4) + 1 of the word's eight
-  let e = 2u * (i % 4u);
-  let shift = select(8u * e, 8u * (e - 4u) + 4u, e >= 4u);
-  let c = vec2<f32>(f32((w >> shift) & 15u), f32((w >> (shift + 8u)) & 15u));
-  let so = unpack2x16float(v_cache[p.scale_word + gi]);
-  return so.y + so.x * c;
-#endif
-#else
-  return unpack2x16float(v_cache[rh * (HEAD_DIM / 2u) + i]);
-#endif
+// Adds weight pw of value v to r.
+fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
+  let ps = pw * v.so.x;
+  let po = vec4<f32>(pw * v.so.y);
+  (*r).a0 += ps * v.c0 + po;
+  (*r).a1 += ps * v.c1 + po;
+  (*r).l += pw;
 }
 
 // Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). Called by the
 // whole workgroup with uniform arguments (it has barriers).
 fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
-  let hp = HEAD_DIM / 2u;
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
   let kvh = p.num_kv_heads;
-  let lane = lid / pair_span();
-
-  for (var i = lid; i < hp; i += ATT_WG) {
-    q_s[i] = q[item * hp + i] * p.scale;
-  }
-#if KV4
-  prepare_query(lid);
-#endif
-  workgroupBarrier();
+  let tk = lid % tpk();
+  let g = lid / tpk();
+  let tv = lid % tpv();
+  let lane = lid / tpv();
+  let kg = kgroups();
+  let nl = lanes();
+  load_query(item, tk);
 
   var r: Partial;
   r.m = NEG_BIG;
-  for (var j0 = j_begin; j0 < j_end; j0 += ATT_WG) {
-    let n_here = min(ATT_WG, j_end - j0);
-    var s = NEG_BIG;
-    if (lid < n_here) {
-      s = score((j0 + lid) * kvh + kv_head);
-    }
-    let m_new = max(r.m, block_max(lid, s));
-    let e = exp(s - m_new); // 0 past n_here: s is NEG_BIG there
-    p_s[lid] = e;
-    let sum = block_sum(lid, e); // its barriers also publish p_s
-    let alpha = exp(r.m - m_new);
-    r.m = m_new;
-    r.l = r.l * alpha + sum;
-    for (var c = 0u; c < MAX_PAIRS; c++) {
-      let i = pair_of(lid, c);
-      if (i < hp) {
-        var a = r.acc[c] * alpha;
-        // Four of this lane's keys per step, their loads issued together.
-        var t = lane;
-        let step = lanes() * kvh;
-        for (; t + 3u * lanes() < n_here; t += 4u * lanes()) {
-          let rh = (j0 + t) * kvh + kv_head;
-          let v0 = value_pair(rh, i);
-          let v1 = value_pair(rh + step, i);
-          let v2 = value_pair(rh + 2u * step, i);
-          let v3 = value_pair(rh + 3u * step, i);
-          a += (p_s[t] * v0 + p_s[t + lanes()] * v1) +
-            (p_s[t + 2u * lanes()] * v2 + p_s[t + 3u * lanes()] * v3);
-        }
-        for (; t < n_here; t += lanes()) {
-          a += p_s[t] * value_pair((j0 + t) * kvh + kv_head, i);
-        }
-        r.acc[c] = a;
+  for (var j0 = j_begin; j0 < j_end; j0 += nb()) {
+    let n_here = min(nb(), j_end - j0);
+    if (g < kg) {
+      // Four of this thread's keys per step, their loads issued together.
+      var j = g;
+      for (; j + 3u * kg < n_here; j += 4u * kg) {
+        let rh = (j0 + j) * kvh + kv_head;
+        let d0 = key_part(rh, tk);
+        let d1 = key_part(rh + kg * kvh, tk);
+        let d2 = key_part(rh + 2u * kg * kvh, tk);
+        let d3 = key_part(rh + 3u * kg * kvh, tk);
+        sh_set(j * tpk() + tk, d0);
+        sh_set((j + kg) * tpk() + tk, d1);
+        sh_set((j + 2u * kg) * tpk() + tk, d2);
+        sh_set((j + 3u * kg) * tpk() + tk, d3);
+      }
+      for (; j < n_here; j += kg) {
+        sh_set(j * tpk() + tk, key_part((j0 + j) * kvh + kv_head, tk));
       }
     }
-    workgroupBarrier(); // the next block overwrites p_s
+    workgroupBarrier();
+    var s = NEG_BIG;
+    if (lid < n_here) {
+      s = 0.0;
+      for (var u = 0u; u < tpk(); u++) {
+        s += sh_get(lid * tpk() + u);
+      }
+    }
+    p_s[lid / 4u][lid % 4u] = s;
+    workgroupBarrier();
+    // The block's max: red_n() threads take a slice each, then every thread reads their maxima.
+    let per = ATT_WG / red_n();
+    if (lid < red_n()) {
+      var mx = NEG_BIG;
+      for (var i = lid * per; i < lid * per + per; i++) {
+        mx = max(mx, p_s[i / 4u][i % 4u]);
+      }
+      red[lid] = mx;
+    }
+    workgroupBarrier();
+    var m_new = r.m;
+    for (var i = 0u; i < red_n(); i++) {
+      m_new = max(m_new, red[i]);
+    }
+    p_s[lid / 4u][lid % 4u] = exp(s - m_new); // 0 past n_here: s is NEG_BIG there
+    workgroupBarrier();
+    let alpha = exp(r.m - m_new);
+    r.m = m_new;
+    if (lane < nl) {
+      r.l *= alpha;
+      r.a0 *= alpha;
+      r.a1 *= alpha;
+      var j = lane;
+      let step = nl * kvh;
+      for (; j + 3u * nl < n_here; j += 4u * nl) {
+        let rh = (j0 + j) * kvh + kv_head;
+        let v0 = value(rh, tv);
+        let v1 = value(rh + step, tv);
+        let v2 = value(rh + 2u * step, tv);
+        let v3 = value(rh + 3u * step, tv);
+        add_value(&r, weight(j), v0);
+        add_value(&r, weight(j + nl), v1);
+        add_value(&r, weight(j + 2u * nl), v2);
+        add_value(&r, weight(j + 3u * nl), v3);
+      }
+      for (; j < n_here; j += nl) {
+        add_value(&r, weight(j), value((j0 + j) * kvh + kv_head, tv));
+      }
+    }
   }
   return r;
 }
 
-// Pair c of the head summed over the lanes, valid in the threads of lane 0 (the others get
-// their own lane's part). Called by the whole workgroup.
-fn lanes_total(lid: u32, r: Partial, c: u32) -> vec2<f32> {
-  if (lanes() == 1u) {
-    return r.acc[c];
-  }
-  lane_acc[lid] = r.acc[c];
-  workgroupBarrier();
-  var a = r.acc[c];
-  if (lid < pair_span()) {
-    for (var l = 1u; l < lanes(); l++) {
-      a += lane_acc[lid + l * pair_span()];
+// The lanes' outputs and sums of weights, added up: element d of the head is
+// lane_sum(d) / weight_sum(), valid after the call for every d. Called by the whole workgroup
+// after attend_range (its last block's barriers leave sh free).
+fn gather_lanes(lid: u32, r: Partial) {
+  let tv = lid % tpv();
+  let lane = lid / tpv();
+  if (lane < lanes()) {
+    let base = lane * HEAD_DIM + tv * VD;
+    for (var c = 0u; c < min(4u, VD); c++) {
+      sh_set(base + c, r.a0[c]);
+    }
+    for (var c = 4u; c < VD; c++) {
+      sh_set(base + c, r.a1[c - 4u]);
+    }
+    if (tv == 0u) {
+      l_s[lane / 4u][lane % 4u] = r.l;
     }
   }
-  workgroupBarrier(); // lane_acc is reused for the next c
+  workgroupBarrier();
+}
+
+fn lane_sum(d: u32) -> f32 {
+  var a = 0.0;
+  for (var l = 0u; l < lanes(); l++) {
+    a += sh_get(l * HEAD_DIM + d);
+  }
   return a;
 }
 
-// The max over the workgroup of one value per thread (a tree in workgroup memory).
-fn block_max(lid: u32, v: f32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var stride = ATT_WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      red[lid] = max(red[lid], red[lid + stride]);
-    }
-    workgroupBarrier();
+fn weight_sum() -> f32 {
+  var s = 0.0;
+  for (var l = 0u; l < lanes(); l++) {
+    s += l_s[l / 4u][l % 4u];
   }
-  let m = red[0];
-  workgroupBarrier(); // everyone has read red[0] before it is reused
-  return m;
-}
-
-// The sum over the workgroup of one value per thread.
-fn block_sum(lid: u32, v: f32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var stride = ATT_WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      red[lid] += red[lid + stride];
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
+  return s;
 }
 
 @compute @workgroup_size(ATT_WG)
@@ -359,13 +468,10 @@ fn attend(
   }
   let len = p.start_pos + item / p.num_heads + 1u;
   let r = attend_range(lid, item, window_start(len), len);
-  let hp = HEAD_DIM / 2u;
-  for (var c = 0u; c < MAX_PAIRS; c++) {
-    let a = lanes_total(lid, r, c);
-    let i = pair_of(lid, c);
-    if (lid < pair_span() && i < hp) {
-      out[item * hp + i] = a / r.l;
-    }
+  gather_lanes(lid, r);
+  let l = weight_sum();
+  for (var d = lid; d < HEAD_DIM; d += ATT_WG) {
+    out[item * HEAD_DIM + d] = lane_sum(d) / l;
   }
 }
 
@@ -386,17 +492,14 @@ fn attend_split(
   let j_end = max(j_begin, min(len, range_begin + p.split_keys));
   // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
   let r = attend_range(lid, item, j_begin, j_end);
-  let hp = HEAD_DIM / 2u;
-  let base = flat * (hp + 1u);
+  gather_lanes(lid, r);
+  let base = flat * (HEAD_DIM + 2u);
   if (lid == 0u) {
-    partials_w[base] = vec2<f32>(r.m, r.l);
+    partials_w[base] = r.m;
+    partials_w[base + 1u] = weight_sum();
   }
-  for (var c = 0u; c < MAX_PAIRS; c++) {
-    let a = lanes_total(lid, r, c);
-    let i = pair_of(lid, c);
-    if (lid < pair_span() && i < hp) {
-      partials_w[base + 1u + i] = a;
-    }
+  for (var d = lid; d < HEAD_DIM; d += ATT_WG) {
+    partials_w[base + 2u + d] = lane_sum(d);
   }
 }
 

@@ -133,10 +133,14 @@ export interface AttentionOptions extends AttentionShape {
   splitBelowItems?: number;
   /**
    * Threads per workgroup = keys per block (default 256; 64 on a software adapter), a power of
-   * two; head_dim ≤ 8 × this.
-   * Threads beyond a head's pairs sum the values of other keys in parallel.
+   * two; head_dim ≤ 8 × this (2 × this when head_dim is not a multiple of 8).
    */
   workgroupSize?: number;
+  /**
+   * Turn int8/int4 codes into floats with integer operations and an exact f32 subtraction
+   * rather than integer-to-float conversions (default true; the results are identical).
+   */
+  fastConvert?: boolean;
 }
 
 /**
@@ -219,10 +223,13 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   const wg = opts.workgroupSize ?? (gpu.isSoftware ? 64 : 256);
   const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
   const splitBelow = opts.splitBelowItems ?? 256;
-  if (headDim % 2 || numHeads % numKvHeads || headDim > 8 * wg) {
+  // Each thread of a value lane takes 8 elements of the head (2 when head_dim is not a multiple
+  // of 8): the workgroup must hold one lane.
+  const maxHeadDim = (headDim % 8 ? 2 : 8) * wg;
+  if (headDim % 2 || numHeads % numKvHeads || headDim > maxHeadDim) {
     throw new RangeError(
-      `attention: need an even head_dim ≤ ${8 * wg} and num_kv_heads dividing num_heads, got ` +
-        `${numHeads}/${numKvHeads} heads of ${headDim}`,
+      `attention: need an even head_dim ≤ ${maxHeadDim} and num_kv_heads dividing num_heads, ` +
+        `got ${numHeads}/${numKvHeads} heads of ${headDim}`,
     );
   }
   if (wg < 1 || wg & (wg - 1)) {
@@ -235,11 +242,13 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   }
   const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, numKvHeads, headDim); // checks headDim
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
-  // Keys load 16 bytes at a time when a head is whole groups of eight f16.
+  // Keys and values load 16 bytes at a time when a head is whole groups of eight f16; a thread
+  // takes 32 elements of a key (a quantized cache's group) when the head is whole groups of 32.
   const defines = [
     ...(headDim % 8 === 0 ? ["HD8"] : []),
-    ...(headDim / 2 <= wg ? ["PAIRS1"] : []),
+    ...(headDim % 32 === 0 ? ["K32"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
+    ...(opts.fastConvert ?? true ? ["FASTCVT"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),

@@ -1,0 +1,138 @@
+/**
+ * The attention kernel alone over each KV cache format at long context: one decode step's
+ * attention at Llama-2-7B's head layout (32 heads of 128, 32 layers, each layer its own cache so
+ * that nothing stays in L2), GPU time from timestamps, median of five, for a few kernel settings
+ * (threads per workgroup, positions per split range, int8/int4 codes to floats with or without
+ * integer-to-float conversions). Writes `kv-attention.json` to `--out`.
+ *
+ * The caches hold zeros (as in bench/kv_cache.ts): what any values cost the kernel. On a software
+ * adapter the layout is scaled down (8 heads, 4 layers, positions 512 and 2048).
+ *
+ * ```sh
+ * deno run -A bench/kv_attention.ts --out /tmp/kv
+ * deno run -A bench/kv_attention.ts --kv int8 --positions 4096 --variants 256/256,128/256
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { CommandBatch } from "../lib/gpu/batch.ts";
+import { requestGpu } from "../lib/gpu/device.ts";
+import type { GpuTensor } from "../lib/gpu/tensor.ts";
+import { createAttention } from "../lib/kernels/attention.ts";
+import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "../lib/kernels/kv_cache.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string", default: "bench/out" },
+    kv: { type: "string", default: "f16,int8,int4" },
+    positions: { type: "string" },
+    // workgroup size / split keys, optionally "/slow" for plain integer-to-float conversions
+    variants: { type: "string", default: "256/256,128/256,256/512,128/128,256/256/slow" },
+  },
+});
+
+const gpu = await requestGpu();
+const software = gpu.isSoftware;
+console.log(`adapter: ${gpu.describe()}`);
+const positions = (args.positions ?? (software ? "512,2048" : "4096,16384")).split(",").map(
+  Number,
+);
+const numHeads = software ? 8 : 32;
+const layers = software ? 4 : 32;
+const headDim = 128;
+const maxSeq = Math.max(...positions) + 1;
+const variants = args.variants!.split(",").map((v) => {
+  const [wg, split, slow] = v.split("/");
+  return { name: v, workgroupSize: Number(wg), splitKeys: Number(split), fast: slow !== "slow" };
+});
+
+interface Row {
+  kvCache: KvCacheFormat;
+  variant: string;
+  position: number;
+  /** GPU ms of one step's attention over every layer (split + combine). */
+  ms: number;
+  /** Cache bytes read per step / ms. */
+  gbPerS: number;
+}
+const rows: Row[] = [];
+
+for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
+  const layout = kvCacheLayout(kvCache, maxSeq, numHeads, headDim);
+  const caches: GpuTensor[] = [];
+  for (let l = 0; l < 2 * layers; l++) {
+    caches.push(gpu.tensor({ label: `cache ${l}`, category: "kv-cache", byteSize: layout.bytes }));
+  }
+  const q = gpu.tensor({ label: "q", category: "activations", byteSize: numHeads * headDim * 4 });
+  const out = gpu.tensor({
+    label: "out",
+    category: "activations",
+    byteSize: numHeads * headDim * 4,
+  });
+  try {
+    for (const v of variants) {
+      if (KV_CACHE_INFO[kvCache].codeBits === 16 && !v.fast) continue; // f16: the same kernel
+      const attn = await createAttention(gpu, {
+        numHeads,
+        numKvHeads: numHeads,
+        headDim,
+        maxSeq,
+        kvCache,
+        workgroupSize: v.workgroupSize,
+        splitKeys: v.splitKeys,
+        fastConvert: v.fast,
+      });
+      try {
+        for (const position of positions) {
+          const times: number[] = [];
+          for (let rep = 0; rep < 6; rep++) {
+            const batch = new CommandBatch(gpu);
+            for (let l = 0; l < layers; l++) {
+              attn.attend(batch, q, caches[2 * l], caches[2 * l + 1], out, position, 1);
+            }
+            const t = await batch.submitTimed();
+            if (rep > 0) times.push(t.reduce((s, d) => s + d.ms, 0)); // the first warms up
+          }
+          times.sort((a, b) => a - b);
+          const ms = times[Math.floor(times.length / 2)];
+          const bytes = 2 * layers * (layout.bytes * (position + 1)) / maxSeq;
+          const row = { kvCache, variant: v.name, position, ms, gbPerS: bytes / ms / 1e6 };
+          rows.push(row);
+          console.log(
+            `${kvCache.padEnd(5)} ${v.name.padEnd(14)} pos ${String(position).padStart(6)}: ` +
+              `${ms.toFixed(3)} ms (${row.gbPerS.toFixed(0)} GB/s)`,
+          );
+        }
+      } finally {
+        attn.destroy();
+      }
+    }
+  } finally {
+    for (const t of [...caches, q, out]) t.destroy();
+    await gpu.sync();
+  }
+}
+
+await Deno.mkdir(args.out!, { recursive: true });
+await Deno.writeTextFile(
+  `${args.out}/kv-attention.json`,
+  JSON.stringify(
+    {
+      meta: {
+        date: new Date().toISOString(),
+        adapter: gpu.describe(),
+        command: `deno run -A bench/kv_attention.ts ${Deno.args.join(" ")}`.trim(),
+        numHeads,
+        headDim,
+        layers,
+      },
+      rows,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+gpu.destroy();
