@@ -27,10 +27,14 @@ const { values: args } = parseArgs({
   args: Deno.args,
   options: {
     out: { type: "string", default: "bench/out" },
-    kv: { type: "string", default: "f16,int8,int4" },
+    kv: { type: "string", default: "int4,int8,f16" },
     positions: { type: "string" },
-    // workgroup size / split keys, optionally "/slow" for plain integer-to-float conversions
-    variants: { type: "string", default: "256/256,128/256,256/512,128/128,256/256/slow" },
+    // workgroup size / split keys, then optionally "/k16" (f16: 16 key elements per thread) or
+    // "/slow" (plain integer-to-float conversions)
+    variants: {
+      type: "string",
+      default: "256/256,128/256,256/512,128/512,256/256/k16,128/256/k16,256/512/k16,256/256/slow",
+    },
   },
 });
 
@@ -45,8 +49,14 @@ const layers = software ? 4 : 32;
 const headDim = 128;
 const maxSeq = Math.max(...positions) + 1;
 const variants = args.variants!.split(",").map((v) => {
-  const [wg, split, slow] = v.split("/");
-  return { name: v, workgroupSize: Number(wg), splitKeys: Number(split), fast: slow !== "slow" };
+  const [wg, split, ...flags] = v.split("/");
+  return {
+    name: v,
+    workgroupSize: Number(wg),
+    splitKeys: Number(split),
+    fast: !flags.includes("slow"),
+    keyElements: flags.includes("k16") ? 16 as const : 32 as const,
+  };
 });
 
 interface Row {
@@ -74,7 +84,8 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
   });
   try {
     for (const v of variants) {
-      if (KV_CACHE_INFO[kvCache].codeBits === 16 && !v.fast) continue; // f16: the same kernel
+      const f16 = KV_CACHE_INFO[kvCache].codeBits === 16;
+      if (f16 ? !v.fast : v.keyElements === 16) continue; // not a variant for this format
       const attn = await createAttention(gpu, {
         numHeads,
         numKvHeads: numHeads,
@@ -84,6 +95,7 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
         workgroupSize: v.workgroupSize,
         splitKeys: v.splitKeys,
         fastConvert: v.fast,
+        keyElements: v.keyElements,
       });
       try {
         for (const position of positions) {

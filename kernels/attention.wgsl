@@ -76,7 +76,11 @@ fn write_kv(
 // the softmax weights from p_s; a lane's running sum of weights (the softmax denominator) rides
 // along with its outputs. The lanes meet once, at the end, in sh. Per block: four barriers (the
 // parts, the scores, their max in two levels, the weights).
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+#if HD8
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+#else
+@group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
+#endif
 #if HD8
 // (quantized caches: the key codes, then the scales, 16 bytes at a time)
 @group(0) @binding(2) var<storage, read> k_cache4: array<vec4<u32>>;
@@ -108,10 +112,14 @@ fn write_kv(
 #if K32
 const KD: u32 = 32u;
 #else
+#if K16
+const KD: u32 = 16u;
+#else
 #if HD8
 const KD: u32 = 8u;
 #else
 const KD: u32 = 2u;
+#endif
 #endif
 #endif
 // Value elements per thread.
@@ -182,14 +190,13 @@ fn window_start(len: u32) -> u32 {
 const NEG_BIG: f32 = -3.0e38;
 
 fn load_query(item: u32, t: u32) {
-  let base = item * HEAD_DIM + t * KD;
 #if HD8
+  let base = (item * HEAD_DIM + t * KD) / 4u;
   for (var i = 0u; i < KD / 4u; i++) {
-    let b = base + 4u * i;
-    qr[i] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
+    qr[i] = q[base + i] * p.scale;
   }
 #else
-  qr[0] = vec4<f32>(q[base], q[base + 1u], 0.0, 0.0) * p.scale;
+  qr[0] = vec4<f32>(q[(item * HEAD_DIM + t * KD) / 2u] * p.scale, 0.0, 0.0);
 #endif
 #if KV4
   var s = 0.0;
@@ -208,9 +215,11 @@ fn bytes_f32(w: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>(b | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
 }
 
-// Four int8 codes.
+// Four int8 codes: as bytes_f32 of code + 128, both subtractions in one.
 fn i8x4(w: u32) -> vec4<f32> {
-  return bytes_f32(w ^ 0x80808080u) - vec4<f32>(128.0);
+  let x = w ^ 0x80808080u;
+  let b = vec4<u32>(x & 0xFFu, (x >> 8u) & 0xFFu, (x >> 16u) & 0xFFu, x >> 24u);
+  return bitcast<vec4<f32>>(b | vec4<u32>(0x4B000000u)) - vec4<f32>(8388736.0);
 }
 #else
 fn bytes_f32(w: u32) -> vec4<f32> {
@@ -267,11 +276,19 @@ fn key_part(rh: u32, t: u32) -> f32 {
     ((dot(qr[4], f16x4(c.x, c.y)) + dot(qr[5], f16x4(c.z, c.w))) +
       (dot(qr[6], f16x4(e.x, e.y)) + dot(qr[7], f16x4(e.z, e.w))));
 #else
+#if K16
+  let kw = rh * (HEAD_DIM / 8u) + 2u * t;
+  let a = k_cache4[kw];
+  let b = k_cache4[kw + 1u];
+  return (dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w))) +
+    (dot(qr[2], f16x4(b.x, b.y)) + dot(qr[3], f16x4(b.z, b.w)));
+#else
 #if HD8
   let a = k_cache4[rh * (HEAD_DIM / 8u) + t];
   return dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w));
 #else
   return dot(qr[0].xy, unpack2x16float(k_cache[rh * (HEAD_DIM / 2u) + t]));
+#endif
 #endif
 #endif
 #endif
@@ -324,10 +341,20 @@ fn weight(j: u32) -> f32 {
 
 // Adds weight pw of value v to r.
 fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
+#if KVQ
   let ps = pw * v.so.x;
+#if KV4
   let po = vec4<f32>(pw * v.so.y);
   (*r).a0 += ps * v.c0 + po;
   (*r).a1 += ps * v.c1 + po;
+#else
+  (*r).a0 += ps * v.c0;
+  (*r).a1 += ps * v.c1;
+#endif
+#else
+  (*r).a0 += pw * v.c0;
+  (*r).a1 += pw * v.c1;
+#endif
   (*r).l += pw;
 }
 

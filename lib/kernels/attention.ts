@@ -132,7 +132,7 @@ export interface AttentionOptions extends AttentionShape {
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
   splitBelowItems?: number;
   /**
-   * Threads per workgroup = keys per block (default 256; 64 on a software adapter), a power of
+   * Threads per workgroup = keys per block (default 128; 64 on a software adapter), a power of
    * two; head_dim ≤ 8 × this (2 × this when head_dim is not a multiple of 8).
    */
   workgroupSize?: number;
@@ -141,6 +141,11 @@ export interface AttentionOptions extends AttentionShape {
    * rather than integer-to-float conversions (default true; the results are identical).
    */
   fastConvert?: boolean;
+  /**
+   * f16 caches: elements of a key each thread dots with the query, 32 or 16 (default 32; fewer
+   * registers, more threads per key). Quantized caches always take 32, a group.
+   */
+  keyElements?: 16 | 32;
 }
 
 /**
@@ -218,9 +223,9 @@ export interface Attention extends Readonly<AttentionShape> {
  */
 export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise<Attention> {
   const { numHeads, numKvHeads, headDim } = opts;
-  // 256 on GPUs (several key lanes per head); 64 on a software adapter, whose workgroup barriers
+  // 128 on GPUs (several key lanes per head); 64 on a software adapter, whose workgroup barriers
   // cost in proportion to the threads (llvmpipe runs them as coroutines).
-  const wg = opts.workgroupSize ?? (gpu.isSoftware ? 64 : 256);
+  const wg = opts.workgroupSize ?? (gpu.isSoftware ? 64 : 128);
   const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
   const splitBelow = opts.splitBelowItems ?? 256;
   // Each thread of a value lane takes 8 elements of the head (2 when head_dim is not a multiple
@@ -240,13 +245,15 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   if (info.codeBits !== 16 && !opts.maxSeq) {
     throw new RangeError(`attention: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
   }
+  const keyElements = opts.keyElements ?? 32;
   const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, numKvHeads, headDim); // checks headDim
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   // Keys and values load 16 bytes at a time when a head is whole groups of eight f16; a thread
   // takes 32 elements of a key (a quantized cache's group) when the head is whole groups of 32.
   const defines = [
     ...(headDim % 8 === 0 ? ["HD8"] : []),
-    ...(headDim % 32 === 0 ? ["K32"] : []),
+    ...(headDim % 32 === 0 && (info.codeBits !== 16 || keyElements === 32) ? ["K32"] : []),
+    ...(headDim % 16 === 0 && info.codeBits === 16 && keyElements === 16 ? ["K16"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
     ...(opts.fastConvert ?? true ? ["FASTCVT"] : []),
   ];
