@@ -107,8 +107,8 @@ fn write_kv(
 @group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
 
-// Key elements per thread in the scores: 32 (a group of a quantized cache) when HEAD_DIM allows,
-// else 8 (one 16-byte load of f16), else 2.
+// Key elements per thread in the scores: 32 (K32) or 16 (K16) as chosen, when HEAD_DIM allows,
+// else 8 (one 16-byte load of f16), else 2. A quantized cache's group is 32.
 #if K32
 const KD: u32 = 32u;
 #else
@@ -239,6 +239,14 @@ fn f16x4(a: u32, b: u32) -> vec4<f32> {
 // Part t of the score of key (position, kv head) rh: elements t·KD .. of the key against qr.
 fn key_part(rh: u32, t: u32) -> f32 {
 #if KV8
+#if K16
+  // 16 codes (one 16-byte load) and their group's f16 scale (half of a word).
+  let w = k_cache4[rh * (HEAD_DIM / 16u) + t];
+  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 4u;
+  let s = unpack2x16float(k_cache4[sw / 4u][sw % 4u])[(t / 2u) % 2u];
+  return s * ((dot(qr[0], i8x4(w.x)) + dot(qr[1], i8x4(w.y))) +
+    (dot(qr[2], i8x4(w.z)) + dot(qr[3], i8x4(w.w))));
+#else
   // 32 codes (two 16-byte loads) and their group's f16 scale (half of a word).
   let cw = rh * (HEAD_DIM / 16u) + 2u * t;
   let w0 = k_cache4[cw];
@@ -250,8 +258,20 @@ fn key_part(rh: u32, t: u32) -> f32 {
     ((dot(qr[4], i8x4(w1.x)) + dot(qr[5], i8x4(w1.y))) +
       (dot(qr[6], i8x4(w1.z)) + dot(qr[7], i8x4(w1.w))));
   return s * d;
+#endif
 #else
 #if KV4
+#if K16
+  // 16 nibbles (half of a 16-byte load) and the group's (scale, offset).
+  let w4 = k_cache4[rh * (HEAD_DIM / 32u) + t / 2u];
+  let w = select(w4.xy, w4.zw, (t & 1u) == 1u);
+  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t / 2u;
+  let so = unpack2x16float(k_cache4[sw / 4u][sw % 4u]);
+  let m = 0x0F0F0F0Fu;
+  let d = (dot(qr[0], bytes_f32(w.x & m)) + dot(qr[1], bytes_f32((w.x >> 4u) & m))) +
+    (dot(qr[2], bytes_f32(w.y & m)) + dot(qr[3], bytes_f32((w.y >> 4u) & m)));
+  return so.x * d + so.y * qsum;
+#else
   // 32 nibbles (one 16-byte load) and the group's (scale, offset). Word i holds elements
   // 8i .. 8i+3 in its low nibbles and 8i+4 .. 8i+7 in its high ones.
   let w = k_cache4[rh * (HEAD_DIM / 32u) + t];
@@ -263,6 +283,7 @@ fn key_part(rh: u32, t: u32) -> f32 {
     ((dot(qr[4], bytes_f32(w.z & m)) + dot(qr[5], bytes_f32((w.z >> 4u) & m))) +
       (dot(qr[6], bytes_f32(w.w & m)) + dot(qr[7], bytes_f32((w.w >> 4u) & m))));
   return so.x * d + so.y * qsum;
+#endif
 #else
 #if K32
   // 32 f16: four 16-byte loads.

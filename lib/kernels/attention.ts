@@ -127,8 +127,16 @@ export interface AttentionOptions extends AttentionShape {
   maxSeq?: number;
   /** The cache's storage format (default `"f16"`). */
   kvCache?: KvCacheFormat;
-  /** Positions per split range, a multiple of the workgroup size (default 256). */
+  /**
+   * Positions per split range at least, a multiple of the workgroup size (default 256). Longer
+   * contexts take longer ranges, so that a call runs about `splitWorkgroups` workgroups.
+   */
   splitKeys?: number;
+  /**
+   * Workgroups a split call aims at (default 1024: a few per multiprocessor of a large GPU):
+   * ranges grow past `splitKeys` when the context would need more. 0: always `splitKeys`.
+   */
+  splitWorkgroups?: number;
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
   splitBelowItems?: number;
   /**
@@ -142,8 +150,8 @@ export interface AttentionOptions extends AttentionShape {
    */
   fastConvert?: boolean;
   /**
-   * f16 caches: elements of a key each thread dots with the query, 32 or 16 (default 32; fewer
-   * registers, more threads per key). Quantized caches always take 32, a group.
+   * Elements of a key each thread dots with the query: 16 (default) or 32 (fewer threads per key,
+   * more registers). Head widths that are not a multiple of it take 8 (f16) or 2.
    */
   keyElements?: 16 | 32;
 }
@@ -245,15 +253,15 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   if (info.codeBits !== 16 && !opts.maxSeq) {
     throw new RangeError(`attention: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
   }
-  const keyElements = opts.keyElements ?? 32;
+  const keyElements = opts.keyElements ?? 16;
   const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, numKvHeads, headDim); // checks headDim
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   // Keys and values load 16 bytes at a time when a head is whole groups of eight f16; a thread
   // takes 32 elements of a key (a quantized cache's group) when the head is whole groups of 32.
   const defines = [
     ...(headDim % 8 === 0 ? ["HD8"] : []),
-    ...(headDim % 32 === 0 && (info.codeBits !== 16 || keyElements === 32) ? ["K32"] : []),
-    ...(headDim % 16 === 0 && info.codeBits === 16 && keyElements === 16 ? ["K16"] : []),
+    ...(headDim % 32 === 0 && keyElements === 32 ? ["K32"] : []),
+    ...(headDim % 16 === 0 && keyElements === 16 ? ["K16"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
     ...(opts.fastConvert ?? true ? ["FASTCVT"] : []),
   ];
@@ -275,9 +283,15 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   // A quantized cache is checked whole: its scales sit past the last position's codes.
   const cacheBytes = (positions: number) =>
     info.codeBits === 16 ? positions * kvRowBytes : layout.bytes;
-  const base = (rows: number, startPos: number, splits = 1, window = 0) =>
+  const splitTarget = opts.splitWorkgroups ?? 1024;
+  // Positions per range for `len` positions and `items` (row, head) pairs.
+  const rangeKeys = (len: number, items: number) =>
+    splitTarget > 0
+      ? Math.max(splitKeys, Math.ceil(len / Math.ceil(splitTarget / items) / wg) * wg)
+      : splitKeys;
+  const base = (rows: number, startPos: number, splits = 1, window = 0, range = splitKeys) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
-      .u32(splits).u32(splitKeys).u32(window).u32(layout.scaleWord).build();
+      .u32(splits).u32(range).u32(window).u32(layout.scaleWord).build();
   return {
     numHeads,
     numKvHeads,
@@ -306,9 +320,10 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       requireBytes(cacheK, cacheBytes(startPos + rows), "attention cacheK");
       requireBytes(cacheV, cacheBytes(startPos + rows), "attention cacheV");
       const items = rows * numHeads;
-      const splits = Math.ceil((startPos + rows) / splitKeys);
+      const range = rangeKeys(startPos + rows, items);
+      const splits = Math.ceil((startPos + rows) / range);
       if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
-        const p = base(rows, startPos, splits, window);
+        const p = base(rows, startPos, splits, window, range);
         batch.dispatch(split, [q, cacheK, cacheV, scratch], grid(items * splits), p);
         batch.dispatch(combine, [scratch, out], grid(items), p);
       } else {

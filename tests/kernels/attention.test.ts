@@ -87,14 +87,23 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       { shape: { numHeads: 6, numKvHeads: 2, headDim: 6 }, startPos: 70, rows: 3 },
       { shape: { numHeads: 2, numKvHeads: 2, headDim: 128 }, startPos: 129, rows: 5 },
       { shape: { numHeads: 8, numKvHeads: 1, headDim: 32 }, startPos: 4100, rows: 2 },
+      { shape: { numHeads: 3, numKvHeads: 3, headDim: 40 }, startPos: 300, rows: 1 },
     ];
-    // unsplit (the adapter's default); 256 threads (several key lanes per head, the GPU
-    // default); split in ranges of 64 positions (many ranges, some empty for early rows); split
-    // with the default 256-position ranges; 32 threads (two pairs per thread for head_dim 128)
-    const variants: { splitKeys?: number; workgroupSize?: number }[] = [
+    // unsplit (the adapter's default); 256 threads (several value lanes per head); split in
+    // ranges of 64 positions (many ranges, some empty for early rows); split from 128 positions up,
+    // ranges as long as ~1024 workgroups need, 32 key elements per thread (rather than 16); split
+    // with the default 256-position ranges; 32 threads (few value lanes at head_dim 128). Head
+    // widths 6 and 40 take the narrow paths (2 and 8 key elements per thread).
+    const variants: {
+      splitKeys?: number;
+      workgroupSize?: number;
+      keyElements?: 16 | 32;
+      splitWorkgroups?: number;
+    }[] = [
       {},
       { workgroupSize: 256 },
-      { splitKeys: 64, workgroupSize: 64 },
+      { splitKeys: 64, workgroupSize: 64, splitWorkgroups: 0 },
+      { splitKeys: 128, workgroupSize: 128, keyElements: 32 },
       { splitKeys: 256 },
       { workgroupSize: 32 },
     ];

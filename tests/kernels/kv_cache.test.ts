@@ -209,8 +209,9 @@ function quantizedCache(
 // test (tests/kernels/attention.test.ts): atol 2e-5 + rtol 1e-4.
 Deno.test("attention over a quantized cache matches cpuAttention on the dequantized cache", () =>
   withGpu({}, async (gpu) => {
-    // decode from an empty cache; a prefill of 9 after 40 (256 threads: several key lanes); a
-    // decode step split over ranges of 64 positions; 32 threads (two pairs each at head_dim 128)
+    // decode from an empty cache; a prefill of 9 after 40 (256 threads: several value lanes); a
+    // decode step split over ranges of 64 positions; 32 threads (few value lanes at head_dim
+    // 128); a split decode step with 32 key elements (a whole group) per thread rather than 16
     const cases = [
       { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 1, variant: {} },
       {
@@ -230,6 +231,12 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
         startPos: 20,
         rows: 2,
         variant: { workgroupSize: 32 },
+      },
+      {
+        shape: { numHeads: 4, numKvHeads: 2, headDim: 128 },
+        startPos: 300,
+        rows: 1,
+        variant: { splitKeys: 64, workgroupSize: 128, keyElements: 32 as const },
       },
     ];
     for (const format of QUANTIZED) {
