@@ -2,7 +2,8 @@
  * Decode speed at long context per KV cache format: greedy decode of a random model of
  * Llama-2-7B's shape with its cache at 4096 and 16384 positions, for each cache format and a
  * couple of weight formats, plus the GPU time of one decode step by kernel family (attention
- * is what the cache format changes). Writes `kv-cache.json` and `kv-cache.md` to `--out`.
+ * is what the cache format changes), each timed step right after eight untimed ones so that the
+ * GPU's clocks are up. Writes `kv-cache.json` and `kv-cache.md` to `--out`.
  *
  * The positions before the measured ones are not computed: the model's position is set there
  * (`LlamaModel.reset(position)`), so the cache holds zeros, which costs the kernels what any
@@ -114,6 +115,9 @@ for (const weights of weightFormats) {
         // GPU time of one step by kernel family, median of three
         const steps: { total: number; fam: Record<string, number> }[] = [];
         for (let i = 0; i < 3; i++) {
+          // a few steps right before, so that the timed one finds the GPU's clocks up
+          model.reset(position + tokens);
+          await model.decodeGreedy([1], { maxNewTokens: 8 });
           model.reset(position + tokens);
           const t = await model.timeForward([1]);
           const fam: Record<string, number> = {};
