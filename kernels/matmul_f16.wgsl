@@ -296,18 +296,127 @@ fn gemm(
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows) with the weights read once for all of them,
 // as llama.cpp's mat-vec kernels take up to 8 columns: verifying k + 1 draft tokens then costs
-// about one decode step where a GEMV is memory-bound. Each lane group takes FPT output features,
-// so each x load serves FPT features (with one feature per group, the rows' f32 x, re-read for
-// every feature, was 10x the weight bytes at 5 rows). Each feature of each row is summed exactly
+// about one decode step where a GEMV is memory-bound. Each feature of each row is summed exactly
 // as gemv sums it alone (same lanes, same unit order and grouping, same reduction tree), so a
-// row's output is the one a decode step computes. The row loops have a constant bound
-// (unrolled, accumulators in registers) and skip rows past p.rows.
+// row's output is the one a decode step computes.
+//
+// - FPT = 4 output features per lane group: each x load serves four weight rows, and a row's
+//   sums are one vec4 (acc0..acc7, one per row, written out: private arrays indexed in loops can
+//   end up in local memory).
+// - XTILE (F16 with K8): each step's x of every row (STRIDES · GEMV_TPR units of 8) is rounded
+//   to f16 once per workgroup into workgroup memory, where gemv rounds it in every lane: the
+//   same values, converted once instead of once per feature group and row, read as 8 bytes.
+// - The end: two rows at a time through gemv_rows_store.wgsl (two barriers per pair of rows).
 
 const MAX_ROWS: u32 = 8u;
-const FPT: u32 = 2u; // output features per lane group
 
-// partial_rows and reduce_store_row (the row-by-row reduction and store).
+#if UNROLL4
+const STRIDES: u32 = 4u; // a step is gemv's unrolled step: four strides of GEMV_TPR units
+#else
+const STRIDES: u32 = 1u;
+#endif
+
+// FPT, RowSums, row_sums_store; rows_red, rows_pass_begin, lane_tree.
+#include "common/row_sums.wgsl"
 #include "common/gemv_rows_store.wgsl"
+
+#if XTILE
+// Half h (elements 4h..4h + 3) of unit j of the step, row r, at xt[(2r + h) · STEP + j]: a warp's
+// lanes read consecutive 8-byte entries.
+var<workgroup> xt: array<vec4<f16>, 2u * MAX_ROWS * STRIDES * GEMV_TPR>;
+alias XV = vec4<f16>;
+
+// gemv's dot8w with x already in f16 (the same conversion, done at staging).
+fn fdot(xa: vec4<f16>, xb: vec4<f16>, w: WUnit) -> f32 {
+  return f32(dot(xa, w.a)) + f32(dot(xb, w.b));
+}
+#else
+alias XV = vec4<f32>;
+
+fn fdot(xa: vec4<f32>, xb: vec4<f32>, w: WUnit) -> f32 {
+  return dot8w(xa, xb, w);
+}
+#endif
+
+// One unit (8 weights) of each of the FPT features, and one row's unit against them.
+#if FPT2
+struct WF {
+  f0: WUnit,
+  f1: WUnit,
+}
+
+fn wf_at(b: vec4<u32>, u: u32) -> WF {
+  return WF(wunit(b.x + u), wunit(b.y + u));
+}
+
+fn sums(xa: XV, xb: XV, w: WF) -> RowSums {
+  return RowSums(fdot(xa, xb, w.f0), fdot(xa, xb, w.f1));
+}
+
+// Odd K: one pair of weights of each feature against one pair of x.
+fn pair_sums(xv: vec2<f32>, b: vec4<u32>, u: u32) -> RowSums {
+  return RowSums(dot2w(xv, wpair[b.x + u]), dot2w(xv, wpair[b.y + u]));
+}
+#else
+struct WF {
+  f0: WUnit,
+  f1: WUnit,
+  f2: WUnit,
+  f3: WUnit,
+}
+
+fn wf_at(b: vec4<u32>, u: u32) -> WF {
+  return WF(wunit(b.x + u), wunit(b.y + u), wunit(b.z + u), wunit(b.w + u));
+}
+
+fn sums(xa: XV, xb: XV, w: WF) -> RowSums {
+  return RowSums(fdot(xa, xb, w.f0), fdot(xa, xb, w.f1), fdot(xa, xb, w.f2), fdot(xa, xb, w.f3));
+}
+
+fn pair_sums(xv: vec2<f32>, b: vec4<u32>, u: u32) -> RowSums {
+  return RowSums(dot2w(xv, wpair[b.x + u]), dot2w(xv, wpair[b.y + u]),
+    dot2w(xv, wpair[b.z + u]), dot2w(xv, wpair[b.w + u]));
+}
+#endif
+
+// Row r's unit u (j: its index in the step's tile) against the features' units.
+fn unit_row(r: u32, j: u32, u: u32, w: WF) -> RowSums {
+#if XTILE
+  let step = STRIDES * GEMV_TPR;
+  return sums(xt[2u * r * step + j], xt[(2u * r + 1u) * step + j], w);
+#else
+  let i = 2u * (r * (p.k / 8u) + u);
+  return sums(x4[i], x4[i + 1u], w);
+#endif
+}
+
+// gemv's unrolled step for row r: units u + s · GEMV_TPR (s = 0..3), grouped as gemv groups them.
+fn quad(r: u32, lane: u32, u: u32, wa: WF, wb: WF, wc: WF, wd: WF) -> RowSums {
+  let t = GEMV_TPR;
+  return (unit_row(r, lane, u, wa) + unit_row(r, lane + t, u + t, wb)) +
+    (unit_row(r, lane + 2u * t, u + 2u * t, wc) + unit_row(r, lane + 3u * t, u + 3u * t, wd));
+}
+
+// Odd K: row r's pair u.
+fn pair_row(r: u32, u: u32, b: vec4<u32>) -> RowSums {
+  return pair_sums(x2[r * (p.k / 2u) + u], b, u);
+}
+
+// Rows r0 and r0 + 1 (a, b: this lane's sums) reduced and stored; nw is the workgroup's first
+// feature.
+fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
+  rows_pass_begin(lid, a, b);
+  let groups = GEMV_WG / GEMV_TPR;
+  if (lid < 2u * groups) {
+    let q = lid / groups;
+    let g = lid % groups;
+    let n0 = nw + g * FPT;
+    if (r0 + q < p.rows) {
+      let v = lane_tree(q * GEMV_WG + g * GEMV_TPR);
+      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
+    }
+  }
+}
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -316,83 +425,139 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
-  // A feature past the chunk reads the chunk's last row instead (in bounds, never stored).
-  let n1 = min(n0 + 1u, p.n_count - 1u);
-  var acc0 = array<f32, MAX_ROWS>(); // feature n0, per row
-  var acc1 = array<f32, MAX_ROWS>(); // feature n0 + 1
-  if (n0 < p.n_count) {
+  let nw = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) * FPT; // the workgroup's first feature
+  let n0 = nw + (lid / GEMV_TPR) * FPT;
+  let live = n0 < p.n_count; // a group past the chunk still joins the barriers
+  // Features past the chunk read its last row instead (in bounds, never stored).
+  let last = p.n_count - 1u;
+  let nf = vec4<u32>(min(n0, last), min(n0 + 1u, last), min(n0 + 2u, last), min(n0 + 3u, last));
+  var acc0 = RowSums();
+  var acc1 = RowSums();
+  var acc2 = RowSums();
+  var acc3 = RowSums();
+  var acc4 = RowSums();
+  var acc5 = RowSums();
+  var acc6 = RowSums();
+  var acc7 = RowSums();
 #if K8
-    let units = p.k / 8u; // a row of x is 2 · units vec4
-    let b0 = n0 * units;
-    let b1 = n1 * units;
-    var u = lane;
+  let units = p.k / 8u;
+  let b = nf * units;
+  let step = STRIDES * GEMV_TPR;
+  for (var t0 = 0u; t0 < units; t0 += step) { // uniform: every thread reaches the barriers
+    let u = t0 + lane;
 #if UNROLL4
-    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
-      let v = u + GEMV_TPR;
-      let w = v + GEMV_TPR;
-      let z = w + GEMV_TPR;
-      let wu0 = wunit(b0 + u);
-      let wv0 = wunit(b0 + v);
-      let ww0 = wunit(b0 + w);
-      let wz0 = wunit(b0 + z);
-      let wu1 = wunit(b1 + u);
-      let wv1 = wunit(b1 + v);
-      let ww1 = wunit(b1 + w);
-      let wz1 = wunit(b1 + z);
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xo = 2u * r * units;
-          let xu0 = x4[xo + 2u * u];
-          let xu1 = x4[xo + 2u * u + 1u];
-          let xv0 = x4[xo + 2u * v];
-          let xv1 = x4[xo + 2u * v + 1u];
-          let xw0 = x4[xo + 2u * w];
-          let xw1 = x4[xo + 2u * w + 1u];
-          let xz0 = x4[xo + 2u * z];
-          let xz1 = x4[xo + 2u * z + 1u];
-          acc0[r] += (dot8w(xu0, xu1, wu0) + dot8w(xv0, xv1, wv0)) +
-            (dot8w(xw0, xw1, ww0) + dot8w(xz0, xz1, wz0));
-          acc1[r] += (dot8w(xu0, xu1, wu1) + dot8w(xv0, xv1, wv1)) +
-            (dot8w(xw0, xw1, ww1) + dot8w(xz0, xz1, wz1));
-        }
-      }
-    }
+    // The unrolled step's weights, loaded before x is staged so that both are in flight together
+    // (units past K clamped to the last: loaded, never used).
+    let ul = units - 1u;
+    let wa = wf_at(b, min(u, ul));
+    let wb = wf_at(b, min(u + GEMV_TPR, ul));
+    let wc = wf_at(b, min(u + 2u * GEMV_TPR, ul));
+    let wd = wf_at(b, min(u + 3u * GEMV_TPR, ul));
 #endif
-    for (; u < units; u += GEMV_TPR) {
-      let wu0 = wunit(b0 + u);
-      let wu1 = wunit(b1 + u);
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xo = 2u * r * units;
-          let xa = x4[xo + 2u * u];
-          let xb = x4[xo + 2u * u + 1u];
-          acc0[r] += dot8w(xa, xb, wu0);
-          acc1[r] += dot8w(xa, xb, wu1);
-        }
+#if XTILE
+    workgroupBarrier(); // the previous step's x has been read
+    for (var i = lid; i < 2u * p.rows * step; i += GEMV_WG) {
+      let r = i / (2u * step);
+      let j = (i / 2u) % step;
+      let h = i % 2u;
+      var v = vec4<f32>(0.0);
+      if (t0 + j < units) {
+        v = x4[2u * (r * units + t0 + j) + h];
+      }
+      xt[(2u * r + h) * step + j] = vec4<f16>(v);
+    }
+    workgroupBarrier();
+#endif
+#if UNROLL4
+    let grouped = live && u + 3u * GEMV_TPR < units;
+    if (grouped) {
+      acc0 += quad(0u, lane, u, wa, wb, wc, wd);
+      acc1 += quad(1u, lane, u, wa, wb, wc, wd);
+      if (p.rows > 2u) {
+        acc2 += quad(2u, lane, u, wa, wb, wc, wd);
+      }
+      if (p.rows > 3u) {
+        acc3 += quad(3u, lane, u, wa, wb, wc, wd);
+      }
+      if (p.rows > 4u) {
+        acc4 += quad(4u, lane, u, wa, wb, wc, wd);
+      }
+      if (p.rows > 5u) {
+        acc5 += quad(5u, lane, u, wa, wb, wc, wd);
+      }
+      if (p.rows > 6u) {
+        acc6 += quad(6u, lane, u, wa, wb, wc, wd);
+      }
+      if (p.rows > 7u) {
+        acc7 += quad(7u, lane, u, wa, wb, wc, wd);
       }
     }
 #else
-    let units = p.k / 2u;
-    let b0 = n0 * units;
-    let b1 = n1 * units;
-    for (var u = lane; u < units; u += GEMV_TPR) {
-      let wu0 = wpair[b0 + u];
-      let wu1 = wpair[b1 + u];
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xv = x2[r * units + u];
-          acc0[r] += dot2w(xv, wu0);
-          acc1[r] += dot2w(xv, wu1);
+    let grouped = false;
+#endif
+    // gemv's remainder loop (or, without UNROLL4, its only loop): one unit per stride.
+    for (var s = 0u; !grouped && s < STRIDES; s++) {
+      let us = u + s * GEMV_TPR;
+      if (live && us < units) {
+        let j = lane + s * GEMV_TPR;
+        let w = wf_at(b, us);
+        acc0 += unit_row(0u, j, us, w);
+        acc1 += unit_row(1u, j, us, w);
+        if (p.rows > 2u) {
+          acc2 += unit_row(2u, j, us, w);
+        }
+        if (p.rows > 3u) {
+          acc3 += unit_row(3u, j, us, w);
+        }
+        if (p.rows > 4u) {
+          acc4 += unit_row(4u, j, us, w);
+        }
+        if (p.rows > 5u) {
+          acc5 += unit_row(5u, j, us, w);
+        }
+        if (p.rows > 6u) {
+          acc6 += unit_row(6u, j, us, w);
+        }
+        if (p.rows > 7u) {
+          acc7 += unit_row(7u, j, us, w);
         }
       }
     }
-#endif
   }
-  // Row by row through gemv's reduction tree, both features at once.
-  for (var r = 0u; r < MAX_ROWS; r++) {
-    if (r < p.rows) {
-      reduce_store_row(lid, lane, n0, r, acc0[r], acc1[r]);
+#else
+  let units = p.k / 2u;
+  let b = nf * units;
+  for (var u = lane; live && u < units; u += GEMV_TPR) {
+    acc0 += pair_row(0u, u, b);
+    acc1 += pair_row(1u, u, b);
+    if (p.rows > 2u) {
+      acc2 += pair_row(2u, u, b);
     }
+    if (p.rows > 3u) {
+      acc3 += pair_row(3u, u, b);
+    }
+    if (p.rows > 4u) {
+      acc4 += pair_row(4u, u, b);
+    }
+    if (p.rows > 5u) {
+      acc5 += pair_row(5u, u, b);
+    }
+    if (p.rows > 6u) {
+      acc6 += pair_row(6u, u, b);
+    }
+    if (p.rows > 7u) {
+      acc7 += pair_row(7u, u, b);
+    }
+  }
+#endif
+  rows_pass(lid, nw, 0u, acc0, acc1);
+  if (p.rows > 2u) {
+    rows_pass(lid, nw, 2u, acc2, acc3);
+  }
+  if (p.rows > 4u) {
+    rows_pass(lid, nw, 4u, acc4, acc5);
+  }
+  if (p.rows > 6u) {
+    rows_pass(lid, nw, 6u, acc6, acc7);
   }
 }

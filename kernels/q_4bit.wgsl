@@ -624,17 +624,246 @@ fn gemm(
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), K % 32 == 0, the codes read once for all
-// rows: a lane loads a unit (32 codes) and block scale of each of its RPT output features once,
-// then multiplies them with that unit of every row's x. The arithmetic is the f32 gemv's with
-// K32 (table values in f32, four word sums added left to right, times the block absmax), in the
-// same lanes and order, so on adapters that run the f32 gemv a row's output is exactly what a
-// decode step computes (the f16 gemv rounds differently). Compiled without RPT8 and F16.
+// rows, FPT output features per lane group (4, or 2 with FPT2). Two versions:
 //
-// Looking each word's codes up once for all rows instead (x of every row for the word in
-// registers, the table values reused across rows) was slower on the H200: a 5-token verify
-// pass of an NF4 Llama-2-7B took 49.1 ms of GPU time against 26.6 ms with this loop.
+// With F16 (the hot path on GPUs): GEMV_TPR = 32 lanes per group whatever the one-row gemv's, one
+// unit (32 codes) per lane and step. Each step's x of every row is rounded to f16 once per
+// workgroup into workgroup memory (xr, 72-byte units as in the gemv's tile); each lane decodes
+// its four units' codes through the pair table once, into registers (16 vec2<f16> per unit),
+// then multiplies them with every row's unit: the table lookups no longer grow with the rows.
+// The arithmetic per unit is the f16 gemv's (f16 products summed by word, pairwise, then f32,
+// times the block absmax), but the lanes and order differ, so a row's output matches a decode
+// step's within f16 rounding, not bit for bit (the f16 gemv varies its lanes by shape anyway).
+//
+// Without F16: the f32 gemv's arithmetic (table values in f32, four word sums added left to
+// right, times the block absmax), in the same lanes and order, so a row's output is exactly what
+// a decode step computes.
 
 const MAX_ROWS: u32 = 8u;
+
+#if F16
+#if K32
+// FPT, RowSums, row_sums_store; rows_red, rows_pass_begin, lane_tree.
+#include "common/row_sums.wgsl"
+#include "common/gemv_rows_store.wgsl"
+
+// Unit j (of the step) of row r: 8 vec4<f16> at xr[(r · GEMV_TPR + j) · XT_STRIDE ..].
+var<workgroup> xr: array<vec4<f16>, MAX_ROWS * 32u * XT_STRIDE>;
+
+// One word's 8 codes as table values, pairs of elements (2i, 2i + 1).
+struct WD {
+  a: vec2<f16>,
+  b: vec2<f16>,
+  c: vec2<f16>,
+  d: vec2<f16>,
+}
+
+// One unit's 32 codes as table values.
+struct UD {
+  w0: WD,
+  w1: WD,
+  w2: WD,
+  w3: WD,
+}
+
+// One row's 32 activations of a unit.
+struct XH {
+  x0: vec4<f16>,
+  x1: vec4<f16>,
+  x2: vec4<f16>,
+  x3: vec4<f16>,
+  x4: vec4<f16>,
+  x5: vec4<f16>,
+  x6: vec4<f16>,
+  x7: vec4<f16>,
+}
+
+fn word_dec(w: u32) -> WD {
+  return WD(byte_values(w), byte_values(w >> 8u), byte_values(w >> 16u), byte_values(w >> 24u));
+}
+
+fn unit_dec(c: vec4<u32>) -> UD {
+  return UD(word_dec(c.x), word_dec(c.y), word_dec(c.z), word_dec(c.w));
+}
+
+// word_sum with the codes decoded.
+fn word_sum_dec(d: WD, xa: vec4<f16>, xb: vec4<f16>) -> vec2<f16> {
+  var s = xa.xy * d.a;
+  s = fma(xa.zw, d.b, s);
+  s = fma(xb.xy, d.c, s);
+  return fma(xb.zw, d.d, s);
+}
+
+// unit_sum with the codes decoded.
+fn unit_sum_dec(u: UD, x: XH) -> f32 {
+  let s = (word_sum_dec(u.w0, x.x0, x.x1) + word_sum_dec(u.w1, x.x2, x.x3)) +
+    (word_sum_dec(u.w2, x.x4, x.x5) + word_sum_dec(u.w3, x.x6, x.x7));
+  return f32(s.x) + f32(s.y);
+}
+
+// The FPT features' units, decoded, and their block absmax.
+#if FPT2
+struct UF {
+  u0: UD,
+  u1: UD,
+  s: vec2<f32>,
+}
+
+// Each feature's unit of codes (the raw words, loaded ahead), decoded, with its block absmax.
+struct Raw {
+  c0: vec4<u32>,
+  c1: vec4<u32>,
+}
+
+fn raw_at(row_unit: vec4<u32>, u: u32) -> Raw {
+  return Raw(codes4[row_unit.x + u], codes4[row_unit.y + u]);
+}
+
+fn uf_of(w: Raw, row_elem: vec4<u32>, u: u32, sh: u32) -> UF {
+  let e = row_elem + vec4<u32>(32u * u);
+  return UF(unit_dec(w.c0), unit_dec(w.c1),
+    vec2<f32>(block_absmax(e.x >> sh), block_absmax(e.y >> sh)));
+}
+
+fn usums(w: UF, x: XH) -> RowSums {
+  return RowSums(unit_sum_dec(w.u0, x), unit_sum_dec(w.u1, x)) * w.s;
+}
+#else
+struct UF {
+  u0: UD,
+  u1: UD,
+  u2: UD,
+  u3: UD,
+  s: vec4<f32>,
+}
+
+struct Raw {
+  c0: vec4<u32>,
+  c1: vec4<u32>,
+  c2: vec4<u32>,
+  c3: vec4<u32>,
+}
+
+fn raw_at(row_unit: vec4<u32>, u: u32) -> Raw {
+  return Raw(codes4[row_unit.x + u], codes4[row_unit.y + u], codes4[row_unit.z + u],
+    codes4[row_unit.w + u]);
+}
+
+fn uf_of(w: Raw, row_elem: vec4<u32>, u: u32, sh: u32) -> UF {
+  let e = row_elem + vec4<u32>(32u * u);
+  return UF(unit_dec(w.c0), unit_dec(w.c1), unit_dec(w.c2), unit_dec(w.c3),
+    vec4<f32>(block_absmax(e.x >> sh), block_absmax(e.y >> sh), block_absmax(e.z >> sh),
+      block_absmax(e.w >> sh)));
+}
+
+fn usums(w: UF, x: XH) -> RowSums {
+  return RowSums(unit_sum_dec(w.u0, x), unit_sum_dec(w.u1, x), unit_sum_dec(w.u2, x),
+    unit_sum_dec(w.u3, x)) * w.s;
+}
+#endif
+
+// Row r's unit (j in the step) against the features' decoded units, times their absmax.
+fn row_unit_sums(r: u32, j: u32, w: UF) -> RowSums {
+  let i = (r * 32u + j) * XT_STRIDE;
+  return usums(w, XH(xr[i], xr[i + 1u], xr[i + 2u], xr[i + 3u], xr[i + 4u], xr[i + 5u],
+    xr[i + 6u], xr[i + 7u]));
+}
+
+fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
+  rows_pass_begin(lid, a, b);
+  let lane_groups = GEMV_WG / GEMV_TPR;
+  if (lid < 2u * lane_groups) {
+    let q = lid / lane_groups;
+    let lg = lid % lane_groups;
+    let n0 = nw + lg * FPT;
+    if (r0 + q < p.rows) {
+      let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
+      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
+    }
+  }
+}
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let lane = lid % GEMV_TPR; // GEMV_TPR is 32 here
+  let nw = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) * FPT;
+  let n0 = nw + (lid / GEMV_TPR) * FPT;
+  let live = n0 < p.n_count;
+  load_pairs(lid);
+  let units = p.k / 32u;
+  let sh = firstTrailingBit(p.blocksize); // blocksize is a power of two
+  // Features past the chunk read its last row (in bounds, never stored).
+  let last = p.n_count - 1u;
+  let n = vec4<u32>(p.n_start) +
+    vec4<u32>(min(n0, last), min(n0 + 1u, last), min(n0 + 2u, last), min(n0 + 3u, last));
+  let row_unit = n * units - vec4<u32>(p.code_base / 4u); // each feature's first unit of codes
+  let row_elem = n * p.k; // and first flat element (for its blocks)
+  var acc0 = RowSums();
+  var acc1 = RowSums();
+  var acc2 = RowSums();
+  var acc3 = RowSums();
+  var acc4 = RowSums();
+  var acc5 = RowSums();
+  var acc6 = RowSums();
+  var acc7 = RowSums();
+  for (var t0 = 0u; t0 < units; t0 += 32u) { // uniform: every thread reaches the barriers
+    let u = t0 + lane;
+    // The codes, loaded before x is staged so that both are in flight together (past K: the
+    // row's last unit, never used); decoded after.
+    let raw = raw_at(row_unit, min(u, units - 1u));
+    workgroupBarrier(); // the previous step's x has been read
+    for (var i = lid; i < 8u * 32u * p.rows; i += GEMV_WG) {
+      let r = i / 256u;
+      let j = (i / 8u) % 32u;
+      let q = i % 8u;
+      var v = vec4<f32>(0.0);
+      if (t0 + j < units) {
+        v = x4[r * (p.k / 4u) + 8u * (t0 + j) + q];
+      }
+      xr[(r * 32u + j) * XT_STRIDE + q] = vec4<f16>(v);
+    }
+    workgroupBarrier();
+    if (live && u < units) {
+      let w = uf_of(raw, row_elem, u, sh);
+      acc0 += row_unit_sums(0u, lane, w);
+      acc1 += row_unit_sums(1u, lane, w);
+      if (p.rows > 2u) {
+        acc2 += row_unit_sums(2u, lane, w);
+      }
+      if (p.rows > 3u) {
+        acc3 += row_unit_sums(3u, lane, w);
+      }
+      if (p.rows > 4u) {
+        acc4 += row_unit_sums(4u, lane, w);
+      }
+      if (p.rows > 5u) {
+        acc5 += row_unit_sums(5u, lane, w);
+      }
+      if (p.rows > 6u) {
+        acc6 += row_unit_sums(6u, lane, w);
+      }
+      if (p.rows > 7u) {
+        acc7 += row_unit_sums(7u, lane, w);
+      }
+    }
+  }
+  rows_pass(lid, nw, 0u, acc0, acc1);
+  if (p.rows > 2u) {
+    rows_pass(lid, nw, 2u, acc2, acc3);
+  }
+  if (p.rows > 4u) {
+    rows_pass(lid, nw, 4u, acc4, acc5);
+  }
+  if (p.rows > 6u) {
+    rows_pass(lid, nw, 6u, acc6, acc7);
+  }
+}
+#endif
+#else
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -702,3 +931,4 @@ fn gemv_rows(
     }
   }
 }
+#endif

@@ -757,15 +757,173 @@ fn store_row(m: u32, n0: u32, acc: vec4<i32>) {
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), coded by quantize_rows, the weight codes
-// read once for all rows, two output features per lane group (FPT) so that each load of x codes
-// serves both. Each feature of each row is summed as gemv sums it alone (integer sums are exact
-// in any order; the outlier part keeps gemv's lanes and reduction tree), so a row's output is the
-// one a decode step computes. Row loops have a constant bound and skip rows past p.rows.
+// read once for all rows, FPT output features per lane group (4, or 2 with FPT2) so that each
+// load of x codes serves FPT weight rows; a row's sums are one vector (acc0..acc7 written out, not
+// a private array indexed in loops). Each feature of each row is summed as gemv sums it alone (integer sums
+// are exact in any order; the outlier part keeps gemv's lanes, order and reduction tree), so a
+// row's output is the one a decode step computes. The end takes two rows at a time through
+// workgroup memory: two barriers per pair of rows.
 
 const MAX_ROWS: u32 = 8u;
-const FPT: u32 = 2u;
 
-var<workgroup> part_rows: array<i32, GEMV_WG * FPT>;
+// FPT (4, or 2 with FPT2), RowSums (the outlier sums), RowInts (the integer sums).
+#include "common/row_sums.wgsl"
+#if LLM
+// rows_red and lane_tree: the outlier sums in gemv's tree.
+#include "common/gemv_rows_store.wgsl"
+#endif
+
+var<workgroup> rows_ired: array<RowInts, 2u * GEMV_WG>;
+
+// A unit of codes: 16 (K16, one vec4<u32>) or 4 (one word).
+#if K16
+alias IW = vec4<u32>;
+const UNIT: u32 = 16u;
+
+fn iw_at(i: u32) -> IW {
+  return w4[i];
+}
+
+fn xq_at(r: u32, u: u32) -> IW {
+  return xq4[r * (p.k / 16u) + u];
+}
+
+fn idot(a: IW, b: IW) -> i32 {
+  return dot16(a, b);
+}
+#else
+alias IW = u32;
+const UNIT: u32 = 4u;
+
+fn iw_at(i: u32) -> IW {
+  return weight_word(i);
+}
+
+fn xq_at(r: u32, u: u32) -> IW {
+  return xq[r * (p.k / 4u) + u];
+}
+
+fn idot(a: IW, b: IW) -> i32 {
+  return dot4I8Packed(a, b);
+}
+#endif
+
+// One unit of each of the FPT features, and row r's unit u against them.
+#if FPT2
+struct I4 {
+  f0: IW,
+  f1: IW,
+}
+
+fn i4_at(b: vec4<u32>, u: u32) -> I4 {
+  return I4(iw_at(b.x + u), iw_at(b.y + u));
+}
+
+fn irow(r: u32, u: u32, w: I4) -> RowInts {
+  let xv = xq_at(r, u);
+  return RowInts(idot(xv, w.f0), idot(xv, w.f1));
+}
+#else
+struct I4 {
+  f0: IW,
+  f1: IW,
+  f2: IW,
+  f3: IW,
+}
+
+fn i4_at(b: vec4<u32>, u: u32) -> I4 {
+  return I4(iw_at(b.x + u), iw_at(b.y + u), iw_at(b.z + u), iw_at(b.w + u));
+}
+
+fn irow(r: u32, u: u32, w: I4) -> RowInts {
+  let xv = xq_at(r, u);
+  return RowInts(idot(xv, w.f0), idot(xv, w.f1), idot(xv, w.f2), idot(xv, w.f3));
+}
+#endif
+
+// Row r's units u + s · GEMV_TPR (s = 0..3).
+fn irow4(r: u32, u: u32, wa: I4, wb: I4, wc: I4, wd: I4) -> RowInts {
+  let t = GEMV_TPR;
+  return (irow(r, u, wa) + irow(r, u + t, wb)) +
+    (irow(r, u + 2u * t, wc) + irow(r, u + 3u * t, wd));
+}
+
+#if LLM
+// This lane's part of row r's outlier products for the FPT (local) features nl, in gemv's order.
+fn outl_row(r: u32, lane: u32, nl: vec4<u32>) -> RowSums {
+  let ob = r * outl_row_words();
+  let count = outl[ob];
+  var e = RowSums();
+  for (var j = lane; j < count; j += GEMV_TPR) {
+    let c = outl[ob + 1u + j];
+    let kept = outl[ob + 1u + p.k + j];
+    let xv = xf[r * p.k + c];
+#if FPT2
+    e += RowSums(
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.x)),
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.y)),
+    );
+#else
+    e += RowSums(
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.x)),
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.y)),
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.z)),
+      outlier_product(xv, outlier_weight_kept(kept, c, nl.w)),
+    );
+#endif
+  }
+  return e;
+}
+#endif
+
+// Row r's outputs for features n0 .. n0 + FPT - 1: gemv's rescale plus the outlier part.
+fn store_rows_out(r: u32, n0: u32, isum: RowInts, f: RowSums) {
+  let gn = p.n_start + n0;
+  let o = r * p.n_total + gn;
+  for (var i = 0u; i < FPT; i++) {
+    if (n0 + i < p.n_count) {
+      y[o + i] = rescale(isum[i], r, gn + i) + f[i];
+    }
+  }
+}
+
+// Rows r0 and r0 + 1: integer sums a, b and outlier sums ea, eb of this lane, reduced and stored.
+// Has barriers: call it in uniform control flow.
+fn rows_pass(
+  lid: u32,
+  nw: u32,
+  r0: u32,
+  a: RowInts,
+  b: RowInts,
+  ea: RowSums,
+  eb: RowSums,
+) {
+  workgroupBarrier(); // the previous pair's sums have been read
+  rows_ired[lid] = a;
+  rows_ired[GEMV_WG + lid] = b;
+#if LLM
+  rows_red[lid] = ea;
+  rows_red[GEMV_WG + lid] = eb;
+#endif
+  workgroupBarrier();
+  let lane_groups = GEMV_WG / GEMV_TPR;
+  if (lid < 2u * lane_groups) {
+    let q = lid / lane_groups;
+    let lg = lid % lane_groups;
+    if (r0 + q < p.rows) {
+      let base = q * GEMV_WG + lg * GEMV_TPR;
+      var isum = RowInts();
+      for (var l = 0u; l < GEMV_TPR; l++) {
+        isum += rows_ired[base + l];
+      }
+      var f = RowSums();
+#if LLM
+      f = lane_tree(base);
+#endif
+      store_rows_out(r0 + q, nw + lg * FPT, isum, f);
+    }
+  }
+}
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
@@ -774,122 +932,124 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
-  let n1 = min(n0 + 1u, p.n_count - 1u); // past the chunk: its last row, never stored
-  var acc0 = array<i32, MAX_ROWS>();
-  var acc1 = array<i32, MAX_ROWS>();
-  var extra0 = array<f32, MAX_ROWS>();
-  var extra1 = array<f32, MAX_ROWS>();
-  if (n0 < p.n_count) {
-#if K16
-    let units = p.k / 16u;
-    let b0 = n0 * units;
-    let b1 = n1 * units;
-    var u = lane;
+  let nw = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) * FPT;
+  let n0 = nw + (lid / GEMV_TPR) * FPT;
+  let live = n0 < p.n_count;
+  let last = p.n_count - 1u; // features past the chunk read its last row, never stored
+  let nl = vec4<u32>(min(n0, last), min(n0 + 1u, last), min(n0 + 2u, last), min(n0 + 3u, last));
+  let units = p.k / UNIT;
+  let b = nl * units;
+  var acc0 = RowInts();
+  var acc1 = RowInts();
+  var acc2 = RowInts();
+  var acc3 = RowInts();
+  var acc4 = RowInts();
+  var acc5 = RowInts();
+  var acc6 = RowInts();
+  var acc7 = RowInts();
+  var u = lane;
 #if UNROLL4
-    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
-      let w00 = w4[b0 + u];
-      let w01 = w4[b0 + u + GEMV_TPR];
-      let w02 = w4[b0 + u + 2u * GEMV_TPR];
-      let w03 = w4[b0 + u + 3u * GEMV_TPR];
-      let w10 = w4[b1 + u];
-      let w11 = w4[b1 + u + GEMV_TPR];
-      let w12 = w4[b1 + u + 2u * GEMV_TPR];
-      let w13 = w4[b1 + u + 3u * GEMV_TPR];
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xo = r * units;
-          let x0 = xq4[xo + u];
-          let x1 = xq4[xo + u + GEMV_TPR];
-          let x2 = xq4[xo + u + 2u * GEMV_TPR];
-          let x3 = xq4[xo + u + 3u * GEMV_TPR];
-          acc0[r] += (dot16(x0, w00) + dot16(x1, w01)) + (dot16(x2, w02) + dot16(x3, w03));
-          acc1[r] += (dot16(x0, w10) + dot16(x1, w11)) + (dot16(x2, w12) + dot16(x3, w13));
-        }
-      }
+  // Four units per step, their loads issued together (integer sums: any grouping is exact).
+  let t = GEMV_TPR;
+  for (; live && u + 3u * t < units; u += 4u * t) {
+    let wa = i4_at(b, u);
+    let wb = i4_at(b, u + t);
+    let wc = i4_at(b, u + 2u * t);
+    let wd = i4_at(b, u + 3u * t);
+    acc0 += irow4(0u, u, wa, wb, wc, wd);
+    acc1 += irow4(1u, u, wa, wb, wc, wd);
+    if (p.rows > 2u) {
+      acc2 += irow4(2u, u, wa, wb, wc, wd);
     }
+    if (p.rows > 3u) {
+      acc3 += irow4(3u, u, wa, wb, wc, wd);
+    }
+    if (p.rows > 4u) {
+      acc4 += irow4(4u, u, wa, wb, wc, wd);
+    }
+    if (p.rows > 5u) {
+      acc5 += irow4(5u, u, wa, wb, wc, wd);
+    }
+    if (p.rows > 6u) {
+      acc6 += irow4(6u, u, wa, wb, wc, wd);
+    }
+    if (p.rows > 7u) {
+      acc7 += irow4(7u, u, wa, wb, wc, wd);
+    }
+  }
 #endif
-    for (; u < units; u += GEMV_TPR) {
-      let w0 = w4[b0 + u];
-      let w1 = w4[b1 + u];
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xv = xq4[r * units + u];
-          acc0[r] += dot16(xv, w0);
-          acc1[r] += dot16(xv, w1);
-        }
-      }
+  for (; live && u < units; u += GEMV_TPR) {
+    let w = i4_at(b, u);
+    acc0 += irow(0u, u, w);
+    acc1 += irow(1u, u, w);
+    if (p.rows > 2u) {
+      acc2 += irow(2u, u, w);
     }
-#else
-    let words = p.k / 4u;
-    let b0 = n0 * words;
-    let b1 = n1 * words;
-    for (var u = lane; u < words; u += GEMV_TPR) {
-      let w0 = weight_word(b0 + u);
-      let w1 = weight_word(b1 + u);
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xv = xq[r * words + u];
-          acc0[r] += dot4I8Packed(xv, w0);
-          acc1[r] += dot4I8Packed(xv, w1);
-        }
-      }
+    if (p.rows > 3u) {
+      acc3 += irow(3u, u, w);
     }
-#endif
+    if (p.rows > 4u) {
+      acc4 += irow(4u, u, w);
+    }
+    if (p.rows > 5u) {
+      acc5 += irow(5u, u, w);
+    }
+    if (p.rows > 6u) {
+      acc6 += irow(6u, u, w);
+    }
+    if (p.rows > 7u) {
+      acc7 += irow(7u, u, w);
+    }
+  }
+  var e0 = RowSums();
+  var e1 = RowSums();
+  var e2 = RowSums();
+  var e3 = RowSums();
+  var e4 = RowSums();
+  var e5 = RowSums();
+  var e6 = RowSums();
+  var e7 = RowSums();
 #if LLM
-    for (var r = 0u; r < MAX_ROWS; r++) {
-      if (r < p.rows) {
-        let ob = r * outl_row_words();
-        let count = outl[ob];
-        for (var j = lane; j < count; j += GEMV_TPR) {
-          let c = outl[ob + 1u + j];
-          let kept = outl[ob + 1u + p.k + j];
-          let xv = xf[r * p.k + c];
-          extra0[r] += outlier_product(xv, outlier_weight_kept(kept, c, n0));
-          extra1[r] += outlier_product(xv, outlier_weight_kept(kept, c, n1));
-        }
+  // One copy of the outlier loop, run for each row and its sums put in that row's variable (the
+  // loop written out eight times made llvmpipe's shader compile four times slower).
+  for (var r = 0u; live && r < p.rows; r++) {
+    let e = outl_row(r, lane, nl);
+    switch r {
+      case 0u: {
+        e0 = e;
+      }
+      case 1u: {
+        e1 = e;
+      }
+      case 2u: {
+        e2 = e;
+      }
+      case 3u: {
+        e3 = e;
+      }
+      case 4u: {
+        e4 = e;
+      }
+      case 5u: {
+        e5 = e;
+      }
+      case 6u: {
+        e6 = e;
+      }
+      default: {
+        e7 = e;
       }
     }
+  }
 #endif
+  rows_pass(lid, nw, 0u, acc0, acc1, e0, e1);
+  if (p.rows > 2u) {
+    rows_pass(lid, nw, 2u, acc2, acc3, e2, e3);
   }
-  // Row by row through gemv's reduction tree: the integer sums, then (LLM) the outlier sums
-  // through the same workgroup memory as bits.
-  for (var r = 0u; r < MAX_ROWS; r++) {
-    if (r < p.rows) {
-      let i0 = reduce_pair(lid, lane, acc0[r], acc1[r], false);
-      var f0 = 0.0;
-#if LLM
-      let fb = reduce_pair(lid, lane, bitcast<i32>(extra0[r]), bitcast<i32>(extra1[r]), true);
-      f0 = bitcast<f32>(fb);
-#endif
-      if (lane < FPT && n0 + lane < p.n_count) {
-        let gn = p.n_start + n0 + lane;
-        y[r * p.n_total + gn] = rescale(i0, r, gn) + f0;
-      }
-    }
+  if (p.rows > 4u) {
+    rows_pass(lid, nw, 4u, acc4, acc5, e4, e5);
   }
-}
-
-// gemv's reduction tree over the lanes of both features (a: n0, b: n0 + 1), in part_rows:
-// integers, or f32 bits (as_f32). Lane 0 gets feature n0's sum, lane 1 feature n0 + 1's.
-fn reduce_pair(lid: u32, lane: u32, a: i32, b: i32, as_f32: bool) -> i32 {
-  workgroupBarrier(); // earlier reads of part_rows are done
-  part_rows[lid] = a;
-  part_rows[GEMV_WG + lid] = b;
-  workgroupBarrier();
-  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var f = 0u; f < FPT; f++) {
-        let i = f * GEMV_WG + lid;
-        if (as_f32) {
-          part_rows[i] = bitcast<i32>(bitcast<f32>(part_rows[i]) + bitcast<f32>(part_rows[i + s]));
-        } else {
-          part_rows[i] += part_rows[i + s];
-        }
-      }
-    }
-    workgroupBarrier();
+  if (p.rows > 6u) {
+    rows_pass(lid, nw, 6u, acc6, acc7, e6, e7);
   }
-  // lane l < FPT reads feature l's sum, which sits at its group's lane 0
-  return part_rows[min(lane, FPT - 1u) * GEMV_WG + lid - lane];
 }

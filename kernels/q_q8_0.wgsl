@@ -179,22 +179,187 @@ fn gemm(
 
 // ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
-// all rows, two output features per lane group (FPT) so that each f32 x load serves both. Each
-// feature of each row is summed as gemv sums it alone (same lanes, group order, word order and
-// reduction tree), so a row's output is the one a decode step computes. Row loops have a
-// constant bound and skip rows past p.rows.
+// all rows, FPT output features per lane group (4, or 2 with FPT2) so that each x load serves
+// FPT weight rows. Each feature of each row is summed as gemv sums it alone (same lanes, group
+// order, word order and reduction tree), so a row's output is the one a decode step computes. A
+// row's sums are one vector (acc0..acc7 written out, not a private array indexed in loops).
+//
+// With F16, the codes of a group are turned into code · d in f16 once for all rows, and each
+// step's x of every row (GEMV_TPR groups of 32) is rounded to f16 once per workgroup into
+// workgroup memory (gemv rounds the same values in every lane).
 
 const MAX_ROWS: u32 = 8u;
-const FPT: u32 = 2u;
 
-// partial_rows and reduce_store_row (the row-by-row reduction and store).
+// FPT, RowSums, row_sums_store; rows_red, rows_pass_begin, lane_tree.
+#include "common/row_sums.wgsl"
 #include "common/gemv_rows_store.wgsl"
 
-// Σ x · code of one group (8 words) for one row's 8 vec4 of x; d is applied as gemv does.
-fn group_sum(a: vec4<u32>, b: vec4<u32>, d: f32, xs: array<vec4<f32>, 8>) -> f32 {
-  return dot_word(a.x, xs[0], d) + dot_word(a.y, xs[1], d) + dot_word(a.z, xs[2], d) +
-    dot_word(a.w, xs[3], d) + dot_word(b.x, xs[4], d) + dot_word(b.y, xs[5], d) +
-    dot_word(b.z, xs[6], d) + dot_word(b.w, xs[7], d);
+// One row's 32 activations of a group.
+struct XS {
+  x0: vec4<T>,
+  x1: vec4<T>,
+  x2: vec4<T>,
+  x3: vec4<T>,
+  x4: vec4<T>,
+  x5: vec4<T>,
+  x6: vec4<T>,
+  x7: vec4<T>,
+}
+
+#if F16
+// Vec4 q (0..7) of group j of the step, row r, at xq[(8r + q) · GEMV_TPR + j].
+var<workgroup> xq: array<vec4<f16>, 8u * MAX_ROWS * GEMV_TPR>;
+
+fn xs_at(r: u32, j: u32, g: u32) -> XS {
+  let i = 8u * r * GEMV_TPR + j;
+  let t = GEMV_TPR;
+  return XS(xq[i], xq[i + t], xq[i + 2u * t], xq[i + 3u * t], xq[i + 4u * t], xq[i + 5u * t],
+    xq[i + 6u * t], xq[i + 7u * t]);
+}
+
+// One feature's group as gemv's dot_word sees it: code · d in f16.
+struct QF {
+  w0: vec4<f16>,
+  w1: vec4<f16>,
+  w2: vec4<f16>,
+  w3: vec4<f16>,
+  w4: vec4<f16>,
+  w5: vec4<f16>,
+  w6: vec4<f16>,
+  w7: vec4<f16>,
+}
+
+fn cw(word: u32, h: f16) -> vec4<f16> {
+  return vec4<f16>(vec4<f32>(unpack4xI8(word))) * h;
+}
+
+fn qf(a: vec4<u32>, c: vec4<u32>, d: f32) -> QF {
+  let h = f16(d);
+  return QF(cw(a.x, h), cw(a.y, h), cw(a.z, h), cw(a.w, h), cw(c.x, h), cw(c.y, h), cw(c.z, h),
+    cw(c.w, h));
+}
+
+// gemv's group sum: the eight 4-term f16 dots added left to right in f32.
+fn gsum(x: XS, q: QF) -> f32 {
+  return f32(dot(x.x0, q.w0)) + f32(dot(x.x1, q.w1)) + f32(dot(x.x2, q.w2)) +
+    f32(dot(x.x3, q.w3)) + f32(dot(x.x4, q.w4)) + f32(dot(x.x5, q.w5)) + f32(dot(x.x6, q.w6)) +
+    f32(dot(x.x7, q.w7));
+}
+#else
+fn xs_at(r: u32, j: u32, g: u32) -> XS {
+  let i = r * (p.k / 4u) + 8u * g;
+  return XS(x4[i], x4[i + 1u], x4[i + 2u], x4[i + 3u], x4[i + 4u], x4[i + 5u], x4[i + 6u],
+    x4[i + 7u]);
+}
+
+struct QF {
+  a: vec4<u32>,
+  c: vec4<u32>,
+}
+
+fn qf(a: vec4<u32>, c: vec4<u32>, d: f32) -> QF {
+  return QF(a, c);
+}
+
+fn cv(word: u32) -> vec4<f32> {
+  return vec4<f32>(unpack4xI8(word));
+}
+
+// gemv's group sum before the scale: Σ x · code left to right in f32.
+fn gsum(x: XS, q: QF) -> f32 {
+  return dot(x.x0, cv(q.a.x)) + dot(x.x1, cv(q.a.y)) + dot(x.x2, cv(q.a.z)) +
+    dot(x.x3, cv(q.a.w)) + dot(x.x4, cv(q.c.x)) + dot(x.x5, cv(q.c.y)) + dot(x.x6, cv(q.c.z)) +
+    dot(x.x7, cv(q.c.w));
+}
+#endif
+
+// The group's codes (and scale) of each of the FPT features.
+#if FPT2
+struct QG {
+  q0: QF,
+  q1: QF,
+  d: vec2<f32>,
+}
+
+struct Raw {
+  a0: vec4<u32>,
+  c0: vec4<u32>,
+  a1: vec4<u32>,
+  c1: vec4<u32>,
+}
+
+fn raw_at(cb: vec4<u32>, g: u32) -> Raw {
+  return Raw(codes4[cb.x + 2u * g], codes4[cb.x + 2u * g + 1u], codes4[cb.y + 2u * g],
+    codes4[cb.y + 2u * g + 1u]);
+}
+
+fn qg_of(w: Raw, sb: vec4<u32>, g: u32) -> QG {
+  let d = vec2<f32>(scale_of(sb.x + g), scale_of(sb.y + g));
+  return QG(qf(w.a0, w.c0, d.x), qf(w.a1, w.c1, d.y), d);
+}
+
+fn gsums(x: XS, q: QG) -> RowSums {
+  return RowSums(gsum(x, q.q0), gsum(x, q.q1));
+}
+#else
+struct QG {
+  q0: QF,
+  q1: QF,
+  q2: QF,
+  q3: QF,
+  d: vec4<f32>,
+}
+
+struct Raw {
+  a0: vec4<u32>,
+  c0: vec4<u32>,
+  a1: vec4<u32>,
+  c1: vec4<u32>,
+  a2: vec4<u32>,
+  c2: vec4<u32>,
+  a3: vec4<u32>,
+  c3: vec4<u32>,
+}
+
+fn raw_at(cb: vec4<u32>, g: u32) -> Raw {
+  return Raw(codes4[cb.x + 2u * g], codes4[cb.x + 2u * g + 1u], codes4[cb.y + 2u * g],
+    codes4[cb.y + 2u * g + 1u], codes4[cb.z + 2u * g], codes4[cb.z + 2u * g + 1u],
+    codes4[cb.w + 2u * g], codes4[cb.w + 2u * g + 1u]);
+}
+
+fn qg_of(w: Raw, sb: vec4<u32>, g: u32) -> QG {
+  let d = vec4<f32>(scale_of(sb.x + g), scale_of(sb.y + g), scale_of(sb.z + g),
+    scale_of(sb.w + g));
+  return QG(qf(w.a0, w.c0, d.x), qf(w.a1, w.c1, d.y), qf(w.a2, w.c2, d.z), qf(w.a3, w.c3, d.w), d);
+}
+
+fn gsums(x: XS, q: QG) -> RowSums {
+  return RowSums(gsum(x, q.q0), gsum(x, q.q1), gsum(x, q.q2), gsum(x, q.q3));
+}
+#endif
+
+// Row r's group g (j: its index in the step) against the features' groups.
+fn row_group(r: u32, j: u32, g: u32, q: QG) -> RowSums {
+  let s = gsums(xs_at(r, j, g), q);
+#if F16
+  return s; // d is already inside
+#else
+  return s * q.d;
+#endif
+}
+
+fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
+  rows_pass_begin(lid, a, b);
+  let lane_groups = GEMV_WG / GEMV_TPR;
+  if (lid < 2u * lane_groups) {
+    let q = lid / lane_groups;
+    let lg = lid % lane_groups;
+    let n0 = nw + lg * FPT;
+    if (r0 + q < p.rows) {
+      let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
+      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
+    }
+  }
 }
 
 @compute @workgroup_size(GEMV_WG)
@@ -204,43 +369,73 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
-  let n0 = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR) * FPT;
-  let n1 = min(n0 + 1u, p.n_count - 1u); // past the chunk: its last row, never stored
-  var acc0 = array<f32, MAX_ROWS>();
-  var acc1 = array<f32, MAX_ROWS>();
-  if (n0 < p.n_count) {
-    let groups = p.k / 32u;
-    let quads = p.k / 4u; // vec4 per row of x
-    for (var g = lane; g < groups; g += GEMV_TPR) {
-      let a0 = codes4[2u * (n0 * groups + g)];
-      let c0 = codes4[2u * (n0 * groups + g) + 1u];
-      let a1 = codes4[2u * (n1 * groups + g)];
-      let c1 = codes4[2u * (n1 * groups + g) + 1u];
-      let d0 = scale_of((p.n_start + n0) * groups + g);
-      let d1 = scale_of((p.n_start + n1) * groups + g);
-      for (var r = 0u; r < MAX_ROWS; r++) {
-        if (r < p.rows) {
-          let xb = r * quads + 8u * g;
-          let xs = array<vec4<f32>, 8>(
-            x4[xb], x4[xb + 1u], x4[xb + 2u], x4[xb + 3u],
-            x4[xb + 4u], x4[xb + 5u], x4[xb + 6u], x4[xb + 7u],
-          );
-          let s0 = group_sum(a0, c0, d0, xs);
-          let s1 = group_sum(a1, c1, d1, xs);
+  let nw = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) * FPT;
+  let n0 = nw + (lid / GEMV_TPR) * FPT;
+  let live = n0 < p.n_count;
+  let last = p.n_count - 1u; // features past the chunk read its last row, never stored
+  let nf = vec4<u32>(min(n0, last), min(n0 + 1u, last), min(n0 + 2u, last), min(n0 + 3u, last));
+  let groups = p.k / 32u;
+  let cb = 2u * nf * groups; // each feature's first vec4 of codes
+  let sb = (vec4<u32>(p.n_start) + nf) * groups; // and first scale
+  var acc0 = RowSums();
+  var acc1 = RowSums();
+  var acc2 = RowSums();
+  var acc3 = RowSums();
+  var acc4 = RowSums();
+  var acc5 = RowSums();
+  var acc6 = RowSums();
+  var acc7 = RowSums();
+  for (var t0 = 0u; t0 < groups; t0 += GEMV_TPR) { // uniform: every thread reaches the barriers
+    let g = t0 + lane;
+    // The group's codes, loaded before x is staged so that both are in flight together (past K:
+    // the row's last group, never used); turned into values after.
+    let raw = raw_at(cb, min(g, groups - 1u));
 #if F16
-          acc0[r] += s0; // d is already inside
-          acc1[r] += s1;
-#else
-          acc0[r] += s0 * d0;
-          acc1[r] += s1 * d1;
+    workgroupBarrier(); // the previous step's x has been read
+    for (var i = lid; i < 8u * p.rows * GEMV_TPR; i += GEMV_WG) {
+      let r = i / (8u * GEMV_TPR);
+      let j = (i / 8u) % GEMV_TPR;
+      let q = i % 8u;
+      var v = vec4<f32>(0.0);
+      if (t0 + j < groups) {
+        v = x4[r * (p.k / 4u) + 8u * (t0 + j) + q];
+      }
+      xq[(8u * r + q) * GEMV_TPR + j] = vec4<f16>(v);
+    }
+    workgroupBarrier();
 #endif
-        }
+    if (live && g < groups) {
+      let q = qg_of(raw, sb, g);
+      acc0 += row_group(0u, lane, g, q);
+      acc1 += row_group(1u, lane, g, q);
+      if (p.rows > 2u) {
+        acc2 += row_group(2u, lane, g, q);
+      }
+      if (p.rows > 3u) {
+        acc3 += row_group(3u, lane, g, q);
+      }
+      if (p.rows > 4u) {
+        acc4 += row_group(4u, lane, g, q);
+      }
+      if (p.rows > 5u) {
+        acc5 += row_group(5u, lane, g, q);
+      }
+      if (p.rows > 6u) {
+        acc6 += row_group(6u, lane, g, q);
+      }
+      if (p.rows > 7u) {
+        acc7 += row_group(7u, lane, g, q);
       }
     }
   }
-  for (var r = 0u; r < MAX_ROWS; r++) {
-    if (r < p.rows) {
-      reduce_store_row(lid, lane, n0, r, acc0[r], acc1[r]);
-    }
+  rows_pass(lid, nw, 0u, acc0, acc1);
+  if (p.rows > 2u) {
+    rows_pass(lid, nw, 2u, acc2, acc3);
+  }
+  if (p.rows > 4u) {
+    rows_pass(lid, nw, 4u, acc4, acc5);
+  }
+  if (p.rows > 6u) {
+    rows_pass(lid, nw, 6u, acc6, acc7);
   }
 }

@@ -168,6 +168,19 @@ export interface Fp16Tuning {
    * hardware adapter, off on a software one, where llvmpipe ran it 10-25% slower).
    */
   gemvUnroll?: boolean;
+  /**
+   * The multi-row GEMV (`gemv_rows`, 2-8 rows) with f16 arithmetic stages each step's x of every
+   * row in workgroup memory, rounded to f16 once (default true); false reads it from memory in
+   * every lane as the one-row GEMV does.
+   */
+  gemvRowsStageX?: boolean;
+  /**
+   * Output features per lane group of the multi-row GEMV: 2 (default) or 4 (each x load serves
+   * four weight rows, with half the threads).
+   */
+  gemvRowsFeatures?: 2 | 4;
+  /** Threads per workgroup of the multi-row GEMV (default: the GEMV's). */
+  gemvRowsWorkgroupSize?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -240,6 +253,7 @@ export class Fp16Linear implements Linear {
   #gemm: Kernel;
   #gemvMulti: Kernel;
   #gemvRowsPerWorkgroup: number;
+  #multiRowsPerWorkgroup: number;
   #tileM: number;
   #tileN: number;
 
@@ -249,7 +263,7 @@ export class Fp16Linear implements Linear {
     chunks: RowChunk[],
     owned: GpuTensor[],
     kernels: [Kernel, Kernel, Kernel],
-    shape: [number, number, number],
+    shape: [number, number, number, number],
   ) {
     this.inFeatures = opts.inFeatures;
     this.outFeatures = opts.outFeatures;
@@ -259,7 +273,7 @@ export class Fp16Linear implements Linear {
     this.chunks = chunks;
     this.#owned = owned;
     [this.#gemv, this.#gemm, this.#gemvMulti] = kernels;
-    [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN] = shape;
+    [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN, this.#multiRowsPerWorkgroup] = shape;
   }
 
   /** Uploads (or adopts) the weights and compiles both kernels. */
@@ -332,6 +346,7 @@ export class Fp16Linear implements Linear {
         gemvRows,
         tileM,
         tileN,
+        kernels[1].rowsPerWorkgroup,
       ]);
     } catch (err) {
       for (const o of owned) o.destroy();
@@ -366,8 +381,7 @@ export class Fp16Linear implements Linear {
       const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
         .build();
       if (multi) {
-        // gemv_rows: two output features per lane group (FPT in matmul_f16.wgsl)
-        const groups = Math.ceil(chunk.count / (2 * this.#gemvRowsPerWorkgroup));
+        const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
         batch.dispatch(this.#gemvMulti, [x, chunk.binding, y], grid(groups), p);
       } else if (rows === 1) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
@@ -399,9 +413,11 @@ async function gemvKernel(
   route: string[],
   entry: "gemv" | "gemv_rows" = "gemv",
 ): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
-  const gemvWg = t.gemvWorkgroupSize ?? 256;
+  const rows = entry === "gemv_rows";
+  const gemvWg = (rows ? t.gemvRowsWorkgroupSize : undefined) ?? t.gemvWorkgroupSize ?? 256;
+  const fpt = rows ? t.gemvRowsFeatures ?? defaultRowsFeatures() : 1;
   const gemvTpr = t.gemvThreadsPerRow ?? 32;
-  if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr) {
+  if (gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || (fpt !== 1 && fpt !== 2 && fpt !== 4)) {
     throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
   }
   const unroll = t.gemvUnroll ?? !gpu.isSoftware;
@@ -410,6 +426,8 @@ async function gemvKernel(
     ...(k % 8 === 0 ? ["K8"] : []),
     ...(unroll ? ["UNROLL4"] : []),
     ...route,
+    ...(rows && f16 && k % 8 === 0 && t.gemvRowsStageX !== false ? ["XTILE"] : []),
+    ...(fpt === 2 ? ["FPT2"] : []),
   ];
   const kernel = await gpu.kernel({
     file: "matmul_f16",
@@ -417,7 +435,20 @@ async function gemvKernel(
     defines,
     constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
   });
-  return { kernel, rowsPerWorkgroup: gemvWg / gemvTpr };
+  // gemv: one output feature per lane group; gemv_rows: FPT (matmul_f16.wgsl)
+  return { kernel, rowsPerWorkgroup: (gemvWg / gemvTpr) * fpt };
+}
+
+/**
+ * Output features per lane group of a multi-row GEMV (`gemv_rows`) when the layer's tuning does
+ * not say: 2. Four per group read each x once for four weight rows but leave a quarter of the
+ * one-row GEMV's threads, too few to keep the H200's memory system busy: a Llama-2-7B layer's
+ * seven products over 5 rows took 2.16x the one-row time with 2 (FP16), 3.38x with 4 (and
+ * int8-vectorwise 1.58x / 1.83x, LLM.int8() 2.25x / 3.55x, NF4 1.97x / 2.96x, Q8_0 1.06x / 1.48x;
+ * bench/gemv_rows.ts, BENCHMARKS.md).
+ */
+export function defaultRowsFeatures(): 2 | 4 {
+  return 2;
 }
 
 /**

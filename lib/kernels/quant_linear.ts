@@ -43,6 +43,7 @@ import { NF4_TABLE } from "../quant/nf4.ts";
 import { Q4_0_TABLE } from "../quant/ggml.ts";
 import { bindingBytes, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
 import {
+  defaultRowsFeatures,
   Fp16Linear,
   type Int8Input,
   type Linear,
@@ -108,6 +109,13 @@ export interface QuantTuning {
    * bytes do not fit the device's workgroup memory).
    */
   gemvFullX?: boolean;
+  /**
+   * Multi-row GEMV (`gemv_rows`): output features per lane group, 2 (default) or 4 (each load
+   * of x serves four weight rows, with half the threads).
+   */
+  gemvRowsFeatures?: 2 | 4;
+  /** Multi-row GEMV: threads per workgroup (default: the GEMV's). */
+  gemvRowsWorkgroupSize?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -1370,8 +1378,12 @@ function checkTuning(
   const gemvWg = t.gemvWorkgroupSize ?? 256;
   const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
   const rpt = t.gemvRowsPerThread ?? 4;
+  const rowsWg = t.gemvRowsWorkgroupSize ?? gemvWg;
   if (
     gemvTpr & (gemvTpr - 1) || gemvWg % gemvTpr || (t.gemmTileM ?? 64) % 4 ||
+    rowsWg % Math.max(gemvTpr, FOUR_BIT_ROWS_TPR) ||
+    (t.gemvRowsFeatures !== undefined && t.gemvRowsFeatures !== 2 &&
+      t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
     (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
   ) {
@@ -1395,6 +1407,15 @@ async function buildKernels(
   const tileM = t.gemmTileM ?? 64;
   const tileN = t.gemmTileN ?? 64;
   const rpt = t.gemvRowsPerThread ?? 4;
+  // gemv_rows: FPT features per lane group; the 4-bit f16 one with 32 lanes per group
+  // (FOUR_BIT_ROWS_TPR), the others with the GEMV's, whose order they keep; the 4-bit f32 one
+  // always with four features
+  const fourBitF16Rows = family === "4bit" && b.f16 && k % 32 === 0;
+  const rowsWg = t.gemvRowsWorkgroupSize ?? gemvWg;
+  const rowsTpr = fourBitF16Rows ? FOUR_BIT_ROWS_TPR : gemvTpr;
+  const fpt = family === "4bit" && !fourBitF16Rows
+    ? 4
+    : t.gemvRowsFeatures ?? defaultRowsFeatures();
   const kernels = await compileKernels(gpu, {
     format: b.format,
     family,
@@ -1413,18 +1434,25 @@ async function buildKernels(
     unroll: t.gemvUnroll ?? !gpu.isSoftware,
     route,
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+    rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
+    rowsFeatures: fpt,
     gemm: { TILE_M: tileM, TILE_N: tileN },
   });
-  // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group (gemv_rows: 4
-  // for 4-bit, 2 for the others)
+  // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const shape = {
     gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
-    multiRows: (gemvWg / gemvTpr) * (family === "4bit" ? 4 : 2),
+    multiRows: (rowsWg / rowsTpr) * fpt,
     tileM,
     tileN,
   };
   return { kernels, shape };
 }
+
+/**
+ * Threads per output-feature group of the 4-bit multi-row GEMV with f16 arithmetic, whatever the
+ * one-row GEMV's: its x tile (72 bytes per 32 activations and row) is sized for 32.
+ */
+const FOUR_BIT_ROWS_TPR = 32;
 
 function checkThreshold(label: string, threshold: number): void {
   if (!Number.isFinite(threshold) || threshold < 0) {
@@ -1446,10 +1474,13 @@ async function compileKernels(
     unroll: boolean;
     route: string[];
     gemv: Record<string, number>;
+    rows: Record<string, number>;
+    rowsFeatures: number;
     gemm: Record<string, number>;
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
+  const fpt2 = o.rowsFeatures === 2 ? ["FPT2"] : [];
   const spec = (
     file: string,
     entry: string,
@@ -1474,7 +1505,7 @@ async function compileKernels(
           : o.format === "llm-int8"
           ? spec("q_int8", "outlier_mask", ["LLM"])
           : Promise.resolve(undefined),
-        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16], o.gemv),
+        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2], o.rows),
         // each row alone: int8-absmax's scale is the row's, as in decode
         spec("q_int8", "quantize_rows", llm),
         swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
@@ -1500,9 +1531,10 @@ async function compileKernels(
     const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
       spec("q_4bit", "gemv", [...defines, ...o.route], gemvConstants),
       spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
-      // f32 arithmetic, four features per lane group (see q_4bit.wgsl's gemv_rows)
+      // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
+      // q_4bit.wgsl's gemv_rows)
       k32.length
-        ? spec("q_4bit", "gemv_rows", [...dq, ...k32], o.gemv)
+        ? spec("q_4bit", "gemv_rows", [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : [])], o.rows)
         : Promise.resolve(undefined),
       o.swiglu && o.f16 && k32.length
         ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)
@@ -1513,7 +1545,7 @@ async function compileKernels(
   const [gemv, gemm, gemvRows] = await Promise.all([
     spec("q_q8_0", "gemv", f16, o.gemv),
     spec("q_q8_0", "gemm", f16, o.gemm),
-    spec("q_q8_0", "gemv_rows", f16, o.gemv),
+    spec("q_q8_0", "gemv_rows", [...f16, ...fpt2], o.rows),
   ]);
   return { gemv, gemm, gemvRows };
 }

@@ -12,8 +12,12 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { f16ArrayToF32 } from "../../lib/gpu/f16.ts";
-import { cpuMatmul, Fp16Linear, type Linear } from "../../lib/kernels/linear.ts";
-import { QuantLinear, type QuantLinearFormat } from "../../lib/kernels/quant_linear.ts";
+import { cpuMatmul, Fp16Linear, type Fp16Tuning, type Linear } from "../../lib/kernels/linear.ts";
+import {
+  QuantLinear,
+  type QuantLinearFormat,
+  type QuantTuning,
+} from "../../lib/kernels/quant_linear.ts";
 import { quantize } from "../../lib/quant/formats.ts";
 import { matmulPerRow } from "../../lib/quant/per_row.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
@@ -106,7 +110,20 @@ for (const f16 of [false, true]) {
     ignore,
     fn: () =>
       withGpu(f16, async (gpu) => {
-        for (const { n, k } of [...SHAPES, { n: 64, k: 66 }, { n: 33, k: 128 }]) {
+        // The unrolled loop (hardware adapters' default) at K with whole, partial and no
+        // unrolled steps per lane; with f16, also x read in every lane instead of staged.
+        const cases: { n: number; k: number; tuning?: Fp16Tuning }[] = [
+          ...SHAPES,
+          { n: 64, k: 66 },
+          { n: 33, k: 128 },
+          { n: 36, k: 1824, tuning: { gemvUnroll: true } },
+          { n: 20, k: 256, tuning: { gemvUnroll: true } },
+          ...(f16 ? [{ n: 36, k: 1824, tuning: { gemvUnroll: true, gemvRowsStageX: false } }] : []),
+          // four features per lane group, 128 threads
+          { n: 38, k: 1824, tuning: { gemvUnroll: true, gemvRowsFeatures: 4 as const } },
+          { n: 33, k: 66, tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 } },
+        ];
+        for (const { n, k, tuning } of cases) {
           const w = randomF16(n * k, n + k, W_SCALE);
           const lin = await Fp16Linear.create(gpu, {
             label: "w",
@@ -114,12 +131,13 @@ for (const f16 of [false, true]) {
             outFeatures: n,
             inFeatures: k,
             f16,
+            tuning,
           });
           const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
           for (const rows of [2, 5, 8]) {
             const x = randn(rows * k, rows, X_SCALE);
             const got = await product(gpu, lin, x, rows, false);
-            const what = `fp16 ${arith} rows=${rows} ${n}x${k}`;
+            const what = `fp16 ${arith} rows=${rows} ${n}x${k} ${JSON.stringify(tuning ?? {})}`;
             assertClose(got, cpuMatmul(x, w.values, rows, n, k), {
               atol: (f16 ? F16_TOL : F32_TOL) * sigma,
             }, what);
@@ -147,10 +165,34 @@ for (const f16 of [false, true]) {
       ignore,
       fn: () =>
         withGpu(f16, async (gpu) => {
-          for (const { n, k } of SHAPES) {
+          // Also four features per lane group (128 threads), and for int8 the unrolled loop
+          // (hardware adapters' default) with whole and partial unrolled steps. llvmpipe takes
+          // 20-40 s to compile each LLM.int8() variant, so that format gets one extra: the
+          // unrolled loop with four features (int8-absmax's product is vector-wise's kernel).
+          const unroll = { n: 20, k: 2688, tuning: { gemvUnroll: true } };
+          const unroll4 = {
+            n: 20,
+            k: 2688,
+            tuning: { gemvUnroll: true, gemvRowsFeatures: 4 as const },
+          };
+          const f4w128 = {
+            n: 38,
+            k: 256,
+            tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 },
+          };
+          const extra: Record<string, { n: number; k: number; tuning?: QuantTuning }[]> = {
+            "int8-vectorwise": [unroll, unroll4, f4w128],
+            "int8-absmax": [],
+            "llm-int8": [unroll4],
+          };
+          const cases: { n: number; k: number; tuning?: QuantTuning }[] = [
+            ...SHAPES,
+            ...(extra[format] ?? [f4w128]),
+          ];
+          for (const { n, k, tuning } of cases) {
             const wf = f16ArrayToF32(randomF16(n * k, 3 * n + k, W_SCALE).bits);
             const weight = quantize(format, wf, n, k);
-            const lin = await QuantLinear.create(gpu, { label: "w", weight, f16 });
+            const lin = await QuantLinear.create(gpu, { label: "w", weight, f16, tuning });
             const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
             for (const rows of [2, 3, 8]) {
               const x = activations(rows, k, 10 * rows + k);
