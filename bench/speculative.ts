@@ -42,6 +42,8 @@ export interface VerifyCost {
   verifyGpuMs: number;
   /** verify / decode, GPU time. */
   ratio: number;
+  /** GPU ms of a verify pass by its token count (1: the decode step). */
+  verifyGpuMsByTokens?: Record<number, number>;
   /** Wall ms of one decode step with its argmax read back (median). */
   decodeWallMs: number;
   /** Wall ms of the verify pass with its argmaxes read back (median). */
@@ -163,14 +165,24 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
     const prompt = Array.from({ length: 64 }, (_, i) => 1 + i);
     await model.forward(prompt, "none");
     const at = model.position;
-    const gpuTime = async (tokens: number[], verify: boolean) => {
-      const times: number[] = [];
+    // GPU ms by kernel (file:entry) of the median pass, for the breakdown line
+    const byKernel = new Map<string, { decode: number; verify: number }>();
+    const gpuTime = async (tokens: number[], verify: boolean, record = true) => {
+      const runs: { total: number; t: { kernel: string; ms: number }[] }[] = [];
       for (let i = 0; i < 7; i++) {
         model.rollback(at);
         const t = await model.timeForward(tokens, { verify });
-        times.push(t.reduce((s, d) => s + d.ms, 0));
+        runs.push({ total: t.reduce((s, d) => s + d.ms, 0), t });
       }
-      return median(times.slice(2));
+      const kept = runs.slice(2).sort((a, b) => a.total - b.total);
+      const mid = kept[Math.floor(kept.length / 2)];
+      for (const d of record ? mid.t : []) {
+        const name = d.kernel.replace(/\[.*$/, "");
+        const e = byKernel.get(name) ?? { decode: 0, verify: 0 };
+        e[verify ? "verify" : "decode"] += d.ms;
+        byKernel.set(name, e);
+      }
+      return median(kept.map((r) => r.total));
     };
     const wall = async (tokens: number[]) => {
       const times: number[] = [];
@@ -185,8 +197,20 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
     const many = Array.from({ length: n }, (_, i) => 100 + i);
     const decodeGpuMs = await gpuTime([100], false);
     const verifyGpuMs = await gpuTime(many, true);
+    const verifyGpuMsByTokens: Record<number, number> = { 1: decodeGpuMs, [n]: verifyGpuMs };
+    for (const t of [2, 3, 4, 6, 8]) {
+      const tokens = Array.from({ length: t }, (_, i) => 100 + i);
+      verifyGpuMsByTokens[t] = await gpuTime(tokens, true, false);
+    }
+    console.log(
+      `  ${format} verify GPU ms by tokens: ` +
+        Object.entries(verifyGpuMsByTokens).map(([t, ms]) => `${t}: ${ms.toFixed(2)}`).join(", "),
+    );
     const decodeWallMs = await wall([100]);
     const verifyWallMs = await wall(many);
+    const kernels = [...byKernel].sort((a, b) => b[1].verify - a[1].verify)
+      .map(([k, v]) => `${k} ${v.decode.toFixed(2)}/${v.verify.toFixed(2)}`);
+    console.log(`  ${format} GPU ms by kernel, decode step/verify ${n}: ${kernels.join(", ")}`);
     return {
       model: "llama-2-7b",
       format,
@@ -194,6 +218,7 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
       decodeGpuMs,
       verifyGpuMs,
       ratio: verifyGpuMs / decodeGpuMs,
+      verifyGpuMsByTokens,
       decodeWallMs,
       verifyWallMs,
     };
