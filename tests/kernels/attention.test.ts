@@ -89,11 +89,12 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       { shape: { numHeads: 8, numKvHeads: 1, headDim: 32 }, startPos: 4100, rows: 2 },
       { shape: { numHeads: 3, numKvHeads: 3, headDim: 40 }, startPos: 300, rows: 1 },
     ];
-    // unsplit (the adapter's default); 256 threads (several value lanes per head); split in
-    // ranges of 64 positions (many ranges, some empty for early rows); split from 128 positions up,
-    // ranges as long as ~1024 workgroups need, 32 key elements per thread (rather than 16); split
-    // with the default 256-position ranges; 32 threads (few value lanes at head_dim 128). Head
-    // widths 6 and 40 take the narrow paths (2 and 8 key elements per thread).
+    // unsplit (the adapter's default); 128 threads (the GPU default: several value lanes per
+    // head); split in ranges of 64 positions (many ranges, some empty for early rows); split from
+    // 128 positions up, ranges as long as ~1024 workgroups need, 32 key elements per thread
+    // (rather than 16); split with the default 256-position ranges; 32 threads (few value lanes
+    // at head_dim 128). Head widths 6 and 40 take the narrow paths (2 and 8 key elements per
+    // thread). (256 threads: tests/kernels/kv_cache.test.ts.)
     const variants: {
       splitKeys?: number;
       workgroupSize?: number;
@@ -101,7 +102,7 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       splitWorkgroups?: number;
     }[] = [
       {},
-      { workgroupSize: 256 },
+      { workgroupSize: 128 },
       { splitKeys: 64, workgroupSize: 64, splitWorkgroups: 0 },
       { splitKeys: 128, workgroupSize: 128, keyElements: 32 },
       { splitKeys: 256 },
