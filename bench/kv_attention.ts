@@ -31,11 +31,11 @@ const { values: args } = parseArgs({
     kv: { type: "string", default: "int4,int8,f16" },
     positions: { type: "string" },
     // workgroup size / split keys, then optionally "/k32" (32 key elements per thread rather
-    // than 16), "/fixed" (ranges of split keys whatever the context) or "/slow" (int8/int4: plain
-    // integer-to-float conversions)
+    // than 16), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
+    // floats by integer operations and an exact subtraction instead of conversions)
     variants: {
       type: "string",
-      default: "128/256,128/256/k32,256/256,128/256/fixed,128/512/fixed,128/256/slow",
+      default: "128/256,128/256/k32,256/256,128/256/fixed,128/512/fixed,128/256/fast",
     },
   },
 });
@@ -56,7 +56,7 @@ const variants = args.variants!.split(",").map((v) => {
     name: v,
     workgroupSize: Number(wg),
     splitKeys: Number(split),
-    fast: !flags.includes("slow"),
+    fast: flags.includes("fast"),
     keyElements: flags.includes("k32") ? 32 as const : 16 as const,
     splitWorkgroups: flags.includes("fixed") ? 0 : undefined,
   };
@@ -88,7 +88,7 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
   try {
     for (const v of variants) {
       const f16 = KV_CACHE_INFO[kvCache].codeBits === 16;
-      if (f16 && !v.fast) continue; // not a variant for this format
+      if (f16 && v.fast) continue; // not a variant for this format
       const attn = await createAttention(gpu, {
         numHeads,
         numKvHeads: numHeads,

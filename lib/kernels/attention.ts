@@ -146,7 +146,8 @@ export interface AttentionOptions extends AttentionShape {
   workgroupSize?: number;
   /**
    * Turn int8/int4 codes into floats with integer operations and an exact f32 subtraction
-   * rather than integer-to-float conversions (default true; the results are identical).
+   * rather than integer-to-float conversions (default false: the results are identical, and on
+   * the H200 the conversions measured as fast for int8 and faster for int4, see BENCHMARKS.md).
    */
   fastConvert?: boolean;
   /**
@@ -263,7 +264,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     ...(headDim % 32 === 0 && keyElements === 32 ? ["K32"] : []),
     ...(headDim % 16 === 0 && keyElements === 16 ? ["K16"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
-    ...(opts.fastConvert ?? true ? ["FASTCVT"] : []),
+    ...(opts.fastConvert ? ["FASTCVT"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),

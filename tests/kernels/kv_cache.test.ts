@@ -224,7 +224,7 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
         shape: { numHeads: 8, numKvHeads: 2, headDim: 128 },
         startPos: 200,
         rows: 1,
-        variant: { splitKeys: 64, workgroupSize: 64 },
+        variant: { splitKeys: 64, workgroupSize: 64, fastConvert: true },
       },
       {
         shape: { numHeads: 2, numKvHeads: 1, headDim: 128 },
