@@ -9,8 +9,9 @@
  * deno run -A bench/gemv_rows.ts [--formats fp16,nf4] [--rows 2,5,8] [--reps 30] [--out FILE]
  * ```
  *
- * A format may name a variant after a colon, parts joined by `-`: `f2` / `f4` (features per lane
- * group, `gemvRowsFeatures`), `w128` (threads per workgroup, `gemvRowsWorkgroupSize`),
+ * A format may name a variant after a colon, parts joined by `-`: `f1` (FP16) / `f2` / `f4`
+ * (features per lane group, `gemvRowsFeatures`), `pf0` (weights loaded after x is staged,
+ * `gemvRowsPrefetch: false`), `w128` (threads per workgroup, `gemvRowsWorkgroupSize`),
  * `stagex0` (FP16: x read in every lane, `gemvRowsStageX: false`), e.g. `fp16:f2-w128`. On a
  * software adapter the shapes are divided by 8.
  *
@@ -116,7 +117,9 @@ for (const spec of args.values.formats!.split(",")) {
   const [format, variant] = spec.split(":") as [BenchFormat, string | undefined];
   const tuning: QuantTuning & Fp16Tuning = {};
   for (const part of variant?.split("-") ?? []) {
-    if (part === "f2" || part === "f4") tuning.gemvRowsFeatures = part === "f2" ? 2 : 4;
+    if (part === "f1") tuning.gemvRowsFeatures = 1 as 2; // FP16 only (Fp16Tuning)
+    else if (part === "f2" || part === "f4") tuning.gemvRowsFeatures = part === "f2" ? 2 : 4;
+    else if (part === "pf0") tuning.gemvRowsPrefetch = false;
     else if (/^w\d+$/.test(part)) tuning.gemvRowsWorkgroupSize = Number(part.slice(1));
     else if (part === "stagex0") tuning.gemvRowsStageX = false;
     else throw new Error(`--formats: unknown variant part ${part} in ${spec}`);

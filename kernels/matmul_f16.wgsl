@@ -339,6 +339,23 @@ fn fdot(xa: vec4<f32>, xb: vec4<f32>, w: WUnit) -> f32 {
 #endif
 
 // One unit (8 weights) of each of the FPT features, and one row's unit against them.
+#if FPT1
+struct WF {
+  f0: WUnit,
+}
+
+fn wf_at(b: vec4<u32>, u: u32) -> WF {
+  return WF(wunit(b.x + u));
+}
+
+fn sums(xa: XV, xb: XV, w: WF) -> RowSums {
+  return fdot(xa, xb, w.f0);
+}
+
+fn pair_sums(xv: vec2<f32>, b: vec4<u32>, u: u32) -> RowSums {
+  return dot2w(xv, wpair[b.x + u]);
+}
+#else
 #if FPT2
 struct WF {
   f0: WUnit,
@@ -377,6 +394,7 @@ fn pair_sums(xv: vec2<f32>, b: vec4<u32>, u: u32) -> RowSums {
   return RowSums(dot2w(xv, wpair[b.x + u]), dot2w(xv, wpair[b.y + u]),
     dot2w(xv, wpair[b.z + u]), dot2w(xv, wpair[b.w + u]));
 }
+#endif
 #endif
 
 // Row r's unit u (j: its index in the step's tile) against the features' units.
@@ -446,13 +464,15 @@ fn gemv_rows(
   for (var t0 = 0u; t0 < units; t0 += step) { // uniform: every thread reaches the barriers
     let u = t0 + lane;
 #if UNROLL4
+#if !NOPREFETCH
     // The unrolled step's weights, loaded before x is staged so that both are in flight together
-    // (units past K clamped to the last: loaded, never used).
+    // (units past K clamped to the last: loaded, never used). NOPREFETCH: after.
     let ul = units - 1u;
     let wa = wf_at(b, min(u, ul));
     let wb = wf_at(b, min(u + GEMV_TPR, ul));
     let wc = wf_at(b, min(u + 2u * GEMV_TPR, ul));
     let wd = wf_at(b, min(u + 3u * GEMV_TPR, ul));
+#endif
 #endif
 #if XTILE
     workgroupBarrier(); // the previous step's x has been read
@@ -469,6 +489,13 @@ fn gemv_rows(
     workgroupBarrier();
 #endif
 #if UNROLL4
+#if NOPREFETCH
+    let ul = units - 1u;
+    let wa = wf_at(b, min(u, ul));
+    let wb = wf_at(b, min(u + GEMV_TPR, ul));
+    let wc = wf_at(b, min(u + 2u * GEMV_TPR, ul));
+    let wd = wf_at(b, min(u + 3u * GEMV_TPR, ul));
+#endif
     let grouped = live && u + 3u * GEMV_TPR < units;
     if (grouped) {
       acc0 += quad(0u, lane, u, wa, wb, wc, wd);

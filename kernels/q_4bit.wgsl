@@ -814,7 +814,9 @@ fn gemv_rows(
     let u = t0 + lane;
     // The codes, loaded before x is staged so that both are in flight together (past K: the
     // row's last unit, never used); decoded after.
+#if !NOPREFETCH
     let raw = raw_at(row_unit, min(u, units - 1u));
+#endif
     workgroupBarrier(); // the previous step's x has been read
     for (var i = lid; i < 8u * 32u * p.rows; i += GEMV_WG) {
       let r = i / 256u;
@@ -827,6 +829,9 @@ fn gemv_rows(
       xr[(r * 32u + j) * XT_STRIDE + q] = vec4<f16>(v);
     }
     workgroupBarrier();
+#if NOPREFETCH
+    let raw = raw_at(row_unit, min(u, units - 1u));
+#endif
     if (live && u < units) {
       let w = uf_of(raw, row_elem, u, sh);
       acc0 += row_unit_sums(0u, lane, w);

@@ -389,7 +389,9 @@ fn gemv_rows(
     let g = t0 + lane;
     // The group's codes, loaded before x is staged so that both are in flight together (past K:
     // the row's last group, never used); turned into values after.
+#if !NOPREFETCH
     let raw = raw_at(cb, min(g, groups - 1u));
+#endif
 #if F16
     workgroupBarrier(); // the previous step's x has been read
     for (var i = lid; i < 8u * p.rows * GEMV_TPR; i += GEMV_WG) {
@@ -403,6 +405,9 @@ fn gemv_rows(
       xq[(8u * r + q) * GEMV_TPR + j] = vec4<f16>(v);
     }
     workgroupBarrier();
+#endif
+#if NOPREFETCH
+    let raw = raw_at(cb, min(g, groups - 1u));
 #endif
     if (live && g < groups) {
       let q = qg_of(raw, sb, g);

@@ -1,6 +1,12 @@
 // Output features per lane group of the multi-row GEMVs (FPT): 2 with FPT2 (the default, see
-// defaultRowsFeatures in lib/kernels/linear.ts), else 4 (each x load serves four weight rows, but
-// with half the lane groups the grid has too few threads to keep a GPU's memory system busy).
+// defaultRowsFeatures in lib/kernels/linear.ts), 1 with FPT1 (FP16 only), else 4 (each x load
+// serves four weight rows, but with a quarter of the lane groups the grid has too few threads to
+// keep a GPU's memory system busy).
+#if FPT1
+const FPT: u32 = 1u; // FPT1: matmul_f16 only
+alias RowSums = f32;
+alias RowInts = i32;
+#else
 #if FPT2
 const FPT: u32 = 2u;
 alias RowSums = vec2<f32>;
@@ -10,13 +16,20 @@ const FPT: u32 = 4u;
 alias RowSums = vec4<f32>;
 alias RowInts = vec4<i32>;
 #endif
+#endif
 
 // Sums v of a row for features n0 .. n0 + FPT - 1 (of this chunk) stored into y from offset o
 // (the row's n0), features past the chunk left out.
 fn row_sums_store(o: u32, n0: u32, v: RowSums) {
+#if FPT1
+  if (n0 < p.n_count) {
+    y[o] = v;
+  }
+#else
   for (var f = 0u; f < FPT; f++) {
     if (n0 + f < p.n_count) {
       y[o + f] = v[f];
     }
   }
+#endif
 }

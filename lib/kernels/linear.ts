@@ -175,10 +175,16 @@ export interface Fp16Tuning {
    */
   gemvRowsStageX?: boolean;
   /**
-   * Output features per lane group of the multi-row GEMV: 2 (default) or 4 (each x load serves
-   * four weight rows, with half the threads).
+   * Output features per lane group of the multi-row GEMV: 2 (default), 1 (twice the threads, each
+   * x load serving one weight row) or 4 (each x load serves four weight rows, with half the
+   * threads).
    */
-  gemvRowsFeatures?: 2 | 4;
+  gemvRowsFeatures?: 1 | 2 | 4;
+  /**
+   * Multi-row GEMV: load each step's weights before its x is staged, so both are in flight
+   * together (default true).
+   */
+  gemvRowsPrefetch?: boolean;
   /** Threads per workgroup of the multi-row GEMV (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
@@ -427,7 +433,8 @@ async function gemvKernel(
     ...(unroll ? ["UNROLL4"] : []),
     ...route,
     ...(rows && f16 && k % 8 === 0 && t.gemvRowsStageX !== false ? ["XTILE"] : []),
-    ...(fpt === 2 ? ["FPT2"] : []),
+    ...(rows && fpt === 2 ? ["FPT2"] : rows && fpt === 1 ? ["FPT1"] : []),
+    ...(rows && t.gemvRowsPrefetch === false ? ["NOPREFETCH"] : []),
   ];
   const kernel = await gpu.kernel({
     file: "matmul_f16",

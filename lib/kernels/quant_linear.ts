@@ -114,6 +114,11 @@ export interface QuantTuning {
    * of x serves four weight rows, with half the threads).
    */
   gemvRowsFeatures?: 2 | 4;
+  /**
+   * Multi-row GEMV: load each step's codes before its x is staged, so both are in flight
+   * together (default true).
+   */
+  gemvRowsPrefetch?: boolean;
   /** Multi-row GEMV: threads per workgroup (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
@@ -1436,6 +1441,7 @@ async function buildKernels(
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
     rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
     rowsFeatures: fpt,
+    rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
@@ -1476,11 +1482,15 @@ async function compileKernels(
     gemv: Record<string, number>;
     rows: Record<string, number>;
     rowsFeatures: number;
+    rowsPrefetch: boolean;
     gemm: Record<string, number>;
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
-  const fpt2 = o.rowsFeatures === 2 ? ["FPT2"] : [];
+  const fpt2 = [
+    ...(o.rowsFeatures === 2 ? ["FPT2"] : []),
+    ...(o.rowsPrefetch ? [] : ["NOPREFETCH"]),
+  ];
   const spec = (
     file: string,
     entry: string,

@@ -122,6 +122,10 @@ for (const f16 of [false, true]) {
           // four features per lane group, 128 threads
           { n: 38, k: 1824, tuning: { gemvUnroll: true, gemvRowsFeatures: 4 as const } },
           { n: 33, k: 66, tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 } },
+          // one feature per lane group; weights loaded after x is staged
+          { n: 37, k: 1824, tuning: { gemvUnroll: true, gemvRowsFeatures: 1 as const } },
+          { n: 37, k: 66, tuning: { gemvRowsFeatures: 1 as const } },
+          { n: 36, k: 1824, tuning: { gemvUnroll: true, gemvRowsPrefetch: false } },
         ];
         for (const { n, k, tuning } of cases) {
           const w = randomF16(n * k, n + k, W_SCALE);
@@ -180,6 +184,7 @@ for (const f16 of [false, true]) {
             k: 256,
             tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 },
           };
+          const noPrefetch = { n: 36, k: 1088, tuning: { gemvRowsPrefetch: false } };
           const extra: Record<string, { n: number; k: number; tuning?: QuantTuning }[]> = {
             "int8-vectorwise": [unroll, unroll4, f4w128],
             "int8-absmax": [],
@@ -187,7 +192,7 @@ for (const f16 of [false, true]) {
           };
           const cases: { n: number; k: number; tuning?: QuantTuning }[] = [
             ...SHAPES,
-            ...(extra[format] ?? [f4w128]),
+            ...(extra[format] ?? [f4w128, noPrefetch]),
           ];
           for (const { n, k, tuning } of cases) {
             const wf = f16ArrayToF32(randomF16(n * k, 3 * n + k, W_SCALE).bits);
