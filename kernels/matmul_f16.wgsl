@@ -61,26 +61,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y3: array<f32>;
 #endif
 
-// Output feature n (of the whole matrix) of the one activation row.
-fn store_gemv(n: u32, v: f32) {
-#if ROUTE2
-  if (n >= p.split1) {
-    y2[n - p.split1] = v;
-    return;
-  }
-#endif
-#if ROUTE3
-  if (n >= p.split2) {
-    y3[n - p.split2] = v;
-    return;
-  }
-  if (n >= p.split1) {
-    y2[n - p.split1] = v;
-    return;
-  }
-#endif
-  y[n] = v;
-}
+#include "common/stack_store.wgsl"
 
 // ---------------------------------------------------------------------------------------------
 // gemv

@@ -117,26 +117,7 @@ struct Params {
 #endif
 #endif
 
-// Output feature n (of the whole, possibly stacked, matrix) of the one activation row.
-fn store_gemv(n: u32, v: f32) {
-#if ROUTE2
-  if (n >= p.split1) {
-    y2[n - p.split1] = v;
-    return;
-  }
-#endif
-#if ROUTE3
-  if (n >= p.split2) {
-    y3[n - p.split2] = v;
-    return;
-  }
-  if (n >= p.split1) {
-    y2[n - p.split1] = v;
-    return;
-  }
-#endif
-  y[n] = v;
-}
+#include "common/stack_store.wgsl"
 
 // SWIGLU (f16 gemv with K32 only): x holds gate_proj's output and up4 up_proj's, and the product
 // reads silu(x) · up as it stages its x tile — the SwiGLU of elementwise.wgsl, in the same f32

@@ -487,26 +487,7 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
 #endif
 #endif
 
-// Output feature gn (of the whole, possibly stacked, matrix) of the one activation row.
-fn store_gemv(gn: u32, v: f32) {
-#if ROUTE2
-  if (gn >= p.split1) {
-    y2[gn - p.split1] = v;
-    return;
-  }
-#endif
-#if ROUTE3
-  if (gn >= p.split2) {
-    y3[gn - p.split2] = v;
-    return;
-  }
-  if (gn >= p.split1) {
-    y2[gn - p.split1] = v;
-    return;
-  }
-#endif
-  y[gn] = v;
-}
+#include "common/stack_store.wgsl"
 
 // sw_stride 0 reads the one per-tensor scale: int8-absmax and int8-vectorwise share the product.
 fn weight_scale(gn: u32) -> f32 {

@@ -1,0 +1,22 @@
+// Output feature n of the one activation row of a stacked matrix (q, k, v; gate, up): features
+// [0, split1) go to y, [split1, split2) to y2 and the rest to y3 (ROUTE3; ROUTE2: two layers),
+// so one dispatch serves two or three products. The including kernel declares y, y2, y3 and p.
+fn store_gemv(n: u32, v: f32) {
+#if ROUTE2
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+#if ROUTE3
+  if (n >= p.split2) {
+    y3[n - p.split2] = v;
+    return;
+  }
+  if (n >= p.split1) {
+    y2[n - p.split1] = v;
+    return;
+  }
+#endif
+  y[n] = v;
+}
