@@ -401,21 +401,7 @@ fn pair_row(r: u32, u: u32, b: vec4<u32>) -> RowSums {
   return pair_sums(x2[r * (p.k / 2u) + u], b, u);
 }
 
-// Rows r0 and r0 + 1 (a, b: this lane's sums) reduced and stored; nw is the workgroup's first
-// feature.
-fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
-  rows_pass_begin(lid, a, b);
-  let groups = GEMV_WG / GEMV_TPR;
-  if (lid < 2u * groups) {
-    let q = lid / groups;
-    let g = lid % groups;
-    let n0 = nw + g * FPT;
-    if (r0 + q < p.rows) {
-      let v = lane_tree(q * GEMV_WG + g * GEMV_TPR);
-      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
-    }
-  }
-}
+#include "common/rows_pass.wgsl"
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(

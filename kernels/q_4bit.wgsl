@@ -750,19 +750,7 @@ fn row_unit_sums(r: u32, j: u32, w: UF) -> RowSums {
     xr[i + 6u], xr[i + 7u]));
 }
 
-fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
-  rows_pass_begin(lid, a, b);
-  let lane_groups = GEMV_WG / GEMV_TPR;
-  if (lid < 2u * lane_groups) {
-    let q = lid / lane_groups;
-    let lg = lid % lane_groups;
-    let n0 = nw + lg * FPT;
-    if (r0 + q < p.rows) {
-      let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
-      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
-    }
-  }
-}
+#include "common/rows_pass.wgsl"
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(

@@ -348,19 +348,7 @@ fn row_group(r: u32, j: u32, g: u32, q: QG) -> RowSums {
 #endif
 }
 
-fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
-  rows_pass_begin(lid, a, b);
-  let lane_groups = GEMV_WG / GEMV_TPR;
-  if (lid < 2u * lane_groups) {
-    let q = lid / lane_groups;
-    let lg = lid % lane_groups;
-    let n0 = nw + lg * FPT;
-    if (r0 + q < p.rows) {
-      let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
-      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
-    }
-  }
-}
+#include "common/rows_pass.wgsl"
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
