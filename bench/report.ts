@@ -110,6 +110,8 @@ export interface BenchResults {
     ms: number;
     productMs: number;
     tflops: number;
+    /** The layer's tuning, where `--gemm-tunings` gave one. */
+    tuning?: object;
   }[];
   /** Greedy decode of a random model. */
   decode: DecodeResult[];

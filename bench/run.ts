@@ -87,6 +87,7 @@ const { values: args } = parseArgs({
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
     tuning: { type: "string" },
+    "gemm-tunings": { type: "string", default: "[{}]" },
     stack: { type: "string", default: "all" },
     help: { type: "boolean", default: false },
   },
@@ -100,6 +101,7 @@ if (args.help) {
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
       "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)\n" +
       "                [--tuning JSON]                     (QuantTuning of the decode models)\n" +
+      "                [--gemm-tunings JSON]               (a list of tunings the gemm section compares)\n" +
       "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)",
   );
   Deno.exit(0);
@@ -123,6 +125,12 @@ const reps = Number(args.reps ?? (software ? 5 : 50));
 const warmMs = Number(args["warm-ms"] ?? (software ? 0 : 50));
 // --tuning JSON: launch shapes for every quantized layer of the decode models (QuantTuning).
 const decodeTuning = args.tuning ? JSON.parse(args.tuning) as QuantTuning : undefined;
+// --gemm-tunings '[{}, {"gemmOuterRows": 0}]': the gemm section measures each shape and format
+// once per tuning, in this order (GEMM tiles against each other in one run).
+const gemmTunings = JSON.parse(args["gemm-tunings"]!) as QuantTuning[];
+if (!Array.isArray(gemmTunings) || gemmTunings.length === 0) {
+  throw new Error(`--gemm-tunings: a non-empty JSON list of tunings, got ${args["gemm-tunings"]}`);
+}
 // Which decode models stack q/k/v and gate/up (LoadOptions.stackLayers): every format that can
 // (default), FP16 only (the quantized layers as they were before QuantLinearStack), or none.
 if (!["all", "fp16", "none"].includes(args.stack!)) throw new Error(`--stack ${args.stack}`);
@@ -359,22 +367,28 @@ await save();
 if (sections.has("gemm")) {
   for (const s of shapes) {
     for (const format of formats) {
-      const r = await productCase(format, s.n, s.k, prefillRows);
-      const tflops = 2 * prefillRows * s.n * s.k / r.ms / 1e9;
-      results.gemm.push({
-        format,
-        shape: s.model,
-        rows: prefillRows,
-        n: s.n,
-        k: s.k,
-        ms: r.ms,
-        productMs: r.productMs,
-        tflops,
-      });
-      console.log(
-        `gemm ${format.padEnd(16)} ${prefillRows}x${s.k}·(${s.n}x${s.k})ᵀ ${r.ms.toFixed(3)} ms ` +
-          `${tflops.toFixed(2)} TFLOP/s`,
-      );
+      for (const t of gemmTunings) {
+        const tuning = Object.keys(t).length ? t : undefined;
+        const r = await productCase(format, s.n, s.k, prefillRows, tuning);
+        const tflops = 2 * prefillRows * s.n * s.k / r.ms / 1e9;
+        results.gemm.push({
+          format,
+          shape: s.model,
+          rows: prefillRows,
+          n: s.n,
+          k: s.k,
+          ms: r.ms,
+          productMs: r.productMs,
+          tflops,
+          ...(tuning ? { tuning } : {}),
+        });
+        console.log(
+          `gemm ${format.padEnd(16)} ${prefillRows}x${s.k}·(${s.n}x${s.k})ᵀ ${
+            r.ms.toFixed(3)
+          } ms ` +
+            `${tflops.toFixed(2)} TFLOP/s${tuning ? ` ${JSON.stringify(tuning)}` : ""}`,
+        );
+      }
     }
   }
 }

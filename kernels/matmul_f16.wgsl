@@ -275,6 +275,31 @@ fn gemm(
 #include "common/gemm_store.wgsl"
 
 // ---------------------------------------------------------------------------------------------
+// gemm_outer (K % 16 == 0): the register-blocked outer product of common/gemm_outer.wgsl, with
+// x and the f16 weights widened to f32 in its tiles: f32 arithmetic on either path.
+
+fn outer_prologue(lid: u32) {}
+
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  return x4[(m * p.k + k) / 4u];
+}
+
+fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  let i = n * p.k + k;
+#if F16
+  return OuterW8(vec4<f32>(wquad[i / 4u]), vec4<f32>(wquad[i / 4u + 1u]));
+#else
+  let w = woct[i / 8u];
+  return OuterW8(
+    vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+    vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+  );
+#endif
+}
+
+#include "common/gemm_outer.wgsl"
+
+// ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows) with the weights read once for all of them,
 // as llama.cpp's mat-vec kernels take up to 8 columns: verifying k + 1 draft tokens then costs
 // about one decode step where a GEMV is memory-bound. Each feature of each row is summed exactly

@@ -604,6 +604,34 @@ fn gemm(
 #include "common/gemm_store.wgsl"
 
 // ---------------------------------------------------------------------------------------------
+// gemm_outer (K % 16 == 0): the register-blocked outer product of common/gemm_outer.wgsl. Eight
+// weights are one code word and one block scale (a word never spans blocks), decoded to f32
+// through the 16-entry table as the gemm's weight_at does, one load of each instead of one per
+// weight.
+
+fn outer_prologue(lid: u32) {
+  load_table(lid);
+}
+
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  return x4[(m * p.k + k) / 4u];
+}
+
+fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  let e = (p.n_start + n) * p.k + k;
+  let w = codes[e / 8u - p.code_base];
+  let s = block_absmax(e / p.blocksize);
+  return OuterW8(
+    vec4<f32>(tbl[(w >> 4u) & 0xfu], tbl[w & 0xfu], tbl[(w >> 12u) & 0xfu], tbl[(w >> 8u) & 0xfu]) *
+      s,
+    vec4<f32>(tbl[(w >> 20u) & 0xfu], tbl[(w >> 16u) & 0xfu], tbl[w >> 28u], tbl[(w >> 24u) & 0xfu]) *
+      s,
+  );
+}
+
+#include "common/gemm_outer.wgsl"
+
+// ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), K % 32 == 0, the codes read once for all
 // rows, FPT output features per lane group (4, or 2 with FPT2). Two versions:
 //

@@ -178,6 +178,24 @@ fn gemm(
 #include "common/gemm_store.wgsl"
 
 // ---------------------------------------------------------------------------------------------
+// gemm_outer: the register-blocked outer product of common/gemm_outer.wgsl (K % 32 == 0 always
+// holds). Eight weights are two code words of one group and its scale, as code · d in f32.
+
+fn outer_prologue(lid: u32) {}
+
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  return x4[(m * p.k + k) / 4u];
+}
+
+fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  let i = (n * p.k + k) / 4u;
+  let d = scale_of(((p.n_start + n) * p.k + k) / 32u);
+  return OuterW8(vec4<f32>(unpack4xI8(codes[i])) * d, vec4<f32>(unpack4xI8(codes[i + 1u])) * d);
+}
+
+#include "common/gemm_outer.wgsl"
+
+// ---------------------------------------------------------------------------------------------
 // gemv_rows: 2 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
 // all rows, FPT output features per lane group (4, or 2 with FPT2) so that each x load serves
 // FPT weight rows. Each feature of each row is summed as gemv sums it alone (same lanes, group

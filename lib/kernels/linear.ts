@@ -191,6 +191,17 @@ export interface Fp16Tuning {
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
   gemmTileN?: number;
+  /**
+   * Rows per workgroup of the register-blocked GEMM (`gemm_outer`, 128 features wide, f32
+   * arithmetic), used where K % 16 == 0: 128 (default) or 64; 0 keeps the 4x4-per-thread `gemm`
+   * (gemmTileM x gemmTileN tiles) for every K.
+   */
+  gemmOuterRows?: 0 | 64 | 128;
+  /**
+   * `gemm_outer` with `shader-f16`: tiles in f16 and each K step of 16 summed in f16 before the
+   * f32 totals (twice the arithmetic rate, the error of 16-term f16 sums); default false (f32).
+   */
+  gemmOuterF16?: boolean;
 }
 
 /** Options for {@linkcode Fp16Linear.create}. */
@@ -330,21 +341,31 @@ export class Fp16Linear implements Linear {
     }
 
     const t = opts.tuning ?? {};
-    const tileM = t.gemmTileM ?? 64;
-    const tileN = t.gemmTileN ?? 64;
-    if (tileM % 4 || tileN % 4) {
+    const outerRows = k % 16 === 0 ? t.gemmOuterRows ?? 128 : 0;
+    const tileM = outerRows || (t.gemmTileM ?? 64);
+    const tileN = outerRows ? 128 : t.gemmTileN ?? 64;
+    if (tileM % 4 || tileN % 4 || ![0, 64, 128].includes(outerRows)) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
     try {
       const kernels = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, []),
         gemvKernel(gpu, label, k, f16, t, [], "gemv_rows"),
-        gpu.kernel({
-          file: "matmul_f16",
-          entry: "gemm",
-          defines: f16 ? ["F16"] : [],
-          constants: { TILE_M: tileM, TILE_N: tileN },
-        }),
+        outerRows
+          ? gpu.kernel({
+            file: "matmul_f16",
+            entry: "gemm_outer",
+            defines: [
+              ...(f16 ? ["F16", ...(t.gemmOuterF16 ? ["OUTER_H"] : [])] : []),
+              ...(outerRows === 64 ? ["OUTER_M64"] : []),
+            ],
+          })
+          : gpu.kernel({
+            file: "matmul_f16",
+            entry: "gemm",
+            defines: f16 ? ["F16"] : [],
+            constants: { TILE_M: tileM, TILE_N: tileN },
+          }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;
       const ks: [Kernel, Kernel, Kernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];

@@ -125,6 +125,17 @@ export interface QuantTuning {
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
   gemmTileN?: number;
+  /**
+   * 4-bit and Q8_0: rows per workgroup of the register-blocked GEMM (`gemm_outer`, 128 features
+   * wide, f32 arithmetic), used where K % 16 == 0: 128 (default) or 64; 0 keeps the
+   * 4x4-per-thread `gemm` (gemmTileM x gemmTileN tiles).
+   */
+  gemmOuterRows?: 0 | 64 | 128;
+  /**
+   * `gemm_outer` with `shader-f16`: tiles in f16 and each K step of 16 summed in f16 before the
+   * f32 totals (twice the arithmetic rate, the error of 16-term f16 sums); default false (f32).
+   */
+  gemmOuterF16?: boolean;
 }
 
 /**
@@ -1390,7 +1401,8 @@ function checkTuning(
     (t.gemvRowsFeatures !== undefined && t.gemvRowsFeatures !== 2 &&
       t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
-    (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable))
+    (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable)) ||
+    (t.gemmOuterRows !== undefined && ![0, 64, 128].includes(t.gemmOuterRows))
   ) {
     throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
   }
@@ -1409,8 +1421,10 @@ async function buildKernels(
   const { family, k, tuning: t } = b;
   const gemvWg = t.gemvWorkgroupSize ?? 256;
   const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
-  const tileM = t.gemmTileM ?? 64;
-  const tileN = t.gemmTileN ?? 64;
+  // The int8 formats' GEMM is integer (dot4I8Packed) and keeps its own tiles.
+  const outerRows = family !== "int8" && k % 16 === 0 ? t.gemmOuterRows ?? 128 : 0;
+  const tileM = outerRows || (t.gemmTileM ?? 64);
+  const tileN = outerRows ? 128 : t.gemmTileN ?? 64;
   const rpt = t.gemvRowsPerThread ?? 4;
   // gemv_rows: FPT features per lane group; the 4-bit f16 one with 32 lanes per group
   // (FOUR_BIT_ROWS_TPR), the others with the GEMV's, whose order they keep; the 4-bit f32 one
@@ -1443,6 +1457,8 @@ async function buildKernels(
     rowsFeatures: fpt,
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
+    outerRows,
+    outerF16: b.f16 && t.gemmOuterF16 === true,
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const shape = {
@@ -1484,9 +1500,22 @@ async function compileKernels(
     rowsFeatures: number;
     rowsPrefetch: boolean;
     gemm: Record<string, number>;
+    /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
+    outerRows: number;
+    /** gemm_outer's f16 tiles and K-step sums (OUTER_H). */
+    outerF16: boolean;
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
+  // The prefill product of the 4-bit formats and Q8_0: gemm_outer where K allows, else gemm.
+  const gemmSpec = (file: string, defines: string[]) =>
+    o.outerRows
+      ? spec(file, "gemm_outer", [
+        ...defines,
+        ...(o.outerRows === 64 ? ["OUTER_M64"] : []),
+        ...(o.outerF16 ? ["OUTER_H"] : []),
+      ])
+      : spec(file, "gemm", defines, o.gemm);
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),
     ...(o.rowsPrefetch ? [] : ["NOPREFETCH"]),
@@ -1540,7 +1569,7 @@ async function compileKernels(
     const gemvConstants = o.gemv;
     const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
       spec("q_4bit", "gemv", [...defines, ...o.route], gemvConstants),
-      spec("q_4bit", "gemm", [...dq, ...f16], o.gemm),
+      gemmSpec("q_4bit", [...dq, ...f16]),
       // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
       // q_4bit.wgsl's gemv_rows)
       k32.length
@@ -1554,7 +1583,7 @@ async function compileKernels(
   }
   const [gemv, gemm, gemvRows] = await Promise.all([
     spec("q_q8_0", "gemv", f16, o.gemv),
-    spec("q_q8_0", "gemm", f16, o.gemm),
+    gemmSpec("q_q8_0", f16),
     spec("q_q8_0", "gemv_rows", [...f16, ...fpt2], o.rows),
   ]);
   return { gemv, gemm, gemvRows };

@@ -63,8 +63,12 @@ async function check(
   const got = await gpu.readF32(ty);
   const want = cpuMatmul(x, w.values, rows, n, k);
   const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
-  const what = `${f16 ? "f16" : "f32"} rows=${rows} N=${n} K=${k} chunks=${lin.chunks.length}`;
-  assertClose(got, want, { atol: (f16 ? F16_TOL : F32_TOL) * sigma }, what);
+  const what = `${f16 ? "f16" : "f32"} rows=${rows} N=${n} K=${k} chunks=${lin.chunks.length}` +
+    (tuning ? ` ${JSON.stringify(tuning)}` : "");
+  // gemm_outer sums in f32 on either path (x and the weights widened to f32 in its tiles).
+  const outer = rows > 1 && k % 16 === 0 && tuning?.gemmOuterRows !== 0 &&
+    !(f16 && tuning?.gemmOuterF16);
+  assertClose(got, want, { atol: (f16 && !outer ? F16_TOL : F32_TOL) * sigma }, what);
   lin.destroy();
   if (sharedWeight) {
     assert(!sharedWeight.destroyed, "a shared weight outlives the layer");
@@ -89,6 +93,36 @@ const SHAPES = [
 
 function suite(f16: boolean): void {
   const tag = f16 ? "f16 arithmetic" : "f32 arithmetic";
+  Deno.test({
+    name: `Fp16Linear (${tag}) GEMMs with K % 16 == 0: gemm_outer, both heights and sums`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        // A partial last K step is impossible here; ragged rows and features are not: one row
+        // past a 128-row tile, features past a 128-wide tile, fewer rows than a tile.
+        const shapes = [
+          { rows: 129, n: 257, k: 48 },
+          { rows: 5, n: 300, k: 32 },
+          { rows: 64, n: 128, k: 16 },
+        ];
+        let worst = 0;
+        // gemmOuterF16 (f16 tiles and K-step sums, with shader-f16) at the f16 tolerance
+        const tunings: Fp16Tuning[] = [
+          { gemmOuterRows: 128 },
+          { gemmOuterRows: 64 },
+          { gemmOuterRows: 0 },
+          { gemmOuterRows: 128, gemmOuterF16: true },
+          { gemmOuterRows: 64, gemmOuterF16: true },
+        ];
+        for (const tuning of tunings) {
+          for (const [i, s] of shapes.entries()) {
+            worst = Math.max(worst, await check(gpu, { ...s, f16, seed: 40 + i, tuning }));
+          }
+        }
+        console.log(`  worst |error| / σ_y = ${worst.toExponential(2)}`);
+      }),
+  });
+
   Deno.test({
     name: `Fp16Linear (${tag}) matches cpuMatmul on ragged shapes`,
     ignore: f16 && !hasF16,
