@@ -511,7 +511,10 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
     format,
     // FP16 takes the model's own layers (random f16 weights from the source), so q/k/v and
     // gate/up are stacked as in a loaded model; the other formats get random packed weights.
-    linear: format === "fp16" ? undefined : randomLinearFactory(pools, format, decodeTuning),
+    // FP16 layers get --tuning too when it is given (their GEMM tiles, for instance).
+    linear: format === "fp16" && !decodeTuning
+      ? undefined
+      : randomLinearFactory(pools, format, decodeTuning),
     stackLayers: args.stack === "all" || (args.stack === "fp16" && format === "fp16"),
     // Prefill runs the whole prompt as one chunk, as llama-bench's pp512 (ubatch 512) does.
     maxSeqLen: 2 * prefillRows + 512,
