@@ -18,12 +18,17 @@
 //   product: every value read from workgroup memory feeds 8 fused multiply-adds, in f32. The sums
 //   are f32 all the way (only the weights' own rounding: an f16 weight is exact in f32), so the
 //   result matches the f32 reference as closely as the f32 `gemm` does.
-// - OUTER_H (with F16): the tiles hold f16 (x rounded to f16, the weights as f16) and each K step
-//   of 16 is summed in f16 multiply-adds (two per instruction), then added to f32 totals: twice
-//   the arithmetic rate and half the workgroup memory, at the error of 16-term f16 sums.
 // - The next K step's x and weights are loaded into registers while this one computes (one
 //   workgroup-memory buffer, register double-buffering): the global loads are in flight during the
 //   arithmetic, with two barriers per step of 16.
+//
+// Measured on the H200 (512-token prefill shapes of Llama-2-7B and Llama-3-8B, one run,
+// bench/results/h200-gemm-outer-2026-12-02): FP16 15.2-19.7 TFLOP/s against gemm's 14.5-16.2,
+// NF4 15.4-20.1 against 10.6-11.8 (gemm decodes every weight with its own code and scale loads),
+// Q8_0 14.7-19.2 against 14.6-16.4; 64-row tiles were slower at four of five shapes. Tiles in f16
+// with each K step summed in f16 ran another 10-20% faster but missed the f16 tolerance of the
+// tests (16-term f16 sums), so they are not offered. Far from the f32 FMA rate still: the kernel
+// is bound by latency (one or two workgroups per SM), not by arithmetic.
 
 struct OuterW8 {
   lo: vec4<f32>,
@@ -41,15 +46,9 @@ const OUTER_THREADS: u32 = 256u;
 // x values each thread loads per K step (8 at OUTER_M 128, 4 at 64), from consecutive k.
 const OUTER_XPT: u32 = OUTER_M * OUTER_K / OUTER_THREADS;
 
-#if OUTER_H
-alias OT = f16;
-#else
-alias OT = f32;
-#endif
-
 // K-major tiles: element (k, m) of x is gx[k · OUTER_M / 4 + m / 4][m % 4].
-var<workgroup> gx: array<vec4<OT>, OUTER_K * OUTER_M / 4u>;
-var<workgroup> gw: array<vec4<OT>, OUTER_K * OUTER_N / 4u>;
+var<workgroup> gx: array<vec4<f32>, OUTER_K * OUTER_M / 4u>;
+var<workgroup> gw: array<vec4<f32>, OUTER_K * OUTER_N / 4u>;
 
 // One thread's slice of the next K step, held in registers while the current step computes.
 struct OuterLoad {
@@ -81,16 +80,16 @@ fn outer_store(l: OuterLoad, lid: u32) {
   let xm = lid % OUTER_M;
   let xk = (lid / OUTER_M) * OUTER_XPT;
   for (var j = 0u; j < 4u; j++) {
-    gx[(xk + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = OT(l.x0[j]);
+    gx[(xk + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x0[j];
 #if !OUTER_M64
-    gx[(xk + 4u + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = OT(l.x1[j]);
+    gx[(xk + 4u + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x1[j];
 #endif
   }
   let wn = lid % OUTER_N;
   let wk = (lid / OUTER_N) * 8u;
   for (var j = 0u; j < 4u; j++) {
-    gw[(wk + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = OT(l.w.lo[j]);
-    gw[(wk + 4u + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = OT(l.w.hi[j]);
+    gw[(wk + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.lo[j];
+    gw[(wk + 4u + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.hi[j];
   }
 }
 
@@ -105,14 +104,6 @@ fn outer_store_y(m: u32, n: u32, v: vec4<f32>) {
     }
   }
 }
-
-#if OUTER_H
-// A K step's f16 sums into the f32 totals.
-fn flush(t: ptr<function, vec4<f32>>, c: ptr<function, vec4<f16>>) {
-  *t += vec4<f32>(*c);
-  *c = vec4<f16>(0.0);
-}
-#endif
 
 @compute @workgroup_size(OUTER_THREADS)
 fn gemm_outer(
@@ -134,45 +125,24 @@ fn gemm_outer(
   let ty = lid / 16u;
 
   // Rows 4·ty + i (c0..c3) and 64 + 4·ty + i (c4..c7); features 4·tx + j (a) and 64 + 4·tx + j (b).
-  // Written out, not an array indexed in loops (which can end up in local memory). With OUTER_H
-  // the c's are one K step's f16 sums and the t's the f32 totals; else the c's are the totals.
-  var c0a = vec4<OT>(0.0);
-  var c0b = vec4<OT>(0.0);
-  var c1a = vec4<OT>(0.0);
-  var c1b = vec4<OT>(0.0);
-  var c2a = vec4<OT>(0.0);
-  var c2b = vec4<OT>(0.0);
-  var c3a = vec4<OT>(0.0);
-  var c3b = vec4<OT>(0.0);
+  // Written out, not an array indexed in loops (which can end up in local memory).
+  var c0a = vec4<f32>(0.0);
+  var c0b = vec4<f32>(0.0);
+  var c1a = vec4<f32>(0.0);
+  var c1b = vec4<f32>(0.0);
+  var c2a = vec4<f32>(0.0);
+  var c2b = vec4<f32>(0.0);
+  var c3a = vec4<f32>(0.0);
+  var c3b = vec4<f32>(0.0);
 #if !OUTER_M64
-  var c4a = vec4<OT>(0.0);
-  var c4b = vec4<OT>(0.0);
-  var c5a = vec4<OT>(0.0);
-  var c5b = vec4<OT>(0.0);
-  var c6a = vec4<OT>(0.0);
-  var c6b = vec4<OT>(0.0);
-  var c7a = vec4<OT>(0.0);
-  var c7b = vec4<OT>(0.0);
-#endif
-#if OUTER_H
-  var t0a = vec4<f32>(0.0);
-  var t0b = vec4<f32>(0.0);
-  var t1a = vec4<f32>(0.0);
-  var t1b = vec4<f32>(0.0);
-  var t2a = vec4<f32>(0.0);
-  var t2b = vec4<f32>(0.0);
-  var t3a = vec4<f32>(0.0);
-  var t3b = vec4<f32>(0.0);
-#if !OUTER_M64
-  var t4a = vec4<f32>(0.0);
-  var t4b = vec4<f32>(0.0);
-  var t5a = vec4<f32>(0.0);
-  var t5b = vec4<f32>(0.0);
-  var t6a = vec4<f32>(0.0);
-  var t6b = vec4<f32>(0.0);
-  var t7a = vec4<f32>(0.0);
-  var t7b = vec4<f32>(0.0);
-#endif
+  var c4a = vec4<f32>(0.0);
+  var c4b = vec4<f32>(0.0);
+  var c5a = vec4<f32>(0.0);
+  var c5b = vec4<f32>(0.0);
+  var c6a = vec4<f32>(0.0);
+  var c6b = vec4<f32>(0.0);
+  var c7a = vec4<f32>(0.0);
+  var c7b = vec4<f32>(0.0);
 #endif
 
   var next = outer_load(m0, n0, 0u, lid);
@@ -186,71 +156,31 @@ fn gemm_outer(
       let a0 = gx[kk * (OUTER_M / 4u) + ty];
       let b0 = gw[kk * (OUTER_N / 4u) + tx];
       let b1 = gw[kk * (OUTER_N / 4u) + 16u + tx];
-      c0a = fma(vec4<OT>(a0.x), b0, c0a);
-      c0b = fma(vec4<OT>(a0.x), b1, c0b);
-      c1a = fma(vec4<OT>(a0.y), b0, c1a);
-      c1b = fma(vec4<OT>(a0.y), b1, c1b);
-      c2a = fma(vec4<OT>(a0.z), b0, c2a);
-      c2b = fma(vec4<OT>(a0.z), b1, c2b);
-      c3a = fma(vec4<OT>(a0.w), b0, c3a);
-      c3b = fma(vec4<OT>(a0.w), b1, c3b);
+      c0a = fma(vec4<f32>(a0.x), b0, c0a);
+      c0b = fma(vec4<f32>(a0.x), b1, c0b);
+      c1a = fma(vec4<f32>(a0.y), b0, c1a);
+      c1b = fma(vec4<f32>(a0.y), b1, c1b);
+      c2a = fma(vec4<f32>(a0.z), b0, c2a);
+      c2b = fma(vec4<f32>(a0.z), b1, c2b);
+      c3a = fma(vec4<f32>(a0.w), b0, c3a);
+      c3b = fma(vec4<f32>(a0.w), b1, c3b);
 #if !OUTER_M64
       let a1 = gx[kk * (OUTER_M / 4u) + 16u + ty];
-      c4a = fma(vec4<OT>(a1.x), b0, c4a);
-      c4b = fma(vec4<OT>(a1.x), b1, c4b);
-      c5a = fma(vec4<OT>(a1.y), b0, c5a);
-      c5b = fma(vec4<OT>(a1.y), b1, c5b);
-      c6a = fma(vec4<OT>(a1.z), b0, c6a);
-      c6b = fma(vec4<OT>(a1.z), b1, c6b);
-      c7a = fma(vec4<OT>(a1.w), b0, c7a);
-      c7b = fma(vec4<OT>(a1.w), b1, c7b);
+      c4a = fma(vec4<f32>(a1.x), b0, c4a);
+      c4b = fma(vec4<f32>(a1.x), b1, c4b);
+      c5a = fma(vec4<f32>(a1.y), b0, c5a);
+      c5b = fma(vec4<f32>(a1.y), b1, c5b);
+      c6a = fma(vec4<f32>(a1.z), b0, c6a);
+      c6b = fma(vec4<f32>(a1.z), b1, c6b);
+      c7a = fma(vec4<f32>(a1.w), b0, c7a);
+      c7b = fma(vec4<f32>(a1.w), b1, c7b);
 #endif
     }
-#if OUTER_H
-    flush(&t0a, &c0a);
-    flush(&t0b, &c0b);
-    flush(&t1a, &c1a);
-    flush(&t1b, &c1b);
-    flush(&t2a, &c2a);
-    flush(&t2b, &c2b);
-    flush(&t3a, &c3a);
-    flush(&t3b, &c3b);
-#if !OUTER_M64
-    flush(&t4a, &c4a);
-    flush(&t4b, &c4b);
-    flush(&t5a, &c5a);
-    flush(&t5b, &c5b);
-    flush(&t6a, &c6a);
-    flush(&t6b, &c6b);
-    flush(&t7a, &c7a);
-    flush(&t7b, &c7b);
-#endif
-#endif
     workgroupBarrier();
   }
 
   let ma = m0 + 4u * ty;
   let na = n0 + 4u * tx;
-#if OUTER_H
-  outer_store_y(ma, na, t0a);
-  outer_store_y(ma, na + 64u, t0b);
-  outer_store_y(ma + 1u, na, t1a);
-  outer_store_y(ma + 1u, na + 64u, t1b);
-  outer_store_y(ma + 2u, na, t2a);
-  outer_store_y(ma + 2u, na + 64u, t2b);
-  outer_store_y(ma + 3u, na, t3a);
-  outer_store_y(ma + 3u, na + 64u, t3b);
-#if !OUTER_M64
-  outer_store_y(ma + 64u, na, t4a);
-  outer_store_y(ma + 64u, na + 64u, t4b);
-  outer_store_y(ma + 65u, na, t5a);
-  outer_store_y(ma + 65u, na + 64u, t5b);
-  outer_store_y(ma + 66u, na, t6a);
-  outer_store_y(ma + 66u, na + 64u, t6b);
-  outer_store_y(ma + 67u, na, t7a);
-  outer_store_y(ma + 67u, na + 64u, t7b);
-#endif
-#else
   outer_store_y(ma, na, c0a);
   outer_store_y(ma, na + 64u, c0b);
   outer_store_y(ma + 1u, na, c1a);
@@ -268,6 +198,5 @@ fn gemm_outer(
   outer_store_y(ma + 66u, na + 64u, c6b);
   outer_store_y(ma + 67u, na, c7a);
   outer_store_y(ma + 67u, na + 64u, c7b);
-#endif
 #endif
 }

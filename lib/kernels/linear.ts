@@ -197,11 +197,6 @@ export interface Fp16Tuning {
    * (gemmTileM x gemmTileN tiles) for every K.
    */
   gemmOuterRows?: 0 | 64 | 128;
-  /**
-   * `gemm_outer` with `shader-f16`: tiles in f16 and each K step of 16 summed in f16 before the
-   * f32 totals (twice the arithmetic rate, the error of 16-term f16 sums); default false (f32).
-   */
-  gemmOuterF16?: boolean;
 }
 
 /** Options for {@linkcode Fp16Linear.create}. */
@@ -355,10 +350,7 @@ export class Fp16Linear implements Linear {
           ? gpu.kernel({
             file: "matmul_f16",
             entry: "gemm_outer",
-            defines: [
-              ...(f16 ? ["F16", ...(t.gemmOuterF16 ? ["OUTER_H"] : [])] : []),
-              ...(outerRows === 64 ? ["OUTER_M64"] : []),
-            ],
+            defines: [...(f16 ? ["F16"] : []), ...(outerRows === 64 ? ["OUTER_M64"] : [])],
           })
           : gpu.kernel({
             file: "matmul_f16",

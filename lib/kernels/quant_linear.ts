@@ -131,11 +131,6 @@ export interface QuantTuning {
    * 4x4-per-thread `gemm` (gemmTileM x gemmTileN tiles).
    */
   gemmOuterRows?: 0 | 64 | 128;
-  /**
-   * `gemm_outer` with `shader-f16`: tiles in f16 and each K step of 16 summed in f16 before the
-   * f32 totals (twice the arithmetic rate, the error of 16-term f16 sums); default false (f32).
-   */
-  gemmOuterF16?: boolean;
 }
 
 /**
@@ -1458,7 +1453,6 @@ async function buildKernels(
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
     outerRows,
-    outerF16: b.f16 && t.gemmOuterF16 === true,
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const shape = {
@@ -1502,19 +1496,13 @@ async function compileKernels(
     gemm: Record<string, number>;
     /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
     outerRows: number;
-    /** gemm_outer's f16 tiles and K-step sums (OUTER_H). */
-    outerF16: boolean;
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
   // The prefill product of the 4-bit formats and Q8_0: gemm_outer where K allows, else gemm.
   const gemmSpec = (file: string, defines: string[]) =>
     o.outerRows
-      ? spec(file, "gemm_outer", [
-        ...defines,
-        ...(o.outerRows === 64 ? ["OUTER_M64"] : []),
-        ...(o.outerF16 ? ["OUTER_H"] : []),
-      ])
+      ? spec(file, "gemm_outer", [...defines, ...(o.outerRows === 64 ? ["OUTER_M64"] : [])])
       : spec(file, "gemm", defines, o.gemm);
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),
