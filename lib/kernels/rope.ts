@@ -153,6 +153,12 @@ export async function createRopeQk(
     kvCache?: KvCacheFormat;
     /** Positions the cache holds; required for a quantized cache. */
     maxSeq?: number;
+    /**
+     * Threads per workgroup of the quantized cache's entry (one per element; whole heads, so a
+     * multiple of `headDim`, at most 256). Default: 128 or `headDim`, whichever is larger; at
+     * decode fewer, smaller workgroups end sooner than a few large ones.
+     */
+    workgroupSize?: number;
   },
 ): Promise<RopeQk> {
   const { heads, kvHeads, headDim } = opts;
@@ -167,14 +173,20 @@ export async function createRopeQk(
   const defines = quantized
     ? ["KVQ", info.codeBits === 8 ? "KV8" : "KV4", ...(info.rotateKeys ? ["KROT"] : [])]
     : [];
+  const wg = opts.workgroupSize ?? Math.max(128, headDim);
+  if (quantized && (wg > 256 || wg % headDim || wg % 64)) {
+    throw new RangeError(
+      `rope: a ${kvCache} KV cache needs a workgroup size that is a multiple of head_dim ` +
+        `(${headDim}) and of 64, at most 256; got ${wg}`,
+    );
+  }
   const [kernel, toCache] = await Promise.all([
     gpu.kernel({ file: "rope", entry: "rope_qk" }),
-    gpu.kernel({ file: "rope", entry: quantized ? "rope_qk_cache_q" : "rope_qk_cache", defines }),
+    quantized
+      ? gpu.kernel({ file: "rope", entry: "rope_qk_cache_q", defines, constants: { WG: wg } })
+      : gpu.kernel({ file: "rope", entry: "rope_qk_cache" }),
   ]);
   const half = headDim / 2;
-  if (quantized && 256 % headDim) {
-    throw new RangeError(`rope: a ${kvCache} KV cache needs head_dim dividing 256, got ${headDim}`);
-  }
   const check = (q: Binding, k: Binding, invFreq: Binding, rows: number) => {
     requireBytes(q, rows * heads * headDim * 4, "rope q");
     requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
@@ -182,11 +194,11 @@ export async function createRopeQk(
   };
   // Both entries run one thread per query pair plus one per key pair (or cache word).
   const groups = (rows: number) => grid(Math.ceil((rows * (heads + kvHeads) * half) / 256));
-  // Quantized: one thread per element, queries and keys in separate workgroups of 256.
+  // Quantized: one thread per element, queries and keys in separate workgroups of wg.
   const cacheGroups = (rows: number) =>
     quantized
       ? grid(
-        Math.ceil((rows * heads * headDim) / 256) + Math.ceil((rows * kvHeads * headDim) / 256),
+        Math.ceil((rows * heads * headDim) / wg) + Math.ceil((rows * kvHeads * headDim) / wg),
       )
       : groups(rows);
   const p = (rows: number, startPos: number) =>
