@@ -3,9 +3,8 @@
  * attention at Llama-2-7B's head layout (32 heads of 128, 32 layers, each layer its own cache so
  * that nothing stays in L2), GPU time from timestamps, median of five, for a few kernel settings
  * (threads per workgroup, positions per split range, key elements per thread, int8/int4 codes to
- * floats with or without integer-to-float conversions, loads in flight). Each timed step follows
- * ~100 ms of the same work with no idle gap, so the GPU's clocks are up. Writes
- * `kv-attention.json` to `--out`.
+ * floats with or without integer-to-float conversions). Each timed step follows ~100 ms of the
+ * same work with no idle gap, so the GPU's clocks are up. Writes `kv-attention.json` to `--out`.
  *
  * The caches hold zeros (as in bench/kv_cache.ts): what any values cost the kernel. On a software
  * adapter the layout is scaled down (8 heads, 4 layers, positions 512 and 2048).
@@ -33,8 +32,7 @@ const { values: args } = parseArgs({
     positions: { type: "string" },
     // workgroup size / split keys, then optionally "/k32" (32 key elements per thread rather
     // than 16), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
-    // floats by integer operations and an exact subtraction instead of conversions), "/l4" or
-    // "/l8" (keys and values loaded four or eight at a time; default: the library's choice)
+    // floats by integer operations and an exact subtraction instead of conversions)
     variants: {
       type: "string",
       default: "128/256,128/256/k32,256/256,128/256/fixed,128/512/fixed,128/256/fast",
@@ -61,11 +59,6 @@ const variants = args.variants!.split(",").map((v) => {
     fast: flags.includes("fast"),
     keyElements: flags.includes("k32") ? 32 as const : 16 as const,
     splitWorkgroups: flags.includes("fixed") ? 0 : undefined,
-    loadsInFlight: flags.includes("l8")
-      ? 8 as const
-      : flags.includes("l4")
-      ? 4 as const
-      : undefined,
   };
 });
 
@@ -107,7 +100,6 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
         fastConvert: v.fast,
         keyElements: v.keyElements,
         splitWorkgroups: v.splitWorkgroups,
-        loadsInFlight: v.loadsInFlight,
       });
       try {
         for (const position of positions) {

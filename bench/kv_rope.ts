@@ -5,12 +5,13 @@
  * timestamps, median of five, each timed step right after ~100 ms of the same work so that the
  * GPU's clocks are up. Writes `kv-rope.json` to `--out`.
  *
- * `--variants` lists workgroup sizes of the quantized entry (`default` for the library's choice).
+ * `--variants` lists settings of the quantized entry: `default` (the library's choice) or
+ * `passes` / `steps` (`quantizeSteps`), optionally with `/` and a workgroup size.
  * On a software adapter the layout is scaled down (8 heads, 4 layers).
  *
  * ```sh
  * deno run -A bench/kv_rope.ts --out /tmp/kv
- * deno run -A bench/kv_rope.ts --kv int4 --variants 128,256
+ * deno run -A bench/kv_rope.ts --kv int4,int4-plain --variants passes,passes/128,steps
  * ```
  *
  * @module
@@ -81,7 +82,10 @@ try {
           headDim,
           kvCache,
           maxSeq,
-          workgroupSize: variant === "default" ? undefined : Number(variant),
+          quantizeSteps: variant === "default"
+            ? undefined
+            : variant.split("/")[0] as "passes" | "steps",
+          workgroupSize: variant.includes("/") ? Number(variant.split("/")[1]) : undefined,
         });
         const step = (batch: CommandBatch) => {
           for (let l = 0; l < layers; l++) {

@@ -75,8 +75,7 @@ fn write_kv(
 // value, VD elements each, lanes() such lanes taking every lanes()-th key of the block, with
 // the softmax weights from p_s; a lane's running sum of weights (the softmax denominator) rides
 // along with its outputs. The lanes meet once, at the end, in sh. Per block: four barriers (the
-// parts, the scores, their max in two levels, the weights). LOAD8 takes keys and values eight
-// at a time rather than four: half the rounds of dependent loads per block, for more registers.
+// parts, the scores, their max in two levels, the weights).
 #if HD8
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 #else
@@ -398,30 +397,8 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
   for (var j0 = j_begin; j0 < j_end; j0 += nb()) {
     let n_here = min(nb(), j_end - j0);
     if (g < kg) {
-      // Four (LOAD8: eight) of this thread's keys per step, their loads issued together.
+      // Four of this thread's keys per step, their loads issued together.
       var j = g;
-#if LOAD8
-      for (; j + 7u * kg < n_here; j += 8u * kg) {
-        let rh = (j0 + j) * kvh + kv_head;
-        let step = kg * kvh;
-        let d0 = key_part(rh, tk);
-        let d1 = key_part(rh + step, tk);
-        let d2 = key_part(rh + 2u * step, tk);
-        let d3 = key_part(rh + 3u * step, tk);
-        let d4 = key_part(rh + 4u * step, tk);
-        let d5 = key_part(rh + 5u * step, tk);
-        let d6 = key_part(rh + 6u * step, tk);
-        let d7 = key_part(rh + 7u * step, tk);
-        sh_set(j * tpk() + tk, d0);
-        sh_set((j + kg) * tpk() + tk, d1);
-        sh_set((j + 2u * kg) * tpk() + tk, d2);
-        sh_set((j + 3u * kg) * tpk() + tk, d3);
-        sh_set((j + 4u * kg) * tpk() + tk, d4);
-        sh_set((j + 5u * kg) * tpk() + tk, d5);
-        sh_set((j + 6u * kg) * tpk() + tk, d6);
-        sh_set((j + 7u * kg) * tpk() + tk, d7);
-      }
-#endif
       for (; j + 3u * kg < n_here; j += 4u * kg) {
         let rh = (j0 + j) * kvh + kv_head;
         let d0 = key_part(rh, tk);
@@ -471,27 +448,6 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
       r.a1 *= alpha;
       var j = lane;
       let step = nl * kvh;
-#if LOAD8
-      for (; j + 7u * nl < n_here; j += 8u * nl) {
-        let rh = (j0 + j) * kvh + kv_head;
-        let v0 = value(rh, tv);
-        let v1 = value(rh + step, tv);
-        let v2 = value(rh + 2u * step, tv);
-        let v3 = value(rh + 3u * step, tv);
-        let v4 = value(rh + 4u * step, tv);
-        let v5 = value(rh + 5u * step, tv);
-        let v6 = value(rh + 6u * step, tv);
-        let v7 = value(rh + 7u * step, tv);
-        add_value(&r, weight(j), v0);
-        add_value(&r, weight(j + nl), v1);
-        add_value(&r, weight(j + 2u * nl), v2);
-        add_value(&r, weight(j + 3u * nl), v3);
-        add_value(&r, weight(j + 4u * nl), v4);
-        add_value(&r, weight(j + 5u * nl), v5);
-        add_value(&r, weight(j + 6u * nl), v6);
-        add_value(&r, weight(j + 7u * nl), v7);
-      }
-#endif
       for (; j + 3u * nl < n_here; j += 4u * nl) {
         let rh = (j0 + j) * kvh + kv_head;
         let v0 = value(rh, tv);

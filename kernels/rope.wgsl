@@ -144,177 +144,247 @@ fn rope_qk_cache(
 }
 
 #if KVQ
-// rope_qk_cache_q: one thread per element; a workgroup holds whole heads (HEAD_DIM divides WG,
-// since queries turn in place and a thread reads its pair's other half before anyone writes), and
-// a group of 32 elements is 32 neighbouring threads. Workgroups [0, q_wgs) take the queries'
-// elements, the rest the keys' and values'. Each thread turns its element into workgroup memory;
-// after one barrier every thread reads its whole group back (eight vec4, the same words for the
-// group's threads) and does the rest in registers, with no further exchange: the Hadamard turn of
-// the group (KROT: queries as well as keys, so q · k is unchanged), the group's scale (and
-// offset), and, every 4th (int8) or 8th (int4) thread, a word of codes. Int8's two f16 scales of
-// a word come from two groups: one more barrier. Passing partial results through workgroup memory
-// at every butterfly stage and reduction step instead (16 barriers) made the chain of dependent
-// steps, not the bytes, this dispatch's time at decode.
+// rope_qk_cache_q_shared: the same through workgroup memory at every step (kept to measure
+// against): one thread per element, heads whole in a workgroup (HEAD_DIM divides WG).
+// Workgroups [0, q_wgs) turn the queries' elements, the rest the keys' and values'. Each thread
+// turns its element (reading its pair's other half, written back only after a barrier), the
+// workgroup turns each group of 32 by the Hadamard matrix in workgroup memory (KROT: queries as
+// well as keys, so q · k is unchanged), reduces each group to its scale (and offset), and every
+// 4th (int8) or 8th (int4) thread packs a word of codes.
 const GROUP: u32 = 32u;
 const INV_SQRT_GROUP: f32 = 0.17677669529663687; // 1 / sqrt(32)
 
-var<workgroup> kx: array<vec4<f32>, WG / 4u>; // the workgroup's queries or keys
-var<workgroup> vx: array<vec4<f32>, WG / 4u>; // its values
-#if KV8
-var<workgroup> gscale: array<vec2<f32>, WG / GROUP>; // per group: (key scale, value scale)
-#endif
-
-// A group of 32 in registers, element 4m + c in v<m>[c]: eight named vectors rather than an
-// array, so that nothing is indexed at run time and the group stays in registers.
-struct Group {
-  v0: vec4<f32>,
-  v1: vec4<f32>,
-  v2: vec4<f32>,
-  v3: vec4<f32>,
-  v4: vec4<f32>,
-  v5: vec4<f32>,
-  v6: vec4<f32>,
-  v7: vec4<f32>,
-}
-
-fn keys_of_group(g4: u32) -> Group {
-  return Group(
-    kx[g4],
-    kx[g4 + 1u],
-    kx[g4 + 2u],
-    kx[g4 + 3u],
-    kx[g4 + 4u],
-    kx[g4 + 5u],
-    kx[g4 + 6u],
-    kx[g4 + 7u],
-  );
-}
-
-fn values_of_group(g4: u32) -> Group {
-  return Group(
-    vx[g4],
-    vx[g4 + 1u],
-    vx[g4 + 2u],
-    vx[g4 + 3u],
-    vx[g4 + 4u],
-    vx[g4 + 5u],
-    vx[g4 + 6u],
-    vx[g4 + 7u],
-  );
-}
-
-// Butterfly stages 1 and 2 inside one vector: (a + b, a - b) on pairs 1 apart, then 2 apart.
-fn h4(v: vec4<f32>) -> vec4<f32> {
-  let u = vec4<f32>(v.x + v.y, v.x - v.y, v.z + v.w, v.z - v.w);
-  return vec4<f32>(u.x + u.z, u.y + u.w, u.x - u.z, u.y - u.w);
-}
-
-// The group turned by the orthonormal 32×32 Hadamard matrix: the butterfly stages of
-// lib/kernels/kv_cache.ts's hadamard32 in its order (stages 4, 8, 16 pair whole vectors), so
-// every sum is the twin's.
-fn hadamard(g: Group) -> Group {
-  let a0 = h4(g.v0);
-  let a1 = h4(g.v1);
-  let a2 = h4(g.v2);
-  let a3 = h4(g.v3);
-  let a4 = h4(g.v4);
-  let a5 = h4(g.v5);
-  let a6 = h4(g.v6);
-  let a7 = h4(g.v7);
-  let b0 = a0 + a1;
-  let b1 = a0 - a1;
-  let b2 = a2 + a3;
-  let b3 = a2 - a3;
-  let b4 = a4 + a5;
-  let b5 = a4 - a5;
-  let b6 = a6 + a7;
-  let b7 = a6 - a7;
-  let c0 = b0 + b2;
-  let c1 = b1 + b3;
-  let c2 = b0 - b2;
-  let c3 = b1 - b3;
-  let c4 = b4 + b6;
-  let c5 = b5 + b7;
-  let c6 = b4 - b6;
-  let c7 = b5 - b7;
-  let s = INV_SQRT_GROUP;
-  return Group(
-    (c0 + c4) * s,
-    (c1 + c5) * s,
-    (c2 + c6) * s,
-    (c3 + c7) * s,
-    (c0 - c4) * s,
-    (c1 - c5) * s,
-    (c2 - c6) * s,
-    (c3 - c7) * s,
-  );
-}
-
-// Vector m (elements 4m ..) of a group, m < 8, by selects: no run-time index into registers.
-fn pick(g: Group, m: u32) -> vec4<f32> {
-  let odd = (m & 1u) != 0u;
-  let a = select(g.v0, g.v1, odd);
-  let b = select(g.v2, g.v3, odd);
-  let c = select(g.v4, g.v5, odd);
-  let d = select(g.v6, g.v7, odd);
-  let e = select(a, b, (m & 2u) != 0u);
-  let f = select(c, d, (m & 2u) != 0u);
-  return select(e, f, (m & 4u) != 0u);
-}
-
-fn group_max(g: Group) -> f32 {
-  let m = max(max(max(g.v0, g.v1), max(g.v2, g.v3)), max(max(g.v4, g.v5), max(g.v6, g.v7)));
-  return max(max(m.x, m.y), max(m.z, m.w));
-}
-
-fn group_min(g: Group) -> f32 {
-  let m = min(min(min(g.v0, g.v1), min(g.v2, g.v3)), min(min(g.v4, g.v5), min(g.v6, g.v7)));
-  return min(min(m.x, m.y), min(m.z, m.w));
-}
-
-fn group_absmax(g: Group) -> f32 {
-  let m = max(
-    max(max(abs(g.v0), abs(g.v1)), max(abs(g.v2), abs(g.v3))),
-    max(max(abs(g.v4), abs(g.v5)), max(abs(g.v6), abs(g.v7))),
-  );
-  return max(max(m.x, m.y), max(m.z, m.w));
-}
+var<workgroup> kx: array<f32, WG>; // the workgroup's queries or keys
+var<workgroup> vx: array<f32, WG>; // its values
+var<workgroup> khi: array<f32, WG>; // per group: keys' absmax (int8) or max (int4)
+var<workgroup> klo: array<f32, WG>; // keys' min (int4)
+var<workgroup> vhi: array<f32, WG>;
+var<workgroup> vlo: array<f32, WG>;
 
 fn to_f16(v: f32) -> f32 {
   return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
 }
 
-// (scale, offset) of a group: int8 from its absmax, int4 from its max and min.
-fn group_scale(g: Group) -> vec2<f32> {
+// (scale, offset) of the group starting at lane g0, from the reductions.
+fn group_scale(hi: f32, lo: f32) -> vec2<f32> {
 #if KV8
-  return vec2<f32>(to_f16(group_absmax(g) / 127.0), 0.0);
+  return vec2<f32>(to_f16(hi / 127.0), 0.0);
 #else
-  let hi = group_max(g);
-  let lo = group_min(g);
   return vec2<f32>(to_f16((hi - lo) / 15.0), to_f16(lo));
 #endif
 }
 
-// The codes of four values under (scale, offset) so.
-fn codes4(v: vec4<f32>, so: vec2<f32>) -> vec4<i32> {
+// The code of value v under (scale, offset) so.
+fn code(v: f32, so: vec2<f32>) -> i32 {
   let inv = select(0.0, 1.0 / so.x, so.x > 0.0);
 #if KV8
-  return vec4<i32>(clamp(round(v * inv), vec4<f32>(-127.0), vec4<f32>(127.0)));
+  return i32(clamp(round(v * inv), -127.0, 127.0));
 #else
-  return vec4<i32>(clamp(round((v - so.y) * inv), vec4<f32>(0.0), vec4<f32>(15.0)));
+  return i32(clamp(round((v - so.y) * inv), 0.0, 15.0));
 #endif
 }
 
-// The word of codes starting at element `lane` of the group (int8: 4 codes; int4: 8, elements
-// lane + b in the low nibble of byte b and lane + 4 + b in its high nibble).
-fn code_word(g: Group, lane: u32, so: vec2<f32>) -> u32 {
+// The word of codes whose first element is lane l of `vals` (int8: 4 codes; int4: 8).
+fn pack_word(l: u32, so: vec2<f32>, is_key: bool) -> u32 {
 #if KV8
-  return pack4xI8(codes4(pick(g, lane / 4u), so));
+  var c: vec4<i32>;
+  for (var t = 0u; t < 4u; t++) {
+    c[t] = code(select(vx[l + t], kx[l + t], is_key), so);
+  }
+  return pack4xI8(c);
 #else
-  let lo = vec4<u32>(codes4(pick(g, lane / 4u), so));
-  let hi = vec4<u32>(codes4(pick(g, lane / 4u + 1u), so));
-  let c = lo | (hi << vec4<u32>(4u));
-  return c.x | (c.y << 8u) | (c.z << 16u) | (c.w << 24u);
+  var w = 0u;
+  for (var t = 0u; t < 4u; t++) {
+    let lo = u32(code(select(vx[l + t], kx[l + t], is_key), so));
+    let hi = u32(code(select(vx[l + 4u + t], kx[l + 4u + t], is_key), so));
+    w |= (lo | (hi << 4u)) << (8u * t);
+  }
+  return w;
+#endif
+}
+
+@compute @workgroup_size(WG)
+fn rope_qk_cache_q_shared(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let w = wid.x + wid.y * nwg.x;
+  let hd = 2u * p.half_dim;
+  let q_n = p.rows * p.heads * hd;
+  let q_wgs = (q_n + WG - 1u) / WG;
+  let kv_n = p.rows * p.heads_k * hd;
+  if (w >= q_wgs + (kv_n + WG - 1u) / WG) {
+    return; // a whole workgroup past the end (grid padding)
+  }
+  let is_q = w < q_wgs;
+  let n = select(kv_n, q_n, is_q);
+  let heads = select(p.heads_k, p.heads, is_q);
+  let e = select(w - q_wgs, w, is_q) * WG + lid; // element of [rows, heads, hd]
+  let live = e < n;
+  let ee = min(e, n - 1u);
+  let i = ee % hd;
+  let row_head = ee / hd;
+  let j = i % p.half_dim;
+  let lo_at = row_head * hd + j;
+  let cs = turn(p.start_pos + row_head / heads, j);
+  var r: vec2<f32>;
+  if (is_q) {
+    r = rotate(x[lo_at], x[lo_at + p.half_dim], cs);
+  } else {
+    r = rotate(x2[lo_at], x2[lo_at + p.half_dim], cs);
+    vx[lid] = v_in[ee / 2u][ee % 2u];
+  }
+  kx[lid] = select(r.x, r.y, i >= p.half_dim);
+  workgroupBarrier();
+#if KROT
+  for (var h = 1u; h < GROUP; h <<= 1u) {
+    let mine = kx[lid];
+    let other = kx[lid ^ h];
+    workgroupBarrier();
+    kx[lid] = select(other - mine, mine + other, (lid & h) == 0u);
+    workgroupBarrier();
+  }
+  kx[lid] *= INV_SQRT_GROUP;
+#endif
+  if (is_q) {
+    if (live) {
+      x[e] = kx[lid];
+    }
+    return;
+  }
+#if KV8
+  khi[lid] = abs(kx[lid]);
+  vhi[lid] = abs(vx[lid]);
+#else
+  khi[lid] = kx[lid];
+  klo[lid] = kx[lid];
+  vhi[lid] = vx[lid];
+  vlo[lid] = vx[lid];
+#endif
+  workgroupBarrier();
+  for (var h = GROUP / 2u; h > 0u; h >>= 1u) {
+    if (lid % GROUP < h) {
+      khi[lid] = max(khi[lid], khi[lid + h]);
+      vhi[lid] = max(vhi[lid], vhi[lid + h]);
+#if KV4
+      klo[lid] = min(klo[lid], klo[lid + h]);
+      vlo[lid] = min(vlo[lid], vlo[lid + h]);
+#endif
+    }
+    workgroupBarrier();
+  }
+  if (!live) {
+    return;
+  }
+  let g0 = lid - lid % GROUP;
+  let ks = group_scale(khi[g0], klo[g0]);
+  let vs = group_scale(vhi[g0], vlo[g0]);
+  let ce = p.start_pos * p.heads_k * hd + e; // element index in the cache
+#if KV8
+  if (ce % 4u == 0u) {
+    k_cache[ce / 4u] = pack_word(lid, ks, true);
+    v_cache[ce / 4u] = pack_word(lid, vs, false);
+  }
+  if (ce % (2u * GROUP) == 0u) {
+    // this group's scale and the next one's, in one word
+    let ks1 = group_scale(khi[g0 + GROUP], 0.0);
+    let vs1 = group_scale(vhi[g0 + GROUP], 0.0);
+    k_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(ks.x, ks1.x));
+    v_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(vs.x, vs1.x));
+  }
+#else
+  if (ce % 8u == 0u) {
+    k_cache[ce / 8u] = pack_word(lid, ks, true);
+    v_cache[ce / 8u] = pack_word(lid, vs, false);
+  }
+  if (ce % GROUP == 0u) {
+    k_cache[p.scale_word + ce / GROUP] = pack2x16float(ks);
+    v_cache[p.scale_word + ce / GROUP] = pack2x16float(vs);
+  }
+#endif
+}
+
+// rope_qk_cache_q: one thread per element, heads whole in a workgroup (HEAD_DIM divides WG: queries
+// turn in place, and a thread reads its pair's other half before anyone writes). Workgroups
+// [0, q_wgs) take the queries' elements, the rest the keys' and values'; a group of 32 elements is
+// 32 neighbouring threads. Each thread turns its element into workgroup memory. KROT turns each
+// group of 32 by the Hadamard matrix (queries as well as keys, so q · k is unchanged) in two
+// passes, one barrier each: stages 1, 2, 4 of the butterfly from 8 values, then stages 8, 16 from
+// 4 (every sum the one lib/kernels/kv_cache.ts's hadamard32 makes). Then each thread reads its
+// group's 32 keys and values for their maximum and minimum, and every 4th (int8) or 8th (int4)
+// thread packs a word of codes. Int8's two f16 scales of a word come from two groups: one more
+// barrier. rope_qk_cache_q_shared (below) takes the same steps one butterfly stage or reduction
+// step at a time, two or one barriers each (16 in all with KROT).
+var<workgroup> kvx: array<f32, 2u * WG>; // the workgroup's queries or keys, then its values
+var<workgroup> ky: array<f32, WG>; // keys after the first Hadamard pass
+#if KV8
+var<workgroup> gscale: array<vec2<f32>, WG / GROUP>; // per group: (key scale, value scale)
+#endif
+
+// One butterfly step at a position: (a + b) in the pair's lower half, (a - b) in its upper.
+fn bf(a: f32, b: f32, upper: bool) -> f32 {
+  return select(a + b, a - b, upper);
+}
+
+// Butterfly stages 1, 2 and 4 at element l of kvx (its group's 8 elements that differ in bits
+// 0-2).
+fn hadamard_124(l: u32) -> f32 {
+  let b = l & ~7u;
+  let u = (l & 1u) != 0u;
+  let x0 = bf(kvx[b], kvx[b + 1u], u);
+  let x1 = bf(kvx[b + 2u], kvx[b + 3u], u);
+  let x2 = bf(kvx[b + 4u], kvx[b + 5u], u);
+  let x3 = bf(kvx[b + 6u], kvx[b + 7u], u);
+  let v = (l & 2u) != 0u;
+  return bf(bf(x0, x1, v), bf(x2, x3, v), (l & 4u) != 0u);
+}
+
+// Stages 8 and 16 at element l of ky, and the orthonormal scale.
+fn hadamard_8_16(l: u32) -> f32 {
+  let b = l & ~24u;
+  let u = (l & 8u) != 0u;
+  let r = bf(bf(ky[b], ky[b + 8u], u), bf(ky[b + 16u], ky[b + 24u], u), (l & 16u) != 0u);
+  return r * INV_SQRT_GROUP;
+}
+
+// (max, min) of kvx[at .. at + 32).
+fn group_range(at: u32) -> vec2<f32> {
+  var hi = vec4<f32>(kvx[at], kvx[at + 1u], kvx[at + 2u], kvx[at + 3u]);
+  var lo = hi;
+  for (var t = 4u; t < GROUP; t += 4u) {
+    let v = vec4<f32>(kvx[at + t], kvx[at + t + 1u], kvx[at + t + 2u], kvx[at + t + 3u]);
+    hi = max(hi, v);
+    lo = min(lo, v);
+  }
+  return vec2<f32>(max(max(hi.x, hi.y), max(hi.z, hi.w)), min(min(lo.x, lo.y), min(lo.z, lo.w)));
+}
+
+// (scale, offset) of the group at kvx[at ..].
+fn scale_at(at: u32) -> vec2<f32> {
+  let r = group_range(at);
+#if KV8
+  return group_scale(max(r.x, -r.y), 0.0); // absmax
+#else
+  return group_scale(r.x, r.y);
+#endif
+}
+
+// The word of codes whose first element is kvx[at] (int8: 4 codes; int4: 8, at + b in the low
+// nibble of byte b and at + 4 + b in its high nibble).
+fn code_word(at: u32, so: vec2<f32>) -> u32 {
+#if KV8
+  let c01 = vec2<i32>(code(kvx[at], so), code(kvx[at + 1u], so));
+  let c23 = vec2<i32>(code(kvx[at + 2u], so), code(kvx[at + 3u], so));
+  return pack4xI8(vec4<i32>(c01, c23));
+#else
+  var w = 0u;
+  for (var t = 0u; t < 4u; t++) {
+    let lo = u32(code(kvx[at + t], so));
+    let hi = u32(code(kvx[at + 4u + t], so));
+    w |= (lo | (hi << 4u)) << (8u * t);
+  }
+  return w;
 #endif
 }
 
@@ -346,46 +416,39 @@ fn rope_qk_cache_q(
   var r: vec2<f32>;
   if (is_q) {
     r = rotate(x[lo_at], x[lo_at + p.half_dim], cs);
+    kvx[WG + lid] = 0.0;
   } else {
     r = rotate(x2[lo_at], x2[lo_at + p.half_dim], cs);
-    vx[lid / 4u][lid % 4u] = v_in[ee / 2u][ee % 2u];
+    kvx[WG + lid] = v_in[ee / 2u][ee % 2u];
   }
-  let mine = select(r.x, r.y, i >= p.half_dim);
-  kx[lid / 4u][lid % 4u] = mine;
+  var k = select(r.x, r.y, i >= p.half_dim);
+  kvx[lid] = k;
   workgroupBarrier(); // queries: every read of x before the first write
-#if !KROT
-  if (is_q) {
-    if (live) {
-      x[e] = mine;
-    }
-    return;
-  }
-#endif
-  let lane = lid % GROUP;
-  let g4 = (lid - lane) / 4u; // the group's first vector in kx, vx
 #if KROT
-  let kg = hadamard(keys_of_group(g4));
+  ky[lid] = hadamard_124(lid);
+  workgroupBarrier();
+  k = hadamard_8_16(lid);
+#endif
   if (is_q) {
     if (live) {
-      let v = pick(kg, lane / 4u);
-      let c = lane % 4u;
-      x[e] = select(select(v.x, v.y, c == 1u), select(v.z, v.w, c == 3u), c >= 2u);
+      x[e] = k;
     }
     return;
   }
-#else
-  let kg = keys_of_group(g4);
+#if KROT
+  kvx[lid] = k; // kvx's keys were last read before the barrier above
+  workgroupBarrier();
 #endif
-  let vg = values_of_group(g4);
-  let ks = group_scale(kg);
-  let vs = group_scale(vg);
+  let g0 = lid - lid % GROUP;
+  let ks = scale_at(g0);
+  let vs = scale_at(WG + g0);
   let ce = p.start_pos * p.heads_k * hd + e; // element index in the cache
 #if KV8
   if (live && ce % 4u == 0u) {
-    k_cache[ce / 4u] = code_word(kg, lane, ks);
-    v_cache[ce / 4u] = code_word(vg, lane, vs);
+    k_cache[ce / 4u] = code_word(lid, ks);
+    v_cache[ce / 4u] = code_word(WG + lid, vs);
   }
-  if (lane == 0u) {
+  if (lid == g0) {
     gscale[lid / GROUP] = vec2<f32>(ks.x, vs.x);
   }
   workgroupBarrier();
@@ -397,8 +460,8 @@ fn rope_qk_cache_q(
   }
 #else
   if (live && ce % 8u == 0u) {
-    k_cache[ce / 8u] = code_word(kg, lane, ks);
-    v_cache[ce / 8u] = code_word(vg, lane, vs);
+    k_cache[ce / 8u] = code_word(lid, ks);
+    v_cache[ce / 8u] = code_word(WG + lid, vs);
   }
   if (live && ce % GROUP == 0u) {
     k_cache[p.scale_word + ce / GROUP] = pack2x16float(ks);

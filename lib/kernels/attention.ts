@@ -155,12 +155,6 @@ export interface AttentionOptions extends AttentionShape {
    * more registers). Head widths that are not a multiple of it take 8 (f16) or 2.
    */
   keyElements?: 16 | 32;
-  /**
-   * Keys (and values) whose loads each thread issues together: 4 or 8. Default 8 for an int8 or
-   * int4 cache, whose codes take few registers (at 4k positions a block's chain of dependent
-   * loads is what the kernel waits for), 4 for f16.
-   */
-  loadsInFlight?: 4 | 8;
 }
 
 /**
@@ -261,9 +255,6 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     throw new RangeError(`attention: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
   }
   const keyElements = opts.keyElements ?? 16;
-  if (opts.loadsInFlight !== undefined && opts.loadsInFlight !== 4 && opts.loadsInFlight !== 8) {
-    throw new RangeError(`attention: loadsInFlight must be 4 or 8, got ${opts.loadsInFlight}`);
-  }
   const layout = kvCacheLayout(kvCache, opts.maxSeq ?? 0, numKvHeads, headDim); // checks headDim
   const constants = { HEAD_DIM: headDim, ATT_WG: wg };
   // Keys and values load 16 bytes at a time when a head is whole groups of eight f16; a thread
@@ -274,7 +265,6 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     ...(headDim % 16 === 0 && keyElements === 16 ? ["K16"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
     ...(opts.fastConvert ? ["FASTCVT"] : []),
-    ...((opts.loadsInFlight ?? (info.codeBits === 16 ? 4 : 8)) === 8 ? ["LOAD8"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),

@@ -155,10 +155,16 @@ export async function createRopeQk(
     maxSeq?: number;
     /**
      * Threads per workgroup of the quantized cache's entry (one per element; whole heads, so a
-     * multiple of `headDim`, at most 256). Default: 128 or `headDim`, whichever is larger; at
-     * decode fewer, smaller workgroups end sooner than a few large ones.
+     * multiple of `headDim` and of 64, at most 256; default 256).
      */
     workgroupSize?: number;
+    /**
+     * How the quantized cache's entry turns and scales each group of 32: `"passes"` (default: the
+     * Hadamard turn in two passes and each group's range read whole, two to four barriers) or
+     * `"steps"` (one butterfly stage or reduction step at a time through workgroup memory, up to
+     * 17 barriers). The codes are the same.
+     */
+    quantizeSteps?: "passes" | "steps";
   },
 ): Promise<RopeQk> {
   const { heads, kvHeads, headDim } = opts;
@@ -173,7 +179,12 @@ export async function createRopeQk(
   const defines = quantized
     ? ["KVQ", info.codeBits === 8 ? "KV8" : "KV4", ...(info.rotateKeys ? ["KROT"] : [])]
     : [];
-  const wg = opts.workgroupSize ?? Math.max(128, headDim);
+  const wg = opts.workgroupSize ?? 256;
+  const steps = opts.quantizeSteps ?? "passes";
+  if (steps !== "passes" && steps !== "steps") {
+    throw new RangeError(`rope: quantizeSteps must be "passes" or "steps", got "${steps}"`);
+  }
+  const entryQ = steps === "passes" ? "rope_qk_cache_q" : "rope_qk_cache_q_shared";
   if (quantized && (wg > 256 || wg % headDim || wg % 64)) {
     throw new RangeError(
       `rope: a ${kvCache} KV cache needs a workgroup size that is a multiple of head_dim ` +
@@ -183,7 +194,7 @@ export async function createRopeQk(
   const [kernel, toCache] = await Promise.all([
     gpu.kernel({ file: "rope", entry: "rope_qk" }),
     quantized
-      ? gpu.kernel({ file: "rope", entry: "rope_qk_cache_q", defines, constants: { WG: wg } })
+      ? gpu.kernel({ file: "rope", entry: entryQ, defines, constants: { WG: wg } })
       : gpu.kernel({ file: "rope", entry: "rope_qk_cache" }),
   ]);
   const half = headDim / 2;

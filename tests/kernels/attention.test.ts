@@ -93,15 +93,13 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
     // head); split in ranges of 64 positions (many ranges, some empty for early rows); split from
     // 128 positions up, ranges as long as ~1024 workgroups need, 32 key elements per thread
     // (rather than 16); split with the default 256-position ranges; 32 threads (few value lanes
-    // at head_dim 128); 128 threads taking keys and values eight at a time (whole blocks of 128
-    // keys at head_dim 128 go through that loop). Head widths 6 and 40 take the narrow paths (2
-    // and 8 key elements per thread). (256 threads: tests/kernels/kv_cache.test.ts.)
+    // at head_dim 128). Head widths 6 and 40 take the narrow paths (2 and 8 key elements per
+    // thread). (256 threads: tests/kernels/kv_cache.test.ts.)
     const variants: {
       splitKeys?: number;
       workgroupSize?: number;
       keyElements?: 16 | 32;
       splitWorkgroups?: number;
-      loadsInFlight?: 4 | 8;
     }[] = [
       {},
       { workgroupSize: 128 },
@@ -109,7 +107,6 @@ Deno.test("attention matches cpuAttention: GQA, prefill at several startPos, lon
       { splitKeys: 128, workgroupSize: 128, keyElements: 32 },
       { splitKeys: 256 },
       { workgroupSize: 32 },
-      { workgroupSize: 128, loadsInFlight: 8 },
     ];
     for (const [c, { shape, startPos, rows }] of cases.entries()) {
       const { numHeads: h, numKvHeads: kvh, headDim: d } = shape;

@@ -97,29 +97,39 @@ function invFreq(headDim: number): Float32Array {
 // by ~1e-6, and GPU division and reciprocals may be a few ulps off (NVIDIA's are), so a value
 // within that of a rounding boundary may land one code apart. Allowed: at most 3% of codes (+2)
 // one step apart, none further; scales (and offsets) within two f16 ulps. Everything outside the
-// written rows is untouched. A workgroup size the kernel cannot take is refused by name.
+// written rows is untouched. Both ways of writing (quantizeSteps) are held to this; a workgroup
+// size the kernel cannot take is refused by name.
 Deno.test("RoPE writes quantized keys and values into the cache as the twin quantizes them", () =>
   withGpu({}, async (gpu) => {
-    const cases = [
+    const cases: {
+      rows: number;
+      heads: number;
+      kvHeads: number;
+      headDim: number;
+      startPos: number;
+      maxSeq: number;
+      workgroupSize?: number;
+      steps?: "passes" | "steps";
+    }[] = [
       { rows: 1, heads: 4, kvHeads: 2, headDim: 64, startPos: 0, maxSeq: 4 },
       { rows: 5, heads: 8, kvHeads: 2, headDim: 128, startPos: 3, maxSeq: 9 },
       { rows: 19, heads: 6, kvHeads: 3, headDim: 64, startPos: 17, maxSeq: 40 },
-      { rows: 3, heads: 4, kvHeads: 2, headDim: 128, startPos: 1, maxSeq: 4, workgroupSize: 256 },
+      { rows: 3, heads: 4, kvHeads: 2, headDim: 128, startPos: 1, maxSeq: 4, workgroupSize: 128 },
+      { rows: 19, heads: 6, kvHeads: 3, headDim: 64, startPos: 17, maxSeq: 40, steps: "steps" },
     ];
     for (const format of QUANTIZED) {
-      for (
-        const [c, { rows, heads, kvHeads, headDim, startPos, maxSeq, workgroupSize }] of cases
-          .entries()
-      ) {
+      for (const [c, tc] of cases.entries()) {
+        const { rows, heads, kvHeads, headDim, startPos, maxSeq } = tc;
         const what = `${format} rows=${rows} heads=${heads}/${kvHeads} d=${headDim} ` +
-          `pos=${startPos} wg=${workgroupSize ?? "default"}`;
+          `pos=${startPos} wg=${tc.workgroupSize ?? 256} ${tc.steps ?? "passes"}`;
         const rope = await createRopeQk(gpu, {
           heads,
           kvHeads,
           headDim,
           kvCache: format,
           maxSeq,
-          workgroupSize,
+          workgroupSize: tc.workgroupSize,
+          quantizeSteps: tc.steps,
         });
         const freqs = invFreq(headDim);
         const q = randn(rows * heads * headDim, 10 + c);
@@ -234,9 +244,7 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
   withGpu({}, async (gpu) => {
     // decode from an empty cache; a prefill of 9 after 40 (256 threads: several value lanes); a
     // decode step split over ranges of 64 positions; 32 threads (few value lanes at head_dim
-    // 128); a split decode step with 32 key elements (a whole group) per thread rather than 16;
-    // whole blocks of 128 keys, their keys and values loaded eight at a time (the default for a
-    // quantized cache) and four at a time
+    // 128); a split decode step with 32 key elements (a whole group) per thread rather than 16
     const cases = [
       { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 1, variant: {} },
       {
@@ -262,18 +270,6 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
         startPos: 300,
         rows: 1,
         variant: { splitKeys: 64, workgroupSize: 128, keyElements: 32 as const },
-      },
-      {
-        shape: { numHeads: 4, numKvHeads: 2, headDim: 128 },
-        startPos: 300,
-        rows: 1,
-        variant: { splitKeys: 256, workgroupSize: 128 },
-      },
-      {
-        shape: { numHeads: 4, numKvHeads: 2, headDim: 128 },
-        startPos: 300,
-        rows: 1,
-        variant: { splitKeys: 256, workgroupSize: 128, loadsInFlight: 4 as const },
       },
     ];
     for (const format of QUANTIZED) {
