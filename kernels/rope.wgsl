@@ -144,8 +144,7 @@ fn rope_qk_cache(
 }
 
 #if KVQ
-// rope_qk_cache_q_shared: the same through workgroup memory at every step (kept to measure
-// against): one thread per element, heads whole in a workgroup (HEAD_DIM divides WG).
+// rope_qk_cache_q: one thread per element, heads whole in a workgroup (HEAD_DIM divides WG).
 // Workgroups [0, q_wgs) turn the queries' elements, the rest the keys' and values'. Each thread
 // turns its element (reading its pair's other half, written back only after a barrier), the
 // workgroup turns each group of 32 by the Hadamard matrix in workgroup memory (KROT: queries as
@@ -204,7 +203,7 @@ fn pack_word(l: u32, so: vec2<f32>, is_key: bool) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn rope_qk_cache_q_shared(
+fn rope_qk_cache_q(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
@@ -299,171 +298,6 @@ fn rope_qk_cache_q_shared(
     v_cache[ce / 8u] = pack_word(lid, vs, false);
   }
   if (ce % GROUP == 0u) {
-    k_cache[p.scale_word + ce / GROUP] = pack2x16float(ks);
-    v_cache[p.scale_word + ce / GROUP] = pack2x16float(vs);
-  }
-#endif
-}
-
-// rope_qk_cache_q: one thread per element, heads whole in a workgroup (HEAD_DIM divides WG: queries
-// turn in place, and a thread reads its pair's other half before anyone writes). Workgroups
-// [0, q_wgs) take the queries' elements, the rest the keys' and values'; a group of 32 elements is
-// 32 neighbouring threads. Each thread turns its element into workgroup memory. KROT turns each
-// group of 32 by the Hadamard matrix (queries as well as keys, so q · k is unchanged) in two
-// passes, one barrier each: stages 1, 2, 4 of the butterfly from 8 values, then stages 8, 16 from
-// 4 (every sum the one lib/kernels/kv_cache.ts's hadamard32 makes). Then each thread reads its
-// group's 32 keys and values for their maximum and minimum, and every 4th (int8) or 8th (int4)
-// thread packs a word of codes. Int8's two f16 scales of a word come from two groups: one more
-// barrier. rope_qk_cache_q_shared (below) takes the same steps one butterfly stage or reduction
-// step at a time, two or one barriers each (16 in all with KROT).
-var<workgroup> kvx: array<f32, 2u * WG>; // the workgroup's queries or keys, then its values
-var<workgroup> ky: array<f32, WG>; // keys after the first Hadamard pass
-#if KV8
-var<workgroup> gscale: array<vec2<f32>, WG / GROUP>; // per group: (key scale, value scale)
-#endif
-
-// One butterfly step at a position: (a + b) in the pair's lower half, (a - b) in its upper.
-fn bf(a: f32, b: f32, upper: bool) -> f32 {
-  return select(a + b, a - b, upper);
-}
-
-// Butterfly stages 1, 2 and 4 at element l of kvx (its group's 8 elements that differ in bits
-// 0-2).
-fn hadamard_124(l: u32) -> f32 {
-  let b = l & ~7u;
-  let u = (l & 1u) != 0u;
-  let x0 = bf(kvx[b], kvx[b + 1u], u);
-  let x1 = bf(kvx[b + 2u], kvx[b + 3u], u);
-  let x2 = bf(kvx[b + 4u], kvx[b + 5u], u);
-  let x3 = bf(kvx[b + 6u], kvx[b + 7u], u);
-  let v = (l & 2u) != 0u;
-  return bf(bf(x0, x1, v), bf(x2, x3, v), (l & 4u) != 0u);
-}
-
-// Stages 8 and 16 at element l of ky, and the orthonormal scale.
-fn hadamard_8_16(l: u32) -> f32 {
-  let b = l & ~24u;
-  let u = (l & 8u) != 0u;
-  let r = bf(bf(ky[b], ky[b + 8u], u), bf(ky[b + 16u], ky[b + 24u], u), (l & 16u) != 0u);
-  return r * INV_SQRT_GROUP;
-}
-
-// (max, min) of kvx[at .. at + 32).
-fn group_range(at: u32) -> vec2<f32> {
-  var hi = vec4<f32>(kvx[at], kvx[at + 1u], kvx[at + 2u], kvx[at + 3u]);
-  var lo = hi;
-  for (var t = 4u; t < GROUP; t += 4u) {
-    let v = vec4<f32>(kvx[at + t], kvx[at + t + 1u], kvx[at + t + 2u], kvx[at + t + 3u]);
-    hi = max(hi, v);
-    lo = min(lo, v);
-  }
-  return vec2<f32>(max(max(hi.x, hi.y), max(hi.z, hi.w)), min(min(lo.x, lo.y), min(lo.z, lo.w)));
-}
-
-// (scale, offset) of the group at kvx[at ..].
-fn scale_at(at: u32) -> vec2<f32> {
-  let r = group_range(at);
-#if KV8
-  return group_scale(max(r.x, -r.y), 0.0); // absmax
-#else
-  return group_scale(r.x, r.y);
-#endif
-}
-
-// The word of codes whose first element is kvx[at] (int8: 4 codes; int4: 8, at + b in the low
-// nibble of byte b and at + 4 + b in its high nibble).
-fn code_word(at: u32, so: vec2<f32>) -> u32 {
-#if KV8
-  let c01 = vec2<i32>(code(kvx[at], so), code(kvx[at + 1u], so));
-  let c23 = vec2<i32>(code(kvx[at + 2u], so), code(kvx[at + 3u], so));
-  return pack4xI8(vec4<i32>(c01, c23));
-#else
-  var w = 0u;
-  for (var t = 0u; t < 4u; t++) {
-    let lo = u32(code(kvx[at + t], so));
-    let hi = u32(code(kvx[at + 4u + t], so));
-    w |= (lo | (hi << 4u)) << (8u * t);
-  }
-  return w;
-#endif
-}
-
-@compute @workgroup_size(WG)
-fn rope_qk_cache_q(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let w = wid.x + wid.y * nwg.x;
-  let hd = 2u * p.half_dim;
-  let q_n = p.rows * p.heads * hd;
-  let q_wgs = (q_n + WG - 1u) / WG;
-  let kv_n = p.rows * p.heads_k * hd;
-  if (w >= q_wgs + (kv_n + WG - 1u) / WG) {
-    return; // a whole workgroup past the end (grid padding)
-  }
-  let is_q = w < q_wgs;
-  let n = select(kv_n, q_n, is_q);
-  let heads = select(p.heads_k, p.heads, is_q);
-  let e = select(w - q_wgs, w, is_q) * WG + lid; // element of [rows, heads, hd]
-  let live = e < n; // a group (of 32, and int8's pair of groups) is live or dead as a whole
-  let ee = min(e, n - 1u);
-  let i = ee % hd;
-  let row_head = ee / hd;
-  let j = i % p.half_dim;
-  let lo_at = row_head * hd + j;
-  let cs = turn(p.start_pos + row_head / heads, j);
-  var r: vec2<f32>;
-  if (is_q) {
-    r = rotate(x[lo_at], x[lo_at + p.half_dim], cs);
-    kvx[WG + lid] = 0.0;
-  } else {
-    r = rotate(x2[lo_at], x2[lo_at + p.half_dim], cs);
-    kvx[WG + lid] = v_in[ee / 2u][ee % 2u];
-  }
-  var k = select(r.x, r.y, i >= p.half_dim);
-  kvx[lid] = k;
-  workgroupBarrier(); // queries: every read of x before the first write
-#if KROT
-  ky[lid] = hadamard_124(lid);
-  workgroupBarrier();
-  k = hadamard_8_16(lid);
-#endif
-  if (is_q) {
-    if (live) {
-      x[e] = k;
-    }
-    return;
-  }
-#if KROT
-  kvx[lid] = k; // kvx's keys were last read before the barrier above
-  workgroupBarrier();
-#endif
-  let g0 = lid - lid % GROUP;
-  let ks = scale_at(g0);
-  let vs = scale_at(WG + g0);
-  let ce = p.start_pos * p.heads_k * hd + e; // element index in the cache
-#if KV8
-  if (live && ce % 4u == 0u) {
-    k_cache[ce / 4u] = code_word(lid, ks);
-    v_cache[ce / 4u] = code_word(WG + lid, vs);
-  }
-  if (lid == g0) {
-    gscale[lid / GROUP] = vec2<f32>(ks.x, vs.x);
-  }
-  workgroupBarrier();
-  if (live && ce % (2u * GROUP) == 0u) {
-    // this group's scale and the next one's, in one word
-    let next = gscale[lid / GROUP + 1u];
-    k_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(ks.x, next.x));
-    v_cache[p.scale_word + ce / (2u * GROUP)] = pack2x16float(vec2<f32>(vs.x, next.y));
-  }
-#else
-  if (live && ce % 8u == 0u) {
-    k_cache[ce / 8u] = code_word(lid, ks);
-    v_cache[ce / 8u] = code_word(WG + lid, vs);
-  }
-  if (live && ce % GROUP == 0u) {
     k_cache[p.scale_word + ce / GROUP] = pack2x16float(ks);
     v_cache[p.scale_word + ce / GROUP] = pack2x16float(vs);
   }

@@ -153,18 +153,6 @@ export async function createRopeQk(
     kvCache?: KvCacheFormat;
     /** Positions the cache holds; required for a quantized cache. */
     maxSeq?: number;
-    /**
-     * Threads per workgroup of the quantized cache's entry (one per element; whole heads, so a
-     * multiple of `headDim` and of 64, at most 256; default 256).
-     */
-    workgroupSize?: number;
-    /**
-     * How the quantized cache's entry turns and scales each group of 32: `"passes"` (default: the
-     * Hadamard turn in two passes and each group's range read whole, two to four barriers) or
-     * `"steps"` (one butterfly stage or reduction step at a time through workgroup memory, up to
-     * 17 barriers). The codes are the same.
-     */
-    quantizeSteps?: "passes" | "steps";
   },
 ): Promise<RopeQk> {
   const { heads, kvHeads, headDim } = opts;
@@ -179,25 +167,14 @@ export async function createRopeQk(
   const defines = quantized
     ? ["KVQ", info.codeBits === 8 ? "KV8" : "KV4", ...(info.rotateKeys ? ["KROT"] : [])]
     : [];
-  const wg = opts.workgroupSize ?? 256;
-  const steps = opts.quantizeSteps ?? "passes";
-  if (steps !== "passes" && steps !== "steps") {
-    throw new RangeError(`rope: quantizeSteps must be "passes" or "steps", got "${steps}"`);
-  }
-  const entryQ = steps === "passes" ? "rope_qk_cache_q" : "rope_qk_cache_q_shared";
-  if (quantized && (wg > 256 || wg % headDim || wg % 64)) {
-    throw new RangeError(
-      `rope: a ${kvCache} KV cache needs a workgroup size that is a multiple of head_dim ` +
-        `(${headDim}) and of 64, at most 256; got ${wg}`,
-    );
-  }
   const [kernel, toCache] = await Promise.all([
     gpu.kernel({ file: "rope", entry: "rope_qk" }),
-    quantized
-      ? gpu.kernel({ file: "rope", entry: entryQ, defines, constants: { WG: wg } })
-      : gpu.kernel({ file: "rope", entry: "rope_qk_cache" }),
+    gpu.kernel({ file: "rope", entry: quantized ? "rope_qk_cache_q" : "rope_qk_cache", defines }),
   ]);
   const half = headDim / 2;
+  if (quantized && 256 % headDim) {
+    throw new RangeError(`rope: a ${kvCache} KV cache needs head_dim dividing 256, got ${headDim}`);
+  }
   const check = (q: Binding, k: Binding, invFreq: Binding, rows: number) => {
     requireBytes(q, rows * heads * headDim * 4, "rope q");
     requireBytes(k, rows * kvHeads * headDim * 4, "rope k");
@@ -205,11 +182,11 @@ export async function createRopeQk(
   };
   // Both entries run one thread per query pair plus one per key pair (or cache word).
   const groups = (rows: number) => grid(Math.ceil((rows * (heads + kvHeads) * half) / 256));
-  // Quantized: one thread per element, queries and keys in separate workgroups of wg.
+  // Quantized: one thread per element, queries and keys in separate workgroups of 256.
   const cacheGroups = (rows: number) =>
     quantized
       ? grid(
-        Math.ceil((rows * heads * headDim) / wg) + Math.ceil((rows * kvHeads * headDim) / wg),
+        Math.ceil((rows * heads * headDim) / 256) + Math.ceil((rows * kvHeads * headDim) / 256),
       )
       : groups(rows);
   const p = (rows: number, startPos: number) =>

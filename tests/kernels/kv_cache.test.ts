@@ -97,40 +97,19 @@ function invFreq(headDim: number): Float32Array {
 // by ~1e-6, and GPU division and reciprocals may be a few ulps off (NVIDIA's are), so a value
 // within that of a rounding boundary may land one code apart. Allowed: at most 3% of codes (+2)
 // one step apart, none further; scales (and offsets) within two f16 ulps. Everything outside the
-// written rows is untouched. Both ways of writing (quantizeSteps) are held to this; a workgroup
-// size the kernel cannot take is refused by name.
+// written rows is untouched.
 Deno.test("RoPE writes quantized keys and values into the cache as the twin quantizes them", () =>
   withGpu({}, async (gpu) => {
-    const cases: {
-      rows: number;
-      heads: number;
-      kvHeads: number;
-      headDim: number;
-      startPos: number;
-      maxSeq: number;
-      workgroupSize?: number;
-      steps?: "passes" | "steps";
-    }[] = [
+    const cases = [
       { rows: 1, heads: 4, kvHeads: 2, headDim: 64, startPos: 0, maxSeq: 4 },
       { rows: 5, heads: 8, kvHeads: 2, headDim: 128, startPos: 3, maxSeq: 9 },
       { rows: 19, heads: 6, kvHeads: 3, headDim: 64, startPos: 17, maxSeq: 40 },
-      { rows: 3, heads: 4, kvHeads: 2, headDim: 128, startPos: 1, maxSeq: 4, workgroupSize: 128 },
-      { rows: 19, heads: 6, kvHeads: 3, headDim: 64, startPos: 17, maxSeq: 40, steps: "steps" },
     ];
     for (const format of QUANTIZED) {
-      for (const [c, tc] of cases.entries()) {
-        const { rows, heads, kvHeads, headDim, startPos, maxSeq } = tc;
-        const what = `${format} rows=${rows} heads=${heads}/${kvHeads} d=${headDim} ` +
-          `pos=${startPos} wg=${tc.workgroupSize ?? 256} ${tc.steps ?? "passes"}`;
-        const rope = await createRopeQk(gpu, {
-          heads,
-          kvHeads,
-          headDim,
-          kvCache: format,
-          maxSeq,
-          workgroupSize: tc.workgroupSize,
-          quantizeSteps: tc.steps,
-        });
+      for (const [c, { rows, heads, kvHeads, headDim, startPos, maxSeq }] of cases.entries()) {
+        const what =
+          `${format} rows=${rows} heads=${heads}/${kvHeads} d=${headDim} pos=${startPos}`;
+        const rope = await createRopeQk(gpu, { heads, kvHeads, headDim, kvCache: format, maxSeq });
         const freqs = invFreq(headDim);
         const q = randn(rows * heads * headDim, 10 + c);
         const k = randn(rows * kvHeads * headDim, 20 + c);
@@ -204,18 +183,6 @@ Deno.test("RoPE writes quantized keys and values into the cache as the twin quan
         for (const t of [tq, tk, tv, tf, ck, cv]) t.destroy();
       }
     }
-    await assert.rejects(
-      () =>
-        createRopeQk(gpu, {
-          heads: 4,
-          kvHeads: 2,
-          headDim: 128,
-          kvCache: "int4",
-          maxSeq: 8,
-          workgroupSize: 64,
-        }),
-      /workgroup size that is a multiple of head_dim \(128\) and of 64, at most 256; got 64/,
-    );
   }));
 
 /** A cache tensor holding `x` `[positions, kvHeads, headDim]` as the twin encodes it. */
