@@ -48,6 +48,18 @@
 // and a workgroup per (row, segment) re-reading its row would cost ⌈K / 4·QWG⌉ times the reads,
 // so those products keep the kernels above.
 //
+// The dense outlier sum (LLM.int8() gemv, K % 16 == 0, no FP16 columns). Walking the outlier
+// list costs each lane a dependent chain of loads per listed column (the column, then its
+// scattered weight code): with many outliers (~6% of down_proj's columns on random weights) that
+// was 3.8 of 8.5 ms of a 7B decode step. But f16(x) of an outlier is a multiple of 2^-shift
+// (digit_shift), so I = f16(x) · 2^shift is an integer, and Σ_k I_k · code[n, k] is an integer
+// product over the same 16-byte weight loads the int8 part makes: quantize_row writes I as three
+// int8 digit planes (0 at the other columns) after the codes, and gemv adds three dot16 per unit
+// (exact in i32), then one multiply by 2^-shift · sw / 127. That is the outlier part with the
+// weight scale applied to the sum, the semantics lib/quant/llm_int8.ts states for both paths. The
+// choice is uniform per product (outlier count against LLM_DENSE, and the digits must fit: the
+// scale quantize_row leaves in sx[rows] is 0 otherwise), so neither path diverges.
+//
 // Defines: PER_TENSOR (int8-absmax: one activation scale; the products read the one weight
 // scale through sw_stride = 0, so both int8 formats share gemv and gemm), LLM (outlier
 // decomposition), LLM_FP16 (outlier columns read FP16 copies where the weight keeps them), F16
@@ -118,6 +130,9 @@ override QWG: u32 = 256u; // threads per workgroup of the activation kernels, a 
 var<workgroup> red: array<f32, QWG>;
 var<workgroup> scan: array<u32, QWG>;
 var<workgroup> counts: array<vec2<u32>, QWG>; // quantize_row: outliers before / in the segment
+#if LLM
+var<workgroup> red_big: array<f32, QWG>; // quantize_row: the largest |outlier|
+#endif
 
 // scale127 (127 / absmax, correctly rounded) and code_of (one activation code), shared with
 // rmsnorm.wgsl's add_rmsnorm_q8.
@@ -309,6 +324,30 @@ fn kept_abs4(v: vec4<f32>) -> vec4<f32> {
   return select(abs(v), vec4<f32>(0.0), outliers4(v));
 }
 
+fn outlier_abs4(v: vec4<f32>) -> vec4<f32> {
+  return select(vec4<f32>(0.0), abs(v), outliers4(v));
+}
+
+#if LLM
+// Digit planes. An outlier |x| ≥ threshold rounds to an f16 whose ulp is at least 2^-shift, so
+// f16(x) · 2^shift is an integer I, split into three signed base-256 digits (I = d0 + 256 d1 +
+// 65536 d2). DIGITS_MAX keeps |I| ≤ 2^22, where d2 stays within int8.
+const DIGITS_MAX = 4194304.0;
+
+fn digit_shift() -> i32 {
+  let e = i32((bitcast<u32>(p.threshold) >> 23u) & 0xffu) - 127; // ⌊log2 threshold⌋
+  return 10 - clamp(e, -14, 15); // f16 keeps 10 bits after the leading one; subnormals 2^-24
+}
+
+fn digits(v: f32, outlier: bool, shift: i32) -> vec3<i32> {
+  let i = select(0i, i32(f16_round(v) * exp2(f32(shift))), outlier);
+  let d0 = (i << 24u) >> 24u;
+  let i1 = (i - d0) >> 8u;
+  let d1 = (i1 << 24u) >> 24u;
+  return vec3<i32>(d0, d1, (i1 - d1) >> 8u);
+}
+#endif
+
 fn count4(b: vec4<bool>) -> u32 {
   return dot(select(vec4<u32>(0u), vec4<u32>(1u), b), vec4<u32>(1u));
 }
@@ -375,6 +414,7 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
   // lid reads words lid + j·QWG, which lie in segment j: it counts the outliers of those before
   // this workgroup's segment (j < g).
   var a = vec4<f32>(0.0);
+  var big = vec4<f32>(0.0); // LLM: the largest |outlier|, for the digit planes' range
   var before = 0u;
   var i = lid;
   for (; i + 3u * QWG < words; i += 4u * QWG) {
@@ -383,12 +423,14 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
     let v2 = x_word(xo + i + 2u * QWG);
     let v3 = x_word(xo + i + 3u * QWG);
     a = max(a, max(max(kept_abs4(v0), kept_abs4(v1)), max(kept_abs4(v2), kept_abs4(v3))));
+    big = max(big, max(max(outlier_abs4(v0), outlier_abs4(v1)), max(outlier_abs4(v2), outlier_abs4(v3))));
     before += count_before(v0, i, w0) + count_before(v1, i + QWG, w0) +
       count_before(v2, i + 2u * QWG, w0) + count_before(v3, i + 3u * QWG, w0);
   }
   for (; i < words; i += QWG) {
     let v = x_word(xo + i);
     a = max(a, kept_abs4(v));
+    big = max(big, outlier_abs4(v));
     before += count_before(v, i, w0);
   }
   red[lid] = max(max(a.x, a.y), max(a.z, a.w));
@@ -397,6 +439,7 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
   let mine = count4(flags);
 #if LLM
   counts[lid] = vec2<u32>(before, mine);
+  red_big[lid] = max(max(big.x, big.y), max(big.z, big.w));
 #endif
   workgroupBarrier();
   for (var s = QWG / 2u; s > 0u; s >>= 1u) {
@@ -404,6 +447,7 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
       red[lid] = max(red[lid], red[lid + s]);
 #if LLM
       counts[lid] += counts[lid + s];
+      red_big[lid] = max(red_big[lid], red_big[lid + s]);
 #endif
     }
     workgroupBarrier();
@@ -419,6 +463,25 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
     xq_out[xo + w] = pack4xI8(q * vec4<i32>(!flags)); // outlier columns: code 0
   }
 #if LLM
+#if !LLM_FP16
+  // The digit planes of the dense outlier sum (see the header), and their scale 2^-shift in
+  // sx[rows + m], or 0 where the row's largest outlier does not fit three digits.
+  let shift = digit_shift();
+  let fits = f16_round(red_big[0]) * exp2(f32(shift)) <= DIGITS_MAX;
+  if (g == 0u && lid == 0u) {
+    sx_rw[p.rows + m] = select(0.0, exp2(-f32(shift)), fits);
+  }
+  if (fits && w < words) {
+    let d0 = digits(own.x, flags.x, shift);
+    let d1 = digits(own.y, flags.y, shift);
+    let d2 = digits(own.z, flags.z, shift);
+    let d3 = digits(own.w, flags.w, shift);
+    let pb = (p.rows + 3u * m) * words + w; // plane 0 of row m, after all rows' codes
+    xq_out[pb] = pack4xI8(vec4<i32>(d0.x, d1.x, d2.x, d3.x));
+    xq_out[pb + words] = pack4xI8(vec4<i32>(d0.y, d1.y, d2.y, d3.y));
+    xq_out[pb + 2u * words] = pack4xI8(vec4<i32>(d0.z, d1.z, d2.z, d3.z));
+  }
+#endif
   let seg = workgroupUniformLoad(&counts[0]); // (outliers before w0, outliers in this segment)
   if (g + 1u == groups && lid == 0u) {
     outl_rw[ob] = seg.x + seg.y;
@@ -509,7 +572,8 @@ fn rescale(acc: i32, m: u32, gn: u32) -> f32 {
 
 #if LLM
 // Weight of outlier column c (the j-th listed) for local output n: the kept FP16 copy, or the
-// int8 code dequantized as code · sw / 127 and rounded to f16, as bitsandbytes.
+// int8 code dequantized as code · sw / 127 (with F16 rounded to f16, an operand of the f16
+// multiply; bitsandbytes rounds it to f16 always, see lib/quant/llm_int8.ts).
 fn outlier_weight(j: u32, c: u32, n: u32) -> f32 {
   return outlier_weight_kept(outl[1u + p.k + j], c, n);
 }
@@ -525,7 +589,11 @@ fn outlier_weight_kept(kept: u32, c: u32, n: u32) -> f32 {
 #endif
   let word = weight_word(n * (p.k / 4u) + c / 4u);
   let code = bitcast<i32>(word << (24u - 8u * (c % 4u))) >> 24u;
+#if F16
   return f16_round(f32(code) * weight_scale(gn) * INV_127);
+#else
+  return f32(code) * weight_scale(gn) * INV_127;
+#endif
 }
 
 // v rounded to the nearest f16 (ties to even), as an f32. pack2x16float and f32 -> f16
@@ -543,7 +611,7 @@ fn f16_round(v: f32) -> f32 {
   return bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
 }
 
-// f16(x) · w with w already an f16 value: exact in f32, or an f16 multiply with F16.
+// f16(x) · w: in f32, or with F16 an f16 multiply (w then already an f16 value).
 fn outlier_product(xv: f32, wv: f32) -> f32 {
 #if F16
   return f32(f16(f16_round(xv)) * f16(wv)); // both exact conversions
@@ -565,6 +633,108 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
 var<workgroup> ipart: array<i32, GEMV_WG>;
 var<workgroup> fpart: array<f32, GEMV_WG>;
 
+// The int8 sum of output feature n (local), this lane's units.
+fn int8_sum(n: u32, lane: u32) -> i32 {
+  var acc = 0i;
+#if K16
+  let units = p.k / 16u;
+  let base = n * units;
+  // With UNROLL4 four units per step, their loads issued together (as in the FP16 gemv): one
+  // load in flight per thread leaves a small grid latency-bound on a GPU.
+  var u = lane;
+#if UNROLL4
+  for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
+    let b0 = w4[base + u];
+    let b1 = w4[base + u + GEMV_TPR];
+    let b2 = w4[base + u + 2u * GEMV_TPR];
+    let b3 = w4[base + u + 3u * GEMV_TPR];
+    acc += (dot16(xq4[u], b0) + dot16(xq4[u + GEMV_TPR], b1)) +
+      (dot16(xq4[u + 2u * GEMV_TPR], b2) + dot16(xq4[u + 3u * GEMV_TPR], b3));
+  }
+#endif
+  for (; u < units; u += GEMV_TPR) {
+    acc += dot16(xq4[u], w4[base + u]);
+  }
+#else
+  let words = p.k / 4u;
+  let base = n * words;
+  for (var u = lane; u < words; u += GEMV_TPR) {
+    acc += dot4I8Packed(xq[u], weight_word(base + u));
+  }
+#endif
+  return acc;
+}
+
+// LLM: this lane's part of the outlier products of feature n, walking the outlier list (each
+// column's code loaded on its own); the weight scale is inside each term.
+fn outlier_walk(n: u32, lane: u32) -> f32 {
+  var extra = 0.0;
+#if LLM
+  let count = outl[0];
+  for (var j = lane; j < count; j += GEMV_TPR) {
+    let c = outl[1u + j];
+    extra += outlier_product(xf[c], outlier_weight(j, c, n));
+  }
+#endif
+  return extra;
+}
+
+// Minimum outliers per 1024 input columns for the dense outlier sum (LLM.int8(), K % 16 == 0,
+// no FP16 columns); 0: whenever there are outliers, 1025: never.
+override LLM_DENSE: u32 = 4u;
+
+// Whether this product sums its outliers densely: uniform (one count and one scale per product).
+fn use_dense() -> bool {
+#if LLM
+#if !LLM_FP16
+#if K16
+  let count = outl[0];
+  return count > 0u && f32(count) * 1024.0 >= f32(LLM_DENSE) * f32(p.k) && sx[p.rows] > 0.0;
+#endif
+#endif
+#endif
+  return false;
+}
+
+// The dense outlier sum: the int8 sum and, over the same 16-byte loads of weight codes, the
+// three digit planes' sums (see the header), exact in i32: (int8, digit 0, digit 1, digit 2).
+fn dense_sums(n: u32, lane: u32) -> vec4<i32> {
+  var s = vec4<i32>(0);
+#if K16
+  let units = p.k / 16u;
+  let base = n * units;
+  var u = lane;
+#if UNROLL4
+  for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
+    let b0 = w4[base + u];
+    let b1 = w4[base + u + GEMV_TPR];
+    let b2 = w4[base + u + 2u * GEMV_TPR];
+    let b3 = w4[base + u + 3u * GEMV_TPR];
+    s += (dense_unit(u, b0) + dense_unit(u + GEMV_TPR, b1)) +
+      (dense_unit(u + 2u * GEMV_TPR, b2) + dense_unit(u + 3u * GEMV_TPR, b3));
+  }
+#endif
+  for (; u < units; u += GEMV_TPR) {
+    s += dense_unit(u, w4[base + u]);
+  }
+#endif
+  return s;
+}
+
+#if K16
+// Unit u of the weight row b against the codes and the three digit planes (rows = 1: plane d
+// follows the codes at (1 + d) · K / 16 units).
+fn dense_unit(u: u32, b: vec4<u32>) -> vec4<i32> {
+  let units = p.k / 16u;
+  return vec4<i32>(
+    dot16(xq4[u], b),
+    dot16(xq4[units + u], b),
+    dot16(xq4[2u * units + u], b),
+    dot16(xq4[3u * units + u], b),
+  );
+}
+#endif
+
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
   @builtin(local_invocation_index) lid: u32,
@@ -573,42 +743,19 @@ fn gemv(
 ) {
   let lane = lid % GEMV_TPR;
   let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  let dense = use_dense();
   var acc = 0i;
   var extra = 0.0;
   if (n < p.n_count) {
-#if K16
-    let units = p.k / 16u;
-    let base = n * units;
-    // With UNROLL4 four units per step, their loads issued together (as in the FP16 gemv): one
-    // load in flight per thread leaves a small grid latency-bound on a GPU.
-    var u = lane;
-#if UNROLL4
-    for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
-      let b0 = w4[base + u];
-      let b1 = w4[base + u + GEMV_TPR];
-      let b2 = w4[base + u + 2u * GEMV_TPR];
-      let b3 = w4[base + u + 3u * GEMV_TPR];
-      acc += (dot16(xq4[u], b0) + dot16(xq4[u + GEMV_TPR], b1)) +
-        (dot16(xq4[u + 2u * GEMV_TPR], b2) + dot16(xq4[u + 3u * GEMV_TPR], b3));
+    if (dense) {
+      let s = dense_sums(n, lane);
+      acc = s.x;
+      // Σ f16(x) · code · 2^shift for this lane (exact integers, rounded once here)
+      extra = (f32(s.y) + 256.0 * f32(s.z)) + 65536.0 * f32(s.w);
+    } else {
+      acc = int8_sum(n, lane);
+      extra = outlier_walk(n, lane);
     }
-#endif
-    for (; u < units; u += GEMV_TPR) {
-      acc += dot16(xq4[u], w4[base + u]);
-    }
-#else
-    let words = p.k / 4u;
-    let base = n * words;
-    for (var u = lane; u < words; u += GEMV_TPR) {
-      acc += dot4I8Packed(xq[u], weight_word(base + u));
-    }
-#endif
-#if LLM
-    let count = outl[0];
-    for (var j = lane; j < count; j += GEMV_TPR) {
-      let c = outl[1u + j];
-      extra += outlier_product(xf[c], outlier_weight(j, c, n));
-    }
-#endif
   }
   // No subgroup operations on the adapters we target: reduce through workgroup memory.
   ipart[lid] = acc;
@@ -623,7 +770,11 @@ fn gemv(
   }
   if (lane == 0u && n < p.n_count) {
     let gn = p.n_start + n;
-    store_gemv(gn, rescale(ipart[lid], 0u, gn) + fpart[lid]);
+    var f = fpart[lid];
+    if (dense) {
+      f *= sx[p.rows] * weight_scale(gn) * INV_127; // 2^-shift · sw / 127
+    }
+    store_gemv(gn, rescale(ipart[lid], 0u, gn) + f);
   }
 }
 

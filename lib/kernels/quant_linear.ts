@@ -121,6 +121,12 @@ export interface QuantTuning {
   gemvRowsPrefetch?: boolean;
   /** Multi-row GEMV: threads per workgroup (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
+  /**
+   * llm-int8 GEMV (K % 16 == 0, no FP16 columns): outliers per 1024 input columns from which a
+   * product sums its outlier columns densely, over the int8 part's weight loads, instead of
+   * walking the outlier list (q_int8.wgsl's header); 0 to 1025 (1025: never). Default 4.
+   */
+  llmDenseOutliers?: number;
   /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
   /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
@@ -1119,7 +1125,10 @@ export class QuantLinear implements Linear {
     const { inFeatures: k, outFeatures: n } = this;
     const kern = this.#kernels;
     const shared = this.#shared!;
-    const [xq, sx] = int8Scratch(this.#gpu, shared, rows, k);
+    // llm-int8 without FP16 columns, one row or each row alone: quantize_row(s) writes three
+    // digit planes per row after the codes (and their scales after the row scales)
+    const planes = this.#outliers !== null && !this.#kept && (rows === 1 || perRow) ? 4 : 1;
+    const [xq, sx] = int8Scratch(this.#gpu, shared, planes * rows, k);
     const keptCount = this.#kept ? this.#kept.columns.byteSize / 4 : 0;
     const [split1, split2] = this.#splits ?? [n, n];
     const base = (start: number, count: number) =>
@@ -1397,7 +1406,10 @@ function checkTuning(
       t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
     (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable)) ||
-    (t.gemmOuterRows !== undefined && ![0, 64, 128].includes(t.gemmOuterRows))
+    (t.gemmOuterRows !== undefined && ![0, 64, 128].includes(t.gemmOuterRows)) ||
+    (t.llmDenseOutliers !== undefined &&
+      !(Number.isInteger(t.llmDenseOutliers) && t.llmDenseOutliers >= 0 &&
+        t.llmDenseOutliers <= 1025))
   ) {
     throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
   }
@@ -1448,6 +1460,7 @@ async function buildKernels(
     unroll: t.gemvUnroll ?? !gpu.isSoftware,
     route,
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
+    llmDense: t.llmDenseOutliers ?? LLM_DENSE_OUTLIERS,
     rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
     rowsFeatures: fpt,
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
@@ -1463,6 +1476,9 @@ async function buildKernels(
   };
   return { kernels, shape };
 }
+
+/** Default of {@linkcode QuantTuning.llmDenseOutliers}. */
+const LLM_DENSE_OUTLIERS = 4;
 
 /**
  * Threads per output-feature group of the 4-bit multi-row GEMV with f16 arithmetic, whatever the
@@ -1490,6 +1506,7 @@ async function compileKernels(
     unroll: boolean;
     route: string[];
     gemv: Record<string, number>;
+    llmDense: number;
     rows: Record<string, number>;
     rowsFeatures: number;
     rowsPrefetch: boolean;
@@ -1522,7 +1539,11 @@ async function compileKernels(
     const swiglu = o.swiglu && llm.length === 0 && o.k % 4 === 0;
     const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows, quantizeRowSwiglu] =
       await Promise.all([
-        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], o.gemv),
+        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], {
+          ...o.gemv,
+          // the dense outlier sum's switch, only where the kernel has that path
+          ...(llm.length === 1 && k16.length ? { LLM_DENSE: o.llmDense } : {}),
+        }),
         spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
         spec("q_int8", "quantize", mode),
         // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's

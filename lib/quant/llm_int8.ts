@@ -10,8 +10,13 @@
  *   are left out of their row's absmax, and the whole column is zeroed in the int8 codes.
  * - **int8 part**: exactly the vector-wise product of `int8_vectorwise.ts` on those codes.
  * - **outlier part**: `X[:, outliers]` rounded to f16 times `W[:, outliers]`. bitsandbytes
- *   keeps no FP16 copy of the weights, so it uses the int8-dequantized columns
- *   `f16(code * SCB[n] / 127)`; that is our default, `outlierWeights: "dequantized"`.
+ *   keeps no FP16 copy of the weights, so it uses the int8-dequantized columns; that is our
+ *   default, `outlierWeights: "dequantized"`. bitsandbytes rounds each dequantized weight to
+ *   f16, `f16(code * SCB[n] / 127)`; we do not: the outlier part is
+ *   `(Σ_k f16(X[m, k]) · code[n, k]) · SCB[n] / 127`, the scale applied to the sum as in the
+ *   int8 part. That lets the GPU compute the sum exactly in integers over the weight codes the
+ *   int8 part loads anyway (`kernels/q_int8.wgsl`, the dense outlier sum), and differs from
+ *   bitsandbytes by at most 2⁻¹¹ relative per outlier weight (its f16 rounding).
  *   The paper multiplies the outliers with FP16 weights. That needs FP16 copies of the
  *   columns, which we keep only for columns chosen at quantization time
  *   (`quantizeLlmInt8(..., { fp16Columns })`, e.g. from {@linkcode findOutlierColumns} on
@@ -240,7 +245,7 @@ export function dequantizeLlmInt8(w: LlmInt8Weight): Float32Array {
  * ```ts
  * import { matmulLlmInt8, quantizeLlmInt8 } from "./llm_int8.ts";
  * const w = quantizeLlmInt8(new Float32Array([1, 0.5, 0, 0]), 1, 4);
- * matmulLlmInt8(new Float32Array([1, 20, 0, 0]), 1, w); // ≈ [11.078]: 1 + 20 · f16(64/127)
+ * matmulLlmInt8(new Float32Array([1, 20, 0, 0]), 1, w); // ≈ [11.079]: 1 + 20 · 64/127
  * ```
  */
 export function matmulLlmInt8(
@@ -259,7 +264,8 @@ export function matmulLlmInt8(
   const cols = q.outlierCols;
   if (cols.length === 0) return y;
 
-  // Gather the outlier columns once: X[:, cols] in f16, W[:, cols] as the kernel would read it.
+  // Gather the outlier columns once: X[:, cols] in f16, W[:, cols] as the kernel would read it
+  // (a kept f16 weight, or code · SCB / 127 not rounded to f16: see the module doc).
   const c = cols.length;
   const xo = new Float64Array(m * c);
   for (let i = 0; i < m; i++) {
@@ -271,7 +277,7 @@ export function matmulLlmInt8(
     for (let r = 0; r < n; r++) {
       wo[r * c + j] = kept >= 0
         ? f16At(w.fp16Weights, kept * n + r)
-        : f16BitsToF32(f32ToF16Bits(int8Dequant(wCodes[r * k + cols[j]], w.scb[r])));
+        : wCodes[r * k + cols[j]] * w.scb[r] / 127;
     }
   }
   for (let i = 0; i < m; i++) {

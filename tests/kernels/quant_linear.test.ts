@@ -56,9 +56,11 @@ async function withGpu(opts: { f16: boolean }, fn: (gpu: Gpu) => Promise<void>):
 //   the rescale's two f32 multiplies, which the shader compiler may reassociate. Measured: the
 //   same i32 sums, y within 2 ulp on lavapipe and GL, bit-equal on an H100; allowed 1e-6·|y| + 1e-7·σ_y. One differing
 //   activation code would move y by ~1e-3·|y|.
-// - llm-int8 outlier part: the twin sums f16(x)·f16(w) in f64, the kernel in f32 (the f16
-//   products are exact in f32) or, with F16, multiplies in f16 (relative 2⁻¹¹ per product). In
-//   units of σ_o = sqrt(C)·rms(x_outlier)·rms(w): f32 ≤ 1e-6 allowed 1e-5; f16 allowed 5e-3.
+// - llm-int8 outlier part: the twin sums f16(x)·w in f64 (w = code·sw/127, or a kept f16
+//   weight). The GEMV's dense sum is exact in integers, scaled once in f32; the list walk (and
+//   GEMM, multi-row GEMV) sums in f32 or, with F16, multiplies in f16 with w rounded to f16
+//   (relative 2⁻¹¹ per product, twice). In units of σ_o = sqrt(C)·rms(x_outlier)·rms(w): f32
+//   ≤ 1e-6 allowed 1e-5; f16 allowed 5e-3.
 // - 4-bit and q8_0, f32: the twin sums x·table[code] per block in f64, the kernel in f32
 //   (GEMM: the dequantized weight table·absmax rounded to f32 first). Allowed 2e-5·σ_y, as the
 //   FP16 kernels.
@@ -294,6 +296,40 @@ function suite(f16: boolean): void {
           // the int8 formats at the same x (one huge value sets the absmax)
           for (const format of ["int8-vectorwise", "int8-absmax"] as const) {
             await check(gpu, format, f16, { rows: 1, n: 70, k, x }, seed + 5);
+          }
+        }
+      }),
+  });
+
+  Deno.test({
+    name: `QuantLinear llm-int8 (${tag}) sums outliers densely or from their list alike`,
+    ignore,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        // llmDenseOutliers 0: the dense sum (digit planes) wherever there are outliers; 1025:
+        // the list walk. K = 256 one step per lane, 4096 whole unrolled steps, 2064 a tail.
+        for (const llmDenseOutliers of [0, 1025]) {
+          for (const k of [256, 4096, 2064]) {
+            const tuning: QuantTuning = { llmDenseOutliers, gemvUnroll: k > 256 };
+            const x = randn(k, 600 + k, X_SCALE);
+            [1, 17, 200, k - 1].forEach((c, i) => x[c] = (i % 2 ? -1 : 1) * (OUTLIER + 0.37 * i));
+            // threshold 6: the injected outliers (digits of f16(x) · 2^8); 2: ~5% natural ones
+            // too; 0.01: most columns, digits of f16(x) · 2^17 up to 2^22
+            for (const threshold of [6, 2, 0.01]) {
+              const options = { threshold };
+              await check(gpu, "llm-int8", f16, { rows: 1, n: 70, k, x, tuning, options }, 610 + k);
+            }
+            // an outlier past the digits' range (30000 · 2^8 > 2^22): the list walk takes over
+            const big = x.slice();
+            big[200] = 30000;
+            const options = { threshold: 6 };
+            await check(
+              gpu,
+              "llm-int8",
+              f16,
+              { rows: 1, n: 70, k, x: big, tuning, options },
+              620 + k,
+            );
           }
         }
       }),
