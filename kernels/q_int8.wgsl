@@ -683,23 +683,41 @@ fn outlier_walk(n: u32, lane: u32) -> f32 {
 // no FP16 columns); 0: whenever there are outliers, 1025: never.
 override LLM_DENSE: u32 = 4u;
 
-// Whether this product sums its outliers densely: uniform (one count and one scale per product).
-fn use_dense() -> bool {
+// Whether activation row r's product sums its outliers densely: uniform (one count and one
+// scale per row). The outlier list of row r starts at ob.
+fn use_dense(r: u32, ob: u32) -> bool {
 #if LLM
 #if !LLM_FP16
 #if K16
-  let count = outl[0];
-  return count > 0u && f32(count) * 1024.0 >= f32(LLM_DENSE) * f32(p.k) && sx[p.rows] > 0.0;
+  let count = outl[ob];
+  return count > 0u && f32(count) * 1024.0 >= f32(LLM_DENSE) * f32(p.k) && sx[p.rows + r] > 0.0;
 #endif
 #endif
 #endif
   return false;
 }
 
+// The multiplier of a dense outlier sum of row r, output feature gn: 2^-shift · sw / 127.
+fn dense_scale(r: u32, gn: u32) -> f32 {
+  return sx[p.rows + r] * weight_scale(gn) * INV_127;
+}
+
+// Σ f16(x) · code · 2^shift of a step from its three digit sums (exact i32), rounded here. The
+// lanes of gemv and gemv_rows add these per step in the same order, so their sums agree bit for
+// bit (the i32 sums of a step are exact in any order).
+fn digits_value(d0: i32, d1: i32, d2: i32) -> f32 {
+  return (f32(d0) + 256.0 * f32(d1)) + 65536.0 * f32(d2);
+}
+
 // The dense outlier sum: the int8 sum and, over the same 16-byte loads of weight codes, the
-// three digit planes' sums (see the header), exact in i32: (int8, digit 0, digit 1, digit 2).
-fn dense_sums(n: u32, lane: u32) -> vec4<i32> {
-  var s = vec4<i32>(0);
+// three digit planes' sums (see the header), as (int8 sum, Σ digits_value per step).
+struct DenseSums {
+  acc: i32,
+  extra: f32,
+}
+
+fn dense_sums(n: u32, lane: u32) -> DenseSums {
+  var r = DenseSums(0, 0.0);
 #if K16
   let units = p.k / 16u;
   let base = n * units;
@@ -710,27 +728,34 @@ fn dense_sums(n: u32, lane: u32) -> vec4<i32> {
     let b1 = w4[base + u + GEMV_TPR];
     let b2 = w4[base + u + 2u * GEMV_TPR];
     let b3 = w4[base + u + 3u * GEMV_TPR];
-    s += (dense_unit(u, b0) + dense_unit(u + GEMV_TPR, b1)) +
+    let s = (dense_unit(u, b0) + dense_unit(u + GEMV_TPR, b1)) +
       (dense_unit(u + 2u * GEMV_TPR, b2) + dense_unit(u + 3u * GEMV_TPR, b3));
+    r.acc += s.x;
+    r.extra += digits_value(s.y, s.z, s.w);
   }
 #endif
   for (; u < units; u += GEMV_TPR) {
-    s += dense_unit(u, w4[base + u]);
+    let s = dense_unit(u, w4[base + u]);
+    r.acc += s.x;
+    r.extra += digits_value(s.y, s.z, s.w);
   }
 #endif
-  return s;
+  return r;
 }
 
 #if K16
-// Unit u of the weight row b against the codes and the three digit planes (rows = 1: plane d
-// follows the codes at (1 + d) · K / 16 units).
+// Plane d (0, 1, 2) of activation row r, unit u: the planes follow all p.rows rows of codes.
+fn plane_at(r: u32, d: u32, u: u32) -> vec4<u32> {
+  return xq4[(p.rows + 3u * r + d) * (p.k / 16u) + u];
+}
+
+// Unit u of the weight row b against row 0's codes and its three digit planes.
 fn dense_unit(u: u32, b: vec4<u32>) -> vec4<i32> {
-  let units = p.k / 16u;
   return vec4<i32>(
     dot16(xq4[u], b),
-    dot16(xq4[units + u], b),
-    dot16(xq4[2u * units + u], b),
-    dot16(xq4[3u * units + u], b),
+    dot16(plane_at(0u, 0u, u), b),
+    dot16(plane_at(0u, 1u, u), b),
+    dot16(plane_at(0u, 2u, u), b),
   );
 }
 #endif
@@ -743,15 +768,14 @@ fn gemv(
 ) {
   let lane = lid % GEMV_TPR;
   let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  let dense = use_dense();
+  let dense = use_dense(0u, 0u);
   var acc = 0i;
   var extra = 0.0;
   if (n < p.n_count) {
     if (dense) {
       let s = dense_sums(n, lane);
-      acc = s.x;
-      // Σ f16(x) · code · 2^shift for this lane (exact integers, rounded once here)
-      extra = (f32(s.y) + 256.0 * f32(s.z)) + 65536.0 * f32(s.w);
+      acc = s.acc;
+      extra = s.extra;
     } else {
       acc = int8_sum(n, lane);
       extra = outlier_walk(n, lane);
@@ -772,7 +796,7 @@ fn gemv(
     let gn = p.n_start + n;
     var f = fpart[lid];
     if (dense) {
-      f *= sx[p.rows] * weight_scale(gn) * INV_127; // 2^-shift · sw / 127
+      f *= dense_scale(0u, gn);
     }
     store_gemv(gn, rescale(ipart[lid], 0u, gn) + f);
   }
@@ -980,6 +1004,40 @@ fn irow4(r: u32, u: u32, wa: I4, wb: I4, wc: I4, wd: I4) -> RowInts {
     (irow(r, u + 2u * t, wc) + irow(r, u + 3u * t, wd));
 }
 
+#if K16
+// The dense outlier sum of row r (use_dense): its digit planes against the FPT features' unit(s),
+// each step's three digit sums turned into one value per feature by digits_value's expression,
+// as gemv does for the same units, so the sums agree with a one-row gemv's bit for bit.
+fn dplane(r: u32, d: u32, u: u32, w: I4) -> RowInts {
+  let xv = plane_at(r, d, u);
+#if FPT2
+  return RowInts(idot(xv, w.f0), idot(xv, w.f1));
+#else
+  return RowInts(idot(xv, w.f0), idot(xv, w.f1), idot(xv, w.f2), idot(xv, w.f3));
+#endif
+}
+
+fn digits_rows(d0: RowInts, d1: RowInts, d2: RowInts) -> RowSums {
+  return (RowSums(d0) + 256.0 * RowSums(d1)) + 65536.0 * RowSums(d2);
+}
+
+fn drow(r: u32, u: u32, w: I4) -> RowSums {
+  return digits_rows(dplane(r, 0u, u, w), dplane(r, 1u, u, w), dplane(r, 2u, u, w));
+}
+
+// Row r's units u + s · GEMV_TPR (s = 0..3), summed per plane before the conversion, as gemv.
+fn drow4(r: u32, u: u32, wa: I4, wb: I4, wc: I4, wd: I4) -> RowSums {
+  return digits_rows(dplane4(r, 0u, u, wa, wb, wc, wd), dplane4(r, 1u, u, wa, wb, wc, wd),
+    dplane4(r, 2u, u, wa, wb, wc, wd));
+}
+
+fn dplane4(r: u32, d: u32, u: u32, wa: I4, wb: I4, wc: I4, wd: I4) -> RowInts {
+  let t = GEMV_TPR;
+  return (dplane(r, d, u, wa) + dplane(r, d, u + t, wb)) +
+    (dplane(r, d, u + 2u * t, wc) + dplane(r, d, u + 3u * t, wd));
+}
+#endif
+
 #if LLM
 // This lane's part of row r's outlier products for the FPT (local) features nl, in gemv's order.
 fn outl_row(r: u32, lane: u32, nl: vec4<u32>) -> RowSums {
@@ -1008,13 +1066,19 @@ fn outl_row(r: u32, lane: u32, nl: vec4<u32>) -> RowSums {
 }
 #endif
 
-// Row r's outputs for features n0 .. n0 + FPT - 1: gemv's rescale plus the outlier part.
+// Row r's outputs for features n0 .. n0 + FPT - 1: gemv's rescale plus the outlier part (a
+// dense sum times its scale, as gemv).
 fn store_rows_out(r: u32, n0: u32, isum: RowInts, f: RowSums) {
   let gn = p.n_start + n0;
   let o = r * p.n_total + gn;
+  let dense = use_dense(r, r * outl_row_words());
   for (var i = 0u; i < FPT; i++) {
     if (n0 + i < p.n_count) {
-      y[o + i] = rescale(isum[i], r, gn + i) + f[i];
+      var e = f[i];
+      if (dense) {
+        e *= dense_scale(r, gn + i);
+      }
+      y[o + i] = rescale(isum[i], r, gn + i) + e;
     }
   }
 }
@@ -1079,6 +1143,19 @@ fn gemv_rows(
   var acc5 = RowInts();
   var acc6 = RowInts();
   var acc7 = RowInts();
+  var e0 = RowSums();
+  var e1 = RowSums();
+  var e2 = RowSums();
+  var e3 = RowSums();
+  var e4 = RowSums();
+  var e5 = RowSums();
+  var e6 = RowSums();
+  var e7 = RowSums();
+  // Rows whose outliers are summed densely (bit r; uniform), in the loops below.
+  var dm = 0u;
+  for (var r = 0u; r < p.rows; r++) {
+    dm |= select(0u, 1u << r, use_dense(r, r * outl_row_words()));
+  }
   var u = lane;
 #if UNROLL4
   // Four units per step, their loads issued together (integer sums: any grouping is exact).
@@ -1108,6 +1185,36 @@ fn gemv_rows(
     if (p.rows > 7u) {
       acc7 += irow4(7u, u, wa, wb, wc, wd);
     }
+#if LLM
+#if K16
+    if (dm != 0u) {
+      if ((dm & 1u) != 0u) {
+        e0 += drow4(0u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 2u) != 0u) {
+        e1 += drow4(1u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 4u) != 0u) {
+        e2 += drow4(2u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 8u) != 0u) {
+        e3 += drow4(3u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 16u) != 0u) {
+        e4 += drow4(4u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 32u) != 0u) {
+        e5 += drow4(5u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 64u) != 0u) {
+        e6 += drow4(6u, u, wa, wb, wc, wd);
+      }
+      if ((dm & 128u) != 0u) {
+        e7 += drow4(7u, u, wa, wb, wc, wd);
+      }
+    }
+#endif
+#endif
   }
 #endif
   for (; live && u < units; u += GEMV_TPR) {
@@ -1132,19 +1239,45 @@ fn gemv_rows(
     if (p.rows > 7u) {
       acc7 += irow(7u, u, w);
     }
-  }
-  var e0 = RowSums();
-  var e1 = RowSums();
-  var e2 = RowSums();
-  var e3 = RowSums();
-  var e4 = RowSums();
-  var e5 = RowSums();
-  var e6 = RowSums();
-  var e7 = RowSums();
 #if LLM
-  // One copy of the outlier loop, run for each row and its sums put in that row's variable (the
-  // loop written out eight times made llvmpipe's shader compile four times slower).
+#if K16
+    if (dm != 0u) {
+      if ((dm & 1u) != 0u) {
+        e0 += drow(0u, u, w);
+      }
+      if ((dm & 2u) != 0u) {
+        e1 += drow(1u, u, w);
+      }
+      if ((dm & 4u) != 0u) {
+        e2 += drow(2u, u, w);
+      }
+      if ((dm & 8u) != 0u) {
+        e3 += drow(3u, u, w);
+      }
+      if ((dm & 16u) != 0u) {
+        e4 += drow(4u, u, w);
+      }
+      if ((dm & 32u) != 0u) {
+        e5 += drow(5u, u, w);
+      }
+      if ((dm & 64u) != 0u) {
+        e6 += drow(6u, u, w);
+      }
+      if ((dm & 128u) != 0u) {
+        e7 += drow(7u, u, w);
+      }
+    }
+#endif
+#endif
+  }
+#if LLM
+  // The other rows walk their outlier lists: one copy of the loop, run for each row and its sums
+  // put in that row's variable (the loop written out eight times made llvmpipe's shader compile
+  // four times slower).
   for (var r = 0u; live && r < p.rows; r++) {
+    if (((dm >> r) & 1u) != 0u) {
+      continue;
+    }
     let e = outl_row(r, lane, nl);
     switch r {
       case 0u: {

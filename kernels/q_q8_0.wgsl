@@ -6,13 +6,18 @@
 // pairs, group 2i in the low half of word i. Activations stay f32 (as WebGPU ggml does; the CPU
 // llama.cpp path quantizes them).
 //
-// gemv: GEMV_TPR threads per output feature stride over its groups: Σ x · code in f32 per group,
-// times d. gemm: TILE_M x TILE_N tiles, weights dequantized (code · d) into workgroup memory
-// 16 values of K at a time, 4x4 outputs per thread.
+// gemv_rows (1 to 8 rows: the one-row product of decode too): GEMV_TPR threads per output
+// feature stride over its groups: Σ x · code in f32 per group, times d. gemm: TILE_M x TILE_N
+// tiles, weights dequantized (code · d) into workgroup memory 16 values of K at a time, 4x4
+// outputs per thread.
 //
-// With F16, gemv takes code · d as f16 (d is an f16 value, codes are exact in f16) against x
-// rounded to f16 in 4-term f16 dots, summed in f32; gemm tiles hold f16. Scaling the codes
+// With F16, gemv_rows takes code · d as f16 (d is an f16 value, codes are exact in f16) against
+// x rounded to f16 in 4-term f16 dots, summed in f32; gemm tiles hold f16. Scaling the codes
 // before the dot keeps the f16 partial sums in range (Σ x · code could pass 65504).
+//
+// One row has no kernel of its own: a one-row gemv that read each group's 32 activations as f32
+// in every lane took 10.5 ms of GPU time per 7B decode step on an H200, where gemv_rows, which
+// stages each step's x in f16 once per workgroup, took 8.3 ms for two rows.
 //
 // Weights larger than one binding come in chunks of whole rows: `codes` is that chunk's rows;
 // the scales are bound whole.
@@ -45,60 +50,8 @@ fn scale_of(g: u32) -> f32 {
   return unpack2x16float(scales[g / 2u])[g % 2u];
 }
 
-fn dot_word(word: u32, xv: vec4<f32>, d: f32) -> f32 {
-  let c = vec4<f32>(unpack4xI8(word));
-#if F16
-  return f32(dot(vec4<f16>(xv), vec4<f16>(c) * f16(d)));
-#else
-  return dot(xv, c);
-#endif
-}
-
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
-
-var<workgroup> partial: array<f32, GEMV_WG>;
-
-@compute @workgroup_size(GEMV_WG)
-fn gemv(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let lane = lid % GEMV_TPR;
-  let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
-  var acc = 0.0;
-  if (n < p.n_count) {
-    let groups = p.k / 32u;
-    let g0 = (p.n_start + n) * groups; // the row's first group in the whole tensor
-    for (var g = lane; g < groups; g += GEMV_TPR) {
-      let a = codes4[2u * (n * groups + g)];
-      let b = codes4[2u * (n * groups + g) + 1u];
-      let d = scale_of(g0 + g);
-      let xb = 8u * g;
-      let s = dot_word(a.x, x4[xb], d) + dot_word(a.y, x4[xb + 1u], d) +
-        dot_word(a.z, x4[xb + 2u], d) + dot_word(a.w, x4[xb + 3u], d) +
-        dot_word(b.x, x4[xb + 4u], d) + dot_word(b.y, x4[xb + 5u], d) +
-        dot_word(b.z, x4[xb + 6u], d) + dot_word(b.w, x4[xb + 7u], d);
-#if F16
-      acc += s; // d is already inside
-#else
-      acc += s * d;
-#endif
-    }
-  }
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var s = GEMV_TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      partial[lid] += partial[lid + s];
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < p.n_count) {
-    y[p.n_start + n] = partial[lid];
-  }
-}
 
 override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
 override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
@@ -196,15 +149,16 @@ fn outer_w8(n: u32, k: u32) -> OuterW8 {
 #include "common/gemm_outer.wgsl"
 
 // ---------------------------------------------------------------------------------------------
-// gemv_rows: 2 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
+// gemv_rows: 1 to MAX_ROWS activation rows (p.rows), each group's codes and scale read once for
 // all rows, FPT output features per lane group (4, or 2 with FPT2) so that each x load serves
-// FPT weight rows. Each feature of each row is summed as gemv sums it alone (same lanes, group
-// order, word order and reduction tree), so a row's output is the one a decode step computes. A
-// row's sums are one vector (acc0..acc7 written out, not a private array indexed in loops).
+// FPT weight rows. Each feature of each row is summed as if it were alone (same lanes, group
+// order, word order and reduction tree at any p.rows), so a row's output is the one a decode
+// step computes. A row's sums are one vector (acc0..acc7 written out, not a private array
+// indexed in loops).
 //
 // With F16, the codes of a group are turned into code · d in f16 once for all rows, and each
 // step's x of every row (GEMV_TPR groups of 32) is rounded to f16 once per workgroup into
-// workgroup memory (gemv rounds the same values in every lane).
+// workgroup memory.
 
 const MAX_ROWS: u32 = 8u;
 
@@ -235,7 +189,7 @@ fn xs_at(r: u32, j: u32, g: u32) -> XS {
     xq[i + 6u * t], xq[i + 7u * t]);
 }
 
-// One feature's group as gemv's dot_word sees it: code · d in f16.
+// One feature's group as the product takes it: code · d in f16.
 struct QF {
   w0: vec4<f16>,
   w1: vec4<f16>,
@@ -257,7 +211,7 @@ fn qf(a: vec4<u32>, c: vec4<u32>, d: f32) -> QF {
     cw(c.w, h));
 }
 
-// gemv's group sum: the eight 4-term f16 dots added left to right in f32.
+// A group's sum: the eight 4-term f16 dots added left to right in f32.
 fn gsum(x: XS, q: QF) -> f32 {
   return f32(dot(x.x0, q.w0)) + f32(dot(x.x1, q.w1)) + f32(dot(x.x2, q.w2)) +
     f32(dot(x.x3, q.w3)) + f32(dot(x.x4, q.w4)) + f32(dot(x.x5, q.w5)) + f32(dot(x.x6, q.w6)) +
@@ -283,7 +237,7 @@ fn cv(word: u32) -> vec4<f32> {
   return vec4<f32>(unpack4xI8(word));
 }
 
-// gemv's group sum before the scale: Σ x · code left to right in f32.
+// A group's sum before the scale: Σ x · code left to right in f32.
 fn gsum(x: XS, q: QF) -> f32 {
   return dot(x.x0, cv(q.a.x)) + dot(x.x1, cv(q.a.y)) + dot(x.x2, cv(q.a.z)) +
     dot(x.x3, cv(q.a.w)) + dot(x.x4, cv(q.c.x)) + dot(x.x5, cv(q.c.y)) + dot(x.x6, cv(q.c.z)) +
@@ -418,7 +372,9 @@ fn gemv_rows(
     if (live && g < groups) {
       let q = qg_of(raw, sb, g);
       acc0 += row_group(0u, lane, g, q);
-      acc1 += row_group(1u, lane, g, q);
+      if (p.rows > 1u) {
+        acc1 += row_group(1u, lane, g, q);
+      }
       if (p.rows > 2u) {
         acc2 += row_group(2u, lane, g, q);
       }

@@ -18,7 +18,8 @@
  *
  * Each has a GEMV entry for one activation row (decode), a tiled GEMM for more, and a multi-row
  * GEMV (`gemv_rows`) for 2 to 8 rows computed each as decode would (`encode`'s `perRow`: the
- * verify pass of speculative decoding), which reads the weights once for all rows.
+ * verify pass of speculative decoding), which reads the weights once for all rows. q8_0's
+ * one-row GEMV is its `gemv_rows` at one row.
  *
  * @module
  */
@@ -1468,9 +1469,10 @@ async function buildKernels(
     outerRows,
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
+  const multiRows = (rowsWg / rowsTpr) * fpt;
   const shape = {
-    gemvRows: (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
-    multiRows: (rowsWg / rowsTpr) * fpt,
+    gemvRows: family === "q8_0" ? multiRows : (gemvWg / gemvTpr) * (family === "4bit" ? rpt : 1),
+    multiRows,
     tileM,
     tileN,
   };
@@ -1537,13 +1539,13 @@ async function compileKernels(
     const mode = o.format === "int8-absmax" ? ["PER_TENSOR"] : llm;
     const k16 = o.k % 16 === 0 ? ["K16", ...(o.unroll ? ["UNROLL4"] : [])] : [];
     const swiglu = o.swiglu && llm.length === 0 && o.k % 4 === 0;
+    // the dense outlier sum's switch, only where the kernels have that path (gemv, gemv_rows)
+    const dense: Record<string, number> = llm.length === 1 && k16.length
+      ? { LLM_DENSE: o.llmDense }
+      : {};
     const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows, quantizeRowSwiglu] =
       await Promise.all([
-        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], {
-          ...o.gemv,
-          // the dense outlier sum's switch, only where the kernel has that path
-          ...(llm.length === 1 && k16.length ? { LLM_DENSE: o.llmDense } : {}),
-        }),
+        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], { ...o.gemv, ...dense }),
         spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
         spec("q_int8", "quantize", mode),
         // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
@@ -1553,7 +1555,7 @@ async function compileKernels(
           : o.format === "llm-int8"
           ? spec("q_int8", "outlier_mask", ["LLM"])
           : Promise.resolve(undefined),
-        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2], o.rows),
+        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2], { ...o.rows, ...dense }),
         // each row alone: int8-absmax's scale is the row's, as in decode
         spec("q_int8", "quantize_rows", llm),
         swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
@@ -1590,10 +1592,10 @@ async function compileKernels(
     ]);
     return { gemv, gemm, gemvRows, gemvSwiglu };
   }
-  const [gemv, gemm, gemvRows] = await Promise.all([
-    spec("q_q8_0", "gemv", f16, o.gemv),
+  // q8_0's one-row product is gemv_rows at one row (see q_q8_0.wgsl)
+  const [gemm, gemvRows] = await Promise.all([
     gemmSpec("q_q8_0", f16),
     spec("q_q8_0", "gemv_rows", [...f16, ...fpt2], o.rows),
   ]);
-  return { gemv, gemm, gemvRows };
+  return { gemv: gemvRows, gemm, gemvRows };
 }

@@ -172,7 +172,9 @@ for (const f16 of [false, true]) {
           // Also four features per lane group (128 threads), and for int8 the unrolled loop
           // (hardware adapters' default) with whole and partial unrolled steps. llvmpipe takes
           // 20-40 s to compile each LLM.int8() variant, so that format gets one extra: the
-          // unrolled loop with four features (int8-absmax's product is vector-wise's kernel).
+          // unrolled loop with four features, there with the dense outlier sum wherever a row
+          // has outliers (int8-absmax's product is vector-wise's kernel; at K = 256 the two
+          // outliers of a row take the dense sum by default, at K = 1088 the list walk).
           const unroll = { n: 20, k: 2688, tuning: { gemvUnroll: true } };
           const unroll4 = {
             n: 20,
@@ -188,7 +190,7 @@ for (const f16 of [false, true]) {
           const extra: Record<string, { n: number; k: number; tuning?: QuantTuning }[]> = {
             "int8-vectorwise": [unroll, unroll4, f4w128],
             "int8-absmax": [],
-            "llm-int8": [unroll4],
+            "llm-int8": [{ ...unroll4, tuning: { ...unroll4.tuning, llmDenseOutliers: 0 } }],
           };
           const cases: { n: number; k: number; tuning?: QuantTuning }[] = [
             ...SHAPES,

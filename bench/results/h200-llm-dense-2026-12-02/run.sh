@@ -15,10 +15,12 @@ cp -r .wt/perf/. .
 step after --formats $F
 step dense-off --formats llm-int8 --tuning '{"llmDenseOutliers":1025}'
 step dense-all --formats llm-int8 --tuning '{"llmDenseOutliers":0}'
-tar xf /tmp/base.tar
-step base2 --formats $F
-cp -r .wt/perf/. .
-step after2 --formats $F
+if [ "${REPEAT:-1}" = 1 ]; then
+  tar xf /tmp/base.tar
+  step base2 --formats $F
+  cp -r .wt/perf/. .
+  step after2 --formats $F
+fi
 for r in base after base2 after2; do cp $O/tmp/$r/results.json $O/$r.json 2>/dev/null; done
 rm -rf $O/tmp
 grep -h -E "GPU time" $O/*.txt | cut -c1-400
