@@ -15,7 +15,8 @@
 //   quantize_rows              2-8 rows, each exactly as quantize_row codes it alone (its own
 //                              scale and outlier list): the verify pass of speculative decoding
 //   gemv / gemm                the int8 product, plus (LLM) the outlier columns in 16-bit:
-//                              Σ_{k outlier} f16(x[m, k]) · f16(code[n, k] · sw[n] / 127)
+//                              (Σ_{k outlier} f16(x[m, k]) · code[n, k]) · sw[n] / 127 (kept
+//                              FP16 columns: f16(x) · their f16 weight)
 //   gemv_rows                  gemv over 2-8 rows quantized by quantize_rows, the weights read
 //                              once for all rows
 //
