@@ -25,6 +25,11 @@
 // groups of scale · (q · codes) (+ offset · sum of q over the group, for int4); a value is
 // scale · code (+ offset). Where keys were turned by a Hadamard matrix (rope.wgsl), q arrives
 // turned the same way.
+//
+// attend and attend_split see query row r at position start_pos + pos_base[0] + r: pos_base is a
+// word on the GPU, zero unless speculative rounds chained on the GPU keep the position there.
+// Their grids are sized on the CPU for the most the position can reach: ranges past a row's
+// length are empty.
 
 struct Params {
   rows: u32,
@@ -103,6 +108,7 @@ fn write_kv(
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 // attend_split writes partials: per (item, split) m, l, then HEAD_DIM of acc.
 @group(0) @binding(4) var<storage, read_write> partials_w: array<f32>;
+@group(0) @binding(5) var<storage, read> pos_base: array<u32>;
 // attend_combine
 @group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
@@ -514,7 +520,7 @@ fn attend(
   if (item >= p.rows * p.num_heads) {
     return; // uniform for the workgroup
   }
-  let len = p.start_pos + item / p.num_heads + 1u;
+  let len = p.start_pos + pos_base[0] + item / p.num_heads + 1u;
   let r = attend_range(lid, item, window_start(len), len);
   gather_lanes(lid, r);
   let l = weight_sum();
@@ -534,7 +540,7 @@ fn attend_split(
     return;
   }
   let item = flat / p.splits;
-  let len = p.start_pos + item / p.num_heads + 1u;
+  let len = p.start_pos + pos_base[0] + item / p.num_heads + 1u;
   let range_begin = (flat % p.splits) * p.split_keys;
   let j_begin = min(len, max(window_start(len), range_begin));
   let j_end = max(j_begin, min(len, range_begin + p.split_keys));

@@ -10,6 +10,8 @@
 // keys by a Hadamard matrix per group of 32 first; lib/kernels/kv_cache.ts has the layout and
 // the CPU twin): one thread per (row, kv head, UNIT groups of 32) quantizes its keys and values
 // and writes their codes and scales.
+// Both cache forms start at start_pos + pos_base[0]: a word on the GPU (zero unless speculative
+// rounds chained on the GPU keep the position there, where no CPU sees it between rounds).
 
 struct Params {
   rows: u32,
@@ -28,6 +30,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> v_in: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;
 @group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;
+@group(0) @binding(7) var<storage, read> pos_base: array<u32>;
 
 override WG: u32 = 256u;
 
@@ -54,11 +57,11 @@ struct Pair {
   cs: vec2<f32>,
 }
 
-fn pair(idx: u32, heads: u32) -> Pair {
+fn pair(idx: u32, heads: u32, start: u32) -> Pair {
   let i = idx % p.half_dim;
   let row_head = idx / p.half_dim;
   let lo = row_head * 2u * p.half_dim + i;
-  return Pair(lo, lo + p.half_dim, turn(p.start_pos + row_head / heads, i));
+  return Pair(lo, lo + p.half_dim, turn(start + row_head / heads, i));
 }
 
 // (a, b) rotated by the angle whose cosine and sine are cs.
@@ -67,8 +70,8 @@ fn rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
 }
 
 // Turns pair `idx` of x ([rows, heads, head_dim]) in place.
-fn turn_x(idx: u32, heads: u32) {
-  let q = pair(idx, heads);
+fn turn_x(idx: u32, heads: u32, start: u32) {
+  let q = pair(idx, heads, start);
   let r = rotate(x[q.lo], x[q.hi], q.cs);
   x[q.lo] = r.x;
   x[q.hi] = r.y;
@@ -80,7 +83,7 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (idx >= p.rows * p.heads * p.half_dim) {
     return;
   }
-  turn_x(idx, p.heads);
+  turn_x(idx, p.heads, p.start_pos);
 }
 
 // Queries (x) and keys (x2) in one dispatch: the first rows·heads·half_dim invocations rotate
@@ -90,14 +93,14 @@ fn rope_qk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   let idx = gid.x + gid.y * nwg.x * WG;
   let q_pairs = p.rows * p.heads * p.half_dim;
   if (idx < q_pairs) {
-    turn_x(idx, p.heads);
+    turn_x(idx, p.heads, p.start_pos);
     return;
   }
   let kdx = idx - q_pairs;
   if (kdx >= p.rows * p.heads_k * p.half_dim) {
     return;
   }
-  let k = pair(kdx, p.heads_k);
+  let k = pair(kdx, p.heads_k, p.start_pos);
   let r = rotate(x2[k.lo], x2[k.hi], k.cs);
   x2[k.lo] = r.x;
   x2[k.hi] = r.y;
@@ -123,9 +126,10 @@ fn rope_qk_cache(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let idx = gid.x + gid.y * nwg.x * WG;
+  let start = p.start_pos + pos_base[0];
   let q_pairs = p.rows * p.heads * p.half_dim;
   if (idx < q_pairs) {
-    turn_x(idx, p.heads);
+    turn_x(idx, p.heads, start);
     return;
   }
   let w = idx - q_pairs; // word index within the new rows' [rows, heads_k, half_dim] words
@@ -134,11 +138,11 @@ fn rope_qk_cache(
   }
   let row_head = w / p.half_dim;
   let e = 2u * (w % p.half_dim); // first of the word's two elements in its head
-  let pos = p.start_pos + row_head / p.heads_k;
+  let pos = start + row_head / p.heads_k;
   let head_base = row_head * 2u * p.half_dim;
   let k0 = turned_key(head_base, e, pos);
   let k1 = turned_key(head_base, e + 1u, pos);
-  let dst = p.start_pos * p.heads_k * p.half_dim + w;
+  let dst = start * p.heads_k * p.half_dim + w;
   k_cache[dst] = pack2x16float(vec2<f32>(k0, k1));
   v_cache[dst] = pack2x16float(v_in[w]);
 }
@@ -209,6 +213,7 @@ fn rope_qk_cache_q(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let w = wid.x + wid.y * nwg.x;
+  let start = p.start_pos + pos_base[0];
   let hd = 2u * p.half_dim;
   let q_n = p.rows * p.heads * hd;
   let q_wgs = (q_n + WG - 1u) / WG;
@@ -226,7 +231,7 @@ fn rope_qk_cache_q(
   let row_head = ee / hd;
   let j = i % p.half_dim;
   let lo_at = row_head * hd + j;
-  let cs = turn(p.start_pos + row_head / heads, j);
+  let cs = turn(start + row_head / heads, j);
   var r: vec2<f32>;
   if (is_q) {
     r = rotate(x[lo_at], x[lo_at + p.half_dim], cs);
@@ -279,7 +284,7 @@ fn rope_qk_cache_q(
   let g0 = lid - lid % GROUP;
   let ks = group_scale(khi[g0], klo[g0]);
   let vs = group_scale(vhi[g0], vlo[g0]);
-  let ce = p.start_pos * p.heads_k * hd + e; // element index in the cache
+  let ce = start * p.heads_k * hd + e; // element index in the cache
 #if KV8
   if (ce % 4u == 0u) {
     k_cache[ce / 4u] = pack_word(lid, ks, true);

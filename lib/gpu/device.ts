@@ -90,6 +90,7 @@ export class Gpu {
   #lostInfo: { reason: string; message: string } | null = null;
   #lostSignal: Promise<never>;
   #arena: GpuTensor | null = null;
+  #zeros: GpuTensor | null = null;
   #unflushed = 0;
   /**
    * What is running on the device, for the message if it is lost (set by long operations such
@@ -234,10 +235,31 @@ export class Gpu {
     return this.#arena.buffer;
   }
 
-  /** Frees the shared uniform buffer; the next submission creates it again. */
+  /**
+   * A shared 16-byte storage tensor of zeros, for a kernel's optional GPU-side offset when the
+   * caller has none (a start position kept on the GPU, say). Recorded in the ledger as scratch;
+   * {@linkcode trimScratch} frees it.
+   *
+   * @example
+   * ```ts ignore
+   * batch.dispatch(kernel, [x, gpu.zeros()], groups, p); // offset 0
+   * ```
+   */
+  zeros(): GpuTensor {
+    this.#zeros ??= this.tensor({
+      label: "zeros",
+      category: "scratch",
+      data: new Uint32Array(4),
+    });
+    return this.#zeros;
+  }
+
+  /** Frees the shared uniform buffer and zeros; the next use creates them again. */
   trimScratch(): void {
     this.#arena?.destroy();
     this.#arena = null;
+    this.#zeros?.destroy();
+    this.#zeros = null;
   }
 
   /** Copies `byteLength` bytes of a tensor back to the CPU. */

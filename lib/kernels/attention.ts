@@ -18,7 +18,7 @@
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
-import { requireBytes } from "./chunks.ts";
+import { type GpuStart, requireBytes } from "./chunks.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout, kvRoundTrip } from "./kv_cache.ts";
 
 /** Head layout shared by the kernels and the twin. */
@@ -205,6 +205,9 @@ export interface Attention extends Readonly<AttentionShape> {
    * to its own (sliding-window attention).
    * Over a cache whose format turns keys (`KV_CACHE_INFO[f].rotateKeys`), `q` must be turned
    * the same way, as `RopeQk.encodeToCache` leaves it.
+   * With `at`, the rows start at `startPos` plus the u32 in `at.base`, read on the GPU; the
+   * split is planned for the longest context `at.bound` allows (ranges past a row's length are
+   * empty).
    */
   attend(
     batch: CommandBatch,
@@ -215,6 +218,7 @@ export interface Attention extends Readonly<AttentionShape> {
     startPos: number,
     rows: number,
     window?: number,
+    at?: GpuStart,
   ): void;
   /** Frees the scratch. */
   destroy(): void;
@@ -310,26 +314,30 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       const groups = grid(Math.ceil((rows * numKvHeads * headDim) / 2 / 256));
       batch.dispatch(write, [k, v, cacheK, cacheV], groups, base(rows, startPos));
     },
-    attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0) {
+    attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0, at) {
       requireBytes(q, rows * numHeads * headDim * 4, "attention q");
       requireBytes(out, rows * numHeads * headDim * 4, "attention out");
-      if (opts.maxSeq && startPos + rows > opts.maxSeq) {
+      // the longest context the rows can see: what the grid is planned for
+      const len = (at ? Math.max(startPos, at.bound) : startPos) + rows;
+      if (opts.maxSeq && len > opts.maxSeq) {
         throw new RangeError(
-          `attention: positions up to ${startPos + rows} exceed the cache (${opts.maxSeq})`,
+          `attention: positions up to ${len} exceed the cache (${opts.maxSeq})`,
         );
       }
-      requireBytes(cacheK, cacheBytes(startPos + rows), "attention cacheK");
-      requireBytes(cacheV, cacheBytes(startPos + rows), "attention cacheV");
+      requireBytes(cacheK, cacheBytes(len), "attention cacheK");
+      requireBytes(cacheV, cacheBytes(len), "attention cacheV");
+      if (at) requireBytes(at.base, 4, "attention start position");
+      const pos = at?.base ?? batch.gpu.zeros();
       const items = rows * numHeads;
-      const range = rangeKeys(startPos + rows, items);
-      const splits = Math.ceil((startPos + rows) / range);
+      const range = rangeKeys(len, items);
+      const splits = Math.ceil(len / range);
       if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
         const p = base(rows, startPos, splits, window, range);
-        batch.dispatch(split, [q, cacheK, cacheV, scratch], grid(items * splits), p);
+        batch.dispatch(split, [q, cacheK, cacheV, scratch, pos], grid(items * splits), p);
         batch.dispatch(combine, [scratch, out], grid(items), p);
       } else {
         const p = base(rows, startPos, 1, window);
-        batch.dispatch(attend, [q, cacheK, cacheV, out], grid(items), p);
+        batch.dispatch(attend, [q, cacheK, cacheV, out, pos], grid(items), p);
       }
     },
     destroy() {

@@ -134,3 +134,21 @@ export function requireBytes(binding: Binding, bytes: number, what: string): voi
 export function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
+
+/**
+ * A start position that lives partly on the GPU: a kernel adds the u32 in `base` to the start
+ * position its parameters carry, so that work recorded ahead of time (speculative rounds
+ * chained on the GPU) can run at a position only the GPU knows. `bound` is the most the sum can
+ * be; the CPU sizes grids and checks the cache against it.
+ *
+ * @example
+ * ```ts ignore
+ * rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, 0, rows, { base: pos, bound: 96 });
+ * ```
+ */
+export interface GpuStart {
+  /** One u32 (at the binding's offset) added to the start position. */
+  base: Binding;
+  /** The most `startPos + base` can be when the work runs. */
+  bound: number;
+}

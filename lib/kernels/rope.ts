@@ -8,7 +8,7 @@
 
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { requireBytes } from "./chunks.ts";
+import { type GpuStart, requireBytes } from "./chunks.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "./kv_cache.ts";
 
 /**
@@ -119,7 +119,9 @@ export interface RopeQk {
    * (both `[rows, kvHeads, headDim]` f32; `k` itself is left as it was) into a layer's f16 KV
    * cache at positions `startPos ..` — what `encode` followed by the attention's `writeKv` leaves
    * in the cache, in one dispatch. The caches use the attention's layout
-   * (`[maxSeq, kvHeads, headDim]`, two f16 per u32).
+   * (`[maxSeq, kvHeads, headDim]`, two f16 per u32). With `at`, the positions start at
+   * `startPos` plus the u32 in `at.base`, read on the GPU (checked against the cache at
+   * `at.bound`).
    */
   encodeToCache(
     batch: CommandBatch,
@@ -131,6 +133,7 @@ export interface RopeQk {
     cacheV: Binding,
     startPos: number,
     rows: number,
+    at?: GpuStart,
   ): void;
 }
 
@@ -201,18 +204,20 @@ export async function createRopeQk(
       check(q, k, invFreq, rows);
       batch.dispatch(kernel, [q, invFreq, k], groups(rows), p(rows, startPos));
     },
-    encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, startPos, rows) {
+    encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, startPos, rows, at) {
       check(q, k, invFreq, rows);
       requireBytes(v, rows * kvHeads * headDim * 4, "rope v");
-      if (opts.maxSeq && startPos + rows > opts.maxSeq) {
+      const start = at ? Math.max(startPos, at.bound) : startPos;
+      if (opts.maxSeq && start + rows > opts.maxSeq) {
         throw new RangeError(
-          `rope: positions up to ${startPos + rows} exceed the KV cache (${opts.maxSeq})`,
+          `rope: positions up to ${start + rows} exceed the KV cache (${opts.maxSeq})`,
         );
       }
-      const cacheBytes = quantized ? layout.bytes : (startPos + rows) * kvHeads * headDim * 2;
+      const cacheBytes = quantized ? layout.bytes : (start + rows) * kvHeads * headDim * 2;
       requireBytes(cacheK, cacheBytes, "rope cacheK (too short?)");
       requireBytes(cacheV, cacheBytes, "rope cacheV (too short?)");
-      const bindings = [q, invFreq, k, v, cacheK, cacheV];
+      if (at) requireBytes(at.base, 4, "rope start position");
+      const bindings = [q, invFreq, k, v, cacheK, cacheV, at?.base ?? batch.gpu.zeros()];
       batch.dispatch(toCache, bindings, cacheGroups(rows), p(rows, startPos));
     },
   };

@@ -117,6 +117,12 @@ const SAME_INPUT: LinearEncodeOptions = { reuseInput: true };
 const PER_ROW: LinearEncodeOptions = { perRow: true };
 const PER_ROW_SAME_INPUT: LinearEncodeOptions = { reuseInput: true, perRow: true };
 
+/** Where a pass of chained rounds starts: `offset` past the GPU's position word, at most `bound`. */
+interface ChainedStart {
+  offset: number;
+  bound: number;
+}
+
 /** The default readback group of {@linkcode LlamaModel.decodeGreedy} on this adapter. */
 function defaultInFlight(gpu: Gpu): number {
   return gpu.isSoftware ? 1 : 8;
@@ -160,6 +166,7 @@ export class LlamaModel {
   #pos = 0;
   #disposed = false;
   #bindGroups = new BindGroupCache();
+  #chainedBindGroups = new Map<string, BindGroupCache>();
   #streamer: LayerStreamer | null = null;
   /**
    * Whether batches reuse bind groups across calls (default true). Results are the same either
@@ -473,6 +480,105 @@ export class LlamaModel {
     return { proposals: await this.gpu.readU32(s.ids, 1, count), best };
   }
 
+  /**
+   * The u32 that RoPE and attention add to every start position (zero except during chained
+   * speculative rounds, {@linkcode proposeChained} and {@linkcode verifyChained}, which keep
+   * the position here, where no CPU sees it between rounds).
+   */
+  get gpuStart(): GpuTensor {
+    return this.#state.position;
+  }
+
+  /** The u32 buffer where a pass leaves its argmaxes (one per row for a verify pass). */
+  get argmaxOutput(): GpuTensor {
+    return this.#state.next;
+  }
+
+  /**
+   * Sets {@linkcode gpuStart} (in queue order: it holds for work submitted after this call).
+   * Chained rounds set it to the position they start from, and back to 0 when they end.
+   *
+   * @example
+   * ```ts ignore
+   * target.setGpuStart(target.position); // then target.verifyChained(...) starts there
+   * ```
+   */
+  setGpuStart(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.maxSeqLen) {
+      throw new RangeError(`setGpuStart: position ${position} is outside 0..${this.maxSeqLen}`);
+    }
+    this.#state.position.write(this.gpu.device, new Uint32Array([position]));
+  }
+
+  /**
+   * The draft side of speculative rounds chained on the GPU, with nothing from the CPU but the
+   * shapes: runs two rows, words 0 and 1 of {@linkcode tokenInput} (the token before `last`
+   * and `last`, which the acceptance kernel left there), at positions {@linkcode gpuStart} and
+   * one after; then `count - 1` greedy steps that feed each argmax back; each of the `count`
+   * argmaxes goes to words `1 .. count` of `into` (the target's {@linkcode tokenInput}).
+   * {@linkcode gpuStart} is at most `bound` when the work runs, which sizes attention and is
+   * checked against the cache. {@linkcode position} is left alone. Returns once submitted.
+   *
+   * @example
+   * ```ts ignore
+   * draft.proposeChained(4, target.tokenInput, 40);
+   * target.verifyChained(4, 41, (batch) => accept.encode(batch, buffers, 4, 0));
+   * ```
+   */
+  proposeChained(count: number, into: GpuTensor, bound: number): void {
+    this.#checkChained(bound, count + 1, "proposeChained");
+    if (!Number.isInteger(count) || count < 1 || (count + 1) * 4 > into.byteSize) {
+      throw new RangeError(
+        `proposeChained: ${count} tokens do not fit ${into.label} (${into.byteSize / 4} words)`,
+      );
+    }
+    const s = this.#state;
+    const vocab = this.config.vocabSize;
+    let batch = this.#batch(this.#chainGroups("draft 2 rows"));
+    this.#encodeChunk(batch, { rows: 2 }, 1, undefined, false, { offset: 0, bound });
+    this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+    batch.copy(s.next, 0, into, 4, 4);
+    batch.submit();
+    for (let i = 1; i < count; i++) {
+      batch = this.#batch(this.#chainGroups("draft step"));
+      this.#encodeChunk(batch, "next", 1, undefined, false, {
+        offset: 1 + i,
+        bound: bound + 1 + i,
+      });
+      this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+      batch.copy(s.next, 0, into, (1 + i) * 4, 4);
+      batch.submit();
+    }
+  }
+
+  /**
+   * The target side of speculative rounds chained on the GPU: a {@linkcode verify} pass over
+   * `count + 1` tokens already in {@linkcode tokenInput} (`last`, then a draft's proposals) at
+   * position {@linkcode gpuStart} (at most `bound`), its argmaxes into
+   * {@linkcode argmaxOutput}; `then` records more work into the same submission (the
+   * acceptance step). Nothing is read back; {@linkcode position} is left alone.
+   *
+   * @example
+   * ```ts ignore
+   * target.verifyChained(4, 41, (batch) => accept.encode(batch, buffers, 4, 0));
+   * ```
+   */
+  verifyChained(count: number, bound: number, then?: (batch: CommandBatch) => void): void {
+    const n = count + 1;
+    this.#checkChained(bound, n, "verifyChained");
+    if (!Number.isInteger(count) || count < 1 || n > this.maxVerifyTokens) {
+      throw new RangeError(
+        `verifyChained: ${n} tokens; a verify pass takes 2..${this.maxVerifyTokens}`,
+      );
+    }
+    const s = this.#state;
+    const batch = this.#batch(this.#chainGroups("verify"));
+    this.#encodeChunk(batch, { rows: n }, n, undefined, true, { offset: 0, bound });
+    this.#ops.argmax(batch, s.logits, s.next, n, this.config.vocabSize);
+    then?.(batch);
+    batch.submit();
+  }
+
   /** Most tokens one {@linkcode verify} pass takes. */
   get maxVerifyTokens(): number {
     return Math.min(MAX_GEMV_ROWS, this.#state.rows);
@@ -775,6 +881,7 @@ export class LlamaModel {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#bindGroups.clear();
+    this.#chainedBindGroups.clear();
     for (const layer of this.layers) {
       layer.attnNorm.destroy();
       layer.mlpNorm.destroy();
@@ -795,9 +902,30 @@ export class LlamaModel {
     this.gpu.flush();
   }
 
-  /** A batch that reuses this model's bind groups (unless {@linkcode reuseBindGroups} is off). */
-  #batch(): CommandBatch {
-    return new CommandBatch(this.gpu, this.reuseBindGroups ? { bindGroups: this.#bindGroups } : {});
+  /**
+   * A batch that reuses this model's bind groups (unless {@linkcode reuseBindGroups} is off),
+   * from `cache` when given: one per kind of pass that repeats in turn with others.
+   */
+  #batch(cache = this.#bindGroups): CommandBatch {
+    return new CommandBatch(this.gpu, this.reuseBindGroups ? { bindGroups: cache } : {});
+  }
+
+  #chainGroups(kind: string): BindGroupCache {
+    let cache = this.#chainedBindGroups.get(kind);
+    if (!cache) this.#chainedBindGroups.set(kind, cache = new BindGroupCache());
+    return cache;
+  }
+
+  /** Chained passes: the model usable, and `rows` positions from `bound` inside the cache. */
+  #checkChained(bound: number, rows: number, what: string): void {
+    if (this.#disposed) throw new Error(`${what}: this model has been disposed`);
+    this.gpu.checkAlive(`${what} (${this.format} model)`);
+    if (!Number.isInteger(bound) || bound < 0 || bound + rows > this.maxSeqLen) {
+      throw new RangeError(
+        `${what}: ${rows} tokens from position ${bound} exceed the KV cache ` +
+          `(${this.maxSeqLen} positions)`,
+      );
+    }
   }
 
   /**
@@ -832,10 +960,11 @@ export class LlamaModel {
    */
   #encodeChunk(
     batch: CommandBatch,
-    tokens: readonly number[] | "next" | { first: number; rows: number },
+    tokens: readonly number[] | "next" | { first?: number; rows: number },
     headRows: number,
     capture?: CaptureHook,
     perRow = false,
+    chained?: ChainedStart,
   ): void {
     const one = perRow ? PER_ROW : undefined;
     const same = perRow ? PER_ROW_SAME_INPUT : SAME_INPUT;
@@ -843,16 +972,21 @@ export class LlamaModel {
     const s = this.#state;
     const ops = this.#ops;
     const rows = tokens === "next" ? 1 : "rows" in tokens ? tokens.rows : tokens.length;
-    const pos = this.#pos;
+    // Chained rounds: the start is `chained.offset` past the position word on the GPU.
+    const pos = chained ? chained.offset : this.#pos;
+    const at = { base: s.position, bound: chained ? chained.bound : pos };
     const windows = familyOf(c).windows;
     if (tokens === "next") {
       batch.copy(s.next, 0, s.ids, 0, 4);
     } else if ("rows" in tokens) {
-      // verifyProposed: ids 1.. were written on the GPU by a draft; only the first comes from here
-      if (!Number.isInteger(tokens.first) || tokens.first < 0 || tokens.first >= c.vocabSize) {
-        throw new RangeError(`token id ${tokens.first} is outside the vocabulary`);
+      // verifyProposed: ids 1.. were written on the GPU by a draft; only the first comes from
+      // here (chained rounds: none does)
+      if (tokens.first !== undefined) {
+        if (!Number.isInteger(tokens.first) || tokens.first < 0 || tokens.first >= c.vocabSize) {
+          throw new RangeError(`token id ${tokens.first} is outside the vocabulary`);
+        }
+        s.ids.write(this.gpu.device, new Uint32Array([tokens.first]));
       }
-      s.ids.write(this.gpu.device, new Uint32Array([tokens.first]));
     } else {
       for (const id of tokens) {
         if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
@@ -915,6 +1049,7 @@ export class LlamaModel {
         pos,
         rows,
         windows[l],
+        at,
       );
       capture?.("o_in", l, s.att, c.numHeads * c.headDim);
       lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows, one);
@@ -949,7 +1084,7 @@ export class LlamaModel {
         capture("block_out", l, s.x, c.hiddenSize);
       }
     }
-    this.#pos += rows;
+    if (!chained) this.#pos += rows;
     if (headRows === 0) {
       if (pendingAdd) ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
       return;

@@ -12,6 +12,7 @@ import { type Argmax, createArgmax } from "../kernels/argmax.ts";
 import { type Attention, createAttention } from "../kernels/attention.ts";
 import { createElementwise, type Elementwise } from "../kernels/elementwise.ts";
 import { createEmbedding, type Embedding } from "../kernels/embedding.ts";
+import type { GpuStart } from "../kernels/chunks.ts";
 import type { Int8Input } from "../kernels/linear.ts";
 import { createRmsNorm, type RmsNorm } from "../kernels/rmsnorm.ts";
 import { createRopeQk, type RopeQk } from "../kernels/rope.ts";
@@ -152,7 +153,8 @@ export class LlamaOps {
   /**
    * Rotates q in place and appends the rotated k and v to the layer's cache for positions
    * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache (over
-   * the last `window` positions only, when given: sliding-window attention).
+   * the last `window` positions only, when given: sliding-window attention). With `at`, both
+   * add the u32 in `at.base` to `start` on the GPU.
    */
   attention(
     batch: CommandBatch,
@@ -166,9 +168,10 @@ export class LlamaOps {
     start: number,
     rows: number,
     window = 0,
+    at?: GpuStart,
   ): void {
-    this.#rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, start, rows);
-    this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows, window);
+    this.#rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, start, rows, at);
+    this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows, window, at);
   }
 
   /** a += b over n floats. */

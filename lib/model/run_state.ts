@@ -26,6 +26,9 @@ export interface RunState {
   up: GpuTensor;
   logits: GpuTensor; // [rows, vocab]
   next: GpuTensor; // u32 [rows]: argmax of each logits row
+  // u32, added to the start position by RoPE and attention: 0, except while speculative rounds
+  // chained on the GPU keep the position there (lib/model/speculative.ts)
+  position: GpuTensor;
   invFreq: GpuTensor; // RoPE inverse frequencies [headDim / 2]
   keyCache: GpuTensor[]; // per layer, [maxSeq, kvHeads, headDim] in the cache format
   valueCache: GpuTensor[];
@@ -47,7 +50,19 @@ export function uniformBytesPerChunk(c: LlamaConfig): number {
 
 /** Activation buffers of the run state, in 32-bit words each. */
 export type ActivationBuffers = Record<
-  "ids" | "x" | "xn" | "q" | "k" | "v" | "att" | "proj" | "gate" | "up" | "logits" | "next",
+  | "ids"
+  | "x"
+  | "xn"
+  | "q"
+  | "k"
+  | "v"
+  | "att"
+  | "proj"
+  | "gate"
+  | "up"
+  | "logits"
+  | "next"
+  | "position",
   number
 >;
 
@@ -75,6 +90,7 @@ export function activationFloats(c: LlamaConfig, rows: number): ActivationBuffer
     up: rows * c.intermediateSize,
     logits: rows * c.vocabSize,
     next: rows,
+    position: 1,
   };
 }
 
@@ -119,6 +135,7 @@ export function createRunState(
     up: act("up", f.up),
     logits: act("logits", f.logits),
     next: act("next token", f.next),
+    position: act("start position on the GPU", f.position),
     invFreq,
     keyCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.key cache`)),
     valueCache: Array.from({ length: c.numLayers }, (_, l) => cache(`layers.${l}.value cache`)),
@@ -140,6 +157,7 @@ export function destroyRunState(s: RunState): void {
       s.up,
       s.logits,
       s.next,
+      s.position,
       s.invFreq,
     ]
   ) t.destroy();
