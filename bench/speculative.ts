@@ -10,7 +10,8 @@
  *   verify passes with each draft token kept with probability α (0.5-0.9): tokens/s against the
  *   target's own greedy decoding, so the curve is known without a trained pair.
  * - **bundled pair**: models/sotu-llama with models/sotu-llama-draft, greedy, several prompts:
- *   the measured acceptance and speed-up.
+ *   the measured acceptance and speed-up, with rounds read back one by one (`groupRounds` 0) and
+ *   chained on the GPU in groups (`--spec-groups`).
  *
  * On a software adapter the random models are scaled down (dimensions and layers ÷8).
  *
@@ -87,6 +88,8 @@ export interface BundledRun {
   targetFormat: string;
   draftFormat: string;
   draftTokens: number | "adaptive";
+  /** Rounds per readback (`SpeculativeOptions.groupRounds`; 0: one readback per round). */
+  groupRounds: number;
   /** Over all prompts. */
   acceptance: number;
   tokensPerTargetPass: number;
@@ -112,6 +115,8 @@ export interface SpeculativeBenchOptions {
   formats: BenchFormat[];
   /** Which parts to run (default all three). */
   parts?: ("verify" | "simulated" | "bundled")[];
+  /** Bundled pair: the `groupRounds` values to measure (default 0 and 4). */
+  groups?: number[];
   /** Called with each finished part, so a cut run keeps what it has. */
   onPart?: (r: SpeculativeBench) => Promise<void>;
 }
@@ -275,7 +280,9 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         }
         const baseTokS = aloneTokens / (aloneMs / 1000);
         await speculativeDecode(target, draft, prompts[0], { maxNewTokens: 8 }); // warm
-        for (const k of software ? ["adaptive"] as const : ["adaptive", 1, 2, 3, 4] as const) {
+        const settings = (software ? ["adaptive"] as const : ["adaptive", 1, 2, 3, 4] as const)
+          .flatMap((k) => (o.groups ?? [0, 4]).map((groupRounds) => ({ k, groupRounds })));
+        for (const { k, groupRounds } of settings) {
           let drafted = 0;
           let accepted = 0;
           let passes = 0;
@@ -287,6 +294,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             const run = await speculativeDecode(target, draft, p, {
               maxNewTokens: tokens,
               draftTokens: k === "adaptive" ? undefined : k,
+              groupRounds,
             });
             ms += performance.now() - t0;
             produced += run.tokens.length;
@@ -300,6 +308,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             targetFormat: tf,
             draftFormat: df,
             draftTokens: k,
+            groupRounds,
             acceptance: accepted / drafted,
             tokensPerTargetPass: (produced - prompts.length) / passes,
             tokensPerSecond: tokS,
@@ -309,7 +318,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           };
           r.bundled.push(b);
           console.log(
-            `bundled pair ${tf} + draft ${df}, k=${k}: acceptance ${
+            `bundled pair ${tf} + draft ${df}, k=${k}, groups of ${groupRounds}: acceptance ${
               (100 * b.acceptance).toFixed(1)
             }%, ${b.tokensPerTargetPass.toFixed(2)} tokens/pass, ${tokS.toFixed(1)} tok/s vs ${
               baseTokS.toFixed(1)
@@ -501,10 +510,10 @@ export function speculativeMarkdown(r: SpeculativeBench): string {
     lines.push(
       "Bundled pair (sotu-llama + sotu-llama-draft), greedy, 5 prompts:",
       "",
-      "| target | draft | k | acceptance | tokens/pass | tok/s | alone tok/s | speed-up | same tokens |",
-      "| ------ | ----- | - | ---------- | ----------- | ----- | ----------- | -------- | ----------- |",
+      "| target | draft | k | rounds/readback | acceptance | tokens/pass | tok/s | alone tok/s | speed-up | same tokens |",
+      "| ------ | ----- | - | --------------- | ---------- | ----------- | ----- | ----------- | -------- | ----------- |",
       ...r.bundled.map((b) =>
-        `| ${b.targetFormat} | ${b.draftFormat} | ${b.draftTokens} | ${
+        `| ${b.targetFormat} | ${b.draftFormat} | ${b.draftTokens} | ${b.groupRounds || 1} | ${
           (100 * b.acceptance).toFixed(1)
         }% | ${b.tokensPerTargetPass.toFixed(2)} | ${b.tokensPerSecond.toFixed(1)} | ${
           b.baselineTokensPerSecond.toFixed(1)

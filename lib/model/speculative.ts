@@ -24,11 +24,19 @@
  * proposals straight into the target's input ({@linkcode LlamaModel.proposeGreedy}) and they come
  * back with the target's argmaxes in one readback ({@linkcode LlamaModel.verifyProposed}): one
  * wait per round. In Deno that wait is at least 10 ms (`mapAsync` polls the device, then sleeps
- * 10 ms), and it is what bounds the speed on a fast GPU (BENCHMARKS.md).
+ * 10 ms), and it is what bounds the speed on a fast GPU (BENCHMARKS.md). So greedy rounds go
+ * further: both models read their start position from a word on the GPU, an acceptance kernel
+ * (`kernels/speculative.wgsl`) compares proposals with argmaxes, appends the kept tokens to a
+ * record, advances both positions and leaves the next round's inputs, and groups of rounds run
+ * back to back with one readback per group, the next group already submitted while one is read
+ * (`groupRounds`).
  *
  * @module
  */
 
+import { CommandBatch } from "../gpu/batch.ts";
+import { type AcceptBuffers, createAccept } from "../kernels/speculative.ts";
+import { checkArgmaxToken } from "./finite.ts";
 import type { LlamaModel } from "./llama.ts";
 import { argmax, seededRandom } from "./sampling.ts";
 
@@ -60,6 +68,24 @@ function chainable(m: SpeculativeModel): m is SpeculativeModel & Chained {
   return "proposeGreedy" in m && "verifyProposed" in m && "tokenInput" in m && "gpu" in m;
 }
 
+/** What groups of rounds chained on the GPU need besides {@linkcode Chained}. */
+type Grouped =
+  & Chained
+  & Pick<
+    LlamaModel,
+    | "config"
+    | "format"
+    | "gpuStart"
+    | "argmaxOutput"
+    | "setGpuStart"
+    | "proposeChained"
+    | "verifyChained"
+  >;
+
+function groupable(m: SpeculativeModel): m is SpeculativeModel & Grouped {
+  return chainable(m) && "proposeChained" in m && "verifyChained" in m && "gpuStart" in m;
+}
+
 /** Options of {@linkcode speculativeDecode}. */
 export interface SpeculativeOptions {
   /** Most new tokens (default 64). */
@@ -86,6 +112,16 @@ export interface SpeculativeOptions {
    * true). False reads the proposals back first (two waits per round); the tokens are the same.
    */
   chain?: boolean;
+  /**
+   * Greedy, models on one device, `chain` on: rounds run back to back on the GPU in groups of
+   * this many, with one readback per group, and the next group submitted while one is read
+   * back (default 4). The acceptance step runs on the GPU, which advances both models'
+   * positions there; with `adaptive`, k changes only between groups (the rule is applied to
+   * each round's outcome as it is read, and the new k takes effect in the next group
+   * submitted). Rounds past a stop are discarded. Near the end of a KV cache, or with 0, rounds
+   * are read back one by one. The tokens are the same either way.
+   */
+  groupRounds?: number;
   /**
    * Benchmarks only: keep each draft token with this probability (until the first rejection)
    * instead of comparing it with the target's choice, so that the speed at a given acceptance
@@ -314,9 +350,36 @@ export async function speculativeDecode(
     last = greedy ? argmax(logits) : sampleFrom(dist(logits), rng);
     deliver([last]);
   }
+  let pending = [...prompt, last]; // tokens the draft has not seen yet
+  const groupRounds = options.groupRounds ?? 4;
+  if (!Number.isInteger(groupRounds) || groupRounds < 0) {
+    throw new RangeError(`speculative: groupRounds ${groupRounds} must be a whole number`);
+  }
+  const grouped = greedy && !stopped && groupRounds > 0 && (options.chain ?? true) &&
+    groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target;
+  // The draft's first round re-feeds the prompt's last token with `last`: it needs the rest.
+  if (grouped && prompt.length > 1) await draft.forward(prompt.slice(0, -1), "none");
   const t1 = performance.now();
   result.prefillMs = t1 - t0;
-  let pending = [...prompt, last]; // tokens the draft has not seen yet
+  if (grouped) {
+    const ended = await groupedRounds(target, draft, prompt, k, {
+      adaptive,
+      maxK,
+      groupRounds,
+      maxNew,
+      result,
+      deliver,
+      simulate: options.simulateAcceptance === undefined ? undefined : (n: number) => {
+        let kept = 0;
+        while (kept < n && rng() < options.simulateAcceptance!) kept++;
+        return kept;
+      },
+    });
+    stopped = ended.stopped;
+    k = ended.k;
+    last = result.tokens[result.tokens.length - 1];
+    if (!stopped) pending = [ended.prev, last];
+  }
   while (!stopped) {
     const start = target.position; // tokens before `last`
     const roomTarget = target.maxSeqLen - start - 1;
@@ -398,4 +461,186 @@ export async function speculativeDecode(
     ? (result.tokens.length - 1) / result.targetPasses
     : 0;
   return result;
+}
+
+/** What {@linkcode groupedRounds} needs from {@linkcode speculativeDecode}. */
+interface GroupedContext {
+  adaptive: boolean;
+  maxK: number;
+  groupRounds: number;
+  maxNew: number;
+  result: SpeculativeResult;
+  /** Delivers a round's tokens; false: a stop (the rest of the round is dropped). */
+  deliver: (tokens: number[]) => boolean;
+  /** Benchmarks: the number of proposals to keep of n, drawn when the round is submitted. */
+  simulate?: (n: number) => number;
+}
+
+/**
+ * Greedy rounds chained on the GPU in groups, after the prompt pass: `last` (the prompt pass's
+ * token) is the newest of `result.tokens`, the target's cache holds the prompt and the draft's
+ * all of it but its last token. Each round: the draft runs [token before last, last] and k − 1
+ * more steps, writing its proposals into the target's input; the target verifies; the
+ * acceptance kernel keeps what matches and leaves the next round's inputs and positions. Groups
+ * are read back one at a time while the next runs.
+ *
+ * Returns whether a stop was reached, the draft length for what follows, and the token before
+ * `last`. Afterwards the models' positions are set as the round-by-round loop expects them
+ * (target: the tokens before `last`; draft: one fewer, as it re-feeds the token before `last`)
+ * or, after a stop, to what greedy decoding leaves (the prompt and every token delivered but
+ * the last).
+ */
+async function groupedRounds(
+  target: SpeculativeModel & Grouped,
+  draft: SpeculativeModel & Grouped,
+  prompt: readonly number[],
+  k: number,
+  o: GroupedContext,
+): Promise<{ stopped: boolean; k: number; prev: number }> {
+  const gpu = target.gpu;
+  const result = o.result;
+  const slotWords = o.maxK + 2; // a round's record: kept, up to maxK proposals, next
+  const halfWords = o.groupRounds * slotWords;
+  // each group's half of the records starts where a storage binding may
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const halfBytes = Math.ceil((halfWords * 4) / align) * align;
+  const accept = await createAccept(gpu);
+  const record = gpu.tensor({
+    label: "speculative records",
+    category: "scratch",
+    byteSize: 2 * halfBytes,
+  });
+  const staging = [0, 1].map((i) => ({
+    buffer: gpu.device.createBuffer({
+      label: `speculative records ${i}`,
+      size: halfWords * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    }),
+    id: gpu.ledger.record("staging", `speculative records ${i}`, halfWords * 4),
+  }));
+  const buffers = (half: number): AcceptBuffers => ({
+    targetIds: target.tokenInput,
+    best: target.argmaxOutput,
+    draftIds: draft.tokenInput,
+    targetPos: target.gpuStart,
+    draftPos: draft.gpuStart,
+    record: { tensor: record, offset: half * halfBytes, size: halfWords * 4 },
+  });
+  let tpos = prompt.length; // the target's tokens before `last`, as far as read
+  let hi = tpos; // the most tpos can be when the next group starts
+  let inFlightRounds = 0;
+  let submitted = 0;
+  let read = 0;
+  const all = [...prompt, ...result.tokens];
+  let prev = all[all.length - 2];
+  const last = all[all.length - 1];
+  target.setGpuStart(tpos);
+  draft.setGpuStart(tpos - 1);
+  target.tokenInput.write(gpu.device, new Uint32Array([last]));
+  draft.tokenInput.write(gpu.device, new Uint32Array([prev, last]));
+
+  interface Group {
+    rounds: number;
+    k: number;
+    half: number;
+    advance: number;
+  }
+  // Records and submits the next group (null: none fits, or none is needed).
+  const submitGroup = (): Group | null => {
+    const kk = Math.min(k, o.maxK);
+    // every round yields at least one token: no more rounds than tokens still wanted
+    let rounds = Math.min(o.groupRounds, o.maxNew - result.tokens.length - inFlightRounds);
+    // round r starts at most at hi + r (k + 1); its passes write up to k positions further
+    const room = Math.min(target.maxSeqLen, draft.maxSeqLen + 1);
+    while (rounds > 0 && hi + rounds * (kk + 1) > room) rounds--;
+    if (rounds <= 0) return null;
+    const half = submitted % 2;
+    const b = buffers(half);
+    for (let r = 0; r < rounds; r++) {
+      const start = hi + r * (kk + 1);
+      draft.proposeChained(kk, target.tokenInput, start - 1);
+      const forced = o.simulate?.(kk);
+      target.verifyChained(
+        kk,
+        start,
+        (batch) => accept.encode(batch, b, kk, r * slotWords, forced),
+      );
+    }
+    const copy = new CommandBatch(gpu);
+    copy.copyToBuffer(
+      record,
+      half * halfBytes,
+      staging[half].buffer,
+      0,
+      rounds * slotWords * 4,
+    );
+    copy.submit();
+    submitted++;
+    inFlightRounds += rounds;
+    const advance = rounds * (kk + 1);
+    hi += advance;
+    return { rounds, k: kk, half, advance };
+  };
+
+  let stopped = false;
+  let roundEnd = tpos; // the target's tpos after the last round read
+  try {
+    let group = submitGroup();
+    while (group) {
+      const { buffer } = staging[group.half];
+      const bytes = group.rounds * slotWords * 4;
+      const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
+      // The next group needs nothing from the CPU: submit it before this one's records arrive.
+      const next = submitGroup();
+      await gpu.whileAlive(mapped, "speculative rounds");
+      read++;
+      const words = new Uint32Array(buffer.getMappedRange(0, bytes)).slice();
+      buffer.unmap();
+      inFlightRounds -= group.rounds;
+      hi -= group.advance;
+      for (let r = 0; r < group.rounds && !stopped; r++) {
+        const at = r * slotWords;
+        const kept = words[at];
+        if (!(kept <= group.k)) throw new Error(`speculative: a round kept ${kept} of ${group.k}`);
+        const tokens = [...words.subarray(at + 1, at + kept + 2)];
+        for (const t of tokens) {
+          checkArgmaxToken(t, target.config.vocabSize, "speculative rounds", target.format);
+        }
+        result.targetPasses++;
+        result.drafted += group.k;
+        result.accepted += kept;
+        result.draftLengths.push(group.k);
+        result.acceptedPerRound.push(kept);
+        if (o.adaptive) k = kept === group.k ? Math.min(o.maxK, k + 2) : Math.max(1, k - 1);
+        tpos += 1 + kept;
+        hi += 1 + kept;
+        roundEnd = tpos;
+        prev = tokens.length > 1 ? tokens[tokens.length - 2] : all[all.length - 1];
+        all.push(...tokens);
+        if (!o.deliver(tokens)) stopped = true;
+      }
+      if (stopped) break;
+      group = next;
+    }
+  } finally {
+    // Let every submitted group finish before its buffers go.
+    if (submitted > read && !gpu.lost) await gpu.sync().catch(() => {});
+    for (const { buffer, id } of staging) {
+      buffer.destroy();
+      gpu.ledger.release(id);
+    }
+    record.destroy();
+    target.setGpuStart(0);
+    draft.setGpuStart(0);
+  }
+  if (stopped) {
+    // as greedy decoding leaves it: the prompt and every delivered token but the last
+    const end = prompt.length + result.tokens.length - 1;
+    target.reset(end);
+    draft.reset(Math.max(0, Math.min(end, roundEnd - 1)));
+  } else {
+    target.reset(tpos);
+    draft.reset(tpos - 1);
+  }
+  return { stopped, k, prev };
 }

@@ -95,6 +95,84 @@ for (const [targetFormat, draftFormat] of PAIRS) {
   });
 }
 
+Deno.test("rounds chained in groups: stops inside a group, group sizes, one round per readback", async () => {
+  const target = await load(TARGET, "nf4");
+  const draft = await load(DRAFT, "fp16");
+  try {
+    target.reset();
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 30 })).tokens;
+    // groups of 1, 3 and 4 rounds (the default), and one readback per round
+    for (const groupRounds of [1, 3, undefined, 0]) {
+      const run = await speculativeDecode(target, draft, prompt, {
+        maxNewTokens: 30,
+        draftTokens: 3,
+        groupRounds,
+      });
+      assertEquals(run.tokens, want, `groupRounds ${groupRounds}`);
+      if (groupRounds !== 0) {
+        // every chained round drafts k (one readback per round drafts less near the end)
+        assertEquals(run.draftLengths.length, run.targetPasses);
+        assertEquals(run.drafted, 3 * run.targetPasses);
+      }
+      assertEquals(target.position, prompt.length + want.length - 1);
+    }
+    // a stop by onToken at every token of the first rounds (k = 4: a group makes 4 to 20
+    // tokens), and by maxNewTokens: the surplus is dropped, and the target's position is what
+    // greedy decoding leaves
+    for (let stopAt = 0; stopAt < 9; stopAt++) {
+      const seen: number[] = [];
+      const run = await speculativeDecode(target, draft, prompt, {
+        maxNewTokens: 30,
+        draftTokens: 4,
+        onToken: (t, i) => {
+          seen.push(t);
+          return i !== stopAt;
+        },
+      });
+      assertEquals(run.tokens, want.slice(0, stopAt + 1), `stop at ${stopAt}`);
+      assertEquals(seen, run.tokens);
+      assertEquals(run.stoppedBy, "callback");
+      assertEquals(target.position, prompt.length + stopAt);
+      assert(draft.position <= target.position);
+      // the cache holds what greedy decoding's would: the next step gives the next token
+      if (stopAt + 1 < want.length) {
+        const next = await target.decodeGreedy([want[stopAt]], { maxNewTokens: 1 });
+        assertEquals(next.tokens, [want[stopAt + 1]], `after a stop at ${stopAt}`);
+      }
+    }
+    for (const maxNewTokens of [1, 2, 5, 13]) {
+      const run = await speculativeDecode(target, draft, prompt, { maxNewTokens });
+      assertEquals(run.tokens, want.slice(0, maxNewTokens), `maxNewTokens ${maxNewTokens}`);
+      assertEquals(run.stoppedBy, "max-tokens");
+      assertEquals(target.position, prompt.length + maxNewTokens - 1);
+    }
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
+Deno.test("rounds chained in groups: the context limit (groups give way to single rounds)", async () => {
+  // caches of 40 positions; the draft's a little longer, then shorter than the target's
+  for (const draftSeq of [44, 36]) {
+    const opts = { gpu, chunkSize: 32 };
+    const target = await LlamaModel.load(TARGET, { ...opts, format: "fp16", maxSeqLen: 40 });
+    const draft = await LlamaModel.load(DRAFT, { ...opts, format: "q8_0", maxSeqLen: draftSeq });
+    try {
+      target.reset();
+      const alone = await target.decodeGreedy(prompt, { maxNewTokens: 64 });
+      assertEquals(alone.stoppedBy, "context");
+      const run = await speculativeDecode(target, draft, prompt, { maxNewTokens: 64 });
+      assertEquals(run.tokens, alone.tokens, `draft cache ${draftSeq}`);
+      assertEquals(run.stoppedBy, "context");
+      assertEquals(target.position, 40);
+    } finally {
+      target.dispose();
+      draft.dispose();
+    }
+  }
+});
+
 Deno.test("speculative greedy = target greedy with quantized KV caches (rollback moves only the position)", async () => {
   for (const kvCache of ["int8", "int4"] as const) {
     const opts = { gpu, maxSeqLen: MAX_SEQ, chunkSize: 32, kvCache };
