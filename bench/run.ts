@@ -83,7 +83,7 @@ const { values: args } = parseArgs({
     "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
     "llama-bench": { type: "string" },
     "spec-parts": { type: "string", default: "verify,simulated,bundled" },
-    "spec-groups": { type: "string", default: "0,4" },
+    "spec-groups": { type: "string", default: "0,8" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
@@ -97,7 +97,7 @@ if (args.help) {
   console.log(
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
-      "                [--spec-groups 0,4]                 (bundled pair: rounds per readback)\n" +
+      "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +

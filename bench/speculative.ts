@@ -115,7 +115,7 @@ export interface SpeculativeBenchOptions {
   formats: BenchFormat[];
   /** Which parts to run (default all three). */
   parts?: ("verify" | "simulated" | "bundled")[];
-  /** Bundled pair: the `groupRounds` values to measure (default 0 and 4). */
+  /** Bundled pair: the `groupRounds` values to measure (default 0 and 8). */
   groups?: number[];
   /** Called with each finished part, so a cut run keeps what it has. */
   onPart?: (r: SpeculativeBench) => Promise<void>;
@@ -281,7 +281,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         const baseTokS = aloneTokens / (aloneMs / 1000);
         await speculativeDecode(target, draft, prompts[0], { maxNewTokens: 8 }); // warm
         const settings = (software ? ["adaptive"] as const : ["adaptive", 1, 2, 3, 4] as const)
-          .flatMap((k) => (o.groups ?? [0, 4]).map((groupRounds) => ({ k, groupRounds })));
+          .flatMap((k) => (o.groups ?? [0, 8]).map((groupRounds) => ({ k, groupRounds })));
         for (const { k, groupRounds } of settings) {
           let drafted = 0;
           let accepted = 0;

@@ -115,7 +115,9 @@ export interface SpeculativeOptions {
   /**
    * Greedy, models on one device, `chain` on: rounds run back to back on the GPU in groups of
    * this many, with one readback per group, and the next group submitted while one is read
-   * back (default 4). The acceptance step runs on the GPU, which advances both models'
+   * back (default 8: on the H200 each readback costs at least 10 ms, and groups of 4 rounds
+   * reached 0.76x of plain decoding, groups of 8 1.0-1.5x; BENCHMARKS.md). The acceptance
+   * step runs on the GPU, which advances both models'
    * positions there; with `adaptive`, k changes only between groups (the rule is applied to
    * each round's outcome as it is read, and the new k takes effect in the next group
    * submitted). Rounds past a stop are discarded. Near the end of a KV cache, or with 0, rounds
@@ -351,7 +353,7 @@ export async function speculativeDecode(
     deliver([last]);
   }
   let pending = [...prompt, last]; // tokens the draft has not seen yet
-  const groupRounds = options.groupRounds ?? 4;
+  const groupRounds = options.groupRounds ?? 8;
   if (!Number.isInteger(groupRounds) || groupRounds < 0) {
     throw new RangeError(`speculative: groupRounds ${groupRounds} must be a whole number`);
   }

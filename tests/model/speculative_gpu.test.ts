@@ -101,7 +101,7 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
   try {
     target.reset();
     const want = (await target.decodeGreedy(prompt, { maxNewTokens: 30 })).tokens;
-    // groups of 1, 3 and 4 rounds (the default), and one readback per round
+    // groups of 1, 3 and 8 rounds (the default), and one readback per round
     for (const groupRounds of [1, 3, undefined, 0]) {
       const run = await speculativeDecode(target, draft, prompt, {
         maxNewTokens: 30,
@@ -116,8 +116,8 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
       }
       assertEquals(target.position, prompt.length + want.length - 1);
     }
-    // a stop by onToken at every token of the first rounds (k = 4: a group makes 4 to 20
-    // tokens), and by maxNewTokens: the surplus is dropped, and the target's position is what
+    // a stop by onToken at every token of the first rounds (k = 4: a round makes 1 to 5
+    // tokens, a group of 8 rounds 8 to 40), and by maxNewTokens: the surplus is dropped, and the target's position is what
     // greedy decoding leaves
     for (let stopAt = 0; stopAt < 9; stopAt++) {
       const seen: number[] = [];
