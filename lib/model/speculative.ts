@@ -80,10 +80,13 @@ type Grouped =
     | "setGpuStart"
     | "proposeChained"
     | "verifyChained"
+    | "chunkSize"
   >;
 
 function groupable(m: SpeculativeModel): m is SpeculativeModel & Grouped {
-  return chainable(m) && "proposeChained" in m && "verifyChained" in m && "gpuStart" in m;
+  // the draft's first pass of a round has two rows
+  return chainable(m) && "proposeChained" in m && "verifyChained" in m && "gpuStart" in m &&
+    "chunkSize" in m && (m.chunkSize as number) >= 2;
 }
 
 /** Options of {@linkcode speculativeDecode}. */
@@ -96,7 +99,10 @@ export interface SpeculativeOptions {
    * `maxVerifyTokens − 1` (7).
    */
   draftTokens?: number;
-  /** Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. */
+  /**
+   * Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. Where greedy
+   * rounds are chained on the GPU in groups (`groupRounds`), k changes only between groups.
+   */
   adaptive?: boolean;
   /** 0 (default) is greedy; above 0 both models' logits are divided by it before softmax. */
   temperature?: number;

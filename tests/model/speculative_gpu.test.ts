@@ -173,6 +173,28 @@ Deno.test("rounds chained in groups: the context limit (groups give way to singl
   }
 });
 
+Deno.test("a draft whose chunks hold one token reads back every round (the chained first pass has two rows)", async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await LlamaModel.load(DRAFT, {
+    gpu,
+    format: "fp16",
+    maxSeqLen: MAX_SEQ,
+    chunkSize: 1,
+  });
+  try {
+    target.reset();
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 12 })).tokens;
+    const run = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 12,
+      draftTokens: 2,
+    });
+    assertEquals(run.tokens, want);
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
 Deno.test("speculative greedy = target greedy with quantized KV caches (rollback moves only the position)", async () => {
   for (const kvCache of ["int8", "int4"] as const) {
     const opts = { gpu, maxSeqLen: MAX_SEQ, chunkSize: 32, kvCache };
