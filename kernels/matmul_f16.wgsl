@@ -4,14 +4,15 @@
 // Two entry points:
 //   gemv  one activation row (decode). Memory-bound: GEMV_TPR threads share one output feature
 //         and stride over its row so that neighbouring threads read neighbouring words.
-//   gemm  several rows (prefill). TILE_M x TILE_N output tiles, K in steps of 16 through
-//         workgroup memory, 4x4 outputs per thread.
+//   gemm_outer  several rows (prefill): 128-feature tiles, 8x8 outputs per thread, f32 sums
+//         (common/gemm_outer.wgsl).
 //   gemv_rows  2 to 8 rows (the verify pass of speculative decoding): gemv's lanes and order,
 //         each weight unit loaded once and multiplied with every row (see its section).
 //
 // Without F16 the weights are unpacked with unpack2x16float and multiplied in f32. With F16 the
-// same words are reinterpreted as vec2/vec4<f16> and x is rounded to f16, so the products (and
-// the 4-term dot products) are f16 arithmetic; each 4-term dot is added to an f32 accumulator.
+// same words are reinterpreted as vec2/vec4<f16> and x is rounded to f16, so the GEMVs' products
+// (and their 4-term dot products) are f16 arithmetic; each 4-term dot is added to an f32
+// accumulator. gemm_outer is f32 arithmetic on both paths.
 //
 // A weight larger than one storage binding is bound in chunks of output features: n_start and
 // n_count select the chunk, and w is that chunk's slice only. With ROUTE2 or ROUTE3 the gemv
@@ -176,126 +177,68 @@ fn gemv(
 }
 
 // ---------------------------------------------------------------------------------------------
-// gemm
-
-override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
-override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
-const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
-
-// Tiles hold T, so the f16 path keeps its operands in f16 all the way to the dot product.
-var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
-var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
-
-@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
-fn gemm(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let threads = (TILE_M / 4u) * (TILE_N / 4u);
-  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
-  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= tiles_n * tiles_m) {
-    return; // the whole workgroup leaves: no barrier is skipped by part of it
-  }
-  let m0 = (tile / tiles_n) * TILE_M;
-  let n0 = (tile % tiles_n) * TILE_N;
-  let half_k = p.k / 2u;
-  // Neighbouring threads own neighbouring output columns, so y stores coalesce.
-  let tx = lid % (TILE_N / 4u);
-  let ty = lid / (TILE_N / 4u);
-
-  // Sixteen outputs per thread in four vec4 registers, written out rather than an array indexed
-  // in loops (which can end up in local memory: the FP16 GEMM ran 5-6x faster so on the H100).
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
-    for (var i = lid; i < TILE_M * K4; i += threads) {
-      let m = m0 + i / K4;
-      let kq = k0 + 4u * (i % K4); // first of four k; even, so it starts a pair
-      var a = vec2<f32>(0.0);
-      var b = vec2<f32>(0.0);
-      if (m < p.rows && kq < p.k) {
-        a = x2[m * half_k + kq / 2u];
-        if (kq + 2u < p.k) {
-          b = x2[m * half_k + kq / 2u + 1u];
-        }
-      }
-      xs[i] = vec4<T>(vec4<f32>(a, b));
-    }
-    for (var i = lid; i < TILE_N * K4; i += threads) {
-      let n = n0 + i / K4;
-      let kq = k0 + 4u * (i % K4);
-#if F16
-      var a = vec2<f16>(0.0);
-      var b = vec2<f16>(0.0);
-#else
-      var a = 0u;
-      var b = 0u;
-#endif
-      if (n < p.n_count && kq < p.k) {
-        a = wpair[n * half_k + kq / 2u];
-        if (kq + 2u < p.k) {
-          b = wpair[n * half_k + kq / 2u + 1u];
-        }
-      }
-#if F16
-      ws[i] = vec4<f16>(a, b);
-#else
-      ws[i] = vec4<f32>(unpack2x16float(a), unpack2x16float(b));
-#endif
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < K4; kk++) {
-      let xa0 = xs[ty * K4 + kk];
-      let xa1 = xs[(ty + TILE_M / 4u) * K4 + kk];
-      let xa2 = xs[(ty + 2u * (TILE_M / 4u)) * K4 + kk];
-      let xa3 = xs[(ty + 3u * (TILE_M / 4u)) * K4 + kk];
-      let wb0 = ws[tx * K4 + kk];
-      let wb1 = ws[(tx + TILE_N / 4u) * K4 + kk];
-      let wb2 = ws[(tx + 2u * (TILE_N / 4u)) * K4 + kk];
-      let wb3 = ws[(tx + 3u * (TILE_N / 4u)) * K4 + kk];
-      acc0 += dots(xa0, wb0, wb1, wb2, wb3);
-      acc1 += dots(xa1, wb0, wb1, wb2, wb3);
-      acc2 += dots(xa2, wb0, wb1, wb2, wb3);
-      acc3 += dots(xa3, wb0, wb1, wb2, wb3);
-    }
-    workgroupBarrier();
-  }
-  store_row(m0 + ty, n0 + tx, acc0);
-  store_row(m0 + ty + TILE_M / 4u, n0 + tx, acc1);
-  store_row(m0 + ty + 2u * (TILE_M / 4u), n0 + tx, acc2);
-  store_row(m0 + ty + 3u * (TILE_M / 4u), n0 + tx, acc3);
-}
-
-// dots (four dot products of one x row) and store_row (one thread's outputs).
-#include "common/gemm_store.wgsl"
-
-// ---------------------------------------------------------------------------------------------
-// gemm_outer (K % 16 == 0): the register-blocked outer product of common/gemm_outer.wgsl, with
-// x and the f16 weights widened to f32 in its tiles: f32 arithmetic on either path.
+// gemm (several rows, prefill): the register-blocked outer product of common/gemm_outer.wgsl,
+// with x and the f16 weights widened to f32 in its tiles: f32 arithmetic on either path. K % 8 ==
+// 0 reads eight weights as 16 bytes; with ANYK (any other, even, K) pairs of weights and of x,
+// zeros past K (one entry point may not use two views of a binding).
 
 fn outer_prologue(lid: u32) {}
 
+#if ANYK
+// Weights i, i + 1 (element k of a row, k even and below K).
+fn w_pair(i: u32) -> vec2<f32> {
+#if F16
+  return vec2<f32>(wpair[i / 2u]);
+#else
+  return unpack2x16float(wpair[i / 2u]);
+#endif
+}
+
 fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  if (k >= p.k) {
+    return vec4<f32>(0.0);
+  }
+  let i = m * p.k + k;
+  return vec4<f32>(x2[i / 2u], select(vec2<f32>(0.0), x2[i / 2u + 1u], k + 2u < p.k));
+}
+
+fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  var w: OuterW8;
+  if (k >= p.k) {
+    return w;
+  }
+  let i = n * p.k + k;
+  w.lo = vec4<f32>(w_pair(i), select(vec2<f32>(0.0), w_pair(i + 2u), k + 2u < p.k));
+  if (k + 4u < p.k) {
+    w.hi = vec4<f32>(w_pair(i + 4u), select(vec2<f32>(0.0), w_pair(i + 6u), k + 6u < p.k));
+  }
+  return w;
+}
+#else
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  if (k >= p.k) {
+    return vec4<f32>(0.0);
+  }
   return x4[(m * p.k + k) / 4u];
 }
 
 fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  var w: OuterW8;
+  if (k >= p.k) {
+    return w;
+  }
   let i = n * p.k + k;
 #if F16
   return OuterW8(vec4<f32>(wquad[i / 4u]), vec4<f32>(wquad[i / 4u + 1u]));
 #else
-  let w = woct[i / 8u];
+  let o = woct[i / 8u];
   return OuterW8(
-    vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-    vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+    vec4<f32>(unpack2x16float(o.x), unpack2x16float(o.y)),
+    vec4<f32>(unpack2x16float(o.z), unpack2x16float(o.w)),
   );
 #endif
 }
+#endif
 
 #include "common/gemm_outer.wgsl"
 

@@ -12,13 +12,10 @@
 //
 // Entry points: gemv (one activation row: GEMV_TPR threads per group of RPT output features
 // stride over their codes; with K32, K % 32 == 0, a row is whole vec4<u32> units of 32 codes,
-// one block each) and
-// gemm (TILE_M x TILE_N output tiles; each K step of 16 dequantizes a weight tile into
-// workgroup memory, then 4x4 outputs per thread).
+// one block each), gemv_rows (2 to 8 rows) and gemm_outer (prefill: common/gemm_outer.wgsl).
 //
-// Without F16 all arithmetic is f32, and so is the gemv without K32 (odd K) either way. With
-// F16 the gemm tiles hold f16 (x and the dequantized weights rounded to f16) and the 4-term dots
-// are f16; the gemv with K32 is the f16 path below.
+// Without F16 all arithmetic is f32, and so is the gemv without K32 (odd K) either way, and
+// gemm_outer on both paths. With F16 the gemv with K32 is the f16 path below.
 //
 // The f16 gemv with K32 (F16 and K32: the decode hot path). In step t, lane l of a thread group
 // takes units ua = 2·GEMV_TPR·t + l and ub = ua + GEMV_TPR of each of its RPT rows.
@@ -512,112 +509,59 @@ fn gemv(
   }
 }
 
-override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
-override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
-const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
-
-var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
-var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
-
 // The decoded weight W[n, k] of local row n (k < K).
 fn weight_at(n: u32, k: u32) -> f32 {
   let e = (p.n_start + n) * p.k + k;
   return tbl[nib(codes[e / 8u - p.code_base], e % 8u)] * block_absmax(e / p.blocksize);
 }
 
-@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
-fn gemm(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  load_table(lid);
-  let threads = (TILE_M / 4u) * (TILE_N / 4u);
-  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
-  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= tiles_n * tiles_m) {
-    return; // the whole workgroup leaves: no barrier is skipped by part of it
-  }
-  let m0 = (tile / tiles_n) * TILE_M;
-  let n0 = (tile % tiles_n) * TILE_N;
-  let tx = lid % (TILE_N / 4u);
-  let ty = lid / (TILE_N / 4u);
-
-  // Sixteen outputs per thread in four vec4 registers, written out rather than an array indexed
-  // in loops (which can end up in local memory: the FP16 GEMM ran 5-6x faster so on the H100).
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
-    for (var i = lid; i < TILE_M * K4; i += threads) {
-      let m = m0 + i / K4;
-      let kq = k0 + 4u * (i % K4);
-      var v = vec4<f32>(0.0);
-      if (m < p.rows) {
-        for (var t = 0u; t < 4u; t++) {
-          if (kq + t < p.k) {
-            v[t] = x[m * p.k + kq + t];
-          }
-        }
-      }
-      xs[i] = vec4<T>(v);
-    }
-    for (var i = lid; i < TILE_N * K4; i += threads) {
-      let n = n0 + i / K4;
-      let kq = k0 + 4u * (i % K4);
-      var v = vec4<f32>(0.0);
-      if (n < p.n_count) {
-        for (var t = 0u; t < 4u; t++) {
-          if (kq + t < p.k) {
-            v[t] = weight_at(n, kq + t);
-          }
-        }
-      }
-      ws[i] = vec4<T>(v);
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < K4; kk++) {
-      let xa0 = xs[ty * K4 + kk];
-      let xa1 = xs[(ty + TILE_M / 4u) * K4 + kk];
-      let xa2 = xs[(ty + 2u * (TILE_M / 4u)) * K4 + kk];
-      let xa3 = xs[(ty + 3u * (TILE_M / 4u)) * K4 + kk];
-      let wb0 = ws[tx * K4 + kk];
-      let wb1 = ws[(tx + TILE_N / 4u) * K4 + kk];
-      let wb2 = ws[(tx + 2u * (TILE_N / 4u)) * K4 + kk];
-      let wb3 = ws[(tx + 3u * (TILE_N / 4u)) * K4 + kk];
-      acc0 += dots(xa0, wb0, wb1, wb2, wb3);
-      acc1 += dots(xa1, wb0, wb1, wb2, wb3);
-      acc2 += dots(xa2, wb0, wb1, wb2, wb3);
-      acc3 += dots(xa3, wb0, wb1, wb2, wb3);
-    }
-    workgroupBarrier();
-  }
-  store_row(m0 + ty, n0 + tx, acc0);
-  store_row(m0 + ty + TILE_M / 4u, n0 + tx, acc1);
-  store_row(m0 + ty + 2u * (TILE_M / 4u), n0 + tx, acc2);
-  store_row(m0 + ty + 3u * (TILE_M / 4u), n0 + tx, acc3);
-}
-
-// dots (four dot products of one x row) and store_row (one thread's outputs).
-#include "common/gemm_store.wgsl"
-
 // ---------------------------------------------------------------------------------------------
-// gemm_outer (K % 16 == 0): the register-blocked outer product of common/gemm_outer.wgsl. Eight
-// weights are one code word and one block scale (a word never spans blocks), decoded to f32
-// through the 16-entry table as the gemm's weight_at does, one load of each instead of one per
-// weight.
+// gemm (several rows, prefill): the register-blocked outer product of common/gemm_outer.wgsl,
+// f32 arithmetic on either path. With K % 8 == 0 eight weights are one code word and one block
+// scale (a word never spans blocks), decoded through the 16-entry table as weight_at does, one
+// load of each instead of one per weight; with ANYK (any other K) weight by weight, x value by
+// value, zeros past K (one entry point may not use two views of a binding).
 
 fn outer_prologue(lid: u32) {
   load_table(lid);
 }
 
+#if ANYK
 fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    if (k + j < p.k) {
+      v[j] = x[m * p.k + k + j];
+    }
+  }
+  return v;
+}
+
+fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  var o: OuterW8;
+  for (var j = 0u; j < 4u; j++) {
+    if (k + j < p.k) {
+      o.lo[j] = weight_at(n, k + j);
+    }
+    if (k + 4u + j < p.k) {
+      o.hi[j] = weight_at(n, k + 4u + j);
+    }
+  }
+  return o;
+}
+#else
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  if (k >= p.k) {
+    return vec4<f32>(0.0);
+  }
   return x4[(m * p.k + k) / 4u];
 }
 
 fn outer_w8(n: u32, k: u32) -> OuterW8 {
+  var o: OuterW8;
+  if (k >= p.k) {
+    return o;
+  }
   let e = (p.n_start + n) * p.k + k;
   let w = codes[e / 8u - p.code_base];
   let s = block_absmax(e / p.blocksize);
@@ -628,6 +572,7 @@ fn outer_w8(n: u32, k: u32) -> OuterW8 {
       s,
   );
 }
+#endif
 
 #include "common/gemm_outer.wgsl"
 

@@ -7,13 +7,12 @@
 // llama.cpp path quantizes them).
 //
 // gemv_rows (1 to 8 rows: the one-row product of decode too): GEMV_TPR threads per output
-// feature stride over its groups: Σ x · code in f32 per group, times d. gemm: TILE_M x TILE_N
-// tiles, weights dequantized (code · d) into workgroup memory 16 values of K at a time, 4x4
-// outputs per thread.
+// feature stride over its groups: Σ x · code in f32 per group, times d. gemm_outer (prefill):
+// common/gemm_outer.wgsl, weights dequantized (code · d) in f32.
 //
 // With F16, gemv_rows takes code · d as f16 (d is an f16 value, codes are exact in f16) against
-// x rounded to f16 in 4-term f16 dots, summed in f32; gemm tiles hold f16. Scaling the codes
-// before the dot keeps the f16 partial sums in range (Σ x · code could pass 65504).
+// x rounded to f16 in 4-term f16 dots, summed in f32. Scaling the codes before the dot keeps the
+// f16 partial sums in range (Σ x · code could pass 65504).
 //
 // One row has no kernel of its own: on an H200 a 7B decode step's 224 products took 8.9 ms of GPU
 // time in a one-row gemv that read each group's 32 activations as f32 in every lane, 5.7 ms in
@@ -53,86 +52,9 @@ fn scale_of(g: u32) -> f32 {
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
 
-override TILE_M: u32 = 64u; // activation rows per workgroup, multiple of 4
-override TILE_N: u32 = 64u; // output features per workgroup, multiple of 4
-const K4: u32 = 4u; // the K step is 16: four vec4 per tile row
-
-var<workgroup> xs: array<vec4<T>, TILE_M * K4>;
-var<workgroup> ws: array<vec4<T>, TILE_N * K4>;
-
-@compute @workgroup_size((TILE_M / 4u) * (TILE_N / 4u))
-fn gemm(
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-  let threads = (TILE_M / 4u) * (TILE_N / 4u);
-  let tiles_n = (p.n_count + TILE_N - 1u) / TILE_N;
-  let tiles_m = (p.rows + TILE_M - 1u) / TILE_M;
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= tiles_n * tiles_m) {
-    return; // the whole workgroup leaves: no barrier is skipped by part of it
-  }
-  let m0 = (tile / tiles_n) * TILE_M;
-  let n0 = (tile % tiles_n) * TILE_N;
-  let quads = p.k / 4u; // K % 32 == 0: tile steps never run past a row
-  let tx = lid % (TILE_N / 4u);
-  let ty = lid / (TILE_N / 4u);
-
-  // Sixteen outputs per thread in four vec4 registers, written out rather than an array indexed
-  // in loops (which can end up in local memory: the FP16 GEMM ran 5-6x faster so on the H100).
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  for (var k0 = 0u; k0 < p.k; k0 += 4u * K4) {
-    for (var i = lid; i < TILE_M * K4; i += threads) {
-      let m = m0 + i / K4;
-      var v = vec4<f32>(0.0);
-      if (m < p.rows) {
-        v = x4[m * quads + k0 / 4u + i % K4];
-      }
-      xs[i] = vec4<T>(v);
-    }
-    for (var i = lid; i < TILE_N * K4; i += threads) {
-      let n = n0 + i / K4;
-      let q = k0 / 4u + i % K4;
-      var v = vec4<f32>(0.0);
-      if (n < p.n_count) {
-        let d = scale_of(((p.n_start + n) * p.k + 4u * q) / 32u);
-        v = vec4<f32>(unpack4xI8(codes[n * quads + q])) * d;
-      }
-      ws[i] = vec4<T>(v);
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < K4; kk++) {
-      let xa0 = xs[ty * K4 + kk];
-      let xa1 = xs[(ty + TILE_M / 4u) * K4 + kk];
-      let xa2 = xs[(ty + 2u * (TILE_M / 4u)) * K4 + kk];
-      let xa3 = xs[(ty + 3u * (TILE_M / 4u)) * K4 + kk];
-      let wb0 = ws[tx * K4 + kk];
-      let wb1 = ws[(tx + TILE_N / 4u) * K4 + kk];
-      let wb2 = ws[(tx + 2u * (TILE_N / 4u)) * K4 + kk];
-      let wb3 = ws[(tx + 3u * (TILE_N / 4u)) * K4 + kk];
-      acc0 += dots(xa0, wb0, wb1, wb2, wb3);
-      acc1 += dots(xa1, wb0, wb1, wb2, wb3);
-      acc2 += dots(xa2, wb0, wb1, wb2, wb3);
-      acc3 += dots(xa3, wb0, wb1, wb2, wb3);
-    }
-    workgroupBarrier();
-  }
-  store_row(m0 + ty, n0 + tx, acc0);
-  store_row(m0 + ty + TILE_M / 4u, n0 + tx, acc1);
-  store_row(m0 + ty + 2u * (TILE_M / 4u), n0 + tx, acc2);
-  store_row(m0 + ty + 3u * (TILE_M / 4u), n0 + tx, acc3);
-}
-
-// dots (four dot products of one x row) and store_row (one thread's outputs).
-#include "common/gemm_store.wgsl"
-
 // ---------------------------------------------------------------------------------------------
-// gemm_outer: the register-blocked outer product of common/gemm_outer.wgsl (K % 32 == 0 always
-// holds). Eight weights are two code words of one group and its scale, as code · d in f32.
+// gemm (several rows, prefill): the register-blocked outer product of common/gemm_outer.wgsl,
+// f32 arithmetic on either path (K % 32 == 0 always holds). Eight weights are two code words of one group and its scale, as code · d in f32.
 
 fn outer_prologue(lid: u32) {}
 

@@ -187,16 +187,11 @@ export interface Fp16Tuning {
   gemvRowsPrefetch?: boolean;
   /** Threads per workgroup of the multi-row GEMV (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
-  /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
-  gemmTileM?: number;
-  /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
-  gemmTileN?: number;
   /**
-   * Rows per workgroup of the register-blocked GEMM (`gemm_outer`, 128 features wide, f32
-   * arithmetic), used where K % 16 == 0: 128 (default) or 64; 0 keeps the 4x4-per-thread `gemm`
-   * (gemmTileM x gemmTileN tiles) for every K.
+   * Rows per workgroup of the GEMM (`gemm_outer`: 128 features wide, 8x8 outputs per thread, f32
+   * arithmetic): 128 (default) or 64.
    */
-  gemmOuterRows?: 0 | 64 | 128;
+  gemmOuterRows?: 64 | 128;
 }
 
 /** Options for {@linkcode Fp16Linear.create}. */
@@ -336,35 +331,30 @@ export class Fp16Linear implements Linear {
     }
 
     const t = opts.tuning ?? {};
-    const outerRows = k % 16 === 0 ? t.gemmOuterRows ?? 128 : 0;
-    const tileM = outerRows || (t.gemmTileM ?? 64);
-    const tileN = outerRows ? 128 : t.gemmTileN ?? 64;
-    if (tileM % 4 || tileN % 4 || ![0, 64, 128].includes(outerRows)) {
+    const outerRows = t.gemmOuterRows ?? 128;
+    if (outerRows !== 64 && outerRows !== 128) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
     try {
       const kernels = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, []),
         gemvKernel(gpu, label, k, f16, t, [], "gemv_rows"),
-        outerRows
-          ? gpu.kernel({
-            file: "matmul_f16",
-            entry: "gemm_outer",
-            defines: [...(f16 ? ["F16"] : []), ...(outerRows === 64 ? ["OUTER_M64"] : [])],
-          })
-          : gpu.kernel({
-            file: "matmul_f16",
-            entry: "gemm",
-            defines: f16 ? ["F16"] : [],
-            constants: { TILE_M: tileM, TILE_N: tileN },
-          }),
+        gpu.kernel({
+          file: "matmul_f16",
+          entry: "gemm_outer",
+          defines: [
+            ...(f16 ? ["F16"] : []),
+            ...(outerRows === 64 ? ["OUTER_M64"] : []),
+            ...(k % 8 ? ["ANYK"] : []),
+          ],
+        }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;
       const ks: [Kernel, Kernel, Kernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
       return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
-        tileM,
-        tileN,
+        outerRows,
+        128,
         kernels[1].rowsPerWorkgroup,
       ]);
     } catch (err) {

@@ -128,16 +128,15 @@ export interface QuantTuning {
    * walking the outlier list (q_int8.wgsl's header); 0 to 1025 (1025: never). Default 4.
    */
   llmDenseOutliers?: number;
-  /** GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
+  /** int8 formats: GEMM activation rows per workgroup tile, multiple of 4 (default 64). */
   gemmTileM?: number;
-  /** GEMM output features per workgroup tile, multiple of 4 (default 64). */
+  /** int8 formats: GEMM output features per workgroup tile, multiple of 4 (default 64). */
   gemmTileN?: number;
   /**
-   * 4-bit and Q8_0: rows per workgroup of the register-blocked GEMM (`gemm_outer`, 128 features
-   * wide, f32 arithmetic), used where K % 16 == 0: 128 (default) or 64; 0 keeps the
-   * 4x4-per-thread `gemm` (gemmTileM x gemmTileN tiles).
+   * 4-bit and Q8_0: rows per workgroup of the GEMM (`gemm_outer`: 128 features wide, 8x8 outputs
+   * per thread, f32 arithmetic): 128 (default) or 64.
    */
-  gemmOuterRows?: 0 | 64 | 128;
+  gemmOuterRows?: 64 | 128;
 }
 
 /**
@@ -1407,7 +1406,7 @@ function checkTuning(
       t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
     (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable)) ||
-    (t.gemmOuterRows !== undefined && ![0, 64, 128].includes(t.gemmOuterRows)) ||
+    (t.gemmOuterRows !== undefined && ![64, 128].includes(t.gemmOuterRows)) ||
     (t.llmDenseOutliers !== undefined &&
       !(Number.isInteger(t.llmDenseOutliers) && t.llmDenseOutliers >= 0 &&
         t.llmDenseOutliers <= 1025))
@@ -1430,7 +1429,7 @@ async function buildKernels(
   const gemvWg = t.gemvWorkgroupSize ?? 256;
   const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
   // The int8 formats' GEMM is integer (dot4I8Packed) and keeps its own tiles.
-  const outerRows = family !== "int8" && k % 16 === 0 ? t.gemmOuterRows ?? 128 : 0;
+  const outerRows = family !== "int8" ? t.gemmOuterRows ?? 128 : 0;
   const tileM = outerRows || (t.gemmTileM ?? 64);
   const tileN = outerRows ? 128 : t.gemmTileN ?? 64;
   const rpt = t.gemvRowsPerThread ?? 4;
@@ -1518,10 +1517,14 @@ async function compileKernels(
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
-  // The prefill product of the 4-bit formats and Q8_0: gemm_outer where K allows, else gemm.
+  // The prefill product: gemm_outer for the 4-bit formats and Q8_0, the integer gemm for int8.
   const gemmSpec = (file: string, defines: string[]) =>
     o.outerRows
-      ? spec(file, "gemm_outer", [...defines, ...(o.outerRows === 64 ? ["OUTER_M64"] : [])])
+      ? spec(file, "gemm_outer", [
+        ...defines,
+        ...(o.outerRows === 64 ? ["OUTER_M64"] : []),
+        ...(o.k % 8 ? ["ANYK"] : []),
+      ])
       : spec(file, "gemm", defines, o.gemm);
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),

@@ -64,9 +64,9 @@ async function withGpu(opts: { f16: boolean }, fn: (gpu: Gpu) => Promise<void>):
 // - 4-bit and q8_0, f32: the twin sums x·table[code] per block in f64, the kernel in f32
 //   (GEMM: the dequantized weight table·absmax rounded to f32 first). Allowed 2e-5·σ_y, as the
 //   FP16 kernels.
-// - 4-bit and q8_0, f16: x rounded to f16 and 4-term f16 dots (GEMM also rounds the decoded
-//   weights to f16), as the FP16 kernels' f16 path. Allowed 5e-3·σ_y. The GEMM for K % 16 == 0
-//   (gemm_outer) is f32 arithmetic on both paths and is held to 2e-5·σ_y.
+// - 4-bit and q8_0, f16: the GEMVs round x to f16 and take 4-term f16 dots, as the FP16 kernels'
+//   f16 path. Allowed 5e-3·σ_y. The GEMM (gemm_outer) is f32 arithmetic on both paths and is
+//   held to 2e-5·σ_y.
 const X_SCALE = 1;
 const W_SCALE = 0.05;
 const INT8_RTOL = 1e-6;
@@ -167,7 +167,7 @@ async function check(
     }
   } else {
     // gemm_outer sums in f32 on either path (x and the decoded weights widened to f32).
-    const outer = rows > 1 && k % 16 === 0 && c.tuning?.gemmOuterRows !== 0;
+    const outer = rows > 1;
     assertClose(got, want, { atol: (f16 && !outer ? F16_TOL : F32_TOL) * sigma }, what);
   }
   lin.destroy();
@@ -195,11 +195,10 @@ const CASES: Record<string, Case[]> = {
     { rows: 5, n: 64, k: 66 },
     { rows: 33, n: 96, k: 200, options: { blocksize: 128 } },
     { rows: 5, n: 130, k: 256 },
-    // gemm_outer (K % 16 == 0): one row past a 128-row tile, features past a 128-wide one,
-    // blocks spanning rows; the 64-row tiles; and gemm where K would allow gemm_outer
+    // gemm_outer: one row past a 128-row tile, features past a 128-wide one, blocks spanning
+    // rows; the 64-row tiles (K % 8 != 0 above: weight by weight)
     { rows: 130, n: 132, k: 48, options: { blocksize: 64 } },
     { rows: 70, n: 40, k: 96, tuning: { gemmOuterRows: 64 } },
-    { rows: 33, n: 70, k: 160, tuning: { gemmOuterRows: 0 } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -207,7 +206,6 @@ const CASES: Record<string, Case[]> = {
     { rows: 33, n: 70, k: 160 },
     { rows: 130, n: 131, k: 64 },
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterRows: 64 } },
-    { rows: 33, n: 70, k: 160, tuning: { gemmOuterRows: 0 } },
   ],
 };
 
