@@ -84,6 +84,7 @@ const { values: args } = parseArgs({
     "llama-bench": { type: "string" },
     "spec-parts": { type: "string", default: "verify,simulated,bundled" },
     "spec-groups": { type: "string", default: "0,8" },
+    "spec-alone": { type: "string", default: "8" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
@@ -98,6 +99,7 @@ if (args.help) {
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
       "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
+      "                [--spec-alone 8,16,32]              (bundled target alone: tokens in flight)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
@@ -684,6 +686,7 @@ if (sections.has("speculative")) {
     formats,
     parts: args["spec-parts"]!.split(",") as ("verify" | "simulated" | "bundled")[],
     groups: args["spec-groups"]!.split(",").map(Number),
+    aloneInFlight: args["spec-alone"]!.split(",").map(Number),
     onPart: async (r) => {
       speculative = r;
       await save();
