@@ -64,6 +64,7 @@ const DECODE_MODES = [
   "pipe2",
   "pipe4",
   "pipe16",
+  "auto",
   "step-fresh",
   "pipe2-fresh",
 ] as const;
@@ -99,7 +100,7 @@ if (args.help) {
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
       "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
-      "                [--spec-alone 8,16,32]              (bundled target alone: tokens in flight)\n" +
+      "                [--spec-alone 8,16,32,auto]         (bundled target alone: tokens in flight)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
@@ -571,7 +572,8 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
           produced.push(tok);
         }
       } else {
-        const inFlight = Number(mode.slice(4).replace("-fresh", ""));
+        // "auto": decodeGreedy's own default on a GPU (groups of about 25 ms of steps)
+        const inFlight = mode === "auto" ? "auto" : Number(mode.slice(4).replace("-fresh", ""));
         const run = await model.decodeGreedy([tok], { maxNewTokens: tokens, inFlight });
         encodeMs = run.encodeMs ?? NaN; // recording + encoding + submit, every step
         produced.push(...run.tokens);
@@ -686,7 +688,7 @@ if (sections.has("speculative")) {
     formats,
     parts: args["spec-parts"]!.split(",") as ("verify" | "simulated" | "bundled")[],
     groups: args["spec-groups"]!.split(",").map(Number),
-    aloneInFlight: args["spec-alone"]!.split(",").map(Number),
+    aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     onPart: async (r) => {
       speculative = r;
       await save();

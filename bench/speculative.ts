@@ -96,8 +96,8 @@ export interface BundledRun {
   tokensPerSecond: number;
   /** The target alone at its fastest of the measured readback groups. */
   baselineTokensPerSecond: number;
-  /** The target alone (decodeGreedy) by tokens in flight per readback. */
-  baselineByInFlight: Record<number, number>;
+  /** The target alone (decodeGreedy) by tokens in flight per readback (or "auto"). */
+  baselineByInFlight: Record<string, number>;
   /** Against the fastest baseline. */
   speedup: number;
   /** Whether every prompt gave the target's own greedy tokens. */
@@ -125,7 +125,7 @@ export interface SpeculativeBenchOptions {
    * Bundled pair: the target alone with these tokens in flight per readback (decodeGreedy's
    * `inFlight`, default [8]); speed-ups are against the fastest.
    */
-  aloneInFlight?: number[];
+  aloneInFlight?: (number | "auto")[];
   /** Called with each finished part, so a cut run keeps what it has. */
   onPart?: (r: SpeculativeBench) => Promise<void>;
 }
@@ -276,7 +276,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         // the target alone, per prompt, with each readback group: a plain loop with more tokens
         // in flight waits less often on Deno's ≥ 10 ms map, so it is measured as well
         const alone: number[][] = [];
-        const baselineByInFlight: Record<number, number> = {};
+        const baselineByInFlight: Record<string, number> = {};
         for (const inFlight of o.aloneInFlight ?? [8]) {
           let aloneMs = 0;
           let aloneTokens = 0;

@@ -27,10 +27,10 @@ export interface GenerateOptions {
   onText?: (text: string) => void;
   /**
    * Greedy decoding only: tokens read back together, the next group running meanwhile (default
-   * 8 on a hardware adapter, 1 on a software one; see {@linkcode LlamaModel.decodeGreedy}). 1
-   * waits for every token before the next step.
+   * `"auto"` on a hardware adapter: about 25 ms of steps per group; 1 on a software one; see
+   * {@linkcode LlamaModel.decodeGreedy}). 1 waits for every token before the next step.
    */
-  inFlight?: number;
+  inFlight?: number | "auto";
 }
 
 /** What {@linkcode generate} produced, and how fast. */

@@ -91,12 +91,19 @@ export interface GreedyDecodeOptions {
    */
   onToken?: (token: number, index: number) => boolean | void;
   /**
-   * Tokens read back together (default 8 on a hardware adapter, 1 on a software one, where
-   * `submit` runs the work before it returns, so nothing can overlap). Above 1, the next group
-   * is submitted while one is read back. 1 waits for each token before encoding the next step,
-   * as {@linkcode LlamaModel.forwardGreedy} does.
+   * Tokens read back together. Above 1, the next group is submitted while one is read back; 1
+   * waits for each token before encoding the next step, as {@linkcode LlamaModel.forwardGreedy}
+   * does. `"auto"` (the default on a hardware adapter; 1 on a software one, where `submit` runs
+   * the work before it returns, so nothing can overlap) starts at 8 and then sizes each group to
+   * about 25 ms of steps (8 to 64): every readback in Deno takes at least ~10 ms, so a fast
+   * model needs more steps in flight to keep the GPU busy, and a slow one needs no more.
    */
-  inFlight?: number;
+  inFlight?: number | "auto";
+  /**
+   * `inFlight: "auto"`: the wall time each group aims at, in ms (default 25). Longer groups
+   * stream tokens in bigger bursts and may run further past a stop.
+   */
+  autoGroupMs?: number;
 }
 
 /** What {@linkcode LlamaModel.decodeGreedy} produced. */
@@ -107,6 +114,8 @@ export interface GreedyDecodeResult {
   stoppedBy: "callback" | "max-tokens" | "context";
   /** Steps that were computed after the stop and discarded. */
   overshoot: number;
+  /** How many steps each readback brought back, in order (the sizes `inFlight: "auto"` chose). */
+  groups: number[];
   /** CPU milliseconds spent recording, encoding and submitting the steps (all of them). */
   encodeMs?: number;
 }
@@ -124,8 +133,31 @@ interface ChainedStart {
 }
 
 /** The default readback group of {@linkcode LlamaModel.decodeGreedy} on this adapter. */
-function defaultInFlight(gpu: Gpu): number {
-  return gpu.isSoftware ? 1 : 8;
+function defaultInFlight(gpu: Gpu): number | "auto" {
+  return gpu.isSoftware ? 1 : "auto";
+}
+
+/**
+ * `inFlight: "auto"`: the first group's size, the bounds, and the wall time a group aims at —
+ * 2.5x the ~10 ms that Deno's `mapAsync` takes at the least (it polls the device, then sleeps
+ * 10 ms), so that the wait hides behind the next group's work.
+ */
+const AUTO_IN_FLIGHT = { first: 8, min: 8, max: 64, groupMs: 25 };
+
+/**
+ * The readback group that `inFlight: "auto"` takes next, from the milliseconds per step the last
+ * group took: about `groupMs` (default 25) ms of steps, 8 to 64.
+ *
+ * @example
+ * ```ts
+ * autoInFlight(5); // 8: a 7B model's 5 ms steps fill 25 ms in 5, and 8 is the least
+ * autoInFlight(0.6); // 42
+ * ```
+ */
+export function autoInFlight(msPerStep: number, groupMs = AUTO_IN_FLIGHT.groupMs): number {
+  const { min, max } = AUTO_IN_FLIGHT;
+  if (!(msPerStep > 0)) return max;
+  return Math.min(max, Math.max(min, Math.ceil(groupMs / msPerStep)));
 }
 
 /** Which logits {@linkcode LlamaModel.forward} returns. */
@@ -765,8 +797,8 @@ export class LlamaModel {
    * only while the first step of the next group is encoded.
    *
    * The tokens are exactly those of calling {@linkcode forwardGreedy} on the prompt and then on
-   * each new token. Steps may run past a stop (`onToken` returning false) — up to
-   * `2 · inFlight − 1`, none with `inFlight` 1 — their tokens are discarded and the position is
+   * each new token. Steps may run past a stop (`onToken` returning false) — up to two groups
+   * less one, none with `inFlight` 1 — their tokens are discarded and the position is
    * set back, so afterwards {@linkcode position} is what the step-by-step loop leaves: the prompt
    * plus every delivered token but the last (cache entries past it are overwritten before they
    * are read).
@@ -785,22 +817,31 @@ export class LlamaModel {
   ): Promise<GreedyDecodeResult> {
     this.#checkUsable(prompt.length, "decodeGreedy");
     const maxNew = options.maxNewTokens;
-    const group = options.inFlight ?? defaultInFlight(this.gpu);
-    if (!Number.isInteger(group) || group < 1) {
-      throw new RangeError(`decodeGreedy: inFlight must be a positive integer, got ${group}`);
+    const asked = options.inFlight ?? defaultInFlight(this.gpu);
+    const auto = asked === "auto";
+    if (!auto && (!Number.isInteger(asked) || asked < 1)) {
+      throw new RangeError(
+        `decodeGreedy: inFlight must be a positive integer or "auto", got ${asked}`,
+      );
     }
+    const groupMs = options.autoGroupMs;
+    if (groupMs !== undefined && !(groupMs > 0)) {
+      throw new RangeError(`decodeGreedy: autoGroupMs must be above 0, got ${groupMs}`);
+    }
+    let group = auto ? AUTO_IN_FLIGHT.first : asked;
+    const staged = auto ? AUTO_IN_FLIGHT.max : group; // slots per staging buffer
     const tokens: number[] = [];
-    if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0 };
+    if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0, groups: [] };
     const s = this.#state;
     const vocab = this.config.vocabSize;
     const device = this.gpu.device;
     const staging = [0, 1].map((i) => ({
       buffer: device.createBuffer({
         label: `decoded tokens ${i}`,
-        size: group * 4,
+        size: staged * 4,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       }),
-      id: this.gpu.ledger.record("staging", `decoded tokens ${i}`, group * 4),
+      id: this.gpu.ledger.record("staging", `decoded tokens ${i}`, staged * 4),
     }));
     const startPos = this.#pos;
     let submitted = 0;
@@ -836,18 +877,27 @@ export class LlamaModel {
     };
     let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
     let read = 0; // steps whose group has been mapped
+    const groups: number[] = [];
     try {
       let g = 0;
       let count = submitGroup(0);
+      let lastRead = 0; // when the previous group's tokens arrived
       while (count > 0) {
         const { buffer } = staging[g % 2];
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
         // The next group needs nothing from the CPU: submit it before this one's tokens arrive.
-        const next = group > 1 ? submitGroup(g + 1) : 0;
+        const next = group > 1 || auto ? submitGroup(g + 1) : 0;
         await this.gpu.whileAlive(mapped, "decodeGreedy");
         read += count;
+        groups.push(count);
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
+        // "auto": a group's tokens arrive one group's work after the previous group's (the work
+        // runs while the previous tokens are read), or at the ~10 ms floor; size later groups
+        // from that. Group 0 holds the prompt, so the first measure is group 1's.
+        const now = performance.now();
+        if (auto && g > 0) group = autoInFlight((now - lastRead) / count, options.autoGroupMs);
+        lastRead = now;
         for (const token of got) {
           checkArgmaxToken(token, vocab, "decodeGreedy", this.format);
           tokens.push(token);
@@ -857,7 +907,7 @@ export class LlamaModel {
         }
         if (stoppedBy !== null) break;
         g++;
-        count = group > 1 ? next : submitGroup(g);
+        count = group > 1 || auto ? next : submitGroup(g);
       }
     } finally {
       // Let every submitted step finish before its staging buffer is freed.
@@ -872,6 +922,7 @@ export class LlamaModel {
       tokens,
       stoppedBy: stoppedBy ?? "context",
       overshoot: submitted - tokens.length,
+      groups,
       encodeMs,
     };
   }

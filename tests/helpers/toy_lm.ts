@@ -85,7 +85,7 @@ export class ToyLm implements SpeculativeModel {
   async decodeGreedy(
     prompt: readonly number[],
     options: { maxNewTokens: number },
-  ): Promise<{ tokens: number[]; stoppedBy: "max-tokens"; overshoot: number }> {
+  ): Promise<{ tokens: number[]; stoppedBy: "max-tokens"; overshoot: number; groups: number[] }> {
     const tokens: number[] = [];
     let input = [...prompt];
     for (let i = 0; i < options.maxNewTokens; i++) {
@@ -96,7 +96,7 @@ export class ToyLm implements SpeculativeModel {
       input = [t];
     }
     // as LlamaModel: the last token is not in the cache
-    return { tokens, stoppedBy: "max-tokens", overshoot: 0 };
+    return { tokens, stoppedBy: "max-tokens", overshoot: 0, groups: [tokens.length] };
   }
 }
 

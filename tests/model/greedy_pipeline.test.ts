@@ -8,7 +8,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import type { Gpu } from "../../lib/gpu/device.ts";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import { generate } from "../../lib/model/generate.ts";
-import { LlamaModel } from "../../lib/model/llama.ts";
+import { autoInFlight, LlamaModel } from "../../lib/model/llama.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 
@@ -27,7 +27,7 @@ async function stepByStep(model: LlamaModel, prompt: number[], count: number): P
 /** Checks decodeGreedy against `ref` (the step-by-step tokens) in several ways. */
 async function checkPipeline(model: LlamaModel, prompt: number[], ref: number[]): Promise<void> {
   const n = ref.length;
-  for (const inFlight of [1, 2, 3, 8]) {
+  for (const inFlight of [1, 2, 3, 8, "auto"] as const) {
     model.reset();
     const seen: number[] = [];
     const run = await model.decodeGreedy(prompt, {
@@ -43,6 +43,7 @@ async function checkPipeline(model: LlamaModel, prompt: number[], ref: number[])
     assertEquals(run.stoppedBy, "max-tokens");
     assertEquals(run.overshoot, 0);
     assertEquals(model.position, prompt.length + n - 1, `inFlight ${inFlight}: position`);
+    assertEquals(run.groups.reduce((a, b) => a + b, 0), n, `inFlight ${inFlight}: groups`);
   }
 
   // Stop early: the tokens run ahead are discarded and the position is set back, so that going
@@ -185,3 +186,42 @@ for (const f16 of [false, true]) {
     },
   });
 }
+
+Deno.test('inFlight "auto": groups of about 25 ms of steps, 8 to 64', () => {
+  assertEquals(autoInFlight(5), 8); // a 7B step: 5 would do, 8 is the least
+  assertEquals(autoInFlight(1.25), 20);
+  assertEquals(autoInFlight(0.6), 42);
+  assertEquals(autoInFlight(0.1), 64);
+  assertEquals(autoInFlight(0), 64);
+});
+
+Deno.test('inFlight "auto" resizes its groups and gives the step-by-step tokens (bundled model)', async () => {
+  const gpu = await requestGpu();
+  try {
+    const model = await LlamaModel.load(BUNDLED, { gpu, maxSeqLen: 256 });
+    const tok = await loadTokenizer(BUNDLED);
+    const prompt = tok.encode("The state of the Union is");
+    const ref = await stepByStep(model, prompt, 120);
+    // A software adapter's steps are slow, so the default 25 ms keeps groups of 8; a long aim
+    // makes them grow to the most (64) from the fourth group on (the third is already submitted
+    // when the second, the first measure, is read).
+    for (const autoGroupMs of [undefined, 10_000]) {
+      model.reset();
+      const run = await model.decodeGreedy(prompt, {
+        maxNewTokens: ref.length,
+        inFlight: "auto",
+        autoGroupMs,
+      });
+      assertEquals(run.tokens, ref, `autoGroupMs ${autoGroupMs}: tokens`);
+      assertEquals(run.groups.reduce((a, b) => a + b, 0), ref.length);
+      // every group within the bounds, but the last two, which maxNewTokens may cut short
+      for (const g of run.groups.slice(0, -2)) assert(g >= 8 && g <= 64, `group of ${g}`);
+      if (autoGroupMs) assertEquals(run.groups.slice(0, 4), [8, 8, 8, 64]);
+      console.log(`  autoGroupMs ${autoGroupMs ?? "default"}: groups ${run.groups.join(", ")}`);
+    }
+    await rejects(model.decodeGreedy(prompt, { maxNewTokens: 4, autoGroupMs: 0 }), /autoGroupMs/);
+    model.dispose();
+  } finally {
+    gpu.destroy();
+  }
+});
