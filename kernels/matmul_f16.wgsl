@@ -215,13 +215,6 @@ fn outer_w8(n: u32, k: u32) -> OuterW8 {
   return w;
 }
 #else
-fn outer_x4(m: u32, k: u32) -> vec4<f32> {
-  if (k >= p.k) {
-    return vec4<f32>(0.0);
-  }
-  return x4[(m * p.k + k) / 4u];
-}
-
 fn outer_w8(n: u32, k: u32) -> OuterW8 {
   var w: OuterW8;
   if (k >= p.k) {

@@ -58,10 +58,6 @@ override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two divi
 
 fn outer_prologue(lid: u32) {}
 
-fn outer_x4(m: u32, k: u32) -> vec4<f32> {
-  return x4[(m * p.k + k) / 4u];
-}
-
 fn outer_w8(n: u32, k: u32) -> OuterW8 {
   let i = (n * p.k + k) / 4u;
   let d = scale_of(((p.n_start + n) * p.k + k) / 32u);

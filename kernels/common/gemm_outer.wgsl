@@ -1,10 +1,13 @@
 // gemm_outer: y[rows, N] = x[rows, K] · Wᵀ for prefill-sized products (K % 16 == 0), as a
 // register-blocked outer product. Shared by the weight formats, which differ only in how eight
 // weights are read: the including kernel declares `p` (rows, n_count, n_total, n_start, k),
-// `y`, and
-//   fn outer_x4(m: u32, k: u32) -> vec4<f32>   x[m, k .. k + 3] (m < rows, k % 4 == 0)
-//   fn outer_w8(n: u32, k: u32) -> OuterW8     W[n, k .. k + 7] (n < n_count, k % 8 == 0)
+// `y`, the activations' vec4 view `x4`, and
+//   fn outer_w8(n: u32, k: u32) -> OuterW8     W[n, k .. k + 7] (n < n_count, k % 8 == 0),
+//                                               zeros past K
 //   fn outer_prologue(lid: u32)                 what the workgroup sets up first (a code table)
+// and, with ANYK (K % 8 != 0, where x4 does not fit), also
+//   fn outer_x4(m: u32, k: u32) -> vec4<f32>   x[m, k .. k + 3] (m < rows, k % 4 == 0), zeros
+//                                               past K
 // with the struct OuterW8 { lo: vec4<f32>, hi: vec4<f32> } declared here.
 //
 // Why this shape. The older `gemm` gives each thread 4x4 outputs from 4-term dot products; per
@@ -49,6 +52,16 @@ const OUTER_XPT: u32 = OUTER_M * OUTER_K / OUTER_THREADS;
 // K-major tiles: element (k, m) of x is gx[k · OUTER_M / 4 + m / 4][m % 4].
 var<workgroup> gx: array<vec4<f32>, OUTER_K * OUTER_M / 4u>;
 var<workgroup> gw: array<vec4<f32>, OUTER_K * OUTER_N / 4u>;
+
+#if !ANYK
+// x[m, k .. k + 3] (K % 8 == 0, so a vec4 never straddles K), zeros past K.
+fn outer_x4(m: u32, k: u32) -> vec4<f32> {
+  if (k >= p.k) {
+    return vec4<f32>(0.0);
+  }
+  return x4[(m * p.k + k) / 4u];
+}
+#endif
 
 // One thread's slice of the next K step, held in registers while the current step computes.
 struct OuterLoad {
