@@ -23,6 +23,7 @@ import { requestGpu } from "../lib/gpu/device.ts";
 import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import { createAttention } from "../lib/kernels/attention.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "../lib/kernels/kv_cache.ts";
+import { writeBenchJson } from "./report.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -140,23 +141,9 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
   }
 }
 
-await Deno.mkdir(args.out!, { recursive: true });
-await Deno.writeTextFile(
-  `${args.out}/kv-attention.json`,
-  JSON.stringify(
-    {
-      meta: {
-        date: new Date().toISOString(),
-        adapter: gpu.describe(),
-        command: `deno run -A bench/kv_attention.ts ${Deno.args.join(" ")}`.trim(),
-        numHeads,
-        headDim,
-        layers,
-      },
-      rows,
-    },
-    null,
-    2,
-  ) + "\n",
-);
+await writeBenchJson(args.out!, "kv-attention.json", "bench/kv_attention.ts", gpu.describe(), {
+  numHeads,
+  headDim,
+  layers,
+}, rows);
 gpu.destroy();

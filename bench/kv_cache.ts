@@ -25,6 +25,7 @@ import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts
 import { parseLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
 import { presetConfig } from "../lib/model/presets.ts";
+import { writeBenchJson } from "./report.ts";
 import {
   type BenchFormat,
   randomLinearFactory,
@@ -157,21 +158,20 @@ for (const weights of weightFormats) {
   }
 }
 
-const meta = {
-  date: started.toISOString(),
-  adapter: gpu.describe(),
-  command: `deno run -A bench/kv_cache.ts ${Deno.args.join(" ")}`.trim(),
-  model: config,
-  tokens,
-};
-await Deno.mkdir(args.out!, { recursive: true });
-await Deno.writeTextFile(
-  `${args.out}/kv-cache.json`,
-  JSON.stringify({ meta: { ...meta, model: undefined, shape: "llama-2-7b" }, rows }, null, 2) +
-    "\n",
+await writeBenchJson(
+  args.out!,
+  "kv-cache.json",
+  "bench/kv_cache.ts",
+  gpu.describe(),
+  {
+    tokens,
+    shape: "llama-2-7b",
+  },
+  rows,
+  started,
 );
 const md = [
-  `Decode at long context, ${meta.adapter}, ${meta.date}`,
+  `Decode at long context, ${gpu.describe()}, ${started.toISOString()}`,
   "",
   "| weights | KV cache | position | tok/s | ms/token | GPU ms/step | attention ms | rope ms | cache read/step |",
   "| ------- | -------- | -------- | ----- | -------- | ----------- | ------------ | ------- | --------------- |",

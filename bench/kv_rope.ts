@@ -24,6 +24,7 @@ import { requestGpu } from "../lib/gpu/device.ts";
 import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import { type KvCacheFormat, kvCacheLayout } from "../lib/kernels/kv_cache.ts";
 import { createRopeQk } from "../lib/kernels/rope.ts";
+import { writeBenchJson } from "./report.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -116,23 +117,9 @@ try {
   for (const t of [q, k, v, invFreq]) t.destroy();
 }
 
-await Deno.mkdir(args.out!, { recursive: true });
-await Deno.writeTextFile(
-  `${args.out}/kv-rope.json`,
-  JSON.stringify(
-    {
-      meta: {
-        date: new Date().toISOString(),
-        adapter: gpu.describe(),
-        command: `deno run -A bench/kv_rope.ts ${Deno.args.join(" ")}`.trim(),
-        heads,
-        headDim,
-        layers,
-      },
-      rows,
-    },
-    null,
-    2,
-  ) + "\n",
-);
+await writeBenchJson(args.out!, "kv-rope.json", "bench/kv_rope.ts", gpu.describe(), {
+  heads,
+  headDim,
+  layers,
+}, rows);
 gpu.destroy();

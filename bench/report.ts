@@ -349,3 +349,33 @@ export function reportSections(
     table,
   }));
 }
+
+/**
+ * Writes `{ meta, rows }` as `dir/file` (pretty JSON), `meta` led by the date, the adapter and
+ * the command that ran (`deno run -A <script> <args>`): the raw file a BENCHMARKS.md table cites.
+ *
+ * @example
+ * ```ts ignore
+ * await writeBenchJson("bench/out", "kv-rope.json", "bench/kv_rope.ts", gpu.describe(), { layers }, rows);
+ * ```
+ */
+export async function writeBenchJson(
+  dir: string,
+  file: string,
+  script: string,
+  adapter: string,
+  meta: Record<string, unknown>,
+  rows: unknown[],
+  date = new Date(),
+): Promise<void> {
+  const head = {
+    date: date.toISOString(),
+    adapter,
+    command: `deno run -A ${script} ${Deno.args.join(" ")}`.trim(),
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(
+    `${dir}/${file}`,
+    JSON.stringify({ meta: { ...head, ...meta }, rows }, null, 2) + "\n",
+  );
+}

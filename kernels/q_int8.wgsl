@@ -415,7 +415,9 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
   // lid reads words lid + j·QWG, which lie in segment j: it counts the outliers of those before
   // this workgroup's segment (j < g).
   var a = vec4<f32>(0.0);
-  var big = vec4<f32>(0.0); // LLM: the largest |outlier|, for the digit planes' range
+#if LLM
+  var big = vec4<f32>(0.0); // the largest |outlier|, for the digit planes' range
+#endif
   var before = 0u;
   var i = lid;
   for (; i + 3u * QWG < words; i += 4u * QWG) {
@@ -424,14 +426,18 @@ fn quantize_row_of(lid: u32, g: u32, m: u32) {
     let v2 = x_word(xo + i + 2u * QWG);
     let v3 = x_word(xo + i + 3u * QWG);
     a = max(a, max(max(kept_abs4(v0), kept_abs4(v1)), max(kept_abs4(v2), kept_abs4(v3))));
+#if LLM
     big = max(big, max(max(outlier_abs4(v0), outlier_abs4(v1)), max(outlier_abs4(v2), outlier_abs4(v3))));
+#endif
     before += count_before(v0, i, w0) + count_before(v1, i + QWG, w0) +
       count_before(v2, i + 2u * QWG, w0) + count_before(v3, i + 3u * QWG, w0);
   }
   for (; i < words; i += QWG) {
     let v = x_word(xo + i);
     a = max(a, kept_abs4(v));
+#if LLM
     big = max(big, outlier_abs4(v));
+#endif
     before += count_before(v, i, w0);
   }
   red[lid] = max(max(a.x, a.y), max(a.z, a.w));

@@ -18,7 +18,7 @@
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../gpu/f16.ts";
-import { type GpuStart, requireBytes } from "./chunks.ts";
+import { type GpuStart, latestStart, requireBytes } from "./chunks.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout, kvRoundTrip } from "./kv_cache.ts";
 
 /** Head layout shared by the kernels and the twin. */
@@ -318,7 +318,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       requireBytes(q, rows * numHeads * headDim * 4, "attention q");
       requireBytes(out, rows * numHeads * headDim * 4, "attention out");
       // the longest context the rows can see: what the grid is planned for
-      const len = (at ? Math.max(startPos, at.bound) : startPos) + rows;
+      const len = latestStart(startPos, at) + rows;
       if (opts.maxSeq && len > opts.maxSeq) {
         throw new RangeError(
           `attention: positions up to ${len} exceed the cache (${opts.maxSeq})`,

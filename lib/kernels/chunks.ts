@@ -152,3 +152,17 @@ export interface GpuStart {
   /** The most `startPos + base` can be when the work runs. */
   bound: number;
 }
+
+/**
+ * The latest position rows may start at: `startPos`, or with a {@linkcode GpuStart} the most its
+ * sum can be. What a kernel sizes its grid for and checks the cache against.
+ *
+ * @example
+ * ```ts ignore
+ * latestStart(10); // 10
+ * latestStart(0, { base: positionWord, bound: 96 }); // 96
+ * ```
+ */
+export function latestStart(startPos: number, at?: GpuStart): number {
+  return at ? Math.max(startPos, at.bound) : startPos;
+}

@@ -194,6 +194,9 @@ export interface Fp16Tuning {
   gemmOuterRows?: 64 | 128;
 }
 
+/** Output features per workgroup of `gemm_outer` (kernels/common/gemm_outer.wgsl's OUTER_N). */
+export const GEMM_OUTER_FEATURES = 128;
+
 /** Options for {@linkcode Fp16Linear.create}. */
 export interface Fp16LinearOptions {
   /** Ledger label of the weight tensor, e.g. `layers.0.mlp.down_proj.weight`. */
@@ -354,7 +357,7 @@ export class Fp16Linear implements Linear {
       return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
         outerRows,
-        128,
+        GEMM_OUTER_FEATURES,
         kernels[1].rowsPerWorkgroup,
       ]);
     } catch (err) {

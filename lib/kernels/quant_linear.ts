@@ -46,6 +46,7 @@ import { bindingBytes, requireBytes, type RowChunk, tensorRowChunks } from "./ch
 import {
   defaultRowsFeatures,
   Fp16Linear,
+  GEMM_OUTER_FEATURES,
   type Int8Input,
   type Linear,
   type LinearEncodeOptions,
@@ -1431,7 +1432,7 @@ async function buildKernels(
   // The int8 formats' GEMM is integer (dot4I8Packed) and keeps its own tiles.
   const outerRows = family !== "int8" ? t.gemmOuterRows ?? 128 : 0;
   const tileM = outerRows || (t.gemmTileM ?? 64);
-  const tileN = outerRows ? 128 : t.gemmTileN ?? 64;
+  const tileN = outerRows ? GEMM_OUTER_FEATURES : t.gemmTileN ?? 64;
   const rpt = t.gemvRowsPerThread ?? 4;
   // gemv_rows: FPT features per lane group; the 4-bit f16 one with 32 lanes per group
   // (FOUR_BIT_ROWS_TPR), the others with the GEMV's, whose order they keep; the 4-bit f32 one

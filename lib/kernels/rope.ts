@@ -8,7 +8,7 @@
 
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { type GpuStart, requireBytes } from "./chunks.ts";
+import { type GpuStart, latestStart, requireBytes } from "./chunks.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "./kv_cache.ts";
 
 /**
@@ -207,7 +207,7 @@ export async function createRopeQk(
     encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, startPos, rows, at) {
       check(q, k, invFreq, rows);
       requireBytes(v, rows * kvHeads * headDim * 4, "rope v");
-      const start = at ? Math.max(startPos, at.bound) : startPos;
+      const start = latestStart(startPos, at);
       if (opts.maxSeq && start + rows > opts.maxSeq) {
         throw new RangeError(
           `rope: positions up to ${start + rows} exceed the KV cache (${opts.maxSeq})`,

@@ -830,6 +830,7 @@ export class LlamaModel {
     }
     let group = auto ? AUTO_IN_FLIGHT.first : asked;
     const staged = auto ? AUTO_IN_FLIGHT.max : group; // slots per staging buffer
+    const pipelined = auto || group > 1; // the next group submitted while one is read back
     const tokens: number[] = [];
     if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0, groups: [] };
     const s = this.#state;
@@ -876,8 +877,7 @@ export class LlamaModel {
       return count;
     };
     let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
-    let read = 0; // steps whose group has been mapped
-    const groups: number[] = [];
+    const groups: number[] = []; // the sizes of the groups read back
     try {
       let g = 0;
       let count = submitGroup(0);
@@ -886,9 +886,8 @@ export class LlamaModel {
         const { buffer } = staging[g % 2];
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
         // The next group needs nothing from the CPU: submit it before this one's tokens arrive.
-        const next = group > 1 || auto ? submitGroup(g + 1) : 0;
+        const next = pipelined ? submitGroup(g + 1) : 0;
         await this.gpu.whileAlive(mapped, "decodeGreedy");
-        read += count;
         groups.push(count);
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
@@ -896,7 +895,7 @@ export class LlamaModel {
         // runs while the previous tokens are read), or at the ~10 ms floor; size later groups
         // from that. Group 0 holds the prompt, so the first measure is group 1's.
         const now = performance.now();
-        if (auto && g > 0) group = autoInFlight((now - lastRead) / count, options.autoGroupMs);
+        if (auto && g > 0) group = autoInFlight((now - lastRead) / count, groupMs);
         lastRead = now;
         for (const token of got) {
           checkArgmaxToken(token, vocab, "decodeGreedy", this.format);
@@ -907,10 +906,11 @@ export class LlamaModel {
         }
         if (stoppedBy !== null) break;
         g++;
-        count = group > 1 || auto ? next : submitGroup(g);
+        count = pipelined ? next : submitGroup(g);
       }
     } finally {
       // Let every submitted step finish before its staging buffer is freed.
+      const read = groups.reduce((a, b) => a + b, 0);
       if (submitted > read && !this.gpu.lost) await this.gpu.sync().catch(() => {});
       for (const { buffer, id } of staging) {
         buffer.destroy();
@@ -969,8 +969,7 @@ export class LlamaModel {
 
   /** Chained passes: the model usable, and `rows` positions from `bound` inside the cache. */
   #checkChained(bound: number, rows: number, what: string): void {
-    if (this.#disposed) throw new Error(`${what}: this model has been disposed`);
-    this.gpu.checkAlive(`${what} (${this.format} model)`);
+    this.#checkAlive(what);
     if (!Number.isInteger(bound) || bound < 0 || bound + rows > this.maxSeqLen) {
       throw new RangeError(
         `${what}: ${rows} tokens from position ${bound} exceed the KV cache ` +
@@ -990,10 +989,14 @@ export class LlamaModel {
     batch.submit();
   }
 
-  #checkUsable(count: number, what = "forward"): void {
+  /** Not disposed, and the device not lost (which refuses at once, not in a map that may never settle). */
+  #checkAlive(what: string): void {
     if (this.#disposed) throw new Error(`${what}: this model has been disposed`);
-    // A lost device refuses at once, instead of a map that may never settle.
     this.gpu.checkAlive(`${what} (${this.format} model)`);
+  }
+
+  #checkUsable(count: number, what = "forward"): void {
+    this.#checkAlive(what);
     this.gpu.activity = `${what} of ${count} tokens at position ${this.#pos} ` +
       `(${this.format} model)`;
     if (count === 0) throw new Error("forward: no tokens given");

@@ -121,10 +121,10 @@ export interface SpeculativeOptions {
   /**
    * Greedy, models on one device, `chain` on: rounds run back to back on the GPU in groups of
    * this many, with one readback per group, and the next group submitted while one is read
-   * back (default 8: on the H200 each readback costs at least 10 ms, and groups of 4 rounds
-   * reached 0.76x of plain decoding, groups of 8 1.0-1.5x; BENCHMARKS.md). The acceptance
-   * step runs on the GPU, which advances both models'
-   * positions there; with `adaptive`, k changes only between groups (the rule is applied to
+   * back (default 8: each readback in Deno costs at least 10 ms, and on the H200 groups of 4
+   * rounds of the bundled pair carry less work than that while groups of 8 mostly carry more;
+   * BENCHMARKS.md). The acceptance step runs on the GPU, which advances both models' positions
+   * there; with `adaptive`, k changes only between groups (the rule is applied to
    * each round's outcome as it is read, and the new k takes effect in the next group
    * submitted). Rounds past a stop are discarded. Near the end of a KV cache, or with 0, rounds
    * are read back one by one. The tokens are the same either way.
@@ -591,7 +591,6 @@ async function groupedRounds(
   };
 
   let stopped = false;
-  let roundEnd = tpos; // the target's tpos after the last round read
   try {
     let group = submitGroup();
     while (group) {
@@ -622,7 +621,6 @@ async function groupedRounds(
         if (o.adaptive) k = kept === group.k ? Math.min(o.maxK, k + 2) : Math.max(1, k - 1);
         tpos += 1 + kept;
         hi += 1 + kept;
-        roundEnd = tpos;
         prev = tokens.length > 1 ? tokens[tokens.length - 2] : all[all.length - 1];
         all.push(...tokens);
         if (!o.deliver(tokens)) stopped = true;
@@ -645,7 +643,7 @@ async function groupedRounds(
     // as greedy decoding leaves it: the prompt and every delivered token but the last
     const end = prompt.length + result.tokens.length - 1;
     target.reset(end);
-    draft.reset(Math.max(0, Math.min(end, roundEnd - 1)));
+    draft.reset(Math.max(0, Math.min(end, tpos - 1)));
   } else {
     target.reset(tpos);
     draft.reset(tpos - 1);
