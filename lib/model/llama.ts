@@ -26,6 +26,8 @@ import { openGguf } from "./gguf.ts";
 import { familyOf, type LlamaConfig, loadLlamaConfig } from "./config.ts";
 import { isLlama2cFile, Llama2cSource } from "./llama2c.ts";
 import type { LayerStreamer, StreamingStats } from "./streaming.ts";
+import type { FusedDraft } from "../kernels/draft_fused.ts";
+import { createFusedDraftFor, fusedDraftUnfitModel } from "./draft_fused.ts";
 import { checkArgmaxToken, checkLogits } from "./finite.ts";
 import { checkUnusedTensors, llamaTensorClaims } from "./unused_tensors.ts";
 import {
@@ -200,6 +202,7 @@ export class LlamaModel {
   #bindGroups = new BindGroupCache();
   #chainedBindGroups = new Map<string, BindGroupCache>();
   #streamer: LayerStreamer | null = null;
+  #fused: FusedDraft | null = null;
   /**
    * Whether batches reuse bind groups across calls (default true). Results are the same either
    * way; turning it off is for measuring what it saves.
@@ -565,6 +568,24 @@ export class LlamaModel {
       );
     }
     const s = this.#state;
+    if (this.#fused) {
+      const batch = this.#batch(this.#chainGroups("draft fused"));
+      this.#fused.encode(
+        batch,
+        {
+          ids: s.ids,
+          position: s.position,
+          out: into,
+          outWord: 1,
+          keyCache: s.keyCache,
+          valueCache: s.valueCache,
+        },
+        count,
+        bound,
+      );
+      batch.submit();
+      return;
+    }
     const vocab = this.config.vocabSize;
     let batch = this.#batch(this.#chainGroups("draft 2 rows"));
     this.#encodeChunk(batch, { rows: 2 }, 1, undefined, false, { offset: 0, bound });
@@ -581,6 +602,41 @@ export class LlamaModel {
       batch.copy(s.next, 0, into, (1 + i) * 4, 4);
       batch.submit();
     }
+  }
+
+  /**
+   * Makes {@linkcode proposeChained} one dispatch per call, whatever `count`: one workgroup runs
+   * the whole model token after token (kernels/draft_fused.wgsl), for drafts so small that a
+   * layer-by-layer step is mostly dispatch overhead. Needs FP16 weights, an f16 KV cache, a plain
+   * Llama block of at most 4 layers and activations that fit in workgroup memory; the weights are
+   * copied once more, packed for the kernel (counted in the ledger as weights). Proposals are
+   * greedy as before, from f32 arithmetic throughout (the layer-by-layer path rounds products'
+   * inputs to f16 where the adapter has it), so a near tie can go the other way; a draft only
+   * proposes, and the target's output is the same either way. Returns null once fused, or why
+   * this model cannot be. `false` undoes it.
+   *
+   * @example
+   * ```ts ignore
+   * const why = await draft.fuseProposals(); // null: proposeChained is one dispatch now
+   * ```
+   */
+  async fuseProposals(on = true): Promise<string | null> {
+    this.#checkAlive("fuseProposals");
+    if (!on) {
+      this.#fused?.destroy();
+      this.#fused = null;
+      return null;
+    }
+    if (this.#fused) return null;
+    const why = fusedDraftUnfitModel(this, this.#streamer !== null);
+    if (why) return why;
+    this.#fused = await createFusedDraftFor(this);
+    return null;
+  }
+
+  /** Whether {@linkcode proposeChained} runs fused ({@linkcode fuseProposals}). */
+  get proposalsFused(): boolean {
+    return this.#fused !== null;
   }
 
   /**
@@ -946,6 +1002,8 @@ export class LlamaModel {
     this.lmHead.destroy();
     this.embed.destroy();
     this.norm.destroy();
+    this.#fused?.destroy();
+    this.#fused = null;
     destroyRunState(this.#state);
     this.#ops.destroy();
     this.gpu.trimScratch();

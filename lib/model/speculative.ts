@@ -89,6 +89,10 @@ function groupable(m: SpeculativeModel): m is SpeculativeModel & Grouped {
     "chunkSize" in m && (m.chunkSize as number) >= 2;
 }
 
+function fusable(m: SpeculativeModel): m is SpeculativeModel & Pick<LlamaModel, "fuseProposals"> {
+  return "fuseProposals" in m;
+}
+
 /** Options of {@linkcode speculativeDecode}. */
 export interface SpeculativeOptions {
   /** Most new tokens (default 64). */
@@ -131,6 +135,12 @@ export interface SpeculativeOptions {
    */
   groupRounds?: number;
   /**
+   * Greedy rounds chained in groups: the draft's proposals of a round as one dispatch where the
+   * draft allows it (`LlamaModel.fuseProposals`: a small FP16 draft with an f16 KV cache; default
+   * true). False runs the draft layer by layer. The tokens are the same either way.
+   */
+  fuseDraft?: boolean;
+  /**
    * Benchmarks only: keep each draft token with this probability (until the first rejection)
    * instead of comparing it with the target's choice, so that the speed at a given acceptance
    * rate can be measured with random weights. The output is then not the target's.
@@ -167,6 +177,8 @@ export interface SpeculativeResult {
   prefillMs: number;
   /** Wall-clock milliseconds of the rounds after it. */
   decodeMs: number;
+  /** Whether the draft's chained proposals ran fused (`SpeculativeOptions.fuseDraft`). */
+  draftFused: boolean;
 }
 
 /** The starting draft length when none is given (the adaptive rule then moves it in 1..7). */
@@ -331,6 +343,7 @@ export async function speculativeDecode(
     acceptedPerRound: [],
     prefillMs: 0,
     decodeMs: 0,
+    draftFused: false,
   };
   let stopped = maxNew <= 0;
   // Delivers tokens until a stop; returns whether decoding goes on.
@@ -367,6 +380,11 @@ export async function speculativeDecode(
     groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target;
   // The draft's first round re-feeds the prompt's last token with `last`: it needs the rest.
   if (grouped && prompt.length > 1) await draft.forward(prompt.slice(0, -1), "none");
+  if (grouped && fusable(draft)) {
+    const fuse = options.fuseDraft ?? true;
+    result.draftFused = fuse && await draft.fuseProposals() === null;
+    if (!fuse) await draft.fuseProposals(false);
+  }
   const t1 = performance.now();
   result.prefillMs = t1 - t0;
   if (grouped) {

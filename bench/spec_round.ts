@@ -1,0 +1,159 @@
+/**
+ * Where a speculative round of the bundled pair spends its time: for the target's decode step,
+ * the draft's proposals and the target's verify pass, the dispatches and submissions each
+ * records, the CPU time to record and submit it, and the wall time per call when many calls are
+ * queued back to back (the GPU's pace, or the CPU's where recording is slower). Then whole
+ * `speculativeDecode` runs, counted the same way per round.
+ *
+ * ```sh
+ * deno run -A bench/spec_round.ts                    # fp16 target and draft
+ * deno run -A bench/spec_round.ts --target nf4 --draft nf4 --calls 200
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { CommandBatch } from "../lib/gpu/batch.ts";
+import { requestGpu } from "../lib/gpu/device.ts";
+import type { QuantFormat } from "../lib/quant/formats.ts";
+import { LlamaModel } from "../lib/model/llama.ts";
+import { speculativeDecode } from "../lib/model/speculative.ts";
+import { loadTokenizer } from "../lib/model/tokenizer.ts";
+import { writeBenchJson } from "./report.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string", default: "bench/out" },
+    target: { type: "string", default: "fp16" },
+    draft: { type: "string", default: "fp16" },
+    calls: { type: "string" },
+  },
+});
+
+const gpu = await requestGpu();
+console.log(`adapter: ${gpu.describe()}`);
+const calls = Number(args.calls ?? (gpu.isSoftware ? 10 : 200));
+const dir = new URL("../models/", import.meta.url).pathname;
+const tokenizer = await loadTokenizer(`${dir}sotu-llama`);
+const prompt = tokenizer.encode("The state of the Union is");
+const target = await LlamaModel.load(`${dir}sotu-llama`, {
+  gpu,
+  format: args.target as QuantFormat,
+});
+const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, {
+  gpu,
+  format: args.draft as QuantFormat,
+});
+
+// Counts what CommandBatch records and submits.
+let dispatches = 0;
+let submits = 0;
+const proto = CommandBatch.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+for (
+  const [name, bump] of [["dispatch", () => dispatches++], ["submit", () => submits++]] as const
+) {
+  const original = proto[name];
+  proto[name] = function (this: unknown, ...a: unknown[]) {
+    bump();
+    return original.apply(this, a);
+  };
+}
+
+interface Part {
+  part: string;
+  dispatchesPerCall: number;
+  submitsPerCall: number;
+  /** CPU ms to record and submit one call. */
+  cpuMs: number;
+  /** Wall ms per call with `calls` queued back to back and one wait at the end. */
+  wallMs: number;
+}
+const parts: Part[] = [];
+
+async function timeCalls(part: string, call: () => void): Promise<void> {
+  call(); // warm: pipelines, bind groups
+  await gpu.sync();
+  dispatches = submits = 0;
+  let cpu = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < calls; i++) {
+    const c0 = performance.now();
+    call();
+    cpu += performance.now() - c0;
+  }
+  await gpu.sync();
+  const wall = performance.now() - t0;
+  const p = {
+    part,
+    dispatchesPerCall: dispatches / calls,
+    submitsPerCall: submits / calls,
+    cpuMs: cpu / calls,
+    wallMs: wall / calls,
+  };
+  parts.push(p);
+  console.log(
+    `${part.padEnd(22)} ${p.dispatchesPerCall.toFixed(0).padStart(4)} dispatches, ` +
+      `${p.submitsPerCall.toFixed(0)} submits: CPU ${p.cpuMs.toFixed(3)} ms, ` +
+      `wall ${p.wallMs.toFixed(3)} ms per call`,
+  );
+}
+
+try {
+  // prompt in both caches, then the parts of a round at the position after it
+  await target.forward(prompt);
+  await draft.forward(prompt.slice(0, -1));
+  const pos = target.position;
+  target.setGpuStart(pos);
+  draft.setGpuStart(pos - 1);
+  for (const k of [1, 2, 4]) {
+    await timeCalls(`draft proposes ${k}`, () => draft.proposeChained(k, target.tokenInput, pos));
+    await timeCalls(`target verifies ${k + 1}`, () => target.verifyChained(k, pos));
+  }
+  target.setGpuStart(0);
+  draft.setGpuStart(0);
+  for (const inFlight of [8, 32]) {
+    target.reset();
+    dispatches = submits = 0;
+    const t0 = performance.now();
+    const run = await target.decodeGreedy(prompt, { maxNewTokens: 128, inFlight });
+    const ms = performance.now() - t0;
+    console.log(
+      `decodeGreedy, ${inFlight} in flight: ${(run.tokens.length / (ms / 1000)).toFixed(1)} ` +
+        `tok/s, ${(dispatches / run.tokens.length).toFixed(1)} dispatches and ` +
+        `${(submits / run.tokens.length).toFixed(2)} submits per token`,
+    );
+  }
+  for (const k of [1, 2, 4]) {
+    for (const groupRounds of [8, 32]) {
+      target.reset();
+      draft.reset();
+      dispatches = submits = 0;
+      const t0 = performance.now();
+      const run = await speculativeDecode(target, draft, prompt, {
+        maxNewTokens: 128,
+        draftTokens: k,
+        groupRounds,
+      });
+      const ms = performance.now() - t0;
+      console.log(
+        `speculative k=${k}, groups of ${groupRounds}: ${
+          (run.tokens.length / (ms / 1000)).toFixed(1)
+        } tok/s, ${run.targetPasses} passes, ${(ms / run.targetPasses).toFixed(3)} ms, ` +
+          `${(dispatches / run.targetPasses).toFixed(1)} dispatches and ${
+            (submits / run.targetPasses).toFixed(2)
+          } submits per pass`,
+      );
+    }
+  }
+} finally {
+  target.dispose();
+  draft.dispose();
+}
+await writeBenchJson(args.out!, "spec-round.json", "bench/spec_round.ts", gpu.describe(), {
+  target: args.target,
+  draft: args.draft,
+  calls,
+}, parts);
+gpu.destroy();

@@ -1,0 +1,362 @@
+// A small draft model's greedy proposals in one dispatch: one workgroup runs the whole forward
+// pass, token after token, with every activation in workgroup memory. For drafts so small that a
+// step of the layer-by-layer path is mostly dispatch overhead (the bundled 0.87M-parameter draft:
+// ~22 dispatches a token), this makes a round's proposals one dispatch whatever their number.
+// CPU twin: the reference forward (lib/model/reference.ts), whose greedy tokens the tests compare.
+//
+// Per call: the rows ids_in[0] at position pos[0] and ids_in[1] at pos[0] + 1, then count - 1
+// steps that feed each argmax back; the count argmaxes go to out[out_word ..]. Every row's keys
+// and values go into the draft's own f16 caches (attention.wgsl's layout: [max_seq, kv_heads,
+// head_dim] as f16 pairs per u32), which its layer-by-layer path shares.
+//
+// Weights (w, u32 words): matrices transposed and in f16 pairs along the output features, so that
+// thread n of a product reads word k · (N / 2) + n / 2 for input k: neighbouring threads,
+// neighbouring words. RMSNorm weights and RoPE's inverse frequencies as f32 bits. The embedding
+// is looked up in the LM head's table when they are tied (Params.embed == Params.head).
+// Arithmetic is f32 throughout.
+
+struct Params {
+  hidden: u32,
+  heads: u32,
+  kv_heads: u32,
+  head_dim: u32,
+  ffn: u32,
+  vocab: u32,
+  layers: u32,
+  count: u32, // proposals to make
+  eps: f32,
+  scale: f32, // 1 / sqrt(head_dim)
+  out_word: u32, // where in `out` the proposals start
+  embed: u32, // word offsets in w: embedding (transposed pairs), final norm, LM head, RoPE
+  norm: u32,
+  head: u32,
+  inv_freq: u32,
+  layer0: u32, // layer 0's block; layer l's is layer0 + l · layer_words
+  layer_words: u32,
+  // offsets within a layer's block
+  attn_norm: u32,
+  wq: u32,
+  wk: u32,
+  wv: u32,
+  wo: u32,
+  mlp_norm: u32,
+  wgate: u32,
+  wup: u32,
+  wdown: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> ids_in: array<u32>;
+@group(0) @binding(3) var<storage, read> pos_in: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+@group(0) @binding(5) var<storage, read_write> k0: array<u32>;
+@group(0) @binding(6) var<storage, read_write> v0: array<u32>;
+#if L2
+@group(0) @binding(7) var<storage, read_write> k1: array<u32>;
+@group(0) @binding(8) var<storage, read_write> v1: array<u32>;
+#endif
+#if L3
+@group(0) @binding(9) var<storage, read_write> k2: array<u32>;
+@group(0) @binding(10) var<storage, read_write> v2: array<u32>;
+#endif
+#if L4
+@group(0) @binding(11) var<storage, read_write> k3: array<u32>;
+@group(0) @binding(12) var<storage, read_write> v3: array<u32>;
+#endif
+
+override WG: u32 = 256u; // threads, a power of two
+// Workgroup memory, in f32: the residual stream, the normed input, q, k, v, attention's output,
+// the MLP's hidden, a product's output, the scores (heads · positions) and a reduction's WG slots.
+override WS: u32 = 4096u;
+override X: u32 = 0u; // [hidden]
+override XN: u32 = 0u; // [max(hidden, ffn)]: a product's input
+override Q: u32 = 0u; // [heads · head_dim]
+override KV: u32 = 0u; // [2 · kv_heads · head_dim]: k, then v
+override ATT: u32 = 0u; // [heads · head_dim]
+override HID: u32 = 0u; // [ffn]
+override TMP: u32 = 0u; // [max(hidden, ffn)]
+override SC: u32 = 0u; // [heads · max_seq]
+override RED: u32 = 0u; // [WG]
+
+var<workgroup> ws: array<f32, WS>;
+var<workgroup> best_i: array<u32, WG>;
+
+fn wf(i: u32) -> f32 {
+  return bitcast<f32>(w[i]);
+}
+
+fn k_store(l: u32, i: u32, v: u32) {
+  switch l {
+#if L2
+    case 1u: { k1[i] = v; }
+#endif
+#if L3
+    case 2u: { k2[i] = v; }
+#endif
+#if L4
+    case 3u: { k3[i] = v; }
+#endif
+    default: { k0[i] = v; }
+  }
+}
+
+fn v_store(l: u32, i: u32, v: u32) {
+  switch l {
+#if L2
+    case 1u: { v1[i] = v; }
+#endif
+#if L3
+    case 2u: { v2[i] = v; }
+#endif
+#if L4
+    case 3u: { v3[i] = v; }
+#endif
+    default: { v0[i] = v; }
+  }
+}
+
+fn k_load(l: u32, i: u32) -> vec2<f32> {
+  switch l {
+#if L2
+    case 1u: { return unpack2x16float(k1[i]); }
+#endif
+#if L3
+    case 2u: { return unpack2x16float(k2[i]); }
+#endif
+#if L4
+    case 3u: { return unpack2x16float(k3[i]); }
+#endif
+    default: { return unpack2x16float(k0[i]); }
+  }
+}
+
+fn v_load(l: u32, i: u32) -> vec2<f32> {
+  switch l {
+#if L2
+    case 1u: { return unpack2x16float(v1[i]); }
+#endif
+#if L3
+    case 2u: { return unpack2x16float(v2[i]); }
+#endif
+#if L4
+    case 3u: { return unpack2x16float(v3[i]); }
+#endif
+    default: { return unpack2x16float(v0[i]); }
+  }
+}
+
+// The sum (or max) of every thread's v, in every thread. Call in uniform control flow.
+fn reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+  workgroupBarrier(); // the slots' last readers are done
+  ws[RED + lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      let a = ws[RED + lid];
+      let b = ws[RED + lid + s];
+      ws[RED + lid] = select(a + b, max(a, b), take_max);
+    }
+    workgroupBarrier();
+  }
+  return ws[RED];
+}
+
+// ws[dst + i] = ws[src + i] · norm weight[i] / rms(ws[src ..]) for i < hidden.
+fn rmsnorm(lid: u32, src: u32, dst: u32, weight: u32) {
+  var s = 0.0;
+  for (var i = lid; i < p.hidden; i += WG) {
+    let v = ws[src + i];
+    s += v * v;
+  }
+  let inv = inverseSqrt(reduce(lid, s, false) / f32(p.hidden) + p.eps);
+  for (var i = lid; i < p.hidden; i += WG) {
+    ws[dst + i] = ws[src + i] * inv * wf(weight + i);
+  }
+  workgroupBarrier();
+}
+
+// ws[dst + n] (+)= Σ_k W[n, k] · ws[src + k] for n < n_out, W transposed in pairs at word `at`.
+fn product(lid: u32, at: u32, n_out: u32, k_in: u32, src: u32, dst: u32, accumulate: bool) {
+  let half = n_out / 2u;
+  for (var j = lid; j < half; j += WG) {
+    var acc = vec2<f32>(0.0);
+    for (var k = 0u; k < k_in; k++) {
+      acc += unpack2x16float(w[at + k * half + j]) * ws[src + k];
+    }
+    if (accumulate) {
+      ws[dst + 2u * j] += acc.x;
+      ws[dst + 2u * j + 1u] += acc.y;
+    } else {
+      ws[dst + 2u * j] = acc.x;
+      ws[dst + 2u * j + 1u] = acc.y;
+    }
+  }
+  workgroupBarrier();
+}
+
+// Two-part 2π and the angle of pair i at pos, as rope.wgsl's `turn`.
+const TWO_PI_HI: f32 = 6.28125;
+const TWO_PI_LO: f32 = 0.0019353071795864769;
+const INV_TWO_PI: f32 = 0.15915494309189535;
+
+fn turn(pos: u32, i: u32) -> vec2<f32> {
+  let angle = f32(pos) * wf(p.inv_freq + i);
+  let k = round(angle * INV_TWO_PI);
+  let r = (angle - k * TWO_PI_HI) - k * TWO_PI_LO;
+  return vec2<f32>(cos(r), sin(r));
+}
+
+// RoPE ("rotate half") on `heads` heads at ws[at ..].
+fn rope(lid: u32, at: u32, heads: u32, pos: u32) {
+  let hd2 = p.head_dim / 2u;
+  for (var idx = lid; idx < heads * hd2; idx += WG) {
+    let i = idx % hd2;
+    let lo = at + (idx / hd2) * p.head_dim + i;
+    let cs = turn(pos, i);
+    let a = ws[lo];
+    let b = ws[lo + hd2];
+    ws[lo] = a * cs.x - b * cs.y;
+    ws[lo + hd2] = b * cs.x + a * cs.y;
+  }
+}
+
+// One token through every layer: embeds `tok`, leaves the final residual in ws[X ..].
+fn layers(lid: u32, tok: u32, pos: u32) {
+  let hd = p.head_dim;
+  let nq = p.heads * hd;
+  let nkv = p.kv_heads * hd;
+  // the embedding row: element k of feature `tok` in the transposed pairs
+  let eh = p.vocab / 2u;
+  for (var k = lid; k < p.hidden; k += WG) {
+    ws[X + k] = unpack2x16float(w[p.embed + k * eh + tok / 2u])[tok % 2u];
+  }
+  workgroupBarrier();
+  let len = pos + 1u;
+  for (var l = 0u; l < p.layers; l++) {
+    let b = p.layer0 + l * p.layer_words;
+    rmsnorm(lid, X, XN, b + p.attn_norm);
+    product(lid, b + p.wq, nq, p.hidden, XN, Q, false);
+    product(lid, b + p.wk, nkv, p.hidden, XN, KV, false);
+    product(lid, b + p.wv, nkv, p.hidden, XN, KV + nkv, false);
+    rope(lid, Q, p.heads, pos);
+    rope(lid, KV, p.kv_heads, pos);
+    workgroupBarrier();
+    // this position's key and value into the cache, as f16 pairs
+    for (var i = lid; i < nkv / 2u; i += WG) {
+      let dst = pos * (nkv / 2u) + i;
+      k_store(l, dst, pack2x16float(vec2<f32>(ws[KV + 2u * i], ws[KV + 2u * i + 1u])));
+      v_store(l, dst, pack2x16float(vec2<f32>(ws[KV + nkv + 2u * i], ws[KV + nkv + 2u * i + 1u])));
+    }
+    storageBarrier();
+    workgroupBarrier();
+    // scores of every head against positions 0 ..= pos
+    let group = p.heads / p.kv_heads;
+    for (var idx = lid; idx < p.heads * len; idx += WG) {
+      let h = idx / len;
+      let j = idx % len;
+      let kb = (j * p.kv_heads + h / group) * (hd / 2u);
+      var s = 0.0;
+      for (var d = 0u; d < hd / 2u; d++) {
+        s += dot(vec2<f32>(ws[Q + h * hd + 2u * d], ws[Q + h * hd + 2u * d + 1u]), k_load(l, kb + d));
+      }
+      ws[SC + idx] = s * p.scale;
+    }
+    for (var h = 0u; h < p.heads; h++) {
+      var m = -3.0e38;
+      for (var j = lid; j < len; j += WG) {
+        m = max(m, ws[SC + h * len + j]);
+      }
+      m = reduce(lid, m, true);
+      var sum = 0.0;
+      for (var j = lid; j < len; j += WG) {
+        let e = exp(ws[SC + h * len + j] - m);
+        ws[SC + h * len + j] = e;
+        sum += e;
+      }
+      sum = reduce(lid, sum, false);
+      // weights normalised here, so the value sums below need no more
+      for (var j = lid; j < len; j += WG) {
+        ws[SC + h * len + j] /= sum;
+      }
+    }
+    workgroupBarrier();
+    for (var o = lid; o < nq / 2u; o += WG) {
+      let h = (2u * o) / hd;
+      let d2 = (2u * o) % hd / 2u;
+      var acc = vec2<f32>(0.0);
+      for (var j = 0u; j < len; j++) {
+        acc += ws[SC + h * len + j] * v_load(l, (j * p.kv_heads + h / group) * (hd / 2u) + d2);
+      }
+      ws[ATT + 2u * o] = acc.x;
+      ws[ATT + 2u * o + 1u] = acc.y;
+    }
+    workgroupBarrier();
+    product(lid, b + p.wo, p.hidden, nq, ATT, X, true);
+    rmsnorm(lid, X, XN, b + p.mlp_norm);
+    product(lid, b + p.wgate, p.ffn, p.hidden, XN, HID, false);
+    product(lid, b + p.wup, p.ffn, p.hidden, XN, TMP, false);
+    for (var i = lid; i < p.ffn; i += WG) {
+      let g = ws[HID + i];
+      ws[HID + i] = g / (1.0 + exp(-g)) * ws[TMP + i];
+    }
+    workgroupBarrier();
+    product(lid, b + p.wdown, p.hidden, p.ffn, HID, X, true);
+  }
+}
+
+// The argmax of the LM head over the final norm of ws[X ..]: the first index of the largest
+// logit (argmax.wgsl's order), in every thread.
+fn head_argmax(lid: u32) -> u32 {
+  rmsnorm(lid, X, XN, p.norm);
+  let half = p.vocab / 2u;
+  var bv = -3.0e38;
+  var bi = 0u;
+  for (var j = lid; j < half; j += WG) {
+    var acc = vec2<f32>(0.0);
+    for (var k = 0u; k < p.hidden; k++) {
+      acc += unpack2x16float(w[p.head + k * half + j]) * ws[XN + k];
+    }
+    // indices rise within a thread: strict > keeps the first of equals
+    if (acc.x > bv) {
+      bv = acc.x;
+      bi = 2u * j;
+    }
+    if (acc.y > bv) {
+      bv = acc.y;
+      bi = 2u * j + 1u;
+    }
+  }
+  workgroupBarrier();
+  ws[RED + lid] = bv;
+  best_i[lid] = bi;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      let v = ws[RED + lid + s];
+      let i = best_i[lid + s];
+      if (v > ws[RED + lid] || (v == ws[RED + lid] && i < best_i[lid])) {
+        ws[RED + lid] = v;
+        best_i[lid] = i;
+      }
+    }
+    workgroupBarrier();
+  }
+  let best = best_i[0];
+  workgroupBarrier();
+  return best;
+}
+
+@compute @workgroup_size(WG)
+fn propose(@builtin(local_invocation_index) lid: u32) {
+  let pos = pos_in[0];
+  layers(lid, min(ids_in[0], p.vocab - 1u), pos);
+  var tok = min(ids_in[1], p.vocab - 1u);
+  for (var i = 0u; i < p.count; i++) {
+    layers(lid, tok, pos + 1u + i);
+    tok = head_argmax(lid);
+    if (lid == 0u) {
+      out[p.out_word + i] = tok;
+    }
+  }
+}
