@@ -107,13 +107,21 @@ try {
   const pos = target.position;
   target.setGpuStart(pos);
   draft.setGpuStart(pos - 1);
-  for (const k of [1, 2, 4]) {
-    await timeCalls(`draft proposes ${k}`, () => draft.proposeChained(k, target.tokenInput, pos));
-    await timeCalls(`target verifies ${k + 1}`, () => target.verifyChained(k, pos));
+  for (const fused of [false, true]) {
+    const why = await draft.fuseProposals(fused);
+    if (fused && why) console.log(`draft not fused: ${why}`);
+    const tag = draft.proposalsFused ? " (fused)" : "";
+    for (const k of [1, 2, 4]) {
+      await timeCalls(
+        `draft proposes ${k}${tag}`,
+        () => draft.proposeChained(k, target.tokenInput, pos),
+      );
+      if (!fused) await timeCalls(`target verifies ${k + 1}`, () => target.verifyChained(k, pos));
+    }
   }
   target.setGpuStart(0);
   draft.setGpuStart(0);
-  for (const inFlight of [8, 32]) {
+  for (const inFlight of [8, 32, 64]) {
     target.reset();
     dispatches = submits = 0;
     const t0 = performance.now();
@@ -125,20 +133,22 @@ try {
         `${(submits / run.tokens.length).toFixed(2)} submits per token`,
     );
   }
-  for (const k of [1, 2, 4]) {
-    for (const groupRounds of [8, 32]) {
+  for (const k of [1, 2, 3, 4]) {
+    for (const [groupRounds, fuseDraft] of [[8, false], [8, true], [32, true]] as const) {
       target.reset();
       draft.reset();
+      await speculativeDecode(target, draft, prompt, { maxNewTokens: 8, fuseDraft }); // warm
       dispatches = submits = 0;
       const t0 = performance.now();
       const run = await speculativeDecode(target, draft, prompt, {
         maxNewTokens: 128,
         draftTokens: k,
         groupRounds,
+        fuseDraft,
       });
       const ms = performance.now() - t0;
       console.log(
-        `speculative k=${k}, groups of ${groupRounds}: ${
+        `speculative k=${k}, groups of ${groupRounds}${run.draftFused ? ", fused" : ""}: ${
           (run.tokens.length / (ms / 1000)).toFixed(1)
         } tok/s, ${run.targetPasses} passes, ${(ms / run.targetPasses).toFixed(3)} ms, ` +
           `${(dispatches / run.targetPasses).toFixed(1)} dispatches and ${

@@ -67,7 +67,8 @@ struct Params {
 
 override WG: u32 = 256u; // threads, a power of two
 // Workgroup memory, in f32: the residual stream, the normed input, q, k, v, attention's output,
-// the MLP's hidden, a product's output, the scores (heads · positions) and a reduction's WG slots.
+// the MLP's hidden, a product's output, the scores (heads · positions), a reduction's WG slots
+// and the partial sums of products split over K.
 override WS: u32 = 4096u;
 override X: u32 = 0u; // [hidden]
 override XN: u32 = 0u; // [max(hidden, ffn)]: a product's input
@@ -78,6 +79,7 @@ override HID: u32 = 0u; // [ffn]
 override TMP: u32 = 0u; // [max(hidden, ffn)]
 override SC: u32 = 0u; // [heads · max_seq]
 override RED: u32 = 0u; // [WG]
+override PART: u32 = 0u; // [2 · WG]: partial sums of a product's slices
 
 var<workgroup> ws: array<f32, WS>;
 var<workgroup> best_i: array<u32, WG>;
@@ -176,20 +178,66 @@ fn rmsnorm(lid: u32, src: u32, dst: u32, weight: u32) {
   workgroupBarrier();
 }
 
+// Σ_k W[2j .. 2j + 1, k] · ws[src + k] over k in [k0, k1): four loads in flight at a time (the
+// loop is bound by the latency of its loads, not their bandwidth).
+fn pair_dot(at: u32, half: u32, j: u32, src: u32, k0: u32, k1: u32) -> vec2<f32> {
+  var a = vec2<f32>(0.0);
+  var b = vec2<f32>(0.0);
+  var k = k0;
+  for (; k + 4u <= k1; k += 4u) {
+    let w0 = w[at + k * half + j];
+    let w1 = w[at + (k + 1u) * half + j];
+    let w2 = w[at + (k + 2u) * half + j];
+    let w3 = w[at + (k + 3u) * half + j];
+    a += unpack2x16float(w0) * ws[src + k] + unpack2x16float(w2) * ws[src + k + 2u];
+    b += unpack2x16float(w1) * ws[src + k + 1u] + unpack2x16float(w3) * ws[src + k + 3u];
+  }
+  for (; k < k1; k++) {
+    a += unpack2x16float(w[at + k * half + j]) * ws[src + k];
+  }
+  return a + b;
+}
+
 // ws[dst + n] (+)= Σ_k W[n, k] · ws[src + k] for n < n_out, W transposed in pairs at word `at`.
+// Fewer output pairs than threads: the threads split K into slices, and the slices' sums meet in
+// ws[PART ..].
 fn product(lid: u32, at: u32, n_out: u32, k_in: u32, src: u32, dst: u32, accumulate: bool) {
   let half = n_out / 2u;
-  for (var j = lid; j < half; j += WG) {
-    var acc = vec2<f32>(0.0);
-    for (var k = 0u; k < k_in; k++) {
-      acc += unpack2x16float(w[at + k * half + j]) * ws[src + k];
+  let slices = max(1u, WG / half);
+  let per = (k_in + slices - 1u) / slices;
+  let j = lid % half;
+  let sl = lid / half;
+  if (slices > 1u) {
+    var v = vec2<f32>(0.0);
+    if (sl < slices) {
+      v = pair_dot(at, half, j, src, min(k_in, sl * per), min(k_in, sl * per + per));
     }
-    if (accumulate) {
-      ws[dst + 2u * j] += acc.x;
-      ws[dst + 2u * j + 1u] += acc.y;
-    } else {
-      ws[dst + 2u * j] = acc.x;
-      ws[dst + 2u * j + 1u] = acc.y;
+    ws[PART + 2u * lid] = v.x;
+    ws[PART + 2u * lid + 1u] = v.y;
+    workgroupBarrier();
+    if (lid < half) {
+      var acc = vec2<f32>(0.0);
+      for (var t = 0u; t < slices; t++) {
+        acc += vec2<f32>(ws[PART + 2u * (t * half + lid)], ws[PART + 2u * (t * half + lid) + 1u]);
+      }
+      if (accumulate) {
+        ws[dst + 2u * lid] += acc.x;
+        ws[dst + 2u * lid + 1u] += acc.y;
+      } else {
+        ws[dst + 2u * lid] = acc.x;
+        ws[dst + 2u * lid + 1u] = acc.y;
+      }
+    }
+  } else {
+    for (var jj = lid; jj < half; jj += WG) {
+      let acc = pair_dot(at, half, jj, src, 0u, k_in);
+      if (accumulate) {
+        ws[dst + 2u * jj] += acc.x;
+        ws[dst + 2u * jj + 1u] += acc.y;
+      } else {
+        ws[dst + 2u * jj] = acc.x;
+        ws[dst + 2u * jj + 1u] = acc.y;
+      }
     }
   }
   workgroupBarrier();
@@ -256,11 +304,18 @@ fn layers(lid: u32, tok: u32, pos: u32) {
       let h = idx / len;
       let j = idx % len;
       let kb = (j * p.kv_heads + h / group) * (hd / 2u);
-      var s = 0.0;
-      for (var d = 0u; d < hd / 2u; d++) {
-        s += dot(vec2<f32>(ws[Q + h * hd + 2u * d], ws[Q + h * hd + 2u * d + 1u]), k_load(l, kb + d));
+      var s0 = 0.0;
+      var s1 = 0.0;
+      let qb = Q + h * hd;
+      for (var d = 0u; d < hd / 2u; d += 2u) { // head_dim / 2 is even where head_dim % 4 == 0
+        let k0 = k_load(l, kb + d);
+        let k1 = k_load(l, kb + min(d + 1u, hd / 2u - 1u));
+        s0 += dot(vec2<f32>(ws[qb + 2u * d], ws[qb + 2u * d + 1u]), k0);
+        if (d + 1u < hd / 2u) {
+          s1 += dot(vec2<f32>(ws[qb + 2u * d + 2u], ws[qb + 2u * d + 3u]), k1);
+        }
       }
-      ws[SC + idx] = s * p.scale;
+      ws[SC + idx] = (s0 + s1) * p.scale;
     }
     for (var h = 0u; h < p.heads; h++) {
       var m = -3.0e38;
@@ -281,17 +336,49 @@ fn layers(lid: u32, tok: u32, pos: u32) {
       }
     }
     workgroupBarrier();
-    for (var o = lid; o < nq / 2u; o += WG) {
+    // each value pair's weighted sum over positions, in slices of positions as in `product`
+    let pairs = nq / 2u;
+    let vs = max(1u, WG / pairs);
+    let vper = (len + vs - 1u) / vs;
+    for (var t = lid; t < pairs * vs; t += WG) {
+      let o = t % pairs;
+      let sl = t / pairs;
       let h = (2u * o) / hd;
-      let d2 = (2u * o) % hd / 2u;
+      let vb = (h / group) * (hd / 2u) + ((2u * o) % hd) / 2u;
+      let j1 = min(len, sl * vper + vper);
       var acc = vec2<f32>(0.0);
-      for (var j = 0u; j < len; j++) {
-        acc += ws[SC + h * len + j] * v_load(l, (j * p.kv_heads + h / group) * (hd / 2u) + d2);
+      var acc2 = vec2<f32>(0.0);
+      var j = min(len, sl * vper);
+      for (; j + 2u <= j1; j += 2u) {
+        let v0 = v_load(l, j * p.kv_heads * (hd / 2u) + vb);
+        let v1 = v_load(l, (j + 1u) * p.kv_heads * (hd / 2u) + vb);
+        acc += ws[SC + h * len + j] * v0;
+        acc2 += ws[SC + h * len + j + 1u] * v1;
       }
-      ws[ATT + 2u * o] = acc.x;
-      ws[ATT + 2u * o + 1u] = acc.y;
+      if (j < j1) {
+        acc += ws[SC + h * len + j] * v_load(l, j * p.kv_heads * (hd / 2u) + vb);
+      }
+      acc += acc2;
+      if (vs > 1u) {
+        ws[PART + 2u * t] = acc.x;
+        ws[PART + 2u * t + 1u] = acc.y;
+      } else {
+        ws[ATT + 2u * o] = acc.x;
+        ws[ATT + 2u * o + 1u] = acc.y;
+      }
     }
     workgroupBarrier();
+    if (vs > 1u) {
+      for (var o = lid; o < pairs; o += WG) {
+        var acc = vec2<f32>(0.0);
+        for (var t = 0u; t < vs; t++) {
+          acc += vec2<f32>(ws[PART + 2u * (t * pairs + o)], ws[PART + 2u * (t * pairs + o) + 1u]);
+        }
+        ws[ATT + 2u * o] = acc.x;
+        ws[ATT + 2u * o + 1u] = acc.y;
+      }
+      workgroupBarrier();
+    }
     product(lid, b + p.wo, p.hidden, nq, ATT, X, true);
     rmsnorm(lid, X, XN, b + p.mlp_norm);
     product(lid, b + p.wgate, p.ffn, p.hidden, XN, HID, false);
@@ -313,10 +400,7 @@ fn head_argmax(lid: u32) -> u32 {
   var bv = -3.0e38;
   var bi = 0u;
   for (var j = lid; j < half; j += WG) {
-    var acc = vec2<f32>(0.0);
-    for (var k = 0u; k < p.hidden; k++) {
-      acc += unpack2x16float(w[p.head + k * half + j]) * ws[XN + k];
-    }
+    let acc = pair_dot(p.head, half, j, XN, 0u, p.hidden);
     // indices rise within a thread: strict > keeps the first of equals
     if (acc.x > bv) {
       bv = acc.x;

@@ -55,10 +55,9 @@ export interface FusedDraftWeights {
 
 /** Most decoder layers the kernel binds caches for. */
 export const FUSED_DRAFT_MAX_LAYERS = 4;
-const WG = 256;
 
 /** Workgroup memory regions in f32, as draft_fused.wgsl's overrides name them. */
-function regions(s: FusedDraftShape): Record<string, number> {
+function regions(s: FusedDraftShape, wg: number): Record<string, number> {
   const nq = s.heads * s.headDim;
   const nkv = s.kvHeads * s.headDim;
   const wide = Math.max(s.hidden, s.ffn);
@@ -71,7 +70,8 @@ function regions(s: FusedDraftShape): Record<string, number> {
     ["HID", s.ffn],
     ["TMP", wide],
     ["SC", s.heads * s.maxSeq],
-    ["RED", WG],
+    ["RED", wg],
+    ["PART", 2 * wg],
   ];
   const out: Record<string, number> = {};
   let at = 0;
@@ -83,27 +83,36 @@ function regions(s: FusedDraftShape): Record<string, number> {
   return out;
 }
 
+/** What {@linkcode fusedDraftThreads} reads of an adapter. */
+export type FusedDraftLimits = Pick<
+  GPUSupportedLimits,
+  | "maxComputeWorkgroupStorageSize"
+  | "maxStorageBuffersPerShaderStage"
+  | "maxComputeInvocationsPerWorkgroup"
+  | "maxComputeWorkgroupSizeX"
+>;
+
 /**
- * Why the fused kernel cannot run a draft of this shape on `gpu`, or null when it can: at most
- * {@linkcode FUSED_DRAFT_MAX_LAYERS} layers, even widths, and activations that fit in workgroup
- * memory and bindings within the adapter's limits.
+ * The fused kernel's threads for a draft of this shape: the most the adapter allows up to 1024
+ * (256 on a software adapter, whose barriers cost in proportion to the threads) whose
+ * workgroup memory fits; or why it cannot run (a string naming the limit): at most
+ * {@linkcode FUSED_DRAFT_MAX_LAYERS} layers, even widths, and bindings within the adapter's.
  *
  * @example
  * ```ts
- * import { fusedDraftUnfit } from "./draft_fused.ts";
+ * import { fusedDraftThreads } from "./draft_fused.ts";
  * const shape = { hidden: 128, heads: 2, kvHeads: 1, headDim: 64, ffn: 320, vocab: 4096,
  *   layers: 2, maxSeq: 512, eps: 1e-5 };
- * const limits = { maxComputeWorkgroupStorageSize: 16384, maxStorageBuffersPerShaderStage: 8 };
- * fusedDraftUnfit(shape, limits); // null
+ * const limits = { maxComputeWorkgroupStorageSize: 16384, maxStorageBuffersPerShaderStage: 8,
+ *   maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256 };
+ * fusedDraftThreads(shape, limits, false); // 256
  * ```
  */
-export function fusedDraftUnfit(
+export function fusedDraftThreads(
   s: FusedDraftShape,
-  limits: Pick<
-    GPUSupportedLimits,
-    "maxComputeWorkgroupStorageSize" | "maxStorageBuffersPerShaderStage"
-  >,
-): string | null {
+  limits: FusedDraftLimits,
+  software: boolean,
+): number | string {
   if (s.layers < 1 || s.layers > FUSED_DRAFT_MAX_LAYERS) {
     return `${s.layers} layers (the fused draft takes 1 to ${FUSED_DRAFT_MAX_LAYERS})`;
   }
@@ -113,16 +122,26 @@ export function fusedDraftUnfit(
   if (s.headDim % 2 || s.heads % s.kvHeads) {
     return `head layout ${s.heads}/${s.kvHeads}×${s.headDim}`;
   }
-  const bytes = regions(s).WS * 4 + WG * 4;
-  if (bytes > limits.maxComputeWorkgroupStorageSize) {
-    return `${bytes} bytes of workgroup memory (the adapter allows ` +
-      `${limits.maxComputeWorkgroupStorageSize}; ${s.heads} heads × ${s.maxSeq} positions of scores)`;
-  }
   const buffers = 4 + 2 * s.layers;
   if (buffers > limits.maxStorageBuffersPerShaderStage) {
     return `${buffers} storage bindings (the adapter allows ${limits.maxStorageBuffersPerShaderStage})`;
   }
-  return null;
+  const most = Math.min(
+    software ? 256 : 1024,
+    limits.maxComputeInvocationsPerWorkgroup,
+    limits.maxComputeWorkgroupSizeX,
+  );
+  let bytes = 0;
+  for (let wg = 2 ** Math.floor(Math.log2(most)); wg >= 64; wg /= 2) {
+    bytes = workgroupBytes(s, wg);
+    if (bytes <= limits.maxComputeWorkgroupStorageSize) return wg;
+  }
+  return `${bytes} bytes of workgroup memory at 64 threads (the adapter allows ` +
+    `${limits.maxComputeWorkgroupStorageSize}; ${s.heads} heads × ${s.maxSeq} positions of scores)`;
+}
+
+function workgroupBytes(s: FusedDraftShape, wg: number): number {
+  return (regions(s, wg).WS + wg) * 4; // + best_i
 }
 
 /** Where a call reads its inputs and leaves its proposals. */
@@ -142,6 +161,8 @@ export interface FusedDraftIo {
 /** A compiled fused draft with its packed weights; see {@linkcode createFusedDraft}. */
 export interface FusedDraft {
   readonly shape: FusedDraftShape;
+  /** Threads of its one workgroup. */
+  readonly threads: number;
   /** Bytes of the packed weights (recorded in the ledger as weights). */
   readonly weightBytes: number;
   /**
@@ -180,8 +201,8 @@ export async function createFusedDraft(
   shape: FusedDraftShape,
   weights: FusedDraftWeights,
 ): Promise<FusedDraft> {
-  const unfit = fusedDraftUnfit(shape, gpu.limits);
-  if (unfit) throw new RangeError(`fused draft: ${unfit}`);
+  const wg = fusedDraftThreads(shape, gpu.limits, gpu.isSoftware);
+  if (typeof wg === "string") throw new RangeError(`fused draft: ${wg}`);
   const s = shape;
   const nq = s.heads * s.headDim;
   const nkv = s.kvHeads * s.headDim;
@@ -243,11 +264,12 @@ export async function createFusedDraft(
     file: "draft_fused",
     entry: "propose",
     defines,
-    constants: { WG, ...regions(s) },
+    constants: { WG: wg, ...regions(s, wg) },
   });
   const cacheBytes = s.maxSeq * nkv * 2;
   return {
     shape,
+    threads: wg,
     weightBytes: tensor.byteSize,
     encode(batch, io, count, bound) {
       if (!Number.isInteger(count) || count < 1) {

@@ -11,7 +11,7 @@ import {
   createFusedDraft,
   type FusedDraft,
   type FusedDraftShape,
-  fusedDraftUnfit,
+  fusedDraftThreads,
 } from "../kernels/draft_fused.ts";
 import { Fp16Linear } from "../kernels/linear.ts";
 import type { Linear } from "../kernels/linear.ts";
@@ -53,7 +53,7 @@ export function fusedDraftShape(m: FusableModel): FusedDraftShape {
 /**
  * Why `m` cannot run as a fused draft, or null when it can: FP16 weights, an f16 KV cache, a
  * plain Llama block (no biases, q/k norms or sliding windows), resident layers, and a shape the
- * kernel fits ({@linkcode fusedDraftUnfit}).
+ * kernel fits ({@linkcode fusedDraftThreads}).
  *
  * @example
  * ```ts ignore
@@ -74,7 +74,8 @@ export function fusedDraftUnfitModel(m: FusableModel, streaming: boolean): strin
       if (!(lin instanceof Fp16Linear)) return `layer ${l} ${name} is not FP16`;
     }
   }
-  return fusedDraftUnfit(fusedDraftShape(m), m.gpu.limits);
+  const threads = fusedDraftThreads(fusedDraftShape(m), m.gpu.limits, m.gpu.isSoftware);
+  return typeof threads === "string" ? threads : null;
 }
 
 async function readBinding(gpu: Gpu, b: Binding): Promise<ArrayBuffer> {

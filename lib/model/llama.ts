@@ -380,13 +380,16 @@ export class LlamaModel {
    * Sets the KV cache's position (default 0, an empty cache): the next forward starts there and
    * overwrites what the cache held from it on. Setting it back keeps positions `0 .. position -
    * 1` as they were. Setting it past what was computed leaves those positions as the cache holds
-   * them (zeros on a fresh model): for timing long contexts without computing them.
+   * them (zeros on a fresh model): for timing long contexts without computing them. A
+   * {@linkcode gpuStart} left by chained rounds goes back to 0, so that positions come from here
+   * again.
    */
   reset(position = 0): void {
     if (!Number.isInteger(position) || position < 0 || position > this.maxSeqLen) {
       throw new RangeError(`reset: position ${position} is outside 0..${this.maxSeqLen}`);
     }
     this.#pos = position;
+    if (!this.#disposed) this.setGpuStart(0);
   }
 
   /**
