@@ -866,7 +866,7 @@ fn gemv_rows(
         workgroupBarrier();
       }
       if (lane < RPT && n0 + lane < p.n_count) {
-        y[r * p.n_total + p.n_start + n0 + lane] = partial[lane * GEMV_WG + lid - lane];
+        store_rows_feature(r, p.n_start + n0 + lane, partial[lane * GEMV_WG + lid - lane]);
       }
     }
   }

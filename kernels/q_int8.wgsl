@@ -1077,7 +1077,6 @@ fn outl_row(r: u32, lane: u32, nl: vec4<u32>) -> RowSums {
 // dense sum times its scale, as gemv).
 fn store_rows_out(r: u32, n0: u32, isum: RowInts, f: RowSums) {
   let gn = p.n_start + n0;
-  let o = r * p.n_total + gn;
   let dense = use_dense(r, r * outl_row_words());
   for (var i = 0u; i < FPT; i++) {
     if (n0 + i < p.n_count) {
@@ -1085,7 +1084,7 @@ fn store_rows_out(r: u32, n0: u32, isum: RowInts, f: RowSums) {
       if (dense) {
         e *= dense_scale(r, gn + i);
       }
-      y[o + i] = rescale(isum[i], r, gn + i) + e;
+      store_rows_feature(r, gn + i, rescale(isum[i], r, gn + i) + e);
     }
   }
 }

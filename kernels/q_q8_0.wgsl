@@ -81,6 +81,7 @@ fn outer_w8(n: u32, k: u32) -> OuterW8 {
 const MAX_ROWS: u32 = 8u;
 
 // FPT, RowSums, row_sums_store; rows_red, rows_pass_begin, lane_tree.
+#include "common/stack_store.wgsl"
 #include "common/row_sums.wgsl"
 #include "common/gemv_rows_store.wgsl"
 

@@ -18,17 +18,17 @@ alias RowInts = vec4<i32>;
 #endif
 #endif
 
-// Sums v of a row for features n0 .. n0 + FPT - 1 (of this chunk) stored into y from offset o
-// (the row's n0), features past the chunk left out.
-fn row_sums_store(o: u32, n0: u32, v: RowSums) {
+// Sums v of activation row r for features n0 .. n0 + FPT - 1 (of this chunk) stored
+// (stack_store.wgsl's store_rows_feature: routed in a stack), features past the chunk left out.
+fn row_sums_store(r: u32, n0: u32, v: RowSums) {
 #if FPT1
   if (n0 < p.n_count) {
-    y[o] = v;
+    store_rows_feature(r, p.n_start + n0, v);
   }
 #else
   for (var f = 0u; f < FPT; f++) {
     if (n0 + f < p.n_count) {
-      y[o + f] = v[f];
+      store_rows_feature(r, p.n_start + n0 + f, v[f]);
     }
   }
 #endif

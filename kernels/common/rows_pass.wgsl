@@ -11,7 +11,7 @@ fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
     let n0 = nw + lg * FPT;
     if (r0 + q < p.rows) {
       let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
-      row_sums_store((r0 + q) * p.n_total + p.n_start + n0, n0, v);
+      row_sums_store(r0 + q, n0, v);
     }
   }
 }

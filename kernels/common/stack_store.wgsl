@@ -20,3 +20,29 @@ fn store_gemv(n: u32, v: f32) {
 #endif
   y[n] = v;
 }
+
+// Output feature n of activation row r in a multi-row product (gemv_rows): y[r · n_total + n],
+// or with ROUTE2/ROUTE3 its layer's own [rows, width] output, as store_gemv routes one row.
+fn store_rows_feature(r: u32, n: u32, v: f32) {
+#if ROUTE2
+  if (n >= p.split1) {
+    y2[r * (p.n_total - p.split1) + n - p.split1] = v;
+    return;
+  }
+  y[r * p.split1 + n] = v;
+#else
+#if ROUTE3
+  if (n >= p.split2) {
+    y3[r * (p.n_total - p.split2) + n - p.split2] = v;
+    return;
+  }
+  if (n >= p.split1) {
+    y2[r * (p.split2 - p.split1) + n - p.split1] = v;
+    return;
+  }
+  y[r * p.split1 + n] = v;
+#else
+  y[r * p.n_total + n] = v;
+#endif
+#endif
+}

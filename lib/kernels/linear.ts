@@ -488,6 +488,20 @@ export interface LinearStack {
     ys: readonly Binding[],
     options?: LinearEncodeOptions,
   ): void;
+  /**
+   * As {@linkcode encodeRow} for `rows` activation rows (`ys[i]` holding `[rows, N_i]`), each row
+   * computed as one row alone would be (the layers' `perRow` products), where
+   * {@linkcode takesRows} says so (absent: one row only).
+   */
+  encodeRows?(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    rows: number,
+    options?: LinearEncodeOptions,
+  ): void;
+  /** Whether {@linkcode encodeRows} takes `rows` rows. */
+  takesRows?(rows: number): boolean;
   /** As {@linkcode Linear.int8Input}, for the stack's one product. */
   int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
   /** Frees what the stack holds. */
@@ -549,6 +563,8 @@ export class Fp16LinearStack implements LinearStack {
   #tensor: GpuTensor | null;
   #gemv: Kernel;
   #rowsPerWorkgroup: number;
+  #gemvRows: Kernel;
+  #multiRowsPerWorkgroup: number;
   #chunks: RowChunk[];
   #splits: [number, number];
 
@@ -556,6 +572,7 @@ export class Fp16LinearStack implements LinearStack {
     parts: Fp16Linear[],
     tensor: GpuTensor,
     gemv: { kernel: Kernel; rowsPerWorkgroup: number },
+    gemvRows: { kernel: Kernel; rowsPerWorkgroup: number },
     chunks: RowChunk[],
     splits: [number, number],
   ) {
@@ -565,6 +582,8 @@ export class Fp16LinearStack implements LinearStack {
     this.#tensor = tensor;
     this.#gemv = gemv.kernel;
     this.#rowsPerWorkgroup = gemv.rowsPerWorkgroup;
+    this.#gemvRows = gemvRows.kernel;
+    this.#multiRowsPerWorkgroup = gemvRows.rowsPerWorkgroup;
     this.#chunks = chunks;
     this.#splits = splits;
   }
@@ -621,8 +640,9 @@ export class Fp16LinearStack implements LinearStack {
       }
       const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
       const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
-      const [gemv, ...parts] = await Promise.all([
+      const [gemv, gemvRows, ...parts] = await Promise.all([
         gemvKernel(gpu, label, k, f16, opts.tuning ?? {}, route),
+        gemvKernel(gpu, label, k, f16, opts.tuning ?? {}, route, "gemv_rows"),
         ...layers.map((l, i) =>
           Fp16Linear.create(gpu, {
             label: l.label,
@@ -638,7 +658,7 @@ export class Fp16LinearStack implements LinearStack {
       ]);
       const chunks = tensorRowChunks(gpu, tensor, total, k * 2, maxBytes);
       const splits: [number, number] = [starts[1], starts[2] ?? total];
-      return new Fp16LinearStack(parts, tensor, gemv, chunks, splits);
+      return new Fp16LinearStack(parts, tensor, gemv, gemvRows, chunks, splits);
     } catch (err) {
       tensor.destroy();
       throw err;
@@ -659,6 +679,37 @@ export class Fp16LinearStack implements LinearStack {
       const groups = Math.ceil(chunk.count / this.#rowsPerWorkgroup);
       batch.dispatch(this.#gemv, [x, chunk.binding, ...ys], grid(groups), p);
     }
+  }
+
+  /**
+   * Records every layer's `y = x · Wᵀ` for `rows` activation rows (1 to
+   * {@linkcode MAX_GEMV_ROWS}; `ys[i]` holds `[rows, N_i]`), each row as the layers' multi-row
+   * GEMV computes it (`perRow`).
+   */
+  encodeRows(batch: CommandBatch, x: Binding, ys: readonly Binding[], rows: number): void {
+    if (rows === 1) return this.encodeRow(batch, x, ys);
+    if (!this.takesRows(rows)) {
+      throw new RangeError(`stacked linear: ${rows} rows (2 to ${MAX_GEMV_ROWS} at once)`);
+    }
+    if (ys.length !== this.parts.length) {
+      throw new RangeError(`stack of ${this.parts.length} layers: ${ys.length} outputs given`);
+    }
+    const k = this.inFeatures;
+    requireBytes(x, rows * k * 4, "stacked linear x");
+    this.parts.forEach((part, i) =>
+      requireBytes(ys[i], rows * part.outFeatures * 4, "stacked linear y")
+    );
+    for (const chunk of this.#chunks) {
+      const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(chunk.start)
+        .u32(chunk.count).u32(this.#splits[0]).u32(this.#splits[1]).build();
+      const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
+      batch.dispatch(this.#gemvRows, [x, chunk.binding, ...ys], grid(groups), p);
+    }
+  }
+
+  /** Whether {@linkcode encodeRows} takes `rows` rows: 1 to {@linkcode MAX_GEMV_ROWS}. */
+  takesRows(rows: number): boolean {
+    return Number.isInteger(rows) && rows >= 1 && rows <= MAX_GEMV_ROWS;
   }
 
   /** Frees the stacked tensor (the parts only read it). */

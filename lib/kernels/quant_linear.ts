@@ -1016,9 +1016,23 @@ export class QuantLinear implements Linear {
     x: Binding,
     ys: readonly Binding[],
     options: LinearEncodeOptions = {},
+    rows = 1,
   ): void {
     if (!this.#splits) throw new Error(`${this.format} linear: not a stack's matrix`);
-    this.#encode(batch, x, ys, 1, { reuseInput: options.reuseInput });
+    if (rows > 1 && !this.stackTakesRows(rows)) {
+      throw new RangeError(`${this.format} stack: no multi-row product for ${rows} rows`);
+    }
+    this.#encode(batch, x, ys, rows, { reuseInput: options.reuseInput, perRow: rows > 1 });
+  }
+
+  /**
+   * Whether {@linkcode encodeStacked} takes `rows` activation rows: one, or 2 to
+   * {@linkcode MAX_GEMV_ROWS} where the format has a multi-row GEMV (each row computed as one
+   * row alone would be).
+   */
+  stackTakesRows(rows: number): boolean {
+    return rows === 1 ||
+      (rows >= 2 && rows <= MAX_GEMV_ROWS && this.#kernels.gemvRows !== undefined);
   }
 
   /**
@@ -1072,7 +1086,9 @@ export class QuantLinear implements Linear {
       if (ends.length !== ys.length || (ys.length === 2 && split2 !== n)) {
         throw new RangeError(`stacked linear: ${ys.length} outputs for splits ${this.#splits}`);
       }
-      ys.forEach((b, i) => requireBytes(b, (ends[i] - (i ? ends[i - 1] : 0)) * 4, "stacked y"));
+      ys.forEach((b, i) =>
+        requireBytes(b, rows * (ends[i] - (i ? ends[i - 1] : 0)) * 4, "stacked y")
+      );
     } else {
       requireBytes(y, rows * n * 4, "linear y");
     }
@@ -1325,6 +1341,30 @@ export class QuantLinearStack implements LinearStack {
     this.#whole.encodeStacked(batch, x, ys, options);
   }
 
+  /**
+   * As {@linkcode encodeRow} for `rows` activation rows (`ys[i]` holding `[rows, N_i]`), each row
+   * computed as one row alone would be (the layers' `perRow` products), where
+   * {@linkcode takesRows} says so.
+   */
+  encodeRows(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    rows: number,
+    options: LinearEncodeOptions = {},
+  ): void {
+    if (!this.#whole) throw new Error("quantized stack: used after destroy()");
+    if (ys.length !== this.parts.length) {
+      throw new RangeError(`stack of ${this.parts.length} layers: ${ys.length} outputs given`);
+    }
+    this.#whole.encodeStacked(batch, x, ys, options, rows);
+  }
+
+  /** Whether {@linkcode encodeRows} takes `rows` rows. */
+  takesRows(rows: number): boolean {
+    return this.#whole !== null && this.#whole.stackTakesRows(rows);
+  }
+
   /** As {@linkcode QuantLinear.int8Input}, for the stack's one product. */
   int8Input(batch: CommandBatch, x: Binding): Int8Input | null {
     if (!this.#whole) throw new Error("quantized stack: used after destroy()");
@@ -1559,7 +1599,10 @@ async function compileKernels(
           : o.format === "llm-int8"
           ? spec("q_int8", "outlier_mask", ["LLM"])
           : Promise.resolve(undefined),
-        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2], { ...o.rows, ...dense }),
+        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2, ...o.route], {
+          ...o.rows,
+          ...dense,
+        }),
         // each row alone: int8-absmax's scale is the row's, as in decode
         spec("q_int8", "quantize_rows", llm),
         swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
@@ -1588,7 +1631,12 @@ async function compileKernels(
       // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
       // q_4bit.wgsl's gemv_rows)
       k32.length
-        ? spec("q_4bit", "gemv_rows", [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : [])], o.rows)
+        ? spec(
+          "q_4bit",
+          "gemv_rows",
+          [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : []), ...o.route],
+          o.rows,
+        )
         : Promise.resolve(undefined),
       o.swiglu && o.f16 && k32.length
         ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)

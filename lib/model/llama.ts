@@ -1126,15 +1126,26 @@ export class LlamaModel {
       pendingAdd = false;
       return q8 ? { reuseInput: true } : undefined;
     };
+    // A stack serves one row, or the rows of a verify pass where it has a multi-row product.
+    const stackFor = (stack?: LinearStack) =>
+      rows === 1 || (perRow && stack?.takesRows?.(rows)) ? stack : undefined;
+    const encodeStack = (
+      stack: LinearStack,
+      ys: GpuTensor[],
+      options: LinearEncodeOptions | undefined,
+    ) => {
+      if (rows === 1) stack.encodeRow(batch, s.xn, ys, options);
+      else stack.encodeRows!(batch, s.xn, ys, rows, options ?? one);
+    };
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];
       const lin = w.linears;
       // attention
-      const qkv = rows === 1 ? w.stacks?.qkv : undefined;
+      const qkv = stackFor(w.stacks?.qkv);
       const attnIn = norm(w.attnNorm, qkv ?? lin["self_attn.q_proj"]);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
       if (qkv) {
-        qkv.encodeRow(batch, s.xn, [s.q, s.k, s.v], attnIn);
+        encodeStack(qkv, [s.q, s.k, s.v], attnIn);
       } else {
         // k_proj and v_proj read the same x as q_proj: formats that quantize x do it once.
         lin["self_attn.q_proj"].encode(batch, s.xn, s.q, rows, attnIn ?? one);
@@ -1171,11 +1182,11 @@ export class LlamaModel {
       bias("self_attn.o_proj", s.proj, c.hiddenSize);
       // MLP
       pendingAdd = true;
-      const gateUp = rows === 1 ? w.stacks?.gateUp : undefined;
+      const gateUp = stackFor(w.stacks?.gateUp);
       const mlpIn = norm(w.mlpNorm, gateUp ?? lin["mlp.gate_proj"]);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
       if (gateUp) {
-        gateUp.encodeRow(batch, s.xn, [s.gate, s.up], mlpIn);
+        encodeStack(gateUp, [s.gate, s.up], mlpIn);
       } else {
         lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, mlpIn ?? one);
         lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, same);

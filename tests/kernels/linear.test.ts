@@ -187,7 +187,7 @@ Deno.test("Fp16Linear rejects odd K, wrong sizes and f16 without shader-f16", as
 function stackSuite(f16: boolean): void {
   Deno.test({
     name: `Fp16LinearStack (${f16 ? "f16" : "f32"} arithmetic): one dispatch routes each layer's ` +
-      `outputs; each part alone matches cpuMatmul`,
+      `outputs, one row or several; each part alone matches cpuMatmul`,
     ignore: f16 && !hasF16,
     fn: () =>
       withGpu({ f16 }, async (gpu) => {
@@ -246,9 +246,25 @@ function stackSuite(f16: boolean): void {
             );
             ty.destroy();
           }
+          // The stack's multi-row GEMV over 5 rows: each output bit for bit its part's perRow
+          // product (each row as one row alone).
+          const routed5 = ns.map((n, i) => emptyF32(gpu, `routed5 ${i}`, 5 * n));
+          const alone5 = ns.map((n, i) => emptyF32(gpu, `alone5 ${i}`, 5 * n));
+          const b5 = new CommandBatch(gpu);
+          stack.encodeRows(b5, txs, routed5, 5);
+          stack.parts.forEach((part, i) => part.encode(b5, txs, alone5[i], 5, { perRow: true }));
+          b5.submit();
+          for (const i of ns.keys()) {
+            assertEquals(
+              await gpu.readF32(routed5[i]),
+              await gpu.readF32(alone5[i]),
+              `stack ${c} layer ${i}, 5 rows: routed = alone`,
+            );
+          }
+          assert(stack.takesRows(8) && !stack.takesRows(9));
           assert(stack.parts.every((p) => p.sharedWeight), "the parts only read the stack");
           stack.destroy();
-          for (const t of [tx, txs, ...routed, ...alone]) t.destroy();
+          for (const t of [tx, txs, ...routed, ...alone, ...routed5, ...alone5]) t.destroy();
         }
       }),
   });

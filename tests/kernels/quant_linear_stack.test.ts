@@ -119,6 +119,25 @@ async function stackCase(
       assertClose(got, want, tolerance(format, f16, x1, 1, k), `${what} stacked, layer ${i}`);
     }
     for (const t of [tx, ...ys]) t.destroy();
+    // the stacked multi-row GEMV (a verify pass's 3 rows): each output bit for bit its layer's
+    // perRow product, which computes each row as one row alone would
+    assert(stack.takesRows(3) && !stack.takesRows(9), `${what}: multi-row stack`);
+    const x3 = activations(3, k, 9);
+    const tx3 = f32Tensor(gpu, "x", x3);
+    const ys3 = ns.map((n, i) => emptyF32(gpu, `y${i}`, 3 * n));
+    const alone = ns.map((n, i) => emptyF32(gpu, `alone${i}`, 3 * n));
+    const b3 = new CommandBatch(gpu);
+    stack.encodeRows(b3, tx3, ys3, 3);
+    for (const [i, lin] of layers.entries()) lin.encode(b3, tx3, alone[i], 3, { perRow: true });
+    b3.submit();
+    for (const i of ns.keys()) {
+      assertEquals(
+        await gpu.readF32(ys3[i]),
+        await gpu.readF32(alone[i]),
+        `${what} stacked 3 rows, layer ${i}`,
+      );
+    }
+    for (const t of [tx3, ...ys3, ...alone]) t.destroy();
     // each layer alone on its rows of the stacked arrays: GEMV and GEMM
     for (const rows of [1, 5]) {
       const x = activations(rows, k, 8 + rows);
