@@ -140,11 +140,20 @@ function defaultInFlight(gpu: Gpu): number | "auto" {
 }
 
 /**
- * `inFlight: "auto"`: the first group's size, the bounds, and the wall time a group aims at —
- * 2.5x the ~10 ms that Deno's `mapAsync` takes at the least (it polls the device, then sleeps
- * 10 ms), so that the wait hides behind the next group's work.
+ * Readback groups sized `"auto"` (`decodeGreedy`'s `inFlight`, `speculativeDecode`'s
+ * `groupRounds`): the first group's size, the bounds, and the wall time a group aims at — 2.5x
+ * the ~10 ms that Deno's `mapAsync` takes at the least (it polls the device, then sleeps 10 ms),
+ * so that the wait hides behind the next group's work.
+ *
+ * @example
+ * ```ts
+ * import { AUTO_IN_FLIGHT } from "./llama.ts";
+ * AUTO_IN_FLIGHT.groupMs; // 25
+ * ```
  */
-const AUTO_IN_FLIGHT = { first: 8, min: 8, max: 64, groupMs: 25 };
+export const AUTO_IN_FLIGHT: Readonly<
+  { first: number; min: number; max: number; groupMs: number }
+> = { first: 8, min: 8, max: 64, groupMs: 25 };
 
 /**
  * The readback group that `inFlight: "auto"` takes next, from the milliseconds per step the last

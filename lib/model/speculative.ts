@@ -37,7 +37,7 @@
 import { CommandBatch } from "../gpu/batch.ts";
 import { type AcceptBuffers, createAccept } from "../kernels/speculative.ts";
 import { checkArgmaxToken } from "./finite.ts";
-import type { LlamaModel } from "./llama.ts";
+import { AUTO_IN_FLIGHT, autoInFlight, type LlamaModel } from "./llama.ts";
 import { argmax, seededRandom } from "./sampling.ts";
 
 /**
@@ -125,15 +125,18 @@ export interface SpeculativeOptions {
   /**
    * Greedy, models on one device, `chain` on: rounds run back to back on the GPU in groups of
    * this many, with one readback per group, and the next group submitted while one is read
-   * back (default 8: each readback in Deno costs at least 10 ms, and on the H200 groups of 4
-   * rounds of the bundled pair carry less work than that while groups of 8 mostly carry more;
-   * BENCHMARKS.md). The acceptance step runs on the GPU, which advances both models' positions
-   * there; with `adaptive`, k changes only between groups (the rule is applied to
-   * each round's outcome as it is read, and the new k takes effect in the next group
-   * submitted). Rounds past a stop are discarded. Near the end of a KV cache, or with 0, rounds
-   * are read back one by one. The tokens are the same either way.
+   * back. Each readback in Deno costs at least 10 ms, so a group should carry more work than
+   * that. `"auto"` (the default on a GPU; 8 on a software adapter) starts with 8 and sizes each
+   * later group to about 25 ms of rounds (8 to 64) from the pace of the group before, as
+   * `decodeGreedy`'s `inFlight: "auto"` does (BENCHMARKS.md). The acceptance step runs on the
+   * GPU, which advances both models' positions there; with `adaptive`, k changes only between
+   * groups (the rule is applied to each round's outcome as it is read, and the new k takes
+   * effect in the next group submitted). Rounds past a stop are discarded. Near the end of a KV
+   * cache, or with 0, rounds are read back one by one. The tokens are the same either way.
    */
-  groupRounds?: number;
+  groupRounds?: number | "auto";
+  /** `groupRounds: "auto"`: the wall time each group aims at, in ms (default 25). */
+  autoGroupMs?: number;
   /**
    * Greedy rounds chained in groups: the draft's proposals of a round as one dispatch where the
    * draft allows it (`LlamaModel.fuseProposals`: a small FP16 draft with an f16 KV cache; default
@@ -179,6 +182,8 @@ export interface SpeculativeResult {
   decodeMs: number;
   /** Whether the draft's chained proposals ran fused (`SpeculativeOptions.fuseDraft`). */
   draftFused: boolean;
+  /** Rounds per readback of the groups chained on the GPU, in order (empty: none ran). */
+  groups: number[];
 }
 
 /** The starting draft length when none is given (the adaptive rule then moves it in 1..7). */
@@ -344,6 +349,7 @@ export async function speculativeDecode(
     prefillMs: 0,
     decodeMs: 0,
     draftFused: false,
+    groups: [],
   };
   let stopped = maxNew <= 0;
   // Delivers tokens until a stop; returns whether decoding goes on.
@@ -372,9 +378,14 @@ export async function speculativeDecode(
     deliver([last]);
   }
   let pending = [...prompt, last]; // tokens the draft has not seen yet
-  const groupRounds = options.groupRounds ?? 8;
+  const groupOption = options.groupRounds ??
+    ("gpu" in target && !(target.gpu as LlamaModel["gpu"]).isSoftware ? "auto" : 8);
+  const autoGroups = groupOption === "auto";
+  const groupRounds = autoGroups ? AUTO_IN_FLIGHT.first : groupOption as number;
   if (!Number.isInteger(groupRounds) || groupRounds < 0) {
-    throw new RangeError(`speculative: groupRounds ${groupRounds} must be a whole number`);
+    throw new RangeError(
+      `speculative: groupRounds ${groupOption} must be a whole number or "auto"`,
+    );
   }
   const grouped = greedy && !stopped && groupRounds > 0 && (options.chain ?? true) &&
     groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target;
@@ -392,6 +403,8 @@ export async function speculativeDecode(
       adaptive,
       maxK,
       groupRounds,
+      autoGroups,
+      autoGroupMs: options.autoGroupMs ?? AUTO_IN_FLIGHT.groupMs,
       maxNew,
       result,
       deliver,
@@ -493,7 +506,11 @@ export async function speculativeDecode(
 interface GroupedContext {
   adaptive: boolean;
   maxK: number;
+  /** Rounds per group (with `autoGroups`, the first group's). */
   groupRounds: number;
+  /** Size later groups to about 25 ms of rounds each (`groupRounds: "auto"`). */
+  autoGroups: boolean;
+  autoGroupMs: number;
   maxNew: number;
   result: SpeculativeResult;
   /** Delivers a round's tokens; false: a stop (the rest of the round is dropped). */
@@ -526,7 +543,8 @@ async function groupedRounds(
   const gpu = target.gpu;
   const result = o.result;
   const slotWords = o.maxK + 2; // a round's record: kept, up to maxK proposals, next
-  const halfWords = o.groupRounds * slotWords;
+  let groupRounds = o.groupRounds;
+  const halfWords = (o.autoGroups ? AUTO_IN_FLIGHT.max : groupRounds) * slotWords;
   // each group's half of the records starts where a storage binding may
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const halfBytes = Math.ceil((halfWords * 4) / align) * align;
@@ -575,7 +593,7 @@ async function groupedRounds(
   const submitGroup = (): Group | null => {
     const kk = Math.min(k, o.maxK);
     // every round yields at least one token: no more rounds than tokens still wanted
-    let rounds = Math.min(o.groupRounds, o.maxNew - result.tokens.length - inFlightRounds);
+    let rounds = Math.min(groupRounds, o.maxNew - result.tokens.length - inFlightRounds);
     // round r starts at most at hi + r (k + 1); its passes write up to k positions further
     const room = Math.min(target.maxSeqLen, draft.maxSeqLen + 1);
     while (rounds > 0 && hi + rounds * (kk + 1) > room) rounds--;
@@ -611,6 +629,7 @@ async function groupedRounds(
   let stopped = false;
   try {
     let group = submitGroup();
+    let lastRead = 0; // when the previous group's records arrived
     while (group) {
       const { buffer } = staging[group.half];
       const bytes = group.rounds * slotWords * 4;
@@ -619,6 +638,15 @@ async function groupedRounds(
       const next = submitGroup();
       await gpu.whileAlive(mapped, "speculative rounds");
       read++;
+      result.groups.push(group.rounds);
+      // "auto": a group's records arrive one group's work after the previous group's (the work
+      // runs while the previous records are read), or at the ~10 ms floor; size the group after
+      // the next from that (the next is already submitted). The first measure is group 1's.
+      const now = performance.now();
+      if (o.autoGroups && read > 1) {
+        groupRounds = autoInFlight((now - lastRead) / group.rounds, o.autoGroupMs);
+      }
+      lastRead = now;
       const words = new Uint32Array(buffer.getMappedRange(0, bytes)).slice();
       buffer.unmap();
       inFlightRounds -= group.rounds;

@@ -152,6 +152,28 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
   }
 });
 
+Deno.test('rounds chained in groups sized "auto": the same tokens, groups of 8 then grown to the aim', async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await load(DRAFT, "fp16");
+  try {
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 100 })).tokens;
+    // an aim no group reaches on any adapter: groups grow from the first measure on
+    const run = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 100,
+      draftTokens: 3,
+      groupRounds: "auto",
+      autoGroupMs: 1e6,
+    });
+    assertEquals(run.tokens, want);
+    assertEquals(run.groups.slice(0, 3), [8, 8, 8], "8 until the second group is read");
+    assert(run.groups[3] > 8, `the fourth group grows: ${run.groups}`);
+    assert(run.groups.every((g) => g >= 1 && g <= 64), `groups of 1 to 64 rounds: ${run.groups}`);
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
 Deno.test("rounds chained in groups: the context limit (groups give way to single rounds)", async () => {
   // caches of 40 positions; the draft's a little longer, then shorter than the target's
   for (const draftSeq of [44, 36]) {
