@@ -687,7 +687,7 @@ if (sections.has("speculative")) {
     pools,
     formats,
     parts: args["spec-parts"]!.split(",") as ("verify" | "simulated" | "bundled")[],
-    groups: args["spec-groups"]!.split(",").map(Number),
+    groups: args["spec-groups"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     onPart: async (r) => {
       speculative = r;

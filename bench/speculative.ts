@@ -88,8 +88,13 @@ export interface BundledRun {
   targetFormat: string;
   draftFormat: string;
   draftTokens: number | "adaptive";
-  /** Rounds per readback (`SpeculativeOptions.groupRounds`; 0: one readback per round). */
-  groupRounds: number;
+  /**
+   * Rounds per readback (`SpeculativeOptions.groupRounds`; 0: one readback per round; "auto":
+   * sized to ~25 ms of rounds).
+   */
+  groupRounds: number | "auto";
+  /** Whether the draft's proposals ran fused (`SpeculativeResult.draftFused`). */
+  draftFused: boolean;
   /** Over all prompts. */
   acceptance: number;
   tokensPerTargetPass: number;
@@ -120,7 +125,7 @@ export interface SpeculativeBenchOptions {
   /** Which parts to run (default all three). */
   parts?: ("verify" | "simulated" | "bundled")[];
   /** Bundled pair: the `groupRounds` values to measure (default 0 and 8). */
-  groups?: number[];
+  groups?: (number | "auto")[];
   /**
    * Bundled pair: the target alone with these tokens in flight per readback (decodeGreedy's
    * `inFlight`, default [8]); speed-ups are against the fastest.
@@ -268,7 +273,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
     const tokens = software ? 24 : 128;
     const combos: [BenchFormat, BenchFormat][] = software
       ? [["fp16", "fp16"]]
-      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"]];
+      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"], ["nf4", "fp16"]];
     for (const [tf, df] of combos) {
       const target = await LlamaModel.load(`${dir}sotu-llama`, { gpu: o.gpu, format: tf });
       const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, { gpu: o.gpu, format: df });
@@ -309,6 +314,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           let produced = 0;
           let ms = 0;
           let same = true;
+          let fused = false;
           for (const [i, p] of prompts.entries()) {
             const t0 = performance.now();
             const run = await speculativeDecode(target, draft, p, {
@@ -322,6 +328,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             accepted += run.accepted;
             passes += run.targetPasses;
             same &&= run.tokens.join() === alone[i].join();
+            fused = run.draftFused;
           }
           const tokS = produced / (ms / 1000);
           const b: BundledRun = {
@@ -329,6 +336,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             draftFormat: df,
             draftTokens: k,
             groupRounds,
+            draftFused: fused,
             acceptance: accepted / drafted,
             tokensPerTargetPass: (produced - prompts.length) / passes,
             tokensPerSecond: tokS,
@@ -339,11 +347,13 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           };
           r.bundled.push(b);
           console.log(
-            `bundled pair ${tf} + draft ${df}, k=${k}, groups of ${groupRounds}: acceptance ${
-              (100 * b.acceptance).toFixed(1)
-            }%, ${b.tokensPerTargetPass.toFixed(2)} tokens/pass, ${tokS.toFixed(1)} tok/s vs ${
-              baseTokS.toFixed(1)
-            } alone: ${b.speedup.toFixed(2)}x${same ? "" : " (TOKENS DIFFER)"}`,
+            `bundled pair ${tf} + draft ${df}${
+              fused ? " (fused)" : ""
+            }, k=${k}, groups of ${groupRounds}: acceptance ${(100 * b.acceptance).toFixed(1)}%, ${
+              b.tokensPerTargetPass.toFixed(2)
+            } tokens/pass, ${tokS.toFixed(1)} tok/s vs ${baseTokS.toFixed(1)} alone: ${
+              b.speedup.toFixed(2)
+            }x${same ? "" : " (TOKENS DIFFER)"}`,
           );
         }
       } finally {
@@ -534,11 +544,13 @@ export function speculativeMarkdown(r: SpeculativeBench): string {
       "| target | draft | k | rounds/readback | acceptance | tokens/pass | tok/s | alone tok/s | speed-up | same tokens |",
       "| ------ | ----- | - | --------------- | ---------- | ----------- | ----- | ----------- | -------- | ----------- |",
       ...r.bundled.map((b) =>
-        `| ${b.targetFormat} | ${b.draftFormat} | ${b.draftTokens} | ${b.groupRounds || 1} | ${
-          (100 * b.acceptance).toFixed(1)
-        }% | ${b.tokensPerTargetPass.toFixed(2)} | ${b.tokensPerSecond.toFixed(1)} | ${
-          b.baselineTokensPerSecond.toFixed(1)
-        } | ${b.speedup.toFixed(2)}x | ${b.sameTokens ? "yes" : "no"} |`
+        `| ${b.targetFormat} | ${b.draftFormat}${
+          b.draftFused ? " (fused)" : ""
+        } | ${b.draftTokens} | ${b.groupRounds || 1} | ${(100 * b.acceptance).toFixed(1)}% | ${
+          b.tokensPerTargetPass.toFixed(2)
+        } | ${b.tokensPerSecond.toFixed(1)} | ${b.baselineTokensPerSecond.toFixed(1)} | ${
+          b.speedup.toFixed(2)
+        }x | ${b.sameTokens ? "yes" : "no"} |`
       ),
       "",
     );
