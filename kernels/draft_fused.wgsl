@@ -243,16 +243,11 @@ fn product(lid: u32, at: u32, n_out: u32, k_in: u32, src: u32, dst: u32, accumul
   workgroupBarrier();
 }
 
-// Two-part 2π and the angle of pair i at pos, as rope.wgsl's `turn`.
-const TWO_PI_HI: f32 = 6.28125;
-const TWO_PI_LO: f32 = 0.0019353071795864769;
-const INV_TWO_PI: f32 = 0.15915494309189535;
+#include "common/rope_angle.wgsl"
 
+// The rotation of pair i at pos, as rope.wgsl's `turn`.
 fn turn(pos: u32, i: u32) -> vec2<f32> {
-  let angle = f32(pos) * wf(p.inv_freq + i);
-  let k = round(angle * INV_TWO_PI);
-  let r = (angle - k * TWO_PI_HI) - k * TWO_PI_LO;
-  return vec2<f32>(cos(r), sin(r));
+  return rotation(pos, wf(p.inv_freq + i));
 }
 
 // RoPE ("rotate half") on `heads` heads at ws[at ..].

@@ -34,20 +34,11 @@ struct Params {
 
 override WG: u32 = 256u;
 
-// Two-part 2π (Cody-Waite). TWO_PI_HI has 8 significant bits, so k * TWO_PI_HI is exact for
-// k < 2^16, i.e. angles below ~411,000 rad (positions up to 411k at inv_freq 1).
-const TWO_PI_HI: f32 = 6.28125;
-const TWO_PI_LO: f32 = 0.0019353071795864769;
-const INV_TWO_PI: f32 = 0.15915494309189535;
+#include "common/rope_angle.wgsl"
 
 // The rotation of pair i of a head at position pos: (cos, sin) of the reduced angle.
 fn turn(pos: u32, i: u32) -> vec2<f32> {
-  // The angle is one f32 product, as in Hugging Face (inv_freq @ position_ids in f32).
-  let angle = f32(pos) * inv_freq[i];
-  // sin/cos are only accurate near [-π, π] (Vulkan guarantees nothing beyond): reduce first.
-  let k = round(angle * INV_TWO_PI);
-  let r = (angle - k * TWO_PI_HI) - k * TWO_PI_LO;
-  return vec2<f32>(cos(r), sin(r));
+  return rotation(pos, inv_freq[i]);
 }
 
 // Pair `idx` of a [rows, heads, head_dim] tensor: the indices of its two halves and its angle.
