@@ -134,7 +134,9 @@ try {
     );
   }
   for (const k of [1, 2, 3, 4]) {
-    for (const [groupRounds, fuseDraft] of [[8, false], [8, true], [32, true], ["auto", true]] as const) {
+    for (
+      const [groupRounds, fuseDraft] of [[8, false], [8, true], [32, true], ["auto", true]] as const
+    ) {
       target.reset();
       draft.reset();
       await speculativeDecode(target, draft, prompt, { maxNewTokens: 8, fuseDraft }); // warm
