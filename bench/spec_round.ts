@@ -121,7 +121,7 @@ try {
   }
   target.setGpuStart(0);
   draft.setGpuStart(0);
-  for (const inFlight of [8, 32, 64]) {
+  for (const inFlight of [8, 32, 64, "auto"] as const) {
     target.reset();
     dispatches = submits = 0;
     const t0 = performance.now();

@@ -98,7 +98,10 @@ export interface GreedyDecodeOptions {
    * does. `"auto"` (the default on a hardware adapter; 1 on a software one, where `submit` runs
    * the work before it returns, so nothing can overlap) starts at 8 and then sizes each group to
    * about 25 ms of steps (8 to 64): every readback in Deno takes at least ~10 ms, so a fast
-   * model needs more steps in flight to keep the GPU busy, and a slow one needs no more.
+   * model needs more steps in flight to keep the GPU busy, and a slow one needs no more. A
+   * group's pace is measured from its readback; where that shows only the ~10 ms wait (and after
+   * the first group), what recording a step costs the CPU bounds it instead, so a small model
+   * reaches large groups from the third group on.
    */
   inFlight?: number | "auto";
   /**
@@ -152,8 +155,8 @@ function defaultInFlight(gpu: Gpu): number | "auto" {
  * ```
  */
 export const AUTO_IN_FLIGHT: Readonly<
-  { first: number; min: number; max: number; groupMs: number }
-> = { first: 8, min: 8, max: 64, groupMs: 25 };
+  { first: number; min: number; max: number; groupMs: number; floorMs: number }
+> = { first: 8, min: 8, max: 64, groupMs: 25, floorMs: 10 };
 
 /**
  * The readback group that `inFlight: "auto"` takes next, from the milliseconds per step the last
@@ -917,8 +920,10 @@ export class LlamaModel {
     // Step 0 is the prompt; step i > 0 embeds the token step i - 1 left in `next`. Each step
     // copies its token into its slot of the group's staging buffer.
     let encodeMs = 0;
+    let stepEncodeMs = 0; // of the steps after the prompt's
     const submitStep = (target: GPUBuffer, slot: number): void => {
       const t0 = performance.now();
+      const first = submitted === 0;
       if (submitted === 0) {
         for (let start = 0; start < prompt.length; start += s.rows) {
           const piece = prompt.slice(start, start + s.rows);
@@ -934,7 +939,9 @@ export class LlamaModel {
         this.#finishGreedyStep(batch, target, slot);
       }
       submitted++;
-      encodeMs += performance.now() - t0;
+      const ms = performance.now() - t0;
+      encodeMs += ms;
+      if (!first) stepEncodeMs += ms;
     };
     // Submits up to `group` steps into staging buffer g % 2; returns how many.
     const submitGroup = (g: number): number => {
@@ -961,9 +968,21 @@ export class LlamaModel {
         buffer.unmap();
         // "auto": a group's tokens arrive one group's work after the previous group's (the work
         // runs while the previous tokens are read), or at the ~10 ms floor; size later groups
-        // from that. Group 0 holds the prompt, so the first measure is group 1's.
+        // from that. A group that came back near the floor carried less work than the wait, so
+        // its pace is at most what it shows, and at least what recording a step costs the CPU:
+        // that bound sizes the groups after group 0 (which holds the prompt) and after any
+        // group that came back at the floor, so that small models reach large groups at once.
         const now = performance.now();
-        if (auto && g > 0) group = autoInFlight((now - lastRead) / count, groupMs);
+        if (auto) {
+          const cpuPace = stepEncodeMs / Math.max(1, submitted - 1);
+          const waited = now - lastRead;
+          const pace = g === 0
+            ? cpuPace
+            : waited < 1.5 * AUTO_IN_FLIGHT.floorMs
+            ? Math.min(waited / count, cpuPace)
+            : waited / count;
+          group = autoInFlight(pace, groupMs);
+        }
         lastRead = now;
         for (const token of got) {
           checkArgmaxToken(token, vocab, "decodeGreedy", this.format);

@@ -203,8 +203,8 @@ Deno.test('inFlight "auto" resizes its groups and gives the step-by-step tokens 
     const prompt = tok.encode("The state of the Union is");
     const ref = await stepByStep(model, prompt, 120);
     // A software adapter's steps are slow, so the default 25 ms keeps groups of 8; a long aim
-    // makes them grow to the most (64) from the fourth group on (the third is already submitted
-    // when the second, the first measure, is read).
+    // makes them grow to the most (64) from the third group on (the second is already submitted
+    // when the first is read, and sized from what recording its steps cost the CPU).
     for (const autoGroupMs of [undefined, 10_000]) {
       model.reset();
       const run = await model.decodeGreedy(prompt, {
@@ -216,7 +216,7 @@ Deno.test('inFlight "auto" resizes its groups and gives the step-by-step tokens 
       assertEquals(run.groups.reduce((a, b) => a + b, 0), ref.length);
       // every group within the bounds, but the last two, which maxNewTokens may cut short
       for (const g of run.groups.slice(0, -2)) assert(g >= 8 && g <= 64, `group of ${g}`);
-      if (autoGroupMs) assertEquals(run.groups.slice(0, 4), [8, 8, 8, 64]);
+      if (autoGroupMs) assertEquals(run.groups.slice(0, 3), [8, 8, 64]);
       console.log(`  autoGroupMs ${autoGroupMs ?? "default"}: groups ${run.groups.join(", ")}`);
     }
     await rejects(model.decodeGreedy(prompt, { maxNewTokens: 4, autoGroupMs: 0 }), /autoGroupMs/);
