@@ -121,22 +121,6 @@ fn dot2(xv: vec2<f32>, i: u32) -> f32 {
   return dot2w(xv, wpair[i]);
 }
 
-// SWIGLU (gemv with K8): x holds gate_proj's output and up4 up_proj's, and the product reads
-// silu(x) · up in place of x — the SwiGLU of elementwise.wgsl, in the same f32 arithmetic,
-// without its dispatch or the round trip of its result through memory.
-#if SWIGLU
-@group(0) @binding(4) var<storage, read> up4: array<vec4<f32>>;
-#endif
-
-fn x_at(i: u32) -> vec4<f32> {
-#if SWIGLU
-  let g = x4[i];
-  return g / (1.0 + exp(-g)) * up4[i];
-#else
-  return x4[i];
-#endif
-}
-
 @compute @workgroup_size(GEMV_WG)
 fn gemv(
   @builtin(local_invocation_index) lid: u32,
@@ -157,18 +141,18 @@ fn gemv(
     var u = lane;
 #if UNROLL4
     for (; u + 3u * GEMV_TPR < units; u += 4u * GEMV_TPR) {
-      let a = dot8(x_at(2u * u), x_at(2u * u + 1u), base + u);
+      let a = dot8(x4[2u * u], x4[2u * u + 1u], base + u);
       let v = u + GEMV_TPR;
-      let b = dot8(x_at(2u * v), x_at(2u * v + 1u), base + v);
+      let b = dot8(x4[2u * v], x4[2u * v + 1u], base + v);
       let w = v + GEMV_TPR;
-      let c = dot8(x_at(2u * w), x_at(2u * w + 1u), base + w);
+      let c = dot8(x4[2u * w], x4[2u * w + 1u], base + w);
       let z = w + GEMV_TPR;
-      let d = dot8(x_at(2u * z), x_at(2u * z + 1u), base + z);
+      let d = dot8(x4[2u * z], x4[2u * z + 1u], base + z);
       acc += (a + b) + (c + d);
     }
 #endif
     for (; u < units; u += GEMV_TPR) {
-      acc += dot8(x_at(2u * u), x_at(2u * u + 1u), base + u);
+      acc += dot8(x4[2u * u], x4[2u * u + 1u], base + u);
     }
 #else
     let units = p.k / 2u;

@@ -188,12 +188,6 @@ export interface Fp16Tuning {
   /** Threads per workgroup of the multi-row GEMV (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
   /**
-   * Offer SwiGLU folded into the one-row GEMV's read of x (K % 8 == 0; default true): down_proj
-   * then reads silu(gate) · up itself, one dispatch fewer per layer
-   * ({@linkcode Fp16Linear.fusesSwiglu}).
-   */
-  gemvFuseSwiglu?: boolean;
-  /**
    * Rows per workgroup of the GEMM (`gemm_outer`: 128 features wide, 8x8 outputs per thread, f32
    * arithmetic): 128 (default) or 64.
    */
@@ -268,7 +262,6 @@ export class Fp16Linear implements Linear {
   #gemv: Kernel;
   #gemm: Kernel;
   #gemvMulti: Kernel;
-  #gemvSwiglu: Kernel | null;
   #gemvRowsPerWorkgroup: number;
   #multiRowsPerWorkgroup: number;
   #tileM: number;
@@ -279,7 +272,7 @@ export class Fp16Linear implements Linear {
     f16: boolean,
     chunks: RowChunk[],
     owned: GpuTensor[],
-    kernels: [Kernel, Kernel, Kernel, Kernel | null],
+    kernels: [Kernel, Kernel, Kernel],
     shape: [number, number, number, number],
   ) {
     this.inFeatures = opts.inFeatures;
@@ -289,7 +282,7 @@ export class Fp16Linear implements Linear {
     this.f16 = f16;
     this.chunks = chunks;
     this.#owned = owned;
-    [this.#gemv, this.#gemm, this.#gemvMulti, this.#gemvSwiglu] = kernels;
+    [this.#gemv, this.#gemm, this.#gemvMulti] = kernels;
     [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN, this.#multiRowsPerWorkgroup] = shape;
   }
 
@@ -346,7 +339,6 @@ export class Fp16Linear implements Linear {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
     try {
-      const swiglu = k % 8 === 0 && (t.gemvFuseSwiglu ?? true);
       const kernels = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, []),
         gemvKernel(gpu, label, k, f16, t, [], "gemv_rows"),
@@ -360,14 +352,8 @@ export class Fp16Linear implements Linear {
           ],
         }),
       ]);
-      const gemvSwiglu = swiglu ? await gemvKernel(gpu, label, k, f16, t, ["SWIGLU"]) : null;
       const gemvRows = kernels[0].rowsPerWorkgroup;
-      const ks: [Kernel, Kernel, Kernel, Kernel | null] = [
-        kernels[0].kernel,
-        kernels[2],
-        kernels[1].kernel,
-        gemvSwiglu?.kernel ?? null,
-      ];
+      const ks: [Kernel, Kernel, Kernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
       return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
         outerRows,
@@ -389,18 +375,8 @@ export class Fp16Linear implements Linear {
   }
 
   /**
-   * Whether `encode` takes {@linkcode LinearEncodeOptions.swigluUp} for `rows` rows: one row,
-   * K % 8 == 0, unless the tuning turned it off (`gemvFuseSwiglu`).
-   */
-  fusesSwiglu(rows: number): boolean {
-    return rows === 1 && this.#gemvSwiglu !== null;
-  }
-
-  /**
    * Records `y[rows, N] = x[rows, K] · Wᵀ`. FP16 reads x as it is, so `reuseInput` changes
-   * nothing; `perRow` with 2 to {@linkcode MAX_GEMV_ROWS} rows runs the multi-row GEMV. With
-   * `swigluUp` (where {@linkcode fusesSwiglu} says so), x holds gate_proj's output and the
-   * product reads silu(x) · up in its place.
+   * nothing; `perRow` with 2 to {@linkcode MAX_GEMV_ROWS} rows runs the multi-row GEMV.
    */
   encode(
     batch: CommandBatch,
@@ -413,13 +389,6 @@ export class Fp16Linear implements Linear {
     const { inFeatures: k, outFeatures: n } = this;
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
-    const up = options?.swigluUp;
-    if (up) {
-      if (!this.fusesSwiglu(rows)) {
-        throw new Error(`fp16 linear: no SwiGLU-fused product for ${rows} rows (K=${k})`);
-      }
-      requireBytes(up, k * 4, "linear swigluUp");
-    }
     for (const chunk of this.chunks) {
       const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
         .build();
@@ -428,8 +397,7 @@ export class Fp16Linear implements Linear {
         batch.dispatch(this.#gemvMulti, [x, chunk.binding, y], grid(groups), p);
       } else if (rows === 1) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
-        if (up) batch.dispatch(this.#gemvSwiglu!, [x, chunk.binding, y, up], grid(groups), p);
-        else batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
+        batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
       } else {
         const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
         batch.dispatch(this.#gemm, [x, chunk.binding, y], grid(tiles), p);

@@ -9,12 +9,12 @@
  *   the same model loaded without stacking; likewise the quantized formats that stack (nf4, nf4-dq,
  *   int8-vectorwise, llm-int8: on the software adapters the stacked GEMV has the layers' launch
  *   shape, so each output is computed exactly as its layer alone computes it);
- * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), and FP16's (both
- *   shader paths), against the same layers with the SwiGLU dispatch.
+ * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), against the same
+ *   layers with the SwiGLU dispatch.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
-import { Fp16Linear, type Linear } from "../../lib/kernels/linear.ts";
+import type { Linear } from "../../lib/kernels/linear.ts";
 import { quantLinearFactory, QuantLinearStack } from "../../lib/kernels/quant_linear.ts";
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
@@ -172,54 +172,3 @@ Deno.test({
     }
   },
 });
-
-for (const f16 of [false, true]) {
-  Deno.test({
-    name: `FP16 down_proj with SwiGLU folded in gives the logits of a separate SwiGLU dispatch (${
-      f16 ? "f16" : "f32"
-    } arithmetic)`,
-    ignore: f16 && !hasF16,
-    fn: async () => {
-      const gpu = await requestGpu({ f16 });
-      const dir = await Deno.makeTempDir();
-      try {
-        // K of every product a multiple of 8 (the fused GEMV's case)
-        await writeRandomLlama(dir, {
-          seed: 12,
-          hidden: 64,
-          heads: 4,
-          kvHeads: 2,
-          intermediate: 96,
-        });
-        const run = async (fuse: boolean) => {
-          const linear: LinearFactory = (g, r) =>
-            Fp16Linear.create(g, {
-              label: r.name,
-              weight: r.weight,
-              outFeatures: r.outFeatures,
-              inFeatures: r.inFeatures,
-              tuning: { gemvFuseSwiglu: fuse },
-            });
-          const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, linear });
-          try {
-            const fused = model.layers.every((l) => l.linears["mlp.down_proj"].fusesSwiglu?.(1));
-            const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
-            const steps = [];
-            for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
-            return { fused, prefill, steps };
-          } finally {
-            model.dispose();
-          }
-        };
-        const on = await run(true);
-        const off = await run(false);
-        assertEquals([on.fused, off.fused], [true, false], "fusion as asked");
-        assertEquals(on.prefill, off.prefill, "prefill logits (no fusion for several rows)");
-        assertEquals(on.steps, off.steps, "decode logits");
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-        gpu.destroy();
-      }
-    },
-  });
-}
