@@ -174,6 +174,26 @@ export function autoInFlight(msPerStep: number, groupMs = AUTO_IN_FLIGHT.groupMs
   return Math.min(max, Math.max(min, Math.ceil(groupMs / msPerStep)));
 }
 
+/**
+ * The pace, in ms per step (or per round), that `"auto"` readback groups size the next group
+ * from ({@linkcode autoInFlight}): what the group's readback shows, `waitedMs` over its `count`
+ * items; but where that shows only Deno's ~10 ms readback floor, the group carried less work than
+ * the wait, and what recording an item costs the CPU (`cpuMs`, a pace no group beats) bounds it
+ * instead, as it does for a first group whose readback also holds a prompt (`first`).
+ *
+ * @example
+ * ```ts
+ * import { autoPace } from "./llama.ts";
+ * autoPace(40, 8, 3, false); // 5: a 7B model's group of 8 steps took 40 ms
+ * autoPace(11, 8, 0.45, false); // 0.45: back at the floor, the CPU's pace bounds it
+ * ```
+ */
+export function autoPace(waitedMs: number, count: number, cpuMs: number, first: boolean): number {
+  if (first) return cpuMs;
+  const shown = waitedMs / Math.max(1, count);
+  return waitedMs < 1.5 * AUTO_IN_FLIGHT.floorMs ? Math.min(shown, cpuMs) : shown;
+}
+
 /** Which logits {@linkcode LlamaModel.forward} returns. */
 export type LogitsWanted = "last" | "all" | "none";
 
@@ -974,14 +994,8 @@ export class LlamaModel {
         // group that came back at the floor, so that small models reach large groups at once.
         const now = performance.now();
         if (auto) {
-          const cpuPace = stepEncodeMs / Math.max(1, submitted - 1);
-          const waited = now - lastRead;
-          const pace = g === 0
-            ? cpuPace
-            : waited < 1.5 * AUTO_IN_FLIGHT.floorMs
-            ? Math.min(waited / count, cpuPace)
-            : waited / count;
-          group = autoInFlight(pace, groupMs);
+          const cpuMs = stepEncodeMs / Math.max(1, submitted - 1);
+          group = autoInFlight(autoPace(now - lastRead, count, cpuMs, g === 0), groupMs);
         }
         lastRead = now;
         for (const token of got) {

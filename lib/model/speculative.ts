@@ -37,7 +37,7 @@
 import { CommandBatch } from "../gpu/batch.ts";
 import { type AcceptBuffers, createAccept } from "../kernels/speculative.ts";
 import { checkArgmaxToken } from "./finite.ts";
-import { AUTO_IN_FLIGHT, autoInFlight, type LlamaModel } from "./llama.ts";
+import { AUTO_IN_FLIGHT, autoInFlight, autoPace, type LlamaModel } from "./llama.ts";
 import { argmax, seededRandom } from "./sampling.ts";
 
 /**
@@ -590,7 +590,10 @@ async function groupedRounds(
     advance: number;
   }
   // Records and submits the next group (null: none fits, or none is needed).
+  let encodeMs = 0; // recording and submitting rounds, for "auto"
+  let encodedRounds = 0;
   const submitGroup = (): Group | null => {
+    const t0 = performance.now();
     const kk = Math.min(k, o.maxK);
     // every round yields at least one token: no more rounds than tokens still wanted
     let rounds = Math.min(groupRounds, o.maxNew - result.tokens.length - inFlightRounds);
@@ -619,6 +622,8 @@ async function groupedRounds(
       rounds * slotWords * 4,
     );
     copy.submit();
+    encodeMs += performance.now() - t0;
+    encodedRounds += rounds;
     submitted++;
     inFlightRounds += rounds;
     const advance = rounds * (kk + 1);
@@ -628,8 +633,8 @@ async function groupedRounds(
 
   let stopped = false;
   try {
+    let lastRead = performance.now(); // when the previous group's records arrived
     let group = submitGroup();
-    let lastRead = 0; // when the previous group's records arrived
     while (group) {
       const { buffer } = staging[group.half];
       const bytes = group.rounds * slotWords * 4;
@@ -641,10 +646,11 @@ async function groupedRounds(
       result.groups.push(group.rounds);
       // "auto": a group's records arrive one group's work after the previous group's (the work
       // runs while the previous records are read), or at the ~10 ms floor; size the group after
-      // the next from that (the next is already submitted). The first measure is group 1's.
+      // the next from that (the next is already submitted), as decodeGreedy does.
       const now = performance.now();
-      if (o.autoGroups && read > 1) {
-        groupRounds = autoInFlight((now - lastRead) / group.rounds, o.autoGroupMs);
+      if (o.autoGroups) {
+        const pace = autoPace(now - lastRead, group.rounds, encodeMs / encodedRounds, false);
+        groupRounds = autoInFlight(pace, o.autoGroupMs);
       }
       lastRead = now;
       const words = new Uint32Array(buffer.getMappedRange(0, bytes)).slice();

@@ -8,7 +8,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import type { Gpu } from "../../lib/gpu/device.ts";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import { generate } from "../../lib/model/generate.ts";
-import { autoInFlight, LlamaModel } from "../../lib/model/llama.ts";
+import { autoInFlight, autoPace, LlamaModel } from "../../lib/model/llama.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 
@@ -187,12 +187,17 @@ for (const f16 of [false, true]) {
   });
 }
 
-Deno.test('inFlight "auto": groups of about 25 ms of steps, 8 to 64', () => {
+Deno.test('inFlight "auto": groups of about 25 ms of steps, 8 to 64, from the pace a readback shows', () => {
   assertEquals(autoInFlight(5), 8); // a 7B step: 5 would do, 8 is the least
   assertEquals(autoInFlight(1.25), 20);
   assertEquals(autoInFlight(0.6), 42);
   assertEquals(autoInFlight(0.1), 64);
   assertEquals(autoInFlight(0), 64);
+  // the pace a readback shows; at the ~10 ms floor (or for a first group) the CPU's bounds it
+  assertEquals(autoPace(40, 8, 3, false), 5);
+  assertEquals(autoPace(11, 8, 0.45, false), 0.45);
+  assertEquals(autoPace(11, 8, 3, false), 11 / 8);
+  assertEquals(autoPace(40, 8, 0.45, true), 0.45);
 });
 
 Deno.test('inFlight "auto" resizes its groups and gives the step-by-step tokens (bundled model)', async () => {
