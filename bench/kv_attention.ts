@@ -18,12 +18,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { CommandBatch } from "../lib/gpu/batch.ts";
+import type { CommandBatch } from "../lib/gpu/batch.ts";
 import { requestGpu } from "../lib/gpu/device.ts";
 import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import { createAttention } from "../lib/kernels/attention.ts";
 import { KV_CACHE_INFO, type KvCacheFormat, kvCacheLayout } from "../lib/kernels/kv_cache.ts";
-import { writeBenchJson } from "./report.ts";
+import { medianWarmGpuMs, writeBenchJson } from "./report.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -104,25 +104,13 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
       });
       try {
         for (const position of positions) {
-          const times: number[] = [];
           const step = (batch: CommandBatch) => {
             for (let l = 0; l < layers; l++) {
               attn.attend(batch, q, caches[2 * l], caches[2 * l + 1], out, position, 1);
             }
           };
-          for (let rep = 0; rep < 6; rep++) {
-            // ~100 ms of the same work submitted right before, so that the timed step finds the
-            // GPU's clocks up (idle, the H200 lowers them within milliseconds)
-            const warm = new CommandBatch(gpu);
-            for (let i = 0; i < Math.ceil(262144 / position); i++) step(warm);
-            warm.submit();
-            const batch = new CommandBatch(gpu);
-            step(batch);
-            const t = await batch.submitTimed();
-            if (rep > 0) times.push(t.reduce((s, d) => s + d.ms, 0)); // the first compiles
-          }
-          times.sort((a, b) => a - b);
-          const ms = times[Math.floor(times.length / 2)];
+          // ~100 ms of warm-up
+          const ms = await medianWarmGpuMs(gpu, step, Math.ceil(262144 / position));
           const bytes = 2 * layers * (layout.bytes * (position + 1)) / maxSeq;
           const row = { kvCache, variant: v.name, position, ms, gbPerS: bytes / ms / 1e6 };
           rows.push(row);

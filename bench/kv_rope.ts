@@ -19,12 +19,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { CommandBatch } from "../lib/gpu/batch.ts";
+import type { CommandBatch } from "../lib/gpu/batch.ts";
 import { requestGpu } from "../lib/gpu/device.ts";
 import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import { type KvCacheFormat, kvCacheLayout } from "../lib/kernels/kv_cache.ts";
 import { createRopeQk } from "../lib/kernels/rope.ts";
-import { writeBenchJson } from "./report.ts";
+import { medianWarmGpuMs, writeBenchJson } from "./report.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -90,19 +90,7 @@ try {
           );
         }
       };
-      const times: number[] = [];
-      for (let rep = 0; rep < 6; rep++) {
-        // ~100 ms of the same work right before, so that the timed step finds the clocks up
-        const warm = new CommandBatch(gpu);
-        for (let i = 0; i < 300; i++) step(warm);
-        warm.submit();
-        const batch = new CommandBatch(gpu);
-        step(batch);
-        const t = await batch.submitTimed();
-        if (rep > 0) times.push(t.reduce((s, d) => s + d.ms, 0)); // the first compiles
-      }
-      times.sort((a, b) => a - b);
-      const ms = times[Math.floor(times.length / 2)];
+      const ms = await medianWarmGpuMs(gpu, step, 300); // ~100 ms of warm-up
       rows.push({ kvCache, position, ms, usPerLayer: (ms * 1000) / layers });
       console.log(
         `${kvCache.padEnd(10)} pos ${position}: ${ms.toFixed(3)} ms ` +

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { CommandBatch } from "../lib/gpu/batch.ts";
+import type { Gpu } from "../lib/gpu/device.ts";
 import type { Figure } from "../lib/plot/figure.ts";
 import type { ReportSection } from "../lib/plot/report.ts";
 import type { Table } from "../lib/plot/table.ts";
@@ -359,6 +361,36 @@ export function reportSections(
  * await writeBenchJson("bench/out", "kv-rope.json", "bench/kv_rope.ts", gpu.describe(), { layers }, rows);
  * ```
  */
+/**
+ * GPU ms (timestamps, summed over its dispatches) of the work `record` records, median of five
+ * timed runs after one that compiles. Each timed run follows `warmCopies` copies of the same work
+ * submitted right before it, so that it finds the GPU's clocks up (idle, the H200 lowers them
+ * within milliseconds).
+ *
+ * @example
+ * ```ts ignore
+ * const ms = await medianWarmGpuMs(gpu, (batch) => attn.attend(batch, q, k, v, out, 4096, 1), 64);
+ * ```
+ */
+export async function medianWarmGpuMs(
+  gpu: Gpu,
+  record: (batch: CommandBatch) => void,
+  warmCopies: number,
+): Promise<number> {
+  const times: number[] = [];
+  for (let rep = 0; rep < 6; rep++) {
+    const warm = new CommandBatch(gpu);
+    for (let i = 0; i < warmCopies; i++) record(warm);
+    warm.submit();
+    const batch = new CommandBatch(gpu);
+    record(batch);
+    const t = await batch.submitTimed();
+    if (rep > 0) times.push(t.reduce((s, d) => s + d.ms, 0)); // the first compiles
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
 export async function writeBenchJson(
   dir: string,
   file: string,

@@ -104,10 +104,15 @@ export async function createFusedDraftFor(m: FusableModel): Promise<FusedDraft> 
   const f32 = async (t: GpuTensor) => new Float32Array(await gpu.read(t)).subarray(0, c.hiddenSize);
   const lin = (l: LayerWeights, name: keyof LayerWeights["linears"]) =>
     f16Weights(gpu, l.linears[name] as Fp16Linear);
-  const head = await f16Weights(gpu, m.lmHead as Fp16Linear);
-  const tableBytes = c.vocabSize * c.hiddenSize * 2;
-  const embed = new Uint16Array(await gpu.read(m.embed, 0, tableBytes));
-  const tied = embed.every((v, i) => v === head[i]);
+  const lmHead = m.lmHead as Fp16Linear;
+  const head = await f16Weights(gpu, lmHead);
+  // tied: the head's weights are the embedding table itself (read above)
+  const tied = lmHead.chunks.every((ch) =>
+    ("tensor" in ch.binding ? ch.binding.tensor : ch.binding) === m.embed
+  );
+  const embed = tied
+    ? undefined
+    : new Uint16Array(await gpu.read(m.embed, 0, c.vocabSize * c.hiddenSize * 2));
   const layers = [];
   for (const l of m.layers) {
     layers.push({
@@ -123,7 +128,7 @@ export async function createFusedDraftFor(m: FusableModel): Promise<FusedDraft> 
     });
   }
   return await createFusedDraft(gpu, fusedDraftShape(m), {
-    embed: tied ? undefined : embed,
+    embed,
     head,
     norm: await f32(m.norm),
     invFreq: ropeInverseFrequencies(c),
