@@ -33,7 +33,9 @@ const { values: args } = parseArgs({
     positions: { type: "string" },
     // workgroup size / split keys, then optionally "/k32" (32 key elements per thread rather
     // than 16), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
-    // floats by integer operations and an exact subtraction instead of conversions)
+    // floats by integer operations and an exact subtraction instead of conversions) or "/wN"
+    // (ranges as long as about N workgroups need; 1024 by default) or "/v16" (16 value elements
+    // per thread, quantized caches)
     variants: {
       type: "string",
       default: "128/256,128/256/k32,256/256,128/256/fixed,128/512/fixed,128/256/fast",
@@ -59,7 +61,10 @@ const variants = args.variants!.split(",").map((v) => {
     splitKeys: Number(split),
     fast: flags.includes("fast"),
     keyElements: flags.includes("k32") ? 32 as const : 16 as const,
-    splitWorkgroups: flags.includes("fixed") ? 0 : undefined,
+    valueElements: flags.includes("v16") ? 16 as const : 8 as const,
+    splitWorkgroups: flags.includes("fixed")
+      ? 0
+      : flags.filter((f) => /^w\d+$/.test(f)).map((f) => Number(f.slice(1)))[0],
   };
 });
 
@@ -100,6 +105,7 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
         splitKeys: v.splitKeys,
         fastConvert: v.fast,
         keyElements: v.keyElements,
+        valueElements: v.valueElements,
         splitWorkgroups: v.splitWorkgroups,
       });
       try {

@@ -93,10 +93,18 @@ fn write_kv(
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 #endif
 #if KV8
+#if V16
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>; // 16 codes at a time
+#else
 @group(0) @binding(3) var<storage, read> v_cache: array<vec2<u32>>; // 8 codes at a time
+#endif
 #else
 #if KV4
+#if V16
+@group(0) @binding(3) var<storage, read> v_cache: array<vec2<u32>>; // 16 codes at a time
+#else
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>; // 8 codes at a time
+#endif
 #else
 #if HD8
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>; // 8 f16 at a time
@@ -128,11 +136,16 @@ const KD: u32 = 2u;
 #endif
 #endif
 #endif
-// Value elements per thread.
+// Value elements per thread: 16 (V16, quantized caches: one load of 16 codes) or 8 when the
+// head allows, else 2.
+#if V16
+const VD: u32 = 16u;
+#else
 #if HD8
 const VD: u32 = 8u;
 #else
 const VD: u32 = 2u;
+#endif
 #endif
 #if KVQ
 const GROUP: u32 = 32u;
@@ -165,7 +178,12 @@ fn red_n() -> u32 {
   return min(16u, ATT_WG);
 }
 
-var<workgroup> sh: array<vec4<f32>, 2u * ATT_WG>; // score parts [nb][tpk]; at the end [lanes][HEAD_DIM]
+// score parts [nb][tpk]; at the end [lanes][HEAD_DIM] (lanes · HEAD_DIM = ATT_WG · VD floats)
+#if V16
+var<workgroup> sh: array<vec4<f32>, 4u * ATT_WG>;
+#else
+var<workgroup> sh: array<vec4<f32>, 2u * ATT_WG>;
+#endif
 fn sh_set(i: u32, v: f32) {
   sh[i / 4u][i % 4u] = v;
 }
@@ -322,15 +340,39 @@ fn key_part(rh: u32, t: u32) -> f32 {
 #endif
 }
 
-// Elements t·VD .. of the value at rh: codes (or f16 values) c0, c1, and (scale, offset) so;
-// the value is so.x · c + so.y.
+// Elements t·VD .. of the value at rh: codes (or f16 values) c0, c1 (, c2, c3), and (scale,
+// offset) so; the value is so.x · c + so.y.
 struct Value {
   c0: vec4<f32>,
   c1: vec4<f32>,
+#if V16
+  c2: vec4<f32>,
+  c3: vec4<f32>,
+#endif
   so: vec2<f32>,
 }
 
 fn value(rh: u32, t: u32) -> Value {
+#if V16
+#if KV8
+  let w = v_cache[rh * (HEAD_DIM / 16u) + t];
+  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 4u;
+  let s = unpack2x16float(v_cache[sw / 4u][sw % 4u])[(t / 2u) % 2u];
+  return Value(i8x4(w.x), i8x4(w.y), i8x4(w.z), i8x4(w.w), vec2<f32>(s, 0.0));
+#else
+  let w = v_cache[rh * (HEAD_DIM / 16u) + t];
+  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t / 2u;
+  let so = unpack2x16float(v_cache[sw / 2u][sw % 2u]);
+  let m = 0x0F0F0F0Fu;
+  return Value(
+    bytes_f32(w.x & m),
+    bytes_f32((w.x >> 4u) & m),
+    bytes_f32(w.y & m),
+    bytes_f32((w.y >> 4u) & m),
+    so,
+  );
+#endif
+#else
 #if KV8
   let w = v_cache[rh * (HEAD_DIM / 8u) + t];
   let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 8u;
@@ -351,6 +393,7 @@ fn value(rh: u32, t: u32) -> Value {
 #endif
 #endif
 #endif
+#endif
 }
 
 // Softmax state over a range of keys: the running max (the same in every thread), and this
@@ -360,6 +403,10 @@ struct Partial {
   l: f32,
   a0: vec4<f32>,
   a1: vec4<f32>,
+#if V16
+  a2: vec4<f32>,
+  a3: vec4<f32>,
+#endif
 }
 
 fn weight(j: u32) -> f32 {
@@ -374,9 +421,17 @@ fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
   let po = vec4<f32>(pw * v.so.y);
   (*r).a0 += ps * v.c0 + po;
   (*r).a1 += ps * v.c1 + po;
+#if V16
+  (*r).a2 += ps * v.c2 + po;
+  (*r).a3 += ps * v.c3 + po;
+#endif
 #else
   (*r).a0 += ps * v.c0;
   (*r).a1 += ps * v.c1;
+#if V16
+  (*r).a2 += ps * v.c2;
+  (*r).a3 += ps * v.c3;
+#endif
 #endif
 #else
   (*r).a0 += pw * v.c0;
@@ -452,6 +507,10 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
       r.l *= alpha;
       r.a0 *= alpha;
       r.a1 *= alpha;
+#if V16
+      r.a2 *= alpha;
+      r.a3 *= alpha;
+#endif
       var j = lane;
       let step = nl * kvh;
       for (; j + 3u * nl < n_here; j += 4u * nl) {
@@ -484,9 +543,15 @@ fn gather_lanes(lid: u32, r: Partial) {
     for (var c = 0u; c < min(4u, VD); c++) {
       sh_set(base + c, r.a0[c]);
     }
-    for (var c = 4u; c < VD; c++) {
+    for (var c = 4u; c < min(8u, VD); c++) {
       sh_set(base + c, r.a1[c - 4u]);
     }
+#if V16
+    for (var c = 0u; c < 4u; c++) {
+      sh_set(base + 8u + c, r.a2[c]);
+      sh_set(base + 12u + c, r.a3[c]);
+    }
+#endif
     if (tv == 0u) {
       l_s[lane / 4u][lane % 4u] = r.l;
     }
@@ -557,6 +622,24 @@ fn attend_split(
   }
 }
 
+// attend_combine: one workgroup per (row, head). Every range's (m, l) is read at once, a range
+// per thread, and merged by a tree in workgroup memory; then each output pair is summed over the
+// ranges by combine_parts() threads, four ranges' loads issued together, and the parts meet in
+// workgroup memory. (A loop of one load per range at a time cost one memory round trip per range,
+// three times over: most of a layer's attention at long context.)
+var<workgroup> cml: array<vec2<f32>, ATT_WG>;
+
+// Two softmax partials (max, sum of weights) as one.
+fn merge_ml(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let m = max(a.x, b.x);
+  return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// Threads that share one output pair's sum over the ranges.
+fn combine_parts() -> u32 {
+  return max(1u, ATT_WG / (HEAD_DIM / 2u));
+}
+
 @compute @workgroup_size(ATT_WG)
 fn attend_combine(
   @builtin(local_invocation_index) lid: u32,
@@ -565,25 +648,72 @@ fn attend_combine(
 ) {
   let item = wid.x + wid.y * nwg.x;
   if (item >= p.rows * p.num_heads) {
-    return;
+    return; // uniform for the workgroup
   }
   let hp = HEAD_DIM / 2u;
+  let stride = hp + 1u; // a range's partial: (m, l), then hp pairs of acc
   let first = item * p.splits;
-  var m = NEG_BIG;
-  for (var s = 0u; s < p.splits; s++) {
-    m = max(m, partials[(first + s) * (hp + 1u)].x);
+  var ml = vec2<f32>(NEG_BIG, 0.0);
+  for (var s = lid; s < p.splits; s += ATT_WG) {
+    ml = merge_ml(ml, partials[(first + s) * stride]);
   }
-  var l = 0.0;
-  for (var s = 0u; s < p.splits; s++) {
-    let ml = partials[(first + s) * (hp + 1u)];
-    l += ml.y * exp(ml.x - m);
-  }
-  for (var i = lid; i < hp; i += ATT_WG) {
-    var a = vec2<f32>(0.0);
-    for (var s = 0u; s < p.splits; s++) {
-      let base = (first + s) * (hp + 1u);
-      a += partials[base + 1u + i] * exp(partials[base].x - m);
+  cml[lid] = ml;
+  workgroupBarrier();
+  for (var w = ATT_WG / 2u; w > 0u; w /= 2u) {
+    if (lid < w) {
+      cml[lid] = merge_ml(cml[lid], cml[lid + w]);
     }
-    out_c[item * hp + i] = a / l;
+    workgroupBarrier();
   }
+  let total = cml[0];
+  workgroupBarrier(); // every thread has read total before cml is reused
+  let parts = combine_parts();
+  if (parts == 1u) {
+    for (var i = lid; i < hp; i += ATT_WG) {
+      out_c[item * hp + i] = range_sum(first, i, 0u, 1u, total.x) / total.y;
+    }
+  } else {
+    // ATT_WG / parts ≥ hp threads per part: one output pair each
+    let slots = ATT_WG / parts;
+    let i = lid % slots;
+    var a = vec2<f32>(0.0);
+    if (i < hp) {
+      a = range_sum(first, i, lid / slots, parts, total.x);
+    }
+    cml[lid] = a;
+    workgroupBarrier();
+    if (lid < hp) {
+      var sum = cml[lid];
+      for (var q = 1u; q < parts; q++) {
+        sum += cml[q * slots + lid];
+      }
+      out_c[item * hp + lid] = sum / total.y;
+    }
+  }
+}
+
+// Output pair i summed over ranges part, part + parts, .. of the item whose first range is
+// `first`, each weighted by exp(its max - m).
+fn range_sum(first: u32, i: u32, part: u32, parts: u32, m: f32) -> vec2<f32> {
+  let stride = HEAD_DIM / 2u + 1u;
+  let step = parts * stride;
+  var a = vec2<f32>(0.0);
+  var s = part;
+  for (; s + 3u * parts < p.splits; s += 4u * parts) {
+    let b = (first + s) * stride;
+    let m0 = partials[b].x;
+    let m1 = partials[b + step].x;
+    let m2 = partials[b + 2u * step].x;
+    let m3 = partials[b + 3u * step].x;
+    let a0 = partials[b + 1u + i];
+    let a1 = partials[b + step + 1u + i];
+    let a2 = partials[b + 2u * step + 1u + i];
+    let a3 = partials[b + 3u * step + 1u + i];
+    a += (a0 * exp(m0 - m) + a1 * exp(m1 - m)) + (a2 * exp(m2 - m) + a3 * exp(m3 - m));
+  }
+  for (; s < p.splits; s += parts) {
+    let b = (first + s) * stride;
+    a += partials[b + 1u + i] * exp(partials[b].x - m);
+  }
+  return a;
 }

@@ -116,6 +116,22 @@ export function cpuAttention(
   return out;
 }
 
+/**
+ * Positions per split range at least, by cache format (the default of
+ * `AttentionOptions.splitKeys`): 256 for f16, 128 for the quantized caches, whose ranges of
+ * one block each ran faster at 4k positions on the H200 (BENCHMARKS.md) while f16's did not.
+ *
+ * @example
+ * ```ts
+ * import { defaultSplitKeys } from "./attention.ts";
+ * defaultSplitKeys("f16"); // 256
+ * defaultSplitKeys("int4"); // 128
+ * ```
+ */
+export function defaultSplitKeys(format: KvCacheFormat = "f16"): number {
+  return KV_CACHE_INFO[format].codeBits === 16 ? 256 : 128;
+}
+
 /** Options for {@linkcode createAttention}. */
 export interface AttentionOptions extends AttentionShape {
   /**
@@ -128,7 +144,8 @@ export interface AttentionOptions extends AttentionShape {
   /** The cache's storage format (default `"f16"`). */
   kvCache?: KvCacheFormat;
   /**
-   * Positions per split range at least, a multiple of the workgroup size (default 256). Longer
+   * Positions per split range at least, a multiple of the workgroup size (default:
+   * {@linkcode defaultSplitKeys} of the format). Longer
    * contexts take longer ranges, so that a call runs about `splitWorkgroups` workgroups.
    */
   splitKeys?: number;
@@ -155,6 +172,11 @@ export interface AttentionOptions extends AttentionShape {
    * more registers). Head widths that are not a multiple of it take 8 (f16) or 2.
    */
   keyElements?: 16 | 32;
+  /**
+   * Elements of a value each thread sums (quantized caches): 8 (default) or 16 (one 16-byte load
+   * of int8 codes, 8 bytes of int4; fewer loads per key, more registers). f16 caches take 8.
+   */
+  valueElements?: 8 | 16;
 }
 
 /**
@@ -170,7 +192,7 @@ export interface AttentionOptions extends AttentionShape {
 export function attentionScratchBytes(
   shape: AttentionShape,
   maxSeq: number,
-  splitKeys = 256,
+  splitKeys = defaultSplitKeys(),
   splitBelowItems = 256,
 ): number {
   const splits = Math.ceil(maxSeq / splitKeys);
@@ -239,7 +261,8 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   // 128 on GPUs (several key lanes per head); 64 on a software adapter, whose workgroup barriers
   // cost in proportion to the threads (llvmpipe runs them as coroutines).
   const wg = opts.workgroupSize ?? (gpu.isSoftware ? 64 : 128);
-  const splitKeys = Math.ceil((opts.splitKeys ?? 256) / wg) * wg;
+  const kvCache = opts.kvCache ?? "f16";
+  const splitKeys = Math.ceil((opts.splitKeys ?? defaultSplitKeys(kvCache)) / wg) * wg;
   const splitBelow = opts.splitBelowItems ?? 256;
   // Each thread of a value lane takes 8 elements of the head (2 when head_dim is not a multiple
   // of 8): the workgroup must hold one lane.
@@ -253,7 +276,6 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   if (wg < 1 || wg & (wg - 1)) {
     throw new RangeError(`attention: workgroup size ${wg} is not a power of two`);
   }
-  const kvCache = opts.kvCache ?? "f16";
   const info = KV_CACHE_INFO[kvCache];
   if (info.codeBits !== 16 && !opts.maxSeq) {
     throw new RangeError(`attention: a ${kvCache} KV cache needs maxSeq (the cache's positions)`);
@@ -269,6 +291,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     ...(headDim % 16 === 0 && keyElements === 16 ? ["K16"] : []),
     ...(info.codeBits === 8 ? ["KVQ", "KV8"] : info.codeBits === 4 ? ["KVQ", "KV4"] : []),
     ...(opts.fastConvert ? ["FASTCVT"] : []),
+    ...(info.codeBits !== 16 && headDim % 32 === 0 && opts.valueElements === 16 ? ["V16"] : []),
   ];
   const [write, attend, split, combine] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),

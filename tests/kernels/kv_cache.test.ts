@@ -211,7 +211,8 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
   withGpu({}, async (gpu) => {
     // decode from an empty cache; a prefill of 9 after 40 (256 threads: several value lanes); a
     // decode step split over ranges of 64 positions; 32 threads (few value lanes at head_dim
-    // 128); a split decode step with 32 key elements (a whole group) per thread rather than 16
+    // 128); a split decode step with 32 key elements (a whole group) per thread rather than 16;
+    // 16 value elements per thread rather than 8, split (three rows) and with few lanes
     const cases = [
       { shape: { numHeads: 4, numKvHeads: 2, headDim: 64 }, startPos: 0, rows: 1, variant: {} },
       {
@@ -237,6 +238,18 @@ Deno.test("attention over a quantized cache matches cpuAttention on the dequanti
         startPos: 300,
         rows: 1,
         variant: { splitKeys: 64, workgroupSize: 128, keyElements: 32 as const },
+      },
+      {
+        shape: { numHeads: 4, numKvHeads: 2, headDim: 128 },
+        startPos: 150,
+        rows: 3,
+        variant: { splitKeys: 64, workgroupSize: 64, valueElements: 16 as const },
+      },
+      {
+        shape: { numHeads: 2, numKvHeads: 2, headDim: 64 },
+        startPos: 33,
+        rows: 2,
+        variant: { workgroupSize: 32, valueElements: 16 as const },
       },
     ];
     for (const format of QUANTIZED) {
