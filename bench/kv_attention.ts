@@ -31,8 +31,8 @@ const { values: args } = parseArgs({
     out: { type: "string", default: "bench/out" },
     kv: { type: "string", default: "int4,int8,f16" },
     positions: { type: "string" },
-    // workgroup size / split keys, then optionally "/k32" (32 key elements per thread rather
-    // than 16), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
+    // workgroup size / split keys, then optionally "/k32" or "/k16" (key elements per thread;
+    // default: the format's), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
     // floats by integer operations and an exact subtraction instead of conversions) or "/wN"
     // (ranges as long as about N workgroups need; 1024 by default) or "/v16" (16 value elements
     // per thread, quantized caches)
@@ -60,8 +60,12 @@ const variants = args.variants!.split(",").map((v) => {
     workgroupSize: Number(wg),
     splitKeys: Number(split),
     fast: flags.includes("fast"),
-    keyElements: flags.includes("k32") ? 32 as const : 16 as const,
-    valueElements: flags.includes("v16") ? 16 as const : 8 as const,
+    keyElements: flags.includes("k32")
+      ? 32 as const
+      : flags.includes("k16")
+      ? 16 as const
+      : undefined,
+    valueElements: flags.includes("v16") ? 16 as const : undefined,
     splitWorkgroups: flags.includes("fixed")
       ? 0
       : flags.filter((f) => /^w\d+$/.test(f)).map((f) => Number(f.slice(1)))[0],

@@ -312,10 +312,15 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   const cacheBytes = (positions: number) =>
     info.codeBits === 16 ? positions * kvRowBytes : layout.bytes;
   const splitTarget = opts.splitWorkgroups ?? 1024;
-  // Positions per range for `len` positions and `items` (row, head) pairs.
+  // Positions per range for `len` positions and `items` (row, head) pairs: the whole blocks
+  // nearest to an even share of splitTarget workgroups. (Rounding up doubled the ranges one
+  // position past a multiple: 129 positions a share became two blocks, half the workgroups.)
   const rangeKeys = (len: number, items: number) =>
     splitTarget > 0
-      ? Math.max(splitKeys, Math.ceil(len / Math.ceil(splitTarget / items) / wg) * wg)
+      ? Math.max(
+        splitKeys,
+        Math.max(1, Math.round(len / Math.ceil(splitTarget / items) / wg)) * wg,
+      )
       : splitKeys;
   const base = (rows: number, startPos: number, splits = 1, window = 0, range = splitKeys) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
