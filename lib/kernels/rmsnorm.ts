@@ -73,6 +73,27 @@ export interface RmsNorm {
 }
 
 /**
+ * Threads per workgroup for rows of `dim` when the caller does not say: on a GPU, enough for
+ * four elements a thread (add_rmsnorm then holds a row in registers and waits on one round of
+ * loads; kernels/rmsnorm.wgsl), 256 to the adapter's limit; 256 on a software adapter.
+ *
+ * @example
+ * ```ts ignore
+ * normWorkgroupSize(gpu, 4096); // 1024 on an H200, 256 on llvmpipe
+ * ```
+ */
+export function normWorkgroupSize(gpu: Gpu, dim: number): number {
+  if (gpu.isSoftware) return 256;
+  const limit = Math.min(
+    gpu.limits.maxComputeInvocationsPerWorkgroup,
+    gpu.limits.maxComputeWorkgroupSizeX,
+  );
+  let wg = 256;
+  while (wg * 4 < dim && wg * 2 <= limit) wg *= 2;
+  return wg;
+}
+
+/**
  * Compiles the RMSNorm kernel for rows of `dim` f32 values.
  *
  * @example
@@ -86,7 +107,7 @@ export async function createRmsNorm(
   opts: { dim: number; eps: number; workgroupSize?: number },
 ): Promise<RmsNorm> {
   const { dim, eps } = opts;
-  const wg = opts.workgroupSize ?? 256;
+  const wg = opts.workgroupSize ?? normWorkgroupSize(gpu, dim);
   if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
   const [kernel, withAdd, inPlace, withAddQ8] = await Promise.all([
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } }),
