@@ -175,32 +175,18 @@ fn add_norm_short_row(lid: u32, row: u32) {
   let dv = vec4<f32>(delta[base + j.x], delta[base + j.y], delta[base + j.z], delta[base + j.w]);
   let wv = vec4<f32>(weight[j.x], weight[j.y], weight[j.z], weight[j.w]);
   let v = select(vec4<f32>(0.0), xv + dv, inside);
-  if (inside.x) {
-    x_rw[base + i.x] = v.x;
-  }
-  if (inside.y) {
-    x_rw[base + i.y] = v.y;
-  }
-  if (inside.z) {
-    x_rw[base + i.z] = v.z;
-  }
-  if (inside.w) {
-    x_rw[base + i.w] = v.w;
+  for (var c = 0u; c < 4u; c++) {
+    if (inside[c]) {
+      x_rw[base + i[c]] = v[c];
+    }
   }
   let sq = v * v;
   let inv = inverse_rms(lid, (sq.x + sq.y) + (sq.z + sq.w));
   let o = v * inv * wv;
-  if (inside.x) {
-    out[base + i.x] = o.x;
-  }
-  if (inside.y) {
-    out[base + i.y] = o.y;
-  }
-  if (inside.z) {
-    out[base + i.z] = o.z;
-  }
-  if (inside.w) {
-    out[base + i.w] = o.w;
+  for (var c = 0u; c < 4u; c++) {
+    if (inside[c]) {
+      out[base + i[c]] = o[c];
+    }
   }
 }
 
