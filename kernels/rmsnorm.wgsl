@@ -165,7 +165,8 @@ fn add_norm_row(lid: u32, row: u32) {
 // add_rmsnorm of a row of at most 4 · WG elements: a thread's (up to) four elements, their x,
 // delta and weight loaded at once and kept in registers through the reduction, so that the
 // kernel waits on one round of loads rather than one per step of four (then a re-read of x).
-// Sums in the same order as add_norm_row's loop, which takes one step at these widths.
+// Sums in the same order as add_norm_row's loop, which takes one step at these widths. The stores
+// are written out per component: as loops over the components they measured slower on the H200.
 fn add_norm_short_row(lid: u32, row: u32) {
   let base = row * p.dim;
   let i = vec4<u32>(lid, lid + WG, lid + 2u * WG, lid + 3u * WG);
@@ -175,18 +176,32 @@ fn add_norm_short_row(lid: u32, row: u32) {
   let dv = vec4<f32>(delta[base + j.x], delta[base + j.y], delta[base + j.z], delta[base + j.w]);
   let wv = vec4<f32>(weight[j.x], weight[j.y], weight[j.z], weight[j.w]);
   let v = select(vec4<f32>(0.0), xv + dv, inside);
-  for (var c = 0u; c < 4u; c++) {
-    if (inside[c]) {
-      x_rw[base + i[c]] = v[c];
-    }
+  if (inside.x) {
+    x_rw[base + i.x] = v.x;
+  }
+  if (inside.y) {
+    x_rw[base + i.y] = v.y;
+  }
+  if (inside.z) {
+    x_rw[base + i.z] = v.z;
+  }
+  if (inside.w) {
+    x_rw[base + i.w] = v.w;
   }
   let sq = v * v;
   let inv = inverse_rms(lid, (sq.x + sq.y) + (sq.z + sq.w));
   let o = v * inv * wv;
-  for (var c = 0u; c < 4u; c++) {
-    if (inside[c]) {
-      out[base + i[c]] = o[c];
-    }
+  if (inside.x) {
+    out[base + i.x] = o.x;
+  }
+  if (inside.y) {
+    out[base + i.y] = o.y;
+  }
+  if (inside.z) {
+    out[base + i.z] = o.z;
+  }
+  if (inside.w) {
+    out[base + i.w] = o.w;
   }
 }
 
