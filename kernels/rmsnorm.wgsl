@@ -85,8 +85,33 @@ fn add_rmsnorm(
   add_norm_row(lid, row);
 }
 
+// add_rmsnorm_q8's short rows: the output staged here for packing four neighbours per word.
+var<workgroup> row_s: array<f32, 4u * WG>;
+
 @compute @workgroup_size(WG)
 fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
+  if (p.dim <= 4u * WG) {
+    // The output stays in registers: its absmax from them, its codes from workgroup memory.
+    let o = add_norm_short_row(lid, 0u);
+    // (zeros past the row: no effect on the absmax; written out, as add_norm_short_row's stores)
+    row_s[lid] = o.x;
+    row_s[lid + WG] = o.y;
+    row_s[lid + 2u * WG] = o.z;
+    row_s[lid + 3u * WG] = o.w;
+    workgroupBarrier(); // also: inverse_rms's last read of `partial` is done
+    let amax = max_of(lid, max(max(abs(o.x), abs(o.y)), max(abs(o.z), abs(o.w))));
+    if (lid == 0u) {
+      q8_absmax[0] = amax;
+    }
+    let s = scale127(amax);
+    if (lid < p.dim / 4u) {
+      let v = vec4<f32>(row_s[4u * lid], row_s[4u * lid + 1u], row_s[4u * lid + 2u],
+        row_s[4u * lid + 3u]);
+      q8_codes[lid] = pack4xI8(vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s),
+        code_of(v.w, s)));
+    }
+    return;
+  }
   add_norm_row(lid, 0u);
   // Every thread's writes of `out` are visible to the others, and inverse_rms's last read of
   // `partial` is done, before the absmax reuses it.
@@ -98,15 +123,7 @@ fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
     let v = abs(vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]));
     a = max(a, max(max(v.x, v.y), max(v.z, v.w)));
   }
-  partial[lid] = a;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      partial[lid] = max(partial[lid], partial[lid + stride]);
-    }
-    workgroupBarrier();
-  }
-  let amax = partial[0];
+  let amax = max_of(lid, a);
   if (lid == 0u) {
     q8_absmax[0] = amax;
   }
@@ -118,10 +135,24 @@ fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
   }
 }
 
+// The largest of the workgroup's values `a`, one per thread (the caller has finished with
+// `partial`).
+fn max_of(lid: u32, a: f32) -> f32 {
+  partial[lid] = a;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      partial[lid] = max(partial[lid], partial[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  return partial[0];
+}
+
 // add_rmsnorm of one row.
 fn add_norm_row(lid: u32, row: u32) {
   if (p.dim <= 4u * WG) {
-    add_norm_short_row(lid, row);
+    _ = add_norm_short_row(lid, row);
     return;
   }
   let base = row * p.dim;
@@ -167,7 +198,8 @@ fn add_norm_row(lid: u32, row: u32) {
 // kernel waits on one round of loads rather than one per step of four (then a re-read of x).
 // Sums in the same order as add_norm_row's loop, which takes one step at these widths. The stores
 // are written out per component: as loops over the components they measured slower on the H200.
-fn add_norm_short_row(lid: u32, row: u32) {
+// Returns this thread's outputs, elements lid + c · WG (zeros past the row).
+fn add_norm_short_row(lid: u32, row: u32) -> vec4<f32> {
   let base = row * p.dim;
   let i = vec4<u32>(lid, lid + WG, lid + 2u * WG, lid + 3u * WG);
   let inside = i < vec4<u32>(p.dim);
@@ -203,6 +235,7 @@ fn add_norm_short_row(lid: u32, row: u32) {
   if (inside.w) {
     out[base + i.w] = o.w;
   }
+  return select(vec4<f32>(0.0), o, inside);
 }
 
 @compute @workgroup_size(WG)
