@@ -107,8 +107,7 @@ fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
     if (lid < p.dim / 4u) {
       let v = vec4<f32>(row_s[4u * lid], row_s[4u * lid + 1u], row_s[4u * lid + 2u],
         row_s[4u * lid + 3u]);
-      q8_codes[lid] = pack4xI8(vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s),
-        code_of(v.w, s)));
+      q8_codes[lid] = codes4(v, s);
     }
     return;
   }
@@ -130,9 +129,13 @@ fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
   let s = scale127(amax);
   for (var w = lid; w < words; w += WG) {
     let v = vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]);
-    q8_codes[w] = pack4xI8(vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s),
-      code_of(v.w, s)));
+    q8_codes[w] = codes4(v, s);
   }
+}
+
+// Four neighbouring outputs' int8 codes in one word (quantize_row's packing).
+fn codes4(v: vec4<f32>, s: f32) -> u32 {
+  return pack4xI8(vec4<i32>(code_of(v.x, s), code_of(v.y, s), code_of(v.z, s), code_of(v.w, s)));
 }
 
 // The largest of the workgroup's values `a`, one per thread (the caller has finished with

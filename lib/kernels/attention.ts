@@ -317,10 +317,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   // position past a multiple: 129 positions a share became two blocks, half the workgroups.)
   const rangeKeys = (len: number, items: number) =>
     splitTarget > 0
-      ? Math.max(
-        splitKeys,
-        Math.max(1, Math.round(len / Math.ceil(splitTarget / items) / wg)) * wg,
-      )
+      ? Math.max(splitKeys, Math.round(len / Math.ceil(splitTarget / items) / wg) * wg)
       : splitKeys;
   const base = (rows: number, startPos: number, splits = 1, window = 0, range = splitKeys) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
