@@ -101,6 +101,8 @@ export interface BenchResults {
     ofReference: number;
     /** GB/s of the cache-flush streaming read timed in the same submission (clock check). */
     flushGBps?: number;
+    /** The layer's tuning, where `--gemv-tunings` gave one. */
+    tuning?: object;
   }[];
   /** A prefill of `rows` activation rows. */
   gemm: {
@@ -177,7 +179,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
         rows: r.gemv.map((g) => [
           g.shape,
           `${g.n}×${g.k}`,
-          g.format,
+          g.format + (g.tuning ? ` ${JSON.stringify(g.tuning)}` : ""),
           f(g.ms * 1000, 1),
           f(g.productMs * 1000, 1),
           f(g.bytes / 1e6, 1),
@@ -196,7 +198,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
         rows: r.gemm.map((g) => [
           g.shape,
           `${g.rows}×${g.n}×${g.k}`,
-          g.format,
+          g.format + (g.tuning ? ` ${JSON.stringify(g.tuning)}` : ""),
           f(g.ms, 3),
           Number.isFinite(g.tflops) ? g.tflops.toPrecision(3) : "–",
         ]),

@@ -90,6 +90,7 @@ const { values: args } = parseArgs({
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
     tuning: { type: "string" },
+    "gemv-tunings": { type: "string", default: "[{}]" },
     "gemm-tunings": { type: "string", default: "[{}]" },
     stack: { type: "string", default: "all" },
     help: { type: "boolean", default: false },
@@ -106,6 +107,7 @@ if (args.help) {
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
       "                [--llama-bench LLAMA_BENCH.jsonl]   (side by side with llama.cpp)\n" +
       "                [--tuning JSON]                     (QuantTuning of the decode models)\n" +
+      "                [--gemv-tunings JSON]               (a list of tunings the gemv section compares)\n" +
       "                [--gemm-tunings JSON]               (a list of tunings the gemm section compares)\n" +
       "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)",
   );
@@ -132,10 +134,16 @@ const warmMs = Number(args["warm-ms"] ?? (software ? 0 : 50));
 const decodeTuning = args.tuning ? JSON.parse(args.tuning) as QuantTuning : undefined;
 // --gemm-tunings '[{}, {"gemmOuterRows": 0}]': the gemm section measures each shape and format
 // once per tuning, in this order (GEMM tiles against each other in one run).
-const gemmTunings = JSON.parse(args["gemm-tunings"]!) as QuantTuning[];
-if (!Array.isArray(gemmTunings) || gemmTunings.length === 0) {
-  throw new Error(`--gemm-tunings: a non-empty JSON list of tunings, got ${args["gemm-tunings"]}`);
+// --gemv-tunings likewise for the gemv section (e.g. table layouts against each other).
+function tuningList(option: "gemv-tunings" | "gemm-tunings"): QuantTuning[] {
+  const list = JSON.parse(args[option]!) as QuantTuning[];
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new Error(`--${option}: a non-empty JSON list of tunings, got ${args[option]}`);
+  }
+  return list;
 }
+const gemvTunings = tuningList("gemv-tunings");
+const gemmTunings = tuningList("gemm-tunings");
 // Which decode models stack q/k/v and gate/up (LoadOptions.stackLayers): every format that can
 // (default), FP16 only (the quantized layers as they were before QuantLinearStack), or none.
 if (!["all", "fp16", "none"].includes(args.stack!)) throw new Error(`--stack ${args.stack}`);
@@ -341,28 +349,32 @@ async function productCase(
 if (sections.has("gemv")) {
   for (const s of [...shapes, ...extraShapes]) {
     for (const format of formats) {
-      const r = await productCase(format, s.n, s.k, 1);
-      const bytes = r.lin.weightBytes + s.k * 4; // weights + scales + x (f32)
-      const gbps = bytes / r.ms / 1e6;
-      results.gemv.push({
-        format,
-        shape: s.model,
-        n: s.n,
-        k: s.k,
-        bytes,
-        ms: r.ms,
-        productMs: r.productMs,
-        dispatches: r.dispatches,
-        gbps,
-        ofReference: gbps / refGBps,
-        flushGBps: r.flushGBps,
-      });
-      console.log(
-        `gemv ${format.padEnd(16)} ${`${s.n}x${s.k}`.padEnd(11)} ${r.ms.toFixed(4)} ms ` +
-          `(product ${r.productMs.toFixed(4)}) ${gbps.toFixed(1)} GB/s ` +
-          `${(100 * gbps / refGBps).toFixed(1)}% of reference; flush read ` +
-          `${r.flushGBps.toFixed(0)} GB/s`,
-      );
+      for (const t of gemvTunings) {
+        const tuning = Object.keys(t).length ? t : undefined;
+        const r = await productCase(format, s.n, s.k, 1, tuning);
+        const bytes = r.lin.weightBytes + s.k * 4; // weights + scales + x (f32)
+        const gbps = bytes / r.ms / 1e6;
+        results.gemv.push({
+          format,
+          shape: s.model,
+          n: s.n,
+          k: s.k,
+          bytes,
+          ms: r.ms,
+          productMs: r.productMs,
+          dispatches: r.dispatches,
+          gbps,
+          ofReference: gbps / refGBps,
+          flushGBps: r.flushGBps,
+          ...(tuning ? { tuning } : {}),
+        });
+        console.log(
+          `gemv ${format.padEnd(16)} ${`${s.n}x${s.k}`.padEnd(11)} ${r.ms.toFixed(4)} ms ` +
+            `(product ${r.productMs.toFixed(4)}) ${gbps.toFixed(1)} GB/s ` +
+            `${(100 * gbps / refGBps).toFixed(1)}% of reference; flush read ` +
+            `${r.flushGBps.toFixed(0)} GB/s${tuning ? ` ${JSON.stringify(tuning)}` : ""}`,
+        );
+      }
     }
   }
 }

@@ -221,6 +221,37 @@ fn byte_values(b: u32) -> vec2<f16> {
   return vec2<f16>(t16[32u * ((b >> 4u) & 0xfu) + bank].x, t16[32u * (b & 0xfu) + bank].y);
 }
 #else
+#if TBLC
+// TBLC (with TBLC8, TBLC16 or TBLC32 copies): the pair table below copied per lane, entry e of
+// copy c at TBL_COPIES·e + c and lane l reading copy l % TBL_COPIES, so a warp's lookups meet in
+// a bank only between lanes of one copy (never with 32 copies: 32 KiB of workgroup memory).
+#if TBLC32
+const TBL_COPIES: u32 = 32u;
+#else
+#if TBLC16
+const TBL_COPIES: u32 = 16u;
+#else
+const TBL_COPIES: u32 = 8u;
+#endif
+#endif
+var<workgroup> pairs: array<vec2<f16>, 256u * TBL_COPIES>;
+var<private> copy: u32;
+
+fn load_pairs(lid: u32) {
+  copy = lid % TBL_COPIES;
+  for (var i = lid; i < 256u * TBL_COPIES; i += GEMV_WG) {
+    let e = i / TBL_COPIES;
+    let hi = e >> 4u;
+    let lo = e & 15u;
+    pairs[i] = vec2<f16>(f16(p.table[hi / 4u][hi % 4u]), f16(p.table[lo / 4u][lo % 4u]));
+  }
+  workgroupBarrier();
+}
+
+fn byte_values(b: u32) -> vec2<f16> {
+  return pairs[TBL_COPIES * (b & 0xffu) + copy];
+}
+#else
 // pairs[b] = (table[b >> 4], table[b & 15]): the values of the two codes of byte b, one lookup.
 var<workgroup> pairs: array<vec2<f16>, 256>;
 
@@ -236,6 +267,7 @@ fn load_pairs(lid: u32) {
 fn byte_values(b: u32) -> vec2<f16> {
   return pairs[b & 0xffu];
 }
+#endif
 #endif
 
 // One x tile: the 2·GEMV_TPR units (32 activations each) that a thread group's lanes work on in

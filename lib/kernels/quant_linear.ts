@@ -96,9 +96,11 @@ export interface QuantTuning {
   /**
    * 4-bit f16 GEMV: code values from a 256-entry table of pairs (`"pairs"`, one lookup per byte,
    * bank conflicts) or a 16-entry table copied per bank (`"banked"`, two conflict-free lookups
-   * per byte). Default `"pairs"`.
+   * per byte), or the pair table copied 8, 16 or 32 times (`"copies8"`, `"copies16"`,
+   * `"copies32"`: 8, 16 or 32 KiB; lane l reads copy l % copies, so fewer lanes meet in a bank).
+   * Default `"pairs"`.
    */
-  gemvTable?: "pairs" | "banked";
+  gemvTable?: "pairs" | "banked" | "copies8" | "copies16" | "copies32";
   /**
    * Offer SwiGLU folded into the product's input read ({@linkcode QuantLinear.fusesSwiglu};
    * default true): the 4-bit f16 GEMV (K % 32 == 0) stages silu(x) · up as its x, and the int8
@@ -1428,6 +1430,8 @@ interface Shape {
   tileN: number;
 }
 
+const GEMV_TABLES = ["pairs", "banked", "copies8", "copies16", "copies32"];
+
 function checkTuning(
   gpu: Gpu,
   label: string,
@@ -1446,7 +1450,7 @@ function checkTuning(
     (t.gemvRowsFeatures !== undefined && t.gemvRowsFeatures !== 2 &&
       t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
-    (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable)) ||
+    (t.gemvTable && !GEMV_TABLES.includes(t.gemvTable)) ||
     (t.gemmOuterRows !== undefined && ![64, 128].includes(t.gemmOuterRows)) ||
     (t.llmDenseOutliers !== undefined &&
       !(Number.isInteger(t.llmDenseOutliers) && t.llmDenseOutliers >= 0 &&
@@ -1496,6 +1500,7 @@ async function buildKernels(
         : []),
       ...(t.gemvPrefetch ? ["PREFETCH"] : []),
       ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
+      ...(t.gemvTable?.startsWith("copies") ? ["TBLC", `TBLC${t.gemvTable.slice(6)}`] : []),
     ],
     swiglu: route.length === 0 && (t.gemvFuseSwiglu ?? true),
     unroll: t.gemvUnroll ?? !gpu.isSoftware,

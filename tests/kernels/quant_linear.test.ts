@@ -397,6 +397,8 @@ function suite(f16: boolean): void {
             { gemvPrefetch: true },
             { gemvTable: "banked" },
             { gemvPrefetch: true, gemvTable: "banked", gemvRowsPerThread: 8 },
+            { gemvTable: "copies8" },
+            { gemvTable: "copies16", gemvThreadsPerRow: 64, gemvRowsPerThread: 2 },
             { gemvWorkgroupSize: 256, gemvThreadsPerRow: 128, gemvPrefetch: true },
             { gemvRowsPerThread: 2 },
             { gemvRowsPerThread: 2, gemvThreadsPerRow: 16, gemvPrefetch: true },
