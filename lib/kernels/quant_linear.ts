@@ -114,6 +114,16 @@ export interface QuantTuning {
    */
   gemvFullX?: boolean;
   /**
+   * 4-bit f16 GEMV (K % 32 == 0): issue each step's code and scale loads before its x tile's
+   * barriers (default false).
+   */
+  gemvEarlyLoads?: boolean;
+  /**
+   * 4-bit GEMV: sum each output feature's per-lane partial sums in one thread after one barrier,
+   * instead of a tree with a barrier per level (default false).
+   */
+  gemvOneBarrierSum?: boolean;
+  /**
    * Multi-row GEMV (`gemv_rows`): output features per lane group, 2 (default) or 4 (each load
    * of x serves four weight rows, with half the threads).
    */
@@ -1499,6 +1509,8 @@ async function buildKernels(
         ? ["XFULL", ...(k <= 4096 ? ["XF4K"] : k <= 11264 ? ["XF11K"] : [])]
         : []),
       ...(t.gemvPrefetch ? ["PREFETCH"] : []),
+      ...(t.gemvEarlyLoads ? ["EARLY"] : []),
+      ...(t.gemvOneBarrierSum ? ["RED1"] : []),
       ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
       ...(t.gemvTable?.startsWith("copies") ? ["TBLC", `TBLC${t.gemvTable.slice(6)}`] : []),
     ],
