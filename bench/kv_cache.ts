@@ -13,6 +13,7 @@
  * ```sh
  * deno run -A bench/kv_cache.ts --out /tmp/kv
  * deno run -A bench/kv_cache.ts --weights fp16 --kv f16,int8 --positions 4096 --tokens 32
+ * deno run -A bench/kv_cache.ts --weights nf4 --kv f16 --positions 128 --tuning '{"gemvRowsPerThread":8}'
  * ```
  *
  * @module
@@ -22,6 +23,7 @@ import { parseArgs } from "node:util";
 import { requestGpu } from "../lib/gpu/device.ts";
 import { formatBytes } from "../lib/gpu/ledger.ts";
 import { KV_CACHE_FORMATS, type KvCacheFormat } from "../lib/kernels/kv_cache.ts";
+import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
 import { parseLlamaConfig } from "../lib/model/config.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
 import { presetConfig } from "../lib/model/presets.ts";
@@ -41,8 +43,11 @@ const { values: args } = parseArgs({
     kv: { type: "string", default: "f16,int8,int4" },
     positions: { type: "string" },
     tokens: { type: "string" },
+    tuning: { type: "string" },
   },
 });
+// --tuning JSON: launch shapes and variants of every quantized layer (QuantTuning).
+const tuning = args.tuning ? JSON.parse(args.tuning) as QuantTuning : undefined;
 
 const gpu = await requestGpu();
 const software = gpu.isSoftware;
@@ -99,7 +104,7 @@ for (const weights of weightFormats) {
     const model = await LlamaModel.fromCheckpoint(config, new RandomWeightSource(pools), {
       gpu,
       format: weights,
-      linear: weights === "fp16" ? undefined : randomLinearFactory(pools, weights),
+      linear: weights === "fp16" ? undefined : randomLinearFactory(pools, weights, tuning),
       maxSeqLen: maxPos + tokens + 16,
       kvCache,
     });
