@@ -44,6 +44,9 @@ const { values: args } = parseArgs({
     positions: { type: "string" },
     tokens: { type: "string" },
     tuning: { type: "string" },
+    // "false": RoPE and the cache write in their own dispatch, as before they were folded into
+    // the attention (LoadOptions.foldRope)
+    "fold-rope": { type: "string", default: "true" },
   },
 });
 // --tuning JSON: launch shapes and variants of every quantized layer (QuantTuning).
@@ -107,6 +110,7 @@ for (const weights of weightFormats) {
       linear: weights === "fp16" ? undefined : randomLinearFactory(pools, weights, tuning),
       maxSeqLen: maxPos + tokens + 16,
       kvCache,
+      foldRope: args["fold-rope"] !== "false",
     });
     try {
       const kvBytes = gpu.ledger.bytesIn("kv-cache");

@@ -26,6 +26,17 @@
 // scale · code (+ offset). Where keys were turned by a Hadamard matrix (rope.wgsl), q arrives
 // turned the same way.
 //
+// The newest key first: a query's own position (the last it sees) is attended before the others,
+// as the softmax's starting state, then the older positions go by in blocks. With FUSE_NEW
+// (decode: one query row, f16 cache, head_dim a multiple of 8) q, k and v arrive as the q/k/v
+// products left them, before RoPE (rope.wgsl's rope_qk_cache otherwise runs first): each
+// workgroup turns its query and the new key itself, with rope.wgsl's arithmetic
+// (common/rope_angle.wgsl), rounds the key and value to f16 as the cache would, and attends to
+// them from workgroup memory; the first query head of each kv head's group (in the range holding
+// the new position) stores them in the cache for later steps. No workgroup of the dispatch reads
+// that position from the cache, so the order of the stores does not matter, and a step gives the
+// same numbers as the two dispatches it replaces.
+//
 // attend and attend_split see query row r at position start_pos + pos_base[0] + r: pos_base is a
 // word on the GPU, zero unless speculative rounds chained on the GPU keep the position there.
 // Their grids are sized on the CPU for the most the position can reach: ranges past a row's
@@ -86,12 +97,36 @@ fn write_kv(
 #else
 @group(0) @binding(1) var<storage, read> q: array<vec2<f32>>;
 #endif
+#if FUSE_NEW
+@group(0) @binding(2) var<storage, read_write> k_cache4: array<vec4<u32>>;
+#else
 #if HD8
 // (quantized caches: the key codes, then the scales, 16 bytes at a time)
 @group(0) @binding(2) var<storage, read> k_cache4: array<vec4<u32>>;
 #else
 @group(0) @binding(2) var<storage, read> k_cache: array<u32>;
 #endif
+#endif
+#if FUSE_NEW
+// (a decode step with RoPE folded in also stores the new position: the same arrays, writable)
+#if KV8
+#if V16
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<u32>>;
+#else
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec2<u32>>;
+#endif
+#else
+#if KV4
+#if V16
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec2<u32>>;
+#else
+@group(0) @binding(3) var<storage, read_write> v_cache: array<u32>;
+#endif
+#else
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<u32>>;
+#endif
+#endif
+#else
 #if KV8
 #if V16
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>; // 16 codes at a time
@@ -113,10 +148,206 @@ fn write_kv(
 #endif
 #endif
 #endif
+#endif
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 // attend_split writes partials: per (item, split) m, l, then HEAD_DIM of acc.
 @group(0) @binding(4) var<storage, read_write> partials_w: array<f32>;
 @group(0) @binding(5) var<storage, read> pos_base: array<u32>;
+#if FUSE_NEW
+// the new key and value [num_kv_heads, HEAD_DIM] before RoPE, and RoPE's frequencies
+@group(0) @binding(6) var<storage, read> k_new: array<f32>;
+@group(0) @binding(7) var<storage, read> v_new: array<f32>;
+@group(0) @binding(8) var<storage, read> inv_freq: array<f32>;
+
+#include "common/rope_angle.wgsl"
+
+var<private> new_pos: u32;
+// The query turned by RoPE (and by the Hadamard matrix per group of 32 with KROT), in f32:
+// load_query reads it. The new key turned the same way and the new value, in f32.
+var<workgroup> qx: array<f32, HEAD_DIM>;
+var<workgroup> kx: array<f32, HEAD_DIM>;
+var<workgroup> vx: array<f32, HEAD_DIM>;
+#if KVQ
+#include "common/kv_quant.wgsl"
+
+// Their code words and scale words, as the cache holds them for one (position, kv head): int8
+// four codes a word and two groups' scales a word (head_dim a multiple of 64, so that no word is
+// shared with the next head), int4 eight codes and one group's (scale, offset) a word.
+#if KV8
+const CODES_PER_WORD: u32 = 4u;
+#else
+const CODES_PER_WORD: u32 = 8u;
+#endif
+var<workgroup> kwn: array<u32, HEAD_DIM / 4u>;
+var<workgroup> vwn: array<u32, HEAD_DIM / 4u>;
+var<workgroup> ksn: array<u32, HEAD_DIM / 32u>;
+var<workgroup> vsn: array<u32, HEAD_DIM / 32u>;
+var<workgroup> gso: array<vec4<f32>, HEAD_DIM / 32u>; // per group: key (scale, offset), value's
+
+fn code_words() -> u32 {
+  return HEAD_DIM / CODES_PER_WORD;
+}
+
+fn scale_words() -> u32 {
+#if KV8
+  return HEAD_DIM / 64u;
+#else
+  return HEAD_DIM / 32u;
+#endif
+}
+
+// Word w of v_cache, whatever its element type.
+fn v_store(w: u32, value: u32) {
+#if V16
+#if KV8
+  v_cache[w / 4u][w % 4u] = value;
+#else
+  v_cache[w / 2u][w % 2u] = value;
+#endif
+#else
+#if KV8
+  v_cache[w / 2u][w % 2u] = value;
+#else
+  v_cache[w] = value;
+#endif
+#endif
+}
+#else
+var<workgroup> knew: array<vec4<u32>, HEAD_DIM / 8u>;
+var<workgroup> vnew: array<vec4<u32>, HEAD_DIM / 8u>;
+#endif
+
+// Element e of a head after RoPE at new_pos, from its pair's halves: rope.wgsl's products.
+fn turned(x_lo: f32, x_hi: f32, e: u32) -> f32 {
+  let r = rotate(x_lo, x_hi, rotation(new_pos, inv_freq[e % (HEAD_DIM / 2u)]));
+  return select(r.x, r.y, e >= HEAD_DIM / 2u);
+}
+
+// Most elements a thread takes in the loops over a head (HEAD_DIM ≤ 8 · ATT_WG).
+const MAX_PER_THREAD: u32 = 8u;
+
+// Turns the query of `item` (one query row: item is the head) and, with `with_new`, stages the
+// new key and value of its kv head, as rope.wgsl's rope_qk_cache (f16) or rope_qk_cache_q
+// (int8/int4) would write them; the first query head of the group also stores them in the cache
+// at new_pos. Called by the whole workgroup with uniform arguments (it has barriers).
+fn stage_new(lid: u32, item: u32, with_new: bool) {
+  let half = HEAD_DIM / 2u;
+  let qb = item * HEAD_DIM;
+  let group = p.num_heads / p.num_kv_heads;
+  let kv_head = item / group;
+  let kb = kv_head * HEAD_DIM;
+  for (var e = lid; e < HEAD_DIM; e += ATT_WG) {
+    let i = e % half;
+    qx[e] = turned(q[(qb + i) / 4u][(qb + i) % 4u], q[(qb + i + half) / 4u][(qb + i + half) % 4u], e);
+    if (with_new) {
+      kx[e] = turned(k_new[kb + i], k_new[kb + i + half], e);
+      vx[e] = v_new[kb + e];
+    }
+  }
+  workgroupBarrier();
+#if KROT
+  // the Hadamard matrix on each group of 32, as rope_qk_cache_q's butterflies
+  for (var h = 1u; h < GROUP; h <<= 1u) {
+    var nq: array<f32, MAX_PER_THREAD>;
+    var nk: array<f32, MAX_PER_THREAD>;
+    for (var m = 0u; lid + m * ATT_WG < HEAD_DIM; m++) {
+      let e = lid + m * ATT_WG;
+      nq[m] = select(qx[e ^ h] - qx[e], qx[e] + qx[e ^ h], (e & h) == 0u);
+      if (with_new) {
+        nk[m] = select(kx[e ^ h] - kx[e], kx[e] + kx[e ^ h], (e & h) == 0u);
+      }
+    }
+    workgroupBarrier();
+    for (var m = 0u; lid + m * ATT_WG < HEAD_DIM; m++) {
+      let e = lid + m * ATT_WG;
+      qx[e] = nq[m] * select(1.0, INV_SQRT_GROUP, h == GROUP / 2u);
+      if (with_new) {
+        kx[e] = nk[m] * select(1.0, INV_SQRT_GROUP, h == GROUP / 2u);
+      }
+    }
+    workgroupBarrier();
+  }
+#endif
+  if (!with_new) {
+    return;
+  }
+#if KVQ
+  // each group's scale (and offset) from its absmax (int8) or max and min (int4)
+  for (var g = lid; g < HEAD_DIM / GROUP; g += ATT_WG) {
+#if KV8
+    var khi = 0.0;
+    var vhi = 0.0;
+    for (var j = 0u; j < GROUP; j++) {
+      khi = max(khi, abs(kx[GROUP * g + j]));
+      vhi = max(vhi, abs(vx[GROUP * g + j]));
+    }
+    gso[g] = vec4<f32>(group_scale(khi, 0.0), group_scale(vhi, 0.0));
+#else
+    var khi = kx[GROUP * g];
+    var klo = khi;
+    var vhi = vx[GROUP * g];
+    var vlo = vhi;
+    for (var j = 1u; j < GROUP; j++) {
+      khi = max(khi, kx[GROUP * g + j]);
+      klo = min(klo, kx[GROUP * g + j]);
+      vhi = max(vhi, vx[GROUP * g + j]);
+      vlo = min(vlo, vx[GROUP * g + j]);
+    }
+    gso[g] = vec4<f32>(group_scale(khi, klo), group_scale(vhi, vlo));
+#endif
+  }
+  workgroupBarrier();
+  for (var w = lid; w < code_words(); w += ATT_WG) {
+    let so = gso[(w * CODES_PER_WORD) / GROUP];
+    kwn[w] = pack_word(w * CODES_PER_WORD, so.xy, true);
+    vwn[w] = pack_word(w * CODES_PER_WORD, so.zw, false);
+  }
+  for (var w = lid; w < scale_words(); w += ATT_WG) {
+#if KV8
+    ksn[w] = pack2x16float(vec2<f32>(gso[2u * w].x, gso[2u * w + 1u].x));
+    vsn[w] = pack2x16float(vec2<f32>(gso[2u * w].z, gso[2u * w + 1u].z));
+#else
+    ksn[w] = pack2x16float(gso[w].xy);
+    vsn[w] = pack2x16float(gso[w].zw);
+#endif
+  }
+  workgroupBarrier();
+  if (item % group == 0u) {
+    let rh = new_pos * p.num_kv_heads + kv_head;
+    for (var w = lid; w < code_words(); w += ATT_WG) {
+      let c = rh * code_words() + w;
+      k_cache4[c / 4u][c % 4u] = kwn[w];
+      v_store(c, vwn[w]);
+    }
+    for (var w = lid; w < scale_words(); w += ATT_WG) {
+      let c = p.scale_word + rh * scale_words() + w;
+      k_cache4[c / 4u][c % 4u] = ksn[w];
+      v_store(c, vsn[w]);
+    }
+  }
+#else
+  for (var j = lid; j < HEAD_DIM / 8u; j += ATT_WG) {
+    var kw = vec4<u32>();
+    var vw = vec4<u32>();
+    for (var c = 0u; c < 4u; c++) {
+      let e = 8u * j + 2u * c;
+      kw[c] = pack2x16float(vec2<f32>(kx[e], kx[e + 1u]));
+      vw[c] = pack2x16float(vec2<f32>(vx[e], vx[e + 1u]));
+    }
+    knew[j] = kw;
+    vnew[j] = vw;
+  }
+  workgroupBarrier();
+  if (item % group == 0u) {
+    let rh = new_pos * p.num_kv_heads + kv_head;
+    for (var j = lid; j < HEAD_DIM / 8u; j += ATT_WG) {
+      k_cache4[rh * (HEAD_DIM / 8u) + j] = knew[j];
+      v_cache[rh * (HEAD_DIM / 8u) + j] = vnew[j];
+    }
+  }
+#endif
+}
+#endif
 // attend_combine
 @group(0) @binding(1) var<storage, read> partials: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read_write> out_c: array<vec2<f32>>;
@@ -148,7 +379,9 @@ const VD: u32 = 2u;
 #endif
 #endif
 #if KVQ
-const GROUP: u32 = 32u;
+#if !FUSE_NEW
+const GROUP: u32 = 32u; // (with FUSE_NEW: from common/kv_quant.wgsl)
+#endif
 #endif
 
 // (Functions rather than overrides derived from overrides, which naga 29 fails on.)
@@ -214,6 +447,13 @@ fn window_start(len: u32) -> u32 {
 const NEG_BIG: f32 = -3.0e38;
 
 fn load_query(item: u32, t: u32) {
+#if FUSE_NEW
+  // the query as stage_new turned it
+  for (var i = 0u; i < KD / 4u; i++) {
+    let e = t * KD + 4u * i;
+    qr[i] = vec4<f32>(qx[e], qx[e + 1u], qx[e + 2u], qx[e + 3u]) * p.scale;
+  }
+#else
 #if HD8
   let base = (item * HEAD_DIM + t * KD) / 4u;
   for (var i = 0u; i < KD / 4u; i++) {
@@ -221,6 +461,7 @@ fn load_query(item: u32, t: u32) {
   }
 #else
   qr[0] = vec4<f32>(q[(item * HEAD_DIM + t * KD) / 2u] * p.scale, 0.0, 0.0);
+#endif
 #endif
 #if KV4
   var s = 0.0;
@@ -260,23 +501,85 @@ fn f16x4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
 }
 
+// 16 bytes (8 f16) of a key or value row: word i of row rh in the cache, or of the new position
+// staged in workgroup memory (FUSE_NEW; the hot loops pass staged = false, a constant).
+fn kword(rh: u32, i: u32, staged: bool) -> vec4<u32> {
+#if FUSE_NEW
+#if !KVQ
+  if (staged) {
+    return knew[i];
+  }
+#endif
+#endif
+#if HD8
+  return k_cache4[rh * (HEAD_DIM / 8u) + i];
+#else
+  return vec4<u32>();
+#endif
+}
+
+#if HD8
+#if !KVQ
+fn vword(rh: u32, i: u32, staged: bool) -> vec4<u32> {
+#if FUSE_NEW
+  if (staged) {
+    return vnew[i];
+  }
+#endif
+  return v_cache[rh * (HEAD_DIM / 8u) + i];
+}
+#endif
+#endif
+
+#if KVQ
+// Quantized caches: 16 bytes of key codes (vec4 i of head rh's code words) and key scale word i
+// of head rh, from the cache or (staged) from the new position's words.
+fn kq4(rh: u32, i: u32, staged: bool) -> vec4<u32> {
+#if FUSE_NEW
+  if (staged) {
+    return vec4<u32>(kwn[4u * i], kwn[4u * i + 1u], kwn[4u * i + 2u], kwn[4u * i + 3u]);
+  }
+#endif
+#if KV8
+  return k_cache4[rh * (HEAD_DIM / 16u) + i];
+#else
+  return k_cache4[rh * (HEAD_DIM / 32u) + i];
+#endif
+}
+
+fn kscale(rh: u32, i: u32, staged: bool) -> u32 {
+#if FUSE_NEW
+  if (staged) {
+    return ksn[i];
+  }
+#endif
+#if KV8
+  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + i;
+#else
+  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + i;
+#endif
+  return k_cache4[sw / 4u][sw % 4u];
+}
+#endif
+
 // Part t of the score of key (position, kv head) rh: elements t·KD .. of the key against qr.
 fn key_part(rh: u32, t: u32) -> f32 {
+  return key_part_of(rh, t, false);
+}
+
+fn key_part_of(rh: u32, t: u32, staged: bool) -> f32 {
 #if KV8
 #if K16
   // 16 codes (one 16-byte load) and their group's f16 scale (half of a word).
-  let w = k_cache4[rh * (HEAD_DIM / 16u) + t];
-  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 4u;
-  let s = unpack2x16float(k_cache4[sw / 4u][sw % 4u])[(t / 2u) % 2u];
+  let w = kq4(rh, t, staged);
+  let s = unpack2x16float(kscale(rh, t / 4u, staged))[(t / 2u) % 2u];
   return s * ((dot(qr[0], i8x4(w.x)) + dot(qr[1], i8x4(w.y))) +
     (dot(qr[2], i8x4(w.z)) + dot(qr[3], i8x4(w.w))));
 #else
   // 32 codes (two 16-byte loads) and their group's f16 scale (half of a word).
-  let cw = rh * (HEAD_DIM / 16u) + 2u * t;
-  let w0 = k_cache4[cw];
-  let w1 = k_cache4[cw + 1u];
-  let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 2u;
-  let s = unpack2x16float(k_cache4[sw / 4u][sw % 4u])[t % 2u];
+  let w0 = kq4(rh, 2u * t, staged);
+  let w1 = kq4(rh, 2u * t + 1u, staged);
+  let s = unpack2x16float(kscale(rh, t / 2u, staged))[t % 2u];
   let d = (dot(qr[0], i8x4(w0.x)) + dot(qr[1], i8x4(w0.y))) +
     (dot(qr[2], i8x4(w0.z)) + dot(qr[3], i8x4(w0.w))) +
     ((dot(qr[4], i8x4(w1.x)) + dot(qr[5], i8x4(w1.y))) +
@@ -287,10 +590,9 @@ fn key_part(rh: u32, t: u32) -> f32 {
 #if KV4
 #if K16
   // 16 nibbles (half of a 16-byte load) and the group's (scale, offset).
-  let w4 = k_cache4[rh * (HEAD_DIM / 32u) + t / 2u];
+  let w4 = kq4(rh, t / 2u, staged);
   let w = select(w4.xy, w4.zw, (t & 1u) == 1u);
-  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t / 2u;
-  let so = unpack2x16float(k_cache4[sw / 4u][sw % 4u]);
+  let so = unpack2x16float(kscale(rh, t / 2u, staged));
   let m = 0x0F0F0F0Fu;
   let d = (dot(qr[0], bytes_f32(w.x & m)) + dot(qr[1], bytes_f32((w.x >> 4u) & m))) +
     (dot(qr[2], bytes_f32(w.y & m)) + dot(qr[3], bytes_f32((w.y >> 4u) & m)));
@@ -298,9 +600,8 @@ fn key_part(rh: u32, t: u32) -> f32 {
 #else
   // 32 nibbles (one 16-byte load) and the group's (scale, offset). Word i holds elements
   // 8i .. 8i+3 in its low nibbles and 8i+4 .. 8i+7 in its high ones.
-  let w = k_cache4[rh * (HEAD_DIM / 32u) + t];
-  let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t;
-  let so = unpack2x16float(k_cache4[sw / 4u][sw % 4u]);
+  let w = kq4(rh, t, staged);
+  let so = unpack2x16float(kscale(rh, t, staged));
   let m = 0x0F0F0F0Fu;
   let d = (dot(qr[0], bytes_f32(w.x & m)) + dot(qr[1], bytes_f32((w.x >> 4u) & m))) +
     (dot(qr[2], bytes_f32(w.y & m)) + dot(qr[3], bytes_f32((w.y >> 4u) & m))) +
@@ -311,25 +612,23 @@ fn key_part(rh: u32, t: u32) -> f32 {
 #else
 #if K32
   // 32 f16: four 16-byte loads.
-  let kw = rh * (HEAD_DIM / 8u) + 4u * t;
-  let a = k_cache4[kw];
-  let b = k_cache4[kw + 1u];
-  let c = k_cache4[kw + 2u];
-  let e = k_cache4[kw + 3u];
+  let a = kword(rh, 4u * t, staged);
+  let b = kword(rh, 4u * t + 1u, staged);
+  let c = kword(rh, 4u * t + 2u, staged);
+  let e = kword(rh, 4u * t + 3u, staged);
   return (dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w))) +
     (dot(qr[2], f16x4(b.x, b.y)) + dot(qr[3], f16x4(b.z, b.w))) +
     ((dot(qr[4], f16x4(c.x, c.y)) + dot(qr[5], f16x4(c.z, c.w))) +
       (dot(qr[6], f16x4(e.x, e.y)) + dot(qr[7], f16x4(e.z, e.w))));
 #else
 #if K16
-  let kw = rh * (HEAD_DIM / 8u) + 2u * t;
-  let a = k_cache4[kw];
-  let b = k_cache4[kw + 1u];
+  let a = kword(rh, 2u * t, staged);
+  let b = kword(rh, 2u * t + 1u, staged);
   return (dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w))) +
     (dot(qr[2], f16x4(b.x, b.y)) + dot(qr[3], f16x4(b.z, b.w)));
 #else
 #if HD8
-  let a = k_cache4[rh * (HEAD_DIM / 8u) + t];
+  let a = kword(rh, t, staged);
   return dot(qr[0], f16x4(a.x, a.y)) + dot(qr[1], f16x4(a.z, a.w));
 #else
   return dot(qr[0].xy, unpack2x16float(k_cache[rh * (HEAD_DIM / 2u) + t]));
@@ -353,16 +652,34 @@ struct Value {
 }
 
 fn value(rh: u32, t: u32) -> Value {
+  return value_of(rh, t, false);
+}
+
+fn value_of(rh: u32, t: u32, staged: bool) -> Value {
 #if V16
 #if KV8
-  let w = v_cache[rh * (HEAD_DIM / 16u) + t];
+  var w = v_cache[rh * (HEAD_DIM / 16u) + t];
   let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 4u;
-  let s = unpack2x16float(v_cache[sw / 4u][sw % 4u])[(t / 2u) % 2u];
+  var sword = v_cache[sw / 4u][sw % 4u];
+#if FUSE_NEW
+  if (staged) {
+    w = vec4<u32>(vwn[4u * t], vwn[4u * t + 1u], vwn[4u * t + 2u], vwn[4u * t + 3u]);
+    sword = vsn[t / 4u];
+  }
+#endif
+  let s = unpack2x16float(sword)[(t / 2u) % 2u];
   return Value(i8x4(w.x), i8x4(w.y), i8x4(w.z), i8x4(w.w), vec2<f32>(s, 0.0));
 #else
-  let w = v_cache[rh * (HEAD_DIM / 16u) + t];
+  var w = v_cache[rh * (HEAD_DIM / 16u) + t];
   let sw = p.scale_word + rh * (HEAD_DIM / 32u) + t / 2u;
-  let so = unpack2x16float(v_cache[sw / 2u][sw % 2u]);
+  var sword = v_cache[sw / 2u][sw % 2u];
+#if FUSE_NEW
+  if (staged) {
+    w = vec2<u32>(vwn[2u * t], vwn[2u * t + 1u]);
+    sword = vsn[t / 2u];
+  }
+#endif
+  let so = unpack2x16float(sword);
   let m = 0x0F0F0F0Fu;
   return Value(
     bytes_f32(w.x & m),
@@ -374,18 +691,32 @@ fn value(rh: u32, t: u32) -> Value {
 #endif
 #else
 #if KV8
-  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  var w = v_cache[rh * (HEAD_DIM / 8u) + t];
   let sw = p.scale_word + rh * (HEAD_DIM / 64u) + t / 8u;
-  let s = unpack2x16float(v_cache[sw / 2u][sw % 2u])[(t / 4u) % 2u];
+  var sword = v_cache[sw / 2u][sw % 2u];
+#if FUSE_NEW
+  if (staged) {
+    w = vec2<u32>(vwn[2u * t], vwn[2u * t + 1u]);
+    sword = vsn[t / 8u];
+  }
+#endif
+  let s = unpack2x16float(sword)[(t / 4u) % 2u];
   return Value(i8x4(w.x), i8x4(w.y), vec2<f32>(s, 0.0));
 #else
 #if KV4
-  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
-  let so = unpack2x16float(v_cache[p.scale_word + rh * (HEAD_DIM / 32u) + t / 4u]);
+  var w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  var sword = v_cache[p.scale_word + rh * (HEAD_DIM / 32u) + t / 4u];
+#if FUSE_NEW
+  if (staged) {
+    w = vwn[t];
+    sword = vsn[t / 4u];
+  }
+#endif
+  let so = unpack2x16float(sword);
   return Value(bytes_f32(w & 0x0F0F0F0Fu), bytes_f32((w >> 4u) & 0x0F0F0F0Fu), so);
 #else
 #if HD8
-  let w = v_cache[rh * (HEAD_DIM / 8u) + t];
+  let w = vword(rh, t, staged);
   return Value(f16x4(w.x, w.y), f16x4(w.z, w.w), vec2<f32>(1.0, 0.0));
 #else
   let w = unpack2x16float(v_cache[rh * (HEAD_DIM / 2u) + t]);
@@ -440,9 +771,36 @@ fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
   (*r).l += pw;
 }
 
-// Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). Called by the
-// whole workgroup with uniform arguments (it has barriers).
-fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
+// The softmax state after the query's own position rh alone (weight 1, the first key of a block
+// of one): its score's parts meet in sh as a block's do, lane 0 takes the value. From the cache,
+// or with FUSE_NEW from the staged new key and value.
+fn newest_first(lid: u32, rh: u32) -> Partial {
+#if FUSE_NEW
+  let staged = true;
+#else
+  let staged = false;
+#endif
+  if (lid < tpk()) {
+    sh_set(lid, key_part_of(rh, lid, staged));
+  }
+  workgroupBarrier();
+  var s = 0.0;
+  for (var u = 0u; u < tpk(); u++) {
+    s += sh_get(u);
+  }
+  workgroupBarrier(); // sh is free again
+  var r: Partial;
+  r.m = s;
+  if (lid / tpv() == 0u) {
+    add_value(&r, 1.0, value_of(rh, lid % tpv(), staged));
+  }
+  return r;
+}
+
+// Attends query `item` (row * num_heads + head) to positions [j_begin, j_end), the last of them
+// first when `newest` (the query's own position: j_end - 1). Called by the whole workgroup with
+// uniform arguments (it has barriers).
+fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> Partial {
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
   let kvh = p.num_kv_heads;
   let tk = lid % tpk();
@@ -455,8 +813,13 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32) -> Partial {
 
   var r: Partial;
   r.m = NEG_BIG;
-  for (var j0 = j_begin; j0 < j_end; j0 += nb()) {
-    let n_here = min(nb(), j_end - j0);
+  var j_stop = j_end;
+  if (newest) {
+    j_stop = j_end - 1u;
+    r = newest_first(lid, j_stop * kvh + kv_head);
+  }
+  for (var j0 = j_begin; j0 < j_stop; j0 += nb()) {
+    let n_here = min(nb(), j_stop - j0);
     if (g < kg) {
       // Four of this thread's keys per step, their loads issued together.
       var j = g;
@@ -586,7 +949,11 @@ fn attend(
     return; // uniform for the workgroup
   }
   let len = p.start_pos + pos_base[0] + item / p.num_heads + 1u;
-  let r = attend_range(lid, item, window_start(len), len);
+#if FUSE_NEW
+  new_pos = len - 1u;
+  stage_new(lid, item, true);
+#endif
+  let r = attend_range(lid, item, window_start(len), len, true);
   gather_lanes(lid, r);
   let l = weight_sum();
   for (var d = lid; d < HEAD_DIM; d += ATT_WG) {
@@ -610,7 +977,12 @@ fn attend_split(
   let j_begin = min(len, max(window_start(len), range_begin));
   let j_end = max(j_begin, min(len, range_begin + p.split_keys));
   // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
-  let r = attend_range(lid, item, j_begin, j_end);
+  let newest = j_end == len && j_begin < j_end;
+#if FUSE_NEW
+  new_pos = len - 1u;
+  stage_new(lid, item, newest); // every range turns its query
+#endif
+  let r = attend_range(lid, item, j_begin, j_end, newest);
   gather_lanes(lid, r);
   let base = flat * (HEAD_DIM + 2u);
   if (lid == 0u) {

@@ -55,11 +55,6 @@ fn pair(idx: u32, heads: u32, start: u32) -> Pair {
   return Pair(lo, lo + p.half_dim, turn(start + row_head / heads, i));
 }
 
-// (a, b) rotated by the angle whose cosine and sine are cs.
-fn rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
-  return vec2<f32>(a * cs.x - b * cs.y, b * cs.x + a * cs.y);
-}
-
 // Turns pair `idx` of x ([rows, heads, head_dim]) in place.
 fn turn_x(idx: u32, heads: u32, start: u32) {
   let q = pair(idx, heads, start);
@@ -145,9 +140,6 @@ fn rope_qk_cache(
 // workgroup turns each group of 32 by the Hadamard matrix in workgroup memory (KROT: queries as
 // well as keys, so q · k is unchanged), reduces each group to its scale (and offset), and every
 // 4th (int8) or 8th (int4) thread packs a word of codes.
-const GROUP: u32 = 32u;
-const INV_SQRT_GROUP: f32 = 0.17677669529663687; // 1 / sqrt(32)
-
 var<workgroup> kx: array<f32, WG>; // the workgroup's queries or keys
 var<workgroup> vx: array<f32, WG>; // its values
 var<workgroup> khi: array<f32, WG>; // per group: keys' absmax (int8) or max (int4)
@@ -155,47 +147,7 @@ var<workgroup> klo: array<f32, WG>; // keys' min (int4)
 var<workgroup> vhi: array<f32, WG>;
 var<workgroup> vlo: array<f32, WG>;
 
-fn to_f16(v: f32) -> f32 {
-  return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
-}
-
-// (scale, offset) of the group starting at lane g0, from the reductions.
-fn group_scale(hi: f32, lo: f32) -> vec2<f32> {
-#if KV8
-  return vec2<f32>(to_f16(hi / 127.0), 0.0);
-#else
-  return vec2<f32>(to_f16((hi - lo) / 15.0), to_f16(lo));
-#endif
-}
-
-// The code of value v under (scale, offset) so.
-fn code(v: f32, so: vec2<f32>) -> i32 {
-  let inv = select(0.0, 1.0 / so.x, so.x > 0.0);
-#if KV8
-  return i32(clamp(round(v * inv), -127.0, 127.0));
-#else
-  return i32(clamp(round((v - so.y) * inv), 0.0, 15.0));
-#endif
-}
-
-// The word of codes whose first element is lane l of `vals` (int8: 4 codes; int4: 8).
-fn pack_word(l: u32, so: vec2<f32>, is_key: bool) -> u32 {
-#if KV8
-  var c: vec4<i32>;
-  for (var t = 0u; t < 4u; t++) {
-    c[t] = code(select(vx[l + t], kx[l + t], is_key), so);
-  }
-  return pack4xI8(c);
-#else
-  var w = 0u;
-  for (var t = 0u; t < 4u; t++) {
-    let lo = u32(code(select(vx[l + t], kx[l + t], is_key), so));
-    let hi = u32(code(select(vx[l + 4u + t], kx[l + 4u + t], is_key), so));
-    w |= (lo | (hi << 4u)) << (8u * t);
-  }
-  return w;
-#endif
-}
+#include "common/kv_quant.wgsl"
 
 @compute @workgroup_size(WG)
 fn rope_qk_cache_q(

@@ -242,6 +242,37 @@ export interface Attention extends Readonly<AttentionShape> {
     window?: number,
     at?: GpuStart,
   ): void;
+  /**
+   * Whether {@linkcode Attention.attendNew} serves this layout: head_dim a multiple of 8 (of 64
+   * for an int8 cache, whose scale words hold two groups).
+   */
+  readonly foldsRope: boolean;
+  /**
+   * One decode step (one query row at position `startPos`, plus `at.base` with `at`) with RoPE
+   * and the cache write folded in: `q` `[numHeads, headDim]`, `k` and `v` `[numKvHeads,
+   * headDim]` as the q/k/v products left them, before RoPE (`invFreq`: RoPE's frequencies). The
+   * rotated key and the value are stored at that position of the cache, and `out` gets what
+   * `RopeQk.encodeToCache` followed by {@linkcode Attention.attend} would give, bit for bit, in
+   * one dispatch fewer. `q`, `k` and `v` are left as they are. Only where `foldsRope`.
+   *
+   * @example
+   * ```ts ignore
+   * if (attn.foldsRope) attn.attendNew(batch, q, k, v, invFreq, cacheK, cacheV, out, pos);
+   * ```
+   */
+  attendNew(
+    batch: CommandBatch,
+    q: Binding,
+    k: Binding,
+    v: Binding,
+    invFreq: Binding,
+    cacheK: Binding,
+    cacheV: Binding,
+    out: Binding,
+    startPos: number,
+    window?: number,
+    at?: GpuStart,
+  ): void;
   /** Frees the scratch. */
   destroy(): void;
 }
@@ -293,11 +324,21 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     ...(opts.fastConvert ? ["FASTCVT"] : []),
     ...(info.codeBits !== 16 && headDim % 32 === 0 && opts.valueElements === 16 ? ["V16"] : []),
   ];
-  const [write, attend, split, combine] = await Promise.all([
+  // RoPE and the cache write folded into a decode step's attention (FUSE_NEW): heads of whole
+  // 16-byte words, and for int8 whole scale words (two groups of 32 a word).
+  const foldsRope = headDim % 8 === 0 && (info.codeBits !== 8 || headDim % 64 === 0);
+  const fused = [...defines, "FUSE_NEW", ...(info.rotateKeys ? ["KROT"] : [])];
+  const [write, attend, split, combine, attendNew, splitNew] = await Promise.all([
     gpu.kernel({ file: "attention", entry: "write_kv", constants: { HEAD_DIM: headDim } }),
     gpu.kernel({ file: "attention", entry: "attend", defines, constants }),
     gpu.kernel({ file: "attention", entry: "attend_split", defines, constants }),
     gpu.kernel({ file: "attention", entry: "attend_combine", constants }),
+    foldsRope
+      ? gpu.kernel({ file: "attention", entry: "attend", defines: fused, constants })
+      : null,
+    foldsRope
+      ? gpu.kernel({ file: "attention", entry: "attend_split", defines: fused, constants })
+      : null,
   ]);
   const maxSplits = opts.maxSeq ? Math.ceil(opts.maxSeq / splitKeys) : 0;
   const scratch = maxSplits > 1
@@ -322,6 +363,54 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
   const base = (rows: number, startPos: number, splits = 1, window = 0, range = splitKeys) =>
     params().u32(rows).u32(startPos).u32(numHeads).u32(numKvHeads).f32(1 / Math.sqrt(headDim))
       .u32(splits).u32(range).u32(window).u32(layout.scaleWord).build();
+  // attend and attendNew: one call's split plan and dispatches. `news` (attendNew): the new
+  // key, value and RoPE's frequencies, bound after the position word.
+  const dispatchAttend = (
+    batch: CommandBatch,
+    [q, cacheK, cacheV]: Binding[],
+    out: Binding,
+    startPos: number,
+    rows: number,
+    window: number,
+    at: GpuStart | undefined,
+    folded: boolean,
+    news: Binding[] = [],
+  ) => {
+    requireBytes(q, rows * numHeads * headDim * 4, "attention q");
+    requireBytes(out, rows * numHeads * headDim * 4, "attention out");
+    // the longest context the rows can see: what the grid is planned for
+    const len = latestStart(startPos, at) + rows;
+    if (opts.maxSeq && len > opts.maxSeq) {
+      throw new RangeError(
+        `attention: positions up to ${len} exceed the cache (${opts.maxSeq})`,
+      );
+    }
+    requireBytes(cacheK, cacheBytes(len), "attention cacheK");
+    requireBytes(cacheV, cacheBytes(len), "attention cacheV");
+    if (at) requireBytes(at.base, 4, "attention start position");
+    const pos = at?.base ?? batch.gpu.zeros();
+    const items = rows * numHeads;
+    const range = rangeKeys(len, items);
+    const splits = Math.ceil(len / range);
+    if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
+      const p = base(rows, startPos, splits, window, range);
+      batch.dispatch(
+        folded ? splitNew! : split,
+        [q, cacheK, cacheV, scratch, pos, ...news],
+        grid(items * splits),
+        p,
+      );
+      batch.dispatch(combine, [scratch, out], grid(items), p);
+    } else {
+      const p = base(rows, startPos, 1, window);
+      batch.dispatch(
+        folded ? attendNew! : attend,
+        [q, cacheK, cacheV, out, pos, ...news],
+        grid(items),
+        p,
+      );
+    }
+  };
   return {
     numHeads,
     numKvHeads,
@@ -339,31 +428,25 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       const groups = grid(Math.ceil((rows * numKvHeads * headDim) / 2 / 256));
       batch.dispatch(write, [k, v, cacheK, cacheV], groups, base(rows, startPos));
     },
+    foldsRope,
     attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0, at) {
-      requireBytes(q, rows * numHeads * headDim * 4, "attention q");
-      requireBytes(out, rows * numHeads * headDim * 4, "attention out");
-      // the longest context the rows can see: what the grid is planned for
-      const len = latestStart(startPos, at) + rows;
-      if (opts.maxSeq && len > opts.maxSeq) {
-        throw new RangeError(
-          `attention: positions up to ${len} exceed the cache (${opts.maxSeq})`,
+      dispatchAttend(batch, [q, cacheK, cacheV], out, startPos, rows, window, at, false);
+    },
+    attendNew(batch, q, k, v, invFreq, cacheK, cacheV, out, startPos, window = 0, at) {
+      if (!foldsRope) {
+        throw new Error(
+          `attention.attendNew: needs head_dim a multiple of 8 (of 64 for an int8 cache); ` +
+            `this one: ${kvCache}, head_dim ${headDim}`,
         );
       }
-      requireBytes(cacheK, cacheBytes(len), "attention cacheK");
-      requireBytes(cacheV, cacheBytes(len), "attention cacheV");
-      if (at) requireBytes(at.base, 4, "attention start position");
-      const pos = at?.base ?? batch.gpu.zeros();
-      const items = rows * numHeads;
-      const range = rangeKeys(len, items);
-      const splits = Math.ceil(len / range);
-      if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
-        const p = base(rows, startPos, splits, window, range);
-        batch.dispatch(split, [q, cacheK, cacheV, scratch, pos], grid(items * splits), p);
-        batch.dispatch(combine, [scratch, out], grid(items), p);
-      } else {
-        const p = base(rows, startPos, 1, window);
-        batch.dispatch(attend, [q, cacheK, cacheV, out, pos], grid(items), p);
-      }
+      requireBytes(k, numKvHeads * headDim * 4, "attention k");
+      requireBytes(v, numKvHeads * headDim * 4, "attention v");
+      requireBytes(invFreq, (headDim / 2) * 4, "attention invFreq");
+      dispatchAttend(batch, [q, cacheK, cacheV], out, startPos, 1, window, at, true, [
+        k,
+        v,
+        invFreq,
+      ]);
     },
     destroy() {
       scratch?.destroy();

@@ -341,7 +341,9 @@ export class LlamaModel {
       );
       if (streamer) owned.push(streamer);
       const kvCache = options.kvCache ?? "f16";
-      const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen, kvCache);
+      const ops = await LlamaOps.create(gpu, config, weights.embed, maxSeqLen, kvCache, {
+        foldRope: options.foldRope ?? true,
+      });
       owned.push(ops);
       const state = createRunState(gpu, config, chunk, maxSeqLen, kvCache, owned);
       // Reserve the uniform buffer for a whole chunk now, so it never grows mid-run and the

@@ -118,6 +118,12 @@ export interface LoadOptions {
    */
   stackLayers?: boolean;
   /**
+   * Fold RoPE and the KV cache write into a decode step's attention, one dispatch per layer
+   * instead of two, with the same results bit for bit (`Attention.attendNew`: head_dim a
+   * multiple of 8, of 64 with an int8 cache). Default true.
+   */
+  foldRope?: boolean;
+  /**
    * GPU memory budget in bytes (the ledger's figure). Given, the loader keeps as many decoder
    * layers on the GPU as fit after everything else, keeps the others quantized in host memory
    * and uploads them during each forward into a ring of slots ({@linkcode LayerStreamer}); the

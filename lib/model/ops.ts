@@ -36,6 +36,7 @@ export class LlamaOps {
   #elementwise: Elementwise;
   #argmax: Argmax;
   #headNorm: RmsNorm | null;
+  #foldRope: boolean;
 
   private constructor(
     embedding: Embedding,
@@ -45,6 +46,7 @@ export class LlamaOps {
     elementwise: Elementwise,
     argmax: Argmax,
     headNorm: RmsNorm | null,
+    foldRope: boolean,
   ) {
     this.#embedding = embedding;
     this.#norm = norm;
@@ -53,12 +55,14 @@ export class LlamaOps {
     this.#elementwise = elementwise;
     this.#argmax = argmax;
     this.#headNorm = headNorm;
+    this.#foldRope = foldRope;
   }
 
   /**
    * Compiles every kernel the forward pass needs for sequences up to `maxSeq` (attention keeps a
    * small scratch for splitting long decode steps) with a KV cache of `maxSeq` positions in
-   * `kvCache`; `embedTable` stays owned by the caller.
+   * `kvCache`; `embedTable` stays owned by the caller. `foldRope` (default true): one-row steps
+   * take RoPE and the cache write inside the attention where it can (see `attention`).
    */
   static async create(
     gpu: Gpu,
@@ -66,6 +70,7 @@ export class LlamaOps {
     embedTable: GpuTensor,
     maxSeq: number,
     kvCache: KvCacheFormat = "f16",
+    { foldRope = true }: { foldRope?: boolean } = {},
   ): Promise<LlamaOps> {
     const [embedding, norm, rope, attention, elementwise, argmax, headNorm] = await Promise.all([
       createEmbedding(gpu, {
@@ -96,7 +101,16 @@ export class LlamaOps {
         ? createRmsNorm(gpu, { dim: c.headDim, eps: c.rmsNormEps, workgroupSize: 64 })
         : null,
     ]);
-    return new LlamaOps(embedding, norm, rope, attention, elementwise, argmax, headNorm);
+    return new LlamaOps(
+      embedding,
+      norm,
+      rope,
+      attention,
+      elementwise,
+      argmax,
+      headNorm,
+      foldRope,
+    );
   }
 
   /** Frees the attention scratch (the embedding table belongs to the model). */
@@ -154,7 +168,9 @@ export class LlamaOps {
    * Rotates q in place and appends the rotated k and v to the layer's cache for positions
    * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache (over
    * the last `window` positions only, when given: sliding-window attention). With `at`, both
-   * add the u32 in `at.base` to `start` on the GPU.
+   * add the u32 in `at.base` to `start` on the GPU. One row takes one dispatch
+   * with the same results: the attention turns q and k itself and writes the cache
+   * (`Attention.attendNew`), leaving q as it was.
    */
   attention(
     batch: CommandBatch,
@@ -170,6 +186,10 @@ export class LlamaOps {
     window = 0,
     at?: GpuStart,
   ): void {
+    if (rows === 1 && this.#attention.foldsRope && this.#foldRope) {
+      this.#attention.attendNew(batch, q, k, v, invFreq, cacheK, cacheV, out, start, window, at);
+      return;
+    }
     this.#rope.encodeToCache(batch, q, k, v, invFreq, cacheK, cacheV, start, rows, at);
     this.#attention.attend(batch, q, cacheK, cacheV, out, start, rows, window, at);
   }

@@ -241,3 +241,121 @@ Deno.test("sliding-window attention matches cpuAttention with the same window", 
       }
     }
   }));
+
+// A decode step with RoPE and the cache write folded into the attention (attendNew) must leave
+// the same output and cache, bit for bit, as RoPE into the cache followed by attend, for every
+// cache format: unsplit and split (the new position in the last range, and alone in a range),
+// GQA, a sliding window, 32 key and 16 value elements per thread, 128-wide heads, workgroups of
+// 64 threads for heads of 128, and a start position read on the GPU.
+Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache, then attend", () =>
+  withGpu({}, async (gpu) => {
+    const { createRopeQk } = await import("../../lib/kernels/rope.ts");
+    const { kvCacheLayout } = await import("../../lib/kernels/kv_cache.ts");
+    type Case = {
+      heads: number;
+      kvHeads: number;
+      headDim: number;
+      start: number;
+      variant: Record<string, number>;
+      window?: number;
+      onGpu?: number;
+    };
+    const cases: Case[] = [
+      { heads: 4, kvHeads: 2, headDim: 64, start: 37, variant: {} },
+      { heads: 4, kvHeads: 2, headDim: 64, start: 140, variant: { splitKeys: 64 } },
+      { heads: 4, kvHeads: 2, headDim: 64, start: 128, variant: { splitKeys: 64 } },
+      { heads: 4, kvHeads: 4, headDim: 128, start: 75, variant: { keyElements: 32 } },
+      { heads: 4, kvHeads: 2, headDim: 128, start: 50, variant: { workgroupSize: 64 } },
+      { heads: 8, kvHeads: 2, headDim: 64, start: 90, variant: { splitKeys: 64 }, window: 40 },
+      { heads: 4, kvHeads: 2, headDim: 64, start: 100, variant: { splitKeys: 64 }, onGpu: 60 },
+    ];
+    const formats = ["f16", "int8", "int4", "int4-plain"] as const;
+    let n = 0;
+    for (const kvCache of formats) {
+      for (const { heads, kvHeads, headDim, start, variant, window, onGpu } of cases) {
+        const c = n++;
+        const shape = { numHeads: heads, numKvHeads: kvHeads, headDim };
+        const maxSeq = 200;
+        const values = kvCache === "f16" ? {} : { valueElements: c % 2 ? 16 : 8 } as const;
+        const attn = await createAttention(gpu, {
+          ...shape,
+          ...variant,
+          ...values,
+          splitWorkgroups: 0,
+          maxSeq,
+          kvCache,
+        });
+        if (!attn.foldsRope) throw new Error(`${kvCache}, head_dim ${headDim}: must fold RoPE`);
+        const rope = await createRopeQk(gpu, { heads, kvHeads, headDim, maxSeq, kvCache });
+        const freqs = Float32Array.from(
+          { length: headDim / 2 },
+          (_, i) => 1e4 ** (-2 * i / headDim),
+        );
+        const kOld = randn(start * kvHeads * headDim, 40 + c);
+        const vOld = randn(start * kvHeads * headDim, 50 + c);
+        const qOld = new Float32Array(start * heads * headDim);
+        const q = randn(heads * headDim, 60 + c, 1.5);
+        const k = randn(kvHeads * headDim, 70 + c);
+        const v = randn(kvHeads * headDim, 80 + c);
+        const bytes = kvCacheLayout(kvCache, maxSeq, kvHeads, headDim).bytes;
+        const run = async (folded: boolean) => {
+          const cache = [0, 1].map((i) =>
+            gpu.tensor({ label: `cache ${i}`, category: "kv-cache", byteSize: bytes })
+          );
+          const t = [q, k, v, freqs, kOld, vOld, qOld].map((x, i) => f32Tensor(gpu, `t${i}`, x));
+          const out = emptyF32(gpu, "out", q.length);
+          const cpuStart = onGpu ? start - onGpu : start;
+          const base = onGpu
+            ? gpu.tensor({
+              label: "start",
+              category: "activations",
+              data: new Uint32Array([onGpu]),
+            })
+            : undefined;
+          const at = base ? { base, bound: start + 20 } : undefined;
+          const batch = new CommandBatch(gpu);
+          batch.clear(cache[0]);
+          batch.clear(cache[1]);
+          // the older positions, as a prefill leaves them
+          rope.encodeToCache(batch, t[6], t[4], t[5], t[3], cache[0], cache[1], 0, start);
+          const before = batch.dispatchCount;
+          if (folded) {
+            attn.attendNew(
+              batch,
+              t[0],
+              t[1],
+              t[2],
+              t[3],
+              cache[0],
+              cache[1],
+              out,
+              cpuStart,
+              window,
+              at,
+            );
+          } else {
+            rope.encodeToCache(batch, t[0], t[1], t[2], t[3], cache[0], cache[1], cpuStart, 1, at);
+            attn.attend(batch, t[0], cache[0], cache[1], out, cpuStart, 1, window, at);
+          }
+          const dispatches = batch.dispatchCount - before;
+          batch.submit();
+          const got = {
+            out: await gpu.readF32(out),
+            k: await gpu.readU32(cache[0]),
+            v: await gpu.readU32(cache[1]),
+            dispatches,
+          };
+          for (const x of [...t, ...cache, out, ...(base ? [base] : [])]) x.destroy();
+          return got;
+        };
+        const want = await run(false);
+        const got = await run(true);
+        const label = `${kvCache}, case ${c}`;
+        assertEquals(got.out, want.out, `${label}: output`);
+        assertEquals(got.k, want.k, `${label}: key cache`);
+        assertEquals(got.v, want.v, `${label}: value cache`);
+        assertEquals(got.dispatches, want.dispatches - 1, `${label}: one dispatch fewer`);
+        attn.destroy();
+      }
+    }
+  }));
