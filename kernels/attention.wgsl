@@ -26,16 +26,17 @@
 // scale · code (+ offset). Where keys were turned by a Hadamard matrix (rope.wgsl), q arrives
 // turned the same way.
 //
-// The newest key first: a query's own position (the last it sees) is attended before the others,
-// as the softmax's starting state, then the older positions go by in blocks. With FUSE_NEW
-// (decode: one query row, f16 cache, head_dim a multiple of 8) q, k and v arrive as the q/k/v
-// products left them, before RoPE (rope.wgsl's rope_qk_cache otherwise runs first): each
-// workgroup turns its query and the new key itself, with rope.wgsl's arithmetic
-// (common/rope_angle.wgsl), rounds the key and value to f16 as the cache would, and attends to
-// them from workgroup memory; the first query head of each kv head's group (in the range holding
-// the new position) stores them in the cache for later steps. No workgroup of the dispatch reads
-// that position from the cache, so the order of the stores does not matter, and a step gives the
-// same numbers as the two dispatches it replaces.
+// Decode with RoPE folded in (FUSE_NEW: one query row, head_dim a multiple of 8): q, k and v
+// arrive as the q/k/v products left them, before RoPE (rope.wgsl's rope_qk_cache or
+// rope_qk_cache_q otherwise runs first). Each workgroup turns its query itself, with rope.wgsl's
+// arithmetic (common/rope_angle.wgsl); the range holding the new position also turns the new key
+// and rounds or quantizes it and the value exactly as rope.wgsl would (common/kv_quant.wgsl), and
+// attends to that position first, from workgroup memory, as the softmax's starting state (its
+// key is not in the cache yet); the first query head of each kv head's group stores them in the
+// cache for later steps. No workgroup of the dispatch reads that position from the cache, so the
+// order of the stores does not matter. The cache gets the same words as from rope.wgsl; the
+// output differs from RoPE + attend only in the order of the softmax sums (the new position
+// first rather than last).
 //
 // attend and attend_split see query row r at position start_pos + pos_base[0] + r: pos_base is a
 // word on the GPU, zero unless speculative rounds chained on the GPU keep the position there.
@@ -167,6 +168,10 @@ var<private> new_pos: u32;
 var<workgroup> qx: array<f32, HEAD_DIM>;
 var<workgroup> kx: array<f32, HEAD_DIM>;
 var<workgroup> vx: array<f32, HEAD_DIM>;
+#if KROT
+var<workgroup> qx2: array<f32, HEAD_DIM>; // the Hadamard butterflies' other half
+var<workgroup> kx2: array<f32, HEAD_DIM>;
+#endif
 #if KVQ
 #include "common/kv_quant.wgsl"
 
@@ -223,9 +228,6 @@ fn turned(x_lo: f32, x_hi: f32, e: u32) -> f32 {
   return select(r.x, r.y, e >= HEAD_DIM / 2u);
 }
 
-// Most elements a thread takes in the loops over a head (HEAD_DIM ≤ 8 · ATT_WG).
-const MAX_PER_THREAD: u32 = 8u;
-
 // Turns the query of `item` (one query row: item is the head) and, with `with_new`, stages the
 // new key and value of its kv head, as rope.wgsl's rope_qk_cache (f16) or rope_qk_cache_q
 // (int8/int4) would write them; the first query head of the group also stores them in the cache
@@ -246,27 +248,49 @@ fn stage_new(lid: u32, item: u32, with_new: bool) {
   }
   workgroupBarrier();
 #if KROT
-  // the Hadamard matrix on each group of 32, as rope_qk_cache_q's butterflies
+  // the Hadamard matrix on each group of 32, rope_qk_cache_q's butterflies (the same sums),
+  // between two workgroup arrays: the odd stages write qx2/kx2, the even ones qx/kx; with K16
+  // load_query turns the query itself, in registers
+#if K16
+  let turn_q = false;
+#else
+  let turn_q = true;
+#endif
+  if (!turn_q && !with_new) {
+    return;
+  }
   for (var h = 1u; h < GROUP; h <<= 1u) {
-    var nq: array<f32, MAX_PER_THREAD>;
-    var nk: array<f32, MAX_PER_THREAD>;
-    for (var m = 0u; lid + m * ATT_WG < HEAD_DIM; m++) {
-      let e = lid + m * ATT_WG;
-      nq[m] = select(qx[e ^ h] - qx[e], qx[e] + qx[e ^ h], (e & h) == 0u);
-      if (with_new) {
-        nk[m] = select(kx[e ^ h] - kx[e], kx[e] + kx[e ^ h], (e & h) == 0u);
-      }
-    }
-    workgroupBarrier();
-    for (var m = 0u; lid + m * ATT_WG < HEAD_DIM; m++) {
-      let e = lid + m * ATT_WG;
-      qx[e] = nq[m] * select(1.0, INV_SQRT_GROUP, h == GROUP / 2u);
-      if (with_new) {
-        kx[e] = nk[m] * select(1.0, INV_SQRT_GROUP, h == GROUP / 2u);
+    let odd = (firstTrailingBit(h) & 1u) == 0u;
+    for (var e = lid; e < HEAD_DIM; e += ATT_WG) {
+      let low = (e & h) == 0u;
+      if (odd) {
+        if (turn_q) {
+          qx2[e] = select(qx[e ^ h] - qx[e], qx[e] + qx[e ^ h], low);
+        }
+        if (with_new) {
+          kx2[e] = select(kx[e ^ h] - kx[e], kx[e] + kx[e ^ h], low);
+        }
+      } else {
+        if (turn_q) {
+          qx[e] = select(qx2[e ^ h] - qx2[e], qx2[e] + qx2[e ^ h], low);
+        }
+        if (with_new) {
+          kx[e] = select(kx2[e ^ h] - kx2[e], kx2[e] + kx2[e ^ h], low);
+        }
       }
     }
     workgroupBarrier();
   }
+  // five stages: the last wrote qx2 and kx2
+  for (var e = lid; e < HEAD_DIM; e += ATT_WG) {
+    if (turn_q) {
+      qx[e] = qx2[e] * INV_SQRT_GROUP;
+    }
+    if (with_new) {
+      kx[e] = kx2[e] * INV_SQRT_GROUP;
+    }
+  }
+  workgroupBarrier();
 #endif
   if (!with_new) {
     return;
@@ -446,13 +470,76 @@ fn window_start(len: u32) -> u32 {
 // Below any real score, yet finite: exp(NEG_BIG - m) is 0, never NaN from inf - inf.
 const NEG_BIG: f32 = -3.0e38;
 
-fn load_query(item: u32, t: u32) {
+// Butterflies of the Hadamard matrix within four neighbouring elements: pairs 1 apart (h = 1),
+// then 2 apart (h = 2); the lower element of a pair gets the sum, the upper one lower - upper.
+fn butterfly1(v: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(v.x + v.y, v.x - v.y, v.z + v.w, v.z - v.w);
+}
+
+fn butterfly2(v: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(v.xy + v.zw, v.xy - v.zw);
+}
+
+// This thread's part t of query `item` into qr (lid: the thread; FUSE_NEW with KROT and K16 has
+// a barrier, so the whole workgroup calls it).
+fn load_query(item: u32, t: u32, lid: u32) {
 #if FUSE_NEW
+#if KROT
+#if K16
+  // The query as stage_new turned it by RoPE, then by the Hadamard matrix here: this thread's 16
+  // elements are half of a group, so four of the five butterfly stages stay in registers and the
+  // last pairs it with the other half, thread t ^ 1 (one exchange through qx2, not five rounds
+  // through workgroup memory in every workgroup). The same sums as rope_qk_cache_q's.
+  let e0 = t * 16u;
+  var a0 = vec4<f32>(qx[e0], qx[e0 + 1u], qx[e0 + 2u], qx[e0 + 3u]);
+  var a1 = vec4<f32>(qx[e0 + 4u], qx[e0 + 5u], qx[e0 + 6u], qx[e0 + 7u]);
+  var a2 = vec4<f32>(qx[e0 + 8u], qx[e0 + 9u], qx[e0 + 10u], qx[e0 + 11u]);
+  var a3 = vec4<f32>(qx[e0 + 12u], qx[e0 + 13u], qx[e0 + 14u], qx[e0 + 15u]);
+  a0 = butterfly2(butterfly1(a0));
+  a1 = butterfly2(butterfly1(a1));
+  a2 = butterfly2(butterfly1(a2));
+  a3 = butterfly2(butterfly1(a3));
+  let b0 = a0 + a1; // h = 4
+  let b1 = a0 - a1;
+  let b2 = a2 + a3;
+  let b3 = a2 - a3;
+  a0 = b0 + b2; // h = 8
+  a2 = b0 - b2;
+  a1 = b1 + b3;
+  a3 = b1 - b3;
+  // h = 16: the even thread of a group keeps mine + other, the odd one other - mine
+  if (lid < tpk()) {
+    for (var c = 0u; c < 4u; c++) {
+      qx2[e0 + c] = a0[c];
+      qx2[e0 + 4u + c] = a1[c];
+      qx2[e0 + 8u + c] = a2[c];
+      qx2[e0 + 12u + c] = a3[c];
+    }
+  }
+  workgroupBarrier();
+  let o0 = (t ^ 1u) * 16u;
+  let low = (t & 1u) == 0u;
+  let p0 = vec4<f32>(qx2[o0], qx2[o0 + 1u], qx2[o0 + 2u], qx2[o0 + 3u]);
+  let p1 = vec4<f32>(qx2[o0 + 4u], qx2[o0 + 5u], qx2[o0 + 6u], qx2[o0 + 7u]);
+  let p2 = vec4<f32>(qx2[o0 + 8u], qx2[o0 + 9u], qx2[o0 + 10u], qx2[o0 + 11u]);
+  let p3 = vec4<f32>(qx2[o0 + 12u], qx2[o0 + 13u], qx2[o0 + 14u], qx2[o0 + 15u]);
+  qr[0] = (select(p0 - a0, a0 + p0, low) * INV_SQRT_GROUP) * p.scale;
+  qr[1] = (select(p1 - a1, a1 + p1, low) * INV_SQRT_GROUP) * p.scale;
+  qr[2] = (select(p2 - a2, a2 + p2, low) * INV_SQRT_GROUP) * p.scale;
+  qr[3] = (select(p3 - a3, a3 + p3, low) * INV_SQRT_GROUP) * p.scale;
+#else
+  for (var i = 0u; i < KD / 4u; i++) {
+    let e = t * KD + 4u * i;
+    qr[i] = vec4<f32>(qx[e], qx[e + 1u], qx[e + 2u], qx[e + 3u]) * p.scale;
+  }
+#endif
+#else
   // the query as stage_new turned it
   for (var i = 0u; i < KD / 4u; i++) {
     let e = t * KD + 4u * i;
     qr[i] = vec4<f32>(qx[e], qx[e + 1u], qx[e + 2u], qx[e + 3u]) * p.scale;
   }
+#endif
 #else
 #if HD8
   let base = (item * HEAD_DIM + t * KD) / 4u;
@@ -771,9 +858,15 @@ fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
   (*r).l += pw;
 }
 
+#if FUSE_NEW
+const NEWEST_FIRST: bool = true;
+#else
+const NEWEST_FIRST: bool = false;
+#endif
+
 // The softmax state after the query's own position rh alone (weight 1, the first key of a block
-// of one): its score's parts meet in sh as a block's do, lane 0 takes the value. From the cache,
-// or with FUSE_NEW from the staged new key and value.
+// of one): its score's parts meet in sh as a block's do, lane 0 takes the value, from the staged
+// new key and value (FUSE_NEW).
 fn newest_first(lid: u32, rh: u32) -> Partial {
 #if FUSE_NEW
   let staged = true;
@@ -809,7 +902,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
   let lane = lid / tpv();
   let kg = kgroups();
   let nl = lanes();
-  load_query(item, tk);
+  load_query(item, tk, lid);
 
   var r: Partial;
   r.m = NEG_BIG;
@@ -953,7 +1046,7 @@ fn attend(
   new_pos = len - 1u;
   stage_new(lid, item, true);
 #endif
-  let r = attend_range(lid, item, window_start(len), len, true);
+  let r = attend_range(lid, item, window_start(len), len, NEWEST_FIRST);
   gather_lanes(lid, r);
   let l = weight_sum();
   for (var d = lid; d < HEAD_DIM; d += ATT_WG) {
@@ -977,7 +1070,7 @@ fn attend_split(
   let j_begin = min(len, max(window_start(len), range_begin));
   let j_end = max(j_begin, min(len, range_begin + p.split_keys));
   // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
-  let newest = j_end == len && j_begin < j_end;
+  let newest = NEWEST_FIRST && j_end == len && j_begin < j_end;
 #if FUSE_NEW
   new_pos = len - 1u;
   stage_new(lid, item, newest); // every range turns its query
