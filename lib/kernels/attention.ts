@@ -200,6 +200,16 @@ export function attentionScratchBytes(
   return (splitBelowItems - 1) * splits * (shape.headDim + 2) * 4;
 }
 
+/**
+ * The longest context a one-row step takes RoPE folded into the attention
+ * ({@linkcode Attention.foldsRopeAt}). Measured on an H200, Llama-2-7B shape, GPU ms per step,
+ * two dispatches → one: at 128 positions 3.0–4.2% faster with every cache format, at 4,096 f16
+ * 3.4% and int8 1.0% faster but int4 1.0% slower, at 16,384 3–7% slower (the folded kernel binds
+ * the cache writable, to store the new position, and its loads of the older ones slow down);
+ * BENCHMARKS.md has the runs.
+ */
+export const FOLD_ROPE_MAX_POSITIONS = 4096;
+
 /** Attention kernels for one head layout; see {@linkcode createAttention}. */
 export interface Attention extends Readonly<AttentionShape> {
   /** Bytes of the scratch this instance owns (0 without `maxSeq`). */
@@ -247,6 +257,19 @@ export interface Attention extends Readonly<AttentionShape> {
    * for an int8 cache, whose scale words hold two groups).
    */
   readonly foldsRope: boolean;
+  /**
+   * Whether a one-row step at `startPos` (plus `at.base`, up to `at.bound`) is better served by
+   * {@linkcode Attention.attendNew} than by RoPE into the cache and {@linkcode Attention.attend}:
+   * where it folds at all and the step sees at most {@linkcode FOLD_ROPE_MAX_POSITIONS}
+   * positions (past that the folded kernel's writable cache bindings slow its loads more than the
+   * dispatch saves).
+   *
+   * @example
+   * ```ts ignore
+   * attn.foldsRopeAt(127); // true where foldsRope: a short context
+   * ```
+   */
+  foldsRopeAt(startPos: number, at?: GpuStart): boolean;
   /**
    * One decode step (one query row at position `startPos`, plus `at.base` with `at`) with RoPE
    * and the cache write folded in: `q` `[numHeads, headDim]`, `k` and `v` `[numKvHeads,
@@ -429,6 +452,9 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       batch.dispatch(write, [k, v, cacheK, cacheV], groups, base(rows, startPos));
     },
     foldsRope,
+    foldsRopeAt(startPos, at) {
+      return foldsRope && latestStart(startPos, at) + 1 <= FOLD_ROPE_MAX_POSITIONS;
+    },
     attend(batch, q, cacheK, cacheV, out, startPos, rows, window = 0, at) {
       dispatchAttend(batch, [q, cacheK, cacheV], out, startPos, rows, window, at, false);
     },

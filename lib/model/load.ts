@@ -119,8 +119,9 @@ export interface LoadOptions {
   stackLayers?: boolean;
   /**
    * Fold RoPE and the KV cache write into a decode step's attention, one dispatch per layer
-   * instead of two, with the same results bit for bit (`Attention.attendNew`: head_dim a
-   * multiple of 8, of 64 with an int8 cache). Default true.
+   * instead of two, up to `FOLD_ROPE_MAX_POSITIONS` positions, where it measured faster
+   * (`Attention.attendNew`: head_dim a multiple of 8, of 64 with an int8 cache; the same cache
+   * words, the output within rounding). Default true.
    */
   foldRope?: boolean;
   /**

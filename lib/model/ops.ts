@@ -168,9 +168,10 @@ export class LlamaOps {
    * Rotates q in place and appends the rotated k and v to the layer's cache for positions
    * start .. start + rows - 1 (one dispatch), then causal attention of q over the cache (over
    * the last `window` positions only, when given: sliding-window attention). With `at`, both
-   * add the u32 in `at.base` to `start` on the GPU. One row takes one dispatch
-   * with the same results: the attention turns q and k itself and writes the cache
-   * (`Attention.attendNew`), leaving q as it was.
+   * add the u32 in `at.base` to `start` on the GPU. One row at a context up to
+   * `FOLD_ROPE_MAX_POSITIONS` takes one dispatch: the attention turns q and k itself and writes
+   * the cache (`Attention.attendNew`; the same cache, the output within rounding), leaving q as
+   * it was.
    */
   attention(
     batch: CommandBatch,
@@ -186,7 +187,7 @@ export class LlamaOps {
     window = 0,
     at?: GpuStart,
   ): void {
-    if (rows === 1 && this.#attention.foldsRope && this.#foldRope) {
+    if (rows === 1 && this.#foldRope && this.#attention.foldsRopeAt(start, at)) {
       this.#attention.attendNew(batch, q, k, v, invFreq, cacheK, cacheV, out, start, window, at);
       return;
     }

@@ -8,6 +8,7 @@ import {
   type AttentionShape,
   cpuAttention,
   createAttention,
+  FOLD_ROPE_MAX_POSITIONS,
   kvCacheBytes,
 } from "../../lib/kernels/attention.ts";
 import { assertClose, randn } from "../helpers/random.ts";
@@ -355,6 +356,12 @@ Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache,
         assertEquals(got.k, want.k, `${label}: key cache`);
         assertEquals(got.v, want.v, `${label}: value cache`);
         assertEquals(got.dispatches, want.dispatches - 1, `${label}: one dispatch fewer`);
+        // the model folds only short contexts (FOLD_ROPE_MAX_POSITIONS), planned for at.bound
+        assertEquals(attn.foldsRopeAt(start), true, `${label}: folds at ${start}`);
+        assertEquals(attn.foldsRopeAt(FOLD_ROPE_MAX_POSITIONS - 1), true, `${label}: the last`);
+        assertEquals(attn.foldsRopeAt(FOLD_ROPE_MAX_POSITIONS), false, `${label}: past it`);
+        const far = { base: gpu.zeros(), bound: FOLD_ROPE_MAX_POSITIONS };
+        assertEquals(attn.foldsRopeAt(start, far), false, `${label}: a GPU start's bound`);
         attn.destroy();
       }
     }
