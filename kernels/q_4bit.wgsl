@@ -194,17 +194,7 @@ const RPT: u32 = 4u;
 #endif
 #endif
 
-#if RED1
-// RED1: one word of padding per 32, so that one thread's run of GEMV_TPR partial sums and its
-// neighbours' runs fall on different banks.
-var<workgroup> partial: array<f32, GEMV_WG * RPT + GEMV_WG * RPT / 32u>;
-
-fn padded(i: u32) -> u32 {
-  return i + i / 32u;
-}
-#else
 var<workgroup> partial: array<f32, GEMV_WG * RPT>;
-#endif
 
 #if F16
 #if K32
@@ -231,37 +221,6 @@ fn byte_values(b: u32) -> vec2<f16> {
   return vec2<f16>(t16[32u * ((b >> 4u) & 0xfu) + bank].x, t16[32u * (b & 0xfu) + bank].y);
 }
 #else
-#if TBLC
-// TBLC (with TBLC8, TBLC16 or TBLC32 copies): the pair table below copied per lane, entry e of
-// copy c at TBL_COPIES·e + c and lane l reading copy l % TBL_COPIES, so a warp's lookups meet in
-// a bank only between lanes of one copy (never with 32 copies: 32 KiB of workgroup memory).
-#if TBLC32
-const TBL_COPIES: u32 = 32u;
-#else
-#if TBLC16
-const TBL_COPIES: u32 = 16u;
-#else
-const TBL_COPIES: u32 = 8u;
-#endif
-#endif
-var<workgroup> pairs: array<vec2<f16>, 256u * TBL_COPIES>;
-var<private> copy: u32;
-
-fn load_pairs(lid: u32) {
-  copy = lid % TBL_COPIES;
-  for (var i = lid; i < 256u * TBL_COPIES; i += GEMV_WG) {
-    let e = i / TBL_COPIES;
-    let hi = e >> 4u;
-    let lo = e & 15u;
-    pairs[i] = vec2<f16>(f16(p.table[hi / 4u][hi % 4u]), f16(p.table[lo / 4u][lo % 4u]));
-  }
-  workgroupBarrier();
-}
-
-fn byte_values(b: u32) -> vec2<f16> {
-  return pairs[TBL_COPIES * (b & 0xffu) + copy];
-}
-#else
 // pairs[b] = (table[b >> 4], table[b & 15]): the values of the two codes of byte b, one lookup.
 var<workgroup> pairs: array<vec2<f16>, 256>;
 
@@ -277,7 +236,6 @@ fn load_pairs(lid: u32) {
 fn byte_values(b: u32) -> vec2<f16> {
   return pairs[b & 0xffu];
 }
-#endif
 #endif
 
 // One x tile: the 2·GEMV_TPR units (32 activations each) that a thread group's lanes work on in
@@ -419,22 +377,6 @@ fn gemv(
     let xb = array<vec4<f16>, 8>(xf[jb], xf[jb + 1u], xf[jb + 2u], xf[jb + 3u], xf[jb + 4u],
       xf[jb + 5u], xf[jb + 6u], xf[jb + 7u]);
 #else
-#if EARLY
-    // EARLY: this step's code and scale loads go out before the x tile's barriers, so their
-    // latency overlaps the tile's.
-    let e0 = row_load(row_unit[0], row_elem[0], ua, ub, sh);
-    let e1 = row_load(row_unit[1], row_elem[1], ua, ub, sh);
-#if !RPT2
-    let e2 = row_load(row_unit[2], row_elem[2], ua, ub, sh);
-    let e3 = row_load(row_unit[3], row_elem[3], ua, ub, sh);
-#endif
-#if RPT8
-    let e4 = row_load(row_unit[4], row_elem[4], ua, ub, sh);
-    let e5 = row_load(row_unit[5], row_elem[5], ua, ub, sh);
-    let e6 = row_load(row_unit[6], row_elem[6], ua, ub, sh);
-    let e7 = row_load(row_unit[7], row_elem[7], ua, ub, sh);
-#endif
-#endif
     // The tile of x: coalesced f32 loads by the whole workgroup, rounded to f16 once.
     workgroupBarrier(); // the previous tile has been read
     let x0 = 16u * GEMV_TPR * t; // the tile's first vec4 of x
@@ -493,20 +435,6 @@ fn gemv(
     l7 = m7;
 #endif
 #else
-#if EARLY
-    acc[0] += row_sum(e0, xa, xb);
-    acc[1] += row_sum(e1, xa, xb);
-#if !RPT2
-    acc[2] += row_sum(e2, xa, xb);
-    acc[3] += row_sum(e3, xa, xb);
-#endif
-#if RPT8
-    acc[4] += row_sum(e4, xa, xb);
-    acc[5] += row_sum(e5, xa, xb);
-    acc[6] += row_sum(e6, xa, xb);
-    acc[7] += row_sum(e7, xa, xb);
-#endif
-#else
     acc[0] += row_step(row_unit[0], row_elem[0], ua, ub, sh, xa, xb);
     acc[1] += row_step(row_unit[1], row_elem[1], ua, ub, sh, xa, xb);
 #if !RPT2
@@ -518,7 +446,6 @@ fn gemv(
     acc[5] += row_step(row_unit[5], row_elem[5], ua, ub, sh, xa, xb);
     acc[6] += row_step(row_unit[6], row_elem[6], ua, ub, sh, xa, xb);
     acc[7] += row_step(row_unit[7], row_elem[7], ua, ub, sh, xa, xb);
-#endif
 #endif
 #endif
   }
@@ -564,27 +491,6 @@ fn gemv(
       }
     }
   }
-#endif
-#if RED1
-  // One barrier: then a thread per output feature sums its group's GEMV_TPR partial sums.
-  for (var r = 0u; r < RPT; r++) {
-    partial[padded(r * GEMV_WG + lid)] = acc[r];
-  }
-  workgroupBarrier();
-  if (lid < (GEMV_WG / GEMV_TPR) * RPT) {
-    let g = lid / RPT;
-    let r = lid % RPT;
-    let n = ((wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + g) * RPT + r;
-    let base = r * GEMV_WG + g * GEMV_TPR;
-    var sum = 0.0;
-    for (var l = 0u; l < GEMV_TPR; l++) {
-      sum += partial[padded(base + l)];
-    }
-    if (n < p.n_count) {
-      store_gemv(p.n_start + n, sum);
-    }
-  }
-  return;
 #endif
   for (var r = 0u; r < RPT; r++) {
     partial[r * GEMV_WG + lid] = acc[r];

@@ -96,11 +96,9 @@ export interface QuantTuning {
   /**
    * 4-bit f16 GEMV: code values from a 256-entry table of pairs (`"pairs"`, one lookup per byte,
    * bank conflicts) or a 16-entry table copied per bank (`"banked"`, two conflict-free lookups
-   * per byte), or the pair table copied 8, 16 or 32 times (`"copies8"`, `"copies16"`,
-   * `"copies32"`: 8, 16 or 32 KiB; lane l reads copy l % copies, so fewer lanes meet in a bank).
-   * Default `"pairs"`.
+   * per byte). Default `"pairs"`.
    */
-  gemvTable?: "pairs" | "banked" | "copies8" | "copies16" | "copies32";
+  gemvTable?: "pairs" | "banked";
   /**
    * Offer SwiGLU folded into the product's input read ({@linkcode QuantLinear.fusesSwiglu};
    * default true): the 4-bit f16 GEMV (K % 32 == 0) stages silu(x) · up as its x, and the int8
@@ -113,16 +111,6 @@ export interface QuantTuning {
    * bytes do not fit the device's workgroup memory).
    */
   gemvFullX?: boolean;
-  /**
-   * 4-bit f16 GEMV (K % 32 == 0): issue each step's code and scale loads before its x tile's
-   * barriers (default false).
-   */
-  gemvEarlyLoads?: boolean;
-  /**
-   * 4-bit GEMV: sum each output feature's per-lane partial sums in one thread after one barrier,
-   * instead of a tree with a barrier per level (default false).
-   */
-  gemvOneBarrierSum?: boolean;
   /**
    * Multi-row GEMV (`gemv_rows`): output features per lane group, 2 (default) or 4 (each load
    * of x serves four weight rows, with half the threads).
@@ -1440,8 +1428,6 @@ interface Shape {
   tileN: number;
 }
 
-const GEMV_TABLES = ["pairs", "banked", "copies8", "copies16", "copies32"];
-
 function checkTuning(
   gpu: Gpu,
   label: string,
@@ -1460,7 +1446,7 @@ function checkTuning(
     (t.gemvRowsFeatures !== undefined && t.gemvRowsFeatures !== 2 &&
       t.gemvRowsFeatures !== 4) ||
     (t.gemmTileN ?? 64) % 4 || ![2, 4, 8].includes(rpt) ||
-    (t.gemvTable && !GEMV_TABLES.includes(t.gemvTable)) ||
+    (t.gemvTable && !["pairs", "banked"].includes(t.gemvTable)) ||
     (t.gemmOuterRows !== undefined && ![64, 128].includes(t.gemmOuterRows)) ||
     (t.llmDenseOutliers !== undefined &&
       !(Number.isInteger(t.llmDenseOutliers) && t.llmDenseOutliers >= 0 &&
@@ -1509,10 +1495,7 @@ async function buildKernels(
         ? ["XFULL", ...(k <= 4096 ? ["XF4K"] : k <= 11264 ? ["XF11K"] : [])]
         : []),
       ...(t.gemvPrefetch ? ["PREFETCH"] : []),
-      ...(t.gemvEarlyLoads ? ["EARLY"] : []),
-      ...(t.gemvOneBarrierSum ? ["RED1"] : []),
       ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
-      ...(t.gemvTable?.startsWith("copies") ? ["TBLC", `TBLC${t.gemvTable.slice(6)}`] : []),
     ],
     swiglu: route.length === 0 && (t.gemvFuseSwiglu ?? true),
     unroll: t.gemvUnroll ?? !gpu.isSoftware,
