@@ -868,11 +868,7 @@ const NEWEST_FIRST: bool = false;
 // of one): its score's parts meet in sh as a block's do, lane 0 takes the value, from the staged
 // new key and value (FUSE_NEW).
 fn newest_first(lid: u32, rh: u32) -> Partial {
-#if FUSE_NEW
-  let staged = true;
-#else
-  let staged = false;
-#endif
+  let staged = NEWEST_FIRST; // only the FUSE_NEW kernel puts the newest position first
   if (lid < tpk()) {
     sh_set(lid, key_part_of(rh, lid, staged));
   }

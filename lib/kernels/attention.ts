@@ -203,10 +203,10 @@ export function attentionScratchBytes(
 /**
  * The longest context a one-row step takes RoPE folded into the attention
  * ({@linkcode Attention.foldsRopeAt}). Measured on an H200, Llama-2-7B shape, GPU ms per step,
- * two dispatches → one: at 128 positions 3.0–4.2% faster with every cache format, at 4,096 f16
- * 3.4% and int8 1.0% faster but int4 1.0% slower, at 16,384 3–7% slower (the folded kernel binds
- * the cache writable, to store the new position, and its loads of the older ones slow down);
- * BENCHMARKS.md has the runs.
+ * two dispatches → one: at 128 positions 3.3–4.0% faster with every cache format, at 4,096 f16
+ * 3.2% and int8 1.2% faster but int4 0.6% slower, at 16,384 3–7% slower (most likely because the
+ * folded kernel binds the cache writable, to store the new position, which slows its loads of
+ * the older ones); BENCHMARKS.md, "RoPE folded into the attention", has the runs.
  */
 export const FOLD_ROPE_MAX_POSITIONS = 4096;
 
@@ -274,9 +274,11 @@ export interface Attention extends Readonly<AttentionShape> {
    * One decode step (one query row at position `startPos`, plus `at.base` with `at`) with RoPE
    * and the cache write folded in: `q` `[numHeads, headDim]`, `k` and `v` `[numKvHeads,
    * headDim]` as the q/k/v products left them, before RoPE (`invFreq`: RoPE's frequencies). The
-   * rotated key and the value are stored at that position of the cache, and `out` gets what
-   * `RopeQk.encodeToCache` followed by {@linkcode Attention.attend} would give, bit for bit, in
-   * one dispatch fewer. `q`, `k` and `v` are left as they are. Only where `foldsRope`.
+   * rotated key and the value are stored at that position of the cache (the words
+   * `RopeQk.encodeToCache` would store, bit for bit), and `out` gets what it followed by
+   * {@linkcode Attention.attend} would give, up to the order of the softmax sums (the new
+   * position first), in one dispatch fewer. `q`, `k` and `v` are left as they are. Only where
+   * `foldsRope`.
    *
    * @example
    * ```ts ignore

@@ -11,6 +11,8 @@ import {
   FOLD_ROPE_MAX_POSITIONS,
   kvCacheBytes,
 } from "../../lib/kernels/attention.ts";
+import { kvCacheLayout } from "../../lib/kernels/kv_cache.ts";
+import { createRopeQk } from "../../lib/kernels/rope.ts";
 import { assertClose, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, withGpu } from "./_gpu.ts";
 
@@ -250,8 +252,6 @@ Deno.test("sliding-window attention matches cpuAttention with the same window", 
 // 64 threads for heads of 128, and a start position read on the GPU.
 Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache, then attend: the same cache, outputs within rounding", () =>
   withGpu({}, async (gpu) => {
-    const { createRopeQk } = await import("../../lib/kernels/rope.ts");
-    const { kvCacheLayout } = await import("../../lib/kernels/kv_cache.ts");
     type Case = {
       heads: number;
       kvHeads: number;
