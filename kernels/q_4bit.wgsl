@@ -64,7 +64,7 @@ struct Params {
   code_base: u32, // first word of this chunk's codes in the whole array
   split1: u32,    // gemv with ROUTE2/ROUTE3: first feature that goes to y2
   split2: u32,    // gemv with ROUTE3: first feature that goes to y3
-  pad0: u32,
+  eps: f32,      // gemv with NORM: RMSNorm's epsilon
   pad1: u32,
   pad2: u32,
   table: array<vec4<f32>, 4>,
@@ -114,6 +114,35 @@ struct Params {
 #endif
 #endif
 
+// NORM (f16 gemv with K32, one row): x is the residual stream and the product's input is
+// rmsnorm(x) · norm_w (rmsnorm.wgsl's arithmetic: x · (1 / sqrt(mean(x²) + eps)) · w, in f32),
+// which every workgroup computes as it stages its tiles: one dispatch less per norm. Not with
+// SWIGLU. The weight's binding follows the outputs.
+#if NORM
+#if DQ
+#if ROUTE2
+@group(0) @binding(9) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+#if ROUTE3
+@group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+@group(0) @binding(8) var<storage, read> norm_w4: array<vec4<f32>>;
+#endif
+#endif
+#else
+#if ROUTE2
+@group(0) @binding(6) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+#if ROUTE3
+@group(0) @binding(7) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+@group(0) @binding(5) var<storage, read> norm_w4: array<vec4<f32>>;
+#endif
+#endif
+#endif
+var<private> norm_inv: f32;
+#endif
+
 #include "common/stack_store.wgsl"
 
 // SWIGLU (f16 gemv with K32 only): x holds gate_proj's output and up4 up_proj's, and the product
@@ -124,7 +153,11 @@ fn x_at(i: u32) -> vec4<f32> {
   let g = x4[i];
   return g / (1.0 + exp(-g)) * up4[i];
 #else
+#if NORM
+  return x4[i] * norm_inv * norm_w4[i];
+#else
   return x4[i];
+#endif
 #endif
 }
 
@@ -326,6 +359,24 @@ fn gemv(
   let units = p.k / 32u;
 #if F16
   load_pairs(lid);
+#if NORM
+  // The norm's 1 / rms from the whole row (each workgroup computes the same value).
+  var ss = 0.0;
+  for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
+    let v = x4[i];
+    ss += dot(v, v);
+  }
+  partial[lid] = ss;
+  workgroupBarrier();
+  for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
+    if (lid < st) {
+      partial[lid] += partial[lid + st];
+    }
+    workgroupBarrier();
+  }
+  norm_inv = 1.0 / sqrt(partial[0] / f32(p.k) + p.eps);
+  workgroupBarrier(); // every thread has read partial[0] before the sums reuse it
+#endif
   // Rows past the chunk stand in for its last row, so that every load is in bounds and no branch
   // separates them; their sums are not stored.
   let sh = firstTrailingBit(p.blocksize); // blocksize is a power of two

@@ -18,7 +18,12 @@ fn store_gemv(n: u32, v: f32) {
     return;
   }
 #endif
+#if RESID
+  // the residual add in the product's epilogue: y is the residual stream, each feature one thread's
+  y[n] = y[n] + v;
+#else
   y[n] = v;
+#endif
 }
 
 // Output feature n of activation row r in a multi-row product (gemv_rows): y[r · n_total + n],

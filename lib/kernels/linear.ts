@@ -48,6 +48,18 @@ export interface LinearEncodeOptions {
    * for a layer whose {@linkcode Linear.fusesSwiglu} says yes for these rows.
    */
   swigluUp?: Binding;
+  /**
+   * The residual add in the product's epilogue: `y += x · Wᵀ` (each output read, added to in
+   * f32 and written back), where `y` is the residual stream. Only for a layer whose
+   * {@linkcode Linear.addsToOutput} says yes for these rows.
+   */
+  addToOutput?: boolean;
+  /**
+   * RMSNorm folded into the product: `x` is the residual stream, and the layer multiplies
+   * `rmsnorm(x) · weight` (rmsnorm.wgsl's arithmetic, in f32) without writing it. Only for a
+   * layer or stack whose `foldsRmsNorm` says yes for these rows; not with `swigluUp`.
+   */
+  rmsNorm?: { weight: Binding; eps: number };
 }
 
 /**
@@ -97,6 +109,10 @@ export interface Linear {
    * (absent: never).
    */
   fusesSwiglu?(rows: number): boolean;
+  /** Whether `encode` takes {@linkcode LinearEncodeOptions.addToOutput} for `rows` rows. */
+  addsToOutput?(rows: number): boolean;
+  /** Whether `encode` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
+  foldsRmsNorm?(rows: number): boolean;
   /**
    * Layers that quantize their activations (int8, one row): where the product reads the codes
    * and absmax of `x`, recorded as holding `x` quantized, so that the next `encode` of this x
@@ -504,6 +520,8 @@ export interface LinearStack {
   takesRows?(rows: number): boolean;
   /** As {@linkcode Linear.int8Input}, for the stack's one product. */
   int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
+  /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
+  foldsRmsNorm?(rows: number): boolean;
   /** Frees what the stack holds. */
   destroy(): void;
 }

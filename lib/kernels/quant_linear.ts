@@ -112,6 +112,13 @@ export interface QuantTuning {
    */
   gemvFullX?: boolean;
   /**
+   * 4-bit f16 GEMV (K % 32 == 0), one row: offer the residual add in the product's epilogue
+   * ({@linkcode QuantLinear.addsToOutput}) and RMSNorm folded into its input
+   * ({@linkcode QuantLinear.foldsRmsNorm}), which take a decode layer's two norm dispatches away.
+   * Default: on a hardware adapter.
+   */
+  gemvFoldNorm?: boolean;
+  /**
    * Multi-row GEMV (`gemv_rows`): output features per lane group, 2 (default) or 4 (each load
    * of x serves four weight rows, with half the threads).
    */
@@ -479,6 +486,11 @@ interface Kernels {
   gemv: Kernel;
   /** 4-bit f16 gemv with K % 32 == 0: the same with SwiGLU on its input (SWIGLU). */
   gemvSwiglu?: Kernel;
+  /** The same with the residual add in its epilogue (RESID), without and with SWIGLU. */
+  gemvResid?: Kernel;
+  gemvSwigluResid?: Kernel;
+  /** The gemv (with the layer's routing) reading rmsnorm(x) · weight (NORM). */
+  gemvNorm?: Kernel;
   /** int8 (not LLM.int8()): quantize_row of silu(x) · up (SWIGLU). */
   quantizeRowSwiglu?: Kernel;
   gemm: Kernel;
@@ -992,6 +1004,24 @@ export class QuantLinear implements Linear {
   }
 
   /**
+   * Whether `encode` takes {@linkcode LinearEncodeOptions.addToOutput} for `rows` rows: one row
+   * of a 4-bit layer with f16 arithmetic and K % 32 == 0, where {@linkcode
+   * QuantTuning.gemvFoldNorm} holds (with {@linkcode LinearEncodeOptions.swigluUp} too where
+   * {@linkcode fusesSwiglu} does).
+   */
+  addsToOutput(rows: number): boolean {
+    return rows === 1 && this.#kernels.gemvResid !== undefined;
+  }
+
+  /**
+   * Whether `encode` (and a stack's `encodeRow`) takes {@linkcode LinearEncodeOptions.rmsNorm}
+   * for `rows` rows: as {@linkcode addsToOutput}, for a layer or a stack's matrix.
+   */
+  foldsRmsNorm(rows: number): boolean {
+    return rows === 1 && this.#kernels.gemvNorm !== undefined;
+  }
+
+  /**
    * Records `y[rows, N] = x[rows, K] · Wᵀ`. With `options.reuseInput`, an int8 layer skips
    * quantizing x when the shared scratch holds this x (same binding, rows, K, format and
    * settings, recorded in this batch); otherwise, and for the formats that read x directly, it
@@ -1022,7 +1052,11 @@ export class QuantLinear implements Linear {
     if (rows > 1 && !this.stackTakesRows(rows)) {
       throw new RangeError(`${this.format} stack: no multi-row product for ${rows} rows`);
     }
-    this.#encode(batch, x, ys, rows, { reuseInput: options.reuseInput, perRow: rows > 1 });
+    this.#encode(batch, x, ys, rows, {
+      reuseInput: options.reuseInput,
+      perRow: rows > 1,
+      rmsNorm: options.rmsNorm,
+    });
   }
 
   /**
@@ -1104,6 +1138,15 @@ export class QuantLinear implements Linear {
       }
       requireBytes(options.swigluUp, k * 4, "linear swigluUp");
     }
+    if (options.addToOutput && !this.addsToOutput(rows)) {
+      throw new Error(`${this.format} linear: no product adding to its output for ${rows} rows`);
+    }
+    if (options.rmsNorm) {
+      if (!this.foldsRmsNorm(rows) || options.swigluUp) {
+        throw new Error(`${this.format} linear: no RMSNorm-folded product for ${rows} rows`);
+      }
+      requireBytes(options.rmsNorm.weight, k * 4, "linear rmsNorm weight");
+    }
     if (this.#family === "int8") {
       this.#encodeInt8(batch, x, ys, rows, options.reuseInput === true, perRow, options.swigluUp);
       return;
@@ -1112,17 +1155,24 @@ export class QuantLinear implements Linear {
       let p: ArrayBuffer;
       if (this.#family === "4bit") {
         const w = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count)
-          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(split1).u32(split2).u32(0).u32(0)
-          .u32(0);
+          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(split1).u32(split2)
+          .f32(options.rmsNorm?.eps ?? 0).u32(0).u32(0);
         for (const v of this.#table!) w.f32(v);
         p = w.build();
       } else {
         p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
       }
+      const groups = grid(Math.ceil(chunk.count / this.#shape.gemvRows));
+      const kern = this.#kernels;
       if (options.swigluUp) {
         const bindings = [x, chunk.binding, ...this.#arrays, y, options.swigluUp];
-        const groups = grid(Math.ceil(chunk.count / this.#shape.gemvRows));
-        batch.dispatch(this.#kernels.gemvSwiglu!, bindings, groups, p);
+        const kernel = options.addToOutput ? kern.gemvSwigluResid! : kern.gemvSwiglu!;
+        batch.dispatch(kernel, bindings, groups, p);
+      } else if (options.addToOutput) {
+        batch.dispatch(kern.gemvResid!, [x, chunk.binding, ...this.#arrays, y], groups, p);
+      } else if (options.rmsNorm) {
+        const bindings = [x, chunk.binding, ...this.#arrays, y, ...more, options.rmsNorm.weight];
+        batch.dispatch(kern.gemvNorm!, bindings, groups, p);
       } else {
         const bindings = [x, chunk.binding, ...this.#arrays, y, ...more];
         this.#product(batch, bindings, chunk, rows, p, perRow);
@@ -1371,6 +1421,11 @@ export class QuantLinearStack implements LinearStack {
     return this.#whole.int8Input(batch, x);
   }
 
+  /** As {@linkcode QuantLinear.foldsRmsNorm}, for the stack's one product. */
+  foldsRmsNorm(rows: number): boolean {
+    return this.#whole !== null && this.#whole.foldsRmsNorm(rows);
+  }
+
   /** Frees the stacked arrays (the parts only read them; destroy them too). */
   destroy(): void {
     this.#whole?.destroy();
@@ -1498,6 +1553,7 @@ async function buildKernels(
       ...(t.gemvTable === "banked" ? ["TBL16R"] : []),
     ],
     swiglu: route.length === 0 && (t.gemvFuseSwiglu ?? true),
+    foldNorm: t.gemvFoldNorm ?? !gpu.isSoftware,
     unroll: t.gemvUnroll ?? !gpu.isSoftware,
     route,
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
@@ -1545,6 +1601,7 @@ async function compileKernels(
     rpt: number;
     fourBitVariants: string[];
     swiglu: boolean;
+    foldNorm: boolean;
     unroll: boolean;
     route: string[];
     gemv: Record<string, number>;
@@ -1625,24 +1682,35 @@ async function compileKernels(
     const rpt = o.rpt === 8 ? ["RPT8"] : o.rpt === 2 ? ["RPT2"] : [];
     const defines = [...dq, ...f16, ...k32, ...rpt, ...o.fourBitVariants];
     const gemvConstants = o.gemv;
-    const [gemv, gemm, gemvRows, gemvSwiglu] = await Promise.all([
-      spec("q_4bit", "gemv", [...defines, ...o.route], gemvConstants),
-      gemmSpec("q_4bit", [...dq, ...f16]),
-      // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
-      // q_4bit.wgsl's gemv_rows)
-      k32.length
-        ? spec(
-          "q_4bit",
-          "gemv_rows",
-          [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : []), ...o.route],
-          o.rows,
-        )
-        : Promise.resolve(undefined),
-      o.swiglu && o.f16 && k32.length
-        ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)
-        : Promise.resolve(undefined),
-    ]);
-    return { gemv, gemm, gemvRows, gemvSwiglu };
+    const fold = o.foldNorm && o.f16 && k32.length > 0;
+    const [gemv, gemm, gemvRows, gemvSwiglu, gemvResid, gemvSwigluResid, gemvNorm] = await Promise
+      .all([
+        spec("q_4bit", "gemv", [...defines, ...o.route], gemvConstants),
+        gemmSpec("q_4bit", [...dq, ...f16]),
+        // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
+        // q_4bit.wgsl's gemv_rows)
+        k32.length
+          ? spec(
+            "q_4bit",
+            "gemv_rows",
+            [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : []), ...o.route],
+            o.rows,
+          )
+          : Promise.resolve(undefined),
+        o.swiglu && o.f16 && k32.length
+          ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)
+          : Promise.resolve(undefined),
+        fold && o.route.length === 0
+          ? spec("q_4bit", "gemv", [...defines, "RESID"], gemvConstants)
+          : Promise.resolve(undefined),
+        fold && o.route.length === 0 && o.swiglu
+          ? spec("q_4bit", "gemv", [...defines, "SWIGLU", "RESID"], gemvConstants)
+          : Promise.resolve(undefined),
+        fold
+          ? spec("q_4bit", "gemv", [...defines, ...o.route, "NORM"], gemvConstants)
+          : Promise.resolve(undefined),
+      ]);
+    return { gemv, gemm, gemvRows, gemvSwiglu, gemvResid, gemvSwigluResid, gemvNorm };
   }
   // q8_0's one-row product is gemv_rows at one row (see q_q8_0.wgsl)
   const [gemm, gemvRows] = await Promise.all([

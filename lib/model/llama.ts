@@ -1160,10 +1160,18 @@ export class LlamaModel {
     let pendingAdd = false;
     // In decode, the norm also writes the int8 codes of its output where the next product is
     // int8 (Linear.int8Input), which then skips its own quantization dispatch.
+    // One decode row without capture: a 4-bit product may add its output to the residual stream
+    // itself (o_proj, down_proj: Linear.addsToOutput), and a stack that reads a norm's output may
+    // fold that norm into its input read (LinearStack.foldsRmsNorm): no norm dispatch at all.
+    const fuses = rows === 1 && !capture;
     const norm = (
       weight: Binding,
       next?: Linear | LinearStack,
+      stack?: LinearStack,
     ): LinearEncodeOptions | undefined => {
+      if (fuses && !pendingAdd && stack?.foldsRmsNorm?.(1)) {
+        return { rmsNorm: { weight, eps: c.rmsNormEps } };
+      }
       const q8 = pendingAdd && rows === 1 ? next?.int8Input?.(batch, s.xn) ?? null : null;
       if (pendingAdd) ops.addRmsnorm(batch, s.x, s.proj, weight, s.xn, rows, q8 ?? undefined);
       else ops.rmsnorm(batch, s.x, weight, s.xn, rows);
@@ -1178,7 +1186,8 @@ export class LlamaModel {
       ys: GpuTensor[],
       options: LinearEncodeOptions | undefined,
     ) => {
-      if (rows === 1) stack.encodeRow(batch, s.xn, ys, options);
+      // a folded norm reads the residual stream itself
+      if (rows === 1) stack.encodeRow(batch, options?.rmsNorm ? s.x : s.xn, ys, options);
       else stack.encodeRows!(batch, s.xn, ys, rows, options ?? one);
     };
     for (let l = 0; l < c.numLayers; l++) {
@@ -1186,7 +1195,7 @@ export class LlamaModel {
       const lin = w.linears;
       // attention
       const qkv = stackFor(w.stacks?.qkv);
-      const attnIn = norm(w.attnNorm, qkv ?? lin["self_attn.q_proj"]);
+      const attnIn = norm(w.attnNorm, qkv ?? lin["self_attn.q_proj"], qkv);
       capture?.("attn_in", l, s.xn, c.hiddenSize);
       if (qkv) {
         encodeStack(qkv, [s.q, s.k, s.v], attnIn);
@@ -1222,12 +1231,17 @@ export class LlamaModel {
         at,
       );
       capture?.("o_in", l, s.att, c.numHeads * c.headDim);
-      lin["self_attn.o_proj"].encode(batch, s.att, s.proj, rows, one);
-      bias("self_attn.o_proj", s.proj, c.hiddenSize);
+      const o = lin["self_attn.o_proj"];
+      if (fuses && !w.biases?.["self_attn.o_proj"] && o.addsToOutput?.(1)) {
+        o.encode(batch, s.att, s.x, rows, { addToOutput: true });
+      } else {
+        o.encode(batch, s.att, s.proj, rows, one);
+        bias("self_attn.o_proj", s.proj, c.hiddenSize);
+        pendingAdd = true;
+      }
       // MLP
-      pendingAdd = true;
       const gateUp = stackFor(w.stacks?.gateUp);
-      const mlpIn = norm(w.mlpNorm, gateUp ?? lin["mlp.gate_proj"]);
+      const mlpIn = norm(w.mlpNorm, gateUp ?? lin["mlp.gate_proj"], gateUp);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
       if (gateUp) {
         encodeStack(gateUp, [s.gate, s.up], mlpIn);
@@ -1238,16 +1252,22 @@ export class LlamaModel {
       bias("mlp.gate_proj", s.gate, c.intermediateSize);
       bias("mlp.up_proj", s.up, c.intermediateSize);
       const down = lin["mlp.down_proj"];
+      // down_proj adding to the residual stream itself (no bias to add first)
+      const addsDown = fuses && !w.biases?.["mlp.down_proj"] && down.addsToOutput?.(1);
+      const downOut = addsDown ? s.x : s.proj;
+      const add = addsDown ? { addToOutput: true } : {};
       if (!capture && down.fusesSwiglu?.(rows)) {
         // down_proj reads silu(gate) · up itself: one dispatch less
-        down.encode(batch, s.gate, s.proj, rows, { ...one, swigluUp: s.up });
+        down.encode(batch, s.gate, downOut, rows, { ...one, ...add, swigluUp: s.up });
       } else {
         ops.swiglu(batch, s.gate, s.up, rows * c.intermediateSize);
         capture?.("down_in", l, s.gate, c.intermediateSize);
-        down.encode(batch, s.gate, s.proj, rows, one);
+        down.encode(batch, s.gate, downOut, rows, { ...one, ...add });
       }
-      bias("mlp.down_proj", s.proj, c.hiddenSize);
-      pendingAdd = true;
+      if (!addsDown) {
+        bias("mlp.down_proj", s.proj, c.hiddenSize);
+        pendingAdd = true;
+      }
       if (capture) {
         ops.add(batch, s.x, s.proj, rows * c.hiddenSize);
         pendingAdd = false;

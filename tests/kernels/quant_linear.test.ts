@@ -881,6 +881,95 @@ Deno.test({
     }),
 });
 
+// A decode layer's norms folded away (4-bit f16 GEMV): o_proj and down_proj add their output to
+// the residual stream in their epilogue (y += x · Wᵀ, f32), and the next product reads
+// rmsnorm(x) · weight as it stages x. Both against the CPU product at the f16 tolerance.
+Deno.test({
+  name: "QuantLinear 4-bit GEMV with the residual add and RMSNorm folded in (f16 arithmetic)",
+  ignore: !hasF16,
+  fn: () =>
+    withGpu({ f16: true }, async (gpu) => {
+      const [n, k] = [70, 2080]; // K % 32 == 0, two x tiles at the default launch shape
+      const eps = 1e-5;
+      const x = randn(k, 821, 3);
+      const g = randn(k, 822, 0.5);
+      const y0 = randn(n, 823, 4);
+      const up = randn(k, 824, 1);
+      // rmsnorm.wgsl: x · (1 / sqrt(mean(x²) + eps)) · w
+      const inv = 1 / Math.sqrt(x.reduce((s, v) => s + v * v, 0) / k + eps);
+      const xn = x.map((v, i) => v * inv * g[i]);
+      const xs = x.map((v, i) => v / (1 + Math.exp(-v)) * up[i]);
+      const norm = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
+      for (const format of ["nf4", "nf4-dq"] as const) {
+        const weight = quantize(format, randn(n * k, 825, W_SCALE), n, k);
+        const lin = await QuantLinear.create(gpu, {
+          label: `${format} fold`,
+          weight,
+          f16: true,
+          tuning: { gemvFoldNorm: true },
+        });
+        assert(lin.addsToOutput(1) && !lin.addsToOutput(2), `${format}: adds for one row only`);
+        assert(lin.foldsRmsNorm(1) && !lin.foldsRmsNorm(2), `${format}: folds for one row only`);
+        const [tx, tg, tu] = [
+          f32Tensor(gpu, "x", x),
+          f32Tensor(gpu, "g", g),
+          f32Tensor(gpu, "up", up),
+        ];
+        const [added, addedSwiglu, normed] = [
+          f32Tensor(gpu, "y += ", y0),
+          f32Tensor(gpu, "y += swiglu", y0),
+          emptyF32(gpu, "y normed", n),
+        ];
+        const batch = new CommandBatch(gpu);
+        lin.encode(batch, tx, added, 1, { addToOutput: true });
+        lin.encode(batch, tx, addedSwiglu, 1, { addToOutput: true, swigluUp: tu });
+        lin.encode(batch, tx, normed, 1, { rmsNorm: { weight: tg, eps } });
+        assertEquals(batch.dispatchCount, 3, `${format}: one dispatch each`);
+        batch.submit();
+        const tol = (a: Float32Array) => ({ atol: F16_TOL * Math.sqrt(k) * norm(a) * W_SCALE });
+        const plain = matmulQuantized(x, 1, weight, {});
+        assertClose(
+          await gpu.readF32(added),
+          y0.map((v, i) => v + plain[i]),
+          tol(x),
+          `${format} +=`,
+        );
+        const sw = matmulQuantized(xs, 1, weight, {});
+        assertClose(
+          await gpu.readF32(addedSwiglu),
+          y0.map((v, i) => v + sw[i]),
+          tol(xs),
+          `${format} += swiglu`,
+        );
+        assertClose(await gpu.readF32(normed), matmulQuantized(xn, 1, weight, {}), tol(xn), format);
+        // a norm weight shorter than K; a norm with SwiGLU
+        const short: Binding = { tensor: tg, offset: 0, size: 16 };
+        assertThrows(() => lin.encode(batch, tx, normed, 1, { rmsNorm: { weight: short, eps } }));
+        assertThrows(
+          () => lin.encode(batch, tx, normed, 1, { rmsNorm: { weight: tg, eps }, swigluUp: tu }),
+          /RMSNorm/,
+        );
+        for (const t of [tx, tg, tu, added, addedSwiglu, normed]) t.destroy();
+        lin.destroy();
+      }
+      const off = await QuantLinear.create(gpu, {
+        label: "nf4 no fold",
+        weight: quantize("nf4", randn(64 * 64, 826, W_SCALE), 64, 64),
+        f16: true,
+        tuning: { gemvFoldNorm: false },
+      });
+      assert(!off.addsToOutput(1) && !off.foldsRmsNorm(1));
+      const [ox, oy] = [f32Tensor(gpu, "x", x.subarray(0, 64)), emptyF32(gpu, "y", 64)];
+      assertThrows(
+        () => off.encode(new CommandBatch(gpu), ox, oy, 1, { addToOutput: true }),
+        /adding/,
+      );
+      ox.destroy();
+      oy.destroy();
+      off.destroy();
+    }),
+});
+
 // int8 (not LLM.int8()): down_proj's activation quantization reads silu(gate) · up itself. The
 // same f32 expression as elementwise.wgsl's swiglu, so the product must equal, bit for bit,
 // the SwiGLU dispatch followed by the layer's own quantization and product.

@@ -11,6 +11,10 @@
  *   shape, so each output is computed exactly as its layer alone computes it);
  * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), against the same
  *   layers with the SwiGLU dispatch.
+ *
+ * And one that changes only rounding: 4-bit decode steps without norm dispatches (o_proj and
+ * down_proj adding into the residual stream, the q/k/v and gate/up stacks computing the norm as
+ * they read x), against the same layers with them.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { requestGpu } from "../../lib/gpu/device.ts";
@@ -19,6 +23,7 @@ import { quantLinearFactory, QuantLinearStack } from "../../lib/kernels/quant_li
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 import { hasF16 } from "../kernels/_gpu.ts";
+import { maxAbsDiff } from "../helpers/random.ts";
 
 /** The format's layers, with `options` (reuseInput) dropped on the way in. */
 function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): LinearFactory {
@@ -166,6 +171,64 @@ Deno.test({
       assertEquals([on.fused, off.fused], [true, false], "fusion as asked");
       assertEquals(on.prefill, off.prefill, "prefill logits (no fusion for several rows)");
       assertEquals(on.steps, off.steps, "decode logits");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      gpu.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "4-bit decode with the norms folded into the products gives the logits within rounding",
+  ignore: !hasF16,
+  fn: async () => {
+    const gpu = await requestGpu({ f16: true });
+    const dir = await Deno.makeTempDir();
+    try {
+      // K of every product a multiple of 32 (the f16 GEMV's case); k_proj's 256 × 128 weights are
+      // whole groups of 256 blocks, so that nf4-dq stacks too
+      await writeRandomLlama(dir, {
+        seed: 12,
+        hidden: 256,
+        heads: 4,
+        kvHeads: 2,
+        intermediate: 192,
+      });
+      for (const format of ["nf4", "nf4-dq"] as const) {
+        const run = async (fold: boolean) => {
+          const linear = quantLinearFactory(format, { f16: true, tuning: { gemvFoldNorm: fold } });
+          const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, linear });
+          try {
+            const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
+            const steps = [];
+            for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+            const names = (await model.timeForward([23])).map((d) => d.kernel);
+            return { prefill, steps, names, layers: model.layers.length };
+          } finally {
+            model.dispose();
+          }
+        };
+        const on = await run(true);
+        const off = await run(false);
+        assertEquals(
+          on.prefill,
+          off.prefill,
+          `${format}: prefill logits (no fold for several rows)`,
+        );
+        // The residual adds are the same f32 additions; only 1/rms is summed in another order
+        // before x is rounded to f16, so logits move by f16 roundings of the products' inputs.
+        for (const [i, step] of on.steps.entries()) {
+          const scale = Math.max(...off.steps[i].map(Math.abs));
+          const d = maxAbsDiff(step, off.steps[i]);
+          if (!(d <= 1e-2 * scale)) {
+            throw new Error(`${format} step ${i}: logits differ by ${d} (scale ${scale})`);
+          }
+        }
+        const norms = (n: string[]) => n.filter((k) => k.includes("rmsnorm")).length;
+        // off: two add+RMSNorm a layer and the final norm; on: the final norm only
+        assertEquals([norms(on.names), norms(off.names)], [1, 2 * on.layers + 1], format);
+        assertEquals(off.names.length - on.names.length, 2 * on.layers, `${format}: dispatches`);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
       gpu.destroy();
