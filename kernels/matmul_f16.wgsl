@@ -128,9 +128,21 @@ fn gemv(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
+#if SWIGLU_OUT
+  // A [gate; up] stack of two layers of split1 rows each (ROUTE2): the workgroup's first half of
+  // thread groups takes gate rows, the second half the same rows of up, so that the epilogue
+  // writes silu(gate) · up (elementwise.wgsl's swiglu, the same f32 expression) instead of both.
+  let half = GEMV_WG / GEMV_TPR / 2u;
+  let grp = lid / GEMV_TPR;
+  let pair = (wid.x + wid.y * nwg.x) * half + grp % half; // the gate row
+  let n = select(pair, p.split1 + pair, grp >= half);
+  let live = pair < p.split1;
+#else
   let n = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) + lid / GEMV_TPR;
+  let live = n < p.n_count;
+#endif
   var acc = 0.0;
-  if (n < p.n_count) {
+  if (live) {
 #if K8
     let units = p.k / 8u;
     let base = n * units;
@@ -171,9 +183,16 @@ fn gemv(
     }
     workgroupBarrier();
   }
+#if SWIGLU_OUT
+  if (lane == 0u && grp < half && live) {
+    let g = partial[lid];
+    y[pair] = g / (1.0 + exp(-g)) * partial[lid + half * GEMV_TPR];
+  }
+#else
   if (lane == 0u && n < p.n_count) {
     store_gemv(p.n_start + n, partial[lid]);
   }
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,12 @@ export interface LinearEncodeOptions {
    * layer or stack whose `foldsRmsNorm` says yes for these rows; not with `swigluUp`.
    */
   rmsNorm?: { weight: Binding; eps: number };
+  /**
+   * A [gate; up] stack's one-row product writes `silu(gate) · up` (elementwise.wgsl's swiglu)
+   * into the first output instead of both outputs. Only where the stack's `fusesSwigluOut` says
+   * yes for these rows.
+   */
+  swigluOut?: boolean;
 }
 
 /**
@@ -208,6 +214,11 @@ export interface Fp16Tuning {
    * arithmetic): 128 (default) or 64.
    */
   gemmOuterRows?: 64 | 128;
+  /**
+   * A stack of two layers of equal width (gate/up) offers SwiGLU in its GEMV's epilogue
+   * ({@linkcode Fp16LinearStack.fusesSwigluOut}; default true).
+   */
+  stackSwiglu?: boolean;
 }
 
 /** Output features per workgroup of `gemm_outer` (kernels/common/gemm_outer.wgsl's OUTER_N). */
@@ -522,6 +533,8 @@ export interface LinearStack {
   int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
   /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
   foldsRmsNorm?(rows: number): boolean;
+  /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.swigluOut} for `rows` rows. */
+  fusesSwigluOut?(rows: number): boolean;
   /** Frees what the stack holds. */
   destroy(): void;
 }
@@ -583,6 +596,7 @@ export class Fp16LinearStack implements LinearStack {
   #rowsPerWorkgroup: number;
   #gemvRows: Kernel;
   #multiRowsPerWorkgroup: number;
+  #gemvSwiglu: Kernel | null;
   #chunks: RowChunk[];
   #splits: [number, number];
 
@@ -591,6 +605,7 @@ export class Fp16LinearStack implements LinearStack {
     tensor: GpuTensor,
     gemv: { kernel: Kernel; rowsPerWorkgroup: number },
     gemvRows: { kernel: Kernel; rowsPerWorkgroup: number },
+    gemvSwiglu: Kernel | null,
     chunks: RowChunk[],
     splits: [number, number],
   ) {
@@ -602,6 +617,7 @@ export class Fp16LinearStack implements LinearStack {
     this.#rowsPerWorkgroup = gemv.rowsPerWorkgroup;
     this.#gemvRows = gemvRows.kernel;
     this.#multiRowsPerWorkgroup = gemvRows.rowsPerWorkgroup;
+    this.#gemvSwiglu = gemvSwiglu;
     this.#chunks = chunks;
     this.#splits = splits;
   }
@@ -658,9 +674,15 @@ export class Fp16LinearStack implements LinearStack {
       }
       const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
       const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
-      const [gemv, gemvRows, ...parts] = await Promise.all([
-        gemvKernel(gpu, label, k, f16, opts.tuning ?? {}, route),
-        gemvKernel(gpu, label, k, f16, opts.tuning ?? {}, route, "gemv_rows"),
+      const t = opts.tuning ?? {};
+      // gate/up: SwiGLU in the epilogue, where the thread groups of a workgroup pair up
+      const groups = (t.gemvWorkgroupSize ?? 256) / (t.gemvThreadsPerRow ?? 32);
+      const swiglu = layers.length === 2 && counts[0] === counts[1] && groups % 2 === 0 &&
+        (t.stackSwiglu ?? true);
+      const [gemv, gemvRows, gemvSwiglu, ...parts] = await Promise.all([
+        gemvKernel(gpu, label, k, f16, t, route),
+        gemvKernel(gpu, label, k, f16, t, route, "gemv_rows"),
+        swiglu ? gemvKernel(gpu, label, k, f16, t, [...route, "SWIGLU_OUT"]) : null,
         ...layers.map((l, i) =>
           Fp16Linear.create(gpu, {
             label: l.label,
@@ -676,21 +698,47 @@ export class Fp16LinearStack implements LinearStack {
       ]);
       const chunks = tensorRowChunks(gpu, tensor, total, k * 2, maxBytes);
       const splits: [number, number] = [starts[1], starts[2] ?? total];
-      return new Fp16LinearStack(parts, tensor, gemv, gemvRows, chunks, splits);
+      return new Fp16LinearStack(
+        parts as Fp16Linear[],
+        tensor,
+        gemv,
+        gemvRows,
+        gemvSwiglu?.kernel ?? null,
+        chunks,
+        splits,
+      );
     } catch (err) {
       tensor.destroy();
       throw err;
     }
   }
 
-  /** Records every layer's `y = x · Wᵀ` for one activation row, into `ys` in stacking order. */
-  encodeRow(batch: CommandBatch, x: Binding, ys: readonly Binding[]): void {
+  /**
+   * Records every layer's `y = x · Wᵀ` for one activation row, into `ys` in stacking order;
+   * with `options.swigluOut`, `silu(ys[0]) · ys[1]` into `ys[0]` instead.
+   */
+  encodeRow(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    options: LinearEncodeOptions = {},
+  ): void {
     if (ys.length !== this.parts.length) {
       throw new RangeError(`stack of ${this.parts.length} layers: ${ys.length} outputs given`);
     }
     const k = this.inFeatures;
     requireBytes(x, k * 4, "stacked linear x");
     this.parts.forEach((part, i) => requireBytes(ys[i], part.outFeatures * 4, "stacked linear y"));
+    if (options.swigluOut) {
+      if (!this.fusesSwigluOut(1)) throw new Error("FP16 stack: no SwiGLU epilogue here");
+      const [n, half] = [this.#splits[0], this.#rowsPerWorkgroup / 2];
+      const p = params().u32(1).u32(this.outFeatures).u32(k).u32(0).u32(this.outFeatures)
+        .u32(n).u32(n).build();
+      const chunk = this.#chunks[0];
+      // (only ys[0]: the kernel never touches the second output, which its layout then leaves out)
+      batch.dispatch(this.#gemvSwiglu!, [x, chunk.binding, ys[0]], grid(Math.ceil(n / half)), p);
+      return;
+    }
     for (const chunk of this.#chunks) {
       const p = params().u32(1).u32(this.outFeatures).u32(k).u32(chunk.start).u32(chunk.count)
         .u32(this.#splits[0]).u32(this.#splits[1]).build();
@@ -728,6 +776,15 @@ export class Fp16LinearStack implements LinearStack {
   /** Whether {@linkcode encodeRows} takes `rows` rows: 1 to {@linkcode MAX_GEMV_ROWS}. */
   takesRows(rows: number): boolean {
     return Number.isInteger(rows) && rows >= 1 && rows <= MAX_GEMV_ROWS;
+  }
+
+  /**
+   * Whether `encodeRow` takes {@linkcode LinearEncodeOptions.swigluOut} for `rows` rows: one row
+   * of a stack of two layers of equal width in one binding, unless
+   * {@linkcode Fp16Tuning.stackSwiglu} is false.
+   */
+  fusesSwigluOut(rows: number): boolean {
+    return rows === 1 && this.#gemvSwiglu !== null && this.#chunks.length === 1;
   }
 
   /** Frees the stacked tensor (the parts only read it). */

@@ -1243,20 +1243,25 @@ export class LlamaModel {
       const gateUp = stackFor(w.stacks?.gateUp);
       const mlpIn = norm(w.mlpNorm, gateUp ?? lin["mlp.gate_proj"], gateUp);
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
+      const down = lin["mlp.down_proj"];
+      // an FP16 gate/up stack writing silu(gate) · up itself (no gate/up biases to add first)
+      const swigluOut = fuses && !w.biases?.["mlp.gate_proj"] && !w.biases?.["mlp.up_proj"] &&
+        !down.fusesSwiglu?.(rows) && gateUp?.fusesSwigluOut?.(1) === true;
       if (gateUp) {
-        encodeStack(gateUp, [s.gate, s.up], mlpIn);
+        encodeStack(gateUp, [s.gate, s.up], swigluOut ? { ...mlpIn, swigluOut } : mlpIn);
       } else {
         lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, mlpIn ?? one);
         lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, same);
       }
       bias("mlp.gate_proj", s.gate, c.intermediateSize);
       bias("mlp.up_proj", s.up, c.intermediateSize);
-      const down = lin["mlp.down_proj"];
       // down_proj adding to the residual stream itself (no bias to add first)
       const addsDown = fuses && !w.biases?.["mlp.down_proj"] && down.addsToOutput?.(1);
       const downOut = addsDown ? s.x : s.proj;
       const add = addsDown ? { addToOutput: true } : {};
-      if (!capture && down.fusesSwiglu?.(rows)) {
+      if (swigluOut) {
+        down.encode(batch, s.gate, downOut, rows, { ...one, ...add });
+      } else if (!capture && down.fusesSwiglu?.(rows)) {
         // down_proj reads silu(gate) · up itself: one dispatch less
         down.encode(batch, s.gate, downOut, rows, { ...one, ...add, swigluUp: s.up });
       } else {

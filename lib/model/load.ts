@@ -125,6 +125,11 @@ export interface LoadOptions {
    */
   foldRope?: boolean;
   /**
+   * With FP16 gate/up stacked: a decode step's gate/up product writes silu(gate) · up itself
+   * (`Fp16LinearStack.fusesSwigluOut`; bit for bit the SwiGLU dispatch it replaces). Default true.
+   */
+  stackSwiglu?: boolean;
+  /**
    * GPU memory budget in bytes (the ledger's figure). Given, the loader keeps as many decoder
    * layers on the GPU as fit after everything else, keeps the others quantized in host memory
    * and uploads them during each forward into a ring of slots ({@linkcode LayerStreamer}); the
@@ -310,6 +315,7 @@ export async function loadWeights(
             label: `${prefix}.{${kinds.join(",")}}.weight`,
             layers: parts,
             inFeatures: k,
+            tuning: { stackSwiglu: options.stackSwiglu ?? true },
           }),
         );
         stacks[group] = stack;

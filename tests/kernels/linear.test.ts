@@ -13,6 +13,7 @@ import {
 } from "../../lib/kernels/linear.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
+import { createElementwise } from "../../lib/kernels/elementwise.ts";
 
 // Tolerances, relative to the natural scale of an output, σ_y = sqrt(K)·rms(x)·rms(w):
 //
@@ -272,6 +273,77 @@ function stackSuite(f16: boolean): void {
 
 stackSuite(false);
 stackSuite(true);
+
+// A gate/up stack writing silu(gate) · up in its epilogue: the same sums (each row's lanes and
+// reduction tree) and elementwise.wgsl's f32 expression, so bit for bit the routed product
+// followed by the SwiGLU dispatch.
+function swigluSuite(f16: boolean): void {
+  Deno.test({
+    name: `Fp16LinearStack (${f16 ? "f16" : "f32"} arithmetic): SwiGLU in the gate/up epilogue ` +
+      `equals the product, then the SwiGLU dispatch`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu({ f16 }, async (gpu) => {
+        const ew = await createElementwise(gpu);
+        // K % 8 == 0 and not; N not a multiple of the 4 pairs per workgroup; 64 lanes a row (each
+        // layer starting on the binding alignment)
+        const cases = [
+          { k: 128, n: 96, tuning: {} },
+          { k: 130, n: 64, tuning: {} },
+          { k: 64, n: 38, tuning: {} },
+          { k: 64, n: 38, tuning: { gemvThreadsPerRow: 64 } },
+        ];
+        for (const [c, { k, n, tuning }] of cases.entries()) {
+          const weights = [0, 1].map((i) => randomF16(n * k, 70 + 2 * c + i, W_SCALE));
+          const stack = await Fp16LinearStack.create(gpu, {
+            label: `gate/up ${c}`,
+            layers: weights.map((w, i) => ({ label: `part ${i}`, weight: w.bits, outFeatures: n })),
+            inFeatures: k,
+            f16,
+            tuning,
+          });
+          assert(stack.fusesSwigluOut(1) && !stack.fusesSwigluOut(2), `case ${c}: one row only`);
+          const tx = f32Tensor(gpu, "x", randn(k, 80 + c, X_SCALE));
+          const [g, u, fused, spare] = ["gate", "up", "fused", "up (untouched)"].map((l) =>
+            emptyF32(gpu, l, n)
+          );
+          const batch = new CommandBatch(gpu);
+          stack.encodeRow(batch, tx, [g, u]);
+          ew.swiglu(batch, g, u, n);
+          stack.encodeRow(batch, tx, [fused, spare], { swigluOut: true });
+          batch.submit();
+          const want = await gpu.readF32(g);
+          assertEquals(await gpu.readF32(fused), want, `case ${c}: fused = apart`);
+          assert(want.some((v) => v !== 0), `case ${c}: a product happened`);
+          stack.destroy();
+          for (const t of [tx, g, u, fused, spare]) t.destroy();
+        }
+        // layers of unequal width, three layers, or switched off: no offer
+        const w = randomF16(64 * 32, 90, W_SCALE).bits;
+        const make = (ns: number[], stackSwiglu?: boolean) =>
+          Fp16LinearStack.create(gpu, {
+            label: "no swiglu",
+            layers: ns.map((n, i) => ({
+              label: `p${i}`,
+              weight: w.subarray(0, n * 32),
+              outFeatures: n,
+            })),
+            inFeatures: 32,
+            f16,
+            tuning: { stackSwiglu },
+          });
+        for (
+          const s of [await make([64, 32]), await make([32, 32, 32]), await make([32, 32], false)]
+        ) {
+          assert(!s.fusesSwigluOut(1));
+          s.destroy();
+        }
+      }),
+  });
+}
+
+swigluSuite(false);
+swigluSuite(true);
 
 Deno.test("Fp16LinearStack refuses layers that do not start on the binding alignment", async () => {
   await withGpu({ f16: false }, async (gpu) => {

@@ -10,7 +10,9 @@
  *   int8-vectorwise, llm-int8: on the software adapters the stacked GEMV has the layers' launch
  *   shape, so each output is computed exactly as its layer alone computes it);
  * - 4-bit down_proj reading silu(gate) · up itself in decode (f16 arithmetic), against the same
- *   layers with the SwiGLU dispatch.
+ *   layers with the SwiGLU dispatch;
+ * - an FP16 gate/up stack writing silu(gate) · up in its epilogue in decode, against the same
+ *   stack with the SwiGLU dispatch.
  *
  * And one that changes only rounding: 4-bit decode steps without norm dispatches (o_proj and
  * down_proj adding into the residual stream, the q/k/v and gate/up stacks computing the norm as
@@ -234,4 +236,37 @@ Deno.test({
       gpu.destroy();
     }
   },
+});
+
+Deno.test("FP16 gate/up writing SwiGLU in its epilogue gives the logits of a SwiGLU dispatch", async () => {
+  const gpu = await requestGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    // gate and up each start on the binding alignment, so they stack
+    await writeRandomLlama(dir, { seed: 13, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128 });
+    const run = async (stackSwiglu: boolean) => {
+      const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, stackSwiglu });
+      try {
+        const fused = model.layers.every((l) => l.stacks?.gateUp?.fusesSwigluOut?.(1));
+        const prefill = await model.forward([3, 17, 5, 29, 11, 2], "all");
+        const steps = [];
+        for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
+        const names = (await model.timeForward([23])).map((d) => d.kernel);
+        return { fused, prefill, steps, names, layers: model.layers.length };
+      } finally {
+        model.dispose();
+      }
+    };
+    const on = await run(true);
+    const off = await run(false);
+    assertEquals([on.fused, off.fused], [true, false], "offered as asked");
+    assertEquals(on.prefill, off.prefill, "prefill logits (several rows: the SwiGLU dispatch)");
+    assertEquals(on.steps, off.steps, "decode logits");
+    const swiglus = (n: string[]) => n.filter((k) => k.includes("swiglu")).length;
+    assertEquals([swiglus(on.names), swiglus(off.names)], [0, on.layers], "SwiGLU dispatches");
+    assertEquals(off.names.length - on.names.length, on.layers, "one dispatch fewer a layer");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    gpu.destroy();
+  }
 });
