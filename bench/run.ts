@@ -93,6 +93,7 @@ const { values: args } = parseArgs({
     "gemv-tunings": { type: "string", default: "[{}]" },
     "gemm-tunings": { type: "string", default: "[{}]" },
     stack: { type: "string", default: "all" },
+    "stack-swiglu": { type: "string", default: "true" },
     help: { type: "boolean", default: false },
   },
 });
@@ -109,7 +110,8 @@ if (args.help) {
       "                [--tuning JSON]                     (QuantTuning of the decode models)\n" +
       "                [--gemv-tunings JSON]               (a list of tunings the gemv section compares)\n" +
       "                [--gemm-tunings JSON]               (a list of tunings the gemm section compares)\n" +
-      "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)",
+      "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)\n" +
+      "                [--stack-swiglu true|false]         (FP16 gate/up writing SwiGLU itself)",
   );
   Deno.exit(0);
 }
@@ -533,6 +535,7 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       ? undefined
       : randomLinearFactory(pools, format, decodeTuning),
     stackLayers: args.stack === "all" || (args.stack === "fp16" && format === "fp16"),
+    stackSwiglu: args["stack-swiglu"] !== "false",
     // Prefill runs the whole prompt as one chunk, as llama-bench's pp512 (ubatch 512) does.
     maxSeqLen: 2 * prefillRows + 512,
     chunkSize: prefillRows,
