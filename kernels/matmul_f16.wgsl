@@ -383,6 +383,41 @@ fn pair_row(r: u32, u: u32, b: vec4<u32>) -> RowSums {
 
 #include "common/rows_pass.wgsl"
 
+#if SWIGLU_OUT
+// gemv_rows over a [gate; up] stack (as gemv's SWIGLU_OUT): lane group g < half takes gate
+// features, g + half the same up features; after rows_pass's reduction the two meet here and
+// silu(gate) · up goes to row r's gate output (y, [rows, split1]).
+var<workgroup> swig: array<RowSums, 2u * GEMV_WG / GEMV_TPR>;
+
+fn swiglu_store(r: u32, n0: u32, v: RowSums) {
+#if FPT1
+  if (n0 < p.split1) {
+    y[r * p.split1 + n0] = v;
+  }
+#else
+  for (var f = 0u; f < FPT; f++) {
+    if (n0 + f < p.split1) {
+      y[r * p.split1 + n0 + f] = v[f];
+    }
+  }
+#endif
+}
+
+fn rows_pass_swiglu(lid: u32, pw: u32, r0: u32, a: RowSums, b: RowSums) {
+  rows_pass_begin(lid, a, b);
+  let groups = GEMV_WG / GEMV_TPR;
+  let half = groups / 2u;
+  if (lid < 2u * groups) {
+    swig[lid] = lane_tree((lid / groups) * GEMV_WG + (lid % groups) * GEMV_TPR);
+  }
+  workgroupBarrier();
+  if (lid < 2u * groups && lid % groups < half && r0 + lid / groups < p.rows) {
+    let g = swig[lid];
+    swiglu_store(r0 + lid / groups, pw + (lid % groups) * FPT, g / (1.0 + exp(-g)) * swig[lid + half]);
+  }
+}
+#endif
+
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
   @builtin(local_invocation_index) lid: u32,
@@ -390,11 +425,22 @@ fn gemv_rows(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let lane = lid % GEMV_TPR;
+#if SWIGLU_OUT
+  let half = GEMV_WG / GEMV_TPR / 2u;
+  let grp = lid / GEMV_TPR;
+  let nw = (wid.x + wid.y * nwg.x) * half * FPT; // the workgroup's first gate feature
+  let pf = nw + (grp % half) * FPT; // this group's first gate feature
+  let n0 = select(pf, p.split1 + pf, grp >= half);
+  let live = pf < p.split1;
+  // Features past gate's (up's) last row read that row instead (in bounds, never stored).
+  let last = select(p.split1 - 1u, p.n_count - 1u, grp >= half);
+#else
   let nw = (wid.x + wid.y * nwg.x) * (GEMV_WG / GEMV_TPR) * FPT; // the workgroup's first feature
   let n0 = nw + (lid / GEMV_TPR) * FPT;
   let live = n0 < p.n_count; // a group past the chunk still joins the barriers
   // Features past the chunk read its last row instead (in bounds, never stored).
   let last = p.n_count - 1u;
+#endif
   let nf = vec4<u32>(min(n0, last), min(n0 + 1u, last), min(n0 + 2u, last), min(n0 + 3u, last));
   var acc0 = RowSums();
   var acc1 = RowSums();
@@ -524,6 +570,18 @@ fn gemv_rows(
     }
   }
 #endif
+#if SWIGLU_OUT
+  rows_pass_swiglu(lid, nw, 0u, acc0, acc1);
+  if (p.rows > 2u) {
+    rows_pass_swiglu(lid, nw, 2u, acc2, acc3);
+  }
+  if (p.rows > 4u) {
+    rows_pass_swiglu(lid, nw, 4u, acc4, acc5);
+  }
+  if (p.rows > 6u) {
+    rows_pass_swiglu(lid, nw, 6u, acc6, acc7);
+  }
+#else
   rows_pass(lid, nw, 0u, acc0, acc1);
   if (p.rows > 2u) {
     rows_pass(lid, nw, 2u, acc2, acc3);
@@ -534,4 +592,5 @@ fn gemv_rows(
   if (p.rows > 6u) {
     rows_pass(lid, nw, 6u, acc6, acc7);
   }
+#endif
 }

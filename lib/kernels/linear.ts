@@ -533,7 +533,10 @@ export interface LinearStack {
   int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
   /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
   foldsRmsNorm?(rows: number): boolean;
-  /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.swigluOut} for `rows` rows. */
+  /**
+   * Whether `encodeRow` (one row) or `encodeRows` take {@linkcode LinearEncodeOptions.swigluOut}
+   * for `rows` rows.
+   */
   fusesSwigluOut?(rows: number): boolean;
   /** Frees what the stack holds. */
   destroy(): void;
@@ -597,6 +600,7 @@ export class Fp16LinearStack implements LinearStack {
   #gemvRows: Kernel;
   #multiRowsPerWorkgroup: number;
   #gemvSwiglu: Kernel | null;
+  #gemvRowsSwiglu: Kernel | null;
   #chunks: RowChunk[];
   #splits: [number, number];
 
@@ -605,7 +609,7 @@ export class Fp16LinearStack implements LinearStack {
     tensor: GpuTensor,
     gemv: { kernel: Kernel; rowsPerWorkgroup: number },
     gemvRows: { kernel: Kernel; rowsPerWorkgroup: number },
-    gemvSwiglu: Kernel | null,
+    swiglu: { gemv: Kernel; gemvRows: Kernel } | null,
     chunks: RowChunk[],
     splits: [number, number],
   ) {
@@ -617,7 +621,8 @@ export class Fp16LinearStack implements LinearStack {
     this.#rowsPerWorkgroup = gemv.rowsPerWorkgroup;
     this.#gemvRows = gemvRows.kernel;
     this.#multiRowsPerWorkgroup = gemvRows.rowsPerWorkgroup;
-    this.#gemvSwiglu = gemvSwiglu;
+    this.#gemvSwiglu = swiglu?.gemv ?? null;
+    this.#gemvRowsSwiglu = swiglu?.gemvRows ?? null;
     this.#chunks = chunks;
     this.#splits = splits;
   }
@@ -679,10 +684,12 @@ export class Fp16LinearStack implements LinearStack {
       const groups = (t.gemvWorkgroupSize ?? 256) / (t.gemvThreadsPerRow ?? 32);
       const swiglu = layers.length === 2 && counts[0] === counts[1] && groups % 2 === 0 &&
         (t.stackSwiglu ?? true);
-      const [gemv, gemvRows, gemvSwiglu, ...parts] = await Promise.all([
+      const routeSwiglu = [...route, "SWIGLU_OUT"];
+      const [gemv, gemvRows, gemvSwiglu, gemvRowsSwiglu, ...parts] = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, route),
         gemvKernel(gpu, label, k, f16, t, route, "gemv_rows"),
-        swiglu ? gemvKernel(gpu, label, k, f16, t, [...route, "SWIGLU_OUT"]) : null,
+        swiglu ? gemvKernel(gpu, label, k, f16, t, routeSwiglu) : null,
+        swiglu ? gemvKernel(gpu, label, k, f16, t, routeSwiglu, "gemv_rows") : null,
         ...layers.map((l, i) =>
           Fp16Linear.create(gpu, {
             label: l.label,
@@ -703,7 +710,9 @@ export class Fp16LinearStack implements LinearStack {
         tensor,
         gemv,
         gemvRows,
-        gemvSwiglu?.kernel ?? null,
+        gemvSwiglu && gemvRowsSwiglu
+          ? { gemv: gemvSwiglu.kernel, gemvRows: gemvRowsSwiglu.kernel }
+          : null,
         chunks,
         splits,
       );
@@ -752,8 +761,14 @@ export class Fp16LinearStack implements LinearStack {
    * {@linkcode MAX_GEMV_ROWS}; `ys[i]` holds `[rows, N_i]`), each row as the layers' multi-row
    * GEMV computes it (`perRow`).
    */
-  encodeRows(batch: CommandBatch, x: Binding, ys: readonly Binding[], rows: number): void {
-    if (rows === 1) return this.encodeRow(batch, x, ys);
+  encodeRows(
+    batch: CommandBatch,
+    x: Binding,
+    ys: readonly Binding[],
+    rows: number,
+    options: LinearEncodeOptions = {},
+  ): void {
+    if (rows === 1) return this.encodeRow(batch, x, ys, options);
     if (!this.takesRows(rows)) {
       throw new RangeError(`stacked linear: ${rows} rows (2 to ${MAX_GEMV_ROWS} at once)`);
     }
@@ -765,6 +780,15 @@ export class Fp16LinearStack implements LinearStack {
     this.parts.forEach((part, i) =>
       requireBytes(ys[i], rows * part.outFeatures * 4, "stacked linear y")
     );
+    if (options.swigluOut) {
+      if (!this.fusesSwigluOut(rows)) throw new Error("FP16 stack: no SwiGLU epilogue here");
+      const [n, half] = [this.#splits[0], this.#multiRowsPerWorkgroup / 2];
+      const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(0).u32(this.outFeatures)
+        .u32(n).u32(n).build();
+      const bindings = [x, this.#chunks[0].binding, ys[0]];
+      batch.dispatch(this.#gemvRowsSwiglu!, bindings, grid(Math.ceil(n / half)), p);
+      return;
+    }
     for (const chunk of this.#chunks) {
       const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(chunk.start)
         .u32(chunk.count).u32(this.#splits[0]).u32(this.#splits[1]).build();
@@ -779,12 +803,12 @@ export class Fp16LinearStack implements LinearStack {
   }
 
   /**
-   * Whether `encodeRow` takes {@linkcode LinearEncodeOptions.swigluOut} for `rows` rows: one row
-   * of a stack of two layers of equal width in one binding, unless
-   * {@linkcode Fp16Tuning.stackSwiglu} is false.
+   * Whether `encodeRow` / `encodeRows` take {@linkcode LinearEncodeOptions.swigluOut} for `rows`
+   * rows (1 to {@linkcode MAX_GEMV_ROWS}, each row as its one-row product): a stack of two layers
+   * of equal width in one binding, unless {@linkcode Fp16Tuning.stackSwiglu} is false.
    */
   fusesSwigluOut(rows: number): boolean {
-    return rows === 1 && this.#gemvSwiglu !== null && this.#chunks.length === 1;
+    return this.takesRows(rows) && this.#gemvSwiglu !== null && this.#chunks.length === 1;
   }
 
   /** Frees the stacked tensor (the parts only read it). */

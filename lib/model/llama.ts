@@ -1245,10 +1245,12 @@ export class LlamaModel {
       capture?.("mlp_in", l, s.xn, c.hiddenSize);
       const down = lin["mlp.down_proj"];
       // an FP16 gate/up stack writing silu(gate) · up itself (no gate/up biases to add first)
-      const swigluOut = fuses && !w.biases?.["mlp.gate_proj"] && !w.biases?.["mlp.up_proj"] &&
-        !down.fusesSwiglu?.(rows) && gateUp?.fusesSwigluOut?.(1) === true;
+      // (one decode row, or a verify pass's rows, each computed as that row alone)
+      const swigluOut = (rows === 1 || perRow) && !capture && !w.biases?.["mlp.gate_proj"] &&
+        !w.biases?.["mlp.up_proj"] && !down.fusesSwiglu?.(rows) &&
+        gateUp?.fusesSwigluOut?.(rows) === true;
       if (gateUp) {
-        encodeStack(gateUp, [s.gate, s.up], swigluOut ? { ...mlpIn, swigluOut } : mlpIn);
+        encodeStack(gateUp, [s.gate, s.up], swigluOut ? { ...(mlpIn ?? one), swigluOut } : mlpIn);
       } else {
         lin["mlp.gate_proj"].encode(batch, s.xn, s.gate, rows, mlpIn ?? one);
         lin["mlp.up_proj"].encode(batch, s.xn, s.up, rows, same);

@@ -302,7 +302,7 @@ function swigluSuite(f16: boolean): void {
             f16,
             tuning,
           });
-          assert(stack.fusesSwigluOut(1) && !stack.fusesSwigluOut(2), `case ${c}: one row only`);
+          assert(stack.fusesSwigluOut(1) && stack.fusesSwigluOut(8) && !stack.fusesSwigluOut(9));
           const tx = f32Tensor(gpu, "x", randn(k, 80 + c, X_SCALE));
           const [g, u, fused, spare] = ["gate", "up", "fused", "up (untouched)"].map((l) =>
             emptyF32(gpu, l, n)
@@ -315,6 +315,22 @@ function swigluSuite(f16: boolean): void {
           const want = await gpu.readF32(g);
           assertEquals(await gpu.readF32(fused), want, `case ${c}: fused = apart`);
           assert(want.some((v) => v !== 0), `case ${c}: a product happened`);
+          // 2 to 8 rows (the verify pass): each row as the stack's multi-row product, then SwiGLU
+          for (const rows of [2, 5, 8]) {
+            const txs = f32Tensor(gpu, "xs", randn(rows * k, 90 + rows, X_SCALE));
+            const [gs, us, fs, ss] = ["gate", "up", "fused", "spare"].map((l) =>
+              emptyF32(gpu, l, rows * n)
+            );
+            const b = new CommandBatch(gpu);
+            stack.encodeRows(b, txs, [gs, us], rows);
+            ew.swiglu(b, gs, us, rows * n);
+            stack.encodeRows(b, txs, [fs, ss], rows, { swigluOut: true });
+            b.submit();
+            const wantRows = await gpu.readF32(gs);
+            assertEquals(await gpu.readF32(fs), wantRows, `case ${c}, ${rows} rows: fused = apart`);
+            assert(wantRows.subarray((rows - 1) * n).some((v) => v !== 0), `case ${c}: last row`);
+            for (const t of [txs, gs, us, fs, ss]) t.destroy();
+          }
           stack.destroy();
           for (const t of [tx, g, u, fused, spare]) t.destroy();
         }

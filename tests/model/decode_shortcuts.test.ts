@@ -238,7 +238,7 @@ Deno.test({
   },
 });
 
-Deno.test("FP16 gate/up writing SwiGLU in its epilogue gives the logits of a SwiGLU dispatch", async () => {
+Deno.test("FP16 gate/up writing SwiGLU in its epilogue gives the logits of a SwiGLU dispatch (decode, verify)", async () => {
   const gpu = await requestGpu();
   const dir = await Deno.makeTempDir();
   try {
@@ -252,7 +252,12 @@ Deno.test("FP16 gate/up writing SwiGLU in its epilogue gives the logits of a Swi
         const steps = [];
         for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
         const names = (await model.timeForward([23])).map((d) => d.kernel);
-        return { fused, prefill, steps, names, layers: model.layers.length };
+        // a verify pass (each row as its own decode step) over 5 tokens
+        const verify = await model.verify([31, 37, 41, 43, 47], "logits");
+        const verifyNames = (await model.timeForward([3, 5, 7], { verify: true })).map((d) =>
+          d.kernel
+        );
+        return { fused, prefill, steps, names, verify, verifyNames, layers: model.layers.length };
       } finally {
         model.dispose();
       }
@@ -265,6 +270,12 @@ Deno.test("FP16 gate/up writing SwiGLU in its epilogue gives the logits of a Swi
     const swiglus = (n: string[]) => n.filter((k) => k.includes("swiglu")).length;
     assertEquals([swiglus(on.names), swiglus(off.names)], [0, on.layers], "SwiGLU dispatches");
     assertEquals(off.names.length - on.names.length, on.layers, "one dispatch fewer a layer");
+    assertEquals(on.verify, off.verify, "verify logits");
+    assertEquals(
+      [swiglus(on.verifyNames), off.verifyNames.length - on.verifyNames.length],
+      [0, on.layers],
+      "verify pass: no SwiGLU dispatch",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
     gpu.destroy();
