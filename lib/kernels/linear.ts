@@ -738,16 +738,7 @@ export class Fp16LinearStack implements LinearStack {
     const k = this.inFeatures;
     requireBytes(x, k * 4, "stacked linear x");
     this.parts.forEach((part, i) => requireBytes(ys[i], part.outFeatures * 4, "stacked linear y"));
-    if (options.swigluOut) {
-      if (!this.fusesSwigluOut(1)) throw new Error("FP16 stack: no SwiGLU epilogue here");
-      const [n, half] = [this.#splits[0], this.#rowsPerWorkgroup / 2];
-      const p = params().u32(1).u32(this.outFeatures).u32(k).u32(0).u32(this.outFeatures)
-        .u32(n).u32(n).build();
-      const chunk = this.#chunks[0];
-      // (only ys[0]: the kernel never touches the second output, which its layout then leaves out)
-      batch.dispatch(this.#gemvSwiglu!, [x, chunk.binding, ys[0]], grid(Math.ceil(n / half)), p);
-      return;
-    }
+    if (options.swigluOut) return this.#encodeSwiglu(batch, x, ys[0], 1);
     for (const chunk of this.#chunks) {
       const p = params().u32(1).u32(this.outFeatures).u32(k).u32(chunk.start).u32(chunk.count)
         .u32(this.#splits[0]).u32(this.#splits[1]).build();
@@ -780,21 +771,28 @@ export class Fp16LinearStack implements LinearStack {
     this.parts.forEach((part, i) =>
       requireBytes(ys[i], rows * part.outFeatures * 4, "stacked linear y")
     );
-    if (options.swigluOut) {
-      if (!this.fusesSwigluOut(rows)) throw new Error("FP16 stack: no SwiGLU epilogue here");
-      const [n, half] = [this.#splits[0], this.#multiRowsPerWorkgroup / 2];
-      const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(0).u32(this.outFeatures)
-        .u32(n).u32(n).build();
-      const bindings = [x, this.#chunks[0].binding, ys[0]];
-      batch.dispatch(this.#gemvRowsSwiglu!, bindings, grid(Math.ceil(n / half)), p);
-      return;
-    }
+    if (options.swigluOut) return this.#encodeSwiglu(batch, x, ys[0], rows);
     for (const chunk of this.#chunks) {
       const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(chunk.start)
         .u32(chunk.count).u32(this.#splits[0]).u32(this.#splits[1]).build();
       const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
       batch.dispatch(this.#gemvRows, [x, chunk.binding, ...ys], grid(groups), p);
     }
+  }
+
+  /** silu(gate) · up of `rows` rows into the gate output (the SWIGLU_OUT gemv or gemv_rows). */
+  #encodeSwiglu(batch: CommandBatch, x: Binding, gate: Binding, rows: number): void {
+    if (!this.fusesSwigluOut(rows)) throw new Error("FP16 stack: no SwiGLU epilogue here");
+    const n = this.#splits[0];
+    const [kernel, perWorkgroup] = rows === 1
+      ? [this.#gemvSwiglu!, this.#rowsPerWorkgroup]
+      : [this.#gemvRowsSwiglu!, this.#multiRowsPerWorkgroup];
+    const p = params().u32(rows).u32(this.outFeatures).u32(this.inFeatures).u32(0)
+      .u32(this.outFeatures).u32(n).u32(n).build();
+    // only the gate output: the kernel never touches up's, which its layout then leaves out; a
+    // workgroup's features are half gate, half the same rows of up
+    const groups = grid(Math.ceil(n / (perWorkgroup / 2)));
+    batch.dispatch(kernel, [x, this.#chunks[0].binding, gate], groups, p);
   }
 
   /** Whether {@linkcode encodeRows} takes `rows` rows: 1 to {@linkcode MAX_GEMV_ROWS}. */

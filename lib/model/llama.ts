@@ -1158,12 +1158,12 @@ export class LlamaModel {
     // The residual add after down_proj waits for the next norm, which does both in one dispatch
     // (not while capturing: "block_out" is recorded right after the add).
     let pendingAdd = false;
-    // In decode, the norm also writes the int8 codes of its output where the next product is
-    // int8 (Linear.int8Input), which then skips its own quantization dispatch.
     // One decode row without capture: a 4-bit product may add its output to the residual stream
     // itself (o_proj, down_proj: Linear.addsToOutput), and a stack that reads a norm's output may
     // fold that norm into its input read (LinearStack.foldsRmsNorm): no norm dispatch at all.
     const fuses = rows === 1 && !capture;
+    // In decode, the norm also writes the int8 codes of its output where the next product is
+    // int8 (Linear.int8Input), which then skips its own quantization dispatch.
     const norm = (
       weight: Binding,
       next?: Linear | LinearStack,
