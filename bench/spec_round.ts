@@ -47,19 +47,27 @@ const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, {
   format: args.draft as QuantFormat,
 });
 
-// Counts what CommandBatch records and submits.
+// Counts what CommandBatch records and submits, and the CPU time spent submitting (encoding the
+// recorded dispatches into a command buffer, wgpu's validation, the queue submit).
 let dispatches = 0;
 let submits = 0;
+let submitMs = 0;
 const proto = CommandBatch.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-for (
-  const [name, bump] of [["dispatch", () => dispatches++], ["submit", () => submits++]] as const
-) {
-  const original = proto[name];
-  proto[name] = function (this: unknown, ...a: unknown[]) {
-    bump();
-    return original.apply(this, a);
-  };
-}
+const dispatch = proto.dispatch;
+proto.dispatch = function (this: unknown, ...a: unknown[]) {
+  dispatches++;
+  return dispatch.apply(this, a);
+};
+const submit = proto.submit;
+proto.submit = function (this: unknown, ...a: unknown[]) {
+  submits++;
+  const t0 = performance.now();
+  try {
+    return submit.apply(this, a);
+  } finally {
+    submitMs += performance.now() - t0;
+  }
+};
 
 interface Part {
   part: string;
@@ -123,14 +131,15 @@ try {
   draft.setGpuStart(0);
   for (const inFlight of [8, 32, 64, "auto"] as const) {
     target.reset();
-    dispatches = submits = 0;
+    dispatches = submits = submitMs = 0;
     const t0 = performance.now();
     const run = await target.decodeGreedy(prompt, { maxNewTokens: 128, inFlight });
     const ms = performance.now() - t0;
     console.log(
       `decodeGreedy, ${inFlight} in flight: ${(run.tokens.length / (ms / 1000)).toFixed(1)} ` +
         `tok/s, ${(dispatches / run.tokens.length).toFixed(1)} dispatches and ` +
-        `${(submits / run.tokens.length).toFixed(2)} submits per token`,
+        `${(submits / run.tokens.length).toFixed(2)} submits per token, ` +
+        `${(submitMs / run.tokens.length).toFixed(3)} CPU ms submitting per token`,
     );
   }
   for (const k of [1, 2, 3, 4]) {
@@ -140,7 +149,7 @@ try {
       target.reset();
       draft.reset();
       await speculativeDecode(target, draft, prompt, { maxNewTokens: 8, fuseDraft }); // warm
-      dispatches = submits = 0;
+      dispatches = submits = submitMs = 0;
       const t0 = performance.now();
       const run = await speculativeDecode(target, draft, prompt, {
         maxNewTokens: 128,
@@ -155,7 +164,9 @@ try {
         } tok/s, ${run.targetPasses} passes, ${(ms / run.targetPasses).toFixed(3)} ms, ` +
           `${(dispatches / run.targetPasses).toFixed(1)} dispatches and ${
             (submits / run.targetPasses).toFixed(2)
-          } submits per pass`,
+          } submits per pass, ${
+            (submitMs / run.targetPasses).toFixed(3)
+          } CPU ms submitting per pass`,
       );
     }
   }
