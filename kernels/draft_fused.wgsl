@@ -178,22 +178,77 @@ fn rmsnorm(lid: u32, src: u32, dst: u32, weight: u32) {
   workgroupBarrier();
 }
 
-// Σ_k W[2j .. 2j + 1, k] · ws[src + k] over k in [k0, k1): four loads in flight at a time (the
-// loop is bound by the latency of its loads, not their bandwidth).
+// Σ_k W[2j .. 2j + 1, k] · ws[src + k] over k in [k0, k1): eight loads in flight at a time,
+// in named values (the loop is bound by the latency of its loads, not their bandwidth; a private
+// array indexed in the loop can land in local memory).
 fn pair_dot(at: u32, half: u32, j: u32, src: u32, k0: u32, k1: u32) -> vec2<f32> {
   var a = vec2<f32>(0.0);
   var b = vec2<f32>(0.0);
   var k = k0;
-  for (; k + 4u <= k1; k += 4u) {
-    let w0 = w[at + k * half + j];
-    let w1 = w[at + (k + 1u) * half + j];
-    let w2 = w[at + (k + 2u) * half + j];
-    let w3 = w[at + (k + 3u) * half + j];
-    a += unpack2x16float(w0) * ws[src + k] + unpack2x16float(w2) * ws[src + k + 2u];
-    b += unpack2x16float(w1) * ws[src + k + 1u] + unpack2x16float(w3) * ws[src + k + 3u];
+  for (; k + 8u <= k1; k += 8u) {
+    let i = at + k * half + j;
+    let w0 = w[i];
+    let w1 = w[i + half];
+    let w2 = w[i + 2u * half];
+    let w3 = w[i + 3u * half];
+    let w4 = w[i + 4u * half];
+    let w5 = w[i + 5u * half];
+    let w6 = w[i + 6u * half];
+    let w7 = w[i + 7u * half];
+    a += unpack2x16float(w0) * ws[src + k] + unpack2x16float(w2) * ws[src + k + 2u] +
+      unpack2x16float(w4) * ws[src + k + 4u] + unpack2x16float(w6) * ws[src + k + 6u];
+    b += unpack2x16float(w1) * ws[src + k + 1u] + unpack2x16float(w3) * ws[src + k + 3u] +
+      unpack2x16float(w5) * ws[src + k + 5u] + unpack2x16float(w7) * ws[src + k + 7u];
   }
   for (; k < k1; k++) {
     a += unpack2x16float(w[at + k * half + j]) * ws[src + k];
+  }
+  return a + b;
+}
+
+// pair_dot for pairs j0 and j1 at once (.xy, .zw): sixteen loads in flight.
+fn pair_dot2(at: u32, half: u32, j0: u32, j1: u32, src: u32, k_in: u32) -> vec4<f32> {
+  var a = vec4<f32>(0.0);
+  var b = vec4<f32>(0.0);
+  var k = 0u;
+  for (; k + 8u <= k_in; k += 8u) {
+    let i = at + k * half;
+    let x0 = ws[src + k];
+    let x1 = ws[src + k + 1u];
+    let x2 = ws[src + k + 2u];
+    let x3 = ws[src + k + 3u];
+    let x4 = ws[src + k + 4u];
+    let x5 = ws[src + k + 5u];
+    let x6 = ws[src + k + 6u];
+    let x7 = ws[src + k + 7u];
+    let u0 = w[i + j0];
+    let u1 = w[i + half + j0];
+    let u2 = w[i + 2u * half + j0];
+    let u3 = w[i + 3u * half + j0];
+    let u4 = w[i + 4u * half + j0];
+    let u5 = w[i + 5u * half + j0];
+    let u6 = w[i + 6u * half + j0];
+    let u7 = w[i + 7u * half + j0];
+    let v0 = w[i + j1];
+    let v1 = w[i + half + j1];
+    let v2 = w[i + 2u * half + j1];
+    let v3 = w[i + 3u * half + j1];
+    let v4 = w[i + 4u * half + j1];
+    let v5 = w[i + 5u * half + j1];
+    let v6 = w[i + 6u * half + j1];
+    let v7 = w[i + 7u * half + j1];
+    a += vec4<f32>(unpack2x16float(u0), unpack2x16float(v0)) * x0 +
+      vec4<f32>(unpack2x16float(u2), unpack2x16float(v2)) * x2 +
+      vec4<f32>(unpack2x16float(u4), unpack2x16float(v4)) * x4 +
+      vec4<f32>(unpack2x16float(u6), unpack2x16float(v6)) * x6;
+    b += vec4<f32>(unpack2x16float(u1), unpack2x16float(v1)) * x1 +
+      vec4<f32>(unpack2x16float(u3), unpack2x16float(v3)) * x3 +
+      vec4<f32>(unpack2x16float(u5), unpack2x16float(v5)) * x5 +
+      vec4<f32>(unpack2x16float(u7), unpack2x16float(v7)) * x7;
+  }
+  for (; k < k_in; k++) {
+    let i = at + k * half;
+    a += vec4<f32>(unpack2x16float(w[i + j0]), unpack2x16float(w[i + j1])) * ws[src + k];
   }
   return a + b;
 }
@@ -302,13 +357,25 @@ fn layers(lid: u32, tok: u32, pos: u32) {
       var s0 = 0.0;
       var s1 = 0.0;
       let qb = Q + h * hd;
-      for (var d = 0u; d < hd / 2u; d += 2u) { // head_dim / 2 is even where head_dim % 4 == 0
+      // eight words of the key in flight, then their dot products
+      var d = 0u;
+      for (; d + 8u <= hd / 2u; d += 8u) {
         let k0 = k_load(l, kb + d);
-        let k1 = k_load(l, kb + min(d + 1u, hd / 2u - 1u));
-        s0 += dot(vec2<f32>(ws[qb + 2u * d], ws[qb + 2u * d + 1u]), k0);
-        if (d + 1u < hd / 2u) {
-          s1 += dot(vec2<f32>(ws[qb + 2u * d + 2u], ws[qb + 2u * d + 3u]), k1);
-        }
+        let k1 = k_load(l, kb + d + 1u);
+        let k2 = k_load(l, kb + d + 2u);
+        let k3 = k_load(l, kb + d + 3u);
+        let k4 = k_load(l, kb + d + 4u);
+        let k5 = k_load(l, kb + d + 5u);
+        let k6 = k_load(l, kb + d + 6u);
+        let k7 = k_load(l, kb + d + 7u);
+        let q = qb + 2u * d;
+        s0 += dot(vec2<f32>(ws[q], ws[q + 1u]), k0) + dot(vec2<f32>(ws[q + 4u], ws[q + 5u]), k2) +
+          dot(vec2<f32>(ws[q + 8u], ws[q + 9u]), k4) + dot(vec2<f32>(ws[q + 12u], ws[q + 13u]), k6);
+        s1 += dot(vec2<f32>(ws[q + 2u], ws[q + 3u]), k1) + dot(vec2<f32>(ws[q + 6u], ws[q + 7u]), k3) +
+          dot(vec2<f32>(ws[q + 10u], ws[q + 11u]), k5) + dot(vec2<f32>(ws[q + 14u], ws[q + 15u]), k7);
+      }
+      for (; d < hd / 2u; d++) {
+        s0 += dot(vec2<f32>(ws[qb + 2u * d], ws[qb + 2u * d + 1u]), k_load(l, kb + d));
       }
       ws[SC + idx] = (s0 + s1) * p.scale;
     }
@@ -344,14 +411,17 @@ fn layers(lid: u32, tok: u32, pos: u32) {
       var acc = vec2<f32>(0.0);
       var acc2 = vec2<f32>(0.0);
       var j = min(len, sl * vper);
-      for (; j + 2u <= j1; j += 2u) {
-        let v0 = v_load(l, j * p.kv_heads * (hd / 2u) + vb);
-        let v1 = v_load(l, (j + 1u) * p.kv_heads * (hd / 2u) + vb);
-        acc += ws[SC + h * len + j] * v0;
-        acc2 += ws[SC + h * len + j + 1u] * v1;
+      let row = p.kv_heads * (hd / 2u); // words per position
+      for (; j + 4u <= j1; j += 4u) {
+        let v0 = v_load(l, j * row + vb);
+        let v1 = v_load(l, (j + 1u) * row + vb);
+        let v2 = v_load(l, (j + 2u) * row + vb);
+        let v3 = v_load(l, (j + 3u) * row + vb);
+        acc += ws[SC + h * len + j] * v0 + ws[SC + h * len + j + 2u] * v2;
+        acc2 += ws[SC + h * len + j + 1u] * v1 + ws[SC + h * len + j + 3u] * v3;
       }
-      if (j < j1) {
-        acc += ws[SC + h * len + j] * v_load(l, j * p.kv_heads * (hd / 2u) + vb);
+      for (; j < j1; j++) {
+        acc += ws[SC + h * len + j] * v_load(l, j * row + vb);
       }
       acc += acc2;
       if (vs > 1u) {
@@ -394,9 +464,29 @@ fn head_argmax(lid: u32) -> u32 {
   let half = p.vocab / 2u;
   var bv = -3.0e38;
   var bi = 0u;
-  for (var j = lid; j < half; j += WG) {
+  // indices rise within a thread: strict > keeps the first of equals
+  var j = lid;
+  for (; j + WG < half; j += 2u * WG) {
+    let acc = pair_dot2(p.head, half, j, j + WG, XN, p.hidden);
+    if (acc.x > bv) {
+      bv = acc.x;
+      bi = 2u * j;
+    }
+    if (acc.y > bv) {
+      bv = acc.y;
+      bi = 2u * j + 1u;
+    }
+    if (acc.z > bv) {
+      bv = acc.z;
+      bi = 2u * (j + WG);
+    }
+    if (acc.w > bv) {
+      bv = acc.w;
+      bi = 2u * (j + WG) + 1u;
+    }
+  }
+  for (; j < half; j += WG) {
     let acc = pair_dot(p.head, half, j, XN, 0u, p.hidden);
-    // indices rise within a thread: strict > keeps the first of equals
     if (acc.x > bv) {
       bv = acc.x;
       bi = 2u * j;

@@ -117,24 +117,39 @@ Deno.test("fused draft proposals = the CPU reference's greedy tokens = the layer
   }
 });
 
-Deno.test("fused draft proposals = the CPU reference's greedy tokens: untied head, grouped heads, 3 layers", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "qlab-fused-" });
-  try {
-    await writeRandomLlama(dir, { layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 96 });
-    const model = await LlamaModel.load(dir, { gpu, format: "fp16", maxSeqLen: MAX_SEQ });
-    try {
-      const prompt = [0, 17, 42, 299, 5, 128, 77];
-      const want = await referenceGreedy(dir, prompt, 6);
-      assert(want.length >= 3, "the reference has clear tokens");
-      const fused = await propose(model, prompt, 6, true);
-      assertEquals(fused.tokens.slice(0, want.length), want);
-    } finally {
-      model.dispose();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+// The second shape leaves tails everywhere the kernel unrolls: K = 60 (loads go eight at a time),
+// head_dim 20 (keys read eight words at a time), 550 pairs of LM-head rows (two pairs a thread,
+// then one).
+for (
+  const shape of [
+    { layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 96 },
+    { layers: 2, hidden: 60, heads: 3, kvHeads: 1, intermediate: 70, vocab: 1100 },
+  ]
+) {
+  Deno.test(
+    `fused draft proposals = the CPU reference's greedy tokens: untied head, grouped heads, ${
+      JSON.stringify(shape)
+    }`,
+    async () => {
+      const dir = await Deno.makeTempDir({ prefix: "qlab-fused-" });
+      try {
+        await writeRandomLlama(dir, shape);
+        const model = await LlamaModel.load(dir, { gpu, format: "fp16", maxSeqLen: MAX_SEQ });
+        try {
+          const prompt = [0, 17, 42, 299, 5, 128, 77];
+          const want = await referenceGreedy(dir, prompt, 6);
+          assert(want.length >= 3, "the reference has clear tokens");
+          const fused = await propose(model, prompt, 6, true);
+          assertEquals(fused.tokens.slice(0, want.length), want);
+        } finally {
+          model.dispose();
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+}
 
 Deno.test("fusedDraftThreads: the threads that fit, or the limit that does not", () => {
   const shape = {
