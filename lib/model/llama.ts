@@ -589,7 +589,9 @@ export class LlamaModel {
    * one after; then `count - 1` greedy steps that feed each argmax back; each of the `count`
    * argmaxes goes to words `1 .. count` of `into` (the target's {@linkcode tokenInput}).
    * {@linkcode gpuStart} is at most `bound` when the work runs, which sizes attention and is
-   * checked against the cache. {@linkcode position} is left alone. Returns once submitted.
+   * checked against the cache. {@linkcode position} is left alone. Returns once submitted;
+   * with `batch` (only where {@linkcode proposalsFused}: one dispatch), records into that
+   * batch instead, for the caller to submit with the verify pass that follows.
    *
    * @example
    * ```ts ignore
@@ -597,7 +599,7 @@ export class LlamaModel {
    * target.verifyChained(4, 41, (batch) => accept.encode(batch, buffers, 4, 0));
    * ```
    */
-  proposeChained(count: number, into: GpuTensor, bound: number): void {
+  proposeChained(count: number, into: GpuTensor, bound: number, batch?: CommandBatch): void {
     this.#checkChained(bound, count + 1, "proposeChained");
     if (!Number.isInteger(count) || count < 1 || (count + 1) * 4 > into.byteSize) {
       throw new RangeError(
@@ -605,10 +607,13 @@ export class LlamaModel {
       );
     }
     const s = this.#state;
+    if (batch && !this.#fused) {
+      throw new Error("proposeChained: only fused proposals record into the caller's batch");
+    }
     if (this.#fused) {
-      const batch = this.#batch(this.#chainGroups("draft fused"));
+      const own = batch ?? this.#batch(this.#chainGroups("draft fused"));
       this.#fused.encode(
-        batch,
+        own,
         {
           ids: s.ids,
           position: s.position,
@@ -620,24 +625,24 @@ export class LlamaModel {
         count,
         bound,
       );
-      batch.submit();
+      if (!batch) own.submit();
       return;
     }
     const vocab = this.config.vocabSize;
-    let batch = this.#batch(this.#chainGroups("draft 2 rows"));
-    this.#encodeChunk(batch, { rows: 2 }, 1, undefined, false, { offset: 0, bound });
-    this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
-    batch.copy(s.next, 0, into, 4, 4);
-    batch.submit();
+    let step = this.#batch(this.#chainGroups("draft 2 rows"));
+    this.#encodeChunk(step, { rows: 2 }, 1, undefined, false, { offset: 0, bound });
+    this.#ops.argmax(step, s.logits, s.next, 1, vocab);
+    step.copy(s.next, 0, into, 4, 4);
+    step.submit();
     for (let i = 1; i < count; i++) {
-      batch = this.#batch(this.#chainGroups("draft step"));
-      this.#encodeChunk(batch, "next", 1, undefined, false, {
+      step = this.#batch(this.#chainGroups("draft step"));
+      this.#encodeChunk(step, "next", 1, undefined, false, {
         offset: 1 + i,
         bound: bound + 1 + i,
       });
-      this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
-      batch.copy(s.next, 0, into, (1 + i) * 4, 4);
-      batch.submit();
+      this.#ops.argmax(step, s.logits, s.next, 1, vocab);
+      step.copy(s.next, 0, into, (1 + i) * 4, 4);
+      step.submit();
     }
   }
 
@@ -680,15 +685,21 @@ export class LlamaModel {
    * The target side of speculative rounds chained on the GPU: a {@linkcode verify} pass over
    * `count + 1` tokens already in {@linkcode tokenInput} (`last`, then a draft's proposals) at
    * position {@linkcode gpuStart} (at most `bound`), its argmaxes into
-   * {@linkcode argmaxOutput}; `then` records more work into the same submission (the
-   * acceptance step). Nothing is read back; {@linkcode position} is left alone.
+   * {@linkcode argmaxOutput}; `before` records work that goes first in the same submission (a
+   * fused draft's proposals), `then` work after it (the acceptance step). Nothing is read
+   * back; {@linkcode position} is left alone.
    *
    * @example
    * ```ts ignore
    * target.verifyChained(4, 41, (batch) => accept.encode(batch, buffers, 4, 0));
    * ```
    */
-  verifyChained(count: number, bound: number, then?: (batch: CommandBatch) => void): void {
+  verifyChained(
+    count: number,
+    bound: number,
+    then?: (batch: CommandBatch) => void,
+    before?: (batch: CommandBatch) => void,
+  ): void {
     const n = count + 1;
     this.#checkChained(bound, n, "verifyChained");
     if (!Number.isInteger(count) || count < 1 || n > this.maxVerifyTokens) {
@@ -697,7 +708,9 @@ export class LlamaModel {
       );
     }
     const s = this.#state;
-    const batch = this.#batch(this.#chainGroups("verify"));
+    // a pass with work before it keeps its own bind groups: its dispatches sit one place later
+    const batch = this.#batch(this.#chainGroups(before ? "verify after proposals" : "verify"));
+    before?.(batch);
     this.#encodeChunk(batch, { rows: n }, n, undefined, true, { offset: 0, bound });
     this.#ops.argmax(batch, s.logits, s.next, n, this.config.vocabSize);
     then?.(batch);

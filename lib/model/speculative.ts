@@ -81,6 +81,7 @@ type Grouped =
     | "proposeChained"
     | "verifyChained"
     | "chunkSize"
+    | "proposalsFused"
   >;
 
 function groupable(m: SpeculativeModel): m is SpeculativeModel & Grouped {
@@ -605,13 +606,21 @@ async function groupedRounds(
     const b = buffers(half);
     for (let r = 0; r < rounds; r++) {
       const start = hi + r * (kk + 1);
-      draft.proposeChained(kk, target.tokenInput, start - 1);
       const forced = o.simulate?.(kk);
-      target.verifyChained(
-        kk,
-        start,
-        (batch) => accept.encode(batch, b, kk, r * slotWords, forced),
-      );
+      const acceptRound = (batch: CommandBatch) =>
+        accept.encode(batch, b, kk, r * slotWords, forced);
+      if (draft.proposalsFused) {
+        // one submission a round: the proposals' one dispatch, the verify pass, the acceptance
+        target.verifyChained(
+          kk,
+          start,
+          acceptRound,
+          (batch) => draft.proposeChained(kk, target.tokenInput, start - 1, batch),
+        );
+      } else {
+        draft.proposeChained(kk, target.tokenInput, start - 1);
+        target.verifyChained(kk, start, acceptRound);
+      }
     }
     const copy = new CommandBatch(gpu);
     copy.copyToBuffer(
