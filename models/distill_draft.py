@@ -274,16 +274,15 @@ def main():
 
     out_draft = os.path.join(args.out, "sotu-llama-draft")
     base.save_model(student, out_draft, MAIN_DIR)
-    draft_m = base.load_shipped(out_draft)  # the fp16 file, in fp32
-    reloaded = draft_m.to(device)
-    after = dict(val=agreement(reloaded, val_seqs, val_lens),
-                 test=agreement(reloaded, test_seqs, test_lens),
-                 bench=bench_agreement(reloaded, bench_seqs, bench_lens))
-    draft_m = draft_m.to("cpu").eval()
+    draft_m = base.load_shipped(out_draft).to(device)  # the fp16 file, in fp32
+    after = dict(val=agreement(draft_m, val_seqs, val_lens),
+                 test=agreement(draft_m, test_seqs, test_lens),
+                 bench=bench_agreement(draft_m, bench_seqs, bench_lens))
     log("distilled draft (shipped fp16 file):", json.dumps(after))
     test_loss = dict(shipped=base.eval_loss(shipped, ids["test"], base.T_TRAIN),
-                     distilled=base.eval_loss(reloaded, ids["test"], base.T_TRAIN))
+                     distilled=base.eval_loss(draft_m, ids["test"], base.T_TRAIN))
     log("test-split loss (ctx 512):", test_loss)
+    draft_m = draft_m.to("cpu").eval()
 
     # ---- fixtures from the shipped file, as train.py computes them (CPU, fp32)
     torch.set_num_threads(min(16, os.cpu_count() or 1))

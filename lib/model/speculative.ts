@@ -596,8 +596,17 @@ async function groupedRounds(
   const submitGroup = (): Group | null => {
     const t0 = performance.now();
     const kk = Math.min(k, o.maxK);
-    // every round yields at least one token: no more rounds than tokens still wanted
-    let rounds = Math.min(groupRounds, o.maxNew - result.tokens.length - inFlightRounds);
+    // Every round yields at least one token: never more rounds than tokens still wanted. A
+    // draft that is often right yields several, and rounds past the last token are GPU time
+    // spent for nothing, so near the end a group is sized by the tokens a round has yielded so
+    // far, with two rounds to spare; if that falls short, one more group follows.
+    const left = o.maxNew - result.tokens.length;
+    let rounds = Math.min(groupRounds, left - inFlightRounds);
+    if (result.targetPasses > 0) {
+      const perRound = Math.max(1, (result.tokens.length - 1) / result.targetPasses);
+      const expected = Math.ceil((left - inFlightRounds * perRound) / perRound);
+      rounds = Math.min(rounds, expected <= 0 ? 0 : expected + 2);
+    }
     // round r starts at most at hi + r (k + 1); its passes write up to k positions further
     const room = Math.min(target.maxSeqLen, draft.maxSeqLen + 1);
     while (rounds > 0 && hi + rounds * (kk + 1) > room) rounds--;
@@ -687,7 +696,8 @@ async function groupedRounds(
         if (!o.deliver(tokens)) stopped = true;
       }
       if (stopped) break;
-      group = next;
+      // the groups in flight may yield fewer tokens than expected: then one more
+      group = next ?? submitGroup();
     }
   } finally {
     // Let every submitted group finish before its buffers go.
