@@ -31,12 +31,12 @@
 // rope_qk_cache_q otherwise runs first). Each workgroup turns its query itself, with rope.wgsl's
 // arithmetic (common/rope_angle.wgsl); the range holding the new position also turns the new key
 // and rounds or quantizes it and the value exactly as rope.wgsl would (common/kv_quant.wgsl), and
-// attends to that position first, from workgroup memory, as the softmax's starting state (its
-// key is not in the cache yet); the first query head of each kv head's group stores them in the
-// cache for later steps. No workgroup of the dispatch reads that position from the cache, so the
-// order of the stores does not matter. The cache gets the same words as from rope.wgsl; the
-// output differs from RoPE + attend only in the order of the softmax sums (the new position
-// first rather than last).
+// attends to that position in its place, the last of the last block, reading its key and value
+// from workgroup memory (they are not in the cache yet); the first query head of each kv head's
+// group stores them in the cache for later steps. No workgroup of the dispatch reads that
+// position from the cache, so the order of the stores does not matter. The cache gets the same
+// words as from rope.wgsl and the output is RoPE + attend's, bit for bit: a decode step leaves
+// what a verify pass's row leaves, which speculative decoding's greedy output depends on.
 //
 // attend and attend_split see query row r at position start_pos + pos_base[0] + r: pos_base is a
 // word on the GPU, zero unless speculative rounds chained on the GPU keep the position there.
@@ -859,35 +859,15 @@ fn add_value(r: ptr<function, Partial>, pw: f32, v: Value) {
 }
 
 #if FUSE_NEW
-const NEWEST_FIRST: bool = true;
+const NEWEST_STAGED: bool = true;
 #else
-const NEWEST_FIRST: bool = false;
+const NEWEST_STAGED: bool = false;
 #endif
 
-// The softmax state after the query's own position rh alone (weight 1, the first key of a block
-// of one): its score's parts meet in sh as a block's do, lane 0 takes the value, from the staged
-// new key and value (FUSE_NEW).
-fn newest_first(lid: u32, rh: u32) -> Partial {
-  let staged = NEWEST_FIRST; // only the FUSE_NEW kernel puts the newest position first
-  if (lid < tpk()) {
-    sh_set(lid, key_part_of(rh, lid, staged));
-  }
-  workgroupBarrier();
-  var s = 0.0;
-  for (var u = 0u; u < tpk(); u++) {
-    s += sh_get(u);
-  }
-  workgroupBarrier(); // sh is free again
-  var r: Partial;
-  r.m = s;
-  if (lid / tpv() == 0u) {
-    add_value(&r, 1.0, value_of(rh, lid % tpv(), staged));
-  }
-  return r;
-}
-
-// Attends query `item` (row * num_heads + head) to positions [j_begin, j_end), the last of them
-// first when `newest` (the query's own position: j_end - 1). Called by the whole workgroup with
+// Attends query `item` (row * num_heads + head) to positions [j_begin, j_end). With `newest` the
+// last of them (the query's own position, j_end - 1) is not in the cache yet: its key and value
+// come from workgroup memory (FUSE_NEW's staging), in its place in the last block, so the sums
+// run in the same order as when it is read from the cache. Called by the whole workgroup with
 // uniform arguments (it has barriers).
 fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> Partial {
   let kv_head = (item % p.num_heads) / (p.num_heads / p.num_kv_heads);
@@ -902,17 +882,16 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
 
   var r: Partial;
   r.m = NEG_BIG;
-  var j_stop = j_end;
-  if (newest) {
-    j_stop = j_end - 1u;
-    r = newest_first(lid, j_stop * kvh + kv_head);
-  }
-  for (var j0 = j_begin; j0 < j_stop; j0 += nb()) {
-    let n_here = min(nb(), j_stop - j0);
+  let staged = NEWEST_STAGED && newest; // a constant false but in the FUSE_NEW kernel
+  let rh_new = (j_end - 1u) * kvh + kv_head;
+  for (var j0 = j_begin; j0 < j_end; j0 += nb()) {
+    let n_here = min(nb(), j_end - j0);
+    // the keys and values read from the cache: all but the newest where it is staged
+    let n_cached = select(n_here, n_here - 1u, staged && j0 + n_here == j_end);
     if (g < kg) {
       // Four of this thread's keys per step, their loads issued together.
       var j = g;
-      for (; j + 3u * kg < n_here; j += 4u * kg) {
+      for (; j + 3u * kg < n_cached; j += 4u * kg) {
         let rh = (j0 + j) * kvh + kv_head;
         let d0 = key_part(rh, tk);
         let d1 = key_part(rh + kg * kvh, tk);
@@ -923,8 +902,11 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
         sh_set((j + 2u * kg) * tpk() + tk, d2);
         sh_set((j + 3u * kg) * tpk() + tk, d3);
       }
-      for (; j < n_here; j += kg) {
+      for (; j < n_cached; j += kg) {
         sh_set(j * tpk() + tk, key_part((j0 + j) * kvh + kv_head, tk));
+      }
+      if (n_cached < n_here && g == 0u) {
+        sh_set(n_cached * tpk() + tk, key_part_of(rh_new, tk, true));
       }
     }
     workgroupBarrier();
@@ -965,7 +947,7 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
 #endif
       var j = lane;
       let step = nl * kvh;
-      for (; j + 3u * nl < n_here; j += 4u * nl) {
+      for (; j + 3u * nl < n_cached; j += 4u * nl) {
         let rh = (j0 + j) * kvh + kv_head;
         let v0 = value(rh, tv);
         let v1 = value(rh + step, tv);
@@ -976,8 +958,12 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
         add_value(&r, weight(j + 2u * nl), v2);
         add_value(&r, weight(j + 3u * nl), v3);
       }
-      for (; j < n_here; j += nl) {
+      for (; j < n_cached; j += nl) {
         add_value(&r, weight(j), value((j0 + j) * kvh + kv_head, tv));
+      }
+      // a lane adds its positions in rising order: the newest, where it is this lane's, last
+      if (j == n_cached && n_cached < n_here) {
+        add_value(&r, weight(j), value_of(rh_new, tv, true));
       }
     }
   }
@@ -1042,7 +1028,7 @@ fn attend(
   new_pos = len - 1u;
   stage_new(lid, item, true);
 #endif
-  let r = attend_range(lid, item, window_start(len), len, NEWEST_FIRST);
+  let r = attend_range(lid, item, window_start(len), len, NEWEST_STAGED);
   gather_lanes(lid, r);
   let l = weight_sum();
   for (var d = lid; d < HEAD_DIM; d += ATT_WG) {
@@ -1066,7 +1052,7 @@ fn attend_split(
   let j_begin = min(len, max(window_start(len), range_begin));
   let j_end = max(j_begin, min(len, range_begin + p.split_keys));
   // An empty range (a short row of a prefill) leaves m = NEG_BIG, l = 0: weight 0 when merged.
-  let newest = NEWEST_FIRST && j_end == len && j_begin < j_end;
+  let newest = NEWEST_STAGED && j_end == len && j_begin < j_end;
 #if FUSE_NEW
   new_pos = len - 1u;
   stage_new(lid, item, newest); // every range turns its query

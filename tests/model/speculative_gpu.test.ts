@@ -25,6 +25,45 @@ function load(dir: string, format: QuantFormat): Promise<LlamaModel> {
   return LlamaModel.load(dir, { gpu, format, maxSeqLen: MAX_SEQ, chunkSize: 32 });
 }
 
+// Speculative decoding's output is the target's greedy output only if a verify pass's rows are
+// exactly its decode steps, the KV entries they leave included: a last-bit difference in the
+// cache grows along the sequence and flips near ties (the bundled int8 target did, 63 tokens
+// after "I ask the Congress to", when the decode step summed its attention in another order).
+// Here a cache built by verify passes of 2 and 3 rows against one built by decode steps, bit for
+// bit: on a software adapter for each format; on a GPU the 4-bit formats' multi-row products
+// round their f16 arithmetic differently from the one-row product, so there the same argmaxes.
+for (const format of ["fp16", "int8-vectorwise", "nf4"] as const) {
+  Deno.test(`verify passes build the cache decode steps build, bit for bit (${format})`, async () => {
+    const model = await load(TARGET, format);
+    try {
+      const text = tokenizer.encode("I ask the Congress to");
+      const steps = await model.decodeGreedy(text, { maxNewTokens: 24 });
+      const tokens = steps.tokens;
+      model.reset();
+      const want: Float32Array[] = [(await model.forward(text, "last")).slice()];
+      for (const t of tokens.slice(0, -1)) want.push((await model.forward([t], "last")).slice());
+      const vocab = model.config.vocabSize;
+      const exact = gpu.isSoftware || !format.startsWith("nf4");
+      for (const rows of [2, 3]) {
+        model.reset();
+        await model.forward(text, "none");
+        for (let i = 0; i + rows <= tokens.length - 1; i += rows) {
+          const got = await model.verify(tokens.slice(i, i + rows), "logits");
+          for (let r = 0; r < rows; r++) {
+            const row = got.subarray(r * vocab, (r + 1) * vocab);
+            const step = want[i + r + 1];
+            const where = `${rows}-row passes, token ${i + r + 1}`;
+            if (exact) assertEquals(row, step, where);
+            else assertEquals(argmax(row), argmax(step), where);
+          }
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
 Deno.test("verify: every row's logits are a decode step's, and rollback drops the rest", async () => {
   const model = await load(TARGET, "llm-int8");
   try {
