@@ -246,12 +246,13 @@ Deno.test("sliding-window attention matches cpuAttention with the same window", 
   }));
 
 // A decode step with RoPE and the cache write folded into the attention (attendNew) must leave
-// the same cache and the same output, bit for bit, as RoPE into the cache followed by attend (the
-// new position is summed in its place, from workgroup memory), for every cache format: unsplit
+// the same cache, bit for bit, as RoPE into the cache followed by attend, and the same output (the
+// new position is summed in its place, from workgroup memory): bit for bit with f16 and int8
+// caches, within rounding with int4 ones (below), for every cache format: unsplit
 // and split (the new position in the last range, and alone in a range),
 // GQA, a sliding window, 32 key and 16 value elements per thread, 128-wide heads, workgroups of
 // 64 threads for heads of 128, and a start position read on the GPU.
-Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache, then attend: the same cache and output, bit for bit", () =>
+Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache, then attend: the same cache, the same output", () =>
   withGpu({}, async (gpu) => {
     type Case = {
       heads: number;
@@ -353,8 +354,11 @@ Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache,
         const want = await run(false);
         const got = await run(true);
         const label = `${kvCache}, case ${c}`;
-        // the same sums in the same order: the decode step's output is a verify pass's row's
-        assertEquals(got.out, want.out, `${label}: output`);
+        // The same sums in the same order: a decode step's output is a verify pass's row's. The
+        // int4 caches' query turn (a Hadamard transform) runs in registers here and in rope.wgsl
+        // otherwise, and a shader compiler may contract the two differently (GL does): near.
+        if (kvCache.startsWith("int4")) assertClose(got.out, want.out, TOL, `${label}: output`);
+        else assertEquals(got.out, want.out, `${label}: output`);
         assertEquals(got.k, want.k, `${label}: key cache`);
         assertEquals(got.v, want.v, `${label}: value cache`);
         assertEquals(got.dispatches, want.dispatches - 1, `${label}: one dispatch fewer`);
