@@ -37,9 +37,9 @@
 // position from the cache, so the order of the stores does not matter. The cache gets the same
 // words as from rope.wgsl and the output comes from the same sums in the same order as RoPE +
 // attend's: bit for bit with f16 and int8 caches, so a decode step leaves what a verify pass's
-// row leaves, which speculative decoding's greedy output depends on. (With int4 caches the query
-// is also turned by a Hadamard matrix, here in registers, there in rope.wgsl; a shader compiler
-// may contract the two differently: GL's does, by the last bits.)
+// row leaves, which speculative decoding's greedy output depends on. (With int4 caches a shader
+// compiler may round this kernel's query arithmetic otherwise than rope.wgsl's and attend's: GL's
+// does, in the last bits; lavapipe's Vulkan does not.)
 //
 // attend and attend_split see query row r at position start_pos + pos_base[0] + r: pos_base is a
 // word on the GPU, zero unless speculative rounds chained on the GPU keep the position there.
