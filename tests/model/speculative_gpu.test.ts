@@ -134,6 +134,42 @@ for (const [targetFormat, draftFormat] of PAIRS) {
   });
 }
 
+// A draft that is often right yields several tokens a round, and rounds submitted past the last
+// token are work for nothing: once a group has been read, the next is sized by the tokens a round
+// has yielded so far (two rounds to spare), and one more group follows if that falls short.
+Deno.test("rounds chained in groups: the last groups sized by the tokens a round yields", async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await load(DRAFT, "fp16");
+  let submitted = 0;
+  const verifyChained = target.verifyChained.bind(target);
+  target.verifyChained = (...a: Parameters<typeof verifyChained>) => {
+    submitted++;
+    verifyChained(...a);
+  };
+  try {
+    target.reset();
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 64 })).tokens;
+    const run = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 64,
+      draftTokens: 3,
+      groupRounds: 8,
+    });
+    assertEquals(run.tokens, want);
+    assert(
+      run.tokensPerTargetPass > 2,
+      `the bundled draft is often right: ${run.tokensPerTargetPass}`,
+    );
+    // at least one token a round would have allowed 8 + 8 + 8 + 8 rounds here
+    assert(
+      submitted <= run.targetPasses + 6,
+      `${submitted} rounds submitted for ${run.targetPasses} passes (groups ${run.groups})`,
+    );
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
 Deno.test("rounds chained in groups: stops inside a group, group sizes, one round per readback", async () => {
   const target = await load(TARGET, "nf4");
   const draft = await load(DRAFT, "fp16");
