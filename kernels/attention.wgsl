@@ -885,12 +885,11 @@ fn attend_range(lid: u32, item: u32, j_begin: u32, j_end: u32, newest: bool) -> 
 
   var r: Partial;
   r.m = NEG_BIG;
-  let staged = NEWEST_STAGED && newest; // a constant false but in the FUSE_NEW kernel
   let rh_new = (j_end - 1u) * kvh + kv_head;
   for (var j0 = j_begin; j0 < j_end; j0 += nb()) {
     let n_here = min(nb(), j_end - j0);
     // the keys and values read from the cache: all but the newest where it is staged
-    let n_cached = select(n_here, n_here - 1u, staged && j0 + n_here == j_end);
+    let n_cached = select(n_here, n_here - 1u, newest && j0 + n_here == j_end);
     if (g < kg) {
       // Four of this thread's keys per step, their loads issued together.
       var j = g;
