@@ -30,6 +30,7 @@ import type { Linear } from "../lib/kernels/linear.ts";
 import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
 import { createStreamRead, type StreamRead } from "../lib/kernels/stream_read.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
+import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { barFigure } from "../lib/plot/generic.ts";
 import { writeReport } from "../lib/plot/report.ts";
 import {
@@ -86,6 +87,8 @@ const { values: args } = parseArgs({
     "spec-parts": { type: "string", default: "verify,simulated,bundled" },
     "spec-groups": { type: "string", default: "0,8" },
     "spec-alone": { type: "string", default: "8" },
+    "spec-k": { type: "string" },
+    "spec-pairs": { type: "string" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
@@ -103,6 +106,8 @@ if (args.help) {
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
       "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
       "                [--spec-alone 8,16,32,auto]         (bundled target alone: tokens in flight)\n" +
+      "                [--spec-k adaptive,1,2,3,4]         (bundled pair: draft lengths)\n" +
+      "                [--spec-pairs fp16+fp16,nf4+fp16]   (bundled pair: target + draft formats)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
@@ -704,6 +709,16 @@ if (sections.has("speculative")) {
     parts: args["spec-parts"]!.split(",") as ("verify" | "simulated" | "bundled")[],
     groups: args["spec-groups"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
+    draftLengths: args["spec-k"]?.split(",").map((v) => v === "adaptive" ? v : Number(v)),
+    pairs: args["spec-pairs"]?.split(",").map((v) => {
+      const [t, d] = v.split("+");
+      for (const f of [t, d]) {
+        if (!QUANT_FORMATS.includes(f as QuantFormat)) {
+          throw new Error(`--spec-pairs: unknown format "${f}" in "${v}" (${QUANT_FORMATS})`);
+        }
+      }
+      return [t, d] as [BenchFormat, BenchFormat];
+    }),
     onPart: async (r) => {
       speculative = r;
       await save();

@@ -8,7 +8,11 @@
  * ```sh
  * deno run -A bench/spec_round.ts                    # fp16 target and draft
  * deno run -A bench/spec_round.ts --target nf4 --draft nf4 --calls 200
+ * deno run -A bench/spec_round.ts --ks 4,6,adaptive --groups auto
  * ```
+ *
+ * For whole runs it also says where the readbacks' time goes: Deno's `mapAsync` first blocks
+ * until all submitted work is done, then settles one 10 ms sleep later.
  *
  * @module
  */
@@ -29,6 +33,8 @@ const { values: args } = parseArgs({
     target: { type: "string", default: "fp16" },
     draft: { type: "string", default: "fp16" },
     calls: { type: "string" },
+    ks: { type: "string", default: "1,2,3,4" },
+    groups: { type: "string", default: "8-layers,8,32,auto" },
   },
 });
 
@@ -68,6 +74,33 @@ proto.submit = function (this: unknown, ...a: unknown[]) {
     submitMs += performance.now() - t0;
   }
 };
+
+// Readbacks: how long each mapAsync call blocks (until every submitted command has run) and how
+// long its promise then takes to settle.
+let readbacks = 0;
+let blockedMs = 0;
+let settleMs = 0;
+const bufferProto = GPUBuffer.prototype;
+const mapAsync = bufferProto.mapAsync;
+bufferProto.mapAsync = function (this: GPUBuffer, ...a: Parameters<GPUBuffer["mapAsync"]>) {
+  readbacks++;
+  const t0 = performance.now();
+  const p = mapAsync.apply(this, a);
+  const t1 = performance.now();
+  blockedMs += t1 - t0;
+  return p.finally(() => settleMs += performance.now() - t1);
+};
+const resetCounts = () =>
+  dispatches =
+    submits =
+    submitMs =
+    readbacks =
+    blockedMs =
+    settleMs =
+      0;
+const readbackLine = (ms: number) =>
+  `${readbacks} readbacks, ${blockedMs.toFixed(1)} ms blocked in mapAsync, ` +
+  `${settleMs.toFixed(1)} ms settling, of ${ms.toFixed(1)} ms`;
 
 interface Part {
   part: string;
@@ -131,7 +164,7 @@ try {
   draft.setGpuStart(0);
   for (const inFlight of [8, 32, 64, "auto"] as const) {
     target.reset();
-    dispatches = submits = submitMs = 0;
+    resetCounts();
     const t0 = performance.now();
     const run = await target.decodeGreedy(prompt, { maxNewTokens: 128, inFlight });
     const ms = performance.now() - t0;
@@ -139,17 +172,22 @@ try {
       `decodeGreedy, ${inFlight} in flight: ${(run.tokens.length / (ms / 1000)).toFixed(1)} ` +
         `tok/s, ${(dispatches / run.tokens.length).toFixed(1)} dispatches and ` +
         `${(submits / run.tokens.length).toFixed(2)} submits per token, ` +
-        `${(submitMs / run.tokens.length).toFixed(3)} CPU ms submitting per token`,
+        `${(submitMs / run.tokens.length).toFixed(3)} CPU ms submitting per token; ` +
+        `groups ${run.groups.join(",")}; ${readbackLine(ms)}`,
     );
   }
-  for (const k of [1, 2, 3, 4]) {
-    for (
-      const [groupRounds, fuseDraft] of [[8, false], [8, true], [32, true], ["auto", true]] as const
-    ) {
+  // "8-layers": groups of 8 with the draft layer by layer; otherwise fused where it can be
+  const groupSettings = args.groups!.split(",").map((g) => {
+    const [n, layers] = g.split("-");
+    return [n === "auto" ? "auto" : Number(n), layers !== "layers"] as const;
+  });
+  const ks = args.ks!.split(",").map((k) => k === "adaptive" ? undefined : Number(k));
+  for (const k of ks) {
+    for (const [groupRounds, fuseDraft] of groupSettings) {
       target.reset();
       draft.reset();
       await speculativeDecode(target, draft, prompt, { maxNewTokens: 8, fuseDraft }); // warm
-      dispatches = submits = submitMs = 0;
+      resetCounts();
       const t0 = performance.now();
       const run = await speculativeDecode(target, draft, prompt, {
         maxNewTokens: 128,
@@ -159,14 +197,18 @@ try {
       });
       const ms = performance.now() - t0;
       console.log(
-        `speculative k=${k}, groups of ${groupRounds}${run.draftFused ? ", fused" : ""}: ${
-          (run.tokens.length / (ms / 1000)).toFixed(1)
-        } tok/s, ${run.targetPasses} passes, ${(ms / run.targetPasses).toFixed(3)} ms, ` +
+        `speculative k=${k ?? "adaptive"}, groups of ${groupRounds}${
+          run.draftFused ? ", fused" : ""
+        }: ${(run.tokens.length / (ms / 1000)).toFixed(1)} tok/s, ${run.targetPasses} passes, ${
+          (ms / run.targetPasses).toFixed(3)
+        } ms, ` +
           `${(dispatches / run.targetPasses).toFixed(1)} dispatches and ${
             (submits / run.targetPasses).toFixed(2)
           } submits per pass, ${
             (submitMs / run.targetPasses).toFixed(3)
-          } CPU ms submitting per pass`,
+          } CPU ms submitting per pass; prompt pass ${run.prefillMs.toFixed(1)} ms; groups ${
+            run.groups.join(",")
+          }${k === undefined ? `; k ${run.draftLengths.join(",")}` : ""}; ${readbackLine(ms)}`,
       );
     }
   }

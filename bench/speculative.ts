@@ -131,6 +131,13 @@ export interface SpeculativeBenchOptions {
    * `inFlight`, default [8]); speed-ups are against the fastest.
    */
   aloneInFlight?: (number | "auto")[];
+  /** Bundled pair: the draft lengths to measure (default adaptive, 1, 2, 3, 4). */
+  draftLengths?: (number | "adaptive")[];
+  /**
+   * Bundled pair: target and draft formats (default fp16 + fp16, int8-vectorwise + fp16,
+   * nf4 + nf4, nf4 + fp16; on a software adapter fp16 + fp16).
+   */
+  pairs?: [BenchFormat, BenchFormat][];
   /** Called with each finished part, so a cut run keeps what it has. */
   onPart?: (r: SpeculativeBench) => Promise<void>;
 }
@@ -271,9 +278,10 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
       "The American people",
     ].map((p) => tokenizer.encode(p));
     const tokens = software ? 24 : 128;
-    const combos: [BenchFormat, BenchFormat][] = software
-      ? [["fp16", "fp16"]]
-      : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"], ["nf4", "fp16"]];
+    const combos: [BenchFormat, BenchFormat][] = o.pairs ??
+      (software
+        ? [["fp16", "fp16"]]
+        : [["fp16", "fp16"], ["int8-vectorwise", "fp16"], ["nf4", "nf4"], ["nf4", "fp16"]]);
     for (const [tf, df] of combos) {
       const target = await LlamaModel.load(`${dir}sotu-llama`, { gpu: o.gpu, format: tf });
       const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, { gpu: o.gpu, format: df });
@@ -305,7 +313,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         }
         const baseTokS = Math.max(...Object.values(baselineByInFlight));
         await speculativeDecode(target, draft, prompts[0], { maxNewTokens: 8 }); // warm
-        const settings = (software ? ["adaptive"] as const : ["adaptive", 1, 2, 3, 4] as const)
+        const settings = (o.draftLengths ?? (software ? ["adaptive"] : ["adaptive", 1, 2, 3, 4]))
           .flatMap((k) => (o.groups ?? [0, 8]).map((groupRounds) => ({ k, groupRounds })));
         for (const { k, groupRounds } of settings) {
           let drafted = 0;

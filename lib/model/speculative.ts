@@ -177,9 +177,12 @@ export interface SpeculativeResult {
   draftLengths: number[];
   /** Draft tokens kept in each round, in order. */
   acceptedPerRound: number[];
-  /** Wall-clock milliseconds of the prompt passes (the first token included). */
+  /**
+   * Wall-clock milliseconds until the first token arrived: the prompt passes (with rounds
+   * chained on the GPU, the first token comes back with the first group's records).
+   */
   prefillMs: number;
-  /** Wall-clock milliseconds of the rounds after it. */
+  /** Wall-clock milliseconds after that, to the end. */
   decodeMs: number;
   /** Whether the draft's chained proposals ran fused (`SpeculativeOptions.fuseDraft`). */
   draftFused: boolean;
@@ -372,13 +375,6 @@ export async function speculativeDecode(
   if (prompt.length > target.maxSeqLen || prompt.length + 1 > draft.maxSeqLen) {
     throw new RangeError(`speculative: the prompt (${prompt.length} tokens) fills a KV cache`);
   }
-  let last = 0;
-  if (!stopped) {
-    const logits = await target.forward(prompt, "last");
-    last = greedy ? argmax(logits) : sampleFrom(dist(logits), rng);
-    deliver([last]);
-  }
-  let pending = [...prompt, last]; // tokens the draft has not seen yet
   const groupOption = options.groupRounds ??
     ("gpu" in target && !(target.gpu as LlamaModel["gpu"]).isSoftware ? "auto" : 8);
   const autoGroups = groupOption === "auto";
@@ -388,18 +384,21 @@ export async function speculativeDecode(
       `speculative: groupRounds ${groupOption} must be a whole number or "auto"`,
     );
   }
-  const grouped = greedy && !stopped && groupRounds > 0 && (options.chain ?? true) &&
+  // Rounds chained on the GPU need two tokens still wanted: the prompt pass's and a round's.
+  const grouped = greedy && maxNew >= 2 && groupRounds > 0 && (options.chain ?? true) &&
     groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target;
-  // The draft's first round re-feeds the prompt's last token with `last`: it needs the rest.
-  if (grouped && prompt.length > 1) await draft.forward(prompt.slice(0, -1), "none");
-  if (grouped && fusable(draft)) {
-    const fuse = options.fuseDraft ?? true;
-    result.draftFused = fuse && await draft.fuseProposals() === null;
-    if (!fuse) await draft.fuseProposals(false);
-  }
-  const t1 = performance.now();
-  result.prefillMs = t1 - t0;
+  // The time the first token arrived (the end of the prompt passes).
+  let t1 = t0;
+  let last = 0;
+  let pending: number[] = [];
   if (grouped) {
+    // The draft's first round re-feeds the prompt's last token with `last`: it needs the rest.
+    if (prompt.length > 1) await draft.forward(prompt.slice(0, -1), "none");
+    if (fusable(draft)) {
+      const fuse = options.fuseDraft ?? true;
+      result.draftFused = fuse && await draft.fuseProposals() === null;
+      if (!fuse) await draft.fuseProposals(false);
+    }
     const ended = await groupedRounds(target, draft, prompt, k, {
       adaptive,
       maxK,
@@ -408,7 +407,10 @@ export async function speculativeDecode(
       autoGroupMs: options.autoGroupMs ?? AUTO_IN_FLIGHT.groupMs,
       maxNew,
       result,
-      deliver,
+      deliver: (tokens) => {
+        if (result.tokens.length === 0) t1 = performance.now();
+        return deliver(tokens);
+      },
       simulate: options.simulateAcceptance === undefined ? undefined : (n: number) => {
         let kept = 0;
         while (kept < n && rng() < options.simulateAcceptance!) kept++;
@@ -419,7 +421,14 @@ export async function speculativeDecode(
     k = ended.k;
     last = result.tokens[result.tokens.length - 1];
     if (!stopped) pending = [ended.prev, last];
+  } else if (!stopped) {
+    const logits = await target.forward(prompt, "last");
+    last = greedy ? argmax(logits) : sampleFrom(dist(logits), rng);
+    t1 = performance.now();
+    deliver([last]);
+    pending = [...prompt, last]; // tokens the draft has not seen yet
   }
+  result.prefillMs = t1 - t0;
   while (!stopped) {
     const start = target.position; // tokens before `last`
     const roomTarget = target.maxSeqLen - start - 1;
@@ -521,12 +530,13 @@ interface GroupedContext {
 }
 
 /**
- * Greedy rounds chained on the GPU in groups, after the prompt pass: `last` (the prompt pass's
- * token) is the newest of `result.tokens`, the target's cache holds the prompt and the draft's
- * all of it but its last token. Each round: the draft runs [token before last, last] and k − 1
- * more steps, writing its proposals into the target's input; the target verifies; the
- * acceptance kernel keeps what matches and leaves the next round's inputs and positions. Groups
- * are read back one at a time while the next runs.
+ * Greedy rounds chained on the GPU in groups, the target's prompt pass first: nothing is in the
+ * target's cache yet, and the draft's holds all of the prompt but its last token. The prompt
+ * pass leaves its argmax, `last`, in both models' inputs on the GPU, and it comes back with the
+ * first group's records: no wait of its own. Each round: the draft runs [token before last,
+ * last] and k − 1 more steps, writing its proposals into the target's input; the target
+ * verifies; the acceptance kernel keeps what matches and leaves the next round's inputs and
+ * positions. Groups are read back one at a time while the next runs.
  *
  * Returns whether a stop was reached, the draft length for what follows, and the token before
  * `last`. Afterwards the models' positions are set as the round-by-round loop expects them
@@ -555,14 +565,18 @@ async function groupedRounds(
     category: "scratch",
     byteSize: 2 * halfBytes,
   });
-  const staging = [0, 1].map((i) => ({
-    buffer: gpu.device.createBuffer({
-      label: `speculative records ${i}`,
-      size: halfWords * 4,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    }),
-    id: gpu.ledger.record("staging", `speculative records ${i}`, halfWords * 4),
-  }));
+  // each group's records; the first staging buffer has one word more, for the prompt's token
+  const staging = [0, 1].map((i) => {
+    const size = (halfWords + 1 - i) * 4;
+    return {
+      buffer: gpu.device.createBuffer({
+        label: `speculative records ${i}`,
+        size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      }),
+      id: gpu.ledger.record("staging", `speculative records ${i}`, size),
+    };
+  });
   const buffers = (half: number): AcceptBuffers => ({
     targetIds: target.tokenInput,
     best: target.argmaxOutput,
@@ -576,13 +590,19 @@ async function groupedRounds(
   let inFlightRounds = 0;
   let submitted = 0;
   let read = 0;
-  const all = [...prompt, ...result.tokens];
-  let prev = all[all.length - 2];
-  const last = all[all.length - 1];
+  const all = [...prompt];
+  let prev = prompt[prompt.length - 1];
+  // The prompt pass: its argmax is `last`, in the target's input word 0 and the draft's word 1
+  // (word 0: the prompt's last token), and in the word after the first staging buffer's records.
+  target.proposeGreedy(prompt, 1, target.tokenInput, 0);
+  draft.tokenInput.write(gpu.device, new Uint32Array([prev]));
+  const firstCopy = new CommandBatch(gpu);
+  firstCopy.copy(target.argmaxOutput, 0, draft.tokenInput, 4, 4);
+  firstCopy.copyToBuffer(target.argmaxOutput, 0, staging[0].buffer, halfWords * 4, 4);
+  firstCopy.submit();
+  let firstRead = false;
   target.setGpuStart(tpos);
   draft.setGpuStart(tpos - 1);
-  target.tokenInput.write(gpu.device, new Uint32Array([last]));
-  draft.tokenInput.write(gpu.device, new Uint32Array([prev, last]));
 
   interface Group {
     rounds: number;
@@ -600,7 +620,7 @@ async function groupedRounds(
     // draft that is often right yields several, and rounds past the last token are GPU time
     // spent for nothing, so near the end a group is sized by the tokens a round has yielded so
     // far, with two rounds to spare; if that falls short, one more group follows.
-    const left = o.maxNew - result.tokens.length;
+    const left = o.maxNew - result.tokens.length - (firstRead ? 0 : 1);
     let rounds = Math.min(groupRounds, left - inFlightRounds);
     if (result.targetPasses > 0) {
       const perRound = Math.max(1, (result.tokens.length - 1) / result.targetPasses);
@@ -650,12 +670,28 @@ async function groupedRounds(
   };
 
   let stopped = false;
+  // The prompt pass's token, from the word after the first group's records.
+  const deliverFirst = (words: Uint32Array) => {
+    firstRead = true;
+    const first = words[halfWords];
+    checkArgmaxToken(first, target.config.vocabSize, "speculative rounds", target.format);
+    all.push(first);
+    if (!o.deliver([first])) stopped = true;
+  };
   try {
     let lastRead = performance.now(); // when the previous group's records arrived
     let group = submitGroup();
+    if (!group) {
+      // no round fits: the prompt pass's token alone
+      const { buffer } = staging[0];
+      await gpu.whileAlive(buffer.mapAsync(GPUMapMode.READ), "speculative prompt pass");
+      deliverFirst(new Uint32Array(buffer.getMappedRange()).slice());
+      buffer.unmap();
+    }
     while (group) {
       const { buffer } = staging[group.half];
-      const bytes = group.rounds * slotWords * 4;
+      // the first group's read takes the prompt's token with it
+      const bytes = firstRead ? group.rounds * slotWords * 4 : buffer.size;
       const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
       // The next group needs nothing from the CPU: submit it before this one's records arrive.
       const next = submitGroup();
@@ -675,6 +711,7 @@ async function groupedRounds(
       buffer.unmap();
       inFlightRounds -= group.rounds;
       hi -= group.advance;
+      if (!firstRead) deliverFirst(words);
       for (let r = 0; r < group.rounds && !stopped; r++) {
         const at = r * slotWords;
         const kept = words[at];

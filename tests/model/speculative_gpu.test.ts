@@ -177,17 +177,27 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
     target.reset();
     const want = (await target.decodeGreedy(prompt, { maxNewTokens: 30 })).tokens;
     // groups of 1, 3 and 8 rounds (the default), and one readback per round
+    await draft.fuseProposals(); // reads the draft's weights back once, to pack them
+    const proto = GPUBuffer.prototype;
+    const mapAsync = proto.mapAsync;
     for (const groupRounds of [1, 3, undefined, 0]) {
+      let readbacks = 0;
+      proto.mapAsync = function (this: GPUBuffer, ...a: Parameters<GPUBuffer["mapAsync"]>) {
+        readbacks++;
+        return mapAsync.apply(this, a);
+      };
       const run = await speculativeDecode(target, draft, prompt, {
         maxNewTokens: 30,
         draftTokens: 3,
         groupRounds,
-      });
+      }).finally(() => proto.mapAsync = mapAsync);
       assertEquals(run.tokens, want, `groupRounds ${groupRounds}`);
       if (groupRounds !== 0) {
         // every chained round drafts k (one readback per round drafts less near the end)
         assertEquals(run.draftLengths.length, run.targetPasses);
         assertEquals(run.drafted, 3 * run.targetPasses);
+        // one readback per group: the prompt pass's token comes back with the first
+        assertEquals(readbacks, run.groups.length, `readbacks, groupRounds ${groupRounds}`);
       }
       assertEquals(target.position, prompt.length + want.length - 1);
     }
@@ -264,6 +274,17 @@ Deno.test("rounds chained in groups: the context limit (groups give way to singl
       assertEquals(run.tokens, alone.tokens, `draft cache ${draftSeq}`);
       assertEquals(run.stoppedBy, "context");
       assertEquals(target.position, 40);
+      // a prompt that leaves no room for a round of 4: the prompt pass's token read alone
+      const long = [...prompt, ...prompt, ...prompt, ...prompt, ...prompt, ...prompt]
+        .slice(0, Math.min(36, draftSeq - 1));
+      target.reset();
+      const longAlone = await target.decodeGreedy(long, { maxNewTokens: 8 });
+      const longRun = await speculativeDecode(target, draft, long, {
+        maxNewTokens: 8,
+        draftTokens: 4,
+      });
+      assertEquals(longRun.tokens, longAlone.tokens, `long prompt, draft cache ${draftSeq}`);
+      assertEquals(longRun.groups, [], "no group of rounds fits");
     } finally {
       target.dispose();
       draft.dispose();
