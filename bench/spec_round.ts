@@ -9,6 +9,9 @@
  * deno run -A bench/spec_round.ts                    # fp16 target and draft
  * deno run -A bench/spec_round.ts --target nf4 --draft nf4 --calls 200
  * deno run -A bench/spec_round.ts --ks 4,6,adaptive --groups auto
+ * # random weights at other shapes, each draft token kept with probability 0.7:
+ * deno run -A bench/spec_round.ts --target-preset llama-2-7b --draft-preset tinyllama-1.1b \
+ *   --draft nf4 --simulate 0.7 --ks 3 --groups auto --tokens 48
  * ```
  *
  * For whole runs it also says where the readbacks' time goes: Deno's `mapAsync` first blocks
@@ -24,7 +27,9 @@ import type { QuantFormat } from "../lib/quant/formats.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
 import { speculativeDecode } from "../lib/model/speculative.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
+import { type BenchFormat, RandomPools } from "./random_weights.ts";
 import { writeBenchJson } from "./report.ts";
+import { randomModel } from "./speculative.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -35,6 +40,10 @@ const { values: args } = parseArgs({
     calls: { type: "string" },
     ks: { type: "string", default: "1,2,3,4" },
     groups: { type: "string", default: "8-layers,8,32,auto" },
+    "target-preset": { type: "string" },
+    "draft-preset": { type: "string" },
+    simulate: { type: "string" },
+    tokens: { type: "string", default: "128" },
   },
 });
 
@@ -42,16 +51,18 @@ const gpu = await requestGpu();
 console.log(`adapter: ${gpu.describe()}`);
 const calls = Number(args.calls ?? (gpu.isSoftware ? 10 : 200));
 const dir = new URL("../models/", import.meta.url).pathname;
-const tokenizer = await loadTokenizer(`${dir}sotu-llama`);
-const prompt = tokenizer.encode("The state of the Union is");
-const target = await LlamaModel.load(`${dir}sotu-llama`, {
-  gpu,
-  format: args.target as QuantFormat,
-});
-const draft = await LlamaModel.load(`${dir}sotu-llama-draft`, {
-  gpu,
-  format: args.draft as QuantFormat,
-});
+const tokens = Number(args.tokens);
+const simulateAcceptance = args.simulate === undefined ? undefined : Number(args.simulate);
+const pools = new RandomPools();
+const load = (bundled: string, preset: string | undefined, format: string) =>
+  preset === undefined
+    ? LlamaModel.load(`${dir}${bundled}`, { gpu, format: format as QuantFormat })
+    : randomModel({ gpu, pools }, preset, format as BenchFormat);
+const target = await load("sotu-llama", args["target-preset"], args.target!);
+const draft = await load("sotu-llama-draft", args["draft-preset"], args.draft!);
+const prompt = args["target-preset"] === undefined
+  ? (await loadTokenizer(`${dir}sotu-llama`)).encode("The state of the Union is")
+  : [1, 2, 3, 4, 5, 6, 7, 8];
 
 // Counts what CommandBatch records and submits, and the CPU time spent submitting (encoding the
 // recorded dispatches into a command buffer, wgpu's validation, the queue submit).
@@ -80,6 +91,8 @@ proto.submit = function (this: unknown, ...a: unknown[]) {
 let readbacks = 0;
 let blockedMs = 0;
 let settleMs = 0;
+let runStart = 0;
+const timeline: string[] = [];
 const bufferProto = GPUBuffer.prototype;
 const mapAsync = bufferProto.mapAsync;
 bufferProto.mapAsync = function (this: GPUBuffer, ...a: Parameters<GPUBuffer["mapAsync"]>) {
@@ -88,9 +101,15 @@ bufferProto.mapAsync = function (this: GPUBuffer, ...a: Parameters<GPUBuffer["ma
   const p = mapAsync.apply(this, a);
   const t1 = performance.now();
   blockedMs += t1 - t0;
-  return p.finally(() => settleMs += performance.now() - t1);
+  return p.finally(() => {
+    const t2 = performance.now();
+    settleMs += t2 - t1;
+    timeline.push(
+      `${(t0 - runStart).toFixed(1)}+${(t1 - t0).toFixed(1)}+${(t2 - t1).toFixed(1)}`,
+    );
+  });
 };
-const resetCounts = () =>
+const resetCounts = () => {
   dispatches =
     submits =
     submitMs =
@@ -98,9 +117,13 @@ const resetCounts = () =>
     blockedMs =
     settleMs =
       0;
+  timeline.length = 0;
+  runStart = performance.now();
+};
 const readbackLine = (ms: number) =>
   `${readbacks} readbacks, ${blockedMs.toFixed(1)} ms blocked in mapAsync, ` +
-  `${settleMs.toFixed(1)} ms settling, of ${ms.toFixed(1)} ms`;
+  `${settleMs.toFixed(1)} ms settling, of ${ms.toFixed(1)} ms (called at ms + blocked + ` +
+  `settling: ${timeline.join(" ")})`;
 
 interface Part {
   part: string;
@@ -143,8 +166,8 @@ async function timeCalls(part: string, call: () => void): Promise<void> {
 
 try {
   // prompt in both caches, then the parts of a round at the position after it
-  await target.forward(prompt);
-  await draft.forward(prompt.slice(0, -1));
+  await target.forward(prompt, "none");
+  await draft.forward(prompt.slice(0, -1), "none");
   const pos = target.position;
   target.setGpuStart(pos);
   draft.setGpuStart(pos - 1);
@@ -166,7 +189,7 @@ try {
     target.reset();
     resetCounts();
     const t0 = performance.now();
-    const run = await target.decodeGreedy(prompt, { maxNewTokens: 128, inFlight });
+    const run = await target.decodeGreedy(prompt, { maxNewTokens: tokens, inFlight });
     const ms = performance.now() - t0;
     console.log(
       `decodeGreedy, ${inFlight} in flight: ${(run.tokens.length / (ms / 1000)).toFixed(1)} ` +
@@ -186,14 +209,13 @@ try {
     for (const [groupRounds, fuseDraft] of groupSettings) {
       target.reset();
       draft.reset();
-      await speculativeDecode(target, draft, prompt, { maxNewTokens: 8, fuseDraft }); // warm
+      const options = { draftTokens: k, groupRounds, fuseDraft, simulateAcceptance };
+      await speculativeDecode(target, draft, prompt, { ...options, maxNewTokens: 16 }); // warm
       resetCounts();
       const t0 = performance.now();
       const run = await speculativeDecode(target, draft, prompt, {
-        maxNewTokens: 128,
-        draftTokens: k,
-        groupRounds,
-        fuseDraft,
+        ...options,
+        maxNewTokens: tokens,
       });
       const ms = performance.now() - t0;
       console.log(

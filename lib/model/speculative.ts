@@ -18,7 +18,10 @@
  * 4. both KV caches roll back to the kept tokens (a position counter: nothing is copied).
  *
  * The draft length k is fixed, or adapts as transformers' assisted generation does: +2 after a
- * round that kept every draft token, −1 (not below 1) after one that did not.
+ * round that kept every draft token, −1 (not below 1) after one that did not. That rule settles
+ * where a round keeps all of its k draft tokens one time in three; rounds chained in groups
+ * (below) change k only between groups, and go straight to that length
+ * ({@linkcode settledDraftLength}) from the acceptance seen so far.
  *
  * Greedy rounds of two models on one device are chained on the GPU: the draft writes its
  * proposals straight into the target's input ({@linkcode LlamaModel.proposeGreedy}) and they come
@@ -106,7 +109,9 @@ export interface SpeculativeOptions {
   draftTokens?: number;
   /**
    * Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. Where greedy
-   * rounds are chained on the GPU in groups (`groupRounds`), k changes only between groups.
+   * rounds are chained on the GPU in groups (`groupRounds`), k changes only between groups: each
+   * group after the first read takes the length that rule settles at for the acceptance of all
+   * rounds read so far ({@linkcode settledDraftLength}).
    */
   adaptive?: boolean;
   /** 0 (default) is greedy; above 0 both models' logits are divided by it before softmax. */
@@ -131,8 +136,7 @@ export interface SpeculativeOptions {
    * later group to about 25 ms of rounds (8 to 64) from the pace of the group before, as
    * `decodeGreedy`'s `inFlight: "auto"` does (BENCHMARKS.md). The acceptance step runs on the
    * GPU, which advances both models' positions there; with `adaptive`, k changes only between
-   * groups (the rule is applied to each round's outcome as it is read, and the new k takes
-   * effect in the next group submitted). Rounds past a stop are discarded. Near the end of a KV
+   * groups (from the acceptance of the rounds read so far, for the next group submitted). Rounds past a stop are discarded. Near the end of a KV
    * cache, or with 0, rounds are read back one by one. The tokens are the same either way.
    */
   groupRounds?: number | "auto";
@@ -192,6 +196,40 @@ export interface SpeculativeResult {
 
 /** The starting draft length when none is given (the adaptive rule then moves it in 1..7). */
 const DEFAULT_DRAFT_TOKENS = 4;
+
+/**
+ * The draft length where the adaptive rule (+2 after a round that kept all k draft tokens, −1
+ * after one that did not) settles, for draft tokens each kept with probability `alpha`
+ * independently: it grows while more than one round in three keeps all k (α^k > 1/3) and shrinks
+ * below that, so it settles at k = ln(1/3) / ln(α), rounded, within 1..`maxK`.
+ *
+ * @example
+ * ```ts
+ * import { settledDraftLength } from "./speculative.ts";
+ * settledDraftLength(0.7, 7); // 3
+ * settledDraftLength(0.9, 7); // 7 (10.4, capped)
+ * ```
+ */
+export function settledDraftLength(alpha: number, maxK: number): number {
+  if (!(alpha > 0)) return 1;
+  if (alpha >= 1) return maxK;
+  return Math.min(maxK, Math.max(1, Math.round(Math.log(1 / 3) / Math.log(alpha))));
+}
+
+/**
+ * Each draft token's chance of being kept, estimated from rounds (draft length, tokens kept):
+ * kept tokens over kept tokens plus rejections (a round that kept all of its k saw no rejection).
+ * NaN before any round.
+ */
+function acceptanceEstimate(lengths: readonly number[], kept: readonly number[]): number {
+  let keptTokens = 0;
+  let rejections = 0;
+  lengths.forEach((k, i) => {
+    keptTokens += kept[i];
+    if (kept[i] < k) rejections++;
+  });
+  return keptTokens / (keptTokens + rejections);
+}
 
 /**
  * The distribution a sampler with these settings draws from, over the whole vocabulary: softmax
@@ -725,7 +763,6 @@ async function groupedRounds(
         result.accepted += kept;
         result.draftLengths.push(group.k);
         result.acceptedPerRound.push(kept);
-        if (o.adaptive) k = kept === group.k ? Math.min(o.maxK, k + 2) : Math.max(1, k - 1);
         tpos += 1 + kept;
         hi += 1 + kept;
         prev = tokens.length > 1 ? tokens[tokens.length - 2] : all[all.length - 1];
@@ -733,6 +770,10 @@ async function groupedRounds(
         if (!o.deliver(tokens)) stopped = true;
       }
       if (stopped) break;
+      if (o.adaptive) {
+        const alpha = acceptanceEstimate(result.draftLengths, result.acceptedPerRound);
+        if (!Number.isNaN(alpha)) k = settledDraftLength(alpha, o.maxK);
+      }
       // the groups in flight may yield fewer tokens than expected: then one more
       group = next ?? submitGroup();
     }

@@ -9,6 +9,7 @@ import {
   acceptOrResample,
   sampleFrom,
   samplingDistribution,
+  settledDraftLength,
   speculativeDecode,
 } from "../../lib/model/speculative.ts";
 import { ToyLm } from "../helpers/toy_lm.ts";
@@ -141,6 +142,35 @@ Deno.test("speculativeDecode adaptive length grows on full acceptance and shrink
     if (i < run2.draftLengths.length - 1) {
       assertEquals(run2.draftLengths[i], full ? Math.min(7, prev + 2) : Math.max(1, prev - 1));
     }
+  }
+});
+
+Deno.test("settledDraftLength: where the +2 / -1 rule settles for a given acceptance", () => {
+  assertEquals(settledDraftLength(0.7, 7), 3);
+  assertEquals(settledDraftLength(0.9, 7), 7); // 10.4, capped
+  assertEquals(settledDraftLength(0.9, 20), 10);
+  assertEquals(settledDraftLength(0.3, 7), 1);
+  assertEquals(settledDraftLength(0, 7), 1);
+  assertEquals(settledDraftLength(1, 7), 7);
+  // the rule itself, run round after round with tokens kept independently: its lengths stay
+  // around the settled one (without a cap, so that the walk shows where it goes)
+  const rng = seededRandom(3);
+  for (const alpha of [0.5, 0.7, 0.8, 0.85]) {
+    let k = 4;
+    let sum = 0;
+    const rounds = 20000;
+    for (let r = 0; r < rounds; r++) {
+      let kept = 0;
+      while (kept < k && rng() < alpha) kept++;
+      k = kept === k ? k + 2 : Math.max(1, k - 1);
+      sum += k;
+    }
+    const mean = sum / rounds;
+    const settled = settledDraftLength(alpha, 100);
+    assert(
+      Math.abs(mean - settled) < 1,
+      `α ${alpha}: the rule's mean length ${mean}, settled ${settled}`,
+    );
   }
 });
 

@@ -8,7 +8,11 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
 import { argmax } from "../../lib/model/sampling.ts";
-import { samplingDistribution, speculativeDecode } from "../../lib/model/speculative.ts";
+import {
+  samplingDistribution,
+  settledDraftLength,
+  speculativeDecode,
+} from "../../lib/model/speculative.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import type { QuantFormat } from "../../lib/quant/formats.ts";
 
@@ -231,6 +235,44 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
       assertEquals(run.stoppedBy, "max-tokens");
       assertEquals(target.position, prompt.length + maxNewTokens - 1);
     }
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
+Deno.test("rounds chained in groups, adaptive: each group takes the settled length of the acceptance so far", async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await load(DRAFT, "fp16");
+  try {
+    target.reset();
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 60 })).tokens;
+    const run = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 60,
+      groupRounds: 3,
+    });
+    assertEquals(run.tokens, want);
+    // the first two groups are submitted before any is read: the starting length, 4
+    assertEquals(run.draftLengths.slice(0, 6), [4, 4, 4, 4, 4, 4]);
+    // group g + 2 is submitted once group g is read: its length comes from the rounds of groups
+    // 0 .. g
+    let at = 0;
+    for (const [g, rounds] of run.groups.entries()) {
+      const lengths = run.draftLengths.slice(at, at + rounds);
+      assert(lengths.every((k) => k === lengths[0]), `one length per group: ${lengths}`);
+      if (g >= 2) {
+        const seen = run.groups.slice(0, g - 1).reduce((a, b) => a + b, 0);
+        let kept = 0;
+        let rejections = 0;
+        for (let r = 0; r < seen; r++) {
+          kept += run.acceptedPerRound[r];
+          if (run.acceptedPerRound[r] < run.draftLengths[r]) rejections++;
+        }
+        assertEquals(lengths[0], settledDraftLength(kept / (kept + rejections), 7), `group ${g}`);
+      }
+      at += rounds;
+    }
+    assert(run.groups.length >= 4, `groups ${run.groups}`);
   } finally {
     target.dispose();
     draft.dispose();
