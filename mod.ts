@@ -218,6 +218,7 @@ export {
   acceptOrResample,
   sampleFrom,
   samplingDistribution,
+  settledDraftLength,
   speculativeDecode,
   type SpeculativeModel,
   type SpeculativeOptions,
