@@ -136,8 +136,9 @@ export interface SpeculativeOptions {
    * later group to about 25 ms of rounds (8 to 64) from the pace of the group before, as
    * `decodeGreedy`'s `inFlight: "auto"` does (BENCHMARKS.md). The acceptance step runs on the
    * GPU, which advances both models' positions there; with `adaptive`, k changes only between
-   * groups (from the acceptance of the rounds read so far, for the next group submitted). Rounds past a stop are discarded. Near the end of a KV
-   * cache, or with 0, rounds are read back one by one. The tokens are the same either way.
+   * groups (from the acceptance of the rounds read so far, for the next group submitted). Rounds
+   * past a stop are discarded. Near the end of a KV cache, or with 0, rounds are read back one
+   * by one. The tokens are the same either way.
    */
   groupRounds?: number | "auto";
   /** `groupRounds: "auto"`: the wall time each group aims at, in ms (default 25). */
@@ -630,17 +631,7 @@ async function groupedRounds(
   let read = 0;
   const all = [...prompt];
   let prev = prompt[prompt.length - 1];
-  // The prompt pass: its argmax is `last`, in the target's input word 0 and the draft's word 1
-  // (word 0: the prompt's last token), and in the word after the first staging buffer's records.
-  target.proposeGreedy(prompt, 1, target.tokenInput, 0);
-  draft.tokenInput.write(gpu.device, new Uint32Array([prev]));
-  const firstCopy = new CommandBatch(gpu);
-  firstCopy.copy(target.argmaxOutput, 0, draft.tokenInput, 4, 4);
-  firstCopy.copyToBuffer(target.argmaxOutput, 0, staging[0].buffer, halfWords * 4, 4);
-  firstCopy.submit();
   let firstRead = false;
-  target.setGpuStart(tpos);
-  draft.setGpuStart(tpos - 1);
 
   interface Group {
     rounds: number;
@@ -717,6 +708,17 @@ async function groupedRounds(
     if (!o.deliver([first])) stopped = true;
   };
   try {
+    // The prompt pass (positions from the CPU: before the GPU's start words are set): its argmax
+    // is `last`, in the target's input word 0 and the draft's word 1 (word 0: the prompt's last
+    // token), and in the word after the first staging buffer's records.
+    target.proposeGreedy(prompt, 1, target.tokenInput, 0);
+    draft.tokenInput.write(gpu.device, new Uint32Array([prev]));
+    const firstCopy = new CommandBatch(gpu);
+    firstCopy.copy(target.argmaxOutput, 0, draft.tokenInput, 4, 4);
+    firstCopy.copyToBuffer(target.argmaxOutput, 0, staging[0].buffer, halfWords * 4, 4);
+    firstCopy.submit();
+    target.setGpuStart(tpos);
+    draft.setGpuStart(tpos - 1);
     let lastRead = performance.now(); // when the previous group's records arrived
     let group = submitGroup();
     if (!group) {

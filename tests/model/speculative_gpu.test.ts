@@ -477,6 +477,13 @@ Deno.test("speculative decoding frees nothing it did not own: the ledger returns
   const target = await load(TARGET, "llm-int8");
   const draft = await load(DRAFT, "fp16");
   await speculativeDecode(target, draft, prompt, { maxNewTokens: 8 });
+  // a prompt whose last token is outside the vocabulary: refused, with nothing left behind
+  const held = gpu.ledger.currentBytes;
+  await rejects(
+    speculativeDecode(target, draft, [...prompt, target.config.vocabSize], { maxNewTokens: 8 }),
+    /outside the vocabulary/,
+  );
+  assertEquals(gpu.ledger.currentBytes, held, "a refused prompt frees what the rounds took");
   target.dispose();
   draft.dispose();
   gpu.trimScratch();
