@@ -183,11 +183,13 @@ async function gpuPass(model: LlamaModel, tokens: number[], verify: boolean): Pr
   return median(times.slice(1));
 }
 
-/** Greedy tokens/s of `model` alone (decodeGreedy, default readback groups). */
 /** The prompt of the simulated pairs, for the target alone as for the pair. */
 const SIMULATED_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8];
 
-/** Tokens after the first per second of the whole call, prompt pass included (as for the pair). */
+/**
+ * Greedy tokens/s of `model` alone (decodeGreedy, default readback groups): tokens after the
+ * first per second of the whole call, prompt pass included (as for the pair).
+ */
 async function baseline(model: LlamaModel, tokens: number): Promise<number> {
   model.reset();
   await model.decodeGreedy(SIMULATED_PROMPT, { maxNewTokens: 8 }); // warm
