@@ -139,7 +139,7 @@ const parts: Part[] = [];
 async function timeCalls(part: string, call: () => void): Promise<void> {
   call(); // warm: pipelines, bind groups
   await gpu.sync();
-  dispatches = submits = 0;
+  resetCounts();
   let cpu = 0;
   const t0 = performance.now();
   for (let i = 0; i < calls; i++) {
