@@ -25,6 +25,8 @@ export interface DecodeResult {
   prefillTokens?: number;
   prefillMs?: number;
   prefillTokensPerSecond?: number;
+  /** Wall-clock ms from a reset to the first token, by prompt length (`--prompt-lengths`). */
+  firstToken?: { tokens: number; ms: number }[];
   gpuMsPerToken: number;
   dispatchesPerToken: number;
   bytesPerToken: number;
@@ -266,6 +268,16 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
             m.encodeMs === undefined ? "–" : f(m.encodeMs, 2),
           ])
         ),
+      },
+    });
+  }
+  const withFirst = r.decode.filter((d) => d.firstToken?.length);
+  if (withFirst.length) {
+    tables.push({
+      title: "Time to the first token, by prompt length (wall ms from an empty cache)",
+      table: {
+        columns: ["model", "format", ...withFirst[0].firstToken!.map((t) => `${t.tokens} tokens`)],
+        rows: withFirst.map((d) => [d.model, d.format, ...d.firstToken!.map((t) => f(t.ms, 1))]),
       },
     });
   }

@@ -97,6 +97,8 @@ const { values: args } = parseArgs({
     "gemm-tunings": { type: "string", default: "[{}]" },
     stack: { type: "string", default: "all" },
     "stack-swiglu": { type: "string", default: "true" },
+    "prompt-lengths": { type: "string", default: "1,8,32" },
+    "short-prompt": { type: "string" },
     help: { type: "boolean", default: false },
   },
 });
@@ -116,11 +118,17 @@ if (args.help) {
       "                [--gemv-tunings JSON]               (a list of tunings the gemv section compares)\n" +
       "                [--gemm-tunings JSON]               (a list of tunings the gemm section compares)\n" +
       "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)\n" +
-      "                [--stack-swiglu true|false]         (FP16 gate/up writing SwiGLU itself)",
+      "                [--stack-swiglu true|false]         (FP16 gate/up writing SwiGLU itself)\n" +
+      "                [--prompt-lengths 1,8,32]           (decode: time to the first token by prompt length)\n" +
+      "                [--short-prompt N]                  (the decode models' shortPromptTokens)",
   );
   Deno.exit(0);
 }
 const sections = new Set(args.sections!.split(","));
+const promptLengths = args["prompt-lengths"]!.split(",").filter((v) => v !== "").map(Number);
+if (promptLengths.some((n) => !Number.isInteger(n) || n < 1 || n > 512)) {
+  throw new Error(`--prompt-lengths: integers 1..512, got ${args["prompt-lengths"]}`);
+}
 const decodeModes = args["decode-modes"]!.split(",") as DecodeMode[];
 for (const m of decodeModes) {
   if (!DECODE_MODES.includes(m)) throw new Error(`unknown decode mode ${m}`);
@@ -541,6 +549,9 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       : randomLinearFactory(pools, format, decodeTuning),
     stackLayers: args.stack === "all" || (args.stack === "fp16" && format === "fp16"),
     stackSwiglu: args["stack-swiglu"] !== "false",
+    shortPromptTokens: args["short-prompt"] === undefined
+      ? undefined
+      : Number(args["short-prompt"]),
     // Prefill runs the whole prompt as one chunk, as llama-bench's pp512 (ubatch 512) does.
     maxSeqLen: 2 * prefillRows + 512,
     chunkSize: prefillRows,
@@ -563,6 +574,26 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       `  prefill ${prefillRows} tokens: ${(prefillRows * 1000 / prefillMs).toFixed(1)} tok/s ` +
         `(${prefillMs.toFixed(1)} ms)`,
     );
+    // Time to the first token by prompt length (short prompts take the multi-row products up
+    // to the model's shortPromptTokens, longer ones the GEMM): wall clock, median of three after
+    // one untimed run.
+    const firstToken: { tokens: number; ms: number }[] = [];
+    for (const n of promptLengths) {
+      const times: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        model.reset();
+        const p0 = performance.now();
+        await model.forwardGreedy(promptLong.slice(0, n));
+        if (i > 0) times.push(performance.now() - p0);
+      }
+      firstToken.push({ tokens: n, ms: median(times) });
+    }
+    if (firstToken.length) {
+      console.log(
+        "  first token after a prompt of " +
+          firstToken.map((t) => `${t.tokens}: ${t.ms.toFixed(1)} ms`).join(", "),
+      );
+    }
     // Every mode starts from the same position: a reset, an 8-token prompt, `warm` steps.
     const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
     const startAt = async (): Promise<number> => {
@@ -661,6 +692,7 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       prefillTokens: prefillRows,
       prefillMs,
       prefillTokensPerSecond: prefillRows * 1000 / prefillMs,
+      firstToken,
       gpuMsPerToken: gpuMs,
       dispatchesPerToken: dispatches,
       bytesPerToken,

@@ -143,6 +143,28 @@ function defaultInFlight(gpu: Gpu): number | "auto" {
 }
 
 /**
+ * The longest prompt that runs as passes of up to {@linkcode MAX_GEMV_ROWS} rows through the
+ * multi-row products rather than through the prefill GEMM, on this adapter
+ * ({@linkcode LoadOptions.shortPromptTokens}'s default).
+ *
+ * @example
+ * ```ts ignore
+ * defaultShortPromptTokens(gpu); // 32 on a hardware adapter
+ * ```
+ */
+export function defaultShortPromptTokens(gpu: Gpu): number {
+  return gpu.isSoftware ? 8 : 32;
+}
+
+/** A prompt's passes: its pieces, and whether each runs through the multi-row products. */
+interface PromptPiece {
+  start: number;
+  tokens: readonly number[];
+  isLast: boolean;
+  perRow: boolean;
+}
+
+/**
  * Readback groups sized `"auto"` (`decodeGreedy`'s `inFlight`, `speculativeDecode`'s
  * `groupRounds`): the first group's size, the bounds, and the wall time a group aims at — 2.5x
  * the ~10 ms that Deno's `mapAsync` takes at the least (it polls the device, then sleeps 10 ms),
@@ -234,6 +256,7 @@ export class LlamaModel {
   #bindGroups = new BindGroupCache();
   #chainedBindGroups = new Map<string, BindGroupCache>();
   #streamer: LayerStreamer | null = null;
+  #shortPrompt = 0;
   #fused: FusedDraft | null = null;
   /**
    * Whether batches reuse bind groups across calls (default true). Results are the same either
@@ -318,6 +341,10 @@ export class LlamaModel {
         config,
       );
     }
+    const short = options.shortPromptTokens;
+    if (short !== undefined && !(Number.isInteger(short) && short >= 0)) {
+      throw new RangeError(`shortPromptTokens must be an integer ≥ 0, got ${short}`);
+    }
     const gpu = options.gpu ?? await defaultGpu();
     const maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 4096);
     if (maxSeqLen > config.maxPositionEmbeddings) {
@@ -385,6 +412,11 @@ export class LlamaModel {
         kvCache,
       );
       model.#streamer = streamer;
+      const asked = options.shortPromptTokens ?? defaultShortPromptTokens(gpu);
+      const llmInt8 = weights.layers.some((l) =>
+        Object.values(l.linears).some((lin) => lin.format === "llm-int8")
+      );
+      model.#shortPrompt = llmInt8 ? 0 : streamer ? Math.min(asked, MAX_GEMV_ROWS) : asked;
       return model;
     } catch (err) {
       // Nothing half-built stays on the GPU, nor its uploads' staging copies in memory.
@@ -408,6 +440,27 @@ export class LlamaModel {
   /** Most tokens one internal chunk processes at once. */
   get chunkSize(): number {
     return this.#state.rows;
+  }
+
+  /**
+   * How a prompt of `tokens.length` tokens runs: a short one (at most
+   * {@linkcode LoadOptions.shortPromptTokens}) as passes of up to {@linkcode maxVerifyTokens}
+   * rows through the multi-row products, a longer one as chunks through the prefill GEMM.
+   */
+  #promptPieces(tokens: readonly number[]): PromptPiece[] {
+    const short = tokens.length <= this.#shortPrompt;
+    const size = short ? this.maxVerifyTokens : this.#state.rows;
+    const pieces: PromptPiece[] = [];
+    for (let start = 0; start < tokens.length; start += size) {
+      const piece = tokens.slice(start, start + size);
+      pieces.push({
+        start,
+        tokens: piece,
+        isLast: start + piece.length === tokens.length,
+        perRow: short && piece.length > 1,
+      });
+    }
+    return pieces;
   }
 
   /**
@@ -494,11 +547,9 @@ export class LlamaModel {
     }
     const s = this.#state;
     const vocab = this.config.vocabSize;
-    for (let start = 0; start < tokens.length; start += s.rows) {
-      const piece = tokens.slice(start, start + s.rows);
-      const isLast = start + piece.length === tokens.length;
+    for (const { tokens: piece, isLast, perRow } of this.#promptPieces(tokens)) {
       const batch = this.#batch();
-      this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+      this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
       if (isLast) {
         this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
         batch.copy(s.next, 0, into, firstWord * 4, 4);
@@ -773,12 +824,10 @@ export class LlamaModel {
     const out = new Float32Array(
       logits === "all" ? tokens.length * vocab : logits === "last" ? vocab : 0,
     );
-    for (let start = 0; start < tokens.length; start += this.#state.rows) {
-      const piece = tokens.slice(start, start + this.#state.rows);
-      const isLast = start + piece.length === tokens.length;
+    for (const { start, tokens: piece, isLast, perRow } of this.#promptPieces(tokens)) {
       const headRows = logits === "all" ? piece.length : (logits === "last" && isLast ? 1 : 0);
       const batch = this.#batch();
-      this.#encodeChunk(batch, piece, headRows);
+      this.#encodeChunk(batch, piece, headRows, undefined, perRow);
       batch.submit();
       if (headRows > 0) {
         const rows = await this.gpu.readF32(this.#state.logits, 0, headRows * vocab);
@@ -878,11 +927,9 @@ export class LlamaModel {
    */
   async forwardGreedy(tokens: readonly number[]): Promise<number> {
     this.#checkUsable(tokens.length, "forwardGreedy");
-    for (let start = 0; start < tokens.length; start += this.#state.rows) {
-      const piece = tokens.slice(start, start + this.#state.rows);
-      const isLast = start + piece.length === tokens.length;
+    for (const { tokens: piece, isLast, perRow } of this.#promptPieces(tokens)) {
       const batch = this.#batch();
-      this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+      this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
       if (isLast) {
         this.#ops.argmax(batch, this.#state.logits, this.#state.next, 1, this.config.vocabSize);
       }
@@ -962,11 +1009,9 @@ export class LlamaModel {
       const t0 = performance.now();
       const first = submitted === 0;
       if (submitted === 0) {
-        for (let start = 0; start < prompt.length; start += s.rows) {
-          const piece = prompt.slice(start, start + s.rows);
-          const isLast = start + piece.length === prompt.length;
+        for (const { tokens: piece, isLast, perRow } of this.#promptPieces(prompt)) {
           const batch = this.#batch();
-          this.#encodeChunk(batch, piece, isLast ? 1 : 0);
+          this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
           if (isLast) this.#finishGreedyStep(batch, target, slot);
           else batch.submit();
         }

@@ -106,6 +106,15 @@ export interface LoadOptions {
   kvCache?: KvCacheFormat;
   /** Most tokens per forward chunk (activation buffers are sized for it); default 128. */
   chunkSize?: number;
+  /**
+   * Prompts of at most this many tokens run as passes of up to `MAX_GEMV_ROWS` (8) rows through
+   * the multi-row products (each row computed as a decode step computes it: the verify pass's
+   * products), instead of one chunk through the prefill GEMM, whose tiles pad a short prompt to
+   * a whole tile of rows. 0 turns it off. Default {@linkcode defaultShortPromptTokens}: 8 at most
+   * with layer streaming (every pass uploads the streamed layers again), and 0 where a layer is
+   * LLM.int8(), whose prompt products choose outlier columns over all rows, as bitsandbytes does.
+   */
+  shortPromptTokens?: number;
   /** Called after each tensor is loaded. */
   onProgress?: (done: number, total: number, name: string) => void;
   /**

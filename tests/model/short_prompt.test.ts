@@ -1,0 +1,117 @@
+/**
+ * Short prompts run as passes of up to 8 rows through the multi-row products (each row as a
+ * decode step computes it), not through the prefill GEMM, which pads them to a whole tile
+ * (`LoadOptions.shortPromptTokens`). The bundled model, on whatever adapter runs the tests.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import { CommandBatch } from "../../lib/gpu/batch.ts";
+import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
+import { type LoadOptions } from "../../lib/model/load.ts";
+import { LlamaModel } from "../../lib/model/llama.ts";
+import { argmax } from "../../lib/model/sampling.ts";
+import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import type { QuantFormat } from "../../lib/quant/formats.ts";
+
+const TARGET = new URL("../../models/sotu-llama", import.meta.url).pathname;
+
+const gpu: Gpu = await requestGpu();
+globalThis.addEventListener("unload", () => gpu.destroy());
+const tokenizer = await loadTokenizer(TARGET);
+// 12 tokens: a pass of 8 rows and one of 4
+const prompt = tokenizer.encode("I ask the Congress to join me in pledging");
+
+function load(format: QuantFormat, options: LoadOptions = {}): Promise<LlamaModel> {
+  return LlamaModel.load(TARGET, { gpu, format, maxSeqLen: 64, chunkSize: 32, ...options });
+}
+
+/** The kernels `run` dispatches, by name. */
+async function kernelsOf(run: () => Promise<unknown>): Promise<string[]> {
+  const proto = CommandBatch.prototype;
+  const dispatch = proto.dispatch;
+  const kernels: string[] = [];
+  proto.dispatch = function (this: CommandBatch, ...a: Parameters<CommandBatch["dispatch"]>) {
+    kernels.push(a[0].name);
+    return dispatch.apply(this, a);
+  };
+  try {
+    await run();
+  } finally {
+    proto.dispatch = dispatch;
+  }
+  return kernels;
+}
+
+// Each row as a decode step computes it: the prompt's logits are those of feeding its tokens
+// one at a time, bit for bit (as the verify pass's are; on a GPU the 4-bit multi-row products
+// round their f16 arithmetic otherwise than the one-row product, so there the argmaxes).
+for (const format of ["fp16", "int8-vectorwise", "nf4"] as const) {
+  Deno.test(`a short prompt's logits are its decode steps', without a GEMM (${format})`, async () => {
+    // (software adapters' default limit is 8)
+    const model = await load(format, { shortPromptTokens: 16 });
+    try {
+      assert(prompt.length > 8 && prompt.length <= 16, `prompt of ${prompt.length} tokens`);
+      let all: Float32Array = new Float32Array();
+      const kernels = await kernelsOf(async () => all = await model.forward(prompt, "all"));
+      assertEquals(kernels.filter((k) => k.includes(":gemm")), [], "no prefill GEMM");
+      assert(kernels.some((k) => k.includes("gemv_rows")), "multi-row products");
+      const vocab = model.config.vocabSize;
+      const exact = gpu.isSoftware || !format.startsWith("nf4");
+      model.reset();
+      for (let r = 0; r < prompt.length; r++) {
+        const step = await model.forward([prompt[r]], "last");
+        const row = all.subarray(r * vocab, (r + 1) * vocab);
+        if (exact) assertEquals(row, step, `token ${r}`);
+        else assertEquals(argmax(row), argmax(step), `token ${r}`);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+Deno.test("a prompt past shortPromptTokens, and LLM.int8(), take the prefill GEMM", async () => {
+  // the limit
+  let model = await load("fp16", { shortPromptTokens: 8 });
+  try {
+    const long = await kernelsOf(() => model.forwardGreedy(prompt));
+    assert(long.some((k) => k.includes(":gemm")), "12 tokens past a limit of 8: the GEMM");
+    model.reset();
+    const short = await kernelsOf(() => model.forwardGreedy(prompt.slice(0, 8)));
+    assertEquals(short.filter((k) => k.includes(":gemm")), [], "8 tokens: no GEMM");
+    // turned off: the GEMM, and the same greedy token within the GEMM's rounding
+    const off = await load("fp16", { shortPromptTokens: 0 });
+    try {
+      model.reset();
+      const viaRows = await model.forward(prompt, "last");
+      model.reset();
+      const viaRowsShort = await model.forward(prompt.slice(0, 8), "last");
+      const gemm = await kernelsOf(async () => {
+        const a = await off.forward(prompt.slice(0, 8), "last");
+        assertEquals(argmax(a), argmax(viaRowsShort), "8 tokens: the same next token");
+      });
+      assert(gemm.some((k) => k.includes(":gemm")), "shortPromptTokens 0: the GEMM");
+      off.reset();
+      assertEquals(argmax(await off.forward(prompt, "last")), argmax(viaRows));
+    } finally {
+      off.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+  // LLM.int8() picks a prompt's outlier columns over all its rows, as bitsandbytes does
+  model = await load("llm-int8");
+  try {
+    const kernels = await kernelsOf(() => model.forwardGreedy(prompt.slice(0, 5)));
+    assertEquals(kernels.filter((k) => k.includes("gemv_rows")), [], "no multi-row products");
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("shortPromptTokens: a bad value is refused before anything is loaded", async () => {
+  const before = gpu.ledger.currentBytes;
+  for (const bad of [-1, 2.5, NaN]) {
+    await rejects(load("fp16", { shortPromptTokens: bad }), /shortPromptTokens must be/);
+  }
+  assertEquals(gpu.ledger.currentBytes, before);
+});
