@@ -188,15 +188,20 @@ const SIMULATED_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /**
  * Greedy tokens/s of `model` alone (decodeGreedy, default readback groups): tokens after the
- * first per second of the whole call, prompt pass included (as for the pair).
+ * first per second of the whole call, prompt pass included (as for the pair); the median of
+ * three calls after a warm one.
  */
 async function baseline(model: LlamaModel, tokens: number): Promise<number> {
   model.reset();
   await model.decodeGreedy(SIMULATED_PROMPT, { maxNewTokens: 8 }); // warm
-  model.reset();
-  const t0 = performance.now();
-  const run = await model.decodeGreedy(SIMULATED_PROMPT, { maxNewTokens: tokens });
-  return (run.tokens.length - 1) / ((performance.now() - t0) / 1000);
+  const rates: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    model.reset();
+    const t0 = performance.now();
+    const run = await model.decodeGreedy(SIMULATED_PROMPT, { maxNewTokens: tokens });
+    rates.push((run.tokens.length - 1) / ((performance.now() - t0) / 1000));
+  }
+  return median(rates);
 }
 
 async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Promise<VerifyCost> {
@@ -463,16 +468,21 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         });
         for (const acceptance of ACCEPTANCES) {
           for (const k of software ? [4] : [3, "adaptive"] as const) {
-            const t0 = performance.now();
-            const run = await speculativeDecode(target, draft, prompt, {
-              maxNewTokens: tokens,
-              draftTokens: k === "adaptive" ? undefined : k,
-              simulateAcceptance: acceptance,
-              seed: 1,
-            });
             // the whole call, as for the target alone: with rounds chained on the GPU the first
-            // group of rounds comes back with the prompt's token
-            const tokS = (run.tokens.length - 1) / ((performance.now() - t0) / 1000);
+            // group of rounds comes back with the prompt's token; the median of three calls
+            const rates: number[] = [];
+            let run!: Awaited<ReturnType<typeof speculativeDecode>>;
+            for (let i = 0; i < (software ? 1 : 3); i++) {
+              const t0 = performance.now();
+              run = await speculativeDecode(target, draft, prompt, {
+                maxNewTokens: tokens,
+                draftTokens: k === "adaptive" ? undefined : k,
+                simulateAcceptance: acceptance,
+                seed: 1,
+              });
+              rates.push((run.tokens.length - 1) / ((performance.now() - t0) / 1000));
+            }
+            const tokS = median(rates);
             pair.points.push({
               acceptance,
               draftTokens: k,

@@ -145,15 +145,18 @@ function defaultInFlight(gpu: Gpu): number | "auto" {
 /**
  * The longest prompt that runs as passes of up to {@linkcode MAX_GEMV_ROWS} rows through the
  * multi-row products rather than through the prefill GEMM, on this adapter
- * ({@linkcode LoadOptions.shortPromptTokens}'s default).
+ * ({@linkcode LoadOptions.shortPromptTokens}'s default). Measured at Llama-2-7B shape on an
+ * H200 (BENCHMARKS.md, "Short prompts"): the GEMM takes ~100-300 ms whatever the prompt up to
+ * 64 tokens, the passes 20-110 ms for 2-64 tokens; on lavapipe the passes win up to about 8
+ * tokens for NF4, 24 for FP16.
  *
  * @example
  * ```ts ignore
- * defaultShortPromptTokens(gpu); // 32 on a hardware adapter
+ * defaultShortPromptTokens(gpu); // 64 on a hardware adapter, 8 on a software one
  * ```
  */
 export function defaultShortPromptTokens(gpu: Gpu): number {
-  return gpu.isSoftware ? 8 : 32;
+  return gpu.isSoftware ? 8 : 64;
 }
 
 /** A prompt's passes: its pieces, and whether each runs through the multi-row products. */
