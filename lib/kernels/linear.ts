@@ -127,6 +127,11 @@ export interface Linear {
    * itself.
    */
   int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
+  /**
+   * Whether {@linkcode LinearEncodeOptions.perRow} products of `rows` rows run a multi-row GEMV,
+   * which reads the weights once for all of them (absent: not known, treated as no).
+   */
+  takesRows?(rows: number): boolean;
   /** Frees what the layer owns (not a weight tensor it was given to share). */
   destroy(): void;
 }
@@ -405,6 +410,11 @@ export class Fp16Linear implements Linear {
    */
   get weightTensors(): readonly GpuTensor[] {
     return this.#owned;
+  }
+
+  /** Whether `perRow` products of `rows` rows run the multi-row GEMV: 2 to 8 rows. */
+  takesRows(rows: number): boolean {
+    return rows >= 2 && rows <= MAX_GEMV_ROWS;
   }
 
   /**

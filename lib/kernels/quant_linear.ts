@@ -1275,6 +1275,14 @@ export class QuantLinear implements Linear {
     }
   }
 
+  /**
+   * Whether `perRow` products of `rows` rows run the multi-row GEMV: 2 to 8 rows, where the
+   * format has one (not the 4-bit formats at K % 32 != 0).
+   */
+  takesRows(rows: number): boolean {
+    return this.#kernels.gemvRows !== undefined && rows >= 2 && rows <= MAX_GEMV_ROWS;
+  }
+
   #product(
     batch: CommandBatch,
     bindings: Binding[],

@@ -159,6 +159,13 @@ export function defaultShortPromptTokens(gpu: Gpu): number {
   return gpu.isSoftware ? 8 : 64;
 }
 
+/**
+ * Formats whose product over several rows quantizes them together, as bitsandbytes does: one
+ * absmax for the tensor (int8-absmax), outlier columns chosen over all rows (LLM.int8()).
+ * Computing a prompt's rows each alone would change their numbers, so prompts take the GEMM.
+ */
+const PROMPT_WIDE_QUANTIZATION: ReadonlySet<string> = new Set(["int8-absmax", "llm-int8"]);
+
 /** A prompt's passes: its pieces, and whether each runs through the multi-row products. */
 interface PromptPiece {
   start: number;
@@ -416,10 +423,15 @@ export class LlamaModel {
       );
       model.#streamer = streamer;
       const asked = options.shortPromptTokens ?? defaultShortPromptTokens(gpu);
-      const llmInt8 = weights.layers.some((l) =>
-        Object.values(l.linears).some((lin) => lin.format === "llm-int8")
-      );
-      model.#shortPrompt = llmInt8 ? 0 : streamer ? Math.min(asked, MAX_GEMV_ROWS) : asked;
+      const linears = [...weights.layers.flatMap((l) => Object.values(l.linears)), weights.lmHead];
+      // More than one pass only where every product reads its weights once for all rows (and a
+      // streamed layer is uploaded once per pass): else at most one pass, as a prompt had.
+      const oneReadEach = !streamer && linears.every((lin) => lin.takesRows?.(2) === true);
+      model.#shortPrompt = linears.some((lin) => PROMPT_WIDE_QUANTIZATION.has(lin.format))
+        ? 0
+        : oneReadEach
+        ? asked
+        : Math.min(asked, MAX_GEMV_ROWS);
       return model;
     } catch (err) {
       // Nothing half-built stays on the GPU, nor its uploads' staging copies in memory.

@@ -110,9 +110,11 @@ export interface LoadOptions {
    * Prompts of at most this many tokens run as passes of up to `MAX_GEMV_ROWS` (8) rows through
    * the multi-row products (each row computed as a decode step computes it: the verify pass's
    * products), instead of one chunk through the prefill GEMM, whose tiles pad a short prompt to
-   * a whole tile of rows. 0 turns it off. Default {@linkcode defaultShortPromptTokens}: 8 at most
-   * with layer streaming (every pass uploads the streamed layers again), and 0 where a layer is
-   * LLM.int8(), whose prompt products choose outlier columns over all rows, as bitsandbytes does.
+   * a whole tile of rows. 0 turns it off. Default {@linkcode defaultShortPromptTokens}. At most 8
+   * (one pass) with layer streaming, which uploads the streamed layers again for every pass, or
+   * where a layer has no multi-row product; 0 where a layer is int8-absmax or LLM.int8(), whose
+   * prompt products quantize all rows together (one absmax, outlier columns chosen over all
+   * rows), as bitsandbytes does.
    */
   shortPromptTokens?: number;
   /** Called after each tensor is loaded. */

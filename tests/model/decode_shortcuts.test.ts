@@ -27,7 +27,7 @@ import { writeRandomLlama } from "../helpers/random_llama.ts";
 import { hasF16 } from "../kernels/_gpu.ts";
 import { maxAbsDiff } from "../helpers/random.ts";
 
-/** The format's layers, with `options` (reuseInput) dropped on the way in. */
+/** The format's layers, with `reuseInput` dropped on the way in (`perRow` kept). */
 function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): LinearFactory {
   const inner = quantLinearFactory(format, { threshold: 1.5 });
   return async (gpu, request) => {
@@ -37,7 +37,9 @@ function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): 
       inFeatures: lin.inFeatures,
       outFeatures: lin.outFeatures,
       weightBytes: lin.weightBytes,
-      encode: (batch, x, y, rows) => lin.encode(batch, x, y, rows),
+      encode: (batch, x, y, rows, options) =>
+        lin.encode(batch, x, y, rows, options?.perRow ? { perRow: true } : undefined),
+      takesRows: (rows) => lin.takesRows?.(rows) ?? false,
       destroy: () => lin.destroy(),
     };
     return wrapped;

@@ -6,8 +6,9 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
+import { quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
 import { type LoadOptions } from "../../lib/model/load.ts";
-import { LlamaModel } from "../../lib/model/llama.ts";
+import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { argmax } from "../../lib/model/sampling.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import type { QuantFormat } from "../../lib/quant/formats.ts";
@@ -69,7 +70,7 @@ for (const format of ["fp16", "int8-vectorwise", "nf4"] as const) {
   });
 }
 
-Deno.test("a prompt past shortPromptTokens, and LLM.int8(), take the prefill GEMM", async () => {
+Deno.test("a prompt past shortPromptTokens, int8-absmax and LLM.int8() take the prefill GEMM", async () => {
   // the limit
   let model = await load("fp16", { shortPromptTokens: 8 });
   try {
@@ -98,11 +99,51 @@ Deno.test("a prompt past shortPromptTokens, and LLM.int8(), take the prefill GEM
   } finally {
     model.dispose();
   }
-  // LLM.int8() picks a prompt's outlier columns over all its rows, as bitsandbytes does
-  model = await load("llm-int8");
+  // int8-absmax and LLM.int8() quantize a prompt's rows together (one absmax; outlier columns
+  // chosen over all rows), as bitsandbytes does
+  for (const format of ["int8-absmax", "llm-int8"] as const) {
+    model = await load(format);
+    try {
+      const kernels = await kernelsOf(() => model.forwardGreedy(prompt.slice(0, 5)));
+      assertEquals(kernels.filter((k) => k.includes("gemv_rows")), [], `${format}: no multi-row`);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("a layer without multi-row products keeps a short prompt to one pass", async () => {
+  // layers that do not say they read their weights once for several rows
+  const inner = quantLinearFactory("nf4");
+  const linear: LinearFactory = async (g, request) => {
+    const lin = await inner(g, request);
+    return {
+      format: lin.format,
+      inFeatures: lin.inFeatures,
+      outFeatures: lin.outFeatures,
+      weightBytes: lin.weightBytes,
+      encode: (batch, x, y, rows, options) => lin.encode(batch, x, y, rows, options),
+      destroy: () => lin.destroy(),
+    };
+  };
+  const model = await load("nf4", { linear, shortPromptTokens: 16 });
   try {
-    const kernels = await kernelsOf(() => model.forwardGreedy(prompt.slice(0, 5)));
-    assertEquals(kernels.filter((k) => k.includes("gemv_rows")), [], "no multi-row products");
+    const long = await kernelsOf(() => model.forwardGreedy(prompt));
+    assert(long.some((k) => k.includes(":gemm")), "12 tokens: one chunk through the GEMM");
+    model.reset();
+    let passes = 0;
+    const proto = CommandBatch.prototype;
+    const submit = proto.submit;
+    proto.submit = function (this: CommandBatch) {
+      passes++;
+      return submit.call(this);
+    };
+    try {
+      await model.forwardGreedy(prompt.slice(0, 8));
+    } finally {
+      proto.submit = submit;
+    }
+    assertEquals(passes, 1, "8 tokens: one pass");
   } finally {
     model.dispose();
   }
