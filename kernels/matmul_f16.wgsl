@@ -358,23 +358,6 @@ fn pair_sums(xv: vec2<f32>, b: vec4<u32>, u: u32) -> RowSums {
 #endif
 #endif
 
-#if XNEXT
-// XTILE with the next step's x loaded into registers while this step computes (GEMV_WG ==
-// 2 · STRIDES · GEMV_TPR: thread lid stages half lid % 2 of unit lid / 2 of every row), so the
-// staging waits for no load: the same values in the same places as the staging loop.
-fn x_next(r: u32, t0: u32, lid: u32, units: u32) -> vec4<f32> {
-  let j = lid / 2u;
-  if (t0 + j < units) {
-    return x4[2u * (r * units + t0 + j) + lid % 2u];
-  }
-  return vec4<f32>(0.0);
-}
-
-fn x_put(r: u32, lid: u32, v: vec4<f32>) {
-  xt[(2u * r + lid % 2u) * (STRIDES * GEMV_TPR) + lid / 2u] = vec4<f16>(v);
-}
-#endif
-
 // Row r's unit u (j: its index in the step's tile) against the features' units.
 fn unit_row(r: u32, j: u32, u: u32, w: WF) -> RowSums {
 #if XTILE
@@ -471,34 +454,6 @@ fn gemv_rows(
   let units = p.k / 8u;
   let b = nf * units;
   let step = STRIDES * GEMV_TPR;
-#if XNEXT
-  var xn0 = x_next(0u, 0u, lid, units);
-  var xn1 = x_next(1u, 0u, lid, units);
-  var xn2 = vec4<f32>(0.0);
-  var xn3 = vec4<f32>(0.0);
-  var xn4 = vec4<f32>(0.0);
-  var xn5 = vec4<f32>(0.0);
-  var xn6 = vec4<f32>(0.0);
-  var xn7 = vec4<f32>(0.0);
-  if (p.rows > 2u) {
-    xn2 = x_next(2u, 0u, lid, units);
-  }
-  if (p.rows > 3u) {
-    xn3 = x_next(3u, 0u, lid, units);
-  }
-  if (p.rows > 4u) {
-    xn4 = x_next(4u, 0u, lid, units);
-  }
-  if (p.rows > 5u) {
-    xn5 = x_next(5u, 0u, lid, units);
-  }
-  if (p.rows > 6u) {
-    xn6 = x_next(6u, 0u, lid, units);
-  }
-  if (p.rows > 7u) {
-    xn7 = x_next(7u, 0u, lid, units);
-  }
-#endif
   for (var t0 = 0u; t0 < units; t0 += step) { // uniform: every thread reaches the barriers
     let u = t0 + lane;
 #if UNROLL4
@@ -512,52 +467,6 @@ fn gemv_rows(
     let wd = wf_at(b, min(u + 3u * GEMV_TPR, ul));
 #endif
 #endif
-#if XNEXT
-    workgroupBarrier(); // the previous step's x has been read
-    x_put(0u, lid, xn0);
-    x_put(1u, lid, xn1);
-    if (p.rows > 2u) {
-      x_put(2u, lid, xn2);
-    }
-    if (p.rows > 3u) {
-      x_put(3u, lid, xn3);
-    }
-    if (p.rows > 4u) {
-      x_put(4u, lid, xn4);
-    }
-    if (p.rows > 5u) {
-      x_put(5u, lid, xn5);
-    }
-    if (p.rows > 6u) {
-      x_put(6u, lid, xn6);
-    }
-    if (p.rows > 7u) {
-      x_put(7u, lid, xn7);
-    }
-    workgroupBarrier();
-    // the next step's x, in flight while this step computes
-    let tn = t0 + step;
-    xn0 = x_next(0u, tn, lid, units);
-    xn1 = x_next(1u, tn, lid, units);
-    if (p.rows > 2u) {
-      xn2 = x_next(2u, tn, lid, units);
-    }
-    if (p.rows > 3u) {
-      xn3 = x_next(3u, tn, lid, units);
-    }
-    if (p.rows > 4u) {
-      xn4 = x_next(4u, tn, lid, units);
-    }
-    if (p.rows > 5u) {
-      xn5 = x_next(5u, tn, lid, units);
-    }
-    if (p.rows > 6u) {
-      xn6 = x_next(6u, tn, lid, units);
-    }
-    if (p.rows > 7u) {
-      xn7 = x_next(7u, tn, lid, units);
-    }
-#else
 #if XTILE
     workgroupBarrier(); // the previous step's x has been read
     for (var i = lid; i < 2u * p.rows * step; i += GEMV_WG) {
@@ -571,7 +480,6 @@ fn gemv_rows(
       xt[(2u * r + h) * step + j] = vec4<f16>(v);
     }
     workgroupBarrier();
-#endif
 #endif
 #if UNROLL4
 #if NOPREFETCH

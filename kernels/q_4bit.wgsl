@@ -760,22 +760,6 @@ fn usums(w: UF, x: XH) -> RowSums {
 }
 #endif
 
-#if XNEXT
-// The next step's x in registers while this step computes (GEMV_WG == 256: thread lid stages
-// quad lid % 8 of unit lid / 8 of every row): the staging loop's values in its places.
-fn x_next(r: u32, t0: u32, lid: u32, units: u32) -> vec4<f32> {
-  let j = lid / 8u;
-  if (t0 + j < units) {
-    return x4[r * (p.k / 4u) + 8u * (t0 + j) + lid % 8u];
-  }
-  return vec4<f32>(0.0);
-}
-
-fn x_put(r: u32, lid: u32, v: vec4<f32>) {
-  xr[(r * 32u + lid / 8u) * XT_STRIDE + lid % 8u] = vec4<f16>(v);
-}
-#endif
-
 // Row r's unit (j in the step) against the features' decoded units, times their absmax.
 fn row_unit_sums(r: u32, j: u32, w: UF) -> RowSums {
   let i = (r * 32u + j) * XT_STRIDE;
@@ -812,34 +796,6 @@ fn gemv_rows(
   var acc5 = RowSums();
   var acc6 = RowSums();
   var acc7 = RowSums();
-#if XNEXT
-  var xn0 = x_next(0u, 0u, lid, units);
-  var xn1 = x_next(1u, 0u, lid, units);
-  var xn2 = vec4<f32>(0.0);
-  var xn3 = vec4<f32>(0.0);
-  var xn4 = vec4<f32>(0.0);
-  var xn5 = vec4<f32>(0.0);
-  var xn6 = vec4<f32>(0.0);
-  var xn7 = vec4<f32>(0.0);
-  if (p.rows > 2u) {
-    xn2 = x_next(2u, 0u, lid, units);
-  }
-  if (p.rows > 3u) {
-    xn3 = x_next(3u, 0u, lid, units);
-  }
-  if (p.rows > 4u) {
-    xn4 = x_next(4u, 0u, lid, units);
-  }
-  if (p.rows > 5u) {
-    xn5 = x_next(5u, 0u, lid, units);
-  }
-  if (p.rows > 6u) {
-    xn6 = x_next(6u, 0u, lid, units);
-  }
-  if (p.rows > 7u) {
-    xn7 = x_next(7u, 0u, lid, units);
-  }
-#endif
   for (var t0 = 0u; t0 < units; t0 += 32u) { // uniform: every thread reaches the barriers
     let u = t0 + lane;
     // The codes, loaded before x is staged so that both are in flight together (past K: the
@@ -848,51 +804,6 @@ fn gemv_rows(
     let raw = raw_at(row_unit, min(u, units - 1u));
 #endif
     workgroupBarrier(); // the previous step's x has been read
-#if XNEXT
-    x_put(0u, lid, xn0);
-    x_put(1u, lid, xn1);
-    if (p.rows > 2u) {
-      x_put(2u, lid, xn2);
-    }
-    if (p.rows > 3u) {
-      x_put(3u, lid, xn3);
-    }
-    if (p.rows > 4u) {
-      x_put(4u, lid, xn4);
-    }
-    if (p.rows > 5u) {
-      x_put(5u, lid, xn5);
-    }
-    if (p.rows > 6u) {
-      x_put(6u, lid, xn6);
-    }
-    if (p.rows > 7u) {
-      x_put(7u, lid, xn7);
-    }
-    workgroupBarrier();
-    // the next step's x, in flight while this step computes
-    let tn = t0 + 32u;
-    xn0 = x_next(0u, tn, lid, units);
-    xn1 = x_next(1u, tn, lid, units);
-    if (p.rows > 2u) {
-      xn2 = x_next(2u, tn, lid, units);
-    }
-    if (p.rows > 3u) {
-      xn3 = x_next(3u, tn, lid, units);
-    }
-    if (p.rows > 4u) {
-      xn4 = x_next(4u, tn, lid, units);
-    }
-    if (p.rows > 5u) {
-      xn5 = x_next(5u, tn, lid, units);
-    }
-    if (p.rows > 6u) {
-      xn6 = x_next(6u, tn, lid, units);
-    }
-    if (p.rows > 7u) {
-      xn7 = x_next(7u, tn, lid, units);
-    }
-#else
     for (var i = lid; i < 8u * 32u * p.rows; i += GEMV_WG) {
       let r = i / 256u;
       let j = (i / 8u) % 32u;
@@ -904,7 +815,6 @@ fn gemv_rows(
       xr[(r * 32u + j) * XT_STRIDE + q] = vec4<f16>(v);
     }
     workgroupBarrier();
-#endif
 #if NOPREFETCH
     let raw = raw_at(row_unit, min(u, units - 1u));
 #endif

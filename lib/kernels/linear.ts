@@ -202,12 +202,6 @@ export interface Fp16Tuning {
    */
   gemvRowsStageX?: boolean;
   /**
-   * With x staged: each thread loads its part of the next step's x into registers while the
-   * step computes, instead of loading and storing it between the step's barriers (needs the
-   * unrolled loop and 8 lane groups a workgroup; default false).
-   */
-  gemvRowsNextX?: boolean;
-  /**
    * Output features per lane group of the multi-row GEMV: 2 (default), 1 (twice the threads, each
    * x load serving one weight row) or 4 (each x load serves four weight rows, with half the
    * threads).
@@ -484,11 +478,6 @@ async function gemvKernel(
     ...(rows && f16 && k % 8 === 0 && t.gemvRowsStageX !== false ? ["XTILE"] : []),
     ...(rows && fpt === 2 ? ["FPT2"] : rows && fpt === 1 ? ["FPT1"] : []),
     ...(rows && t.gemvRowsPrefetch === false ? ["NOPREFETCH"] : []),
-    // the next step's x in registers: one load per row and thread (matmul_f16.wgsl's XNEXT)
-    ...(rows && f16 && k % 8 === 0 && t.gemvRowsStageX !== false && t.gemvRowsNextX === true &&
-        unroll && gemvWg === 8 * gemvTpr
-      ? ["XNEXT"]
-      : []),
   ];
   const kernel = await gpu.kernel({
     file: "matmul_f16",

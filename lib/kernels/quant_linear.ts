@@ -128,12 +128,6 @@ export interface QuantTuning {
    * together (default true).
    */
   gemvRowsPrefetch?: boolean;
-  /**
-   * 4-bit f16 multi-row GEMV with 256 threads a workgroup: each thread loads its part of the
-   * next step's x into registers while the step computes, instead of loading and storing it
-   * between the step's barriers (default false).
-   */
-  gemvRowsNextX?: boolean;
   /** Multi-row GEMV: threads per workgroup (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
   /**
@@ -1575,7 +1569,6 @@ async function buildKernels(
     rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
     rowsFeatures: fpt,
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
-    rowsNextX: t.gemvRowsNextX === true && rowsWg === 256,
     gemm: { TILE_M: tileM, TILE_N: tileN },
     outerRows,
   });
@@ -1624,7 +1617,6 @@ async function compileKernels(
     rows: Record<string, number>;
     rowsFeatures: number;
     rowsPrefetch: boolean;
-    rowsNextX: boolean;
     gemm: Record<string, number>;
     /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
     outerRows: number;
@@ -1643,7 +1635,6 @@ async function compileKernels(
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),
     ...(o.rowsPrefetch ? [] : ["NOPREFETCH"]),
-    ...(o.rowsNextX ? ["XNEXT"] : []),
   ];
   const spec = (
     file: string,

@@ -119,8 +119,6 @@ for (const f16 of [false, true]) {
           { n: 36, k: 1824, tuning: { gemvUnroll: true } },
           { n: 20, k: 256, tuning: { gemvUnroll: true } },
           ...(f16 ? [{ n: 36, k: 1824, tuning: { gemvUnroll: true, gemvRowsStageX: false } }] : []),
-          // the next step's x loaded while a step computes (a partial last step)
-          ...(f16 ? [{ n: 36, k: 1824, tuning: { gemvUnroll: true, gemvRowsNextX: true } }] : []),
           // four features per lane group, 128 threads
           { n: 38, k: 1824, tuning: { gemvUnroll: true, gemvRowsFeatures: 4 as const } },
           { n: 33, k: 66, tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 } },
@@ -189,8 +187,6 @@ for (const f16 of [false, true]) {
             tuning: { gemvRowsFeatures: 4 as const, gemvRowsWorkgroupSize: 128 },
           };
           const noPrefetch = { n: 36, k: 1088, tuning: { gemvRowsPrefetch: false } };
-          // 4-bit f16: the next step's x loaded while a step computes (a partial last step)
-          const nextX = { n: 36, k: 1088, tuning: { gemvRowsNextX: true } };
           const extra: Record<string, { n: number; k: number; tuning?: QuantTuning }[]> = {
             "int8-vectorwise": [unroll, unroll4, f4w128],
             "int8-absmax": [],
@@ -198,7 +194,7 @@ for (const f16 of [false, true]) {
           };
           const cases: { n: number; k: number; tuning?: QuantTuning }[] = [
             ...SHAPES,
-            ...(extra[format] ?? [f4w128, noPrefetch, ...(f16 ? [nextX] : [])]),
+            ...(extra[format] ?? [f4w128, noPrefetch]),
           ];
           for (const { n, k, tuning } of cases) {
             const wf = f16ArrayToF32(randomF16(n * k, 3 * n + k, W_SCALE).bits);
