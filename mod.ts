@@ -88,6 +88,7 @@ export {
 
 // Models
 export {
+  defaultShortPromptTokens,
   fp16Linear,
   type GreedyDecodeOptions,
   type GreedyDecodeResult,

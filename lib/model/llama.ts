@@ -1003,7 +1003,6 @@ export class LlamaModel {
     const pipelined = auto || group > 1; // the next group submitted while one is read back
     const tokens: number[] = [];
     if (maxNew <= 0) return { tokens, stoppedBy: "max-tokens", overshoot: 0, groups: [] };
-    const s = this.#state;
     const vocab = this.config.vocabSize;
     const device = this.gpu.device;
     const staging = [0, 1].map((i) => ({

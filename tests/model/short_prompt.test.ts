@@ -7,7 +7,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { quantLinearFactory } from "../../lib/kernels/quant_linear.ts";
-import { type LoadOptions } from "../../lib/model/load.ts";
+import type { LoadOptions } from "../../lib/model/load.ts";
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { argmax } from "../../lib/model/sampling.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
