@@ -49,6 +49,14 @@ export interface VerifyCost {
   decodeWallMs: number;
   /** Wall ms of the verify pass with its argmaxes read back (median). */
   verifyWallMs: number;
+  /**
+   * Wall ms per pass, without the LM head, of 20 passes submitted back to back with one wait at
+   * the end (median of 3): a decode step's layers, and the verify pass's. Neither the readback's
+   * floor nor the timestamps' cost per dispatch is in it.
+   */
+  decodeBackToBackMs?: number;
+  /** As {@linkcode decodeBackToBackMs}, for the verify pass's rows. */
+  verifyBackToBackMs?: number;
 }
 
 /** One point of a simulated-acceptance curve. */
@@ -240,6 +248,21 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
       }
       return median(times.slice(2));
     };
+    // 20 passes back to back and one wait (a prompt of 2-8 tokens runs the multi-row products,
+    // as a verify pass does; "none": no LM head)
+    const backToBack = async (tokens: number[]) => {
+      const times: number[] = [];
+      for (let rep = 0; rep < 4; rep++) {
+        const t0 = performance.now();
+        for (let i = 0; i < 20; i++) {
+          model.rollback(at);
+          await model.forward(tokens, "none");
+        }
+        await o.gpu.sync();
+        times.push((performance.now() - t0) / 20);
+      }
+      return median(times.slice(1));
+    };
     const many = Array.from({ length: n }, (_, i) => 100 + i);
     const decodeGpuMs = await gpuTime([100], false);
     const verifyGpuMs = await gpuTime(many, true);
@@ -254,6 +277,13 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
     );
     const decodeWallMs = await wall([100]);
     const verifyWallMs = await wall(many);
+    const decodeBackToBackMs = await backToBack([100]);
+    const verifyBackToBackMs = await backToBack(many);
+    console.log(
+      `  ${format} back to back, no LM head: decode step ${decodeBackToBackMs.toFixed(2)} ms, ` +
+        `verify ${n} ${verifyBackToBackMs.toFixed(2)} ms: ` +
+        `${(verifyBackToBackMs / decodeBackToBackMs).toFixed(2)}x`,
+    );
     const kernels = [...byKernel].sort((a, b) => b[1].verify - a[1].verify)
       .map(([k, v]) => `${k} ${v.decode.toFixed(2)}/${v.verify.toFixed(2)}`);
     console.log(`  ${format} GPU ms by kernel, decode step/verify ${n}: ${kernels.join(", ")}`);
@@ -267,6 +297,8 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
       verifyGpuMsByTokens,
       decodeWallMs,
       verifyWallMs,
+      decodeBackToBackMs,
+      verifyBackToBackMs,
     };
   } finally {
     model.dispose();
@@ -538,13 +570,18 @@ export function speculativeMarkdown(r: SpeculativeBench): string {
     lines.push(
       "Verify pass (5 tokens, multi-row GEMVs) vs one decode step, Llama-2-7B shape, GPU time:",
       "",
-      "| format | decode step ms | verify 5 ms | ratio | wall decode ms | wall verify ms |",
-      "| ------ | -------------- | ----------- | ----- | -------------- | -------------- |",
-      ...r.verify.map((v) =>
-        `| ${v.format} | ${v.decodeGpuMs.toFixed(2)} | ${v.verifyGpuMs.toFixed(2)} | ${
+      "| format | decode step ms | verify 5 ms | ratio | wall decode ms | wall verify ms | back to back, no head: decode / verify ms | ratio |",
+      "| ------ | -------------- | ----------- | ----- | -------------- | -------------- | ----------------------------------------- | ----- |",
+      ...r.verify.map((v) => {
+        const b2b = v.decodeBackToBackMs && v.verifyBackToBackMs
+          ? `${v.decodeBackToBackMs.toFixed(2)} / ${v.verifyBackToBackMs.toFixed(2)} | ${
+            (v.verifyBackToBackMs / v.decodeBackToBackMs).toFixed(2)
+          }`
+          : "– | –";
+        return `| ${v.format} | ${v.decodeGpuMs.toFixed(2)} | ${v.verifyGpuMs.toFixed(2)} | ${
           v.ratio.toFixed(2)
-        } | ${v.decodeWallMs.toFixed(2)} | ${v.verifyWallMs.toFixed(2)} |`
-      ),
+        } | ${v.decodeWallMs.toFixed(2)} | ${v.verifyWallMs.toFixed(2)} | ${b2b} |`;
+      }),
       "",
     );
   }
