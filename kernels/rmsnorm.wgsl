@@ -8,10 +8,12 @@
 //
 // `rmsnorm_inplace` normalises x itself (Qwen3's per-head q/k norm: rows of head_dim).
 //
-// `add_rmsnorm_q8` (one row, dim % 4 == 0) is add_rmsnorm, then the int8 activation codes of its
-// output for the int8 products that read it: absmax to q8_absmax[0] and the codes, four per word,
-// to q8_codes, exactly as q_int8.wgsl's quantize_row codes the row it reads back (the same f32
-// values, absmax, scale127 and code_of). A decode step's int8 layers then skip that dispatch.
+// `add_rmsnorm_q8` (dim % 4 == 0) is add_rmsnorm, then the int8 activation codes of each output
+// row for the int8 products that read it: row r's absmax to q8_absmax[r] and its codes, four per
+// word, to row r of q8_codes (dim / 4 words a row), exactly as q_int8.wgsl's quantize_row (one
+// row) and quantize_rows (each row alone) code the rows they read back (the same f32 values,
+// absmax, scale127 and code_of). A decode step's and a verify pass's int8 layers then skip that
+// dispatch.
 
 struct Params {
   rows: u32,
@@ -89,10 +91,20 @@ fn add_rmsnorm(
 var<workgroup> row_s: array<f32, 4u * WG>;
 
 @compute @workgroup_size(WG)
-fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
+fn add_rmsnorm_q8(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.rows) {
+    return; // uniform for the workgroup
+  }
+  let words = p.dim / 4u;
+  let cw = row * words; // the row's first word of codes
   if (p.dim <= 4u * WG) {
     // The output stays in registers: its absmax from them, its codes from workgroup memory.
-    let o = add_norm_short_row(lid, 0u);
+    let o = add_norm_short_row(lid, row);
     // (zeros past the row: no effect on the absmax; written out, as add_norm_short_row's stores)
     row_s[lid] = o.x;
     row_s[lid + WG] = o.y;
@@ -101,35 +113,37 @@ fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier(); // also: inverse_rms's last read of `partial` is done
     let amax = max_of(lid, max(max(abs(o.x), abs(o.y)), max(abs(o.z), abs(o.w))));
     if (lid == 0u) {
-      q8_absmax[0] = amax;
+      q8_absmax[row] = amax;
     }
     let s = scale127(amax);
-    if (lid < p.dim / 4u) {
+    if (lid < words) {
       let v = vec4<f32>(row_s[4u * lid], row_s[4u * lid + 1u], row_s[4u * lid + 2u],
         row_s[4u * lid + 3u]);
-      q8_codes[lid] = codes4(v, s);
+      q8_codes[cw + lid] = codes4(v, s);
     }
     return;
   }
-  add_norm_row(lid, 0u);
+  add_norm_row(lid, row);
   // Every thread's writes of `out` are visible to the others, and inverse_rms's last read of
   // `partial` is done, before the absmax reuses it.
   storageBarrier();
   workgroupBarrier();
-  let words = p.dim / 4u;
+  let base = row * p.dim;
   var a = 0.0;
   for (var w = lid; w < words; w += WG) {
-    let v = abs(vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]));
+    let e = base + 4u * w;
+    let v = abs(vec4<f32>(out[e], out[e + 1u], out[e + 2u], out[e + 3u]));
     a = max(a, max(max(v.x, v.y), max(v.z, v.w)));
   }
   let amax = max_of(lid, a);
   if (lid == 0u) {
-    q8_absmax[0] = amax;
+    q8_absmax[row] = amax;
   }
   let s = scale127(amax);
   for (var w = lid; w < words; w += WG) {
-    let v = vec4<f32>(out[4u * w], out[4u * w + 1u], out[4u * w + 2u], out[4u * w + 3u]);
-    q8_codes[w] = codes4(v, s);
+    let e = base + 4u * w;
+    let v = vec4<f32>(out[e], out[e + 1u], out[e + 2u], out[e + 3u]);
+    q8_codes[cw + w] = codes4(v, s);
   }
 }
 

@@ -120,13 +120,14 @@ export interface Linear {
   /** Whether `encode` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
   foldsRmsNorm?(rows: number): boolean;
   /**
-   * Layers that quantize their activations (int8, one row): where the product reads the codes
-   * and absmax of `x`, recorded as holding `x` quantized, so that the next `encode` of this x
-   * with `reuseInput` skips its own quantization. The caller must record, before that product, a
-   * dispatch writing them (RMSNorm's `encodeAddQ8`). Null (or absent): the layer quantizes x
-   * itself.
+   * Layers that quantize their activations (int8): where the product reads the codes and absmax
+   * of `x` (one row, or `rows` rows each quantized alone, as `perRow` products quantize them),
+   * recorded as holding `x` quantized, so that the next `encode` of this x with `reuseInput` (and
+   * `perRow` for several rows) skips its own quantization. The caller must record, before that
+   * product, a dispatch writing them (RMSNorm's `encodeAddQ8`). Null (or absent): the layer
+   * quantizes x itself.
    */
-  int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
+  int8Input?(batch: CommandBatch, x: Binding, rows?: number): Int8Input | null;
   /**
    * Whether {@linkcode LinearEncodeOptions.perRow} products of `rows` rows run a multi-row GEMV,
    * which reads the weights once for all of them (absent: not known, treated as no).
@@ -137,8 +138,8 @@ export interface Linear {
 }
 
 /**
- * Where an int8 product reads one quantized activation row ({@linkcode Linear.int8Input}): the
- * codes, four per u32, and the row's absmax (f32).
+ * Where an int8 product reads its quantized activation rows ({@linkcode Linear.int8Input}): the
+ * codes, four per u32, K bytes a row, and each row's absmax (f32).
  *
  * @example
  * ```ts ignore
@@ -540,7 +541,7 @@ export interface LinearStack {
   /** Whether {@linkcode encodeRows} takes `rows` rows. */
   takesRows?(rows: number): boolean;
   /** As {@linkcode Linear.int8Input}, for the stack's one product. */
-  int8Input?(batch: CommandBatch, x: Binding): Int8Input | null;
+  int8Input?(batch: CommandBatch, x: Binding, rows?: number): Int8Input | null;
   /** Whether `encodeRow` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */
   foldsRmsNorm?(rows: number): boolean;
   /**

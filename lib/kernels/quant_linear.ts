@@ -1071,26 +1071,28 @@ export class QuantLinear implements Linear {
 
   /**
    * int8-vectorwise and int8-absmax, K % 4 == 0: the shared activation scratch, recorded as
-   * holding `x` (one row) quantized as this layer's own quantization would code it, so that
-   * `encode(batch, x, y, 1, { reuseInput: true })` skips that dispatch; the caller records the
-   * dispatch that writes it (RMSNorm's `encodeAddQ8`) first. Null for the other formats
-   * (LLM.int8() also needs its outlier list).
+   * holding `x` quantized as this layer's own quantization would code it — one row, or `rows`
+   * rows each alone (a `perRow` product's quantization; 2 to 8 rows, where the layer has a
+   * multi-row product) — so that `encode(batch, x, y, rows, { reuseInput: true, perRow })`
+   * skips that dispatch; the caller records the dispatch that writes it (RMSNorm's
+   * `encodeAddQ8`) first. Null for the other formats (LLM.int8() also needs its outlier list).
    */
-  int8Input(batch: CommandBatch, x: Binding): Int8Input | null {
+  int8Input(batch: CommandBatch, x: Binding, rows = 1): Int8Input | null {
     const shared = this.#shared;
     if (!shared || this.#family !== "int8" || this.#outliers || this.inFeatures % 4) return null;
+    if (rows !== 1 && !this.takesRows(rows)) return null;
     const k = this.inFeatures;
-    const [xq, sx] = int8Scratch(this.#gpu, shared, 1, k);
+    const [xq, sx] = int8Scratch(this.#gpu, shared, rows, k);
     shared.input = {
       batch,
       x: "tensor" in x ? x.tensor : x,
       offset: "tensor" in x ? x.offset : 0,
-      rows: 1,
+      rows,
       k,
       mode: this.format === "int8-absmax" ? "absmax" : "vectorwise",
       threshold: 0,
       kept: this.#keptColumns,
-      perRow: false,
+      perRow: rows > 1,
       xq,
       sx,
       outliers: null,
@@ -1424,9 +1426,9 @@ export class QuantLinearStack implements LinearStack {
   }
 
   /** As {@linkcode QuantLinear.int8Input}, for the stack's one product. */
-  int8Input(batch: CommandBatch, x: Binding): Int8Input | null {
+  int8Input(batch: CommandBatch, x: Binding, rows = 1): Int8Input | null {
     if (!this.#whole) throw new Error("quantized stack: used after destroy()");
-    return this.#whole.int8Input(batch, x);
+    return this.#whole.int8Input(batch, x, rows);
   }
 
   /** As {@linkcode QuantLinear.foldsRmsNorm}, for the stack's one product. */

@@ -58,9 +58,10 @@ export interface RmsNorm {
     rows: number,
   ): void;
   /**
-   * {@linkcode encodeAdd} for one row (dim % 4 == 0), then the int8 activation codes of `out`
-   * in the same dispatch: its absmax to `absmax[0]` and its codes, four per u32, to `codes` —
-   * what an int8 product's own activation quantization (q_int8.wgsl `quantize_row`) would write.
+   * {@linkcode encodeAdd} (dim % 4 == 0), then the int8 activation codes of each row of `out`
+   * in the same dispatch: row r's absmax to `absmax[r]` and its codes, four per u32, to row r of
+   * `codes` — what an int8 product's own activation quantization of each row alone (q_int8.wgsl
+   * `quantize_row`, `quantize_rows`) would write.
    */
   encodeAddQ8(
     batch: CommandBatch,
@@ -69,6 +70,7 @@ export interface RmsNorm {
     weight: Binding,
     out: Binding,
     q8: { codes: Binding; absmax: Binding },
+    rows?: number,
   ): void;
 }
 
@@ -138,15 +140,16 @@ export async function createRmsNorm(
       requireBytes(delta, rows * dim * 4, "rmsnorm delta");
       batch.dispatch(withAdd, [x, weight, out, delta], grid(rows), p(rows));
     },
-    encodeAddQ8(batch, x, delta, weight, out, q8) {
+    encodeAddQ8(batch, x, delta, weight, out, q8, rows = 1) {
       if (dim % 4) {
         throw new RangeError(`rmsnorm with int8 codes: dim ${dim} is not a multiple of 4`);
       }
-      check(x, weight, out, 1);
-      requireBytes(delta, dim * 4, "rmsnorm delta");
-      requireBytes(q8.codes, dim, "rmsnorm int8 codes");
-      requireBytes(q8.absmax, 4, "rmsnorm int8 absmax");
-      batch.dispatch(withAddQ8, [x, weight, out, delta, q8.absmax, q8.codes], 1, p(1));
+      check(x, weight, out, rows);
+      requireBytes(delta, rows * dim * 4, "rmsnorm delta");
+      requireBytes(q8.codes, rows * dim, "rmsnorm int8 codes");
+      requireBytes(q8.absmax, rows * 4, "rmsnorm int8 absmax");
+      const bindings = [x, weight, out, delta, q8.absmax, q8.codes];
+      batch.dispatch(withAddQ8, bindings, grid(rows), p(rows));
     },
   };
 }

@@ -1236,8 +1236,8 @@ export class LlamaModel {
     // itself (o_proj, down_proj: Linear.addsToOutput), and a stack that reads a norm's output may
     // fold that norm into its input read (LinearStack.foldsRmsNorm): no norm dispatch at all.
     const fuses = rows === 1 && !capture;
-    // In decode, the norm also writes the int8 codes of its output where the next product is
-    // int8 (Linear.int8Input), which then skips its own quantization dispatch.
+    // In decode and verify passes, the norm also writes the int8 codes of its output where the
+    // next product is int8 (Linear.int8Input), which then skips its own quantization dispatch.
     const norm = (
       weight: Binding,
       next?: Linear | LinearStack,
@@ -1246,11 +1246,13 @@ export class LlamaModel {
       if (fuses && !pendingAdd && stack?.foldsRmsNorm?.(1)) {
         return { rmsNorm: { weight, eps: c.rmsNormEps } };
       }
-      const q8 = pendingAdd && rows === 1 ? next?.int8Input?.(batch, s.xn) ?? null : null;
+      const q8 = pendingAdd && (rows === 1 || perRow)
+        ? next?.int8Input?.(batch, s.xn, rows) ?? null
+        : null;
       if (pendingAdd) ops.addRmsnorm(batch, s.x, s.proj, weight, s.xn, rows, q8 ?? undefined);
       else ops.rmsnorm(batch, s.x, weight, s.xn, rows);
       pendingAdd = false;
-      return q8 ? { reuseInput: true } : undefined;
+      return q8 ? (perRow ? PER_ROW_SAME_INPUT : { reuseInput: true }) : undefined;
     };
     // A stack serves one row, or the rows of a verify pass where it has a multi-row product.
     const stackFor = (stack?: LinearStack) =>

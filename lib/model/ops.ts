@@ -129,8 +129,8 @@ export class LlamaOps {
   }
 
   /**
-   * x += delta, then out = rmsnorm(x) * weight, row by row (one dispatch); with `q8` (one row)
-   * also the int8 codes and absmax of out, where an int8 product will read them.
+   * x += delta, then out = rmsnorm(x) * weight, row by row (one dispatch); with `q8` also the
+   * int8 codes and absmax of each row of out, where an int8 product will read them.
    */
   addRmsnorm(
     batch: CommandBatch,
@@ -142,9 +142,8 @@ export class LlamaOps {
     q8?: Int8Input,
   ): void {
     if (q8) {
-      // one row, and the int8 codes of `out` for the products that read it
-      if (rows !== 1) throw new RangeError(`addRmsnorm with int8 codes: ${rows} rows, not 1`);
-      this.#norm.encodeAddQ8(batch, x, delta, weight, out, q8);
+      // and the int8 codes of each row of `out` for the products that read it
+      this.#norm.encodeAddQ8(batch, x, delta, weight, out, q8, rows);
     } else {
       this.#norm.encodeAdd(batch, x, delta, weight, out, rows);
     }

@@ -109,38 +109,51 @@ Deno.test("add + RMSNorm + int8 codes of the output in one dispatch: exactly the
     const wide = gpu.limits.maxComputeInvocationsPerWorkgroup >= 1024 &&
       gpu.limits.maxComputeWorkgroupSizeX >= 1024;
     if (!wide) console.log("this adapter allows fewer than 1,024 threads: that case not run");
-    const cases: [number, number, number | undefined][] = [
-      [4096, 1, undefined],
-      [4100, 2, undefined],
-      [64, 3, undefined],
-      [12, 4, undefined],
-      ...(wide ? [[4096, 5, 1024]] as [number, number, number][] : []),
+    // [dim, seed, workgroup size, rows]: several rows each coded alone (a verify pass's rows)
+    const cases: [number, number, number | undefined, number][] = [
+      [4096, 1, undefined, 1],
+      [4100, 2, undefined, 1],
+      [64, 3, undefined, 1],
+      [12, 4, undefined, 1],
+      [4100, 6, undefined, 3],
+      [64, 7, undefined, 5],
+      ...(wide
+        ? [[4096, 5, 1024, 1], [4096, 8, 1024, 2]] as [number, number, number, number][]
+        : []),
     ];
-    for (const [dim, seed, workgroupSize] of cases) {
-      const x = randn(dim, seed, 3);
-      const delta = randn(dim, seed + 10, 2);
-      x[seed] = 40; // one large value sets the scale
+    for (const [dim, seed, workgroupSize, rows] of cases) {
+      const x = randn(rows * dim, seed, 3);
+      const delta = randn(rows * dim, seed + 10, 2);
+      // one large value per row sets its scale, a different one in each row
+      for (let r = 0; r < rows; r++) x[r * dim + seed + r] = 40 - 9 * r;
       const w = uniform(dim, seed + 20, 0.5, 1.5);
       const n = await createRmsNorm(gpu, { dim, eps: 1e-5, workgroupSize });
       const tx = f32Tensor(gpu, "x", x);
       const tx2 = f32Tensor(gpu, "x again", x);
       const [td, tw] = [f32Tensor(gpu, "delta", delta), f32Tensor(gpu, "w", w)];
-      const [to, to2] = [emptyF32(gpu, "out", dim), emptyF32(gpu, "out again", dim)];
-      const codes = emptyF32(gpu, "codes", dim / 4);
-      const absmax = emptyF32(gpu, "absmax", 1);
+      const [to, to2] = [emptyF32(gpu, "out", rows * dim), emptyF32(gpu, "out again", rows * dim)];
+      const codes = emptyF32(gpu, "codes", rows * dim / 4);
+      const absmax = emptyF32(gpu, "absmax", rows);
       const batch = new CommandBatch(gpu);
-      n.encodeAdd(batch, tx, td, tw, to, 1);
-      n.encodeAddQ8(batch, tx2, td, tw, to2, { codes, absmax });
+      n.encodeAdd(batch, tx, td, tw, to, rows);
+      n.encodeAddQ8(batch, tx2, td, tw, to2, { codes, absmax }, rows);
       batch.submit();
+      const what = `dim ${dim}, ${rows} rows`;
       const out = await gpu.readF32(to);
-      assertEquals(await gpu.readF32(to2), out, `dim ${dim}: out as add_rmsnorm's`);
-      assertEquals(await gpu.readF32(tx2), await gpu.readF32(tx), `dim ${dim}: x + delta`);
-      const a = absmaxOf(out, 0, dim);
-      assertEquals((await gpu.readF32(absmax))[0], a, `dim ${dim}: absmax`);
-      const scale = int8Scale(a);
-      const want = Int8Array.from(out, (v) => int8Code(v, scale));
+      assertEquals(await gpu.readF32(to2), out, `${what}: out as add_rmsnorm's`);
+      assertEquals(await gpu.readF32(tx2), await gpu.readF32(tx), `${what}: x + delta`);
+      const gotAbsmax = await gpu.readF32(absmax);
       const got = new Int8Array((await gpu.readU32(codes)).buffer);
-      assertEquals(got, want, `dim ${dim}: codes`);
+      for (let r = 0; r < rows; r++) {
+        const a = absmaxOf(out, r * dim, (r + 1) * dim);
+        assertEquals(gotAbsmax[r], a, `${what}: row ${r}'s absmax`);
+        const scale = int8Scale(a);
+        const want = Int8Array.from(
+          out.subarray(r * dim, (r + 1) * dim),
+          (v) => int8Code(v, scale),
+        );
+        assertEquals(got.subarray(r * dim, (r + 1) * dim), want, `${what}: row ${r}'s codes`);
+      }
       for (const t of [tx, tx2, td, tw, to, to2, codes, absmax]) t.destroy();
     }
   }));

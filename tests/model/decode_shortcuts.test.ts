@@ -59,10 +59,28 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
           const prefill = await model.forward(tokens, "all");
           const steps = [];
           for (const t of [7, 13, 19]) steps.push(await model.forward([t]));
-          // activation quantizations in one decode step (kernel names need timestamps)
-          const names = (await model.timeForward([23])).map((d) => d.kernel);
-          const quantized = names.filter((k) => k.includes("quantize_row")).length;
-          return { prefill, steps, quantized, layers: model.layers.length, timed: gpu.timestamps };
+          // a verify pass: its rows each quantized alone
+          const at = model.position;
+          const verified = await model.verify([3, 5, 8], "logits");
+          model.rollback(at);
+          // activation quantizations in one decode step and one verify pass (kernel names need
+          // timestamps)
+          const count = async (tokens: number[], verify: boolean) => {
+            model.rollback(at);
+            const names = (await model.timeForward(tokens, { verify })).map((d) => d.kernel);
+            return names.filter((k) => /quantize_rows?[:[]|quantize_rows?$/.test(k)).length;
+          };
+          const quantized = await count([23], false);
+          const quantizedRows = await count([23, 29, 31], true);
+          return {
+            prefill,
+            steps,
+            verified,
+            quantized,
+            quantizedRows,
+            layers: model.layers.length,
+            timed: gpu.timestamps,
+          };
         } finally {
           model.dispose();
         }
@@ -71,14 +89,17 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
       const fresh = await run(ignoringReuse(format));
       assertEquals(reusing.prefill, fresh.prefill, `${format}: prefill logits`);
       assertEquals(reusing.steps, fresh.steps, `${format}: decode logits`);
+      assertEquals(reusing.verified, fresh.verified, `${format}: verify logits`);
       if (reusing.timed) {
         const l = reusing.layers;
         // alone: every product; reusing, per layer: q/k/v's input, o_proj's, gate/up's and
         // down_proj's; fused into the norm (int8-vectorwise, int8-absmax): q/k/v's after the
-        // first layer and every gate/up's
+        // first layer and every gate/up's, in a decode step and in a verify pass
         assertEquals(fresh.quantized, 7 * l, `${format}: quantizations per step, alone`);
+        assertEquals(fresh.quantizedRows, 7 * l, `${format}: quantizations per verify, alone`);
         const fused = format === "llm-int8" ? 0 : 2 * l - 1;
         assertEquals(reusing.quantized, 4 * l - fused, `${format}: quantizations per step`);
+        assertEquals(reusing.quantizedRows, 4 * l - fused, `${format}: quantizations per verify`);
       }
     }
   } finally {
