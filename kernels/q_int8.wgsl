@@ -113,7 +113,8 @@ const NONE = 0xffffffffu;
 #endif
 #endif
 
-// Word i (four values) of the row quantize_row codes. With SWIGLU (quantize_row only, not LLM)
+// Word i (four values) of the row quantize_row codes. With SWIGLU (quantize_row and
+// quantize_rows, not LLM)
 // x holds gate_proj's output and up4 up_proj's, and the row is silu(x) · up, computed as
 // elementwise.wgsl's swiglu computes it (the same f32 expression): down_proj's input without the
 // SwiGLU dispatch or the round trip of its result through memory.

@@ -493,6 +493,8 @@ interface Kernels {
   gemvNorm?: Kernel;
   /** int8 (not LLM.int8()): quantize_row of silu(x) · up (SWIGLU). */
   quantizeRowSwiglu?: Kernel;
+  /** The same for 2 to 8 rows each alone: quantize_rows (SWIGLU). */
+  quantizeRowsSwiglu?: Kernel;
   gemm: Kernel;
   /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
   gemvRows?: Kernel;
@@ -996,10 +998,12 @@ export class QuantLinear implements Linear {
    * Whether `encode` takes {@linkcode LinearEncodeOptions.swigluUp} for `rows` rows: one row, a
    * 4-bit format with f16 arithmetic and K % 32 == 0 (the GEMV that stages x in workgroup
    * memory) or int8-vectorwise / int8-absmax (the activation quantization reads silu(x) · up),
-   * unless {@linkcode QuantTuning.gemvFuseSwiglu} is false.
+   * unless {@linkcode QuantTuning.gemvFuseSwiglu} is false; and for the int8 formats, 2 to 8 rows
+   * of a `perRow` product (each row's quantization reads its silu(x) · up).
    */
   fusesSwiglu(rows: number): boolean {
     const k = this.#kernels;
+    if (rows > 1) return k.quantizeRowsSwiglu !== undefined && this.takesRows(rows);
     return rows === 1 && (k.gemvSwiglu !== undefined || k.quantizeRowSwiglu !== undefined);
   }
 
@@ -1135,10 +1139,13 @@ export class QuantLinear implements Linear {
       );
     }
     if (options.swigluUp) {
-      if (!this.fusesSwiglu(rows)) {
-        throw new Error(`${this.format} linear: no SwiGLU-fused product for ${rows} rows`);
+      if (!this.fusesSwiglu(rows) || (rows > 1 && !perRow)) {
+        throw new Error(
+          `${this.format} linear: no SwiGLU-fused product for ${rows} rows` +
+            (rows > 1 && !perRow ? " without perRow" : ""),
+        );
       }
-      requireBytes(options.swigluUp, k * 4, "linear swigluUp");
+      requireBytes(options.swigluUp, rows * k * 4, "linear swigluUp");
     }
     if (options.addToOutput && !this.addsToOutput(rows)) {
       throw new Error(`${this.format} linear: no product adding to its output for ${rows} rows`);
@@ -1223,13 +1230,14 @@ export class QuantLinear implements Linear {
     const ownLists = llm && perRow ? rowLists(this.#gpu, shared, k) : this.#outliers;
     let outliers = ownLists;
     if (swigluUp) {
-      // silu(x) · up quantized as down_proj's input: the scratch no longer holds a plain x
-      batch.dispatch(
-        kern.quantizeRowSwiglu!,
-        [x, sx, xq, swigluUp],
-        grid(Math.ceil(k / (4 * QUANT_WG))),
-        base(0, n),
-      );
+      // silu(x) · up quantized as down_proj's input (each row alone): the scratch no longer
+      // holds a plain x
+      const groups = Math.ceil(k / (4 * QUANT_WG));
+      if (rows === 1) {
+        batch.dispatch(kern.quantizeRowSwiglu!, [x, sx, xq, swigluUp], grid(groups), base(0, n));
+      } else {
+        batch.dispatch(kern.quantizeRowsSwiglu!, [x, sx, xq, swigluUp], [groups, rows], base(0, n));
+      }
       shared.input = null;
     } else if (reuse && held !== null && sameInput(held, key)) {
       // The scratch (and held.owner's outlier list) already hold this x, quantized alike.
@@ -1654,26 +1662,36 @@ async function compileKernels(
     const dense: Record<string, number> = llm.length === 1 && k16.length
       ? { LLM_DENSE: o.llmDense }
       : {};
-    const [gemv, gemm, quantize, quantizeRow, extra, gemvRows, quantizeRows, quantizeRowSwiglu] =
-      await Promise.all([
-        spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], { ...o.gemv, ...dense }),
-        spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
-        spec("q_int8", "quantize", mode),
-        // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
-        spec("q_int8", "quantize_row", llm),
-        o.format === "int8-absmax"
-          ? spec("q_int8", "absmax_all", mode)
-          : o.format === "llm-int8"
-          ? spec("q_int8", "outlier_mask", ["LLM"])
-          : Promise.resolve(undefined),
-        spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2, ...o.route], {
-          ...o.rows,
-          ...dense,
-        }),
-        // each row alone: int8-absmax's scale is the row's, as in decode
-        spec("q_int8", "quantize_rows", llm),
-        swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
-      ]);
+    const [
+      gemv,
+      gemm,
+      quantize,
+      quantizeRow,
+      extra,
+      gemvRows,
+      quantizeRows,
+      quantizeRowSwiglu,
+      quantizeRowsSwiglu,
+    ] = await Promise.all([
+      spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], { ...o.gemv, ...dense }),
+      spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
+      spec("q_int8", "quantize", mode),
+      // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
+      spec("q_int8", "quantize_row", llm),
+      o.format === "int8-absmax"
+        ? spec("q_int8", "absmax_all", mode)
+        : o.format === "llm-int8"
+        ? spec("q_int8", "outlier_mask", ["LLM"])
+        : Promise.resolve(undefined),
+      spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2, ...o.route], {
+        ...o.rows,
+        ...dense,
+      }),
+      // each row alone: int8-absmax's scale is the row's, as in decode
+      spec("q_int8", "quantize_rows", llm),
+      swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
+      swiglu ? spec("q_int8", "quantize_rows", ["SWIGLU"]) : Promise.resolve(undefined),
+    ]);
     return {
       gemv,
       gemm,
@@ -1684,6 +1702,7 @@ async function compileKernels(
       absmaxAll: o.format === "int8-absmax" ? extra : undefined,
       outlierMask: o.format === "llm-int8" ? extra : undefined,
       quantizeRowSwiglu,
+      quantizeRowsSwiglu,
     };
   }
   if (o.family === "4bit") {

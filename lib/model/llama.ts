@@ -1339,7 +1339,7 @@ export class LlamaModel {
       const add = addsDown ? { addToOutput: true } : {};
       if (swigluOut) {
         down.encode(batch, s.gate, downOut, rows, { ...one, ...add });
-      } else if (!capture && down.fusesSwiglu?.(rows)) {
+      } else if (!capture && (rows === 1 || perRow) && down.fusesSwiglu?.(rows)) {
         // down_proj reads silu(gate) · up itself: one dispatch less
         down.encode(batch, s.gate, downOut, rows, { ...one, ...add, swigluUp: s.up });
       } else {

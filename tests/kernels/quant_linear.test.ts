@@ -970,30 +970,48 @@ Deno.test({
     }),
 });
 
-// int8 (not LLM.int8()): down_proj's activation quantization reads silu(gate) · up itself. The
-// same f32 expression as elementwise.wgsl's swiglu, so the product must equal, bit for bit,
-// the SwiGLU dispatch followed by the layer's own quantization and product.
+// int8 (not LLM.int8()): down_proj's activation quantization reads silu(gate) · up itself, for
+// one row and for the rows of a perRow product (each row alone). The same f32 expression as
+// elementwise.wgsl's swiglu, so the product must equal, bit for bit, the SwiGLU dispatch
+// followed by the layer's own quantization and product.
 Deno.test("QuantLinear int8 quantization with SwiGLU folded into its input", async () => {
   await withGpu({ f16: false }, async (gpu) => {
     const [n, k] = [70, 4100]; // five quantize_row workgroups, the last with one word
-    const gate = randn(k, 811, 2);
-    const up = randn(k, 812, 1);
     const ew = await createElementwise(gpu);
     for (const format of ["int8-vectorwise", "int8-absmax"] as const) {
       const weight = quantize(format, randn(n * k, 813, W_SCALE), n, k);
       const lin = await QuantLinear.create(gpu, { label: `${format} swiglu`, weight, f16: false });
-      assert(lin.fusesSwiglu(1) && !lin.fusesSwiglu(2), `${format}: fuses for one row only`);
-      const [tg, tu] = [f32Tensor(gpu, "gate", gate), f32Tensor(gpu, "up", up)];
-      const act = f32Tensor(gpu, "gate (swiglu in place)", gate);
-      const [fused, apart] = [emptyF32(gpu, "y fused", n), emptyF32(gpu, "y apart", n)];
-      const batch = new CommandBatch(gpu);
-      lin.encode(batch, tg, fused, 1, { swigluUp: tu });
-      ew.swiglu(batch, act, tu, k);
-      lin.encode(batch, act, apart, 1);
-      assertEquals(batch.dispatchCount, 5, `${format}: fused 2 dispatches, apart 3`);
-      batch.submit();
-      assertEquals(await gpu.readF32(fused), await gpu.readF32(apart), format);
-      for (const t of [tg, tu, act, fused, apart]) t.destroy();
+      assert(lin.fusesSwiglu(1) && lin.fusesSwiglu(3) && !lin.fusesSwiglu(9), format);
+      for (const rows of [1, 3]) {
+        const gate = randn(rows * k, 811 + rows, 2);
+        const up = randn(rows * k, 812 + rows, 1);
+        const [tg, tu] = [f32Tensor(gpu, "gate", gate), f32Tensor(gpu, "up", up)];
+        const act = f32Tensor(gpu, "gate (swiglu in place)", gate);
+        const [fused, apart] = [
+          emptyF32(gpu, "y fused", rows * n),
+          emptyF32(gpu, "y apart", rows * n),
+        ];
+        const perRow = rows > 1;
+        const batch = new CommandBatch(gpu);
+        lin.encode(batch, tg, fused, rows, { swigluUp: tu, perRow });
+        ew.swiglu(batch, act, tu, rows * k);
+        lin.encode(batch, act, apart, rows, { perRow });
+        assertEquals(
+          batch.dispatchCount,
+          5,
+          `${format}, ${rows} rows: fused 2 dispatches, apart 3`,
+        );
+        batch.submit();
+        assertEquals(await gpu.readF32(fused), await gpu.readF32(apart), `${format}, ${rows} rows`);
+        // several rows take SwiGLU only as a perRow product
+        if (perRow) {
+          assertThrows(
+            () => lin.encode(new CommandBatch(gpu), tg, fused, rows, { swigluUp: tu }),
+            /without perRow/,
+          );
+        }
+        for (const t of [tg, tu, act, fused, apart]) t.destroy();
+      }
       lin.destroy();
     }
     const llm = await QuantLinear.create(gpu, {

@@ -65,19 +65,22 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
           model.rollback(at);
           // activation quantizations in one decode step and one verify pass (kernel names need
           // timestamps)
-          const count = async (tokens: number[], verify: boolean) => {
+          const count = async (tokens: number[], verify: boolean, kernel: RegExp) => {
             model.rollback(at);
             const names = (await model.timeForward(tokens, { verify })).map((d) => d.kernel);
-            return names.filter((k) => /quantize_rows?[:[]|quantize_rows?$/.test(k)).length;
+            return names.filter((k) => kernel.test(k)).length;
           };
-          const quantized = await count([23], false);
-          const quantizedRows = await count([23, 29, 31], true);
+          const quantize = /quantize_rows?[:[]|quantize_rows?$/;
+          const quantized = await count([23], false, quantize);
+          const quantizedRows = await count([23, 29, 31], true, quantize);
+          const swiglus = await count([23, 29, 31], true, /^elementwise:swiglu/);
           return {
             prefill,
             steps,
             verified,
             quantized,
             quantizedRows,
+            swiglus,
             layers: model.layers.length,
             timed: gpu.timestamps,
           };
@@ -100,6 +103,13 @@ Deno.test("int8 layers reusing a quantized input give the logits of quantizing i
         const fused = format === "llm-int8" ? 0 : 2 * l - 1;
         assertEquals(reusing.quantized, 4 * l - fused, `${format}: quantizations per step`);
         assertEquals(reusing.quantizedRows, 4 * l - fused, `${format}: quantizations per verify`);
+        // down_proj's quantization reads silu(gate) · up itself (not LLM.int8())
+        assertEquals(fresh.swiglus, l, `${format}: SwiGLU dispatches per verify, alone`);
+        assertEquals(
+          reusing.swiglus,
+          format === "llm-int8" ? l : 0,
+          `${format}: SwiGLU dispatches`,
+        );
       }
     }
   } finally {
