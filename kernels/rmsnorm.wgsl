@@ -8,8 +8,8 @@
 //
 // `rmsnorm_inplace` normalises x itself (Qwen3's per-head q/k norm: rows of head_dim).
 //
-// `add_rmsnorm_q8` (dim % 4 == 0) is add_rmsnorm, then the int8 activation codes of each output
-// row for the int8 products that read it: row r's absmax to q8_absmax[r] and its codes, four per
+// `add_rmsnorm_q8` (one row) and `add_rmsnorm_q8_rows` (dim % 4 == 0) are add_rmsnorm, then the
+// int8 activation codes of each output row for the int8 products that read it: row r's absmax to q8_absmax[r] and its codes, four per
 // word, to row r of q8_codes (dim / 4 words a row), exactly as q_int8.wgsl's quantize_row (one
 // row) and quantize_rows (each row alone) code the rows they read back (the same f32 values,
 // absmax, scale127 and code_of). A decode step's and a verify pass's int8 layers then skip that
@@ -90,8 +90,15 @@ fn add_rmsnorm(
 // add_rmsnorm_q8's short rows: the output staged here for packing four neighbours per word.
 var<workgroup> row_s: array<f32, 4u * WG>;
 
+// One row (a decode step): row 0, a constant the compiler folds into the addressing.
 @compute @workgroup_size(WG)
-fn add_rmsnorm_q8(
+fn add_rmsnorm_q8(@builtin(local_invocation_index) lid: u32) {
+  add_norm_q8_row(lid, 0u);
+}
+
+// Several rows, each coded alone (a verify pass, a short prompt's pass): a workgroup per row.
+@compute @workgroup_size(WG)
+fn add_rmsnorm_q8_rows(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
@@ -100,6 +107,10 @@ fn add_rmsnorm_q8(
   if (row >= p.rows) {
     return; // uniform for the workgroup
   }
+  add_norm_q8_row(lid, row);
+}
+
+fn add_norm_q8_row(lid: u32, row: u32) {
   let words = p.dim / 4u;
   let cw = row * words; // the row's first word of codes
   if (p.dim <= 4u * WG) {

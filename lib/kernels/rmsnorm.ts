@@ -111,11 +111,12 @@ export async function createRmsNorm(
   const { dim, eps } = opts;
   const wg = opts.workgroupSize ?? normWorkgroupSize(gpu, dim);
   if (wg & (wg - 1)) throw new RangeError(`rmsnorm: workgroup size ${wg} is not a power of two`);
-  const [kernel, withAdd, inPlace, withAddQ8] = await Promise.all([
+  const [kernel, withAdd, inPlace, withAddQ8, withAddQ8Rows] = await Promise.all([
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "rmsnorm_inplace", constants: { WG: wg } }),
     gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm_q8", constants: { WG: wg } }),
+    gpu.kernel({ file: "rmsnorm", entry: "add_rmsnorm_q8_rows", constants: { WG: wg } }),
   ]);
   const check = (x: Binding, weight: Binding, out: Binding, rows: number) => {
     requireBytes(x, rows * dim * 4, "rmsnorm x");
@@ -149,7 +150,8 @@ export async function createRmsNorm(
       requireBytes(q8.codes, rows * dim, "rmsnorm int8 codes");
       requireBytes(q8.absmax, rows * 4, "rmsnorm int8 absmax");
       const bindings = [x, weight, out, delta, q8.absmax, q8.codes];
-      batch.dispatch(withAddQ8, bindings, grid(rows), p(rows));
+      if (rows === 1) batch.dispatch(withAddQ8, bindings, 1, p(1));
+      else batch.dispatch(withAddQ8Rows, bindings, grid(rows), p(rows));
     },
   };
 }
