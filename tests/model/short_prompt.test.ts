@@ -11,6 +11,7 @@ import type { LoadOptions } from "../../lib/model/load.ts";
 import { type LinearFactory, LlamaModel } from "../../lib/model/llama.ts";
 import { argmax } from "../../lib/model/sampling.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import { kernelsOf } from "../helpers/dispatches.ts";
 import type { QuantFormat } from "../../lib/quant/formats.ts";
 
 const TARGET = new URL("../../models/sotu-llama", import.meta.url).pathname;
@@ -23,23 +24,6 @@ const prompt = tokenizer.encode("I ask the Congress to join me in pledging");
 
 function load(format: QuantFormat, options: LoadOptions = {}): Promise<LlamaModel> {
   return LlamaModel.load(TARGET, { gpu, format, maxSeqLen: 64, chunkSize: 32, ...options });
-}
-
-/** The kernels `run` dispatches, by name. */
-async function kernelsOf(run: () => Promise<unknown>): Promise<string[]> {
-  const proto = CommandBatch.prototype;
-  const dispatch = proto.dispatch;
-  const kernels: string[] = [];
-  proto.dispatch = function (this: CommandBatch, ...a: Parameters<CommandBatch["dispatch"]>) {
-    kernels.push(a[0].name);
-    return dispatch.apply(this, a);
-  };
-  try {
-    await run();
-  } finally {
-    proto.dispatch = dispatch;
-  }
-  return kernels;
 }
 
 // Each row as a decode step computes it: the prompt's logits are those of feeding its tokens

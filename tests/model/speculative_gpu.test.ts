@@ -5,7 +5,6 @@
  * that sampled tokens follow the target's distribution.
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
-import { CommandBatch } from "../../lib/gpu/batch.ts";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
 import { argmax } from "../../lib/model/sampling.ts";
@@ -15,6 +14,7 @@ import {
   speculativeDecode,
 } from "../../lib/model/speculative.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import { kernelsOf } from "../helpers/dispatches.ts";
 import type { QuantFormat } from "../../lib/quant/formats.ts";
 
 const TARGET = new URL("../../models/sotu-llama", import.meta.url).pathname;
@@ -72,11 +72,8 @@ for (const format of ["fp16", "int8-vectorwise", "nf4"] as const) {
 Deno.test("a layer-by-layer draft's chained first pass runs its two rows as a verify pass does, not as a prefill", async () => {
   // A prefill's GEMM pads two rows to a whole tile: a TinyLlama-shaped NF4 draft took 85 ms for
   // it on the H200, against ~2 ms for the multi-row products.
-  const proto = CommandBatch.prototype;
-  const dispatch = proto.dispatch;
   for (const format of ["nf4", "fp16"] as const) {
     const draft = await load(DRAFT, format);
-    const kernels: string[] = [];
     try {
       const text = tokenizer.encode("I ask the Congress to");
       const want = (await draft.decodeGreedy(text, { maxNewTokens: 5 })).tokens;
@@ -87,15 +84,7 @@ Deno.test("a layer-by-layer draft's chained first pass runs its two rows as a ve
       draft.tokenInput.write(gpu.device, new Uint32Array([text[text.length - 1], want[0]]));
       draft.setGpuStart(text.length - 1);
       const into = gpu.tensor({ label: "proposals", category: "scratch", byteSize: 8 * 4 });
-      proto.dispatch = function (this: CommandBatch, ...a: Parameters<CommandBatch["dispatch"]>) {
-        kernels.push(a[0].name);
-        return dispatch.apply(this, a);
-      };
-      try {
-        draft.proposeChained(4, into, text.length - 1);
-      } finally {
-        proto.dispatch = dispatch;
-      }
+      const kernels = await kernelsOf(() => draft.proposeChained(4, into, text.length - 1));
       const got = await gpu.readU32(into, 1, 4);
       into.destroy();
       assertEquals([...got], want.slice(1, 5), `${format}: the draft's own greedy tokens`);
