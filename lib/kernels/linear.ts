@@ -133,6 +133,13 @@ export interface Linear {
    * which reads the weights once for all of them (absent: not known, treated as no).
    */
   takesRows?(rows: number): boolean;
+  /**
+   * True where a product over several rows (without `perRow`) quantizes them together, as
+   * bitsandbytes does: one absmax for the tensor (int8-absmax), outlier columns chosen over all
+   * rows (LLM.int8()). Such a layer's rows computed each alone come out otherwise, so a prompt
+   * must not be split into passes through it (absent: false).
+   */
+  readonly quantizesRowsTogether?: boolean;
   /** Frees what the layer owns (not a weight tensor it was given to share). */
   destroy(): void;
 }

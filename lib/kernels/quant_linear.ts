@@ -1287,6 +1287,15 @@ export class QuantLinear implements Linear {
     return this.#kernels.gemvRows !== undefined && rows >= 2 && rows <= MAX_GEMV_ROWS;
   }
 
+  /**
+   * int8-absmax and LLM.int8(): a product over several rows quantizes them together (one absmax,
+   * outlier columns over all rows), so the rows computed each alone differ
+   * ({@linkcode Linear.quantizesRowsTogether}).
+   */
+  get quantizesRowsTogether(): boolean {
+    return this.format === "int8-absmax" || this.format === "llm-int8";
+  }
+
   #product(
     batch: CommandBatch,
     bindings: Binding[],

@@ -159,13 +159,6 @@ export function defaultShortPromptTokens(gpu: Gpu): number {
   return gpu.isSoftware ? 8 : 64;
 }
 
-/**
- * Formats whose product over several rows quantizes them together, as bitsandbytes does: one
- * absmax for the tensor (int8-absmax), outlier columns chosen over all rows (LLM.int8()).
- * Computing a prompt's rows each alone would change their numbers, so prompts take the GEMM.
- */
-const PROMPT_WIDE_QUANTIZATION: ReadonlySet<string> = new Set(["int8-absmax", "llm-int8"]);
-
 /** A prompt's passes: its pieces, and whether each runs through the multi-row products. */
 interface PromptPiece {
   start: number;
@@ -427,7 +420,8 @@ export class LlamaModel {
       // More than one pass only where every product reads its weights once for all rows (and a
       // streamed layer is uploaded once per pass): else at most one pass, as a prompt had.
       const oneReadEach = !streamer && linears.every((lin) => lin.takesRows?.(2) === true);
-      model.#shortPrompt = linears.some((lin) => PROMPT_WIDE_QUANTIZATION.has(lin.format))
+      // A layer that quantizes a product's rows together keeps prompts whole (the GEMM).
+      model.#shortPrompt = linears.some((lin) => lin.quantizesRowsTogether === true)
         ? 0
         : oneReadEach
         ? asked

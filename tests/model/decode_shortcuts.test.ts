@@ -40,6 +40,7 @@ function ignoringReuse(format: "int8-vectorwise" | "int8-absmax" | "llm-int8"): 
       encode: (batch, x, y, rows, options) =>
         lin.encode(batch, x, y, rows, options?.perRow ? { perRow: true } : undefined),
       takesRows: (rows) => lin.takesRows?.(rows) ?? false,
+      quantizesRowsTogether: lin.quantizesRowsTogether,
       destroy: () => lin.destroy(),
     };
     return wrapped;

@@ -96,6 +96,32 @@ Deno.test("a prompt past shortPromptTokens, int8-absmax and LLM.int8() take the 
   }
 });
 
+Deno.test("a layer that quantizes rows together keeps any prompt whole, whatever its format's name", async () => {
+  // int8-absmax's layers under a name of their own: what counts is what the layer says
+  const inner = quantLinearFactory("int8-absmax");
+  const linear: LinearFactory = async (g, request) => {
+    const lin = await inner(g, request);
+    return {
+      format: "my-int8",
+      inFeatures: lin.inFeatures,
+      outFeatures: lin.outFeatures,
+      weightBytes: lin.weightBytes,
+      encode: (batch, x, y, rows, options) => lin.encode(batch, x, y, rows, options),
+      takesRows: (rows) => lin.takesRows?.(rows) ?? false,
+      quantizesRowsTogether: lin.quantizesRowsTogether,
+      destroy: () => lin.destroy(),
+    };
+  };
+  const model = await load("int8-absmax", { linear });
+  try {
+    const kernels = await kernelsOf(() => model.forwardGreedy(prompt.slice(0, 5)));
+    assertEquals(kernels.filter((k) => k.includes("gemv_rows")), [], "no multi-row product");
+    assert(kernels.some((k) => k.includes(":gemm")), "5 tokens: the GEMM");
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("a layer without multi-row products keeps a short prompt to one pass", async () => {
   // layers that do not say they read their weights once for several rows
   const inner = quantLinearFactory("nf4");
