@@ -12,7 +12,8 @@
  * A format may name a variant after a colon, parts joined by `-`: `f1` (FP16) / `f2` / `f4`
  * (features per lane group, `gemvRowsFeatures`), `pf0` (weights loaded after x is staged,
  * `gemvRowsPrefetch: false`), `w128` (threads per workgroup, `gemvRowsWorkgroupSize`),
- * `stagex0` (FP16: x read in every lane, `gemvRowsStageX: false`), e.g. `fp16:f2-w128`. On a
+ * `stagex0` (FP16: x read in every lane, `gemvRowsStageX: false`), `any` (one pipeline for any row
+ * count, `gemvRowsPerCount: false`), e.g. `fp16:f2-w128`. On a
  * software adapter the shapes are divided by 8.
  *
  * @module
@@ -122,6 +123,7 @@ for (const spec of args.values.formats!.split(",")) {
     else if (part === "pf0") tuning.gemvRowsPrefetch = false;
     else if (/^w\d+$/.test(part)) tuning.gemvRowsWorkgroupSize = Number(part.slice(1));
     else if (part === "stagex0") tuning.gemvRowsStageX = false;
+    else if (part === "any") tuning.gemvRowsPerCount = false;
     else throw new Error(`--formats: unknown variant part ${part} in ${spec}`);
   }
   const shapes = format === "fp16" ? [...SHAPES, LM_HEAD] : SHAPES;

@@ -69,6 +69,7 @@ struct Params {
 
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+override ROWS: u32 = 0u; // gemv_rows: the row count it was made for, or 0 (row_sums.wgsl)
 
 var<workgroup> partial: array<f32, GEMV_WG>;
 
@@ -411,7 +412,7 @@ fn rows_pass_swiglu(lid: u32, pw: u32, r0: u32, a: RowSums, b: RowSums) {
     swig[lid] = lane_tree((lid / groups) * GEMV_WG + (lid % groups) * GEMV_TPR);
   }
   workgroupBarrier();
-  if (lid < 2u * groups && lid % groups < half && r0 + lid / groups < p.rows) {
+  if (lid < 2u * groups && lid % groups < half && r0 + lid / groups < nrows()) {
     let g = swig[lid];
     swiglu_store(r0 + lid / groups, pw + (lid % groups) * FPT, g / (1.0 + exp(-g)) * swig[lid + half]);
   }
@@ -469,7 +470,7 @@ fn gemv_rows(
 #endif
 #if XTILE
     workgroupBarrier(); // the previous step's x has been read
-    for (var i = lid; i < 2u * p.rows * step; i += GEMV_WG) {
+    for (var i = lid; i < 2u * nrows() * step; i += GEMV_WG) {
       let r = i / (2u * step);
       let j = (i / 2u) % step;
       let h = i % 2u;
@@ -493,22 +494,22 @@ fn gemv_rows(
     if (grouped) {
       acc0 += quad(0u, lane, u, wa, wb, wc, wd);
       acc1 += quad(1u, lane, u, wa, wb, wc, wd);
-      if (p.rows > 2u) {
+      if (nrows() > 2u) {
         acc2 += quad(2u, lane, u, wa, wb, wc, wd);
       }
-      if (p.rows > 3u) {
+      if (nrows() > 3u) {
         acc3 += quad(3u, lane, u, wa, wb, wc, wd);
       }
-      if (p.rows > 4u) {
+      if (nrows() > 4u) {
         acc4 += quad(4u, lane, u, wa, wb, wc, wd);
       }
-      if (p.rows > 5u) {
+      if (nrows() > 5u) {
         acc5 += quad(5u, lane, u, wa, wb, wc, wd);
       }
-      if (p.rows > 6u) {
+      if (nrows() > 6u) {
         acc6 += quad(6u, lane, u, wa, wb, wc, wd);
       }
-      if (p.rows > 7u) {
+      if (nrows() > 7u) {
         acc7 += quad(7u, lane, u, wa, wb, wc, wd);
       }
     }
@@ -523,22 +524,22 @@ fn gemv_rows(
         let w = wf_at(b, us);
         acc0 += unit_row(0u, j, us, w);
         acc1 += unit_row(1u, j, us, w);
-        if (p.rows > 2u) {
+        if (nrows() > 2u) {
           acc2 += unit_row(2u, j, us, w);
         }
-        if (p.rows > 3u) {
+        if (nrows() > 3u) {
           acc3 += unit_row(3u, j, us, w);
         }
-        if (p.rows > 4u) {
+        if (nrows() > 4u) {
           acc4 += unit_row(4u, j, us, w);
         }
-        if (p.rows > 5u) {
+        if (nrows() > 5u) {
           acc5 += unit_row(5u, j, us, w);
         }
-        if (p.rows > 6u) {
+        if (nrows() > 6u) {
           acc6 += unit_row(6u, j, us, w);
         }
-        if (p.rows > 7u) {
+        if (nrows() > 7u) {
           acc7 += unit_row(7u, j, us, w);
         }
       }
@@ -550,46 +551,46 @@ fn gemv_rows(
   for (var u = lane; live && u < units; u += GEMV_TPR) {
     acc0 += pair_row(0u, u, b);
     acc1 += pair_row(1u, u, b);
-    if (p.rows > 2u) {
+    if (nrows() > 2u) {
       acc2 += pair_row(2u, u, b);
     }
-    if (p.rows > 3u) {
+    if (nrows() > 3u) {
       acc3 += pair_row(3u, u, b);
     }
-    if (p.rows > 4u) {
+    if (nrows() > 4u) {
       acc4 += pair_row(4u, u, b);
     }
-    if (p.rows > 5u) {
+    if (nrows() > 5u) {
       acc5 += pair_row(5u, u, b);
     }
-    if (p.rows > 6u) {
+    if (nrows() > 6u) {
       acc6 += pair_row(6u, u, b);
     }
-    if (p.rows > 7u) {
+    if (nrows() > 7u) {
       acc7 += pair_row(7u, u, b);
     }
   }
 #endif
 #if SWIGLU_OUT
   rows_pass_swiglu(lid, nw, 0u, acc0, acc1);
-  if (p.rows > 2u) {
+  if (nrows() > 2u) {
     rows_pass_swiglu(lid, nw, 2u, acc2, acc3);
   }
-  if (p.rows > 4u) {
+  if (nrows() > 4u) {
     rows_pass_swiglu(lid, nw, 4u, acc4, acc5);
   }
-  if (p.rows > 6u) {
+  if (nrows() > 6u) {
     rows_pass_swiglu(lid, nw, 6u, acc6, acc7);
   }
 #else
   rows_pass(lid, nw, 0u, acc0, acc1);
-  if (p.rows > 2u) {
+  if (nrows() > 2u) {
     rows_pass(lid, nw, 2u, acc2, acc3);
   }
-  if (p.rows > 4u) {
+  if (nrows() > 4u) {
     rows_pass(lid, nw, 4u, acc4, acc5);
   }
-  if (p.rows > 6u) {
+  if (nrows() > 6u) {
     rows_pass(lid, nw, 6u, acc6, acc7);
   }
 #endif

@@ -631,6 +631,7 @@ fn outlier_product(xv: f32, wv: f32) -> f32 {
 
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+override ROWS: u32 = 0u; // gemv_rows: the row count it was made for, or 0 (row_sums.wgsl)
 
 // Σ of 16 int8 products: four words of x codes against four words of weight codes.
 fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
@@ -1113,7 +1114,7 @@ fn rows_pass(
   if (lid < 2u * lane_groups) {
     let q = lid / lane_groups;
     let lg = lid % lane_groups;
-    if (r0 + q < p.rows) {
+    if (r0 + q < nrows()) {
       let base = q * GEMV_WG + lg * GEMV_TPR;
       var isum = RowInts();
       for (var l = 0u; l < GEMV_TPR; l++) {
@@ -1160,7 +1161,7 @@ fn gemv_rows(
   var e7 = RowSums();
   // Rows whose outliers are summed densely (bit r; uniform), in the loops below.
   var dm = 0u;
-  for (var r = 0u; r < p.rows; r++) {
+  for (var r = 0u; r < nrows(); r++) {
     dm |= select(0u, 1u << r, use_dense(r, r * outl_row_words()));
   }
   var u = lane;
@@ -1174,22 +1175,22 @@ fn gemv_rows(
     let wd = i4_at(b, u + 3u * t);
     acc0 += irow4(0u, u, wa, wb, wc, wd);
     acc1 += irow4(1u, u, wa, wb, wc, wd);
-    if (p.rows > 2u) {
+    if (nrows() > 2u) {
       acc2 += irow4(2u, u, wa, wb, wc, wd);
     }
-    if (p.rows > 3u) {
+    if (nrows() > 3u) {
       acc3 += irow4(3u, u, wa, wb, wc, wd);
     }
-    if (p.rows > 4u) {
+    if (nrows() > 4u) {
       acc4 += irow4(4u, u, wa, wb, wc, wd);
     }
-    if (p.rows > 5u) {
+    if (nrows() > 5u) {
       acc5 += irow4(5u, u, wa, wb, wc, wd);
     }
-    if (p.rows > 6u) {
+    if (nrows() > 6u) {
       acc6 += irow4(6u, u, wa, wb, wc, wd);
     }
-    if (p.rows > 7u) {
+    if (nrows() > 7u) {
       acc7 += irow4(7u, u, wa, wb, wc, wd);
     }
 #if LLM
@@ -1228,22 +1229,22 @@ fn gemv_rows(
     let w = i4_at(b, u);
     acc0 += irow(0u, u, w);
     acc1 += irow(1u, u, w);
-    if (p.rows > 2u) {
+    if (nrows() > 2u) {
       acc2 += irow(2u, u, w);
     }
-    if (p.rows > 3u) {
+    if (nrows() > 3u) {
       acc3 += irow(3u, u, w);
     }
-    if (p.rows > 4u) {
+    if (nrows() > 4u) {
       acc4 += irow(4u, u, w);
     }
-    if (p.rows > 5u) {
+    if (nrows() > 5u) {
       acc5 += irow(5u, u, w);
     }
-    if (p.rows > 6u) {
+    if (nrows() > 6u) {
       acc6 += irow(6u, u, w);
     }
-    if (p.rows > 7u) {
+    if (nrows() > 7u) {
       acc7 += irow(7u, u, w);
     }
 #if LLM
@@ -1281,7 +1282,7 @@ fn gemv_rows(
   // The other rows walk their outlier lists: one copy of the loop, run for each row and its sums
   // put in that row's variable (the loop written out eight times made llvmpipe's shader compile
   // four times slower).
-  for (var r = 0u; live && r < p.rows; r++) {
+  for (var r = 0u; live && r < nrows(); r++) {
     if (((dm >> r) & 1u) != 0u) {
       continue;
     }
@@ -1315,13 +1316,13 @@ fn gemv_rows(
   }
 #endif
   rows_pass(lid, nw, 0u, acc0, acc1, e0, e1);
-  if (p.rows > 2u) {
+  if (nrows() > 2u) {
     rows_pass(lid, nw, 2u, acc2, acc3, e2, e3);
   }
-  if (p.rows > 4u) {
+  if (nrows() > 4u) {
     rows_pass(lid, nw, 4u, acc4, acc5, e4, e5);
   }
-  if (p.rows > 6u) {
+  if (nrows() > 6u) {
     rows_pass(lid, nw, 6u, acc6, acc7, e6, e7);
   }
 }

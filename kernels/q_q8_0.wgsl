@@ -51,6 +51,7 @@ fn scale_of(g: u32) -> f32 {
 
 override GEMV_WG: u32 = 256u; // threads per workgroup
 override GEMV_TPR: u32 = 32u; // threads per output feature: a power of two dividing GEMV_WG
+override ROWS: u32 = 0u; // gemv_rows: the row count it was made for, or 0 (row_sums.wgsl)
 
 // ---------------------------------------------------------------------------------------------
 // gemm (several rows, prefill): the register-blocked outer product of common/gemm_outer.wgsl,
@@ -273,7 +274,7 @@ fn gemv_rows(
 #endif
 #if F16
     workgroupBarrier(); // the previous step's x has been read
-    for (var i = lid; i < 8u * p.rows * GEMV_TPR; i += GEMV_WG) {
+    for (var i = lid; i < 8u * nrows() * GEMV_TPR; i += GEMV_WG) {
       let r = i / (8u * GEMV_TPR);
       let j = (i / 8u) % GEMV_TPR;
       let q = i % 8u;
@@ -291,37 +292,37 @@ fn gemv_rows(
     if (live && g < groups) {
       let q = qg_of(raw, sb, g);
       acc0 += row_group(0u, lane, g, q);
-      if (p.rows > 1u) {
+      if (nrows() > 1u) {
         acc1 += row_group(1u, lane, g, q);
       }
-      if (p.rows > 2u) {
+      if (nrows() > 2u) {
         acc2 += row_group(2u, lane, g, q);
       }
-      if (p.rows > 3u) {
+      if (nrows() > 3u) {
         acc3 += row_group(3u, lane, g, q);
       }
-      if (p.rows > 4u) {
+      if (nrows() > 4u) {
         acc4 += row_group(4u, lane, g, q);
       }
-      if (p.rows > 5u) {
+      if (nrows() > 5u) {
         acc5 += row_group(5u, lane, g, q);
       }
-      if (p.rows > 6u) {
+      if (nrows() > 6u) {
         acc6 += row_group(6u, lane, g, q);
       }
-      if (p.rows > 7u) {
+      if (nrows() > 7u) {
         acc7 += row_group(7u, lane, g, q);
       }
     }
   }
   rows_pass(lid, nw, 0u, acc0, acc1);
-  if (p.rows > 2u) {
+  if (nrows() > 2u) {
     rows_pass(lid, nw, 2u, acc2, acc3);
   }
-  if (p.rows > 4u) {
+  if (nrows() > 4u) {
     rows_pass(lid, nw, 4u, acc4, acc5);
   }
-  if (p.rows > 6u) {
+  if (nrows() > 6u) {
     rows_pass(lid, nw, 6u, acc6, acc7);
   }
 }

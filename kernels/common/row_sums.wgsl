@@ -33,3 +33,11 @@ fn row_sums_store(r: u32, n0: u32, v: RowSums) {
   }
 #endif
 }
+
+// The activation rows of a multi-row GEMV: ROWS (an override the including kernel declares
+// beside its others: naga 29 panics on one declared here) where the pipeline was made for one
+// row count, so that the shader compiler drops the other rows' branches and schedules the rows'
+// sums together; else the parameter.
+fn nrows() -> u32 {
+  return select(p.rows, ROWS, ROWS != 0u);
+}

@@ -9,7 +9,7 @@ fn rows_pass(lid: u32, nw: u32, r0: u32, a: RowSums, b: RowSums) {
     let q = lid / lane_groups;
     let lg = lid % lane_groups;
     let n0 = nw + lg * FPT;
-    if (r0 + q < p.rows) {
+    if (r0 + q < nrows()) {
       let v = lane_tree(q * GEMV_WG + lg * GEMV_TPR);
       row_sums_store(r0 + q, n0, v);
     }

@@ -8,9 +8,10 @@
 
 import { type Binding, type CommandBatch, grid, params } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
-import type { Kernel } from "../gpu/kernel.ts";
+import type { Kernel, KernelSpec } from "../gpu/kernel.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import { planRowChunks, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
+import { RowsKernel, rowsPipelineCounts } from "./rows_kernel.ts";
 
 /**
  * Options of {@linkcode Linear.encode}.
@@ -223,6 +224,11 @@ export interface Fp16Tuning {
   /** Threads per workgroup of the multi-row GEMV (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
   /**
+   * Multi-row GEMV: a pipeline made for each row count, 2 to 8 (`RowsKernel`; default: on a
+   * hardware adapter), or one for any count.
+   */
+  gemvRowsPerCount?: boolean;
+  /**
    * Rows per workgroup of the GEMM (`gemm_outer`: 128 features wide, 8x8 outputs per thread, f32
    * arithmetic): 128 (default) or 64.
    */
@@ -301,7 +307,7 @@ export class Fp16Linear implements Linear {
   #owned: GpuTensor[];
   #gemv: Kernel;
   #gemm: Kernel;
-  #gemvMulti: Kernel;
+  #gemvMulti: RowsKernel;
   #gemvRowsPerWorkgroup: number;
   #multiRowsPerWorkgroup: number;
   #tileM: number;
@@ -312,7 +318,7 @@ export class Fp16Linear implements Linear {
     f16: boolean,
     chunks: RowChunk[],
     owned: GpuTensor[],
-    kernels: [Kernel, Kernel, Kernel],
+    kernels: [Kernel, Kernel, RowsKernel],
     shape: [number, number, number, number],
   ) {
     this.inFeatures = opts.inFeatures;
@@ -381,7 +387,7 @@ export class Fp16Linear implements Linear {
     try {
       const kernels = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, []),
-        gemvKernel(gpu, label, k, f16, t, [], "gemv_rows"),
+        gemvRowsKernel(gpu, label, k, f16, t, []),
         gpu.kernel({
           file: "matmul_f16",
           entry: "gemm_outer",
@@ -393,7 +399,7 @@ export class Fp16Linear implements Linear {
         }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;
-      const ks: [Kernel, Kernel, Kernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
+      const ks: [Kernel, Kernel, RowsKernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
       return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
         outerRows,
@@ -439,7 +445,7 @@ export class Fp16Linear implements Linear {
         .build();
       if (multi) {
         const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
-        batch.dispatch(this.#gemvMulti, [x, chunk.binding, y], grid(groups), p);
+        batch.dispatch(this.#gemvMulti.for(rows), [x, chunk.binding, y], grid(groups), p);
       } else if (rows === 1) {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
         batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
@@ -458,19 +464,18 @@ export class Fp16Linear implements Linear {
 }
 
 /**
- * The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...); `entry`
- * `"gemv_rows"` is its multi-row form.
+ * The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...), and how
+ * many output features a workgroup computes; `rows`: its multi-row form (`gemv_rows`).
  */
-async function gemvKernel(
+function gemvSpec(
   gpu: Gpu,
   label: string,
   k: number,
   f16: boolean,
   t: Fp16Tuning,
   route: string[],
-  entry: "gemv" | "gemv_rows" = "gemv",
-): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
-  const rows = entry === "gemv_rows";
+  rows = false,
+): { spec: KernelSpec; rowsPerWorkgroup: number } {
   const gemvWg = (rows ? t.gemvRowsWorkgroupSize : undefined) ?? t.gemvWorkgroupSize ?? 256;
   const fpt = rows ? t.gemvRowsFeatures ?? defaultRowsFeatures() : 1;
   const gemvTpr = t.gemvThreadsPerRow ?? 32;
@@ -487,14 +492,41 @@ async function gemvKernel(
     ...(rows && fpt === 2 ? ["FPT2"] : rows && fpt === 1 ? ["FPT1"] : []),
     ...(rows && t.gemvRowsPrefetch === false ? ["NOPREFETCH"] : []),
   ];
-  const kernel = await gpu.kernel({
+  const spec = {
     file: "matmul_f16",
-    entry,
+    entry: rows ? "gemv_rows" : "gemv",
     defines,
     constants: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
-  });
+  };
   // gemv: one output feature per lane group; gemv_rows: FPT (matmul_f16.wgsl)
-  return { kernel, rowsPerWorkgroup: (gemvWg / gemvTpr) * fpt };
+  return { spec, rowsPerWorkgroup: (gemvWg / gemvTpr) * fpt };
+}
+
+/** The one-row GEMV of {@linkcode gemvSpec}. */
+async function gemvKernel(
+  gpu: Gpu,
+  label: string,
+  k: number,
+  f16: boolean,
+  t: Fp16Tuning,
+  route: string[],
+): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
+  const { spec, rowsPerWorkgroup } = gemvSpec(gpu, label, k, f16, t, route);
+  return { kernel: await gpu.kernel(spec), rowsPerWorkgroup };
+}
+
+/** The multi-row GEMV of {@linkcode gemvSpec}, a pipeline per row count where the tuning says. */
+async function gemvRowsKernel(
+  gpu: Gpu,
+  label: string,
+  k: number,
+  f16: boolean,
+  t: Fp16Tuning,
+  route: string[],
+): Promise<{ kernel: RowsKernel; rowsPerWorkgroup: number }> {
+  const { spec, rowsPerWorkgroup } = gemvSpec(gpu, label, k, f16, t, route, true);
+  const counts = rowsPipelineCounts(gpu, t.gemvRowsPerCount, 2, MAX_GEMV_ROWS);
+  return { kernel: await RowsKernel.create(gpu, spec, counts), rowsPerWorkgroup };
 }
 
 /**
@@ -615,10 +647,10 @@ export class Fp16LinearStack implements LinearStack {
   #tensor: GpuTensor | null;
   #gemv: Kernel;
   #rowsPerWorkgroup: number;
-  #gemvRows: Kernel;
+  #gemvRows: RowsKernel;
   #multiRowsPerWorkgroup: number;
   #gemvSwiglu: Kernel | null;
-  #gemvRowsSwiglu: Kernel | null;
+  #gemvRowsSwiglu: RowsKernel | null;
   #chunks: RowChunk[];
   #splits: [number, number];
 
@@ -626,8 +658,8 @@ export class Fp16LinearStack implements LinearStack {
     parts: Fp16Linear[],
     tensor: GpuTensor,
     gemv: { kernel: Kernel; rowsPerWorkgroup: number },
-    gemvRows: { kernel: Kernel; rowsPerWorkgroup: number },
-    swiglu: { gemv: Kernel; gemvRows: Kernel } | null,
+    gemvRows: { kernel: RowsKernel; rowsPerWorkgroup: number },
+    swiglu: { gemv: Kernel; gemvRows: RowsKernel } | null,
     chunks: RowChunk[],
     splits: [number, number],
   ) {
@@ -705,9 +737,9 @@ export class Fp16LinearStack implements LinearStack {
       const routeSwiglu = [...route, "SWIGLU_OUT"];
       const [gemv, gemvRows, gemvSwiglu, gemvRowsSwiglu, ...parts] = await Promise.all([
         gemvKernel(gpu, label, k, f16, t, route),
-        gemvKernel(gpu, label, k, f16, t, route, "gemv_rows"),
+        gemvRowsKernel(gpu, label, k, f16, t, route),
         swiglu ? gemvKernel(gpu, label, k, f16, t, routeSwiglu) : null,
-        swiglu ? gemvKernel(gpu, label, k, f16, t, routeSwiglu, "gemv_rows") : null,
+        swiglu ? gemvRowsKernel(gpu, label, k, f16, t, routeSwiglu) : null,
         ...layers.map((l, i) =>
           Fp16Linear.create(gpu, {
             label: l.label,
@@ -794,7 +826,7 @@ export class Fp16LinearStack implements LinearStack {
       const p = params().u32(rows).u32(this.outFeatures).u32(k).u32(chunk.start)
         .u32(chunk.count).u32(this.#splits[0]).u32(this.#splits[1]).build();
       const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
-      batch.dispatch(this.#gemvRows, [x, chunk.binding, ...ys], grid(groups), p);
+      batch.dispatch(this.#gemvRows.for(rows), [x, chunk.binding, ...ys], grid(groups), p);
     }
   }
 
@@ -804,7 +836,7 @@ export class Fp16LinearStack implements LinearStack {
     const n = this.#splits[0];
     const [kernel, perWorkgroup] = rows === 1
       ? [this.#gemvSwiglu!, this.#rowsPerWorkgroup]
-      : [this.#gemvRowsSwiglu!, this.#multiRowsPerWorkgroup];
+      : [this.#gemvRowsSwiglu!.for(rows), this.#multiRowsPerWorkgroup];
     const p = params().u32(rows).u32(this.outFeatures).u32(this.inFeatures).u32(0)
       .u32(this.outFeatures).u32(n).u32(n).build();
     // only the gate output: the kernel never touches up's, which its layout then leaves out; a

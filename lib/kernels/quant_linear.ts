@@ -43,6 +43,7 @@ import { NESTED_BLOCKSIZE } from "../quant/nf4_dq.ts";
 import { NF4_TABLE } from "../quant/nf4.ts";
 import { Q4_0_TABLE } from "../quant/ggml.ts";
 import { bindingBytes, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
+import { RowsKernel, rowsPipelineCounts } from "./rows_kernel.ts";
 import {
   defaultRowsFeatures,
   Fp16Linear,
@@ -124,12 +125,19 @@ export interface QuantTuning {
    */
   gemvRowsFeatures?: 2 | 4;
   /**
-   * Multi-row GEMV: load each step's codes before its x is staged, so both are in flight
-   * together (default true).
+   * Multi-row GEMV: load the codes (the weights) ahead, so that they are in flight with other
+   * work (default true): the 4-bit formats load the next step's while this step's sums are made,
+   * the others each step's before its x is staged.
    */
   gemvRowsPrefetch?: boolean;
   /** Multi-row GEMV: threads per workgroup (default: the GEMV's). */
   gemvRowsWorkgroupSize?: number;
+  /**
+   * Multi-row GEMV: a pipeline made for each row count, 2 to 8 (1 to 8 for Q8_0, whose one-row
+   * product is its multi-row GEMV at one row; `RowsKernel`; default: on a hardware adapter), or
+   * one for any count.
+   */
+  gemvRowsPerCount?: boolean;
   /**
    * llm-int8 GEMV (K % 16 == 0, no FP16 columns): outliers per 1024 input columns from which a
    * product sums its outlier columns densely, over the int8 part's weight loads, instead of
@@ -497,7 +505,7 @@ interface Kernels {
   quantizeRowsSwiglu?: Kernel;
   gemm: Kernel;
   /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
-  gemvRows?: Kernel;
+  gemvRows?: RowsKernel;
   quantizeRows?: Kernel;
   quantize?: Kernel;
   quantizeRow?: Kernel;
@@ -1309,7 +1317,7 @@ export class QuantLinear implements Linear {
     if (rows === 1) {
       batch.dispatch(this.#kernels.gemv, bindings, grid(Math.ceil(chunk.count / gemvRows)), p);
     } else if (perRow && multi) {
-      batch.dispatch(multi, bindings, grid(Math.ceil(chunk.count / multiRows)), p);
+      batch.dispatch(multi.for(rows), bindings, grid(Math.ceil(chunk.count / multiRows)), p);
     } else {
       const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
       batch.dispatch(this.#kernels.gemm, bindings, grid(tiles), p);
@@ -1585,7 +1593,16 @@ async function buildKernels(
     route,
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
     llmDense: t.llmDenseOutliers ?? LLM_DENSE_OUTLIERS,
-    rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
+    rows: {
+      GEMV_WG: rowsWg,
+      GEMV_TPR: rowsTpr,
+    },
+    rowCounts: rowsPipelineCounts(
+      gpu,
+      t.gemvRowsPerCount,
+      family === "q8_0" ? 1 : 2,
+      MAX_GEMV_ROWS,
+    ),
     rowsFeatures: fpt,
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
@@ -1636,6 +1653,7 @@ async function compileKernels(
     rows: Record<string, number>;
     rowsFeatures: number;
     rowsPrefetch: boolean;
+    rowCounts: number[];
     gemm: Record<string, number>;
     /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
     outerRows: number;
@@ -1661,6 +1679,8 @@ async function compileKernels(
     defines: string[],
     constants?: Record<string, number>,
   ) => gpu.kernel({ file, entry, defines, constants } satisfies KernelSpec);
+  const rowsSpec = (file: string, defines: string[], constants?: Record<string, number>) =>
+    RowsKernel.create(gpu, { file, entry: "gemv_rows", defines, constants }, o.rowCounts);
   if (o.family === "int8") {
     // The products of int8-absmax and int8-vectorwise are one kernel (see sw_stride).
     const llm = o.format === "llm-int8" ? (o.useKept ? ["LLM", "LLM_FP16"] : ["LLM"]) : [];
@@ -1692,10 +1712,7 @@ async function compileKernels(
         : o.format === "llm-int8"
         ? spec("q_int8", "outlier_mask", ["LLM"])
         : Promise.resolve(undefined),
-      spec("q_int8", "gemv_rows", [...llm, ...f16, ...k16, ...fpt2, ...o.route], {
-        ...o.rows,
-        ...dense,
-      }),
+      rowsSpec("q_int8", [...llm, ...f16, ...k16, ...fpt2, ...o.route], { ...o.rows, ...dense }),
       // each row alone: int8-absmax's scale is the row's, as in decode
       spec("q_int8", "quantize_rows", llm),
       swiglu ? spec("q_int8", "quantize_row", ["SWIGLU"]) : Promise.resolve(undefined),
@@ -1728,12 +1745,7 @@ async function compileKernels(
         // f16: FPT features per lane group of 32 lanes; f32: the gemv's lanes, four features (see
         // q_4bit.wgsl's gemv_rows)
         k32.length
-          ? spec(
-            "q_4bit",
-            "gemv_rows",
-            [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : []), ...o.route],
-            o.rows,
-          )
+          ? rowsSpec("q_4bit", [...dq, ...f16, ...k32, ...(o.f16 ? fpt2 : []), ...o.route], o.rows)
           : Promise.resolve(undefined),
         o.swiglu && o.f16 && k32.length
           ? spec("q_4bit", "gemv", [...defines, "SWIGLU"], gemvConstants)
@@ -1753,7 +1765,7 @@ async function compileKernels(
   // q8_0's one-row product is gemv_rows at one row (see q_q8_0.wgsl)
   const [gemm, gemvRows] = await Promise.all([
     gemmSpec("q_q8_0", f16),
-    spec("q_q8_0", "gemv_rows", [...f16, ...fpt2], o.rows),
+    rowsSpec("q_q8_0", [...f16, ...fpt2], o.rows),
   ]);
-  return { gemv: gemvRows, gemm, gemvRows };
+  return { gemv: gemvRows.for(1), gemm, gemvRows };
 }

@@ -18,6 +18,7 @@ import {
   type QuantLinearFormat,
   type QuantTuning,
 } from "../../lib/kernels/quant_linear.ts";
+import { RowsKernel, rowsPipelineCounts } from "../../lib/kernels/rows_kernel.ts";
 import { quantize } from "../../lib/quant/formats.ts";
 import { matmulPerRow } from "../../lib/quant/per_row.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
@@ -249,4 +250,67 @@ Deno.test({
       assert(maxAbsDiff(got, perRow) < maxAbsDiff(got, batchTwin) / 10);
       lin.destroy();
     }),
+});
+
+// A hardware adapter builds a multi-row GEMV's pipeline for each row count (the ROWS override),
+// a software one keeps one for any count; both must give the same outputs, bit for bit (the
+// arithmetic is the same). Q8_0's one-row product is its multi-row GEMV at one row.
+for (const f16 of [false, true]) {
+  const arith = f16 ? "f16" : "f32";
+  const formats = f16 ? ["fp16", "int8-vectorwise", "nf4", "q8_0"] as const : ["fp16"] as const;
+  Deno.test({
+    name: `gemv_rows (${arith}): a pipeline per row count equals one for any count (${
+      formats.join(", ")
+    })`,
+    ignore: f16 && !hasF16,
+    fn: () =>
+      withGpu(f16, async (gpu) => {
+        const n = 40;
+        const k = 1024;
+        const wf = f16ArrayToF32(randomF16(n * k, 11, W_SCALE).bits);
+        for (const format of formats) {
+          const make = (perCount: boolean): Promise<Linear> =>
+            format === "fp16"
+              ? Fp16Linear.create(gpu, {
+                label: "w",
+                weight: randomF16(n * k, 11, W_SCALE).bits,
+                outFeatures: n,
+                inFeatures: k,
+                f16,
+                tuning: { gemvRowsPerCount: perCount, gemvUnroll: true },
+              })
+              : QuantLinear.create(gpu, {
+                label: "w",
+                weight: quantize(format, wf, n, k),
+                f16,
+                tuning: { gemvRowsPerCount: perCount, gemvUnroll: true },
+              });
+          const [each, any] = [await make(true), await make(false)];
+          for (const rows of format === "q8_0" ? [1, 2, 5, 8] : [2, 5, 8]) {
+            const x = activations(rows, k, rows);
+            const a = await product(gpu, each, x, rows, false);
+            const b = await product(gpu, any, x, rows, false);
+            assertEquals(maxAbsDiff(a, b), 0, `${format} ${arith} rows=${rows}`);
+          }
+          each.destroy();
+          any.destroy();
+        }
+      }),
+  });
+}
+
+Deno.test("RowsKernel: a pipeline for each count asked for, the one for any count otherwise", async () => {
+  const gpu = await requestGpu();
+  try {
+    const spec = { file: "matmul_f16", entry: "gemv_rows", defines: ["K8", "FPT2"] };
+    const rows = await RowsKernel.create(gpu, spec, [2, 5]);
+    const any = await RowsKernel.create(gpu, spec, []);
+    assert(rows.for(2) !== rows.for(5) && rows.for(2) !== rows.for(3));
+    assert(rows.for(3) === any.for(3) && any.for(2) === any.for(5), "ROWS = 0 for the others");
+    assertEquals(rowsPipelineCounts(gpu, true, 2, 4), [2, 3, 4]);
+    assertEquals(rowsPipelineCounts(gpu, false, 2, 4), []);
+    assertEquals(rowsPipelineCounts(gpu, undefined, 1, 2), gpu.isSoftware ? [] : [1, 2]);
+  } finally {
+    gpu.destroy();
+  }
 });
