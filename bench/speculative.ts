@@ -248,15 +248,17 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
       }
       return median(times.slice(2));
     };
-    // 20 passes back to back and one wait (a prompt of 2-8 tokens runs the multi-row products,
-    // as a verify pass does; "none": no LM head)
+    // 20 passes back to back and one wait, without the LM head: decode steps (one token), or
+    // verify passes (multi-row products, whatever a prompt of the format would take)
     const backToBack = async (tokens: number[]) => {
       const times: number[] = [];
       for (let rep = 0; rep < 4; rep++) {
         const t0 = performance.now();
         for (let i = 0; i < 20; i++) {
           model.rollback(at);
-          await model.forward(tokens, "none");
+          await (tokens.length === 1
+            ? model.forward(tokens, "none")
+            : model.verify(tokens, "none"));
         }
         await o.gpu.sync();
         times.push((performance.now() - t0) / 20);

@@ -800,10 +800,15 @@ export class LlamaModel {
   verify(tokens: readonly number[], want: "logits"): Promise<Float32Array>;
   /** {@linkcode verify} returning the argmax of each row (computed on the GPU). */
   verify(tokens: readonly number[], want: "argmax"): Promise<Uint32Array>;
+  /**
+   * {@linkcode verify} without the LM head and without reading anything back: the pass only, its
+   * tokens left in the KV cache (to time verify passes back to back).
+   */
+  verify(tokens: readonly number[], want: "none"): Promise<void>;
   async verify(
     tokens: readonly number[],
-    want: "logits" | "argmax",
-  ): Promise<Float32Array | Uint32Array> {
+    want: "logits" | "argmax" | "none",
+  ): Promise<Float32Array | Uint32Array | void> {
     this.#checkUsable(tokens.length, "verify");
     if (tokens.length > this.maxVerifyTokens) {
       throw new RangeError(
@@ -814,9 +819,10 @@ export class LlamaModel {
     const vocab = this.config.vocabSize;
     const s = this.#state;
     const batch = this.#batch();
-    this.#encodeChunk(batch, tokens, n, undefined, true);
+    this.#encodeChunk(batch, tokens, want === "none" ? 0 : n, undefined, true);
     if (want === "argmax") this.#ops.argmax(batch, s.logits, s.next, n, vocab);
     batch.submit();
+    if (want === "none") return;
     return want === "argmax"
       ? await this.gpu.readU32(s.next, 0, n)
       : await this.gpu.readF32(s.logits, 0, n * vocab);

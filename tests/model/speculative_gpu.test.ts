@@ -125,8 +125,14 @@ Deno.test("verify: every row's logits are a decode step's, and rollback drops th
     model.rollback(start + 2);
     const best = await model.verify(tokens.slice(2, 5), "argmax");
     assertEquals([...best], [2, 3, 4].map((r) => argmax(steps[r])));
+    // "none": the pass alone (no LM head, nothing read back) leaves the cache as the others do
+    model.rollback(start);
+    assertEquals(await model.verify(tokens.slice(0, 4), "none"), undefined);
+    assertEquals(model.position, start + 4);
+    assertEquals(argmax(await model.forward([tokens[4]], "last")), argmax(steps[4]));
     throws(() => model.rollback(model.position + 1), /rollback/);
     await rejects(() => model.verify(new Array(9).fill(1), "argmax"), /verify pass/);
+    await rejects(() => model.verify(new Array(9).fill(1), "none"), /verify pass/);
   } finally {
     model.dispose();
   }
