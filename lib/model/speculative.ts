@@ -52,17 +52,16 @@ import { argmax, seededRandom } from "./sampling.ts";
  * const target: SpeculativeModel = await LlamaModel.load("models/sotu-llama");
  * ```
  */
-export type SpeculativeModel = Pick<
-  LlamaModel,
-  | "position"
-  | "maxSeqLen"
-  | "maxVerifyTokens"
-  | "reset"
-  | "rollback"
-  | "forward"
-  | "verify"
-  | "decodeGreedy"
->;
+export type SpeculativeModel =
+  & Pick<
+    LlamaModel,
+    "position" | "maxSeqLen" | "maxVerifyTokens" | "reset" | "rollback" | "forward" | "decodeGreedy"
+  >
+  & {
+    /** {@linkcode LlamaModel.verify}: every row's logits, or their argmaxes. */
+    verify(tokens: readonly number[], want: "logits"): Promise<Float32Array>;
+    verify(tokens: readonly number[], want: "argmax"): Promise<Uint32Array>;
+  };
 
 /** The methods that let greedy rounds chain draft and target on the GPU (one wait per round). */
 type Chained = Pick<LlamaModel, "gpu" | "tokenInput" | "proposeGreedy" | "verifyProposed">;
