@@ -384,10 +384,11 @@ export class Fp16Linear implements Linear {
     if (outerRows !== 64 && outerRows !== 128) {
       throw new RangeError(`${label}: invalid tuning ${JSON.stringify(t)}`);
     }
+    const build: GemvBuild = { gpu, label, k, f16, t };
     try {
       const kernels = await Promise.all([
-        gemvKernel(gpu, label, k, f16, t, []),
-        gemvRowsKernel(gpu, label, k, f16, t, []),
+        gemvKernel(build, []),
+        gemvRowsKernel(build, []),
         gpu.kernel({
           file: "matmul_f16",
           entry: "gemm_outer",
@@ -463,16 +464,24 @@ export class Fp16Linear implements Linear {
   }
 }
 
+/** What a layer's FP16 GEMV kernels are made for. */
+interface GemvBuild {
+  gpu: Gpu;
+  /** The layer's label, for errors. */
+  label: string;
+  /** K. */
+  k: number;
+  /** f16 arithmetic. */
+  f16: boolean;
+  t: Fp16Tuning;
+}
+
 /**
  * The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...), and how
  * many output features a workgroup computes; `rows`: its multi-row form (`gemv_rows`).
  */
 function gemvSpec(
-  gpu: Gpu,
-  label: string,
-  k: number,
-  f16: boolean,
-  t: Fp16Tuning,
+  { gpu, label, k, f16, t }: GemvBuild,
   route: string[],
   rows = false,
 ): { spec: KernelSpec; rowsPerWorkgroup: number } {
@@ -504,29 +513,21 @@ function gemvSpec(
 
 /** The one-row GEMV of {@linkcode gemvSpec}. */
 async function gemvKernel(
-  gpu: Gpu,
-  label: string,
-  k: number,
-  f16: boolean,
-  t: Fp16Tuning,
+  build: GemvBuild,
   route: string[],
 ): Promise<{ kernel: Kernel; rowsPerWorkgroup: number }> {
-  const { spec, rowsPerWorkgroup } = gemvSpec(gpu, label, k, f16, t, route);
-  return { kernel: await gpu.kernel(spec), rowsPerWorkgroup };
+  const { spec, rowsPerWorkgroup } = gemvSpec(build, route);
+  return { kernel: await build.gpu.kernel(spec), rowsPerWorkgroup };
 }
 
 /** The multi-row GEMV of {@linkcode gemvSpec}, a pipeline per row count where the tuning says. */
 async function gemvRowsKernel(
-  gpu: Gpu,
-  label: string,
-  k: number,
-  f16: boolean,
-  t: Fp16Tuning,
+  build: GemvBuild,
   route: string[],
 ): Promise<{ kernel: RowsKernel; rowsPerWorkgroup: number }> {
-  const { spec, rowsPerWorkgroup } = gemvSpec(gpu, label, k, f16, t, route, true);
-  const counts = rowsPipelineCounts(gpu, t.gemvRowsPerCount, 2, MAX_GEMV_ROWS);
-  return { kernel: await RowsKernel.create(gpu, spec, counts), rowsPerWorkgroup };
+  const { spec, rowsPerWorkgroup } = gemvSpec(build, route, true);
+  const counts = rowsPipelineCounts(build.gpu, build.t.gemvRowsPerCount, 2, MAX_GEMV_ROWS);
+  return { kernel: await RowsKernel.create(build.gpu, spec, counts), rowsPerWorkgroup };
 }
 
 /**
@@ -735,11 +736,12 @@ export class Fp16LinearStack implements LinearStack {
       const swiglu = layers.length === 2 && counts[0] === counts[1] && groups % 2 === 0 &&
         (t.stackSwiglu ?? true);
       const routeSwiglu = [...route, "SWIGLU_OUT"];
+      const build: GemvBuild = { gpu, label, k, f16, t };
       const [gemv, gemvRows, gemvSwiglu, gemvRowsSwiglu, ...parts] = await Promise.all([
-        gemvKernel(gpu, label, k, f16, t, route),
-        gemvRowsKernel(gpu, label, k, f16, t, route),
-        swiglu ? gemvKernel(gpu, label, k, f16, t, routeSwiglu) : null,
-        swiglu ? gemvRowsKernel(gpu, label, k, f16, t, routeSwiglu) : null,
+        gemvKernel(build, route),
+        gemvRowsKernel(build, route),
+        swiglu ? gemvKernel(build, routeSwiglu) : null,
+        swiglu ? gemvRowsKernel(build, routeSwiglu) : null,
         ...layers.map((l, i) =>
           Fp16Linear.create(gpu, {
             label: l.label,
