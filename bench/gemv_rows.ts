@@ -6,15 +6,18 @@
  * `quantize_rows`).
  *
  * ```sh
- * deno run -A bench/gemv_rows.ts [--formats fp16,nf4] [--rows 2,5,8] [--reps 30] [--out FILE]
+ * deno run -A bench/gemv_rows.ts [--formats fp16,nf4] [--rows 2,5,8] [--reps 30] [--rounds 3]
+ *   [--out FILE]
  * ```
  *
  * A format may name a variant after a colon, parts joined by `-`: `f1` (FP16) / `f2` / `f4`
  * (features per lane group, `gemvRowsFeatures`), `pf0` (weights loaded after x is staged,
  * `gemvRowsPrefetch: false`), `w128` (threads per workgroup, `gemvRowsWorkgroupSize`),
  * `stagex0` (FP16: x read in every lane, `gemvRowsStageX: false`), `any` (one pipeline for any row
- * count, `gemvRowsPerCount: false`), e.g. `fp16:f2-w128`. On a
- * software adapter the shapes are divided by 8.
+ * count, `gemvRowsPerCount: false`), e.g. `fp16:f2-w128`. Shape by shape, the variants take
+ * turns, `--rounds` times over (medians), so that the GPU's clocks, which move within a run on the
+ * H200, weigh on all of them alike. On a software adapter the shapes are divided by 8 (one
+ * round).
  *
  * @module
  */
@@ -22,7 +25,7 @@
 import { parseArgs } from "node:util";
 import { CommandBatch } from "../lib/gpu/batch.ts";
 import { requestGpu } from "../lib/gpu/device.ts";
-import type { Fp16Tuning } from "../lib/kernels/linear.ts";
+import type { Fp16Tuning, Linear } from "../lib/kernels/linear.ts";
 import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
 import { type BenchFormat, median, randomLinear, RandomPools } from "./random_weights.ts";
 
@@ -32,6 +35,7 @@ const args = parseArgs({
     formats: { type: "string", default: "fp16,int8-vectorwise,llm-int8,nf4,q8_0" },
     rows: { type: "string", default: "5" },
     reps: { type: "string", default: "30" },
+    rounds: { type: "string", default: "3" },
     out: { type: "string" },
   },
 });
@@ -42,6 +46,7 @@ const d = software ? 8 : 1;
 const pools = new RandomPools();
 const reps = software ? 3 : Number(args.values.reps);
 const rowCounts = args.values.rows!.split(",").map(Number);
+const rounds = software ? 1 : Number(args.values.rounds);
 
 // The products of one layer, with how many of each shape it has.
 const SHAPES = [
@@ -75,16 +80,15 @@ interface Case {
 
 const results: Case[] = [];
 
-async function time(
-  format: BenchFormat,
-  tuning: QuantTuning & Fp16Tuning,
-  n: number,
-  k: number,
-  rows: number,
-): Promise<number> {
-  const lin = await randomLinear(gpu, pools, format, n, k, { tuning });
+/** Median GPU ms of one product of `lin` over `rows` rows (untimed work first, for the clocks). */
+async function time(lin: Linear, rows: number): Promise<number> {
+  const k = lin.inFeatures;
   const x = gpu.tensor({ label: "x", category: "activations", data: activations(rows, k) });
-  const y = gpu.tensor({ label: "y", category: "activations", byteSize: rows * n * 4 });
+  const y = gpu.tensor({
+    label: "y",
+    category: "activations",
+    byteSize: rows * lin.outFeatures * 4,
+  });
   try {
     const encode = (b: CommandBatch) => lin.encode(b, x, y, rows, { perRow: rows > 1 });
     // Untimed work just before the timed submission keeps the clocks up (BENCHMARKS.md, H200).
@@ -108,13 +112,12 @@ async function time(
   } finally {
     x.destroy();
     y.destroy();
-    lin.destroy();
     await gpu.sync();
   }
 }
 
 console.log(`adapter: ${gpu.describe()}`);
-for (const spec of args.values.formats!.split(",")) {
+const variants = args.values.formats!.split(",").map((spec) => {
   const [format, variant] = spec.split(":") as [BenchFormat, string | undefined];
   const tuning: QuantTuning & Fp16Tuning = {};
   for (const part of variant?.split("-") ?? []) {
@@ -126,25 +129,45 @@ for (const spec of args.values.formats!.split(",")) {
     else if (part === "any") tuning.gemvRowsPerCount = false;
     else throw new Error(`--formats: unknown variant part ${part} in ${spec}`);
   }
-  const shapes = format === "fp16" ? [...SHAPES, LM_HEAD] : SHAPES;
-  const layer = new Map<number, number>();
-  for (const s of shapes) {
-    const one = await time(format, tuning, s.n, s.k, 1);
-    results.push({ format: spec, shape: s.name, n: s.n, k: s.k, rows: 1, ms: one });
-    layer.set(1, (layer.get(1) ?? 0) + s.perLayer * one);
-    const parts = [`1 row ${(1000 * one).toFixed(1)} us`];
-    for (const rows of rowCounts) {
-      const ms = await time(format, tuning, s.n, s.k, rows);
-      results.push({ format: spec, shape: s.name, n: s.n, k: s.k, rows, ms });
-      layer.set(rows, (layer.get(rows) ?? 0) + s.perLayer * ms);
-      parts.push(`${rows} rows ${(1000 * ms).toFixed(1)} us (${(ms / one).toFixed(2)}x)`);
+  return { spec, format, tuning, layer: new Map<number, number>() };
+});
+// Shape by shape, every variant's layer built once and timed in turn, `rounds` times over, so
+// that the clocks (which move within a call on the H200) weigh on all variants alike; each figure
+// is the median of its rounds.
+for (const s of [...SHAPES, LM_HEAD]) {
+  const here = variants.filter((v) => s !== LM_HEAD || v.format === "fp16");
+  const lins = [];
+  for (const v of here) lins.push(await randomLinear(gpu, pools, v.format, s.n, s.k, v));
+  const counts = [1, ...rowCounts];
+  const runs = here.map(() => counts.map(() => [] as number[]));
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < here.length; i++) {
+        for (let c = 0; c < counts.length; c++) runs[i][c].push(await time(lins[i], counts[c]));
+      }
     }
-    console.log(`${spec.padEnd(20)} ${s.name.padEnd(8)} ${s.n}x${s.k}: ${parts.join(", ")}`);
+  } finally {
+    for (const lin of lins) lin.destroy();
   }
-  const one = layer.get(1)!;
+  here.forEach((v, i) => {
+    const ms = runs[i].map(median);
+    counts.forEach((rows, c) => {
+      results.push({ format: v.spec, shape: s.name, n: s.n, k: s.k, rows, ms: ms[c] });
+      v.layer.set(rows, (v.layer.get(rows) ?? 0) + s.perLayer * ms[c]);
+    });
+    const parts = counts.map((rows, c) =>
+      rows === 1
+        ? `1 row ${(1000 * ms[c]).toFixed(1)} us`
+        : `${rows} rows ${(1000 * ms[c]).toFixed(1)} us (${(ms[c] / ms[0]).toFixed(2)}x)`
+    );
+    console.log(`${v.spec.padEnd(20)} ${s.name.padEnd(8)} ${s.n}x${s.k}: ${parts.join(", ")}`);
+  });
+}
+for (const v of variants) {
+  const one = v.layer.get(1)!;
   console.log(
-    `${spec.padEnd(20)} one layer's 7 products: 1 row ${(1000 * one).toFixed(1)} us, ` +
-      rowCounts.map((r) => `${r} rows ${(layer.get(r)! / one).toFixed(2)}x`).join(", "),
+    `${v.spec.padEnd(20)} one layer's 7 products: 1 row ${(1000 * one).toFixed(1)} us, ` +
+      rowCounts.map((r) => `${r} rows ${(v.layer.get(r)! / one).toFixed(2)}x`).join(", "),
   );
 }
 if (args.values.out) {
