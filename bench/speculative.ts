@@ -249,7 +249,7 @@ async function verifyCost(o: SpeculativeBenchOptions, format: BenchFormat): Prom
       return median(times.slice(2));
     };
     // 20 passes back to back and one wait, without the LM head: decode steps (one token), or
-    // verify passes (multi-row products, whatever a prompt of the format would take)
+    // verify passes (every format's multi-row products, as speculative rounds run them)
     const backToBack = async (tokens: number[]) => {
       const times: number[] = [];
       for (let rep = 0; rep < 4; rep++) {

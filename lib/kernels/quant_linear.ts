@@ -1593,10 +1593,7 @@ async function buildKernels(
     route,
     gemv: { GEMV_WG: gemvWg, GEMV_TPR: gemvTpr },
     llmDense: t.llmDenseOutliers ?? LLM_DENSE_OUTLIERS,
-    rows: {
-      GEMV_WG: rowsWg,
-      GEMV_TPR: rowsTpr,
-    },
+    rows: { GEMV_WG: rowsWg, GEMV_TPR: rowsTpr },
     rowCounts: rowsPipelineCounts(
       gpu,
       t.gemvRowsPerCount,

@@ -267,13 +267,14 @@ for (const f16 of [false, true]) {
       withGpu(f16, async (gpu) => {
         const n = 40;
         const k = 1024;
-        const wf = f16ArrayToF32(randomF16(n * k, 11, W_SCALE).bits);
+        const w = randomF16(n * k, 11, W_SCALE);
+        const wf = f16ArrayToF32(w.bits);
         for (const format of formats) {
           const make = (perCount: boolean): Promise<Linear> =>
             format === "fp16"
               ? Fp16Linear.create(gpu, {
                 label: "w",
-                weight: randomF16(n * k, 11, W_SCALE).bits,
+                weight: w.bits,
                 outFeatures: n,
                 inFeatures: k,
                 f16,
