@@ -88,6 +88,7 @@ const { values: args } = parseArgs({
     "spec-groups": { type: "string", default: "0,8" },
     "spec-alone": { type: "string", default: "8" },
     "spec-k": { type: "string" },
+    "spec-tokens": { type: "string" },
     "spec-pairs": { type: "string" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
@@ -109,6 +110,7 @@ if (args.help) {
       "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
       "                [--spec-alone 8,16,32,auto]         (bundled target alone: tokens in flight)\n" +
       "                [--spec-k adaptive,1,2,3,4]         (bundled pair: draft lengths)\n" +
+      "                [--spec-tokens 192]                 (simulated pairs: new tokens per call)\n" +
       "                [--spec-pairs fp16+fp16,nf4+fp16]   (bundled pair: target + draft formats)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
@@ -128,6 +130,15 @@ const sections = new Set(args.sections!.split(","));
 const promptLengths = args["prompt-lengths"]!.split(",").filter((v) => v !== "").map(Number);
 if (promptLengths.some((n) => !Number.isInteger(n) || n < 1 || n > 512)) {
   throw new Error(`--prompt-lengths: integers 1..512, got ${args["prompt-lengths"]}`);
+}
+const specTokens = args["spec-tokens"] === undefined ? undefined : Number(args["spec-tokens"]);
+if (
+  specTokens !== undefined &&
+  !(Number.isInteger(specTokens) && specTokens >= 2 && specTokens <= 400)
+) {
+  throw new Error(
+    `--spec-tokens: an integer 2..400 (the models hold 512 positions), got ${args["spec-tokens"]}`,
+  );
 }
 const decodeModes = args["decode-modes"]!.split(",") as DecodeMode[];
 for (const m of decodeModes) {
@@ -742,6 +753,7 @@ if (sections.has("speculative")) {
     groups: args["spec-groups"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     draftLengths: args["spec-k"]?.split(",").map((v) => v === "adaptive" ? v : Number(v)),
+    simulatedTokens: specTokens,
     pairs: args["spec-pairs"]?.split(",").map((v) => {
       const [t, d] = v.split("+");
       for (const f of [t, d]) {
