@@ -89,6 +89,7 @@ const { values: args } = parseArgs({
     "spec-alone": { type: "string", default: "8" },
     "spec-k": { type: "string" },
     "spec-tokens": { type: "string" },
+    "spec-targets": { type: "string" },
     "spec-pairs": { type: "string" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
@@ -111,6 +112,7 @@ if (args.help) {
       "                [--spec-alone 8,16,32,auto]         (bundled target alone: tokens in flight)\n" +
       "                [--spec-k adaptive,1,2,3,4]         (bundled pair: draft lengths)\n" +
       "                [--spec-tokens 192]                 (simulated pairs: new tokens per call)\n" +
+      "                [--spec-targets llama-2-7b,llama-3-8b] (simulated pairs: their targets)\n" +
       "                [--spec-pairs fp16+fp16,nf4+fp16]   (bundled pair: target + draft formats)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
@@ -754,6 +756,7 @@ if (sections.has("speculative")) {
     aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     draftLengths: args["spec-k"]?.split(",").map((v) => v === "adaptive" ? v : Number(v)),
     simulatedTokens: specTokens,
+    simulatedTargets: args["spec-targets"]?.split(","),
     pairs: args["spec-pairs"]?.split(",").map((v) => {
       const [t, d] = v.split("+");
       for (const f of [t, d]) {

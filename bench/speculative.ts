@@ -84,10 +84,18 @@ export interface SimulatedPair {
   /** GPU ms (timestamps) of a target decode step, a draft step, and verify passes by tokens. */
   gpuMs: { target: number; draft: number; verify: Record<number, number> };
   /**
+   * The same passes timed whole, each in one compute pass as decoding runs it
+   * (`timeForward(…, { whole: true })`): per-dispatch timestamps add a pass's fixed cost to every
+   * kernel, which weighs most on the draft's many small ones.
+   */
+  onePassMs: { target: number; draft: number; verify: Record<number, number> };
+  /**
    * Speed-up predicted from GPU time alone, E(α, k)·t / (k·t_draft + t_verify(k + 1)): what a
-   * loop with no CPU in it (no readback wait, no encoding) would reach. By k, then α.
+   * loop with no CPU in it (no readback wait, no encoding) would reach. By k, then α; from the
+   * per-dispatch times (`gpuProjection`) and from the one-pass times (`onePassProjection`).
    */
   gpuProjection: Record<number, number[]>;
+  onePassProjection: Record<number, number[]>;
   points: SimulatedPoint[];
 }
 
@@ -153,6 +161,8 @@ export interface SpeculativeBenchOptions {
    * ran as fast at 80% acceptance as at 90% (both ended in the same group of rounds).
    */
   simulatedTokens?: number;
+  /** Simulated pairs: only those whose target is one of these presets (default all). */
+  simulatedTargets?: string[];
   /** Called with each finished part, so a cut run keeps what it has. */
   onPart?: (r: SpeculativeBench) => Promise<void>;
 }
@@ -185,17 +195,35 @@ export async function randomModel(
   );
 }
 
-/** Median GPU ms (sum of the timestamped dispatches) of one pass over `tokens` at position 64. */
-async function gpuPass(model: LlamaModel, tokens: number[], verify: boolean): Promise<number> {
+/**
+ * Median GPU ms of one pass over `tokens` at position 64: the sum of its timestamped dispatches,
+ * or with `whole` the pass timed whole.
+ */
+async function gpuPass(
+  model: LlamaModel,
+  tokens: number[],
+  verify: boolean,
+  whole = false,
+): Promise<number> {
   model.reset();
   await model.forward(Array.from({ length: 64 }, (_, i) => 1 + i), "none");
   const times: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < (whole ? 9 : 5); i++) {
     model.rollback(64);
-    const t = await model.timeForward(tokens, { verify });
+    const t = await model.timeForward(tokens, { verify, whole });
     times.push(t.reduce((s, d) => s + d.ms, 0));
   }
   return median(times.slice(1));
+}
+
+/** E(α, k)·t / (k·t_draft + t_verify(k + 1)) for each α, from one set of pass times. */
+function projection(
+  g: { target: number; draft: number; verify: Record<number, number> },
+  k: number,
+): number[] {
+  return ACCEPTANCES.map((a) =>
+    ((1 - a ** (k + 1)) / (1 - a)) * g.target / (k * g.draft + g.verify[k + 1])
+  );
 }
 
 /** The prompt of the simulated pairs, for the target alone as for the pair. */
@@ -452,7 +480,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
 
   if (parts.has("simulated")) {
     const tokens = o.simulatedTokens ?? (software ? 12 : 192);
-    const pairs: [string, BenchFormat, string, BenchFormat][] = software
+    const listed: [string, BenchFormat, string, BenchFormat][] = software
       ? [["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"]]
       : [
         ["llama-2-7b", "fp16", "tinyllama-1.1b", "nf4"],
@@ -461,6 +489,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         ["llama-2-7b", "fp16", "tinyllama-1.1b", "fp16"],
         ["llama-3-8b", "fp16", "llama-3.2-1b", "nf4"],
       ];
+    const pairs = listed.filter(([t]) => o.simulatedTargets?.includes(t) ?? true);
     const cache = new Map<string, LlamaModel>();
     const get = async (preset: string, format: BenchFormat) => {
       const key = `${preset}/${format}`;
@@ -494,14 +523,21 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
               5: await gpuPass(target, [100, 101, 102, 103, 104], true),
             },
           },
+          onePassMs: {
+            target: await gpuPass(target, [100], false, true),
+            draft: await gpuPass(draft, [100], false, true),
+            verify: {
+              4: await gpuPass(target, [100, 101, 102, 103], true, true),
+              5: await gpuPass(target, [100, 101, 102, 103, 104], true, true),
+            },
+          },
           gpuProjection: {},
+          onePassProjection: {},
           points: [],
         };
         for (const k of [3, 4]) {
-          const g = pair.gpuMs;
-          pair.gpuProjection[k] = ACCEPTANCES.map((a) =>
-            ((1 - a ** (k + 1)) / (1 - a)) * g.target / (k * g.draft + g.verify[k + 1])
-          );
+          pair.gpuProjection[k] = projection(pair.gpuMs, k);
+          pair.onePassProjection[k] = projection(pair.onePassMs, k);
         }
         const prompt = SIMULATED_PROMPT;
         await speculativeDecode(target, draft, prompt, {
@@ -553,7 +589,11 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
               pair.gpuMs.verify[5].toFixed(2)
             }; GPU-time projection k=4: ${
               pair.gpuProjection[4].map((x) => x.toFixed(2)).join("/")
-            }`,
+            }; one pass: step ${pair.onePassMs.target.toFixed(2)}, draft ${
+              pair.onePassMs.draft.toFixed(2)
+            }, verify 4/5 ${pair.onePassMs.verify[4].toFixed(2)}/${
+              pair.onePassMs.verify[5].toFixed(2)
+            }, projection k=3: ${pair.onePassProjection[3].map((x) => x.toFixed(2)).join("/")}`,
         );
         await o.onPart?.(r);
       }
@@ -603,24 +643,29 @@ export function speculativeMarkdown(r: SpeculativeBench): string {
           p.draftTokensPerSecond.toFixed(1)
         }), speed-up by draft length:`,
       "",
-      `| acceptance | ${ks.map((k) => `k=${k}`).join(" | ")} | GPU-time projection k=3 | k=4 |`,
-      `| ---------- | ${ks.map(() => "---").join(" | ")} | --- | --- |`,
+      `| acceptance | ${
+        ks.map((k) => `k=${k}`).join(" | ")
+      } | GPU-time projection k=3 | k=4 | one-pass projection k=3 | k=4 |`,
+      `| ---------- | ${ks.map(() => "---").join(" | ")} | --- | --- | --- | --- |`,
       ...ACCEPTANCES.filter((a) => p.points.some((x) => x.acceptance === a)).map((a) =>
         `| ${a} | ${
           ks.map((k) => {
             const x = p.points.find((y) => y.acceptance === a && y.draftTokens === k)!;
             return `${x.speedup.toFixed(2)}x (${x.tokensPerSecond.toFixed(0)})`;
           }).join(" | ")
-        } | ${p.gpuProjection[3][ACCEPTANCES.indexOf(a)].toFixed(2)}x | ${
-          p.gpuProjection[4][ACCEPTANCES.indexOf(a)].toFixed(2)
-        }x |`
+        } | ${
+          [p.gpuProjection[3], p.gpuProjection[4], p.onePassProjection[3], p.onePassProjection[4]]
+            .map((v) => `${v[ACCEPTANCES.indexOf(a)].toFixed(2)}x`).join(" | ")
+        } |`
       ),
       "",
-      `GPU ms: target step ${p.gpuMs.target.toFixed(2)}, draft step ${
-        p.gpuMs.draft.toFixed(2)
-      }, verify 4 tokens ${p.gpuMs.verify[4].toFixed(2)}, 5 tokens ${
-        p.gpuMs.verify[5].toFixed(2)
-      }.`,
+      `GPU ms, per-dispatch timestamps / one pass: target step ${p.gpuMs.target.toFixed(2)} / ${
+        p.onePassMs.target.toFixed(2)
+      }, draft step ${p.gpuMs.draft.toFixed(2)} / ${
+        p.onePassMs.draft.toFixed(2)
+      }, verify 4 tokens ${p.gpuMs.verify[4].toFixed(2)} / ${
+        p.onePassMs.verify[4].toFixed(2)
+      }, 5 tokens ${p.gpuMs.verify[5].toFixed(2)} / ${p.onePassMs.verify[5].toFixed(2)}.`,
       "",
     );
   }

@@ -913,11 +913,19 @@ export class LlamaModel {
    * Runs `tokens` (at most one chunk) after the cached ones with a GPU timestamp around every
    * kernel, and returns the time of each dispatch (wall clock of the whole chunk where the
    * adapter has no timestamp queries). With `verify`, the pass is {@linkcode verify}'s (at most
-   * {@linkcode maxVerifyTokens} tokens, every row's logits and argmax).
+   * {@linkcode maxVerifyTokens} tokens, every row's logits and argmax). With `whole`, one entry:
+   * the chunk's GPU time in one compute pass, as decoding runs it
+   * ({@linkcode CommandBatch.submitTimed}); per-dispatch timestamps give every kernel a pass of
+   * its own, whose fixed cost overstates a model of many small kernels.
+   *
+   * @example
+   * ```ts ignore
+   * const [{ ms }] = await model.timeForward([42], { whole: true }); // one decode step
+   * ```
    */
   timeForward(
     tokens: readonly number[],
-    options: { verify?: boolean } = {},
+    options: { verify?: boolean; whole?: boolean } = {},
   ): Promise<DispatchTiming[]> {
     this.#checkUsable(tokens.length, "timeForward");
     const max = options.verify ? this.maxVerifyTokens : this.#state.rows;
@@ -933,7 +941,7 @@ export class LlamaModel {
     } else {
       this.#encodeChunk(batch, tokens, 1);
     }
-    return batch.submitTimed();
+    return batch.submitTimed({ whole: options.whole });
   }
 
   /**

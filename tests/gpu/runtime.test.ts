@@ -87,6 +87,39 @@ Deno.test("grid splits large dispatches", () => {
   assert(x <= 65535 && x * y >= 200_000);
 });
 
+Deno.test("a batch timed whole runs every op in order and gives one GPU time", async () => {
+  const gpu = await requestGpu();
+  try {
+    const n = 4096;
+    const ta = gpu.tensor({ label: "a", category: "activations", data: new Float32Array(n) });
+    const tb = gpu.tensor({
+      label: "b",
+      category: "activations",
+      data: new Float32Array(n).fill(1),
+    });
+    const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+    const add = (batch: CommandBatch) =>
+      batch.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(n).build());
+    // two passes: a += b twice, b := a (a copy ends the first pass), a += b
+    const batch = new CommandBatch(gpu);
+    add(add(batch)).copy(ta, 0, tb, 0, n * 4);
+    add(batch);
+    const perDispatch = batch.dispatchCount;
+    const timings = await batch.submitTimed({ whole: true });
+    assertEquals(perDispatch, 3);
+    assertEquals(timings.map((t) => t.kernel), [
+      gpu.timestamps ? "batch (one pass)" : "batch (wall clock)",
+    ]);
+    assert(timings[0].ms >= 0 && Number.isFinite(timings[0].ms));
+    const a = await gpu.readF32(ta);
+    for (let i = 0; i < n; i += 511) assertEquals(a[i], 4); // 2, then 2 + 2
+    ta.destroy();
+    tb.destroy();
+  } finally {
+    gpu.destroy();
+  }
+});
+
 Deno.test("a dispatch runs, is timed, and the ledger returns to zero", async () => {
   const gpu = await requestGpu();
   try {
