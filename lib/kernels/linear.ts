@@ -46,7 +46,7 @@ export interface LinearEncodeOptions {
   /**
    * SwiGLU folded into the product: `x` holds gate_proj's output and this binding up_proj's, and
    * the layer multiplies `silu(x) · up` (elementwise.wgsl's `swiglu`) without writing it. Only
-   * for a layer whose {@linkcode Linear.fusesSwiglu} says yes for these rows.
+   * for a layer whose {@linkcode Linear.fusesSwiglu} says yes for these rows and `perRow`.
    */
   swigluUp?: Binding;
   /**
@@ -112,10 +112,10 @@ export interface Linear {
     options?: LinearEncodeOptions,
   ): void;
   /**
-   * Whether {@linkcode LinearEncodeOptions.swigluUp} may be passed for `rows` activation rows
-   * (absent: never).
+   * Whether {@linkcode LinearEncodeOptions.swigluUp} may be passed for `rows` activation rows,
+   * with {@linkcode LinearEncodeOptions.perRow} as given (absent: never).
    */
-  fusesSwiglu?(rows: number): boolean;
+  fusesSwiglu?(rows: number, perRow?: boolean): boolean;
   /** Whether `encode` takes {@linkcode LinearEncodeOptions.addToOutput} for `rows` rows. */
   addsToOutput?(rows: number): boolean;
   /** Whether `encode` takes {@linkcode LinearEncodeOptions.rmsNorm} for `rows` rows. */

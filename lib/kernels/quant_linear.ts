@@ -1008,10 +1008,18 @@ export class QuantLinear implements Linear {
    * memory) or int8-vectorwise / int8-absmax (the activation quantization reads silu(x) · up),
    * unless {@linkcode QuantTuning.gemvFuseSwiglu} is false; and for the int8 formats, 2 to 8 rows
    * of a `perRow` product (each row's quantization reads its silu(x) · up).
+   *
+   * @example
+   * ```ts ignore
+   * lin.fusesSwiglu(1); // a decode step's down_proj
+   * lin.fusesSwiglu(5, true); // a verify pass's (int8-vectorwise: yes; without perRow: no)
+   * ```
    */
-  fusesSwiglu(rows: number): boolean {
+  fusesSwiglu(rows: number, perRow = false): boolean {
     const k = this.#kernels;
-    if (rows > 1) return k.quantizeRowsSwiglu !== undefined && this.takesRows(rows);
+    if (rows > 1) {
+      return perRow && k.quantizeRowsSwiglu !== undefined && this.takesRows(rows);
+    }
     return rows === 1 && (k.gemvSwiglu !== undefined || k.quantizeRowSwiglu !== undefined);
   }
 
@@ -1147,7 +1155,7 @@ export class QuantLinear implements Linear {
       );
     }
     if (options.swigluUp) {
-      if (!this.fusesSwiglu(rows) || (rows > 1 && !perRow)) {
+      if (!this.fusesSwiglu(rows, perRow)) {
         throw new Error(
           `${this.format} linear: no SwiGLU-fused product for ${rows} rows` +
             (rows > 1 && !perRow ? " without perRow" : ""),

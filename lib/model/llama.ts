@@ -1331,7 +1331,7 @@ export class LlamaModel {
       // an FP16 gate/up stack writing silu(gate) · up itself (no gate/up biases to add first)
       // (one decode row, or a verify pass's rows, each computed as that row alone)
       const swigluOut = (rows === 1 || perRow) && !capture && !w.biases?.["mlp.gate_proj"] &&
-        !w.biases?.["mlp.up_proj"] && !down.fusesSwiglu?.(rows) &&
+        !w.biases?.["mlp.up_proj"] && !down.fusesSwiglu?.(rows, perRow) &&
         gateUp?.fusesSwigluOut?.(rows) === true;
       if (gateUp) {
         encodeStack(gateUp, [s.gate, s.up], swigluOut ? { ...(mlpIn ?? one), swigluOut } : mlpIn);
@@ -1347,7 +1347,7 @@ export class LlamaModel {
       const add = addsDown ? { addToOutput: true } : {};
       if (swigluOut) {
         down.encode(batch, s.gate, downOut, rows, { ...one, ...add });
-      } else if (!capture && (rows === 1 || perRow) && down.fusesSwiglu?.(rows)) {
+      } else if (!capture && down.fusesSwiglu?.(rows, perRow)) {
         // down_proj reads silu(gate) · up itself: one dispatch less
         down.encode(batch, s.gate, downOut, rows, { ...one, ...add, swigluUp: s.up });
       } else {
