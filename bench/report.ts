@@ -27,7 +27,10 @@ export interface DecodeResult {
   prefillTokensPerSecond?: number;
   /** Wall-clock ms from a reset to the first token, by prompt length (`--prompt-lengths`). */
   firstToken?: { tokens: number; ms: number }[];
+  /** Sum of one step's per-dispatch timestamps (each kernel in a pass of its own). */
   gpuMsPerToken: number;
+  /** One step timed whole, in one compute pass as decoding runs it (absent in older results). */
+  gpuOnePassMsPerToken?: number;
   dispatchesPerToken: number;
   bytesPerToken: number;
   rooflineTokensPerSecond: number;
@@ -219,6 +222,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           "prefill tok/s",
           "ms/token",
           "GPU ms/token",
+          "one pass",
           "dispatches",
           "GB read/token",
           "roofline tok/s",
@@ -234,6 +238,7 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           d.prefillTokensPerSecond ? `${f(d.prefillTokensPerSecond, 0)} (${d.prefillTokens})` : "–",
           f(d.msPerToken, 2),
           f(d.gpuMsPerToken, 2),
+          d.gpuOnePassMsPerToken === undefined ? "–" : f(d.gpuOnePassMsPerToken, 2),
           d.dispatchesPerToken,
           f(d.bytesPerToken / 1e9, 3),
           f(d.rooflineTokensPerSecond, 1),
