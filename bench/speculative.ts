@@ -216,6 +216,22 @@ async function gpuPass(
   return median(times.slice(1));
 }
 
+/** GPU ms of a pair's passes: a target step, a draft step, verify passes of 4 and 5 tokens. */
+async function pairPasses(
+  target: LlamaModel,
+  draft: LlamaModel,
+  whole: boolean,
+): Promise<{ target: number; draft: number; verify: Record<number, number> }> {
+  return {
+    target: await gpuPass(target, [100], false, whole),
+    draft: await gpuPass(draft, [100], false, whole),
+    verify: {
+      4: await gpuPass(target, [100, 101, 102, 103], true, whole),
+      5: await gpuPass(target, [100, 101, 102, 103, 104], true, whole),
+    },
+  };
+}
+
 /** E(α, k)·t / (k·t_draft + t_verify(k + 1)) for each α, from one set of pass times. */
 function projection(
   g: { target: number; draft: number; verify: Record<number, number> },
@@ -515,22 +531,8 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           draftFormat: df,
           baselineTokensPerSecond: await baseline(target, tokens),
           draftTokensPerSecond: await baseline(draft, tokens),
-          gpuMs: {
-            target: await gpuPass(target, [100], false),
-            draft: await gpuPass(draft, [100], false),
-            verify: {
-              4: await gpuPass(target, [100, 101, 102, 103], true),
-              5: await gpuPass(target, [100, 101, 102, 103, 104], true),
-            },
-          },
-          onePassMs: {
-            target: await gpuPass(target, [100], false, true),
-            draft: await gpuPass(draft, [100], false, true),
-            verify: {
-              4: await gpuPass(target, [100, 101, 102, 103], true, true),
-              5: await gpuPass(target, [100, 101, 102, 103, 104], true, true),
-            },
-          },
+          gpuMs: await pairPasses(target, draft, false),
+          onePassMs: await pairPasses(target, draft, true),
           gpuProjection: {},
           onePassProjection: {},
           points: [],

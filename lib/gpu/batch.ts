@@ -379,15 +379,11 @@ export class CommandBatch {
     if (uniforms) {
       this.gpu.device.queue.writeBuffer(uniforms, 0, this.#params, 0, this.#paramBytes);
     }
-    // whole: the op that opens the last pass (the first dispatch after the last copy or clear
-    // that precedes the last dispatch)
-    let lastPassStart = -1;
-    if (whole) {
-      for (let i = 0; i < this.#ops.length; i++) {
-        if (this.#ops[i].kind !== "dispatch") continue;
-        if (i === 0 || this.#ops[i - 1].kind !== "dispatch") lastPassStart = i;
-      }
-    }
+    // whole: a pass opens at each dispatch that follows a copy or clear (or none); the first
+    // pass's start and the last one's end are timed
+    const opensPass = (i: number) =>
+      this.#ops[i].kind === "dispatch" && (i === 0 || this.#ops[i - 1].kind !== "dispatch");
+    const passStarts = whole ? [...this.#ops.keys()].filter(opensPass) : [];
     let pass: GPUComputePassEncoder | null = null;
     let query = 0;
     let index = 0;
@@ -404,9 +400,8 @@ export class CommandBatch {
       }
       if (timing && whole) {
         if (!pass) {
-          const first = query === 0;
-          const last = i === lastPassStart;
-          query = 1;
+          const first = i === passStarts[0];
+          const last = i === passStarts[passStarts.length - 1];
           pass = encoder.beginComputePass(
             first || last
               ? {
