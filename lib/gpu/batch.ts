@@ -300,11 +300,30 @@ export class CommandBatch {
 
   /** Encodes and submits everything recorded; the batch is empty afterwards. */
   submit(): void {
-    const { device } = this.gpu;
-    const encoder = device.createCommandEncoder();
+    this.gpu.device.queue.submit([this.finish()]);
+  }
+
+  /**
+   * Encodes everything recorded into a command buffer without submitting it; the batch is empty
+   * afterwards. Its parameters are written to the queue now, so submit the buffer before any
+   * other batch is encoded or submitted (they share the uniform arena).
+   *
+   * Why: a caller about to wait for the queue to drain can encode the next piece of work first and
+   * submit it the moment the wait ends, so the GPU does not idle while it is encoded.
+   *
+   * @example
+   * ```ts ignore
+   * const held = batch.finish();
+   * const mapped = staging.mapAsync(GPUMapMode.READ); // Deno: returns once the queue is idle
+   * gpu.device.queue.submit([held]);
+   * await mapped;
+   * ```
+   */
+  finish(): GPUCommandBuffer {
+    const encoder = this.gpu.device.createCommandEncoder();
     this.#encode(encoder, null);
-    device.queue.submit([encoder.finish()]);
     this.#reset();
+    return encoder.finish();
   }
 
   /**

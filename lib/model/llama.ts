@@ -969,10 +969,11 @@ export class LlamaModel {
    * see a token. Tokens come back in groups of `inFlight` through a staging buffer, and while one
    * group is read back the next is already submitted; `onToken` gets them in order.
    *
-   * Why groups: in Deno, `mapAsync` waits for all work submitted so far and then settles on a
-   * later turn of the event loop, so reading each token as it comes would leave the GPU idle for
-   * that wait and for the encoding of the next step, every step. Per group the GPU now idles
-   * only while the first step of the next group is encoded.
+   * Why groups: in Deno, `mapAsync` blocks until all work submitted so far has run and then
+   * settles at least 10 ms later, so reading each token as it comes would leave the GPU idle for
+   * that wait and for the encoding of the next step, every step. So the next group's first step
+   * is encoded before a group's map is asked for and submitted as soon as the call returns: per
+   * group the GPU idles only for that submission.
    *
    * The tokens are exactly those of calling {@linkcode forwardGreedy} on the prompt and then on
    * each new token. Steps may run past a stop (`onToken` returning false) — up to two groups
@@ -1027,32 +1028,41 @@ export class LlamaModel {
     // copies its token into its slot of the group's staging buffer.
     let encodeMs = 0;
     let stepEncodeMs = 0; // of the steps after the prompt's
-    const submitStep = (target: GPUBuffer, slot: number): void => {
+    // Records a step; `hold` returns its command buffer unsubmitted (never the prompt's).
+    const encodeStep = (
+      target: GPUBuffer,
+      slot: number,
+      hold: boolean,
+    ): GPUCommandBuffer | null => {
       const t0 = performance.now();
       const first = submitted === 0;
+      let held: GPUCommandBuffer | null = null;
       if (submitted === 0) {
         for (const { tokens: piece, isLast, perRow } of this.#promptPieces(prompt)) {
           const batch = this.#batch();
           this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
-          if (isLast) this.#finishGreedyStep(batch, target, slot);
-          else batch.submit();
+          if (isLast) this.#greedyStepTail(batch, target, slot);
+          batch.submit();
         }
       } else {
         const batch = this.#batch();
         this.#encodeChunk(batch, "next", 1);
-        this.#finishGreedyStep(batch, target, slot);
+        this.#greedyStepTail(batch, target, slot);
+        if (hold) held = batch.finish();
+        else batch.submit();
       }
       submitted++;
       const ms = performance.now() - t0;
       encodeMs += ms;
       if (!first) stepEncodeMs += ms;
+      return held;
     };
-    // Submits up to `group` steps into staging buffer g % 2; returns how many.
-    const submitGroup = (g: number): number => {
-      let count = 0;
-      while (
-        count < group && submitted < maxNew && (submitted === 0 || this.#pos < this.maxSeqLen)
-      ) submitStep(staging[g % 2].buffer, count++);
+    const stepFits = (count: number) =>
+      count < group && submitted < maxNew && (submitted === 0 || this.#pos < this.maxSeqLen);
+    // Submits steps into staging buffer g % 2 from slot `count` until the group is full; returns
+    // how many the group then holds.
+    const submitGroup = (g: number, count = 0): number => {
+      while (stepFits(count)) encodeStep(staging[g % 2].buffer, count++, false);
       return count;
     };
     let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
@@ -1063,9 +1073,15 @@ export class LlamaModel {
       let lastRead = 0; // when the previous group's tokens arrived
       while (count > 0) {
         const { buffer } = staging[g % 2];
+        // The next group needs nothing from the CPU: its first step is encoded now and submitted
+        // the moment the map call returns (in Deno, once the queue has drained), the rest while
+        // this group's tokens are on their way.
+        const held = pipelined && submitted > 0 && stepFits(0)
+          ? encodeStep(staging[(g + 1) % 2].buffer, 0, true)
+          : null;
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
-        // The next group needs nothing from the CPU: submit it before this one's tokens arrive.
-        const next = pipelined ? submitGroup(g + 1) : 0;
+        if (held) device.queue.submit([held]);
+        const next = pipelined ? submitGroup(g + 1, held ? 1 : 0) : 0;
         await this.gpu.whileAlive(mapped, "decodeGreedy");
         groups.push(count);
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
@@ -1165,15 +1181,11 @@ export class LlamaModel {
     }
   }
 
-  /**
-   * Appends the argmax of the last step's logits and its copy into word `slot` of `staging`,
-   * and submits.
-   */
-  #finishGreedyStep(batch: CommandBatch, staging: GPUBuffer, slot: number): void {
+  /** Appends the argmax of the last step's logits and its copy into word `slot` of `staging`. */
+  #greedyStepTail(batch: CommandBatch, staging: GPUBuffer, slot: number): void {
     const s = this.#state;
     this.#ops.argmax(batch, s.logits, s.next, 1, this.config.vocabSize);
     batch.copyToBuffer(s.next, 0, staging, slot * 4, 4);
-    batch.submit();
   }
 
   /** Not disposed, and the device not lost (which refuses at once, not in a map that may never settle). */

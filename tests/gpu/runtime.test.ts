@@ -120,6 +120,45 @@ Deno.test("a batch timed whole runs every op in order and gives one GPU time", a
   }
 });
 
+Deno.test("a batch finished and held runs when submitted after a map, with its own parameters", async () => {
+  const gpu = await requestGpu();
+  try {
+    const n = 4096;
+    const ta = gpu.tensor({ label: "a", category: "activations", data: new Float32Array(n) });
+    const tb = gpu.tensor({
+      label: "b",
+      category: "activations",
+      data: new Float32Array(n).fill(1),
+    });
+    const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+    const staging = gpu.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const first = new CommandBatch(gpu);
+    first.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(n).build());
+    first.copyToBuffer(ta, 0, staging, 0, 16);
+    first.submit();
+    // a += b over the first half only, held while the first batch's result is mapped
+    const batch = new CommandBatch(gpu);
+    batch.dispatch(kernel, [ta, tb], grid(n / 512), params().u32(n / 2).build());
+    const held = batch.finish();
+    assertEquals(batch.dispatchCount, 0);
+    const mapped = staging.mapAsync(GPUMapMode.READ);
+    gpu.device.queue.submit([held]);
+    await mapped;
+    assertEquals([...new Float32Array(staging.getMappedRange())], [1, 1, 1, 1]);
+    staging.unmap();
+    staging.destroy();
+    const a = await gpu.readF32(ta);
+    for (let i = 0; i < n; i += 255) assertEquals(a[i], i < n / 2 ? 2 : 1, `a[${i}]`);
+    ta.destroy();
+    tb.destroy();
+  } finally {
+    gpu.destroy();
+  }
+});
+
 Deno.test("a dispatch runs, is timed, and the ledger returns to zero", async () => {
   const gpu = await requestGpu();
   try {
