@@ -298,32 +298,22 @@ export class CommandBatch {
     return this;
   }
 
-  /** Encodes and submits everything recorded; the batch is empty afterwards. */
-  submit(): void {
-    this.gpu.device.queue.submit([this.finish()]);
-  }
-
   /**
-   * Encodes everything recorded into a command buffer without submitting it; the batch is empty
-   * afterwards. Its parameters are written to the queue now, so submit the buffer before any
-   * other batch is encoded or submitted (they share the uniform arena).
-   *
-   * Why: a caller about to wait for the queue to drain can encode the next piece of work first and
-   * submit it the moment the wait ends, so the GPU does not idle while it is encoded.
-   *
-   * @example
-   * ```ts ignore
-   * const held = batch.finish();
-   * const mapped = staging.mapAsync(GPUMapMode.READ); // Deno: returns once the queue is idle
-   * gpu.device.queue.submit([held]);
-   * await mapped;
-   * ```
+   * Encodes and submits everything recorded; the batch is empty afterwards. While the device
+   * holds submissions ({@linkcode Gpu.holdSubmissions}) the work is kept, to be submitted in order
+   * when the hold ends.
    */
-  finish(): GPUCommandBuffer {
-    const encoder = this.gpu.device.createCommandEncoder();
-    this.#encode(encoder, null);
+  submit(): void {
+    const ops = this.#ops;
+    const bytes = this.#paramBytes;
+    // a batch kept past this call keeps a copy of its parameters: the batch may be reused
+    const params = this.gpu.holdingSubmissions ? this.#params.slice(0, bytes) : this.#params;
     this.#reset();
-    return encoder.finish();
+    this.gpu.submitEncoded(() => {
+      const encoder = this.gpu.device.createCommandEncoder();
+      this.#encodeOps(encoder, ops, params, bytes, null);
+      return encoder.finish();
+    });
   }
 
   /**
@@ -343,6 +333,9 @@ export class CommandBatch {
    */
   async submitTimed(options: { whole?: boolean } = {}): Promise<DispatchTiming[]> {
     const { device } = this.gpu;
+    if (this.gpu.holdingSubmissions) {
+      throw new Error("submitTimed: the device is holding submissions");
+    }
     if (!this.gpu.timestamps) {
       const t0 = performance.now();
       this.submit();
@@ -365,7 +358,7 @@ export class CommandBatch {
       : this.#ops.flatMap((op) => op.kind === "dispatch" ? [op.kernel.name] : []);
     try {
       const encoder = device.createCommandEncoder();
-      this.#encode(encoder, querySet, whole);
+      this.#encodeOps(encoder, this.#ops, this.#params, this.#paramBytes, querySet, whole);
       encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
       encoder.copyBufferToBuffer(resolve, 0, readback, 0, count * 8);
       device.queue.submit([encoder.finish()]);
@@ -393,20 +386,25 @@ export class CommandBatch {
    * end; with `whole` as well, the passes `submit` makes, timestamps at the first one's start
    * (query 0) and the last one's end (query 1).
    */
-  #encode(encoder: GPUCommandEncoder, timing: GPUQuerySet | null, whole = false): void {
-    const uniforms = this.#paramBytes > 0 ? this.gpu.uniformArena(this.#paramBytes) : null;
-    if (uniforms) {
-      this.gpu.device.queue.writeBuffer(uniforms, 0, this.#params, 0, this.#paramBytes);
-    }
+  #encodeOps(
+    encoder: GPUCommandEncoder,
+    ops: Op[],
+    params: Uint8Array<ArrayBuffer>,
+    paramBytes: number,
+    timing: GPUQuerySet | null,
+    whole = false,
+  ): void {
+    const uniforms = paramBytes > 0 ? this.gpu.uniformArena(paramBytes) : null;
+    if (uniforms) this.gpu.device.queue.writeBuffer(uniforms, 0, params, 0, paramBytes);
     // whole: a pass opens at each dispatch that follows a copy or clear (or none); the first
     // pass's start and the last one's end are timed
     const opensPass = (i: number) =>
-      this.#ops[i].kind === "dispatch" && (i === 0 || this.#ops[i - 1].kind !== "dispatch");
-    const passStarts = whole ? [...this.#ops.keys()].filter(opensPass) : [];
+      ops[i].kind === "dispatch" && (i === 0 || ops[i - 1].kind !== "dispatch");
+    const passStarts = whole ? [...ops.keys()].filter(opensPass) : [];
     let pass: GPUComputePassEncoder | null = null;
     let query = 0;
     let index = 0;
-    for (const [i, op] of this.#ops.entries()) {
+    for (const [i, op] of ops.entries()) {
       if (op.kind !== "dispatch") {
         pass?.end();
         pass = null;

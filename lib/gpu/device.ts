@@ -44,6 +44,14 @@ export class GpuLostError extends Error {
   override name = "GpuLostError";
 }
 
+/** Submissions kept by {@linkcode Gpu.holdSubmissions}. */
+export interface HeldSubmissions {
+  /** Submits what was held, in order, and ends the hold. */
+  submit(): void;
+  /** Ends the hold without submitting anything (after an error). */
+  drop(): void;
+}
+
 /** Options for {@linkcode requestGpu}. */
 export interface GpuOptions {
   /** Use `shader-f16` kernels where the adapter offers the feature (default true). */
@@ -92,6 +100,7 @@ export class Gpu {
   #arena: GpuTensor | null = null;
   #zeros: GpuTensor | null = null;
   #unflushed = 0;
+  #held: { first: GPUCommandBuffer | null; later: (() => GPUCommandBuffer)[] } | null = null;
   /**
    * What is running on the device, for the message if it is lost (set by long operations such
    * as a model's forward; empty when idle).
@@ -216,6 +225,62 @@ export class Gpu {
       this.#kernels.set(key, kernel);
     }
     return kernel;
+  }
+
+  /**
+   * Holds what command batches submit until {@linkcode HeldSubmissions.submit}: the first batch
+   * is encoded at once and its command buffer kept; later ones are kept as recorded and encoded
+   * then, in order (they share the uniform arena with the first). Nothing else may be submitted
+   * or written to the queue meanwhile.
+   *
+   * Why: in Deno, `mapAsync` returns only once everything submitted has run. Work recorded
+   * before that call and submitted the moment it returns keeps the GPU from idling while the
+   * CPU records it.
+   *
+   * @example
+   * ```ts ignore
+   * const held = gpu.holdSubmissions();
+   * nextStep(); // records and "submits" a batch: kept, encoded
+   * const mapped = staging.mapAsync(GPUMapMode.READ); // Deno: returns once the queue is idle
+   * held.submit();
+   * await mapped;
+   * ```
+   */
+  holdSubmissions(): HeldSubmissions {
+    if (this.#held) throw new Error("holdSubmissions: submissions are already held");
+    const held: { first: GPUCommandBuffer | null; later: (() => GPUCommandBuffer)[] } = {
+      first: null,
+      later: [],
+    };
+    this.#held = held;
+    const end = () => {
+      if (this.#held !== held) throw new Error("holdSubmissions: already submitted or dropped");
+      this.#held = null;
+    };
+    return {
+      submit: () => {
+        end();
+        if (held.first) this.device.queue.submit([held.first]);
+        for (const encode of held.later) this.device.queue.submit([encode()]);
+      },
+      drop: () => end(),
+    };
+  }
+
+  /** Whether {@linkcode holdSubmissions} is holding what command batches submit. */
+  get holdingSubmissions(): boolean {
+    return this.#held !== null;
+  }
+
+  /**
+   * Submits the command buffer `encode` makes, or, while {@linkcode holdSubmissions} holds,
+   * keeps it: the first encoded now, later ones as `encode` itself. For command batches.
+   */
+  submitEncoded(encode: () => GPUCommandBuffer): void {
+    const held = this.#held;
+    if (!held) this.device.queue.submit([encode()]);
+    else if (held.first === null && held.later.length === 0) held.first = encode();
+    else held.later.push(encode);
   }
 
   /**

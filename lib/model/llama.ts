@@ -971,9 +971,9 @@ export class LlamaModel {
    *
    * Why groups: in Deno, `mapAsync` blocks until all work submitted so far has run and then
    * settles at least 10 ms later, so reading each token as it comes would leave the GPU idle for
-   * that wait and for the encoding of the next step, every step. So the next group's first step
-   * is encoded before a group's map is asked for and submitted as soon as the call returns: per
-   * group the GPU idles only for that submission.
+   * that wait and for the encoding of the next step, every step. So the next group is recorded
+   * before a group's map is asked for and submitted as soon as the call returns
+   * ({@linkcode Gpu.holdSubmissions}): per group the GPU idles only for that submission.
    *
    * The tokens are exactly those of calling {@linkcode forwardGreedy} on the prompt and then on
    * each new token. Steps may run past a stop (`onToken` returning false) — up to two groups
@@ -1028,15 +1028,9 @@ export class LlamaModel {
     // copies its token into its slot of the group's staging buffer.
     let encodeMs = 0;
     let stepEncodeMs = 0; // of the steps after the prompt's
-    // Records a step; `hold` returns its command buffer unsubmitted (never the prompt's).
-    const encodeStep = (
-      target: GPUBuffer,
-      slot: number,
-      hold: boolean,
-    ): GPUCommandBuffer | null => {
+    const submitStep = (target: GPUBuffer, slot: number): void => {
       const t0 = performance.now();
       const first = submitted === 0;
-      let held: GPUCommandBuffer | null = null;
       if (submitted === 0) {
         for (const { tokens: piece, isLast, perRow } of this.#promptPieces(prompt)) {
           const batch = this.#batch();
@@ -1048,21 +1042,19 @@ export class LlamaModel {
         const batch = this.#batch();
         this.#encodeChunk(batch, "next", 1);
         this.#greedyStepTail(batch, target, slot);
-        if (hold) held = batch.finish();
-        else batch.submit();
+        batch.submit();
       }
       submitted++;
       const ms = performance.now() - t0;
       encodeMs += ms;
       if (!first) stepEncodeMs += ms;
-      return held;
     };
-    const stepFits = (count: number) =>
-      count < group && submitted < maxNew && (submitted === 0 || this.#pos < this.maxSeqLen);
-    // Submits steps into staging buffer g % 2 from slot `count` until the group is full; returns
-    // how many the group then holds.
-    const submitGroup = (g: number, count = 0): number => {
-      while (stepFits(count)) encodeStep(staging[g % 2].buffer, count++, false);
+    // Submits up to `group` steps into staging buffer g % 2; returns how many.
+    const submitGroup = (g: number): number => {
+      let count = 0;
+      while (
+        count < group && submitted < maxNew && (submitted === 0 || this.#pos < this.maxSeqLen)
+      ) submitStep(staging[g % 2].buffer, count++);
       return count;
     };
     let stoppedBy: GreedyDecodeResult["stoppedBy"] | null = null;
@@ -1073,15 +1065,25 @@ export class LlamaModel {
       let lastRead = 0; // when the previous group's tokens arrived
       while (count > 0) {
         const { buffer } = staging[g % 2];
-        // The next group needs nothing from the CPU: its first step is encoded now and submitted
-        // the moment the map call returns (in Deno, once the queue has drained), the rest while
-        // this group's tokens are on their way.
-        const held = pipelined && submitted > 0 && stepFits(0)
-          ? encodeStep(staging[(g + 1) % 2].buffer, 0, true)
-          : null;
+        // The next group needs nothing from the CPU: it is recorded now and submitted the moment
+        // the map call returns (in Deno, once the queue has drained), while this group's tokens
+        // are on their way.
+        const held = pipelined ? this.gpu.holdSubmissions() : null;
+        let next = 0;
+        try {
+          next = pipelined ? submitGroup(g + 1) : 0;
+        } catch (e) {
+          held?.drop();
+          throw e;
+        }
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
-        if (held) device.queue.submit([held]);
-        const next = pipelined ? submitGroup(g + 1, held ? 1 : 0) : 0;
+        if (held) {
+          const t0 = performance.now();
+          held.submit(); // the held steps' encoding happens here
+          const ms = performance.now() - t0;
+          encodeMs += ms;
+          stepEncodeMs += ms;
+        }
         await this.gpu.whileAlive(mapped, "decodeGreedy");
         groups.push(count);
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();

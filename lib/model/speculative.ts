@@ -731,9 +731,20 @@ async function groupedRounds(
       const { buffer } = staging[group.half];
       // the first group's read takes the prompt's token with it
       const bytes = firstRead ? group.rounds * slotWords * 4 : buffer.size;
+      // The next group needs nothing from the CPU: it is recorded now and submitted the moment
+      // the map call returns (in Deno, once the queue has drained), as decodeGreedy does.
+      const held = gpu.holdSubmissions();
+      let next: Group | null;
+      try {
+        next = submitGroup();
+      } catch (e) {
+        held.drop();
+        throw e;
+      }
       const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
-      // The next group needs nothing from the CPU: submit it before this one's records arrive.
-      const next = submitGroup();
+      const t0 = performance.now();
+      held.submit(); // the held rounds' encoding happens here
+      encodeMs += performance.now() - t0;
       await gpu.whileAlive(mapped, "speculative rounds");
       read++;
       result.groups.push(group.rounds);

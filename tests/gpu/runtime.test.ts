@@ -1,6 +1,7 @@
 import {
   deepStrictEqual as assertEquals,
   ok as assert,
+  rejects as assertRejects,
   throws as assertThrows,
 } from "node:assert/strict";
 import { CommandBatch, grid, params } from "../../lib/gpu/batch.ts";
@@ -120,7 +121,7 @@ Deno.test("a batch timed whole runs every op in order and gives one GPU time", a
   }
 });
 
-Deno.test("a batch finished and held runs when submitted after a map, with its own parameters", async () => {
+Deno.test("held submissions run in order when released, each with its own parameters", async () => {
   const gpu = await requestGpu();
   try {
     const n = 4096;
@@ -139,19 +140,38 @@ Deno.test("a batch finished and held runs when submitted after a map, with its o
     first.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(n).build());
     first.copyToBuffer(ta, 0, staging, 0, 16);
     first.submit();
-    // a += b over the first half only, held while the first batch's result is mapped
+    // held: a += b over the first half, then b := a, then a += b over the first quarter; the
+    // same batch object records all three, so each must keep its own parameters
+    const held = gpu.holdSubmissions();
+    assert(gpu.holdingSubmissions);
+    assertThrows(() => gpu.holdSubmissions(), /already held/);
+    // every dispatch covers the whole row: only its `n` parameter limits it
+    const addUpTo = (batch: CommandBatch, count: number) =>
+      batch.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(count).build());
     const batch = new CommandBatch(gpu);
-    batch.dispatch(kernel, [ta, tb], grid(n / 512), params().u32(n / 2).build());
-    const held = batch.finish();
-    assertEquals(batch.dispatchCount, 0);
+    addUpTo(batch, n / 2).submit();
+    batch.copy(ta, 0, tb, 0, n * 4).submit();
+    addUpTo(batch, n / 4).submit();
+    await assertRejects(() => new CommandBatch(gpu).submitTimed(), /holding submissions/);
+    addUpTo(batch, n); // recorded, not submitted: its parameters overwrite the batch's
     const mapped = staging.mapAsync(GPUMapMode.READ);
-    gpu.device.queue.submit([held]);
+    held.submit();
+    assert(!gpu.holdingSubmissions);
+    assertThrows(() => held.submit(), /already submitted/);
     await mapped;
     assertEquals([...new Float32Array(staging.getMappedRange())], [1, 1, 1, 1]);
     staging.unmap();
     staging.destroy();
     const a = await gpu.readF32(ta);
-    for (let i = 0; i < n; i += 255) assertEquals(a[i], i < n / 2 ? 2 : 1, `a[${i}]`);
+    // a: 1 everywhere, then 2 on the first half; b := a; a += b on the first quarter: 4
+    for (let i = 0; i < n; i += 255) {
+      assertEquals(a[i], i < n / 4 ? 4 : i < n / 2 ? 2 : 1, `a[${i}]`);
+    }
+    // dropped: nothing is submitted
+    const dropped = gpu.holdSubmissions();
+    batch.submit();
+    dropped.drop();
+    assertEquals((await gpu.readF32(ta))[n - 1], 1);
     ta.destroy();
     tb.destroy();
   } finally {
