@@ -22,7 +22,14 @@
  */
 
 // The GPU runtime
-export { defaultGpu, Gpu, GpuLostError, type GpuOptions, requestGpu } from "./lib/gpu/device.ts";
+export {
+  defaultGpu,
+  Gpu,
+  GpuLostError,
+  type GpuOptions,
+  type HeldSubmissions,
+  requestGpu,
+} from "./lib/gpu/device.ts";
 export {
   formatBytes,
   type LedgerEntry,
