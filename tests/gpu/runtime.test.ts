@@ -5,7 +5,7 @@ import {
   throws as assertThrows,
 } from "node:assert/strict";
 import { CommandBatch, grid, params } from "../../lib/gpu/batch.ts";
-import { requestGpu } from "../../lib/gpu/device.ts";
+import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { expandKernelSource, preprocessWgsl, readKernelSource } from "../../lib/gpu/kernel.ts";
 import { MemoryLedger } from "../../lib/gpu/ledger.ts";
 
@@ -88,17 +88,19 @@ Deno.test("grid splits large dispatches", () => {
   assert(x <= 65535 && x * y >= 200_000);
 });
 
+/** a = zeros and b = ones, `n` each, and elementwise.wgsl's `add` (a += b over `p.n` values). */
+async function zerosAndOnes(gpu: Gpu, n: number) {
+  const ta = gpu.tensor({ label: "a", category: "activations", data: new Float32Array(n) });
+  const tb = gpu.tensor({ label: "b", category: "activations", data: new Float32Array(n).fill(1) });
+  const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+  return { ta, tb, kernel };
+}
+
 Deno.test("a batch timed whole runs every op in order and gives one GPU time", async () => {
   const gpu = await requestGpu();
   try {
     const n = 4096;
-    const ta = gpu.tensor({ label: "a", category: "activations", data: new Float32Array(n) });
-    const tb = gpu.tensor({
-      label: "b",
-      category: "activations",
-      data: new Float32Array(n).fill(1),
-    });
-    const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+    const { ta, tb, kernel } = await zerosAndOnes(gpu, n);
     const add = (batch: CommandBatch) =>
       batch.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(n).build());
     // two passes: a += b twice, b := a (a copy ends the first pass), a += b
@@ -125,13 +127,7 @@ Deno.test("held submissions run in order when released, each with its own parame
   const gpu = await requestGpu();
   try {
     const n = 4096;
-    const ta = gpu.tensor({ label: "a", category: "activations", data: new Float32Array(n) });
-    const tb = gpu.tensor({
-      label: "b",
-      category: "activations",
-      data: new Float32Array(n).fill(1),
-    });
-    const kernel = await gpu.kernel({ file: "elementwise", entry: "add" });
+    const { ta, tb, kernel } = await zerosAndOnes(gpu, n);
     const staging = gpu.device.createBuffer({
       size: 16,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
