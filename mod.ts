@@ -108,6 +108,7 @@ export {
   LlamaModel,
   type LoadOptions,
   type LogitsWanted,
+  type SampledDecodeOptions,
   type Trace,
   TRACE_POINTS,
   type TracePoint,

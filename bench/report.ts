@@ -67,6 +67,8 @@ export const DECODE_MODE_NAMES: Record<string, string> = {
   "step-fresh": "forwardGreedy per token, new bind groups each step",
   step: "forwardGreedy per token, bind groups reused",
   pipe1: "decodeGreedy, each token read before the next step",
+  sampled: "decodeSampled (T 0.8, top-k 40, top-p 0.95): drawn on the GPU, groups auto",
+  "sampled-cpu": "forward per token, logits read back, createSampler (T 0.8, top-k 40, top-p 0.95)",
   pipe2: "decodeGreedy, tokens read in groups of 2, the next group running meanwhile",
   "pipe2-fresh": "decodeGreedy, groups of 2, new bind groups each step",
   pipe4: "decodeGreedy, tokens read in groups of 4, the next group running meanwhile",

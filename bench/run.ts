@@ -30,6 +30,7 @@ import type { Linear } from "../lib/kernels/linear.ts";
 import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
 import { createStreamRead, type StreamRead } from "../lib/kernels/stream_read.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
+import { createSampler } from "../lib/model/sampling.ts";
 import { QUANT_FORMATS, type QuantFormat } from "../lib/quant/formats.ts";
 import { barFigure } from "../lib/plot/generic.ts";
 import { writeReport } from "../lib/plot/report.ts";
@@ -56,7 +57,9 @@ import { benchSpeculative, type SpeculativeBench, speculativeMarkdown } from "./
  * `step` calls forwardGreedy per token (each waits for its token); `pipeN` runs decodeGreedy
  * reading tokens back in groups of N (the next group running meanwhile; `pipe1` waits for each
  * token); `-fresh` creates every bind group again per step (the behaviour before bind groups were
- * reused). The first mode run is the headline number.
+ * reused); `sampled` runs decodeSampled (each token drawn on the GPU and fed back there, groups
+ * "auto") and `sampled-cpu` the loop it replaced (forward, logits read back, createSampler), both
+ * with {@linkcode SAMPLED_BENCH}. The first mode run is the headline number.
  */
 const DECODE_MODES = [
   "pipe8",
@@ -68,7 +71,11 @@ const DECODE_MODES = [
   "auto",
   "step-fresh",
   "pipe2-fresh",
+  "sampled",
+  "sampled-cpu",
 ] as const;
+/** The sampling settings of the `sampled` and `sampled-cpu` decode modes. */
+const SAMPLED_BENCH = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
 const DEFAULT_DECODE_MODES = ["pipe8", "step", "pipe2", "pipe4", "pipe16"];
 type DecodeMode = typeof DECODE_MODES[number];
 
@@ -626,7 +633,27 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
       let encodeMs = 0;
       const produced: number[] = [];
       const t1 = performance.now();
-      if (mode.startsWith("step")) {
+      if (mode === "sampled" || mode === "sampled-cpu") {
+        // random weights make a flat distribution: the cuts keep 40 tokens, then the nucleus
+        if (mode === "sampled") {
+          const run = await model.decodeSampled([tok], {
+            maxNewTokens: tokens,
+            inFlight: "auto",
+            sampling: SAMPLED_BENCH,
+          });
+          encodeMs = run.encodeMs ?? NaN;
+          produced.push(...run.tokens);
+        } else {
+          encodeMs = NaN; // each step waits for its logits: no encoding figure apart
+          const sample = createSampler(SAMPLED_BENCH);
+          let next = tok;
+          for (let i = 0; i < tokens; i++) {
+            next = sample(await model.forward([next], "last"));
+            produced.push(next);
+          }
+        }
+        tok = produced[produced.length - 1];
+      } else if (mode.startsWith("step")) {
         for (let i = 0; i < tokens; i++) {
           const e0 = performance.now();
           // Returns its promise after encoding, submit, and mapAsync's blocking wait (Deno).
@@ -644,11 +671,13 @@ async function decode(preset: string, format: BenchFormat): Promise<void> {
         tok = produced[produced.length - 1];
       }
       const ms = (performance.now() - t1) / tokens;
-      // Every path must produce the same tokens (the weights are random, the argmax is not).
-      if (sequence && produced.join() !== sequence.join()) {
+      // Every greedy path must produce the same tokens (the weights are random, the argmax is not).
+      if (mode.startsWith("sampled")) {
+        // drawn tokens differ by path
+      } else if (sequence && produced.join() !== sequence.join()) {
         throw new Error(`decode mode ${mode} produced other tokens than ${decodeModes[0]}`);
       }
-      sequence ??= produced;
+      if (!mode.startsWith("sampled")) sequence ??= produced;
       modes.push({
         mode,
         msPerToken: ms,

@@ -73,13 +73,13 @@ export async function generate(
   options: GenerateOptions = {},
 ): Promise<GenerateResult> {
   const maxNew = options.maxNewTokens ?? 64;
-  const greedy = (options.temperature ?? 0) <= 0;
-  const sample = greedy ? null : createSampler({
-    temperature: options.temperature,
+  const sampling = {
+    temperature: options.temperature ?? 0,
     topK: options.topK,
     topP: options.topP,
     seed: options.seed,
-  });
+  };
+  createSampler(sampling); // bad settings fail before the model runs
   const promptTokens = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (promptTokens.length === 0) throw new Error("generate: the prompt encodes to no tokens");
   const stream = createStreamDecoder(tokenizer);
@@ -107,23 +107,16 @@ export async function generate(
     emit(stream.push(next));
     return tokens.length < maxNew;
   };
-  if (maxNew > 0 && !sample) {
-    // Greedy: the model feeds each argmax back on the GPU and runs ahead of the readbacks.
-    const run = await model.decodeGreedy(promptTokens, {
+  if (maxNew > 0) {
+    // The model chooses each token on the GPU (argmax, or a draw when sampling) and feeds it
+    // back there, running ahead of the readbacks.
+    const run = await model.decodeSampled(promptTokens, {
       maxNewTokens: maxNew,
       onToken: accept,
       inFlight: options.inFlight,
+      sampling,
     });
     if (run.stoppedBy === "context") stoppedBy = "context";
-  } else if (maxNew > 0 && sample) {
-    let next = sample(await model.forward(promptTokens, "last"));
-    while (accept(next)) {
-      if (model.position >= model.maxSeqLen) {
-        stoppedBy = "context";
-        break;
-      }
-      next = sample(await model.forward([next], "last"));
-    }
   }
   emit(stream.flush());
   const t2 = performance.now();

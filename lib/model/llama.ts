@@ -29,6 +29,8 @@ import type { LayerStreamer, StreamingStats } from "./streaming.ts";
 import type { FusedDraft } from "../kernels/draft_fused.ts";
 import { createFusedDraftFor, fusedDraftUnfitModel } from "./draft_fused.ts";
 import { checkArgmaxToken, checkLogits } from "./finite.ts";
+import { createSampler, type SamplerOptions, seededRandom } from "./sampling.ts";
+import { createSampleKernel } from "../kernels/sample.ts";
 import { checkUnusedTensors, llamaTensorClaims } from "./unused_tensors.ts";
 import {
   baseFactory,
@@ -111,7 +113,16 @@ export interface GreedyDecodeOptions {
   autoGroupMs?: number;
 }
 
-/** What {@linkcode LlamaModel.decodeGreedy} produced. */
+/** Options for {@linkcode LlamaModel.decodeSampled}: those of greedy decoding, and how to draw. */
+export interface SampledDecodeOptions extends GreedyDecodeOptions {
+  /**
+   * `createSampler`'s options: temperature (default 1), topK, topP and the seed of the uniform
+   * draws (default 0, so runs repeat). Temperature 0 or topK 1 is greedy decoding.
+   */
+  sampling: SamplerOptions;
+}
+
+/** What {@linkcode LlamaModel.decodeGreedy} and {@linkcode LlamaModel.decodeSampled} produced. */
 export interface GreedyDecodeResult {
   /** The new tokens delivered to `onToken`, in order. */
   tokens: number[];
@@ -990,22 +1001,75 @@ export class LlamaModel {
    * });
    * ```
    */
-  async decodeGreedy(
+  decodeGreedy(
     prompt: readonly number[],
     options: GreedyDecodeOptions,
   ): Promise<GreedyDecodeResult> {
-    this.#checkUsable(prompt.length, "decodeGreedy");
+    const s = this.#state;
+    return this.#decodeOnGpu(prompt, options, "decodeGreedy", (batch) => {
+      this.#ops.argmax(batch, s.logits, s.next, 1, this.config.vocabSize);
+    });
+  }
+
+  /**
+   * Decoding that samples, with each token drawn on the GPU and fed back there, pipelined as
+   * {@linkcode decodeGreedy} is: no step waits for the CPU to see a token. Each token is drawn
+   * from the distribution `createSampler` draws from (softmax of logits / temperature, cut to
+   * the top k, then to the nucleus of mass topP), with one uniform per token from the seeded
+   * generator `createSampler` uses; the kept tokens are walked in index order
+   * (kernels/sample.wgsl), so the same seed gives the same tokens from run to run, but not
+   * `createSampler`'s tokens when a cut is made.
+   *
+   * Why: sampling on the CPU reads every step's logits back, and in Deno each readback takes at
+   * least ~10 ms.
+   *
+   * @example
+   * ```ts ignore
+   * const { tokens } = await model.decodeSampled([1, 450], {
+   *   maxNewTokens: 32,
+   *   sampling: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
+   * });
+   * ```
+   */
+  async decodeSampled(
+    prompt: readonly number[],
+    options: SampledDecodeOptions,
+  ): Promise<GreedyDecodeResult> {
+    createSampler(options.sampling); // the same checks, the same errors
+    const { temperature = 1, topK = 0, topP = 1, seed = 0 } = options.sampling;
+    if (temperature === 0 || topK === 1) return this.decodeGreedy(prompt, options);
+    this.#checkUsable(prompt.length, "decodeSampled");
+    const sampler = await createSampleKernel(this.gpu);
+    const uniform = seededRandom(seed);
+    const s = this.#state;
+    const settings = { temperature, topK, topP };
+    return this.#decodeOnGpu(prompt, options, "decodeSampled", (batch) => {
+      sampler.encode(batch, s.logits, s.next, this.config.vocabSize, settings, uniform());
+    });
+  }
+
+  /**
+   * The pipelined decode loop of {@linkcode decodeGreedy} and {@linkcode decodeSampled}: `pick`
+   * records the choice of each step's token from its logits into the state's `next` word.
+   */
+  async #decodeOnGpu(
+    prompt: readonly number[],
+    options: GreedyDecodeOptions,
+    what: string,
+    pick: (batch: CommandBatch) => void,
+  ): Promise<GreedyDecodeResult> {
+    this.#checkUsable(prompt.length, what);
     const maxNew = options.maxNewTokens;
     const asked = options.inFlight ?? defaultInFlight(this.gpu);
     const auto = asked === "auto";
     if (!auto && (!Number.isInteger(asked) || asked < 1)) {
       throw new RangeError(
-        `decodeGreedy: inFlight must be a positive integer or "auto", got ${asked}`,
+        `${what}: inFlight must be a positive integer or "auto", got ${asked}`,
       );
     }
     const groupMs = options.autoGroupMs;
     if (groupMs !== undefined && !(groupMs > 0)) {
-      throw new RangeError(`decodeGreedy: autoGroupMs must be above 0, got ${groupMs}`);
+      throw new RangeError(`${what}: autoGroupMs must be above 0, got ${groupMs}`);
     }
     let group = auto ? AUTO_IN_FLIGHT.first : asked;
     const staged = auto ? AUTO_IN_FLIGHT.max : group; // slots per staging buffer
@@ -1035,13 +1099,13 @@ export class LlamaModel {
         for (const { tokens: piece, isLast, perRow } of this.#promptPieces(prompt)) {
           const batch = this.#batch();
           this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
-          if (isLast) this.#greedyStepTail(batch, target, slot);
+          if (isLast) this.#stepTail(batch, pick, target, slot);
           batch.submit();
         }
       } else {
         const batch = this.#batch();
         this.#encodeChunk(batch, "next", 1);
-        this.#greedyStepTail(batch, target, slot);
+        this.#stepTail(batch, pick, target, slot);
         batch.submit();
       }
       submitted++;
@@ -1084,7 +1148,7 @@ export class LlamaModel {
           encodeMs += ms;
           stepEncodeMs += ms;
         }
-        await this.gpu.whileAlive(mapped, "decodeGreedy");
+        await this.gpu.whileAlive(mapped, what);
         groups.push(count);
         const got = new Uint32Array(buffer.getMappedRange(0, count * 4)).slice();
         buffer.unmap();
@@ -1101,7 +1165,7 @@ export class LlamaModel {
         }
         lastRead = now;
         for (const token of got) {
-          checkArgmaxToken(token, vocab, "decodeGreedy", this.format);
+          checkArgmaxToken(token, vocab, what, this.format);
           tokens.push(token);
           if (options.onToken?.(token, tokens.length - 1) === false) stoppedBy = "callback";
           else if (tokens.length === maxNew) stoppedBy = "max-tokens";
@@ -1183,11 +1247,15 @@ export class LlamaModel {
     }
   }
 
-  /** Appends the argmax of the last step's logits and its copy into word `slot` of `staging`. */
-  #greedyStepTail(batch: CommandBatch, staging: GPUBuffer, slot: number): void {
-    const s = this.#state;
-    this.#ops.argmax(batch, s.logits, s.next, 1, this.config.vocabSize);
-    batch.copyToBuffer(s.next, 0, staging, slot * 4, 4);
+  /** Appends the choice of the step's token (`pick`) and its copy into word `slot` of `staging`. */
+  #stepTail(
+    batch: CommandBatch,
+    pick: (batch: CommandBatch) => void,
+    staging: GPUBuffer,
+    slot: number,
+  ): void {
+    pick(batch);
+    batch.copyToBuffer(this.#state.next, 0, staging, slot * 4, 4);
   }
 
   /** Not disposed, and the device not lost (which refuses at once, not in a map that may never settle). */

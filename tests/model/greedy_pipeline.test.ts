@@ -10,6 +10,8 @@ import { requestGpu } from "../../lib/gpu/device.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { autoInFlight, autoPace, LlamaModel } from "../../lib/model/llama.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import { seededRandom } from "../../lib/model/sampling.ts";
+import { cpuSample } from "../../lib/kernels/sample.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
 
 const BUNDLED = new URL("../../models/sotu-llama", import.meta.url).pathname;
@@ -108,6 +110,84 @@ Deno.test("pipelined greedy decoding gives the step-by-step tokens (bundled mode
     assertEquals(one.tokens, ref.slice(0, 1));
     assertEquals((await generate(model, tok, prompt, { maxNewTokens: 0 })).tokens, []);
 
+    model.dispose();
+    assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
+  } finally {
+    gpu.destroy();
+  }
+});
+
+Deno.test("pipelined sampled decoding draws what cpuSample draws from the step-by-step logits (bundled model)", async () => {
+  const gpu = await requestGpu();
+  try {
+    const before = gpu.ledger.currentBytes;
+    const model = await LlamaModel.load(BUNDLED, { gpu, maxSeqLen: 64 });
+    const tok = await loadTokenizer(BUNDLED);
+    const prompt = tok.encode("The state of the Union is");
+    const n = 16;
+    for (
+      const sampling of [
+        { temperature: 0.9, topK: 40, topP: 0.95, seed: 7 },
+        { temperature: 1.2, seed: 3 }, // no cut: the kept set is the whole vocabulary
+      ]
+    ) {
+      // the reference: forward's logits step by step, the kernel's twin, the same uniforms
+      const settings = {
+        temperature: sampling.temperature,
+        topK: sampling.topK ?? 0,
+        topP: sampling.topP ?? 1,
+      };
+      const uniform = seededRandom(sampling.seed);
+      model.reset();
+      const ref: number[] = [];
+      let logits = await model.forward(prompt, "last");
+      while (ref.length < n) {
+        const drawn = cpuSample(logits, settings, uniform());
+        // a draw this close to an edge could go either way in f32: the seeds avoid them
+        assert(drawn.margin >= 1e-5, `draw ${ref.length}: margin ${drawn.margin}`);
+        ref.push(drawn.token);
+        if (ref.length < n) logits = await model.forward([drawn.token], "last");
+      }
+      assert(new Set(ref).size > 4, "the draws vary");
+      for (const inFlight of [1, 3, 8] as const) {
+        model.reset();
+        const run = await model.decodeSampled(prompt, { maxNewTokens: n, inFlight, sampling });
+        assertEquals(run.tokens, ref, `${JSON.stringify(sampling)}, inFlight ${inFlight}`);
+        assertEquals(model.position, prompt.length + n - 1);
+      }
+      // generate samples the same way, and stops where told
+      const res = await generate(model, tok, prompt, { maxNewTokens: n, ...sampling });
+      assertEquals(res.tokens, ref);
+      assertEquals(res.text, tok.decode(ref));
+      model.reset();
+      const stopped = await model.decodeSampled(prompt, {
+        maxNewTokens: n,
+        inFlight: 4,
+        sampling,
+        onToken: (_t, i) => i < 5,
+      });
+      assertEquals(stopped.tokens, ref.slice(0, 6));
+      assertEquals(stopped.stoppedBy, "callback");
+      assertEquals(model.position, prompt.length + 5);
+    }
+    // temperature 0 and top-k 1 are greedy; bad settings are refused before anything runs
+    const greedy = await stepByStep(model, prompt, 6);
+    model.reset();
+    const cold = await model.decodeSampled(prompt, {
+      maxNewTokens: 6,
+      sampling: { temperature: 0 },
+    });
+    assertEquals(cold.tokens, greedy);
+    model.reset();
+    const k1 = await model.decodeSampled(prompt, {
+      maxNewTokens: 6,
+      sampling: { topK: 1, seed: 5 },
+    });
+    assertEquals(k1.tokens, greedy);
+    await rejects(
+      () => model.decodeSampled(prompt, { maxNewTokens: 4, sampling: { topP: 0 } }),
+      /topP 0 must be in \(0, 1\]/,
+    );
     model.dispose();
     assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
   } finally {
