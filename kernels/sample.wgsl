@@ -29,13 +29,35 @@ override WG: u32 = 256u; // a power of two
 
 const NONE: u32 = 0xffffffffu;
 const ONE_BITS: u32 = 0x3f800000u; // 1.0, the largest weight
-const SEARCH_ROUNDS: u32 = 31u; // 2^31 > ONE_BITS + 1
+const SEARCH_ROUNDS: u32 = 31u; // 2^31 > ONE_BITS + 1: top-p's binary search
 
 var<workgroup> red_f: array<f32, WG>;
 var<workgroup> red_u: array<u32, WG>;
 var<workgroup> nonfinite: atomic<u32>; // zero at the start
 var<workgroup> first_pick: atomic<u32>; // NONE - the first index whose running mass passes r
 var<workgroup> last_kept: atomic<u32>; // 1 + the last kept index with a weight above zero
+var<workgroup> digits: array<atomic<u32>, 256>; // radix select: how many weights have each digit
+var<workgroup> found_digit: u32;
+var<workgroup> found_need: u32;
+
+const CAP: u32 = 1024u; // the most top-k tokens gathered into workgroup memory
+var<workgroup> cand_i: array<u32, CAP>;
+var<workgroup> cand_w: array<f32, CAP>;
+
+// Element j of what is walked: the gathered top-k, or the row itself.
+fn weight_at(base: u32, j: u32, compact: bool) -> f32 {
+  if (compact) {
+    return cand_w[j];
+  }
+  return w[base + j];
+}
+
+fn index_at(j: u32, compact: bool) -> u32 {
+  if (compact) {
+    return cand_i[j];
+  }
+  return j;
+}
 
 fn max_all(lid: u32, v: f32) -> f32 {
   red_f[lid] = v;
@@ -141,37 +163,95 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
   }
   let total = sum_all(lid, own);
 
-  // top-k: the largest bits tk with at least k weights at or above it; the weights above it are
-  // kept, and of those equal to it, the first quota_k in index order
+  // top-k: tk, the bits of the k-th largest weight, by radix select (8 bits a round, most
+  // significant first); the weights above it are kept, and of those equal to it the first
+  // quota_k in index order
   var tk = 0u;
   var quota_k = NONE;
-  if (p.top_k > 0u && p.top_k < p.n) {
-    var lo = 0u;
-    var hi = ONE_BITS + 1u;
-    for (var round = 0u; round < SEARCH_ROUNDS; round++) {
-      let mid = lo + (hi - lo) / 2u;
-      var c = 0u;
+  let cut_k = p.top_k > 0u && p.top_k < p.n;
+  if (cut_k) {
+    var need = p.top_k;
+    for (var round = 0u; round < 4u; round++) {
+      let shift = 24u - 8u * round;
+      let known = select(0u, 0xffffffffu << (32u - 8u * round), round > 0u); // the bits found
+      for (var d = lid; d < 256u; d += WG) {
+        atomicStore(&digits[d], 0u);
+      }
+      workgroupBarrier();
       for (var i = start; i < end; i++) {
-        c += u32(bitcast<u32>(w[base + i]) >= mid);
+        let bits = bitcast<u32>(w[base + i]);
+        if ((bits & known) == tk) {
+          atomicAdd(&digits[(bits >> shift) & 255u], 1u);
+        }
       }
-      if (count_all(lid, c) >= p.top_k) {
-        lo = mid;
-      } else {
-        hi = mid;
+      workgroupBarrier();
+      if (lid == 0u) {
+        // the digit where the count from the top reaches what is still needed
+        var above = 0u;
+        var d = 255u;
+        loop {
+          let here = atomicLoad(&digits[d]);
+          if (above + here >= need || d == 0u) {
+            break;
+          }
+          above += here;
+          d -= 1u;
+        }
+        found_digit = d;
+        found_need = need - above;
       }
+      workgroupBarrier();
+      tk |= found_digit << shift;
+      need = found_need;
+      workgroupBarrier();
     }
-    tk = lo;
-    var above = 0u;
+    quota_k = need;
+  }
+  var tie_k0 = 0u; // ties at tk before this thread's range
+  if (cut_k) {
+    var ties_k = 0u;
     for (var i = start; i < end; i++) {
-      above += u32(bitcast<u32>(w[base + i]) > tk);
+      ties_k += u32(bitcast<u32>(w[base + i]) == tk);
     }
-    quota_k = p.top_k - count_all(lid, above);
+    tie_k0 = count_before(lid, ties_k);
   }
-  var ties_k = 0u;
-  for (var i = start; i < end; i++) {
-    ties_k += u32(bitcast<u32>(w[base + i]) == tk);
+
+  // A top-k of at most CAP tokens is gathered, in index order, into workgroup memory: what
+  // follows then reads k entries instead of the vocabulary, and every entry is kept so far.
+  let compact = cut_k && p.top_k <= CAP;
+  var vs = start;
+  var ve = end;
+  if (compact) {
+    var mine = 0u;
+    {
+      var t = tie_k0;
+      for (var i = start; i < end; i++) {
+        let b = bitcast<u32>(w[base + i]);
+        mine += u32(b > tk || (b == tk && t < quota_k));
+        t += u32(b == tk);
+      }
+    }
+    var at = count_before(lid, mine);
+    {
+      var t = tie_k0;
+      for (var i = start; i < end; i++) {
+        let b = bitcast<u32>(w[base + i]);
+        if (b > tk || (b == tk && t < quota_k)) {
+          cand_i[at] = i;
+          cand_w[at] = w[base + i];
+          at += 1u;
+        }
+        t += u32(b == tk);
+      }
+    }
+    workgroupBarrier();
+    let per_c = (p.top_k + WG - 1u) / WG;
+    vs = min(lid * per_c, p.top_k);
+    ve = min(vs + per_c, p.top_k);
+    tk = 0u;
+    quota_k = NONE;
+    tie_k0 = 0u;
   }
-  let tie_k0 = count_before(lid, ties_k); // ties at tk before this thread's range
 
   // top-p: of the top-k, the largest bits tp whose weights at or above it reach top_p of the
   // whole mass (none: all of the top-k); those above are kept, and of those equal to it, as
@@ -186,11 +266,11 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
       let mid = lo + (hi - lo) / 2u;
       var s = 0.0;
       var t = tie_k0;
-      for (var i = start; i < end; i++) {
-        let b = bitcast<u32>(w[base + i]);
+      for (var j = vs; j < ve; j++) {
+        let b = bitcast<u32>(weight_at(base, j, compact));
         let tie = b == tk;
         if ((b > tk || (tie && t < quota_k)) && b >= mid) {
-          s += w[base + i];
+          s += weight_at(base, j, compact);
         }
         t += u32(tie);
       }
@@ -203,11 +283,11 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     tp = lo;
     var s = 0.0;
     var t = tie_k0;
-    for (var i = start; i < end; i++) {
-      let b = bitcast<u32>(w[base + i]);
+    for (var j = vs; j < ve; j++) {
+      let b = bitcast<u32>(weight_at(base, j, compact));
       let tie = b == tk;
       if ((b > tk || (tie && t < quota_k)) && b > tp) {
-        s += w[base + i];
+        s += weight_at(base, j, compact);
       }
       t += u32(tie);
     }
@@ -215,29 +295,30 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     // tp = 0: the top-k's mass is missing of top_p, and all of it is kept
     quota_p = select(NONE, max(1u, u32(ceil(missing / bitcast<f32>(tp)))), tp > 0u);
   }
-  var ties_p = 0u;
-  {
+  var tie_p0 = 0u; // kept ties at tp before this thread's range
+  if (p.top_p < 1.0) {
+    var ties_p = 0u;
     var t = tie_k0;
-    for (var i = start; i < end; i++) {
-      let b = bitcast<u32>(w[base + i]);
+    for (var j = vs; j < ve; j++) {
+      let b = bitcast<u32>(weight_at(base, j, compact));
       let tie = b == tk;
       ties_p += u32((b > tk || (tie && t < quota_k)) && b == tp);
       t += u32(tie);
     }
+    tie_p0 = count_before(lid, ties_p);
   }
-  let tie_p0 = count_before(lid, ties_p); // kept ties at tp before this thread's range
 
   // the kept mass before this thread's range, and the draw
   var kept = 0.0;
   {
     var t = tie_k0;
     var q = tie_p0;
-    for (var i = start; i < end; i++) {
-      let b = bitcast<u32>(w[base + i]);
+    for (var j = vs; j < ve; j++) {
+      let b = bitcast<u32>(weight_at(base, j, compact));
       let in_k = b > tk || (b == tk && t < quota_k);
       let in_p = in_k && (b > tp || (b == tp && q < quota_p));
       if (in_p) {
-        kept += w[base + i];
+        kept += weight_at(base, j, compact);
       }
       t += u32(b == tk);
       q += u32(in_k && b == tp);
@@ -249,17 +330,17 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     var t = tie_k0;
     var q = tie_p0;
     var acc = before;
-    for (var i = start; i < end; i++) {
-      let b = bitcast<u32>(w[base + i]);
+    for (var j = vs; j < ve; j++) {
+      let b = bitcast<u32>(weight_at(base, j, compact));
       let in_k = b > tk || (b == tk && t < quota_k);
       let in_p = in_k && (b > tp || (b == tp && q < quota_p));
       t += u32(b == tk);
       q += u32(in_k && b == tp);
       if (in_p && b > 0u) {
-        acc += w[base + i];
-        atomicMax(&last_kept, i + 1u);
+        acc += weight_at(base, j, compact);
+        atomicMax(&last_kept, index_at(j, compact) + 1u);
         if (acc > r) {
-          atomicMax(&first_pick, NONE - i);
+          atomicMax(&first_pick, NONE - index_at(j, compact));
           break;
         }
       }

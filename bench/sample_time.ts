@@ -1,0 +1,38 @@
+// Times the sampling kernel against argmax at a vocabulary size, one dispatch each, GPU time.
+import { CommandBatch } from "../lib/gpu/batch.ts";
+import { requestGpu } from "../lib/gpu/device.ts";
+import { createArgmax } from "../lib/kernels/argmax.ts";
+import { createSampleKernel } from "../lib/kernels/sample.ts";
+const n = Number(Deno.args[0] ?? 32000);
+const gpu = await requestGpu();
+const sampler = await createSampleKernel(gpu);
+const argmax = await createArgmax(gpu);
+const logits = new Float32Array(n).map(() => Math.random() * 10);
+const tl = gpu.tensor({ label: "l", category: "activations", data: logits });
+const next = gpu.tensor({ label: "n", category: "activations", byteSize: 16 });
+for (
+  const [name, enc] of [
+    ["argmax", (b: CommandBatch) => argmax.encode(b, tl, next, 1, n)],
+    [
+      "sample k40 p0.95",
+      (b: CommandBatch) =>
+        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 40, topP: 0.95 }, 0.3),
+    ],
+    [
+      "sample no cut",
+      (b: CommandBatch) =>
+        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 1 }, 0.3),
+    ],
+  ] as const
+) {
+  const ms: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    tl.write(gpu.device, logits);
+    const b = new CommandBatch(gpu);
+    enc(b);
+    ms.push((await b.submitTimed())[0].ms);
+  }
+  ms.sort((a, b) => a - b);
+  console.log(`${name}: ${ms[3].toFixed(3)} ms (median of 7), vocab ${n}`);
+}
+gpu.destroy();
