@@ -19,6 +19,11 @@ for (
         sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 40, topP: 0.95 }, 0.3),
     ],
     [
+      "sample p0.9",
+      (b: CommandBatch) =>
+        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 0.9 }, 0.3),
+    ],
+    [
       "sample no cut",
       (b: CommandBatch) =>
         sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 1 }, 0.3),

@@ -6,8 +6,8 @@
 // most likely first: the same distribution, another token for the same u when a cut is made).
 //
 // One workgroup. The weights exp((l - max) / temperature) lie in [0, 1] and order like their f32
-// bits, so each cut is a binary search on the bits (a fixed 31 rounds: barriers stay in uniform
-// control flow). The weights overwrite the row: the logits are not needed after. Each thread
+// bits, so each cut is a search on the bits: top-k a radix select, top-p a search with three
+// thresholds a round (a fixed 16 rounds: barriers stay in uniform control flow). The weights overwrite the row: the logits are not needed after. Each thread
 // owns a contiguous range of indices, so walking the ranges in thread order is index order. A
 // row holding a NaN or an infinity gives 0xffffffff, as argmax.wgsl does.
 
@@ -29,9 +29,9 @@ override WG: u32 = 256u; // a power of two
 
 const NONE: u32 = 0xffffffffu;
 const ONE_BITS: u32 = 0x3f800000u; // 1.0, the largest weight
-const SEARCH_ROUNDS: u32 = 31u; // 2^31 > ONE_BITS + 1: top-p's binary search
+const SEARCH_ROUNDS: u32 = 16u; // top-p's search: 4^16 > ONE_BITS + 1
 
-var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_f: array<vec4<f32>, WG>; // .x for one sum, .xyz for three
 var<workgroup> red_u: array<u32, WG>;
 var<workgroup> nonfinite: atomic<u32>; // zero at the start
 var<workgroup> first_pick: atomic<u32>; // NONE - the first index whose running mass passes r
@@ -39,6 +39,7 @@ var<workgroup> last_kept: atomic<u32>; // 1 + the last kept index with a weight 
 var<workgroup> digits: array<atomic<u32>, 256>; // radix select: how many weights have each digit
 var<workgroup> found_digit: u32;
 var<workgroup> found_need: u32;
+var<workgroup> gathered_count: u32;
 
 const CAP: u32 = 1024u; // the most top-k tokens gathered into workgroup memory
 var<workgroup> cand_i: array<u32, CAP>;
@@ -60,21 +61,25 @@ fn index_at(j: u32, compact: bool) -> u32 {
 }
 
 fn max_all(lid: u32, v: f32) -> f32 {
-  red_f[lid] = v;
+  red_f[lid].x = v;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (lid < s) {
-      red_f[lid] = max(red_f[lid], red_f[lid + s]);
+      red_f[lid].x = max(red_f[lid].x, red_f[lid + s].x);
     }
     workgroupBarrier();
   }
-  let r = red_f[0];
+  let r = red_f[0].x;
   workgroupBarrier();
   return r;
 }
 
 fn sum_all(lid: u32, v: f32) -> f32 {
-  red_f[lid] = v;
+  return sum3_all(lid, vec3<f32>(v, 0.0, 0.0)).x;
+}
+
+fn sum3_all(lid: u32, v: vec3<f32>) -> vec3<f32> {
+  red_f[lid] = vec4<f32>(v, 0.0);
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (lid < s) {
@@ -82,7 +87,7 @@ fn sum_all(lid: u32, v: f32) -> f32 {
     }
     workgroupBarrier();
   }
-  let r = red_f[0];
+  let r = red_f[0].xyz;
   workgroupBarrier();
   return r;
 }
@@ -119,17 +124,17 @@ fn count_before(lid: u32, v: u32) -> u32 {
 }
 
 fn sum_before(lid: u32, v: f32) -> f32 {
-  red_f[lid] = v;
+  red_f[lid].x = v;
   workgroupBarrier();
   for (var s = 1u; s < WG; s <<= 1u) {
-    let earlier = red_f[select(0u, lid - s, lid >= s)];
+    let earlier = red_f[select(0u, lid - s, lid >= s)].x;
     workgroupBarrier();
     if (lid >= s) {
-      red_f[lid] += earlier;
+      red_f[lid].x += earlier;
     }
     workgroupBarrier();
   }
-  let r = select(0.0, red_f[select(0u, lid - 1u, lid > 0u)], lid > 0u);
+  let r = select(0.0, red_f[select(0u, lid - 1u, lid > 0u)].x, lid > 0u);
   workgroupBarrier();
   return r;
 }
@@ -216,39 +221,46 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     tie_k0 = count_before(lid, ties_k);
   }
 
-  // A top-k of at most CAP tokens is gathered, in index order, into workgroup memory: what
-  // follows then reads k entries instead of the vocabulary, and every entry is kept so far.
-  let compact = cut_k && p.top_k <= CAP;
+  // The candidates are gathered, in index order, into workgroup memory when at most CAP of them
+  // are left: what follows then reads them instead of the vocabulary. With a top-k they are the
+  // top-k; with top-p alone, the weights of at least (1 - top_p) / (n - 1) of the mass, as no
+  // lighter token can be in the nucleus (those below that weigh less than 1 - top_p together).
+  let cut_p_only = !cut_k && p.top_p < 1.0 && p.n > 1u;
+  let lightest = bitcast<u32>((1.0 - p.top_p) * total / f32(max(p.n, 2u) - 1u));
+  var mine = 0u;
+  if (cut_k || cut_p_only) {
+    var t = tie_k0;
+    for (var i = start; i < end; i++) {
+      let b = bitcast<u32>(w[base + i]);
+      mine += u32(select(b >= lightest, b > tk || (b == tk && t < quota_k), cut_k));
+      t += u32(b == tk);
+    }
+  }
+  let gathered = count_all(lid, mine);
+  if (lid == 0u) {
+    gathered_count = gathered;
+  }
+  let candidates = workgroupUniformLoad(&gathered_count);
+  let compact = (cut_k || cut_p_only) && candidates <= CAP;
   var vs = start;
   var ve = end;
   if (compact) {
-    var mine = 0u;
-    {
-      var t = tie_k0;
-      for (var i = start; i < end; i++) {
-        let b = bitcast<u32>(w[base + i]);
-        mine += u32(b > tk || (b == tk && t < quota_k));
-        t += u32(b == tk);
-      }
-    }
     var at = count_before(lid, mine);
-    {
-      var t = tie_k0;
-      for (var i = start; i < end; i++) {
-        let b = bitcast<u32>(w[base + i]);
-        if (b > tk || (b == tk && t < quota_k)) {
-          cand_i[at] = i;
-          cand_w[at] = w[base + i];
-          at += 1u;
-        }
-        t += u32(b == tk);
+    var t = tie_k0;
+    for (var i = start; i < end; i++) {
+      let b = bitcast<u32>(w[base + i]);
+      if (select(b >= lightest, b > tk || (b == tk && t < quota_k), cut_k)) {
+        cand_i[at] = i;
+        cand_w[at] = w[base + i];
+        at += 1u;
       }
+      t += u32(b == tk);
     }
     workgroupBarrier();
-    let per_c = (p.top_k + WG - 1u) / WG;
-    vs = min(lid * per_c, p.top_k);
-    ve = min(vs + per_c, p.top_k);
-    tk = 0u;
+    let per_c = (candidates + WG - 1u) / WG;
+    vs = min(lid * per_c, candidates);
+    ve = min(vs + per_c, candidates);
+    tk = 0u; // every entry is kept so far
     quota_k = NONE;
     tie_k0 = 0u;
   }
@@ -260,24 +272,34 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
   var quota_p = NONE;
   if (p.top_p < 1.0) {
     let goal = p.top_p * total;
+    // three thresholds a round: mass(bits >= lo) reaches the goal (or lo = 0), mass(bits >= hi)
+    // does not
     var lo = 0u;
     var hi = ONE_BITS + 1u;
     for (var round = 0u; round < SEARCH_ROUNDS; round++) {
-      let mid = lo + (hi - lo) / 2u;
-      var s = 0.0;
+      let step = (hi - lo + 3u) / 4u;
+      let mid = vec3<u32>(min(lo + step, hi), min(lo + 2u * step, hi), min(lo + 3u * step, hi));
+      var s = vec3<f32>(0.0);
       var t = tie_k0;
       for (var j = vs; j < ve; j++) {
         let b = bitcast<u32>(weight_at(base, j, compact));
         let tie = b == tk;
-        if ((b > tk || (tie && t < quota_k)) && b >= mid) {
-          s += weight_at(base, j, compact);
+        if (b > tk || (tie && t < quota_k)) {
+          s += select(vec3<f32>(0.0), vec3<f32>(weight_at(base, j, compact)), vec3<u32>(b) >= mid);
         }
         t += u32(tie);
       }
-      if (sum_all(lid, s) >= goal) {
-        lo = mid;
+      let reach = sum3_all(lid, s) >= vec3<f32>(goal);
+      if (reach.z) {
+        lo = mid.z;
+      } else if (reach.y) {
+        lo = mid.y;
+        hi = mid.z;
+      } else if (reach.x) {
+        lo = mid.x;
+        hi = mid.y;
       } else {
-        hi = mid;
+        hi = mid.x;
       }
     }
     tp = lo;

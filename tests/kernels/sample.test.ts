@@ -69,15 +69,16 @@ Deno.test("sample: the GPU draws cpuSample's token for each u (top-k, top-p, tie
       const [n, ties] of [[1000, false], [1000, true], [32000, false], [300, true]] as const
     ) {
       const logits = gridLogits(n, n + Number(ties), ties);
-      // top-k past the 1024 the kernel gathers into workgroup memory: the row walked whole
+      // past the 1024 candidates the kernel gathers into workgroup memory, the row is walked whole
       const cases = ties
         ? [...SETTINGS, { temperature: 1, topK: 8, topP: 1 }, { temperature: 1, topK: 30, topP: 1 }]
         : n > 2000
-        ? [...SETTINGS, { temperature: 3, topK: 1500, topP: 0.9 }, {
-          temperature: 2,
-          topK: 5000,
-          topP: 1,
-        }]
+        ? [
+          ...SETTINGS,
+          { temperature: 3, topK: 1500, topP: 0.9 },
+          { temperature: 2, topK: 5000, topP: 1 },
+          { temperature: 6, topK: 0, topP: 0.9 }, // top-p alone, over 1024 candidates left
+        ]
         : SETTINGS;
       for (const settings of cases) {
         const got = await drawMany(gpu, logits, settings, us);
