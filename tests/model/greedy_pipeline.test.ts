@@ -9,7 +9,7 @@ import type { Gpu } from "../../lib/gpu/device.ts";
 import { requestGpu } from "../../lib/gpu/device.ts";
 import { generate } from "../../lib/model/generate.ts";
 import { autoInFlight, autoPace, LlamaModel } from "../../lib/model/llama.ts";
-import { loadTokenizer } from "../../lib/model/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../../lib/model/tokenizer.ts";
 import { seededRandom } from "../../lib/model/sampling.ts";
 import { cpuSample } from "../../lib/kernels/sample.ts";
 import { writeRandomLlama } from "../helpers/random_llama.ts";
@@ -80,13 +80,28 @@ async function checkPipeline(model: LlamaModel, prompt: number[], ref: number[])
   }
 }
 
-Deno.test("pipelined greedy decoding gives the step-by-step tokens (bundled model)", async () => {
+/**
+ * Runs `fn` on the bundled model (a 64-position cache) and its tokenizer, with the prompt the
+ * tests decode from; afterwards the model is disposed and the ledger must be back where it was.
+ */
+async function withBundled(
+  fn: (model: LlamaModel, tok: Tokenizer, prompt: number[]) => Promise<void>,
+): Promise<void> {
   const gpu = await requestGpu();
   try {
     const before = gpu.ledger.currentBytes;
     const model = await LlamaModel.load(BUNDLED, { gpu, maxSeqLen: 64 });
     const tok = await loadTokenizer(BUNDLED);
-    const prompt = tok.encode("The state of the Union is");
+    await fn(model, tok, tok.encode("The state of the Union is"));
+    model.dispose();
+    assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
+  } finally {
+    gpu.destroy();
+  }
+}
+
+Deno.test("pipelined greedy decoding gives the step-by-step tokens (bundled model)", () =>
+  withBundled(async (model, tok, prompt) => {
     const ref = await stepByStep(model, prompt, 12);
     await checkPipeline(model, prompt, ref);
 
@@ -109,21 +124,10 @@ Deno.test("pipelined greedy decoding gives the step-by-step tokens (bundled mode
     const one = await generate(model, tok, prompt, { maxNewTokens: 1 });
     assertEquals(one.tokens, ref.slice(0, 1));
     assertEquals((await generate(model, tok, prompt, { maxNewTokens: 0 })).tokens, []);
+  }));
 
-    model.dispose();
-    assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
-  } finally {
-    gpu.destroy();
-  }
-});
-
-Deno.test("pipelined sampled decoding draws what cpuSample draws from the step-by-step logits (bundled model)", async () => {
-  const gpu = await requestGpu();
-  try {
-    const before = gpu.ledger.currentBytes;
-    const model = await LlamaModel.load(BUNDLED, { gpu, maxSeqLen: 64 });
-    const tok = await loadTokenizer(BUNDLED);
-    const prompt = tok.encode("The state of the Union is");
+Deno.test("pipelined sampled decoding draws what cpuSample draws from the step-by-step logits (bundled model)", () =>
+  withBundled(async (model, tok, prompt) => {
     const n = 16;
     for (
       const sampling of [
@@ -188,12 +192,7 @@ Deno.test("pipelined sampled decoding draws what cpuSample draws from the step-b
       () => model.decodeSampled(prompt, { maxNewTokens: 4, sampling: { topP: 0 } }),
       /topP 0 must be in \(0, 1\]/,
     );
-    model.dispose();
-    assertEquals(gpu.ledger.currentBytes, before, "the ledger returns to where it was");
-  } finally {
-    gpu.destroy();
-  }
-});
+  }));
 
 async function randomModelCase(gpu: Gpu, dir: string): Promise<void> {
   const before = gpu.ledger.currentBytes;
