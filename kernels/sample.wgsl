@@ -7,9 +7,11 @@
 //
 // One workgroup. The weights exp((l - max) / temperature) lie in [0, 1] and order like their f32
 // bits, so each cut is a search on the bits: top-k a radix select, top-p a search with three
-// thresholds a round (a fixed 16 rounds: barriers stay in uniform control flow). The weights overwrite the row: the logits are not needed after. Each thread
-// owns a contiguous range of indices, so walking the ranges in thread order is index order. A
-// row holding a NaN or an infinity gives 0xffffffff, as argmax.wgsl does.
+// thresholds a round (a fixed 16 rounds: barriers stay in uniform control flow). Up to CAP
+// candidates are gathered into workgroup memory first. The weights overwrite the row: the logits
+// are not needed after. Each thread owns a contiguous range of indices, so walking the ranges in
+// thread order is index order. A row holding a NaN or an infinity gives 0xffffffff, as
+// argmax.wgsl does.
 
 struct Params {
   n: u32,
@@ -41,11 +43,11 @@ var<workgroup> found_digit: u32;
 var<workgroup> found_need: u32;
 var<workgroup> gathered_count: u32;
 
-const CAP: u32 = 1024u; // the most top-k tokens gathered into workgroup memory
+const CAP: u32 = 1024u; // the most candidates gathered into workgroup memory
 var<workgroup> cand_i: array<u32, CAP>;
 var<workgroup> cand_w: array<f32, CAP>;
 
-// Element j of what is walked: the gathered top-k, or the row itself.
+// Element j of what is walked: the gathered candidates, or the row itself.
 fn weight_at(base: u32, j: u32, compact: bool) -> f32 {
   if (compact) {
     return cand_w[j];
