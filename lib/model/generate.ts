@@ -19,14 +19,17 @@ export interface GenerateOptions {
   topK?: number;
   /** Keep the smallest set of tokens whose probabilities sum to at least p (1: all). */
   topP?: number;
-  /** Seed of the sampler, for reproducible samples. */
+  /**
+   * Seed of the sampler, for reproducible samples. Tokens are drawn on the GPU
+   * ({@linkcode LlamaModel.decodeSampled}): the same seed gives the same text.
+   */
   seed?: number;
   /** Keep going past end-of-sequence tokens (default false). */
   ignoreEos?: boolean;
   /** Receives each piece of text as soon as it is complete. */
   onText?: (text: string) => void;
   /**
-   * Greedy decoding only: tokens read back together, the next group running meanwhile (default
+   * Tokens read back together, the next group running meanwhile (default
    * `"auto"` on a hardware adapter: about 25 ms of steps per group; 1 on a software one; see
    * {@linkcode LlamaModel.decodeGreedy}). 1 waits for every token before the next step.
    */
