@@ -44,12 +44,12 @@ export class GpuLostError extends Error {
   override name = "GpuLostError";
 }
 
-/** Submissions kept by {@linkcode Gpu.holdSubmissions}. */
-export interface HeldSubmissions {
+/** Submissions kept by {@linkcode Gpu.holdSubmissions}, and what the recording returned. */
+export interface HeldSubmissions<T> {
+  /** What the recording function returned. */
+  readonly value: T;
   /** Submits what was held, in order, and ends the hold. */
   submit(): void;
-  /** Ends the hold without submitting anything (after an error). */
-  drop(): void;
 }
 
 /** Options for {@linkcode requestGpu}. */
@@ -228,10 +228,11 @@ export class Gpu {
   }
 
   /**
-   * Holds what command batches submit until {@linkcode HeldSubmissions.submit}: the first batch
-   * is encoded at once and its command buffer kept; later ones are kept as recorded and encoded
-   * then, in order (they share the uniform arena with the first). Nothing else may be submitted
-   * or written to the queue meanwhile.
+   * Runs `record` while holding what command batches submit, until
+   * {@linkcode HeldSubmissions.submit}: the first batch is encoded at once and its command buffer
+   * kept; later ones are kept as recorded and encoded then, in order (they share the uniform
+   * arena with the first). Nothing else may be submitted or written to the queue until then. A
+   * `record` that throws ends the hold with nothing submitted.
    *
    * Why: in Deno, `mapAsync` returns only once everything submitted has run. Work recorded
    * before that call and submitted the moment it returns keeps the GPU from idling while the
@@ -239,31 +240,34 @@ export class Gpu {
    *
    * @example
    * ```ts ignore
-   * const held = gpu.holdSubmissions();
-   * nextStep(); // records and "submits" a batch: kept, encoded
+   * const held = gpu.holdSubmissions(() => nextStep()); // nextStep "submits": kept
    * const mapped = staging.mapAsync(GPUMapMode.READ); // Deno: returns once the queue is idle
    * held.submit();
    * await mapped;
    * ```
    */
-  holdSubmissions(): HeldSubmissions {
+  holdSubmissions<T>(record: () => T): HeldSubmissions<T> {
     if (this.#held) throw new Error("holdSubmissions: submissions are already held");
     const held: { first: GPUCommandBuffer | null; later: (() => GPUCommandBuffer)[] } = {
       first: null,
       later: [],
     };
     this.#held = held;
-    const end = () => {
-      if (this.#held !== held) throw new Error("holdSubmissions: already submitted or dropped");
+    let value: T;
+    try {
+      value = record();
+    } catch (e) {
       this.#held = null;
-    };
+      throw e;
+    }
     return {
+      value,
       submit: () => {
-        end();
+        if (this.#held !== held) throw new Error("holdSubmissions: already submitted");
+        this.#held = null;
         if (held.first) this.device.queue.submit([held.first]);
         for (const encode of held.later) this.device.queue.submit([encode()]);
       },
-      drop: () => end(),
     };
   }
 

@@ -6,7 +6,6 @@
  */
 
 import type { LlamaModel } from "./llama.ts";
-import { createSampler } from "./sampling.ts";
 import { createStreamDecoder, type Tokenizer } from "./tokenizer.ts";
 
 /** Options for {@linkcode generate}. */
@@ -82,7 +81,6 @@ export async function generate(
     topP: options.topP,
     seed: options.seed,
   };
-  createSampler(sampling); // bad settings fail before the model runs
   const promptTokens = typeof prompt === "string" ? tokenizer.encode(prompt) : [...prompt];
   if (promptTokens.length === 0) throw new Error("generate: the prompt encodes to no tokens");
   const stream = createStreamDecoder(tokenizer);

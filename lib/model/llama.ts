@@ -1038,7 +1038,7 @@ export class LlamaModel {
     createSampler(options.sampling); // the same checks, the same errors
     const { temperature = 1, topK = 0, topP = 1, seed = 0 } = options.sampling;
     if (temperature === 0 || topK === 1) return this.decodeGreedy(prompt, options);
-    this.#checkUsable(prompt.length, "decodeSampled");
+    this.#checkUsable(prompt.length, "decodeSampled"); // before the kernel compiles
     const sampler = await createSampleKernel(this.gpu);
     const uniform = seededRandom(seed);
     const s = this.#state;
@@ -1132,14 +1132,8 @@ export class LlamaModel {
         // The next group needs nothing from the CPU: it is recorded now and submitted the moment
         // the map call returns (in Deno, once the queue has drained), while this group's tokens
         // are on their way.
-        const held = pipelined ? this.gpu.holdSubmissions() : null;
-        let next = 0;
-        try {
-          next = pipelined ? submitGroup(g + 1) : 0;
-        } catch (e) {
-          held?.drop();
-          throw e;
-        }
+        const held = pipelined ? this.gpu.holdSubmissions(() => submitGroup(g + 1)) : null;
+        const next = held?.value ?? 0;
         const mapped = buffer.mapAsync(GPUMapMode.READ, 0, count * 4);
         if (held) {
           const t0 = performance.now();

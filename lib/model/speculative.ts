@@ -733,14 +733,8 @@ async function groupedRounds(
       const bytes = firstRead ? group.rounds * slotWords * 4 : buffer.size;
       // The next group needs nothing from the CPU: it is recorded now and submitted the moment
       // the map call returns (in Deno, once the queue has drained), as decodeGreedy does.
-      const held = gpu.holdSubmissions();
-      let next: Group | null;
-      try {
-        next = submitGroup();
-      } catch (e) {
-        held.drop();
-        throw e;
-      }
+      const held = gpu.holdSubmissions(submitGroup);
+      const next = held.value;
       const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
       const t0 = performance.now();
       held.submit(); // the held rounds' encoding happens here

@@ -138,17 +138,20 @@ Deno.test("held submissions run in order when released, each with its own parame
     first.submit();
     // held: a += b over the first half, then b := a, then a += b over the first quarter; the
     // same batch object records all three, so each must keep its own parameters
-    const held = gpu.holdSubmissions();
-    assert(gpu.holdingSubmissions);
-    assertThrows(() => gpu.holdSubmissions(), /already held/);
     // every dispatch covers the whole row: only its `n` parameter limits it
     const addUpTo = (batch: CommandBatch, count: number) =>
       batch.dispatch(kernel, [ta, tb], grid(n / 256), params().u32(count).build());
     const batch = new CommandBatch(gpu);
-    addUpTo(batch, n / 2).submit();
-    batch.copy(ta, 0, tb, 0, n * 4).submit();
-    addUpTo(batch, n / 4).submit();
-    await assertRejects(() => new CommandBatch(gpu).submitTimed(), /holding submissions/);
+    const held = gpu.holdSubmissions(() => {
+      assert(gpu.holdingSubmissions);
+      assertThrows(() => gpu.holdSubmissions(() => 0), /already held/);
+      addUpTo(batch, n / 2).submit();
+      batch.copy(ta, 0, tb, 0, n * 4).submit();
+      addUpTo(batch, n / 4).submit();
+      return new CommandBatch(gpu).submitTimed();
+    });
+    await assertRejects(() => held.value, /holding submissions/);
+    assert(gpu.holdingSubmissions, "held until submitted");
     addUpTo(batch, n); // recorded, not submitted: its parameters overwrite the batch's
     const mapped = staging.mapAsync(GPUMapMode.READ);
     held.submit();
@@ -163,10 +166,13 @@ Deno.test("held submissions run in order when released, each with its own parame
     for (let i = 0; i < n; i += 255) {
       assertEquals(a[i], i < n / 4 ? 4 : i < n / 2 ? 2 : 1, `a[${i}]`);
     }
-    // dropped: nothing is submitted
-    const dropped = gpu.holdSubmissions();
-    batch.submit();
-    dropped.drop();
+    // a recording that throws: nothing is submitted, and the hold ends
+    assertThrows(() =>
+      gpu.holdSubmissions(() => {
+        batch.submit();
+        throw new Error("recording failed");
+      }), /recording failed/);
+    assert(!gpu.holdingSubmissions);
     assertEquals((await gpu.readF32(ta))[n - 1], 1);
     ta.destroy();
     tb.destroy();
