@@ -44,14 +44,32 @@ const OUTER_M: u32 = 64u;
 const OUTER_M: u32 = 128u;
 #endif
 const OUTER_N: u32 = 128u;
+// One load slice spans 16 of K; a tile holds OUTER_SLICES of them (OUTER_K32: two, so a K step
+// of 32 and half the barriers per multiply-add).
 const OUTER_K: u32 = 16u;
+#if OUTER_K32
+const OUTER_SLICES: u32 = 2u;
+#else
+const OUTER_SLICES: u32 = 1u;
+#endif
+const OUTER_KT: u32 = OUTER_K * OUTER_SLICES;
+// OUTER_DB: two tiles, the next K step stored into one while the other is read, so one barrier
+// per step instead of two.
+#if OUTER_DB
+const OUTER_BUFS: u32 = 2u;
+#else
+const OUTER_BUFS: u32 = 1u;
+#endif
 const OUTER_THREADS: u32 = 256u;
-// x values each thread loads per K step (8 at OUTER_M 128, 4 at 64), from consecutive k.
+// x values each thread loads per slice (8 at OUTER_M 128, 4 at 64), from consecutive k.
 const OUTER_XPT: u32 = OUTER_M * OUTER_K / OUTER_THREADS;
+const OUTER_GX: u32 = OUTER_KT * OUTER_M / 4u;
+const OUTER_GW: u32 = OUTER_KT * OUTER_N / 4u;
 
-// K-major tiles: element (k, m) of x is gx[k · OUTER_M / 4 + m / 4][m % 4].
-var<workgroup> gx: array<vec4<f32>, OUTER_K * OUTER_M / 4u>;
-var<workgroup> gw: array<vec4<f32>, OUTER_K * OUTER_N / 4u>;
+// K-major tiles: element (k, m) of x is gx[k · OUTER_M / 4 + m / 4][m % 4] (plus OUTER_GX in the
+// second buffer).
+var<workgroup> gx: array<vec4<f32>, OUTER_GX * OUTER_BUFS>;
+var<workgroup> gw: array<vec4<f32>, OUTER_GW * OUTER_BUFS>;
 
 #if !ANYK
 // x[m, k .. k + 3] (K % 8 == 0, so a vec4 never straddles K), zeros past K.
@@ -89,21 +107,46 @@ fn outer_load(m0: u32, n0: u32, k0: u32, lid: u32) -> OuterLoad {
 
 // Writes a thread's loaded slice into the tiles, transposed (consecutive threads own consecutive
 // rows or features, so each store instruction of a warp hits 32 different banks).
-fn outer_store(l: OuterLoad, lid: u32) {
+// `ox` and `ow` place the slice: its K offset within the tile and the buffer.
+fn outer_store(l: OuterLoad, lid: u32, ox: u32, ow: u32) {
   let xm = lid % OUTER_M;
   let xk = (lid / OUTER_M) * OUTER_XPT;
   for (var j = 0u; j < 4u; j++) {
-    gx[(xk + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x0[j];
+    gx[ox + (xk + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x0[j];
 #if !OUTER_M64
-    gx[(xk + 4u + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x1[j];
+    gx[ox + (xk + 4u + j) * (OUTER_M / 4u) + xm / 4u][xm % 4u] = l.x1[j];
 #endif
   }
   let wn = lid % OUTER_N;
   let wk = (lid / OUTER_N) * 8u;
   for (var j = 0u; j < 4u; j++) {
-    gw[(wk + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.lo[j];
-    gw[(wk + 4u + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.hi[j];
+    gw[ow + (wk + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.lo[j];
+    gw[ow + (wk + 4u + j) * (OUTER_N / 4u) + wn / 4u][wn % 4u] = l.w.hi[j];
   }
+}
+
+// A tile's slices, loaded (one or two: OUTER_K32).
+struct OuterTile {
+  s0: OuterLoad,
+#if OUTER_K32
+  s1: OuterLoad,
+#endif
+}
+
+fn outer_load_tile(m0: u32, n0: u32, k0: u32, lid: u32) -> OuterTile {
+  var t: OuterTile;
+  t.s0 = outer_load(m0, n0, k0, lid);
+#if OUTER_K32
+  t.s1 = outer_load(m0, n0, k0 + OUTER_K, lid);
+#endif
+  return t;
+}
+
+fn outer_store_tile(t: OuterTile, lid: u32, buf: u32) {
+  outer_store(t.s0, lid, buf * OUTER_GX, buf * OUTER_GW);
+#if OUTER_K32
+  outer_store(t.s1, lid, buf * OUTER_GX + OUTER_K * OUTER_M / 4u, buf * OUTER_GW + OUTER_K * OUTER_N / 4u);
+#endif
 }
 
 // Four outputs (m, n .. n + 3), the ones past the product left out.
@@ -158,17 +201,29 @@ fn gemm_outer(
   var c7b = vec4<f32>(0.0);
 #endif
 
-  var next = outer_load(m0, n0, 0u, lid);
-  for (var k0 = 0u; k0 < p.k; k0 += OUTER_K) {
-    outer_store(next, lid);
+  var next = outer_load_tile(m0, n0, 0u, lid);
+#if OUTER_DB
+  outer_store_tile(next, lid, 0u);
+  workgroupBarrier();
+  var buf = 0u;
+#endif
+  for (var k0 = 0u; k0 < p.k; k0 += OUTER_KT) {
+#if OUTER_DB
+    let bx = buf * OUTER_GX;
+    let bw = buf * OUTER_GW;
+#else
+    outer_store_tile(next, lid, 0u);
     workgroupBarrier();
-    if (k0 + OUTER_K < p.k) {
-      next = outer_load(m0, n0, k0 + OUTER_K, lid);
+    let bx = 0u;
+    let bw = 0u;
+#endif
+    if (k0 + OUTER_KT < p.k) {
+      next = outer_load_tile(m0, n0, k0 + OUTER_KT, lid);
     }
-    for (var kk = 0u; kk < OUTER_K; kk++) {
-      let a0 = gx[kk * (OUTER_M / 4u) + ty];
-      let b0 = gw[kk * (OUTER_N / 4u) + tx];
-      let b1 = gw[kk * (OUTER_N / 4u) + 16u + tx];
+    for (var kk = 0u; kk < OUTER_KT; kk++) {
+      let a0 = gx[bx + kk * (OUTER_M / 4u) + ty];
+      let b0 = gw[bw + kk * (OUTER_N / 4u) + tx];
+      let b1 = gw[bw + kk * (OUTER_N / 4u) + 16u + tx];
       c0a = fma(vec4<f32>(a0.x), b0, c0a);
       c0b = fma(vec4<f32>(a0.x), b1, c0b);
       c1a = fma(vec4<f32>(a0.y), b0, c1a);
@@ -178,7 +233,7 @@ fn gemm_outer(
       c3a = fma(vec4<f32>(a0.w), b0, c3a);
       c3b = fma(vec4<f32>(a0.w), b1, c3b);
 #if !OUTER_M64
-      let a1 = gx[kk * (OUTER_M / 4u) + 16u + ty];
+      let a1 = gx[bx + kk * (OUTER_M / 4u) + 16u + ty];
       c4a = fma(vec4<f32>(a1.x), b0, c4a);
       c4b = fma(vec4<f32>(a1.x), b1, c4b);
       c5a = fma(vec4<f32>(a1.y), b0, c5a);
@@ -189,6 +244,14 @@ fn gemm_outer(
       c7b = fma(vec4<f32>(a1.w), b1, c7b);
 #endif
     }
+#if OUTER_DB
+    // The other buffer was last read in the step before this one, which every thread finished
+    // before the last barrier.
+    buf = 1u - buf;
+    if (k0 + OUTER_KT < p.k) {
+      outer_store_tile(next, lid, buf);
+    }
+#endif
     workgroupBarrier();
   }
 

@@ -233,6 +233,10 @@ export interface Fp16Tuning {
    * arithmetic): 128 (default) or 64.
    */
   gemmOuterRows?: 64 | 128;
+  /** `gemm_outer` with K steps of 32 instead of 16: half the barriers, twice the tile. */
+  gemmOuterK32?: boolean;
+  /** `gemm_outer` with two tiles, one filled while the other is read: one barrier a step. */
+  gemmOuterDoubleBuffer?: boolean;
   /**
    * A stack of two layers of equal width (gate/up) offers SwiGLU in its GEMV's epilogue
    * ({@linkcode Fp16LinearStack.fusesSwigluOut}; default true).
@@ -242,6 +246,41 @@ export interface Fp16Tuning {
 
 /** Output features per workgroup of `gemm_outer` (kernels/common/gemm_outer.wgsl's OUTER_N). */
 export const GEMM_OUTER_FEATURES = 128;
+
+/** The tile options of `gemm_outer` that every format offers. */
+export type GemmOuterTuning = Pick<
+  Fp16Tuning,
+  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer"
+>;
+
+/**
+ * The defines that shape `gemm_outer` (kernels/common/gemm_outer.wgsl), checked against the
+ * adapter's workgroup storage, with `ANYK` where K % 8 != 0.
+ */
+export function gemmOuterDefines(
+  gpu: Gpu,
+  label: string,
+  k: number,
+  t: GemmOuterTuning,
+): string[] {
+  const rows = t.gemmOuterRows ?? 128;
+  const steps = t.gemmOuterK32 ? 32 : 16;
+  const bufs = t.gemmOuterDoubleBuffer ? 2 : 1;
+  const bytes = steps * (rows + GEMM_OUTER_FEATURES) * 4 * bufs;
+  if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new RangeError(
+      `${label}: gemm_outer tiles of ${rows} rows, K step ${steps}, ${bufs} buffer(s) need ` +
+        `${bytes} bytes of workgroup storage; this adapter offers ` +
+        `${gpu.limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  return [
+    ...(rows === 64 ? ["OUTER_M64"] : []),
+    ...(t.gemmOuterK32 ? ["OUTER_K32"] : []),
+    ...(t.gemmOuterDoubleBuffer ? ["OUTER_DB"] : []),
+    ...(k % 8 ? ["ANYK"] : []),
+  ];
+}
 
 /** Options for {@linkcode Fp16Linear.create}. */
 export interface Fp16LinearOptions {
@@ -392,11 +431,7 @@ export class Fp16Linear implements Linear {
         gpu.kernel({
           file: "matmul_f16",
           entry: "gemm_outer",
-          defines: [
-            ...(f16 ? ["F16"] : []),
-            ...(outerRows === 64 ? ["OUTER_M64"] : []),
-            ...(k % 8 ? ["ANYK"] : []),
-          ],
+          defines: [...(f16 ? ["F16"] : []), ...gemmOuterDefines(gpu, label, k, t)],
         }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;

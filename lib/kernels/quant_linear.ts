@@ -48,6 +48,7 @@ import {
   defaultRowsFeatures,
   Fp16Linear,
   GEMM_OUTER_FEATURES,
+  gemmOuterDefines,
   type Int8Input,
   type Linear,
   type LinearEncodeOptions,
@@ -153,6 +154,10 @@ export interface QuantTuning {
    * per thread, f32 arithmetic): 128 (default) or 64.
    */
   gemmOuterRows?: 64 | 128;
+  /** 4-bit and Q8_0: `gemm_outer` with K steps of 32 ({@linkcode Fp16Tuning.gemmOuterK32}). */
+  gemmOuterK32?: boolean;
+  /** 4-bit and Q8_0: `gemm_outer` with two tiles ({@linkcode Fp16Tuning.gemmOuterDoubleBuffer}). */
+  gemmOuterDoubleBuffer?: boolean;
 }
 
 /**
@@ -744,7 +749,7 @@ export class QuantLinear implements Linear {
 
       const useKept = kept !== null && opts.outlierWeights === "fp16";
       const build: BuildOptions = { format, family, f16, k, useKept, tuning: t };
-      const { kernels, shape } = await buildKernels(gpu, build, n, []);
+      const { kernels, shape } = await buildKernels(gpu, label, build, n, []);
       return new QuantLinear(gpu, shared, {
         format,
         n,
@@ -904,7 +909,7 @@ export class QuantLinear implements Linear {
         layers.length === 3 ? layers[0].outFeatures + layers[1].outFeatures : total,
       ];
       const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
-      const { kernels, shape } = await buildKernels(gpu, a.#build, total, route);
+      const { kernels, shape } = await buildKernels(gpu, label, a.#build, total, route);
       const whole = new QuantLinear(gpu, shared, {
         format: a.format,
         n: total,
@@ -1560,6 +1565,7 @@ function checkTuning(
  */
 async function buildKernels(
   gpu: Gpu,
+  label: string,
   b: BuildOptions,
   n: number,
   route: string[],
@@ -1612,6 +1618,7 @@ async function buildKernels(
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
     outerRows,
+    outerDefines: outerRows ? gemmOuterDefines(gpu, label, k, t) : [],
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const multiRows = (rowsWg / rowsTpr) * fpt;
@@ -1662,17 +1669,15 @@ async function compileKernels(
     gemm: Record<string, number>;
     /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
     outerRows: number;
+    /** gemm_outer's defines ({@linkcode gemmOuterDefines}). */
+    outerDefines: string[];
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
   // The prefill product: gemm_outer for the 4-bit formats and Q8_0, the integer gemm for int8.
   const gemmSpec = (file: string, defines: string[]) =>
     o.outerRows
-      ? spec(file, "gemm_outer", [
-        ...defines,
-        ...(o.outerRows === 64 ? ["OUTER_M64"] : []),
-        ...(o.k % 8 ? ["ANYK"] : []),
-      ])
+      ? spec(file, "gemm_outer", [...defines, ...o.outerDefines])
       : spec(file, "gemm", defines, o.gemm);
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),

@@ -95,7 +95,8 @@ const SHAPES = [
 function suite(f16: boolean): void {
   const tag = f16 ? "f16 arithmetic" : "f32 arithmetic";
   Deno.test({
-    name: `Fp16Linear (${tag}) GEMMs: gemm_outer at f32 tolerance, both tile heights`,
+    name:
+      `Fp16Linear (${tag}) GEMMs: gemm_outer at f32 tolerance, both tile heights, K steps, buffers`,
     ignore: f16 && !hasF16,
     fn: () =>
       withGpu({ f16 }, async (gpu) => {
@@ -107,9 +108,15 @@ function suite(f16: boolean): void {
           { rows: 64, n: 128, k: 16 },
         ];
         let worst = 0;
+        // K steps of 32 meet K = 16 and 48 (a half step, zeros past K); two buffers meet one,
+        // two and three steps.
         const tunings: Fp16Tuning[] = [
           { gemmOuterRows: 128 },
           { gemmOuterRows: 64 },
+          { gemmOuterK32: true },
+          { gemmOuterDoubleBuffer: true },
+          { gemmOuterRows: 64, gemmOuterK32: true },
+          { gemmOuterRows: 64, gemmOuterDoubleBuffer: true },
         ];
         for (const tuning of tunings) {
           for (const [i, s] of shapes.entries()) {
@@ -180,6 +187,27 @@ Deno.test("Fp16Linear rejects odd K, wrong sizes and f16 without shader-f16", as
       }),
       /shader-f16/,
     );
+    // Two 32-deep tiles of 128 rows and 128 features take 64 KiB of workgroup storage.
+    const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+    if (limit < 65536) {
+      const w = new Uint16Array(16 * 16);
+      await assertRejects(
+        Fp16Linear.create(gpu, {
+          label: "tiles",
+          weight: w,
+          outFeatures: 16,
+          inFeatures: 16,
+          tuning: { gemmOuterK32: true, gemmOuterDoubleBuffer: true },
+        }),
+        RangeError,
+        `tiles: gemm_outer tiles of 128 rows, K step 32, 2 buffer(s) need 65536 bytes of ` +
+          `workgroup storage; this adapter offers ${limit}`,
+      );
+    } else {
+      console.log(
+        `  this adapter offers ${limit} bytes of workgroup storage: the tile limit is not met`,
+      );
+    }
   });
 });
 

@@ -199,6 +199,8 @@ const CASES: Record<string, Case[]> = {
     // rows; the 64-row tiles (K % 8 != 0 above: weight by weight)
     { rows: 130, n: 132, k: 48, options: { blocksize: 64 } },
     { rows: 70, n: 40, k: 96, tuning: { gemmOuterRows: 64 } },
+    { rows: 130, n: 132, k: 48, tuning: { gemmOuterK32: true } },
+    { rows: 70, n: 132, k: 96, tuning: { gemmOuterDoubleBuffer: true } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -206,6 +208,8 @@ const CASES: Record<string, Case[]> = {
     { rows: 33, n: 70, k: 160 },
     { rows: 130, n: 131, k: 64 },
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterRows: 64 } },
+    { rows: 130, n: 67, k: 96, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
+    { rows: 70, n: 67, k: 160, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
   ],
 };
 
