@@ -7,26 +7,41 @@ const n = Number(Deno.args[0] ?? 32000);
 const gpu = await requestGpu();
 const sampler = await createSampleKernel(gpu);
 const argmax = await createArgmax(gpu);
-const logits = new Float32Array(n).map(() => Math.random() * 10);
-const tl = gpu.tensor({ label: "l", category: "activations", data: logits });
+const flat = new Float32Array(n).map(() => Math.random() * 10);
+// A language model's shape: 20 tokens near logit 12 hold ~93% of the mass, the rest a normal
+// tail (σ 2) whose thousands of tokens above (1 - p) / (n - 1) of the mass are candidates for
+// top-p alone, though the nucleus lies in the head.
+const normal = () =>
+  Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+const peaked = new Float32Array(n).map((_, i) => i < 20 ? 12 + 0.3 * normal() : 2 * normal());
+const tl = gpu.tensor({ label: "l", category: "activations", byteSize: n * 4 });
 const next = gpu.tensor({ label: "n", category: "activations", byteSize: 16 });
 for (
-  const [name, enc] of [
-    ["argmax", (b: CommandBatch) => argmax.encode(b, tl, next, 1, n)],
+  const [name, enc, logits] of [
+    ["argmax", (b: CommandBatch) => argmax.encode(b, tl, next, 1, n), flat],
     [
       "sample k40 p0.95",
       (b: CommandBatch) =>
         sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 40, topP: 0.95 }, 0.3),
+      flat,
     ],
     [
       "sample p0.9",
       (b: CommandBatch) =>
         sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 0.9 }, 0.3),
+      flat,
+    ],
+    [
+      "sample p0.9, peaked row",
+      (b: CommandBatch) =>
+        sampler.encode(b, tl, next, n, { temperature: 1, topK: 0, topP: 0.9 }, 0.3),
+      peaked,
     ],
     [
       "sample no cut",
       (b: CommandBatch) =>
         sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 1 }, 0.3),
+      flat,
     ],
   ] as const
 ) {

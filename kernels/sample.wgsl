@@ -8,7 +8,10 @@
 // One workgroup. The weights exp((l - max) / temperature) lie in [0, 1] and order like their f32
 // bits, so each cut is a search on the bits: top-k a radix select, top-p a search with three
 // thresholds a round (a fixed 16 rounds: barriers stay in uniform control flow). Up to CAP
-// candidates are gathered into workgroup memory first. The weights overwrite the row: the logits
+// candidates are gathered into workgroup memory first; with top-p alone and more of them, the
+// first rounds run over the row, counting, until the tokens at or above the search's lower bound
+// fit, and those are gathered then (a peaked row of 32,000: 4.5 -> 1.0 ms on lavapipe,
+// bench/sample_time.ts). The weights overwrite the row: the logits
 // are not needed after. Each thread owns a contiguous range of indices, so walking the ranges in
 // thread order is index order. A row holding a NaN or an infinity gives 0xffffffff, as
 // argmax.wgsl does.
@@ -141,6 +144,26 @@ fn sum_before(lid: u32, v: f32) -> f32 {
   return r;
 }
 
+// The three thresholds of a round of top-p's search, a quarter of [lo, hi) apart.
+fn search_mids(lo: u32, hi: u32) -> vec3<u32> {
+  let step = (hi - lo + 3u) / 4u;
+  return vec3<u32>(min(lo + step, hi), min(lo + 2u * step, hi), min(lo + 3u * step, hi));
+}
+
+// [lo, hi) after a round: the highest threshold whose mass reaches the goal, and the next one.
+fn search_narrow(lo: u32, hi: u32, mid: vec3<u32>, reach: vec3<bool>) -> vec2<u32> {
+  if (reach.z) {
+    return vec2<u32>(mid.z, hi);
+  }
+  if (reach.y) {
+    return vec2<u32>(mid.y, mid.z);
+  }
+  if (reach.x) {
+    return vec2<u32>(mid.x, mid.y);
+  }
+  return vec2<u32>(lo, mid.x);
+}
+
 @compute @workgroup_size(WG)
 fn sample(@builtin(local_invocation_index) lid: u32) {
   let base = p.row * p.n;
@@ -243,7 +266,7 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     gathered_count = gathered;
   }
   let candidates = workgroupUniformLoad(&gathered_count);
-  let compact = (cut_k || cut_p_only) && candidates <= CAP;
+  var compact = (cut_k || cut_p_only) && candidates <= CAP;
   var vs = start;
   var ve = end;
   if (compact) {
@@ -266,6 +289,7 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     quota_k = NONE;
     tie_k0 = 0u;
   }
+  let watch = cut_p_only && !compact;
 
   // top-p: of the top-k, the largest bits tp whose weights at or above it reach top_p of the
   // whole mass (none: all of the top-k); those above are kept, and of those equal to it, as
@@ -278,9 +302,67 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     // does not
     var lo = 0u;
     var hi = ONE_BITS + 1u;
-    for (var round = 0u; round < SEARCH_ROUNDS; round++) {
-      let step = (hi - lo + 3u) / 4u;
-      let mid = vec3<u32>(min(lo + step, hi), min(lo + 2u * step, hi), min(lo + 3u * step, hi));
+    var round = 0u;
+    // Top-p alone over more than CAP candidates: the first rounds run over the vocabulary and
+    // also count the tokens at or above each threshold; once those at or above lo fit, they are
+    // gathered (the nucleus lies among them) and the rounds left read the gathered ones.
+    if (watch) {
+      var at_lo = NONE; // the tokens at or above lo (NONE: not counted yet)
+      var fits = NONE;
+      loop {
+        let mid = search_mids(lo, hi);
+        var s = vec3<f32>(0.0);
+        var c = vec3<f32>(0.0); // counts, exact in f32 below 2^24 tokens
+        for (var j = start; j < end; j++) {
+          let v = w[base + j]; // no top-k: every token is a candidate
+          let above = vec3<u32>(bitcast<u32>(v)) >= mid;
+          s += select(vec3<f32>(0.0), vec3<f32>(v), above);
+          c += select(vec3<f32>(0.0), vec3<f32>(1.0), above);
+        }
+        let reach = sum3_all(lid, s) >= vec3<f32>(goal);
+        let counted = sum3_all(lid, c);
+        if (reach.z) {
+          at_lo = u32(counted.z);
+        } else if (reach.y) {
+          at_lo = u32(counted.y);
+        } else if (reach.x) {
+          at_lo = u32(counted.x);
+        }
+        let bounds = search_narrow(lo, hi, mid, reach);
+        lo = bounds.x;
+        hi = bounds.y;
+        round += 1u;
+        // every thread holds the same at_lo; the load makes that known to the compiler
+        if (lid == 0u) {
+          gathered_count = at_lo;
+        }
+        fits = workgroupUniformLoad(&gathered_count);
+        if (fits <= CAP || round == SEARCH_ROUNDS) {
+          break;
+        }
+      }
+      if (fits <= CAP) {
+        var mine_lo = 0u;
+        for (var i = start; i < end; i++) {
+          mine_lo += u32(bitcast<u32>(w[base + i]) >= lo);
+        }
+        var at = count_before(lid, mine_lo);
+        for (var i = start; i < end; i++) {
+          if (bitcast<u32>(w[base + i]) >= lo) {
+            cand_i[at] = i;
+            cand_w[at] = w[base + i];
+            at += 1u;
+          }
+        }
+        workgroupBarrier();
+        let per_c = (fits + WG - 1u) / WG;
+        vs = min(lid * per_c, fits);
+        ve = min(vs + per_c, fits);
+        compact = true;
+      }
+    }
+    for (; round < SEARCH_ROUNDS; round++) {
+      let mid = search_mids(lo, hi);
       var s = vec3<f32>(0.0);
       var t = tie_k0;
       for (var j = vs; j < ve; j++) {
@@ -291,18 +373,9 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
         }
         t += u32(tie);
       }
-      let reach = sum3_all(lid, s) >= vec3<f32>(goal);
-      if (reach.z) {
-        lo = mid.z;
-      } else if (reach.y) {
-        lo = mid.y;
-        hi = mid.z;
-      } else if (reach.x) {
-        lo = mid.x;
-        hi = mid.y;
-      } else {
-        hi = mid.x;
-      }
+      let bounds = search_narrow(lo, hi, mid, sum3_all(lid, s) >= vec3<f32>(goal));
+      lo = bounds.x;
+      hi = bounds.y;
     }
     tp = lo;
     var s = 0.0;

@@ -78,6 +78,10 @@ Deno.test("sample: the GPU draws cpuSample's token for each u (top-k, top-p, tie
           { temperature: 3, topK: 1500, topP: 0.9 },
           { temperature: 2, topK: 5000, topP: 1 },
           { temperature: 6, topK: 0, topP: 0.9 }, // top-p alone, over 1024 candidates left
+          // top-p alone, over 1024 candidates at first, a nucleus of ~700 and ~320: gathered
+          // part way through the search
+          { temperature: 4, topK: 0, topP: 0.9 },
+          { temperature: 6, topK: 0, topP: 0.5 },
         ]
         : SETTINGS;
       for (const settings of cases) {
