@@ -255,23 +255,25 @@ export type GemmOuterTuning = Pick<
 
 /**
  * The defines that shape `gemm_outer` (kernels/common/gemm_outer.wgsl), checked against the
- * adapter's workgroup storage, with `ANYK` where K % 8 != 0.
+ * adapter's workgroup storage (the tiles and `ownBytes`, what the including kernel keeps there:
+ * a 4-bit code table), with `ANYK` where K % 8 != 0.
  */
 export function gemmOuterDefines(
   gpu: Gpu,
   label: string,
   k: number,
   t: GemmOuterTuning,
+  ownBytes = 0,
 ): string[] {
   const rows = t.gemmOuterRows ?? 128;
   const steps = t.gemmOuterK32 ? 32 : 16;
   const bufs = t.gemmOuterDoubleBuffer ? 2 : 1;
-  const bytes = steps * (rows + GEMM_OUTER_FEATURES) * 4 * bufs;
+  const bytes = steps * (rows + GEMM_OUTER_FEATURES) * 4 * bufs + ownBytes;
   if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new RangeError(
-      `${label}: gemm_outer tiles of ${rows} rows, K step ${steps}, ${bufs} buffer(s) need ` +
-        `${bytes} bytes of workgroup storage; this adapter offers ` +
-        `${gpu.limits.maxComputeWorkgroupStorageSize}`,
+      `${label}: gemm_outer tiles of ${rows} rows, K step ${steps}, ${bufs} buffer(s)` +
+        (ownBytes ? ` and ${ownBytes} bytes of its own` : "") + ` need ${bytes} bytes of ` +
+        `workgroup storage; this adapter offers ${gpu.limits.maxComputeWorkgroupStorageSize}`,
     );
   }
   return [

@@ -1618,7 +1618,8 @@ async function buildKernels(
     rowsPrefetch: t.gemvRowsPrefetch ?? true,
     gemm: { TILE_M: tileM, TILE_N: tileN },
     outerRows,
-    outerDefines: outerRows ? gemmOuterDefines(gpu, label, k, t) : [],
+    // the 4-bit kernels keep their 16-value code table in workgroup memory too
+    outerDefines: outerRows ? gemmOuterDefines(gpu, label, k, t, family === "4bit" ? 64 : 0) : [],
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const multiRows = (rowsWg / rowsTpr) * fpt;

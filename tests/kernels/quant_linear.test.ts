@@ -199,8 +199,9 @@ const CASES: Record<string, Case[]> = {
     // rows; the 64-row tiles (K % 8 != 0 above: weight by weight)
     { rows: 130, n: 132, k: 48, options: { blocksize: 64 } },
     { rows: 70, n: 40, k: 96, tuning: { gemmOuterRows: 64 } },
-    { rows: 130, n: 132, k: 48, tuning: { gemmOuterK32: true } },
-    { rows: 70, n: 132, k: 96, tuning: { gemmOuterDoubleBuffer: true } },
+    // K steps of 32, two buffers (64 rows: at 128 the tiles and the code table pass 32 KiB)
+    { rows: 130, n: 132, k: 48, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
+    { rows: 70, n: 132, k: 96, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -545,6 +546,24 @@ Deno.test("QuantLinear rejects fp16 weights, f16 without shader-f16, bad thresho
       }),
       /threshold/,
     );
+    // the tiles of 128 rows with K steps of 32, and the 4-bit code table on top
+    const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+    if (limit < 32768 + 64) {
+      await assertRejects(
+        QuantLinear.create(gpu, {
+          label: "tiles",
+          weight: quantize("nf4", w, 2, 32),
+          tuning: { gemmOuterK32: true },
+        }),
+        RangeError,
+        `tiles: gemm_outer tiles of 128 rows, K step 32, 1 buffer(s) and 64 bytes of its own ` +
+          `need 32832 bytes of workgroup storage; this adapter offers ${limit}`,
+      );
+    } else {
+      console.log(
+        `  this adapter offers ${limit} bytes of workgroup storage: the tile limit is not met`,
+      );
+    }
     const lin = await QuantLinear.create(gpu, { label: "nf4", weight: quantize("nf4", w, 2, 32) });
     assert(lin.format === "nf4");
     assertThrows(() => lin.setThreshold(3), /no outlier decomposition/);
