@@ -26,9 +26,25 @@ struct Params {
   u: f32,
 }
 
+#if CHOOSE
+// `choose`: speculative sampling's accept/reject step for k rows at once (below).
+struct ChooseParams {
+  n: u32,
+  k: u32,
+  // row i: x the acceptance's uniform, y the residual draw's
+  us: array<vec4<f32>, 8>,
+}
+
+@group(0) @binding(0) var<uniform> c: ChooseParams;
+@group(0) @binding(1) var<storage, read> pw: array<f32>; // the target's kept distributions
+@group(0) @binding(2) var<storage, read> qw: array<f32>; // the draft's, one row per proposal
+@group(0) @binding(3) var<storage, read> ids: array<u32>; // [last, d_1 .. d_k]
+@group(0) @binding(4) var<storage, read_write> best: array<u32>;
+#else
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> next: array<u32>;
+#endif
 
 override WG: u32 = 256u; // a power of two
 
@@ -50,6 +66,7 @@ const CAP: u32 = 1024u; // the most candidates gathered into workgroup memory
 var<workgroup> cand_i: array<u32, CAP>;
 var<workgroup> cand_w: array<f32, CAP>;
 
+#if !CHOOSE
 // Element j of what is walked: the gathered candidates, or the row itself.
 fn weight_at(base: u32, j: u32, compact: bool) -> f32 {
   if (compact) {
@@ -64,6 +81,7 @@ fn index_at(j: u32, compact: bool) -> u32 {
   }
   return j;
 }
+#endif
 
 fn max_all(lid: u32, v: f32) -> f32 {
   red_f[lid].x = v;
@@ -164,9 +182,14 @@ fn search_narrow(lo: u32, hi: u32, mid: vec3<u32>, reach: vec3<bool>) -> vec2<u3
   return vec2<u32>(lo, mid.x);
 }
 
+#if !CHOOSE
 @compute @workgroup_size(WG)
-fn sample(@builtin(local_invocation_index) lid: u32) {
-  let base = p.row * p.n;
+fn sample(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
+  // one workgroup a row: rows p.row + wid.x, their tokens into words p.out + wid.x
+  let base = (p.row + wid.x) * p.n;
   let per = (p.n + WG - 1u) / WG;
   let start = min(lid * per, p.n);
   let end = min(start + per, p.n);
@@ -422,7 +445,9 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     }
   }
   let before = sum_before(lid, kept);
-  let r = p.u * sum_all(lid, kept);
+  let kept_mass = sum_all(lid, kept);
+  let inv_kept = 1.0 / kept_mass;
+  let r = p.u * kept_mass;
   {
     var t = tie_k0;
     var q = tie_p0;
@@ -448,6 +473,92 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     let picked = atomicLoad(&first_pick);
     // none passed r (rounding at the very end): the last kept token, as createSampler falls back
     let token = select(atomicLoad(&last_kept) - 1u, NONE - picked, picked != 0u);
-    next[p.out] = select(token, NONE, atomicLoad(&nonfinite) != 0u);
+    next[p.out + wid.x] = select(token, NONE, atomicLoad(&nonfinite) != 0u);
+  }
+#if FILTER
+  // The row becomes the kept distribution: each kept token's weight over the kept mass, every
+  // other token 0 (what speculative sampling's acceptance reads, `choose` below).
+  if (compact) {
+    for (var i = start; i < end; i++) {
+      w[base + i] = 0.0;
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }
+  {
+    var t = tie_k0;
+    var q = tie_p0;
+    for (var j = vs; j < ve; j++) {
+      let v = weight_at(base, j, compact);
+      let b = bitcast<u32>(v);
+      let in_k = b > tk || (b == tk && t < quota_k);
+      let in_p = in_k && (b > tp || (b == tp && q < quota_p));
+      t += u32(b == tk);
+      q += u32(in_k && b == tp);
+      if (in_p) {
+        w[base + index_at(j, compact)] = v * inv_kept;
+      } else if (!compact) {
+        w[base + j] = 0.0;
+      }
+    }
+  }
+#endif
+}
+#endif
+
+#if CHOOSE
+// Speculative sampling's step for proposal d_{i+1} (workgroup i of k), from the kept
+// distributions p_i (the target's row i, `FILTER`ed) and q_i (the draft's, from which d_{i+1} was
+// drawn): keeps it with probability min(1, p(d) / q(d)), as u_x · q(d) < p(d); otherwise draws
+// from max(0, p - q) (p where that has no mass: rounding), walked in index order with u_y, as
+// lib/model/speculative.ts's acceptOrResample does. The choice goes to best[i], so that the
+// greedy acceptance kernel (speculative.wgsl) keeps d_{i+1} while it equals best[i] and takes
+// best[kept] next: a rejected d is never drawn again (its residual is 0), and best[k] is the
+// target's own draw after the last proposal. A row the filter flagged (best[i] = 0xffffffff:
+// NaN or an infinity) stays flagged.
+@compute @workgroup_size(WG)
+fn choose(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
+  let i = wid.x;
+  let base = i * c.n;
+  let per = (c.n + WG - 1u) / WG;
+  let start = min(lid * per, c.n);
+  let end = min(start + per, c.n);
+  var own = vec2<f32>(0.0); // residual, p
+  for (var j = start; j < end; j++) {
+    let pj = pw[base + j];
+    own += vec2<f32>(max(0.0, pj - qw[base + j]), pj);
+  }
+  let mass = sum3_all(lid, vec3<f32>(own, 0.0)).xy;
+  let use_p = !(mass.x > 0.0);
+  let mine = select(own.x, own.y, use_p);
+  let before = sum_before(lid, mine);
+  let u = c.us[i];
+  let r = u.y * select(mass.x, mass.y, use_p);
+  var acc = before;
+  for (var j = start; j < end; j++) {
+    let pj = pw[base + j];
+    let v = select(max(0.0, pj - qw[base + j]), pj, use_p);
+    if (v > 0.0) {
+      acc += v;
+      atomicMax(&last_kept, j + 1u);
+      if (acc > r) {
+        atomicMax(&first_pick, NONE - j);
+        break;
+      }
+    }
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
+    let picked = atomicLoad(&first_pick);
+    let drawn = select(atomicLoad(&last_kept) - 1u, NONE - picked, picked != 0u);
+    let d = ids[1u + i];
+    let inside = d < c.n;
+    let at = base + select(0u, d, inside);
+    let keep = inside && u.x * qw[at] < pw[at];
+    best[i] = select(select(drawn, d, keep), NONE, best[i] == NONE);
   }
 }
+#endif

@@ -1,7 +1,14 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { CommandBatch } from "../../lib/gpu/batch.ts";
 import { ARGMAX_NONFINITE } from "../../lib/kernels/argmax.ts";
-import { cpuSample, createSampleKernel, type SampleSettings } from "../../lib/kernels/sample.ts";
+import {
+  cpuChoose,
+  cpuKeptDistribution,
+  cpuSample,
+  createChooseKernel,
+  createSampleKernel,
+  type SampleSettings,
+} from "../../lib/kernels/sample.ts";
 import { seededRandom } from "../../lib/model/sampling.ts";
 import { f32Tensor, withGpu } from "./_gpu.ts";
 
@@ -138,4 +145,107 @@ Deno.test("sample: a row holding NaN or an infinity gives the argmax kernel's fl
       assertEquals(got, ARGMAX_NONFINITE);
       assertEquals(cpuSample(logits, settings, 0.5).token, ARGMAX_NONFINITE);
     }
+  }));
+
+Deno.test("sample with filter: each row becomes its kept distribution, rows at once, the same draws", () =>
+  withGpu({}, async (gpu) => {
+    const sampler = await createSampleKernel(gpu, { filter: true });
+    const n = 3000; // past the gather's 1,024 candidates with top-p alone at T 4
+    const cases: SampleSettings[] = [
+      { temperature: 1, topK: 0, topP: 1 },
+      { temperature: 0.8, topK: 40, topP: 0.95 },
+      { temperature: 4, topK: 0, topP: 0.9 },
+      { temperature: 1, topK: 0, topP: 0.5 },
+      // rows walked whole (more than 1,024 kept): the cut tokens zeroed in place
+      { temperature: 3, topK: 1500, topP: 1 },
+      { temperature: 30, topK: 0, topP: 0.9 },
+    ];
+    for (const settings of cases) {
+      const rows = [gridLogits(n, 1), gridLogits(n, 2, true), gridLogits(n, 3)];
+      const all = new Float32Array(n * 4); // row 0 is left alone: the dispatch starts at row 1
+      rows.forEach((r, i) => all.set(r, (i + 1) * n));
+      const tl = f32Tensor(gpu, "logits", all);
+      const next = gpu.tensor({ label: "next", category: "activations", byteSize: 16 });
+      const batch = new CommandBatch(gpu);
+      sampler.encode(batch, tl, next, n, settings, 0.37, { row: 1, out: 1, rows: 3 });
+      batch.submit();
+      const probs = await gpu.readF32(tl);
+      const tokens = await gpu.readU32(next);
+      tl.destroy();
+      next.destroy();
+      assertEquals([...probs.subarray(0, n)], [...all.subarray(0, n)]);
+      rows.forEach((logits, i) => {
+        const want = cpuKeptDistribution(logits, settings);
+        const got = probs.subarray((i + 1) * n, (i + 2) * n);
+        for (let j = 0; j < n; j++) {
+          assert(
+            Math.abs(got[j] - want[j]) <= 2e-6 * Math.max(want[j], 1e-3) + 1e-9,
+            `${JSON.stringify(settings)} row ${i} token ${j}: ${got[j]} against ${want[j]}`,
+          );
+        }
+        const draw = cpuSample(logits, settings, 0.37);
+        if (draw.margin >= 1e-5) assertEquals(tokens[i + 1], draw.token);
+      });
+    }
+  }));
+
+Deno.test("choose: keeps or redraws each proposal as cpuChoose does (speculative sampling's step)", () =>
+  withGpu({}, async (gpu) => {
+    const choose = await createChooseKernel(gpu);
+    const n = 700;
+    const rng = seededRandom(11);
+    let kept = 0;
+    let redrawn = 0;
+    for (let trial = 0; trial < 6; trial++) {
+      const k = 1 + (trial % 7);
+      const settings = { temperature: 1 + trial / 3, topK: trial % 2 ? 50 : 0, topP: 0.9 };
+      const p: Float64Array[] = [];
+      const q: Float64Array[] = [];
+      const ids = new Uint32Array(k + 1);
+      const us: [number, number][] = [];
+      for (let i = 0; i < k; i++) {
+        // a draft that agrees in part: the target's logits plus noise
+        const lt = gridLogits(n, 100 * trial + i);
+        const ld = lt.map((v) => v + 2 * (rng() - 0.5));
+        p.push(cpuKeptDistribution(lt, settings));
+        q.push(cpuKeptDistribution(ld, settings));
+        ids[1 + i] = cpuSample(ld, settings, rng()).token;
+        us.push([rng(), rng()]);
+      }
+      const flat = (rows: Float64Array[]) => {
+        const out = new Float32Array(k * n);
+        rows.forEach((r, i) => out.set(r, i * n));
+        return out;
+      };
+      const tp = f32Tensor(gpu, "p", flat(p));
+      const tq = f32Tensor(gpu, "q", flat(q));
+      const tids = gpu.tensor({ label: "ids", category: "activations", data: ids });
+      // row 0 flagged as a NaN row would be: it must stay flagged
+      const flagged = trial === 5;
+      const best = gpu.tensor({
+        label: "best",
+        category: "activations",
+        data: new Uint32Array(k).fill(0).map((_, i) => (flagged && i === 0 ? ARGMAX_NONFINITE : 7)),
+      });
+      const batch = new CommandBatch(gpu);
+      choose.encode(batch, tp, tq, tids, best, n, us);
+      batch.submit();
+      const got = await gpu.readU32(best);
+      for (const t of [tp, tq, tids, best]) t.destroy();
+      for (let i = 0; i < k; i++) {
+        if (flagged && i === 0) {
+          assertEquals(got[i], ARGMAX_NONFINITE);
+          continue;
+        }
+        // the twin in f64 on the f32 rows the kernel read
+        const pf = Float64Array.from(Float32Array.from(p[i]));
+        const qf = Float64Array.from(Float32Array.from(q[i]));
+        const want = cpuChoose(pf, qf, ids[1 + i], us[i][0], us[i][1]);
+        if (want.margin < 1e-5) continue;
+        assertEquals(got[i], want.token, `trial ${trial} row ${i}`);
+        if (want.kept) kept++;
+        else redrawn++;
+      }
+    }
+    assert(kept > 3 && redrawn > 3, `${kept} kept, ${redrawn} redrawn: both paths`);
   }));
