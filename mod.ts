@@ -109,6 +109,7 @@ export {
   type LoadOptions,
   type LogitsWanted,
   type SampledDecodeOptions,
+  type TokenPick,
   type Trace,
   TRACE_POINTS,
   type TracePoint,

@@ -234,6 +234,27 @@ export function autoPace(waitedMs: number, count: number, cpuMs: number, first: 
 export type LogitsWanted = "last" | "all" | "none";
 
 /**
+ * How a pass recorded on the GPU turns its logits into tokens (default: the argmax of each row):
+ * records the tokens of `rows` logits rows (f32, `[rows, vocab]` from the start of `logits`)
+ * into the first `rows` words of `next`. `step` counts the passes of one call from 0 (a draft's
+ * proposals). Speculative sampling draws here (lib/model/speculative.ts).
+ *
+ * @example
+ * ```ts ignore
+ * const pick: TokenPick = (batch, logits, next, rows) =>
+ *   sampler.encode(batch, logits, next, vocab, settings, rng(), { rows });
+ * draft.proposeChained(3, target.tokenInput, 40, undefined, pick);
+ * ```
+ */
+export type TokenPick = (
+  batch: CommandBatch,
+  logits: GpuTensor,
+  next: GpuTensor,
+  rows: number,
+  step: number,
+) => void;
+
+/**
  * A Llama model on the GPU with its KV cache.
  *
  * @example
@@ -543,8 +564,9 @@ export class LlamaModel {
    * The draft side of speculative decoding with nothing read back: runs `tokens` after the
    * cached ones, then `count - 1` greedy steps that feed each argmax back on the GPU, and copies
    * the `count` argmaxes into words `firstWord ..` of `into` — another model's
-   * {@linkcode tokenInput} on the same device. Returns once the work is submitted. Afterwards
-   * the cache holds `tokens` and every argmax but the last, as after {@linkcode decodeGreedy}.
+   * {@linkcode tokenInput} on the same device (with `pick`, the tokens it records instead of the
+   * argmaxes). Returns once the work is submitted. Afterwards the cache holds `tokens` and every
+   * argmax but the last, as after {@linkcode decodeGreedy}.
    *
    * @example
    * ```ts ignore
@@ -557,6 +579,7 @@ export class LlamaModel {
     count: number,
     into: GpuTensor,
     firstWord: number,
+    pick?: TokenPick,
   ): void {
     this.#checkUsable(tokens.length + count - 1, "proposeGreedy");
     if (!Number.isInteger(count) || count < 1 || (firstWord + count) * 4 > into.byteSize) {
@@ -566,12 +589,11 @@ export class LlamaModel {
       );
     }
     const s = this.#state;
-    const vocab = this.config.vocabSize;
     for (const { tokens: piece, isLast, perRow } of this.#promptPieces(tokens)) {
       const batch = this.#batch();
       this.#encodeChunk(batch, piece, isLast ? 1 : 0, undefined, perRow);
       if (isLast) {
-        this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+        this.#pick(batch, 1, 0, pick);
         batch.copy(s.next, 0, into, firstWord * 4, 4);
       }
       batch.submit();
@@ -579,10 +601,17 @@ export class LlamaModel {
     for (let i = 1; i < count; i++) {
       const batch = this.#batch();
       this.#encodeChunk(batch, "next", 1);
-      this.#ops.argmax(batch, s.logits, s.next, 1, vocab);
+      this.#pick(batch, 1, i, pick);
       batch.copy(s.next, 0, into, (firstWord + i) * 4, 4);
       batch.submit();
     }
+  }
+
+  /** The tokens of a pass's `rows` logits rows into the first words of `next`: `pick`, or argmax. */
+  #pick(batch: CommandBatch, rows: number, step: number, pick?: TokenPick): void {
+    const s = this.#state;
+    if (pick) pick(batch, s.logits, s.next, rows, step);
+    else this.#ops.argmax(batch, s.logits, s.next, rows, this.config.vocabSize);
   }
 
   /**
@@ -662,7 +691,9 @@ export class LlamaModel {
    * {@linkcode gpuStart} is at most `bound` when the work runs, which sizes attention and is
    * checked against the cache. {@linkcode position} is left alone. Returns once submitted;
    * with `batch` (only where {@linkcode proposalsFused}: one dispatch), records into that
-   * batch instead, for the caller to submit with the verify pass that follows.
+   * batch instead, for the caller to submit with the verify pass that follows. With `pick`
+   * ({@linkcode TokenPick}: speculative sampling's draws) each step's token is what it records,
+   * layer by layer even where the proposals are fused.
    *
    * @example
    * ```ts ignore
@@ -670,7 +701,13 @@ export class LlamaModel {
    * target.verifyChained(4, 41, (batch) => accept.encode(batch, buffers, 4, 0));
    * ```
    */
-  proposeChained(count: number, into: GpuTensor, bound: number, batch?: CommandBatch): void {
+  proposeChained(
+    count: number,
+    into: GpuTensor,
+    bound: number,
+    batch?: CommandBatch,
+    pick?: TokenPick,
+  ): void {
     this.#checkChained(bound, count + 1, "proposeChained");
     if (!Number.isInteger(count) || count < 1 || (count + 1) * 4 > into.byteSize) {
       throw new RangeError(
@@ -678,12 +715,14 @@ export class LlamaModel {
       );
     }
     const s = this.#state;
-    if (batch && !this.#fused) {
-      throw new Error("proposeChained: only fused proposals record into the caller's batch");
+    // a fused draft picks its argmax inside its one dispatch: another pick runs layer by layer
+    const fused = pick ? null : this.#fused;
+    if (batch && !fused) {
+      throw new Error("proposeChained: only fused greedy proposals record into the caller's batch");
     }
-    if (this.#fused) {
+    if (fused) {
       const own = batch ?? this.#batch(this.#chainGroups("draft fused"));
-      this.#fused.encode(
+      fused.encode(
         own,
         {
           ids: s.ids,
@@ -699,21 +738,21 @@ export class LlamaModel {
       if (!batch) own.submit();
       return;
     }
-    const vocab = this.config.vocabSize;
-    let step = this.#batch(this.#chainGroups("draft 2 rows"));
+    const kind = pick ? " (picked)" : "";
+    let step = this.#batch(this.#chainGroups(`draft 2 rows${kind}`));
     // the two rows as a verify pass runs them (multi-row products): a prefill's GEMM pads so few
     // rows to a whole tile (TinyLlama NF4 on the H200: 85 ms, against ~2 ms)
     this.#encodeChunk(step, { rows: 2 }, 1, undefined, true, { offset: 0, bound });
-    this.#ops.argmax(step, s.logits, s.next, 1, vocab);
+    this.#pick(step, 1, 0, pick);
     step.copy(s.next, 0, into, 4, 4);
     step.submit();
     for (let i = 1; i < count; i++) {
-      step = this.#batch(this.#chainGroups("draft step"));
+      step = this.#batch(this.#chainGroups(`draft step${kind}`));
       this.#encodeChunk(step, "next", 1, undefined, false, {
         offset: 1 + i,
         bound: bound + 1 + i,
       });
-      this.#ops.argmax(step, s.logits, s.next, 1, vocab);
+      this.#pick(step, 1, i, pick);
       step.copy(s.next, 0, into, (1 + i) * 4, 4);
       step.submit();
     }
@@ -758,9 +797,9 @@ export class LlamaModel {
    * The target side of speculative rounds chained on the GPU: a {@linkcode verify} pass over
    * `count + 1` tokens already in {@linkcode tokenInput} (`last`, then a draft's proposals) at
    * position {@linkcode gpuStart} (at most `bound`), its argmaxes into
-   * {@linkcode argmaxOutput}; `before` records work that goes first in the same submission (a
-   * fused draft's proposals), `then` work after it (the acceptance step). Nothing is read
-   * back; {@linkcode position} is left alone.
+   * {@linkcode argmaxOutput} (with `pick`, the tokens it records there instead); `before`
+   * records work that goes first in the same submission (a fused draft's proposals), `then` work
+   * after it (the acceptance step). Nothing is read back; {@linkcode position} is left alone.
    *
    * @example
    * ```ts ignore
@@ -772,6 +811,7 @@ export class LlamaModel {
     bound: number,
     then?: (batch: CommandBatch) => void,
     before?: (batch: CommandBatch) => void,
+    pick?: TokenPick,
   ): void {
     const n = count + 1;
     this.#checkChained(bound, n, "verifyChained");
@@ -780,12 +820,12 @@ export class LlamaModel {
         `verifyChained: ${n} tokens; a verify pass takes 2..${this.maxVerifyTokens}`,
       );
     }
-    const s = this.#state;
     // a pass with work before it keeps its own bind groups: its dispatches sit one place later
-    const batch = this.#batch(this.#chainGroups(before ? "verify after proposals" : "verify"));
+    const kind = (before ? "verify after proposals" : "verify") + (pick ? " (picked)" : "");
+    const batch = this.#batch(this.#chainGroups(kind));
     before?.(batch);
     this.#encodeChunk(batch, { rows: n }, n, undefined, true, { offset: 0, bound });
-    this.#ops.argmax(batch, s.logits, s.next, n, this.config.vocabSize);
+    this.#pick(batch, n, 0, pick);
     then?.(batch);
     batch.submit();
   }

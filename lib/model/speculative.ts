@@ -34,13 +34,30 @@
  * back to back with one readback per group, the next group already submitted while one is read
  * (`groupRounds`).
  *
+ * Sampled rounds are chained the same way. The draft draws each proposal on the GPU
+ * (`kernels/sample.wgsl`) and keeps the distribution q_i it drew from; the target's verify pass
+ * turns its rows into p_0..p_k and draws its token after the last proposal from p_k; `choose`
+ * then puts into the target's argmax word i either d_{i+1} (kept: u · q(d) < p(d)) or a draw from
+ * max(0, p − q), so the greedy acceptance kernel, keeping proposals while they equal those words,
+ * applies the accept/reject rule. Every round's uniforms come from the seeded generator as the
+ * round is recorded: with a fixed draft length the same seed gives the same tokens; with the
+ * adaptive length on a GPU the groups, and so where k changes, follow the clock.
+ *
  * @module
  */
 
 import { CommandBatch } from "../gpu/batch.ts";
+import type { GpuTensor } from "../gpu/tensor.ts";
+import { createChooseKernel, createSampleKernel, type SampleSettings } from "../kernels/sample.ts";
 import { type AcceptBuffers, createAccept } from "../kernels/speculative.ts";
 import { checkArgmaxToken } from "./finite.ts";
-import { AUTO_IN_FLIGHT, autoInFlight, autoPace, type LlamaModel } from "./llama.ts";
+import {
+  AUTO_IN_FLIGHT,
+  autoInFlight,
+  autoPace,
+  type LlamaModel,
+  type TokenPick,
+} from "./llama.ts";
 import { argmax, seededRandom } from "./sampling.ts";
 
 /**
@@ -122,14 +139,16 @@ export interface SpeculativeOptions {
   /** Seed of the random generator (default 0). */
   seed?: number;
   /**
-   * Greedy, models on one device: the draft writes its proposals straight into the target's
-   * input on the GPU and both come back with the target's argmaxes in one readback (default
-   * true). False reads the proposals back first (two waits per round); the tokens are the same.
+   * Models on one device: the draft writes its proposals straight into the target's input on
+   * the GPU (default true), greedy rounds in groups (`groupRounds`) or one readback a round,
+   * sampled rounds in groups (both models' vocabularies the same size). False reads the
+   * proposals back first (greedy: two waits per round, the same tokens; sampling: every draft
+   * step and verify pass read back, the acceptance on the CPU, other tokens for the same seed).
    */
   chain?: boolean;
   /**
-   * Greedy, models on one device, `chain` on: rounds run back to back on the GPU in groups of
-   * this many, with one readback per group, and the next group submitted while one is read
+   * Models on one device, `chain` on: rounds (greedy or sampled) run back to back on the GPU in
+   * groups of this many, with one readback per group, and the next group submitted while one is read
    * back. Each readback in Deno costs at least 10 ms, so a group should carry more work than
    * that. `"auto"` (the default on a GPU; 8 on a software adapter) starts with 8 and sizes each
    * later group to about 25 ms of rounds (8 to 64) from the pace of the group before, as
@@ -423,8 +442,11 @@ export async function speculativeDecode(
     );
   }
   // Rounds chained on the GPU need two tokens still wanted: the prompt pass's and a round's.
-  const grouped = greedy && maxNew >= 2 && groupRounds > 0 && (options.chain ?? true) &&
-    groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target;
+  // Sampled rounds draw on the GPU too; their acceptance compares the two models' distributions
+  // token by token, so the vocabularies must be the same size.
+  const grouped = maxNew >= 2 && groupRounds > 0 && (options.chain ?? true) &&
+    groupable(target) && groupable(draft) && draft.gpu === target.gpu && draft !== target &&
+    (greedy || draft.config.vocabSize === target.config.vocabSize);
   // The time the first token arrived (the end of the prompt passes).
   let t1 = t0;
   let last = 0;
@@ -432,7 +454,8 @@ export async function speculativeDecode(
   if (grouped) {
     // The draft's first round re-feeds the prompt's last token with `last`: it needs the rest.
     if (prompt.length > 1) await draft.forward(prompt.slice(0, -1), "none");
-    if (fusable(draft)) {
+    // a fused draft proposes its argmaxes: sampled rounds run it layer by layer
+    if (fusable(draft) && greedy) {
       const fuse = options.fuseDraft ?? true;
       result.draftFused = fuse && await draft.fuseProposals() === null;
       if (!fuse) await draft.fuseProposals(false);
@@ -449,7 +472,11 @@ export async function speculativeDecode(
         if (result.tokens.length === 0) t1 = performance.now();
         return deliver(tokens);
       },
-      simulate: options.simulateAcceptance === undefined ? undefined : (n: number) => {
+      sampling: greedy ? undefined : {
+        settings: { temperature, topK: options.topK ?? 0, topP: options.topP ?? 1 },
+        rng,
+      },
+      simulate: options.simulateAcceptance === undefined || !greedy ? undefined : (n: number) => {
         let kept = 0;
         while (kept < n && rng() < options.simulateAcceptance!) kept++;
         return kept;
@@ -565,6 +592,11 @@ interface GroupedContext {
   deliver: (tokens: number[]) => boolean;
   /** Benchmarks: the number of proposals to keep of n, drawn when the round is submitted. */
   simulate?: (n: number) => number;
+  /**
+   * Sampled rounds: the draft draws its proposals and the target accepts or redraws them on the
+   * GPU, each round's uniforms drawn from `rng` as it is recorded.
+   */
+  sampling?: { settings: SampleSettings; rng: () => number };
 }
 
 /**
@@ -598,11 +630,22 @@ async function groupedRounds(
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const halfBytes = Math.ceil((halfWords * 4) / align) * align;
   const accept = await createAccept(gpu);
+  const vocab = target.config.vocabSize;
+  const sampled = o.sampling
+    ? {
+      ...o.sampling,
+      // `filter`: each row it draws from is left as its kept distribution, for `choose`
+      sampler: await createSampleKernel(gpu, { filter: true }),
+      choose: await createChooseKernel(gpu),
+    }
+    : null;
   const record = gpu.tensor({
     label: "speculative records",
     category: "scratch",
     byteSize: 2 * halfBytes,
   });
+  // sampled rounds: the draft's kept distribution at each proposal, for the acceptance
+  let draftRows: GpuTensor | null = null;
   // each group's records; the first staging buffer has one word more, for the prompt's token
   const staging = [0, 1].map((i) => {
     const size = (halfWords + 1 - i) * 4;
@@ -666,7 +709,27 @@ async function groupedRounds(
       const forced = o.simulate?.(kk);
       const acceptRound = (batch: CommandBatch) =>
         accept.encode(batch, b, kk, r * slotWords, forced);
-      if (draft.proposalsFused) {
+      if (sampled) {
+        // The draft draws d_i with its own uniform and keeps its kept distribution q_i; the
+        // target's verify pass leaves p_0..p_k, draws its token after the last proposal from p_k
+        // into best[k], and `choose` puts into best[i] d_{i+1} if kept, else the residual's draw:
+        // the greedy acceptance then keeps proposals while they equal best.
+        const { settings, rng, sampler, choose } = sampled;
+        const rows = draftRows!;
+        const uDraft = Array.from({ length: kk }, () => rng());
+        const uChoose = Array.from({ length: kk }, () => [rng(), rng()] as const);
+        const uNext = rng();
+        const draftPick: TokenPick = (batch, logits, next, rowsPicked, step) => {
+          sampler.encode(batch, logits, next, vocab, settings, uDraft[step], { rows: rowsPicked });
+          batch.copy(logits, 0, rows, step * vocab * 4, vocab * 4);
+        };
+        const verifyPick: TokenPick = (batch, logits, next, rowsPicked) => {
+          sampler.encode(batch, logits, next, vocab, settings, uNext, { rows: rowsPicked });
+          choose.encode(batch, logits, rows, target.tokenInput, next, vocab, uChoose);
+        };
+        draft.proposeChained(kk, target.tokenInput, start - 1, undefined, draftPick);
+        target.verifyChained(kk, start, acceptRound, undefined, verifyPick);
+      } else if (draft.proposalsFused) {
         // one submission a round: the proposals' one dispatch, the verify pass, the acceptance
         target.verifyChained(
           kk,
@@ -710,7 +773,21 @@ async function groupedRounds(
     // The prompt pass (positions from the CPU: before the GPU's start words are set): its argmax
     // is `last`, in the target's input word 0 and the draft's word 1 (word 0: the prompt's last
     // token), and in the word after the first staging buffer's records.
-    target.proposeGreedy(prompt, 1, target.tokenInput, 0);
+    if (sampled) {
+      draftRows = gpu.tensor({
+        label: "speculative draft distributions",
+        category: "scratch",
+        byteSize: o.maxK * vocab * 4,
+      });
+    }
+    // the prompt pass's token: drawn too when sampling
+    const promptPick: TokenPick | undefined = sampled
+      ? (batch, logits, next, rows) =>
+        sampled.sampler.encode(batch, logits, next, vocab, sampled.settings, sampled.rng(), {
+          rows,
+        })
+      : undefined;
+    target.proposeGreedy(prompt, 1, target.tokenInput, 0, promptPick);
     draft.tokenInput.write(gpu.device, new Uint32Array([prev]));
     const firstCopy = new CommandBatch(gpu);
     firstCopy.copy(target.argmaxOutput, 0, draft.tokenInput, 4, 4);
@@ -791,6 +868,7 @@ async function groupedRounds(
       gpu.ledger.release(id);
     }
     record.destroy();
+    draftRows?.destroy();
     target.setGpuStart(0);
     draft.setGpuStart(0);
   }

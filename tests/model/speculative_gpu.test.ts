@@ -7,7 +7,7 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
 import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
-import { argmax } from "../../lib/model/sampling.ts";
+import { argmax, seededRandom } from "../../lib/model/sampling.ts";
 import {
   samplingDistribution,
   settledDraftLength,
@@ -15,6 +15,7 @@ import {
 } from "../../lib/model/speculative.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import { kernelsOf } from "../helpers/dispatches.ts";
+import { cpuChoose, cpuKeptDistribution, cpuSample } from "../../lib/kernels/sample.ts";
 import type { QuantFormat } from "../../lib/quant/formats.ts";
 
 const TARGET = new URL("../../models/sotu-llama", import.meta.url).pathname;
@@ -410,57 +411,168 @@ Deno.test("speculative greedy = target greedy with quantized KV caches (rollback
   }
 });
 
-Deno.test("speculative sampling: the token after a sampled first token follows the target", async () => {
+// Pooled chi-square at p = 0.001 of tokens observed after prefixes, against the target's
+// distribution after each (expected counts under 5 pooled into one cell).
+function pooledChiSquare(observed: Map<number, number>, expected: Map<number, number>): void {
+  for (const b of observed.keys()) assert(expected.has(b), `token ${b} has probability 0`);
+  let stat = 0;
+  let cells = 0;
+  let restObs = 0;
+  let restExp = 0;
+  for (const [b, e] of expected) {
+    const o = observed.get(b) ?? 0;
+    if (e < 5) {
+      restObs += o;
+      restExp += e;
+    } else {
+      stat += (o - e) ** 2 / e;
+      cells++;
+    }
+  }
+  if (restExp > 0) {
+    stat += (restObs - restExp) ** 2 / restExp;
+    cells++;
+  }
+  const dof = Math.max(1, cells - 1);
+  const limit = dof * (1 - 2 / (9 * dof) + 3.09 * Math.sqrt(2 / (9 * dof))) ** 3; // p = 0.001
+  assert(stat < limit, `chi-square ${stat.toFixed(1)} ≥ ${limit.toFixed(1)} (${cells} cells)`);
+}
+
+// Sampled rounds chained on the GPU: the draft draws on the GPU, the target accepts or redraws
+// there (kernels/sample.wgsl's choose), groups come back as greedy rounds do. Each token after
+// the first must follow the target's distribution given the tokens before it.
+for (const k of [1, 3]) {
+  Deno.test(`speculative sampling on the GPU, ${k} draft token(s): each token follows the target given the ones before`, async () => {
+    const target = await load(TARGET, "fp16");
+    const draft = await load(DRAFT, "nf4");
+    try {
+      const settings = { temperature: 1, topK: 4 };
+      const runs = 80;
+      const positions = k === 1 ? 1 : 2; // the tokens checked after the first
+      const runsTokens: number[][] = [];
+      let drafted = 0;
+      let accepted = 0;
+      for (let seed = 1; seed <= runs; seed++) {
+        const run = await speculativeDecode(target, draft, prompt, {
+          maxNewTokens: 1 + positions,
+          draftTokens: k,
+          seed,
+          ...settings,
+        });
+        assert(run.groups.length > 0, "the rounds ran chained on the GPU");
+        runsTokens.push(run.tokens);
+        drafted += run.drafted;
+        accepted += run.accepted;
+      }
+      assert(accepted > 0 && accepted < drafted, `${accepted} of ${drafted} kept: both paths`);
+      // the same seed, the same tokens (a fixed draft length, groups of a fixed size)
+      const again = await speculativeDecode(target, draft, prompt, {
+        maxNewTokens: 1 + positions,
+        draftTokens: k,
+        seed: 1,
+        ...settings,
+      });
+      assertEquals(again.tokens, runsTokens[0]);
+      for (let at = 1; at <= positions; at++) {
+        const byPrefix = new Map<string, number[]>();
+        for (const t of runsTokens) {
+          const key = t.slice(0, at).join(",");
+          (byPrefix.get(key) ?? byPrefix.set(key, []).get(key)!).push(t[at]);
+        }
+        const expected = new Map<number, number>();
+        const observed = new Map<number, number>();
+        for (const [key, next] of byPrefix) {
+          target.reset();
+          await target.forward(prompt, "none");
+          const before = key.split(",").map(Number);
+          if (before.length > 1) await target.forward(before.slice(0, -1), "none");
+          const p = samplingDistribution(await target.forward(before.slice(-1), "last"), settings);
+          p.forEach((v, b) => v > 0 && expected.set(b, (expected.get(b) ?? 0) + v * next.length));
+          for (const b of next) observed.set(b, (observed.get(b) ?? 0) + 1);
+        }
+        pooledChiSquare(observed, expected);
+      }
+    } finally {
+      target.dispose();
+      draft.dispose();
+    }
+  });
+}
+
+// The same rounds, token for token: the first round of a chained sampled run against the CPU
+// twins fed the same uniforms (the prompt pass's, the draft's k, k pairs for the acceptance, one
+// for the target's token after the last proposal, drawn in that order from the seed) and the
+// logits of forward passes (a verify row is a decode step, bit for bit, on a software adapter).
+Deno.test("speculative sampling on the GPU: a round's tokens are the twins' for the same uniforms", async () => {
   const target = await load(TARGET, "fp16");
-  const draft = await load(DRAFT, "nf4");
+  const draft = await load(DRAFT, "fp16");
   try {
-    const settings = { temperature: 1, topK: 4 };
-    const runs = 80;
-    // observed (first, second) pairs, and the exact distribution of the second given the first
-    const seen = new Map<number, number[]>();
-    for (let seed = 1; seed <= runs; seed++) {
+    const settings = { temperature: 1.5, topK: 0, topP: 0.95 };
+    const k = 3;
+    const vocab = target.config.vocabSize;
+    let compared = 0;
+    let rejected = 0;
+    for (let seed = 1; seed <= 24; seed++) {
       const run = await speculativeDecode(target, draft, prompt, {
-        maxNewTokens: 2,
-        draftTokens: 1,
+        maxNewTokens: 2 + k,
+        draftTokens: k,
         seed,
         ...settings,
       });
-      const [a, b] = run.tokens;
-      (seen.get(a) ?? seen.set(a, []).get(a)!).push(b);
-    }
-    // Pool: for each observed second token, its expected count is Σ over runs of p(b | a).
-    const expected = new Map<number, number>();
-    const observed = new Map<number, number>();
-    for (const [a, bs] of seen) {
+      const rng = seededRandom(seed);
+      const u0 = rng();
+      const uDraft = Array.from({ length: k }, () => rng());
+      const uChoose = Array.from({ length: k }, () => [rng(), rng()]);
+      const uNext = rng();
+      const margins: number[] = [];
       target.reset();
-      await target.forward(prompt, "none");
-      const p = samplingDistribution(await target.forward([a], "last"), settings);
-      p.forEach((v, b) => v > 0 && expected.set(b, (expected.get(b) ?? 0) + v * bs.length));
-      for (const b of bs) observed.set(b, (observed.get(b) ?? 0) + 1);
-    }
-    // Tokens the target gives probability 0 never appear.
-    for (const b of observed.keys()) assert(expected.has(b), `token ${b} has probability 0`);
-    let stat = 0;
-    let cells = 0;
-    let restObs = 0;
-    let restExp = 0;
-    for (const [b, e] of expected) {
-      const o = observed.get(b) ?? 0;
-      if (e < 5) {
-        restObs += o;
-        restExp += e;
-      } else {
-        stat += (o - e) ** 2 / e;
-        cells++;
+      const first = cpuSample(await target.forward(prompt, "last"), settings, u0);
+      margins.push(first.margin);
+      draft.reset();
+      await draft.forward(prompt, "none");
+      const d: number[] = [];
+      const q: Float64Array[] = [];
+      let last = first.token;
+      for (let i = 0; i < k; i++) {
+        const logits = await draft.forward([last], "last");
+        q.push(cpuKeptDistribution(logits, settings));
+        const drawn = cpuSample(logits, settings, uDraft[i]);
+        margins.push(drawn.margin);
+        d.push(last = drawn.token);
       }
+      const want = [first.token];
+      let kept = 0;
+      let next = -1;
+      for (const [i, token] of [first.token, ...d].entries()) {
+        const logits = await target.forward([token], "last");
+        if (i === k) {
+          const bonus = cpuSample(logits, settings, uNext);
+          margins.push(bonus.margin);
+          next = bonus.token;
+          break;
+        }
+        const p = Float64Array.from(Float32Array.from(cpuKeptDistribution(logits, settings)));
+        const qf = Float64Array.from(Float32Array.from(q[i]));
+        const c = cpuChoose(p, qf, d[i], uChoose[i][0], uChoose[i][1]);
+        margins.push(c.margin);
+        if (!c.kept) {
+          next = c.token;
+          break;
+        }
+        kept++;
+      }
+      want.push(...d.slice(0, kept), next);
+      if (Math.min(...margins) < 1e-5) continue; // f32 sums may choose the neighbour there
+      compared++;
+      if (kept < k) rejected++;
+      assertEquals(run.acceptedPerRound[0], kept, `seed ${seed}: kept`);
+      assertEquals(run.tokens.slice(0, want.length), want, `seed ${seed}`);
+      assert(want.every((t) => t < vocab));
     }
-    if (restExp > 0) {
-      stat += (restObs - restExp) ** 2 / restExp;
-      cells++;
-    }
-    const dof = Math.max(1, cells - 1);
-    const limit = dof * (1 - 2 / (9 * dof) + 3.09 * Math.sqrt(2 / (9 * dof))) ** 3; // p = 0.001
-    assert(stat < limit, `chi-square ${stat.toFixed(1)} ≥ ${limit.toFixed(1)} (${cells} cells)`);
+    assert(
+      compared >= 10 && rejected >= 2,
+      `${compared} rounds compared, ${rejected} with a rejection`,
+    );
   } finally {
     target.dispose();
     draft.dispose();
