@@ -98,6 +98,7 @@ const { values: args } = parseArgs({
     "spec-tokens": { type: "string" },
     "spec-targets": { type: "string" },
     "spec-pairs": { type: "string" },
+    "spec-sampling": { type: "string" },
     "extra-shapes": { type: "string", default: "" },
     "sweep-formats": { type: "string", default: "fp16,int8-vectorwise,nf4" },
     "warm-ms": { type: "string" },
@@ -121,6 +122,7 @@ if (args.help) {
       "                [--spec-tokens 192]                 (simulated pairs: new tokens per call)\n" +
       "                [--spec-targets llama-2-7b,llama-3-8b] (simulated pairs: their targets)\n" +
       "                [--spec-pairs fp16+fp16,nf4+fp16]   (bundled pair: target + draft formats)\n" +
+      "                [--spec-sampling 0.8,40,0.95]       (bundled pair: sample with T, top-k, top-p)\n" +
       "                [--sweep [--sweep-formats LIST]] [--extra-shapes NxK,...]\n" +
       "                [--models llama-2-7b,llama-3-8b] [--tokens N] [--reps N] [--sweep]\n" +
       `                [--decode-modes ${DECODE_MODES.join(",")}]\n` +
@@ -149,6 +151,18 @@ if (
     `--spec-tokens: an integer 2..400 (the models hold 512 positions), got ${args["spec-tokens"]}`,
   );
 }
+// --spec-sampling T,K,P: the bundled pair samples (seed 1, then one more per prompt)
+const specSampling = args["spec-sampling"] === undefined ? undefined : (() => {
+  const [temperature, topK, topP] = args["spec-sampling"]!.split(",").map(Number);
+  if (!(temperature > 0) || !Number.isInteger(topK) || topK < 0 || !(topP > 0 && topP <= 1)) {
+    throw new Error(
+      `--spec-sampling: T,K,P with T above 0, K an integer >= 0, P in (0, 1]; got ${
+        args["spec-sampling"]
+      }`,
+    );
+  }
+  return { temperature, topK, topP, seed: 1 };
+})();
 const decodeModes = args["decode-modes"]!.split(",") as DecodeMode[];
 for (const m of decodeModes) {
   if (!DECODE_MODES.includes(m)) throw new Error(`unknown decode mode ${m}`);
@@ -792,6 +806,7 @@ if (sections.has("speculative")) {
     groups: args["spec-groups"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     aloneInFlight: args["spec-alone"]!.split(",").map((v) => v === "auto" ? "auto" : Number(v)),
     draftLengths: args["spec-k"]?.split(",").map((v) => v === "adaptive" ? v : Number(v)),
+    sampling: specSampling,
     simulatedTokens: specTokens,
     simulatedTargets: args["spec-targets"]?.split(","),
     pairs: args["spec-pairs"]?.split(",").map((v) => {

@@ -20,6 +20,7 @@
 
 import type { Gpu } from "../lib/gpu/device.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
+import type { SamplerOptions } from "../lib/model/sampling.ts";
 import { speculativeDecode } from "../lib/model/speculative.ts";
 import { loadTokenizer } from "../lib/model/tokenizer.ts";
 import {
@@ -121,8 +122,10 @@ export interface BundledRun {
   baselineByInFlight: Record<string, number>;
   /** Against the fastest baseline. */
   speedup: number;
-  /** Whether every prompt gave the target's own greedy tokens. */
+  /** Whether every prompt gave the target's own greedy tokens (sampled runs: not compared). */
   sameTokens: boolean;
+  /** Sampled runs: the settings both the pair and the target alone (decodeSampled) drew with. */
+  sampling?: SamplerOptions;
 }
 
 /** Everything the section measures. */
@@ -149,6 +152,11 @@ export interface SpeculativeBenchOptions {
   aloneInFlight?: (number | "auto")[];
   /** Bundled pair: the draft lengths to measure (default adaptive, 1, 2, 3, 4). */
   draftLengths?: (number | "adaptive")[];
+  /**
+   * Bundled pair: sample with these settings instead of greedy decoding, the target alone
+   * through `decodeSampled`, each prompt with its own seed.
+   */
+  sampling?: SamplerOptions;
   /**
    * Bundled pair: target and draft formats (default fp16 + fp16, int8-vectorwise + fp16,
    * nf4 + nf4, nf4 + fp16; on a software adapter fp16 + fp16).
@@ -399,12 +407,17 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           let aloneMs = 0;
           let aloneTokens = 0;
           alone.length = 0;
-          for (const p of prompts) {
+          for (const [i, p] of prompts.entries()) {
+            const sampling = o.sampling && { ...o.sampling, seed: (o.sampling.seed ?? 0) + i };
+            const decode = (maxNewTokens: number) =>
+              sampling
+                ? target.decodeSampled(p, { maxNewTokens, inFlight, sampling })
+                : target.decodeGreedy(p, { maxNewTokens, inFlight });
             target.reset();
-            await target.decodeGreedy(p, { maxNewTokens: 8, inFlight }); // warm
+            await decode(8); // warm
             target.reset();
             const t0 = performance.now();
-            const run = await target.decodeGreedy(p, { maxNewTokens: tokens, inFlight });
+            const run = await decode(tokens);
             aloneMs += performance.now() - t0;
             aloneTokens += run.tokens.length;
             alone.push(run.tokens);
@@ -420,7 +433,11 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         // warm: every draft length once (pipelines and bind groups for each verify width), so
         // that the first setting timed (adaptive, whose length moves) pays no first-use costs
         for (let k = 1; k < target.maxVerifyTokens; k++) {
-          await speculativeDecode(target, draft, prompts[0], { maxNewTokens: 16, draftTokens: k });
+          await speculativeDecode(target, draft, prompts[0], {
+            maxNewTokens: 16,
+            draftTokens: k,
+            ...o.sampling,
+          });
         }
         const settings = (o.draftLengths ?? (software ? ["adaptive"] : ["adaptive", 1, 2, 3, 4]))
           .flatMap((k) => (o.groups ?? [0, 8]).map((groupRounds) => ({ k, groupRounds })));
@@ -438,13 +455,15 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
               maxNewTokens: tokens,
               draftTokens: k === "adaptive" ? undefined : k,
               groupRounds,
+              ...o.sampling,
+              seed: (o.sampling?.seed ?? 0) + i,
             });
             ms += performance.now() - t0;
             produced += run.tokens.length;
             drafted += run.drafted;
             accepted += run.accepted;
             passes += run.targetPasses;
-            same &&= run.tokens.join() === alone[i].join();
+            same &&= !o.sampling && run.tokens.join() === alone[i].join();
             fused = run.draftFused;
           }
           const tokS = produced / (ms / 1000);
@@ -461,6 +480,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             baselineByInFlight,
             speedup: tokS / baseTokS,
             sameTokens: same,
+            ...(o.sampling ? { sampling: o.sampling } : {}),
           };
           r.bundled.push(b);
           console.log(
@@ -470,7 +490,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
               b.tokensPerTargetPass.toFixed(2)
             } tokens/pass, ${tokS.toFixed(1)} tok/s vs ${baseTokS.toFixed(1)} alone: ${
               b.speedup.toFixed(2)
-            }x${same ? "" : " (TOKENS DIFFER)"}`,
+            }x${o.sampling ? " (sampled)" : same ? "" : " (TOKENS DIFFER)"}`,
           );
         }
       } finally {
