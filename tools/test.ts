@@ -9,10 +9,11 @@
  * Mesa's software drivers sometimes abort the process while it exits, after every test has run
  * and passed ("double free or corruption" or "corrupted size vs. prev_size" from glibc's heap
  * checks: a race between exit's destructors and llvmpipe, llvm/llvm-project#105547, mesa#11797).
- * On the GL backend it hit 2 of 6 runs on this project's 2-core machines, so one rerun was not
- * enough. A pass whose process aborts like that, having reported `0 failed`, is said so loudly and
- * run again, up to `EXIT_ABORT_RERUNS` times; it passes only if a run ends cleanly. A test
- * failure, or an abort before the summary, fails at once.
+ * On the GL backend it hit 2 of 12 runs on this project's 2-core machines, and two in a row
+ * once in CI, so one rerun was not enough. A pass whose process aborts like that, having
+ * reported `0 failed`, is said so loudly and run again, up to `EXIT_ABORT_RERUNS` times; it
+ * passes only if a run ends cleanly. A test failure, or an abort before the summary, fails at
+ * once.
  *
  * @module
  */
@@ -27,7 +28,7 @@ const PASSES: { name: string; env: Record<string, string>; args: string[] }[] = 
   {
     name: "GL backend",
     // llvmpipe without its worker threads: the exit-time abort below is a race at teardown; with
-    // the threads it hit 2 of 8 runs of this pass on a 2-core machine, without them none of 6,
+    // the threads it hit 2 of 12 runs of this pass on a 2-core machine, without them none of 8,
     // at about the same speed (the reruns stay, in case it is rarer rather than gone)
     env: { DENO_WEBGPU_BACKEND: "gl", LP_NUM_THREADS: "0" },
     args: [
