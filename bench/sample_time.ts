@@ -18,32 +18,16 @@ const tl = gpu.tensor({ label: "l", category: "activations", byteSize: n * 4 });
 const next = gpu.tensor({ label: "n", category: "activations", byteSize: 16 });
 for (
   const [name, enc, logits] of [
-    ["argmax", (b: CommandBatch) => argmax.encode(b, tl, next, 1, n), flat],
-    [
-      "sample k40 p0.95",
-      (b: CommandBatch) =>
-        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 40, topP: 0.95 }, 0.3),
-      flat,
-    ],
-    [
-      "sample p0.9",
-      (b: CommandBatch) =>
-        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 0.9 }, 0.3),
-      flat,
-    ],
-    [
-      "sample p0.9, peaked row",
-      (b: CommandBatch) =>
-        sampler.encode(b, tl, next, n, { temperature: 1, topK: 0, topP: 0.9 }, 0.3),
-      peaked,
-    ],
-    [
-      "sample no cut",
-      (b: CommandBatch) =>
-        sampler.encode(b, tl, next, n, { temperature: 0.8, topK: 0, topP: 1 }, 0.3),
-      flat,
-    ],
-  ] as const
+    ["argmax", (b: CommandBatch) => argmax.encode(b, tl, next, 1, n), flat] as const,
+    ...([
+      ["sample k40 p0.95", { temperature: 0.8, topK: 40, topP: 0.95 }, flat],
+      ["sample p0.9", { temperature: 0.8, topK: 0, topP: 0.9 }, flat],
+      ["sample p0.9, peaked row", { temperature: 1, topK: 0, topP: 0.9 }, peaked],
+      ["sample no cut", { temperature: 0.8, topK: 0, topP: 1 }, flat],
+    ] as const).map(([name, settings, row]) =>
+      [name, (b: CommandBatch) => sampler.encode(b, tl, next, n, settings, 0.3), row] as const
+    ),
+  ]
 ) {
   const ms: number[] = [];
   for (let i = 0; i < 7; i++) {

@@ -183,6 +183,24 @@ fn search_narrow(lo: u32, hi: u32, mid: vec3<u32>, reach: vec3<bool>) -> vec2<u3
 }
 
 #if !CHOOSE
+// The cuts: weights above tk (top-k) are kept, and of those equal to it the first quota_k in index
+// order; of those, the weights above tp (top-p) and the first quota_p equal to it.
+struct Cuts {
+  tk: u32,
+  quota_k: u32,
+  tp: u32,
+  quota_p: u32,
+}
+
+// Whether the next token walked in index order, of weight bits b, is kept; `ties` counts, from
+// where the walk starts, the ties at tk and (of the top-k) at tp.
+fn kept_next(c: Cuts, b: u32, ties: ptr<function, vec2<u32>>) -> bool {
+  let in_k = b > c.tk || (b == c.tk && (*ties).x < c.quota_k);
+  let in_p = in_k && (b > c.tp || (b == c.tp && (*ties).y < c.quota_p));
+  *ties += vec2<u32>(u32(b == c.tk), u32(in_k && b == c.tp));
+  return in_p;
+}
+
 @compute @workgroup_size(WG)
 fn sample(
   @builtin(local_invocation_index) lid: u32,
@@ -429,19 +447,15 @@ fn sample(
   }
 
   // the kept mass before this thread's range, and the draw
+  let cuts = Cuts(tk, quota_k, tp, quota_p);
   var kept = 0.0;
   {
-    var t = tie_k0;
-    var q = tie_p0;
+    var ties = vec2<u32>(tie_k0, tie_p0);
     for (var j = vs; j < ve; j++) {
-      let b = bitcast<u32>(weight_at(base, j, compact));
-      let in_k = b > tk || (b == tk && t < quota_k);
-      let in_p = in_k && (b > tp || (b == tp && q < quota_p));
-      if (in_p) {
-        kept += weight_at(base, j, compact);
+      let v = weight_at(base, j, compact);
+      if (kept_next(cuts, bitcast<u32>(v), &ties)) {
+        kept += v;
       }
-      t += u32(b == tk);
-      q += u32(in_k && b == tp);
     }
   }
   let before = sum_before(lid, kept);
@@ -449,17 +463,12 @@ fn sample(
   let inv_kept = 1.0 / kept_mass;
   let r = p.u * kept_mass;
   {
-    var t = tie_k0;
-    var q = tie_p0;
+    var ties = vec2<u32>(tie_k0, tie_p0);
     var acc = before;
     for (var j = vs; j < ve; j++) {
-      let b = bitcast<u32>(weight_at(base, j, compact));
-      let in_k = b > tk || (b == tk && t < quota_k);
-      let in_p = in_k && (b > tp || (b == tp && q < quota_p));
-      t += u32(b == tk);
-      q += u32(in_k && b == tp);
-      if (in_p && b > 0u) {
-        acc += weight_at(base, j, compact);
+      let v = weight_at(base, j, compact);
+      if (kept_next(cuts, bitcast<u32>(v), &ties) && v > 0.0) {
+        acc += v;
         atomicMax(&last_kept, index_at(j, compact) + 1u);
         if (acc > r) {
           atomicMax(&first_pick, NONE - index_at(j, compact));
@@ -486,16 +495,10 @@ fn sample(
     workgroupBarrier();
   }
   {
-    var t = tie_k0;
-    var q = tie_p0;
+    var ties = vec2<u32>(tie_k0, tie_p0);
     for (var j = vs; j < ve; j++) {
       let v = weight_at(base, j, compact);
-      let b = bitcast<u32>(v);
-      let in_k = b > tk || (b == tk && t < quota_k);
-      let in_p = in_k && (b > tp || (b == tp && q < quota_p));
-      t += u32(b == tk);
-      q += u32(in_k && b == tp);
-      if (in_p) {
+      if (kept_next(cuts, bitcast<u32>(v), &ties)) {
         w[base + index_at(j, compact)] = v * inv_kept;
       } else if (!compact) {
         w[base + j] = 0.0;

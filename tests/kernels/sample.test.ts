@@ -78,7 +78,15 @@ Deno.test("sample: the GPU draws cpuSample's token for each u (top-k, top-p, tie
       const logits = gridLogits(n, n + Number(ties), ties);
       // past the 1024 candidates the kernel gathers into workgroup memory, the row is walked whole
       const cases = ties
-        ? [...SETTINGS, { temperature: 1, topK: 8, topP: 1 }, { temperature: 1, topK: 30, topP: 1 }]
+        ? [
+          ...SETTINGS,
+          { temperature: 1, topK: 8, topP: 1 },
+          { temperature: 1, topK: 30, topP: 1 },
+          // the nucleus cut through the 12 tied largest: alone, and after a top-k cut through
+          // the 40 tied below them
+          { temperature: 1, topK: 0, topP: 0.1 },
+          { temperature: 1, topK: 20, topP: 0.1 },
+        ]
         : n > 2000
         ? [
           ...SETTINGS,
