@@ -60,6 +60,7 @@ export {
   Fp16LinearStack,
   type Fp16LinearStackOptions,
   type Fp16Tuning,
+  GEMM_OUTER_SPLIT_BELOW,
   type Int8Input,
   type Linear,
   type LinearEncodeOptions,

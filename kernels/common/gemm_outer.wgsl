@@ -60,6 +60,15 @@ const OUTER_BUFS: u32 = 2u;
 #else
 const OUTER_BUFS: u32 = 1u;
 #endif
+// OUTER_KSPLIT: a workgroup of two halves of 256 threads, each with tiles of its own, which sum
+// alternate K steps of the same outputs and add them up at the end: twice the threads in flight
+// for the same tiles (at 4096 features a 512-token product has 128 tiles, under one per SM of
+// the H200), with the same work per thread.
+#if OUTER_KSPLIT
+const OUTER_HALVES: u32 = 2u;
+#else
+const OUTER_HALVES: u32 = 1u;
+#endif
 const OUTER_THREADS: u32 = 256u;
 // x values each thread loads per slice (8 at OUTER_M 128, 4 at 64), from consecutive k.
 const OUTER_XPT: u32 = OUTER_M * OUTER_K / OUTER_THREADS;
@@ -68,8 +77,8 @@ const OUTER_GW: u32 = OUTER_KT * OUTER_N / 4u;
 
 // K-major tiles: element (k, m) of x is gx[k · OUTER_M / 4 + m / 4][m % 4] (plus OUTER_GX in the
 // second buffer).
-var<workgroup> gx: array<vec4<f32>, OUTER_GX * OUTER_BUFS>;
-var<workgroup> gw: array<vec4<f32>, OUTER_GW * OUTER_BUFS>;
+var<workgroup> gx: array<vec4<f32>, OUTER_GX * OUTER_BUFS * OUTER_HALVES>;
+var<workgroup> gw: array<vec4<f32>, OUTER_GW * OUTER_BUFS * OUTER_HALVES>;
 
 #if !ANYK
 // x[m, k .. k + 3] (K % 8 == 0, so a vec4 never straddles K), zeros past K.
@@ -99,8 +108,11 @@ fn outer_load(m0: u32, n0: u32, k0: u32, lid: u32) -> OuterLoad {
 #endif
   }
   let wn = n0 + lid % OUTER_N;
-  if (wn < p.n_count) {
-    l.w = outer_w8(wn, k0 + (lid / OUTER_N) * 8u);
+  let wk = k0 + (lid / OUTER_N) * 8u;
+  // Past K (a K-split half's last step) the weights stay zero: x is zero there, but a weight
+  // read past its row could be anything.
+  if (wn < p.n_count && wk < p.k) {
+    l.w = outer_w8(wn, wk);
   }
   return l;
 }
@@ -142,6 +154,7 @@ fn outer_load_tile(m0: u32, n0: u32, k0: u32, lid: u32) -> OuterTile {
   return t;
 }
 
+// `buf` counts tiles: a half's buffers follow each other, then the other half's.
 fn outer_store_tile(t: OuterTile, lid: u32, buf: u32) {
   outer_store(t.s0, lid, buf * OUTER_GX, buf * OUTER_GW);
 #if OUTER_K32
@@ -161,13 +174,46 @@ fn outer_store_y(m: u32, n: u32, v: vec4<f32>) {
   }
 }
 
-@compute @workgroup_size(OUTER_THREADS)
+#if OUTER_KSPLIT
+// Half 1 adds four of its sums into half 0's (gw holds at least 4 · OUTER_THREADS vec4).
+fn outer_hand(
+  half: u32,
+  lid: u32,
+  a: ptr<function, vec4<f32>>,
+  b: ptr<function, vec4<f32>>,
+  c: ptr<function, vec4<f32>>,
+  d: ptr<function, vec4<f32>>,
+) {
+  if (half == 1u) {
+    gw[lid] = *a;
+    gw[OUTER_THREADS + lid] = *b;
+    gw[2u * OUTER_THREADS + lid] = *c;
+    gw[3u * OUTER_THREADS + lid] = *d;
+  }
+  workgroupBarrier();
+  if (half == 0u) {
+    *a += gw[lid];
+    *b += gw[OUTER_THREADS + lid];
+    *c += gw[2u * OUTER_THREADS + lid];
+    *d += gw[3u * OUTER_THREADS + lid];
+  }
+  workgroupBarrier();
+}
+#endif
+
+@compute @workgroup_size(OUTER_THREADS * OUTER_HALVES)
 fn gemm_outer(
-  @builtin(local_invocation_index) lid: u32,
+  @builtin(local_invocation_index) lid_all: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  outer_prologue(lid);
+  outer_prologue(lid_all);
+  // The half this thread belongs to, its place in it, and its first K step and tile.
+  let half = lid_all / OUTER_THREADS;
+  let lid = lid_all % OUTER_THREADS;
+  let k_half = half * OUTER_KT;
+  let buf0 = half * OUTER_BUFS;
+  const K_STEP: u32 = OUTER_KT * OUTER_HALVES;
   let tiles_n = (p.n_count + OUTER_N - 1u) / OUTER_N;
   let tiles_m = (p.rows + OUTER_M - 1u) / OUTER_M;
   let tile = wid.x + wid.y * nwg.x;
@@ -201,24 +247,26 @@ fn gemm_outer(
   var c7b = vec4<f32>(0.0);
 #endif
 
-  var next = outer_load_tile(m0, n0, 0u, lid);
+  // Every thread runs the same steps (the barriers need it); a half whose K step lies past K
+  // loads zeros.
+  var next = outer_load_tile(m0, n0, k_half, lid);
 #if OUTER_DB
-  outer_store_tile(next, lid, 0u);
+  outer_store_tile(next, lid, buf0);
   workgroupBarrier();
   var buf = 0u;
 #endif
-  for (var k0 = 0u; k0 < p.k; k0 += OUTER_KT) {
+  for (var k0 = 0u; k0 < p.k; k0 += K_STEP) {
 #if OUTER_DB
-    let bx = buf * OUTER_GX;
-    let bw = buf * OUTER_GW;
+    let bx = (buf0 + buf) * OUTER_GX;
+    let bw = (buf0 + buf) * OUTER_GW;
 #else
-    outer_store_tile(next, lid, 0u);
+    outer_store_tile(next, lid, buf0);
     workgroupBarrier();
-    let bx = 0u;
-    let bw = 0u;
+    let bx = buf0 * OUTER_GX;
+    let bw = buf0 * OUTER_GW;
 #endif
-    if (k0 + OUTER_KT < p.k) {
-      next = outer_load_tile(m0, n0, k0 + OUTER_KT, lid);
+    if (k0 + K_STEP < p.k) {
+      next = outer_load_tile(m0, n0, k0 + K_STEP + k_half, lid);
     }
     for (var kk = 0u; kk < OUTER_KT; kk++) {
       let a0 = gx[bx + kk * (OUTER_M / 4u) + ty];
@@ -248,12 +296,26 @@ fn gemm_outer(
     // The other buffer was last read in the step before this one, which every thread finished
     // before the last barrier.
     buf = 1u - buf;
-    if (k0 + OUTER_KT < p.k) {
-      outer_store_tile(next, lid, buf);
+    if (k0 + K_STEP < p.k) {
+      outer_store_tile(next, lid, buf0 + buf);
     }
 #endif
     workgroupBarrier();
   }
+
+#if OUTER_KSPLIT
+  // The second half's sums reach the first through gw, which nobody reads any more (the loop
+  // ended on a barrier).
+  outer_hand(half, lid, &c0a, &c0b, &c1a, &c1b);
+  outer_hand(half, lid, &c2a, &c2b, &c3a, &c3b);
+#if !OUTER_M64
+  outer_hand(half, lid, &c4a, &c4b, &c5a, &c5b);
+  outer_hand(half, lid, &c6a, &c6b, &c7a, &c7b);
+#endif
+  if (half == 1u) {
+    return;
+  }
+#endif
 
   let ma = m0 + 4u * ty;
   let na = n0 + 4u * tx;

@@ -238,6 +238,14 @@ export interface Fp16Tuning {
   /** `gemm_outer` with two tiles, one filled while the other is read: one barrier a step. */
   gemmOuterDoubleBuffer?: boolean;
   /**
+   * `gemm_outer` in 512-thread workgroups whose two halves sum alternate K steps of the same
+   * tile: twice the threads in flight where a product has fewer tiles than the adapter has room
+   * for (needs 512 invocations a workgroup). `true`: every product; `false`: none; unset: on a
+   * hardware adapter, products of fewer than {@linkcode GEMM_OUTER_SPLIT_BELOW} tiles, where the
+   * adapter holds the split tiles.
+   */
+  gemmOuterSplitK?: boolean;
+  /**
    * A stack of two layers of equal width (gate/up) offers SwiGLU in its GEMV's epilogue
    * ({@linkcode Fp16LinearStack.fusesSwigluOut}; default true).
    */
@@ -250,8 +258,65 @@ export const GEMM_OUTER_FEATURES = 128;
 /** The tile options of `gemm_outer` that every format offers. */
 export type GemmOuterTuning = Pick<
   Fp16Tuning,
-  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer"
+  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer" | "gemmOuterSplitK"
 >;
+
+/**
+ * Products of fewer tiles than this (128 x 128 outputs each) take `gemm_outer` split over K
+ * when `gemmOuterSplitK` is unset. Measured on the H200 (132 SMs; 512 rows): 128 and 344 tiles
+ * ran 11-16% faster split, 448 tiles 17% slower (BENCHMARKS.md, "K split in the workgroup").
+ */
+export const GEMM_OUTER_SPLIT_BELOW = 400;
+
+/** A layer's prefill product: one pipeline, and with `split` another for few tiles. */
+export interface GemmKernels {
+  /** The pipeline for every product (`split` absent), or for products of many tiles. */
+  kernel: Kernel;
+  /** `gemm_outer` split over K, for products of fewer than `GEMM_OUTER_SPLIT_BELOW` tiles. */
+  split?: Kernel;
+}
+
+/**
+ * The pipeline of `g` for a product of `tiles` workgroup tiles.
+ *
+ * @example
+ * ```ts ignore
+ * batch.dispatch(gemmKernelFor(gemm, tiles), bindings, grid(tiles), p);
+ * ```
+ */
+export function gemmKernelFor(g: GemmKernels, tiles: number): Kernel {
+  return g.split && tiles < GEMM_OUTER_SPLIT_BELOW ? g.split : g.kernel;
+}
+
+/**
+ * Builds `gemm_outer` from `file` with `defines` and the tile options of `t` (see
+ * {@linkcode gemmOuterDefines}), and, where `gemmOuterSplitK` is unset on a hardware adapter
+ * that holds the split tiles, its K-split twin for products of few tiles.
+ */
+export async function createGemmOuter(
+  gpu: Gpu,
+  file: string,
+  defines: string[],
+  b: { label: string; k: number; t: GemmOuterTuning; ownBytes?: number },
+): Promise<GemmKernels> {
+  const { label, k, t, ownBytes } = b;
+  const build = (d: string[]) =>
+    gpu.kernel({ file, entry: "gemm_outer", defines: [...defines, ...d] });
+  const own = gemmOuterDefines(gpu, label, k, t, ownBytes);
+  let split: string[] | undefined;
+  if (t.gemmOuterSplitK === undefined && !gpu.isSoftware) {
+    try {
+      split = gemmOuterDefines(gpu, label, k, { ...t, gemmOuterSplitK: true }, ownBytes);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err; // the adapter cannot hold it: whole K only
+    }
+  }
+  const [kernel, splitKernel] = await Promise.all([
+    build(own),
+    split ? build(split) : Promise.resolve(undefined),
+  ]);
+  return { kernel, split: splitKernel };
+}
 
 /**
  * The defines that shape `gemm_outer` (kernels/common/gemm_outer.wgsl), checked against the
@@ -267,19 +332,29 @@ export function gemmOuterDefines(
 ): string[] {
   const rows = t.gemmOuterRows ?? 128;
   const steps = t.gemmOuterK32 ? 32 : 16;
-  const bufs = t.gemmOuterDoubleBuffer ? 2 : 1;
+  const bufs = (t.gemmOuterDoubleBuffer ? 2 : 1) * (t.gemmOuterSplitK ? 2 : 1);
   const bytes = steps * (rows + GEMM_OUTER_FEATURES) * 4 * bufs + ownBytes;
+  const shape = `gemm_outer tiles of ${rows} rows, K step ${steps}, ${bufs} buffer(s)`;
   if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new RangeError(
-      `${label}: gemm_outer tiles of ${rows} rows, K step ${steps}, ${bufs} buffer(s)` +
-        (ownBytes ? ` and ${ownBytes} bytes of its own` : "") + ` need ${bytes} bytes of ` +
-        `workgroup storage; this adapter offers ${gpu.limits.maxComputeWorkgroupStorageSize}`,
+      `${label}: ${shape}` + (ownBytes ? ` and ${ownBytes} bytes of its own` : "") +
+        ` need ${bytes} bytes of workgroup storage; this adapter offers ` +
+        `${gpu.limits.maxComputeWorkgroupStorageSize}`,
     );
+  }
+  if (t.gemmOuterSplitK) {
+    if (gpu.limits.maxComputeInvocationsPerWorkgroup < 512) {
+      throw new RangeError(
+        `${label}: gemmOuterSplitK needs 512 invocations a workgroup; this adapter offers ` +
+          `${gpu.limits.maxComputeInvocationsPerWorkgroup}`,
+      );
+    }
   }
   return [
     ...(rows === 64 ? ["OUTER_M64"] : []),
     ...(t.gemmOuterK32 ? ["OUTER_K32"] : []),
     ...(t.gemmOuterDoubleBuffer ? ["OUTER_DB"] : []),
+    ...(t.gemmOuterSplitK ? ["OUTER_KSPLIT"] : []),
     ...(k % 8 ? ["ANYK"] : []),
   ];
 }
@@ -347,7 +422,7 @@ export class Fp16Linear implements Linear {
   readonly chunks: readonly RowChunk[];
   #owned: GpuTensor[];
   #gemv: Kernel;
-  #gemm: Kernel;
+  #gemm: GemmKernels;
   #gemvMulti: RowsKernel;
   #gemvRowsPerWorkgroup: number;
   #multiRowsPerWorkgroup: number;
@@ -359,7 +434,7 @@ export class Fp16Linear implements Linear {
     f16: boolean,
     chunks: RowChunk[],
     owned: GpuTensor[],
-    kernels: [Kernel, Kernel, RowsKernel],
+    kernels: [Kernel, GemmKernels, RowsKernel],
     shape: [number, number, number, number],
   ) {
     this.inFeatures = opts.inFeatures;
@@ -430,14 +505,14 @@ export class Fp16Linear implements Linear {
       const kernels = await Promise.all([
         gemvKernel(build, []),
         gemvRowsKernel(build, []),
-        gpu.kernel({
-          file: "matmul_f16",
-          entry: "gemm_outer",
-          defines: [...(f16 ? ["F16"] : []), ...gemmOuterDefines(gpu, label, k, t)],
-        }),
+        createGemmOuter(gpu, "matmul_f16", f16 ? ["F16"] : [], { label, k, t }),
       ]);
       const gemvRows = kernels[0].rowsPerWorkgroup;
-      const ks: [Kernel, Kernel, RowsKernel] = [kernels[0].kernel, kernels[2], kernels[1].kernel];
+      const ks: [Kernel, GemmKernels, RowsKernel] = [
+        kernels[0].kernel,
+        kernels[2],
+        kernels[1].kernel,
+      ];
       return new Fp16Linear(opts, f16, chunks, owned, ks, [
         gemvRows,
         outerRows,
@@ -489,7 +564,7 @@ export class Fp16Linear implements Linear {
         batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
       } else {
         const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
-        batch.dispatch(this.#gemm, [x, chunk.binding, y], grid(tiles), p);
+        batch.dispatch(gemmKernelFor(this.#gemm, tiles), [x, chunk.binding, y], grid(tiles), p);
       }
     }
   }

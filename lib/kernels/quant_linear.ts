@@ -45,10 +45,12 @@ import { Q4_0_TABLE } from "../quant/ggml.ts";
 import { bindingBytes, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
 import { RowsKernel, rowsPipelineCounts } from "./rows_kernel.ts";
 import {
+  createGemmOuter,
   defaultRowsFeatures,
   Fp16Linear,
   GEMM_OUTER_FEATURES,
-  gemmOuterDefines,
+  gemmKernelFor,
+  type GemmKernels,
   type Int8Input,
   type Linear,
   type LinearEncodeOptions,
@@ -158,6 +160,8 @@ export interface QuantTuning {
   gemmOuterK32?: boolean;
   /** 4-bit and Q8_0: `gemm_outer` with two tiles ({@linkcode Fp16Tuning.gemmOuterDoubleBuffer}). */
   gemmOuterDoubleBuffer?: boolean;
+  /** 4-bit and Q8_0: `gemm_outer` split over K ({@linkcode Fp16Tuning.gemmOuterSplitK}). */
+  gemmOuterSplitK?: boolean;
 }
 
 /**
@@ -508,7 +512,8 @@ interface Kernels {
   quantizeRowSwiglu?: Kernel;
   /** The same for 2 to 8 rows each alone: quantize_rows (SWIGLU). */
   quantizeRowsSwiglu?: Kernel;
-  gemm: Kernel;
+  /** The prefill product (gemm_outer, with its K-split twin where built; int8: the integer gemm). */
+  gemm: GemmKernels;
   /** Multi-row GEMV (absent: 4-bit with K % 32 != 0, where perRow products take the GEMM). */
   gemvRows?: RowsKernel;
   quantizeRows?: Kernel;
@@ -1333,7 +1338,7 @@ export class QuantLinear implements Linear {
       batch.dispatch(multi.for(rows), bindings, grid(Math.ceil(chunk.count / multiRows)), p);
     } else {
       const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
-      batch.dispatch(this.#kernels.gemm, bindings, grid(tiles), p);
+      batch.dispatch(gemmKernelFor(this.#kernels.gemm, tiles), bindings, grid(tiles), p);
     }
   }
 
@@ -1619,7 +1624,7 @@ async function buildKernels(
     gemm: { TILE_M: tileM, TILE_N: tileN },
     outerRows,
     // the 4-bit kernels keep their 16-value code table in workgroup memory too
-    outerDefines: outerRows ? gemmOuterDefines(gpu, label, k, t, family === "4bit" ? 64 : 0) : [],
+    outer: { label, k, t, ownBytes: family === "4bit" ? 64 : 0 },
   });
   // q_4bit.wgsl's gemv computes RPT (2, 4 or 8) output features per thread group, gemv_rows FPT
   const multiRows = (rowsWg / rowsTpr) * fpt;
@@ -1670,16 +1675,16 @@ async function compileKernels(
     gemm: Record<string, number>;
     /** Rows per workgroup of gemm_outer (64 or 128), or 0 for gemm. */
     outerRows: number;
-    /** gemm_outer's defines ({@linkcode gemmOuterDefines}). */
-    outerDefines: string[];
+    /** gemm_outer's tile options ({@linkcode createGemmOuter}). */
+    outer: Parameters<typeof createGemmOuter>[3];
   },
 ): Promise<Kernels> {
   const f16 = o.f16 ? ["F16"] : [];
   // The prefill product: gemm_outer for the 4-bit formats and Q8_0, the integer gemm for int8.
-  const gemmSpec = (file: string, defines: string[]) =>
+  const gemmSpec = (file: string, defines: string[]): Promise<GemmKernels> =>
     o.outerRows
-      ? spec(file, "gemm_outer", [...defines, ...o.outerDefines])
-      : spec(file, "gemm", defines, o.gemm);
+      ? createGemmOuter(gpu, file, defines, o.outer)
+      : spec(file, "gemm", defines, o.gemm).then((kernel) => ({ kernel }));
   const fpt2 = [
     ...(o.rowsFeatures === 2 ? ["FPT2"] : []),
     ...(o.rowsPrefetch ? [] : ["NOPREFETCH"]),
@@ -1714,7 +1719,7 @@ async function compileKernels(
       quantizeRowsSwiglu,
     ] = await Promise.all([
       spec("q_int8", "gemv", [...llm, ...f16, ...k16, ...o.route], { ...o.gemv, ...dense }),
-      spec("q_int8", "gemm", [...llm, ...f16], o.gemm),
+      gemmSpec("q_int8", [...llm, ...f16]),
       spec("q_int8", "quantize", mode),
       // one row: the per-tensor absmax is the row's, so int8-absmax shares vector-wise's
       spec("q_int8", "quantize_row", llm),

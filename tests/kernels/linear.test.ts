@@ -7,9 +7,12 @@ import { CommandBatch } from "../../lib/gpu/batch.ts";
 import type { Gpu } from "../../lib/gpu/device.ts";
 import {
   cpuMatmul,
+  createGemmOuter,
   Fp16Linear,
   Fp16LinearStack,
   type Fp16Tuning,
+  GEMM_OUTER_SPLIT_BELOW,
+  gemmKernelFor,
 } from "../../lib/kernels/linear.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
@@ -117,6 +120,10 @@ function suite(f16: boolean): void {
           { gemmOuterDoubleBuffer: true },
           { gemmOuterRows: 64, gemmOuterK32: true },
           { gemmOuterRows: 64, gemmOuterDoubleBuffer: true },
+          // Halves summing alternate K steps: K = 16 leaves the second half nothing but zeros,
+          // 48 gives it one step of three.
+          { gemmOuterSplitK: true },
+          { gemmOuterRows: 64, gemmOuterSplitK: true },
         ];
         for (const tuning of tunings) {
           for (const [i, s] of shapes.entries()) {
@@ -165,6 +172,29 @@ suite(true);
 if (!hasF16) {
   console.log("shader-f16 is not offered by this adapter: the f16-arithmetic tests are ignored");
 }
+
+Deno.test("gemm_outer's K split: picked below the tile count, built only where asked or useful", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const b = { label: "pick", k: 64 };
+    const auto = await createGemmOuter(gpu, "matmul_f16", [], { ...b, t: {} });
+    // A software adapter has no SMs to fill: the whole-K pipeline only, unless asked.
+    assertEquals(auto.split === undefined, gpu.isSoftware);
+    const always = await createGemmOuter(gpu, "matmul_f16", [], {
+      ...b,
+      t: { gemmOuterSplitK: true },
+    });
+    assert(always.split === undefined && /OUTER_KSPLIT/.test(always.kernel.name));
+    const never = await createGemmOuter(gpu, "matmul_f16", [], {
+      ...b,
+      t: { gemmOuterSplitK: false },
+    });
+    assert(never.split === undefined && !/OUTER_KSPLIT/.test(never.kernel.name));
+    const both = { kernel: never.kernel, split: always.kernel };
+    assertEquals(gemmKernelFor(both, GEMM_OUTER_SPLIT_BELOW - 1), always.kernel);
+    assertEquals(gemmKernelFor(both, GEMM_OUTER_SPLIT_BELOW), never.kernel);
+    assertEquals(gemmKernelFor({ kernel: never.kernel }, 1), never.kernel);
+  });
+});
 
 Deno.test("Fp16Linear rejects odd K, wrong sizes and f16 without shader-f16", async () => {
   await withGpu({ f16: false }, async (gpu) => {

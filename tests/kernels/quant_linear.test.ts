@@ -202,6 +202,8 @@ const CASES: Record<string, Case[]> = {
     // K steps of 32, two buffers (64 rows: at 128 the tiles and the code table pass 32 KiB)
     { rows: 130, n: 132, k: 48, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
     { rows: 70, n: 132, k: 96, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
+    // Halves summing alternate K steps (three steps: the second half's last lies past K)
+    { rows: 70, n: 132, k: 48, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -211,6 +213,7 @@ const CASES: Record<string, Case[]> = {
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterRows: 64 } },
     { rows: 130, n: 67, k: 96, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
     { rows: 70, n: 67, k: 160, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
+    { rows: 130, n: 67, k: 96, tuning: { gemmOuterSplitK: true } },
   ],
 };
 
