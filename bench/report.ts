@@ -92,8 +92,17 @@ export interface BenchResults {
     reps: number;
     scale: string;
   };
-  /** The streaming-read reference: the larger of a reading before and after the rest. */
-  reference: { bytes: number; gbps: number; first: number; again: number } | null;
+  /**
+   * The streaming-read reference: the larger of a reading before and after the rest; with it
+   * (absent in older results) the f32 FMA rate, lib/kernels/fma_peak.ts.
+   */
+  reference: {
+    bytes: number;
+    gbps: number;
+    first: number;
+    again: number;
+    fmaTflops?: number;
+  } | null;
   /** One activation row. `bytes`: weights, scales and x; `ms`: all dispatches of the product. */
   gemv: {
     format: string;
@@ -166,6 +175,12 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
           f(r.reference.again, 1),
         ]],
       },
+    });
+  }
+  if (r.reference?.fmaTflops !== undefined) {
+    tables.push({
+      title: "f32 FMA-rate reference",
+      table: { columns: ["TFLOP/s"], rows: [[f(r.reference.fmaTflops, 3)]] },
     });
   }
   if (r.gemv.length) {

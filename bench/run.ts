@@ -1,8 +1,8 @@
 /**
- * The benchmark suite behind `deno task bench`: the streaming-read reference, GEMV and GEMM per
- * weight format at Llama-2-7B and Llama-3-8B shapes, and end-to-end greedy decode of random
- * models of those shapes. Writes `results.json`, `results.md` and `report.html` (plots) to
- * `--out` (default `bench/out`).
+ * The benchmark suite behind `deno task bench`: the streaming-read and f32 FMA-rate references,
+ * GEMV and GEMM per weight format at Llama-2-7B and Llama-3-8B shapes, and end-to-end greedy
+ * decode of random models of those shapes. Writes `results.json`, `results.md` and `report.html`
+ * (plots) to `--out` (default `bench/out`).
  *
  * Every kernel time is GPU time from timestamp queries (the median of many after a warm-up);
  * without `timestamp-query` (the GL backend) it is wall-clock time of the submission. Before each
@@ -28,6 +28,7 @@ import { formatBytes } from "../lib/gpu/ledger.ts";
 import type { GpuTensor } from "../lib/gpu/tensor.ts";
 import type { Linear } from "../lib/kernels/linear.ts";
 import type { QuantTuning } from "../lib/kernels/quant_linear.ts";
+import { measureFmaRate } from "../lib/kernels/fma_peak.ts";
 import { createStreamRead, type StreamRead } from "../lib/kernels/stream_read.ts";
 import { LlamaModel } from "../lib/model/llama.ts";
 import { createSampler } from "../lib/model/sampling.ts";
@@ -347,6 +348,13 @@ if (sections.has("reference") || sections.has("gemv") || sections.has("decode"))
   console.log(`reference streaming read ${formatBytes(refBytes)}: ${refGBps.toFixed(1)} GB/s`);
   results.reference = { bytes: refBytes, gbps: refGBps, first: refGBps, again: NaN };
 }
+// The arithmetic ceiling next to it, for the GEMM lines (NaN: not measured).
+let fmaTflops = NaN;
+if (sections.has("reference")) {
+  fmaTflops = await measureFmaRate(gpu);
+  console.log(`reference f32 FMA rate: ${fmaTflops.toFixed(2)} TFLOP/s`);
+  results.reference!.fmaTflops = fmaTflops;
+}
 
 // ---------------------------------------------------------------------------------------------
 // GEMV and GEMM per format
@@ -461,7 +469,11 @@ if (sections.has("gemm")) {
           `gemm ${format.padEnd(16)} ${prefillRows}x${s.k}·(${s.n}x${s.k})ᵀ ${
             r.ms.toFixed(3)
           } ms ` +
-            `${tflops.toFixed(2)} TFLOP/s${tuning ? ` ${JSON.stringify(tuning)}` : ""}`,
+            `${tflops.toFixed(2)} TFLOP/s` +
+            (Number.isFinite(fmaTflops)
+              ? ` ${(100 * tflops / fmaTflops).toFixed(1)}% of the FMA rate`
+              : "") +
+            (tuning ? ` ${JSON.stringify(tuning)}` : ""),
         );
       }
     }
@@ -837,7 +849,13 @@ if (sections.has("speculative")) {
 if (sections.has("reference")) {
   const again = await streamReference();
   console.log(`reference streaming read, again: ${again.toFixed(1)} GB/s`);
-  results.reference = { bytes: refBytes, gbps: Math.max(refGBps, again), first: refGBps, again };
+  results.reference = {
+    bytes: refBytes,
+    gbps: Math.max(refGBps, again),
+    first: refGBps,
+    again,
+    fmaTflops,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
