@@ -30,8 +30,11 @@
 // NF4 15.4-20.1 against 10.6-11.8 (gemm decodes every weight with its own code and scale loads),
 // Q8_0 14.7-19.2 against 14.6-16.4; 64-row tiles were slower at four of five shapes. Tiles in f16
 // with each K step summed in f16 ran another 10-20% faster but missed the f16 tolerance of the
-// tests (16-term f16 sums), so they are not offered. Far from the f32 FMA rate still: the kernel
-// is bound by latency (one or two workgroups per SM), not by arithmetic.
+// tests (16-term f16 sums), so they are not offered. With OUTER_KSPLIT where tiles are few
+// (bench/results/h200-gemm-split-2026-12-04): FP16 16.6-19.5, NF4 16.8-19.8, Q8_0 16.1-19.4,
+// 24-31% of the FMA-rate reference. Stripped copies there: storing each K step and its two
+// barriers cost the most; the arithmetic alone, nothing loaded or stored, reaches about half the
+// FMA rate.
 
 struct OuterW8 {
   lo: vec4<f32>,
