@@ -93,8 +93,8 @@ const { values: args } = parseArgs({
     "decode-modes": { type: "string", default: DEFAULT_DECODE_MODES.join(",") },
     "llama-bench": { type: "string" },
     "spec-parts": { type: "string", default: "verify,simulated,bundled" },
-    "spec-groups": { type: "string", default: "0,8" },
-    "spec-alone": { type: "string", default: "8" },
+    "spec-groups": { type: "string", default: "0,auto" },
+    "spec-alone": { type: "string", default: "8,auto" },
     "spec-k": { type: "string" },
     "spec-tokens": { type: "string" },
     "spec-targets": { type: "string" },
@@ -117,8 +117,9 @@ if (args.help) {
   console.log(
     "deno task bench [--out DIR] [--sections reference,gemv,gemm,decode,speculative]\n" +
       "                [--formats LIST] [--spec-parts verify,simulated,bundled]\n" +
-      "                [--spec-groups 0,8]                 (bundled pair: rounds per readback)\n" +
-      "                [--spec-alone 8,16,32,auto]         (bundled target alone: tokens in flight)\n" +
+      "                [--spec-groups 0,auto]              (bundled pair: rounds per readback)\n" +
+      "                [--spec-alone 8,auto]               (bundled target alone: tokens in flight;\n" +
+      "                                                     speed-ups against the fastest)\n" +
       "                [--spec-k adaptive,1,2,3,4]         (bundled pair: draft lengths)\n" +
       "                [--spec-tokens 192]                 (simulated pairs: new tokens per call)\n" +
       "                [--spec-targets llama-2-7b,llama-3-8b] (simulated pairs: their targets)\n" +

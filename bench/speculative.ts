@@ -143,11 +143,12 @@ export interface SpeculativeBenchOptions {
   formats: BenchFormat[];
   /** Which parts to run (default all three). */
   parts?: ("verify" | "simulated" | "bundled")[];
-  /** Bundled pair: the `groupRounds` values to measure (default 0 and 8). */
+  /** Bundled pair: the `groupRounds` values to measure (default 0 and "auto"). */
   groups?: (number | "auto")[];
   /**
    * Bundled pair: the target alone with these tokens in flight per readback (decodeGreedy's
-   * `inFlight`, default [8]); speed-ups are against the fastest.
+   * `inFlight`, default 8 and "auto"); speed-ups are against the fastest, so that a pair is
+   * compared with the target at its best (8 alone holds a GPU to one readback per 8 tokens).
    */
   aloneInFlight?: (number | "auto")[];
   /** Bundled pair: the draft lengths to measure (default adaptive, 1, 2, 3, 4). */
@@ -403,7 +404,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
         // in flight waits less often on Deno's ≥ 10 ms map, so it is measured as well
         const alone: number[][] = [];
         const baselineByInFlight: Record<string, number> = {};
-        for (const inFlight of o.aloneInFlight ?? [8]) {
+        for (const inFlight of o.aloneInFlight ?? [8, "auto" as const]) {
           let aloneMs = 0;
           let aloneTokens = 0;
           alone.length = 0;
@@ -440,7 +441,9 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           });
         }
         const settings = (o.draftLengths ?? (software ? ["adaptive"] : ["adaptive", 1, 2, 3, 4]))
-          .flatMap((k) => (o.groups ?? [0, 8]).map((groupRounds) => ({ k, groupRounds })));
+          .flatMap((k) =>
+            (o.groups ?? [0, "auto" as const]).map((groupRounds) => ({ k, groupRounds }))
+          );
         for (const { k, groupRounds } of settings) {
           let drafted = 0;
           let accepted = 0;
