@@ -106,6 +106,7 @@ const { values: args } = parseArgs({
     tuning: { type: "string" },
     "gemv-tunings": { type: "string", default: "[{}]" },
     "gemm-tunings": { type: "string", default: "[{}]" },
+    "gemm-rows": { type: "string" },
     stack: { type: "string", default: "all" },
     "stack-swiglu": { type: "string", default: "true" },
     "prompt-lengths": { type: "string", default: "1,8,32" },
@@ -132,6 +133,7 @@ if (args.help) {
       "                [--tuning JSON]                     (QuantTuning of the decode models)\n" +
       "                [--gemv-tunings JSON]               (a list of tunings the gemv section compares)\n" +
       "                [--gemm-tunings JSON]               (a list of tunings the gemm section compares)\n" +
+      "                [--gemm-rows 128,512]               (gemm: activation rows; default the prefill's)\n" +
       "                [--stack all|fp16|none]             (q/k/v, gate/up stacked for decode)\n" +
       "                [--stack-swiglu true|false]         (FP16 gate/up writing SwiGLU itself)\n" +
       "                [--prompt-lengths 1,8,32]           (decode: time to the first token by prompt length)\n" +
@@ -219,6 +221,12 @@ const extraShapes = args["extra-shapes"]!.split(",").filter((v) => v).map((v) =>
   return { model: "extra", n, k };
 });
 const prefillRows = software ? 32 : 512;
+// --gemm-rows: the GEMM section's activation rows (default: the prefill's), e.g. shorter prompts
+// whose products have fewer tiles than the GPU has SMs
+const gemmRowsList = (args["gemm-rows"] ?? `${prefillRows}`).split(",").map(Number);
+if (!gemmRowsList.every((r) => Number.isInteger(r) && r >= 2)) {
+  throw new Error(`--gemm-rows: integers from 2, got ${args["gemm-rows"]}`);
+}
 
 const results: BenchResults = {
   meta: {
@@ -440,11 +448,11 @@ if (sections.has("gemv")) {
 await save();
 
 if (sections.has("gemm")) {
-  for (const s of shapes) {
+  for (const [s, gemmRows] of shapes.flatMap((s) => gemmRowsList.map((r) => [s, r] as const))) {
     for (const format of formats) {
       for (const t of gemmTunings) {
         const tuning = Object.keys(t).length ? t : undefined;
-        const r = await productCase(format, s.n, s.k, prefillRows, tuning).catch((err) => {
+        const r = await productCase(format, s.n, s.k, gemmRows, tuning).catch((err) => {
           // A tile option the adapter cannot hold (workgroup storage, invocations) is refused by
           // name when the layer is built: say so and measure the rest.
           if (!(err instanceof RangeError)) throw err;
@@ -454,11 +462,11 @@ if (sections.has("gemm")) {
           return undefined;
         });
         if (!r) continue;
-        const tflops = 2 * prefillRows * s.n * s.k / r.ms / 1e9;
+        const tflops = 2 * gemmRows * s.n * s.k / r.ms / 1e9;
         results.gemm.push({
           format,
           shape: s.model,
-          rows: prefillRows,
+          rows: gemmRows,
           n: s.n,
           k: s.k,
           ms: r.ms,
@@ -467,9 +475,7 @@ if (sections.has("gemm")) {
           ...(tuning ? { tuning } : {}),
         });
         console.log(
-          `gemm ${format.padEnd(16)} ${prefillRows}x${s.k}·(${s.n}x${s.k})ᵀ ${
-            r.ms.toFixed(3)
-          } ms ` +
+          `gemm ${format.padEnd(16)} ${gemmRows}x${s.k}·(${s.n}x${s.k})ᵀ ${r.ms.toFixed(3)} ms ` +
             `${tflops.toFixed(2)} TFLOP/s` +
             (Number.isFinite(fmaTflops)
               ? ` ${(100 * tflops / fmaTflops).toFixed(1)}% of the FMA rate`

@@ -213,7 +213,7 @@ const CASES: Record<string, Case[]> = {
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterRows: 64 } },
     { rows: 130, n: 67, k: 96, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
     { rows: 70, n: 67, k: 160, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
-    { rows: 130, n: 67, k: 96, tuning: { gemmOuterSplitK: true } },
+    { rows: 70, n: 67, k: 96, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
   ],
 };
 
