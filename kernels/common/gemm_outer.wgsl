@@ -165,14 +165,15 @@ fn outer_store_tile(t: OuterTile, lid: u32, buf: u32) {
 #endif
 }
 
-// Four outputs (m, n .. n + 3), the ones past the product left out.
-fn outer_store_y(m: u32, n: u32, v: vec4<f32>) {
+// Four outputs (m, n .. n + 3), the ones past the product left out. `slab`: the split's copy
+// of y (0 unsplit; see gemm_outer).
+fn outer_store_y(slab: u32, m: u32, n: u32, v: vec4<f32>) {
   if (m >= p.rows) {
     return;
   }
   for (var j = 0u; j < 4u; j++) {
     if (n + j < p.n_count) {
-      y[m * p.n_total + p.n_start + n + j] = v[j];
+      y[(slab * p.rows + m) * p.n_total + p.n_start + n + j] = v[j];
     }
   }
 }
@@ -223,6 +224,13 @@ fn gemm_outer(
   if (tile >= tiles_n * tiles_m) {
     return; // the whole workgroup leaves: no barrier is skipped by part of it
   }
+  // Split across workgroups (nwg.z > 1, for products of fewer tiles than the GPU has room for):
+  // workgroup z sums its share of the K steps into copy z of y (y is then the caller's scratch
+  // of nwg.z copies, which split_sum.wgsl adds up). A share past K is empty: its copy gets zeros.
+  let k_steps = (p.k + K_STEP - 1u) / K_STEP;
+  let k_share = (k_steps + nwg.z - 1u) / nwg.z;
+  let k_begin = min(p.k, wid.z * k_share * K_STEP);
+  let k_end = min(p.k, k_begin + k_share * K_STEP);
   // Neighbouring workgroups share a row tile of x and walk the features.
   let m0 = (tile / tiles_n) * OUTER_M;
   let n0 = (tile % tiles_n) * OUTER_N;
@@ -252,13 +260,13 @@ fn gemm_outer(
 
   // Every thread runs the same steps (the barriers need it); a half whose K step lies past K
   // loads zeros.
-  var next = outer_load_tile(m0, n0, k_half, lid);
+  var next = outer_load_tile(m0, n0, k_begin + k_half, lid);
 #if OUTER_DB
   outer_store_tile(next, lid, buf0);
   workgroupBarrier();
   var buf = 0u;
 #endif
-  for (var k0 = 0u; k0 < p.k; k0 += K_STEP) {
+  for (var k0 = k_begin; k0 < k_end; k0 += K_STEP) {
 #if OUTER_DB
     let bx = (buf0 + buf) * OUTER_GX;
     let bw = (buf0 + buf) * OUTER_GW;
@@ -268,7 +276,7 @@ fn gemm_outer(
     let bx = buf0 * OUTER_GX;
     let bw = buf0 * OUTER_GW;
 #endif
-    if (k0 + K_STEP < p.k) {
+    if (k0 + K_STEP < k_end) {
       next = outer_load_tile(m0, n0, k0 + K_STEP + k_half, lid);
     }
     for (var kk = 0u; kk < OUTER_KT; kk++) {
@@ -299,7 +307,7 @@ fn gemm_outer(
     // The other buffer was last read in the step before this one, which every thread finished
     // before the last barrier.
     buf = 1u - buf;
-    if (k0 + K_STEP < p.k) {
+    if (k0 + K_STEP < k_end) {
       outer_store_tile(next, lid, buf0 + buf);
     }
 #endif
@@ -322,22 +330,22 @@ fn gemm_outer(
 
   let ma = m0 + 4u * ty;
   let na = n0 + 4u * tx;
-  outer_store_y(ma, na, c0a);
-  outer_store_y(ma, na + 64u, c0b);
-  outer_store_y(ma + 1u, na, c1a);
-  outer_store_y(ma + 1u, na + 64u, c1b);
-  outer_store_y(ma + 2u, na, c2a);
-  outer_store_y(ma + 2u, na + 64u, c2b);
-  outer_store_y(ma + 3u, na, c3a);
-  outer_store_y(ma + 3u, na + 64u, c3b);
+  outer_store_y(wid.z, ma, na, c0a);
+  outer_store_y(wid.z, ma, na + 64u, c0b);
+  outer_store_y(wid.z, ma + 1u, na, c1a);
+  outer_store_y(wid.z, ma + 1u, na + 64u, c1b);
+  outer_store_y(wid.z, ma + 2u, na, c2a);
+  outer_store_y(wid.z, ma + 2u, na + 64u, c2b);
+  outer_store_y(wid.z, ma + 3u, na, c3a);
+  outer_store_y(wid.z, ma + 3u, na + 64u, c3b);
 #if !OUTER_M64
-  outer_store_y(ma + 64u, na, c4a);
-  outer_store_y(ma + 64u, na + 64u, c4b);
-  outer_store_y(ma + 65u, na, c5a);
-  outer_store_y(ma + 65u, na + 64u, c5b);
-  outer_store_y(ma + 66u, na, c6a);
-  outer_store_y(ma + 66u, na + 64u, c6b);
-  outer_store_y(ma + 67u, na, c7a);
-  outer_store_y(ma + 67u, na + 64u, c7b);
+  outer_store_y(wid.z, ma + 64u, na, c4a);
+  outer_store_y(wid.z, ma + 64u, na + 64u, c4b);
+  outer_store_y(wid.z, ma + 65u, na, c5a);
+  outer_store_y(wid.z, ma + 65u, na + 64u, c5b);
+  outer_store_y(wid.z, ma + 66u, na, c6a);
+  outer_store_y(wid.z, ma + 66u, na + 64u, c6b);
+  outer_store_y(wid.z, ma + 67u, na, c7a);
+  outer_store_y(wid.z, ma + 67u, na + 64u, c7b);
 #endif
 }

@@ -12,6 +12,15 @@ import type { Kernel, KernelSpec } from "../gpu/kernel.ts";
 import type { GpuTensor } from "../gpu/tensor.ts";
 import { planRowChunks, requireBytes, type RowChunk, tensorRowChunks } from "./chunks.ts";
 import { RowsKernel, rowsPipelineCounts } from "./rows_kernel.ts";
+import {
+  acquireSpreadScratch,
+  createSplitSum,
+  encodeSplitSum,
+  GEMM_SPREAD_BELOW,
+  gemmSpread,
+  releaseSpreadScratch,
+  spreadScratch,
+} from "./gemm_spread.ts";
 
 /**
  * Options of {@linkcode Linear.encode}.
@@ -246,6 +255,12 @@ export interface Fp16Tuning {
    */
   gemmOuterSplitK?: boolean;
   /**
+   * Split each GEMM across this many workgroups along K, their copies of the output added after
+   * (lib/kernels/gemm_spread.ts; 1: never). Unset: on a hardware adapter, products of fewer than
+   * {@linkcode GEMM_SPREAD_BELOW} tiles, into enough copies for about 256 workgroups (at most 8).
+   */
+  gemmOuterSpread?: number;
+  /**
    * A stack of two layers of equal width (gate/up) offers SwiGLU in its GEMV's epilogue
    * ({@linkcode Fp16LinearStack.fusesSwigluOut}; default true).
    */
@@ -258,7 +273,7 @@ export const GEMM_OUTER_FEATURES = 128;
 /** The tile options of `gemm_outer` that every format offers. */
 export type GemmOuterTuning = Pick<
   Fp16Tuning,
-  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer" | "gemmOuterSplitK"
+  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer" | "gemmOuterSplitK" | "gemmOuterSpread"
 >;
 
 /**
@@ -274,18 +289,66 @@ export interface GemmKernels {
   kernel: Kernel;
   /** `gemm_outer` split over K, for products of fewer than `GEMM_OUTER_SPLIT_BELOW` tiles. */
   split?: Kernel;
+  /**
+   * split_sum, where products may be split across workgroups; a layer holding these kernels
+   * then holds the device's split scratch ({@linkcode holdGemmKernels}).
+   */
+  sum?: Kernel;
+  /** `gemmOuterSpread` as asked (unset: by the tile count). */
+  spread?: number;
 }
 
 /**
- * The pipeline of `g` for a product of `tiles` workgroup tiles.
+ * The pipeline of `g` for a product of `tiles` workgroup tiles split `splits` ways across
+ * workgroups (a split product takes the whole-K pipeline: independent workgroups fill the GPU
+ * better than the halves of one).
  *
  * @example
  * ```ts ignore
  * batch.dispatch(gemmKernelFor(gemm, tiles), bindings, grid(tiles), p);
  * ```
  */
-export function gemmKernelFor(g: GemmKernels, tiles: number): Kernel {
-  return g.split && tiles < GEMM_OUTER_SPLIT_BELOW ? g.split : g.kernel;
+export function gemmKernelFor(g: GemmKernels, tiles: number, splits = 1): Kernel {
+  return splits === 1 && g.split && tiles < GEMM_OUTER_SPLIT_BELOW ? g.split : g.kernel;
+}
+
+/** Copies across workgroups for a product of `tiles` tiles over `k` ({@linkcode gemmSpread}). */
+export function gemmSplitsFor(g: GemmKernels, tiles: number, k: number): number {
+  return g.sum ? gemmSpread(tiles, k, g.spread) : 1;
+}
+
+/** A layer built with `g` keeps the device's split scratch alive (where `g` may split). */
+export function holdGemmKernels(gpu: Gpu, g: GemmKernels): void {
+  if (g.sum) acquireSpreadScratch(gpu);
+}
+
+/** The layer's hold taken by {@linkcode holdGemmKernels} ends (its destroy). */
+export function releaseGemmKernels(gpu: Gpu, g: GemmKernels): void {
+  if (g.sum) releaseSpreadScratch(gpu);
+}
+
+/**
+ * Records a layer's GEMM over its row chunks: `dispatch(kernel, y, grid)` per chunk, into y or,
+ * split across workgroups, into copies in the split scratch, then their sum into y.
+ */
+export function encodeGemm(
+  batch: CommandBatch,
+  gpu: Gpu,
+  g: GemmKernels,
+  shape: { rows: number; n: number; k: number; tileM: number; tileN: number },
+  y: Binding,
+  chunks: readonly { count: number }[],
+  dispatch: (chunk: number, kernel: Kernel, y: Binding, size: [number, number, number]) => void,
+): void {
+  const { rows, n, k, tileM, tileN } = shape;
+  const splits = gemmSplitsFor(g, Math.ceil(n / tileN) * Math.ceil(rows / tileM), k);
+  const part = splits > 1 ? spreadScratch(gpu, splits * rows * n * 4) : null;
+  chunks.forEach((chunk, i) => {
+    const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
+    const [gx, gy] = grid(tiles);
+    dispatch(i, gemmKernelFor(g, tiles, splits), part ?? y, [gx, gy, splits]);
+  });
+  if (part) encodeSplitSum(batch, g.sum!, part, y, rows * n, splits);
 }
 
 /**
@@ -300,6 +363,10 @@ export async function createGemmOuter(
   b: { label: string; k: number; t: GemmOuterTuning; ownBytes?: number },
 ): Promise<GemmKernels> {
   const { label, k, t, ownBytes } = b;
+  const spread = t.gemmOuterSpread;
+  if (spread !== undefined && !(Number.isInteger(spread) && spread >= 1 && spread <= 64)) {
+    throw new RangeError(`${label}: gemmOuterSpread must be an integer in 1..64, got ${spread}`);
+  }
   const build = (d: string[]) =>
     gpu.kernel({ file, entry: "gemm_outer", defines: [...defines, ...d] });
   const own = gemmOuterDefines(gpu, label, k, t, ownBytes);
@@ -311,11 +378,13 @@ export async function createGemmOuter(
       if (!(err instanceof RangeError)) throw err; // the adapter cannot hold it: whole K only
     }
   }
-  const [kernel, splitKernel] = await Promise.all([
+  const spreads = spread === undefined ? !gpu.isSoftware : spread > 1;
+  const [kernel, splitKernel, sum] = await Promise.all([
     build(own),
     split ? build(split) : Promise.resolve(undefined),
+    spreads ? createSplitSum(gpu) : Promise.resolve(undefined),
   ]);
-  return { kernel, split: splitKernel };
+  return { kernel, split: splitKernel, sum, spread };
 }
 
 /**
@@ -423,6 +492,8 @@ export class Fp16Linear implements Linear {
   #owned: GpuTensor[];
   #gemv: Kernel;
   #gemm: GemmKernels;
+  #gpu: Gpu;
+  #destroyed = false;
   #gemvMulti: RowsKernel;
   #gemvRowsPerWorkgroup: number;
   #multiRowsPerWorkgroup: number;
@@ -430,6 +501,7 @@ export class Fp16Linear implements Linear {
   #tileN: number;
 
   private constructor(
+    gpu: Gpu,
     opts: Fp16LinearOptions,
     f16: boolean,
     chunks: RowChunk[],
@@ -437,6 +509,7 @@ export class Fp16Linear implements Linear {
     kernels: [Kernel, GemmKernels, RowsKernel],
     shape: [number, number, number, number],
   ) {
+    this.#gpu = gpu;
     this.inFeatures = opts.inFeatures;
     this.outFeatures = opts.outFeatures;
     this.weightBytes = opts.outFeatures * opts.inFeatures * 2;
@@ -445,6 +518,7 @@ export class Fp16Linear implements Linear {
     this.chunks = chunks;
     this.#owned = owned;
     [this.#gemv, this.#gemm, this.#gemvMulti] = kernels;
+    holdGemmKernels(gpu, this.#gemm);
     [this.#gemvRowsPerWorkgroup, this.#tileM, this.#tileN, this.#multiRowsPerWorkgroup] = shape;
   }
 
@@ -513,7 +587,7 @@ export class Fp16Linear implements Linear {
         kernels[2],
         kernels[1].kernel,
       ];
-      return new Fp16Linear(opts, f16, chunks, owned, ks, [
+      return new Fp16Linear(gpu, opts, f16, chunks, owned, ks, [
         gemvRows,
         outerRows,
         GEMM_OUTER_FEATURES,
@@ -553,18 +627,24 @@ export class Fp16Linear implements Linear {
     const { inFeatures: k, outFeatures: n } = this;
     requireBytes(x, rows * k * 4, "linear x");
     requireBytes(y, rows * n * 4, "linear y");
+    const chunkParams = (chunk: RowChunk) =>
+      params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0).build();
+    if (!multi && rows > 1) {
+      const shape = { rows, n, k, tileM: this.#tileM, tileN: this.#tileN };
+      encodeGemm(batch, this.#gpu, this.#gemm, shape, y, this.chunks, (i, kernel, out, size) => {
+        const chunk = this.chunks[i];
+        batch.dispatch(kernel, [x, chunk.binding, out], size, chunkParams(chunk));
+      });
+      return;
+    }
     for (const chunk of this.chunks) {
-      const p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(0).u32(0)
-        .build();
+      const p = chunkParams(chunk);
       if (multi) {
         const groups = Math.ceil(chunk.count / this.#multiRowsPerWorkgroup);
         batch.dispatch(this.#gemvMulti.for(rows), [x, chunk.binding, y], grid(groups), p);
-      } else if (rows === 1) {
+      } else {
         const groups = Math.ceil(chunk.count / this.#gemvRowsPerWorkgroup);
         batch.dispatch(this.#gemv, [x, chunk.binding, y], grid(groups), p);
-      } else {
-        const tiles = Math.ceil(chunk.count / this.#tileN) * Math.ceil(rows / this.#tileM);
-        batch.dispatch(gemmKernelFor(this.#gemm, tiles), [x, chunk.binding, y], grid(tiles), p);
       }
     }
   }
@@ -573,6 +653,8 @@ export class Fp16Linear implements Linear {
   destroy(): void {
     for (const t of this.#owned) t.destroy();
     this.#owned = [];
+    if (!this.#destroyed) releaseGemmKernels(this.#gpu, this.#gemm);
+    this.#destroyed = true;
   }
 }
 

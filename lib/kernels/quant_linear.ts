@@ -47,15 +47,18 @@ import { RowsKernel, rowsPipelineCounts } from "./rows_kernel.ts";
 import {
   createGemmOuter,
   defaultRowsFeatures,
+  encodeGemm,
   Fp16Linear,
   GEMM_OUTER_FEATURES,
   gemmKernelFor,
   type GemmKernels,
+  holdGemmKernels,
   type Int8Input,
   type Linear,
   type LinearEncodeOptions,
   type LinearStack,
   MAX_GEMV_ROWS,
+  releaseGemmKernels,
 } from "./linear.ts";
 
 /**
@@ -162,6 +165,11 @@ export interface QuantTuning {
   gemmOuterDoubleBuffer?: boolean;
   /** 4-bit and Q8_0: `gemm_outer` split over K ({@linkcode Fp16Tuning.gemmOuterSplitK}). */
   gemmOuterSplitK?: boolean;
+  /**
+   * 4-bit and Q8_0: `gemm_outer` split across workgroups
+   * ({@linkcode Fp16Tuning.gemmOuterSpread}).
+   */
+  gemmOuterSpread?: number;
 }
 
 /**
@@ -620,6 +628,7 @@ export class QuantLinear implements Linear {
   ) {
     this.#gpu = gpu;
     this.#shared = shared;
+    holdGemmKernels(gpu, init.kernels.gemm);
     this.format = init.format;
     this.#family = familyOf(init.format);
     this.outFeatures = init.n;
@@ -1186,6 +1195,36 @@ export class QuantLinear implements Linear {
       this.#encodeInt8(batch, x, ys, rows, options.reuseInput === true, perRow, options.swigluUp);
       return;
     }
+    if (
+      rows > 1 && !(perRow && this.#kernels.gemvRows) && !this.#splits && !options.swigluUp &&
+      !options.addToOutput && !options.rmsNorm
+    ) {
+      // the GEMM, possibly split across workgroups (lib/kernels/gemm_spread.ts)
+      const chunkParams = (chunk: RowChunk): ArrayBuffer => {
+        if (this.#family !== "4bit") {
+          return params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+        }
+        const w = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count)
+          .u32(this.#blocksize).u32(chunk.start * k / 8).u32(n).u32(n).f32(0).u32(0).u32(0);
+        for (const v of this.#table!) w.f32(v);
+        return w.build();
+      };
+      const { tileM, tileN } = this.#shape;
+      const shape = { rows, n, k, tileM, tileN };
+      encodeGemm(
+        batch,
+        this.#gpu,
+        this.#kernels.gemm,
+        shape,
+        y,
+        this.chunks,
+        (i, kern, out, size) => {
+          const chunk = this.chunks[i];
+          batch.dispatch(kern, [x, chunk.binding, ...this.#arrays, out], size, chunkParams(chunk));
+        },
+      );
+      return;
+    }
     for (const chunk of this.chunks) {
       let p: ArrayBuffer;
       if (this.#family === "4bit") {
@@ -1350,6 +1389,7 @@ export class QuantLinear implements Linear {
     if (!this.#borrowedOutliers) this.#outliers?.destroy();
     this.#owned = [];
     this.#shared = null;
+    releaseGemmKernels(this.#gpu, this.#kernels.gemm);
     releaseShared(this.#gpu);
   }
 }

@@ -13,7 +13,14 @@ import {
   type Fp16Tuning,
   GEMM_OUTER_SPLIT_BELOW,
   gemmKernelFor,
+  gemmSplitsFor,
 } from "../../lib/kernels/linear.ts";
+import {
+  cpuSplitSum,
+  createSplitSum,
+  encodeSplitSum,
+  GEMM_SPREAD_BELOW,
+} from "../../lib/kernels/gemm_spread.ts";
 import { assertClose, maxAbsDiff, randn } from "../helpers/random.ts";
 import { emptyF32, f32Tensor, hasF16, randomF16, withGpu } from "./_gpu.ts";
 import { createElementwise } from "../../lib/kernels/elementwise.ts";
@@ -73,6 +80,8 @@ async function check(
   const outer = rows > 1;
   assertClose(got, want, { atol: (f16 && !outer ? F16_TOL : F32_TOL) * sigma }, what);
   lin.destroy();
+  // a product split across workgroups borrowed the device's scratch; the last layer frees it
+  assert(!gpu.ledger.entries().some((e) => e.label === "gemm split copies"), `${what}: scratch`);
   if (sharedWeight) {
     assert(!sharedWeight.destroyed, "a shared weight outlives the layer");
     sharedWeight.destroy();
@@ -124,6 +133,10 @@ function suite(f16: boolean): void {
           // 48 gives it one step of three.
           { gemmOuterSplitK: true },
           { gemmOuterRows: 64, gemmOuterSplitK: true },
+          // Split across workgroups: K = 16 leaves two of three copies empty (zeros), K = 48
+          // gives each one step; with the halves, shares of two steps.
+          { gemmOuterSpread: 3 },
+          { gemmOuterSpread: 2, gemmOuterSplitK: true },
         ];
         for (const tuning of tunings) {
           for (const [i, s] of shapes.entries()) {
@@ -163,6 +176,9 @@ function suite(f16: boolean): void {
         }
         // odd row size: 256-byte alignment forces chunks of a multiple of 64 rows of 20 bytes
         await check(gpu, { rows: 1, n: 200, k: 10, f16, maxBindingBytes: 2000 });
+        // a GEMM split across workgroups: each chunk's features in every copy, one sum after
+        const tuning = { gemmOuterSpread: 2 };
+        await check(gpu, { rows: 9, n: 130, k: 64, f16, maxBindingBytes: 4096, tuning });
       }),
   });
 }
@@ -193,6 +209,37 @@ Deno.test("gemm_outer's K split: picked below the tile count, built only where a
     assertEquals(gemmKernelFor(both, GEMM_OUTER_SPLIT_BELOW - 1), always.kernel);
     assertEquals(gemmKernelFor(both, GEMM_OUTER_SPLIT_BELOW), never.kernel);
     assertEquals(gemmKernelFor({ kernel: never.kernel }, 1), never.kernel);
+    // split across workgroups: the whole-K pipeline, copies by the tile count where unset
+    assertEquals(gemmKernelFor(both, 10, 4), never.kernel);
+    assertEquals(gemmSplitsFor({ ...both, sum: never.kernel }, 32, 4096), 8);
+    assertEquals(gemmSplitsFor({ ...both, sum: never.kernel }, 100, 4096), 3);
+    assertEquals(gemmSplitsFor({ ...both, sum: never.kernel }, GEMM_SPREAD_BELOW, 4096), 1);
+    assertEquals(gemmSplitsFor({ ...both, sum: never.kernel }, 32, 128), 2); // shares of 64
+    assertEquals(gemmSplitsFor({ ...both, sum: never.kernel, spread: 5 }, 1000, 64), 5);
+    assertEquals(gemmSplitsFor(both, 32, 4096), 1); // no split_sum built: never
+    assertEquals(auto.sum === undefined, gpu.isSoftware);
+    await assertRejects(
+      createGemmOuter(gpu, "matmul_f16", [], { ...b, t: { gemmOuterSpread: 0 } }),
+      /gemmOuterSpread must be an integer in 1\.\.64, got 0/,
+    );
+  });
+});
+
+Deno.test("split_sum adds a split product's copies in order, as cpuSplitSum does", async () => {
+  await withGpu({ f16: false }, async (gpu) => {
+    const sum = await createSplitSum(gpu);
+    for (const [count, splits] of [[1000, 3], [5, 1], [70000, 8]]) {
+      const part = randn(count * splits, count + splits, 1);
+      const tp = f32Tensor(gpu, "part", part);
+      const ty = emptyF32(gpu, "y", count);
+      const batch = new CommandBatch(gpu);
+      encodeSplitSum(batch, sum, tp, ty, count, splits);
+      batch.submit();
+      // f32 additions in the same order: the same bits
+      assertEquals(await gpu.readF32(ty), cpuSplitSum(part, count, splits), `${count}x${splits}`);
+      tp.destroy();
+      ty.destroy();
+    }
   });
 });
 

@@ -204,6 +204,8 @@ const CASES: Record<string, Case[]> = {
     { rows: 70, n: 132, k: 96, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
     // Halves summing alternate K steps (three steps: the second half's last lies past K)
     { rows: 70, n: 132, k: 48, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
+    // split across workgroups: three copies of K = 96 (two steps each), and their sum
+    { rows: 70, n: 132, k: 96, tuning: { gemmOuterSpread: 3, gemmOuterRows: 64 } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -214,6 +216,7 @@ const CASES: Record<string, Case[]> = {
     { rows: 130, n: 67, k: 96, tuning: { gemmOuterK32: true, gemmOuterRows: 64 } },
     { rows: 70, n: 67, k: 160, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
+    { rows: 33, n: 70, k: 160, tuning: { gemmOuterSpread: 4 } },
   ],
 };
 
