@@ -69,6 +69,7 @@ export {
   type StackedWeight,
 } from "./lib/kernels/linear.ts";
 export type { RowChunk } from "./lib/kernels/chunks.ts";
+export { GEMM_SPREAD_BELOW } from "./lib/kernels/gemm_spread.ts";
 export {
   QuantLinear,
   type QuantLinearFactory,

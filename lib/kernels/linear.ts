@@ -16,7 +16,7 @@ import {
   acquireSpreadScratch,
   createSplitSum,
   encodeSplitSum,
-  GEMM_SPREAD_BELOW,
+  type GEMM_SPREAD_BELOW,
   gemmSpread,
   releaseSpreadScratch,
   spreadScratch,
