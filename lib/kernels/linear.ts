@@ -16,7 +16,6 @@ import {
   acquireSpreadScratch,
   createSplitSum,
   encodeSplitSum,
-  type GEMM_SPREAD_BELOW,
   gemmSpread,
   releaseSpreadScratch,
   spreadScratch,
@@ -257,7 +256,7 @@ export interface Fp16Tuning {
   /**
    * Split each GEMM across this many workgroups along K, their copies of the output added after
    * (lib/kernels/gemm_spread.ts; 1: never). Unset: on a hardware adapter, products of fewer than
-   * {@linkcode GEMM_SPREAD_BELOW} tiles, into as many copies as keep the workgroups within 264 (at most 8).
+   * `GEMM_SPREAD_BELOW` (128) tiles, into as many copies as keep the workgroups within 264 (at most 8).
    */
   gemmOuterSpread?: number;
   /**
