@@ -214,7 +214,9 @@ export function benchTables(r: BenchResults): { title: string; table: Table }[] 
   }
   if (r.gemm.length) {
     tables.push({
-      title: `GEMM (prefill of ${r.gemm[0].rows} tokens)`,
+      title: new Set(r.gemm.map((g) => g.rows)).size === 1
+        ? `GEMM (prefill of ${r.gemm[0].rows} tokens)`
+        : "GEMM (prefill; M is the prompt's tokens)",
       table: {
         columns: ["shape", "M×N×K", "format", "GPU ms", "TFLOP/s"],
         rows: r.gemm.map((g) => [
