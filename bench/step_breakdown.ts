@@ -25,7 +25,7 @@ import {
   RandomWeightSource,
 } from "./random_weights.ts";
 
-const FORMATS: BenchFormat[] = ["fp16", "int8-vectorwise", "llm-int8", "nf4", "nf4-dq"];
+const FORMATS: BenchFormat[] = ["fp16", "int8-vectorwise", "llm-int8", "nf4", "nf4-dq", "q8_0"];
 const format = (Deno.args[0] ?? "fp16") as BenchFormat;
 if (!FORMATS.includes(format)) throw new Error(`format must be one of ${FORMATS.join(", ")}`);
 const preset = Deno.args[1] ?? "llama-2-7b";

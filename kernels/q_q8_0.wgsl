@@ -8,7 +8,10 @@
 //
 // gemv_rows (1 to 8 rows: the one-row product of decode too): GEMV_TPR threads per output
 // feature stride over its groups: Σ x · code in f32 per group, times d. gemm_outer (prefill):
-// common/gemm_outer.wgsl, weights dequantized (code · d) in f32.
+// common/gemm_outer.wgsl, weights dequantized (code · d) in f32. A stack of layers (q, k, v;
+// gate, up) routes its features to each layer's output (ROUTE2/ROUTE3); a decode step's one-row
+// products may read silu(x) · up or rmsnorm(x) · w as they stage x and add to the residual
+// stream (SWIGLU, NORM, RESID below), as the 4-bit gemv does.
 //
 // With F16, gemv_rows takes code · d as f16 (d is an f16 value, codes are exact in f16) against
 // x rounded to f16 in 4-term f16 dots, summed in f32. Scaling the codes before the dot keeps the
@@ -34,6 +37,9 @@ struct Params {
   k: u32,       // K, a multiple of 32
   n_start: u32, // first output feature of this chunk
   n_count: u32, // output features in this chunk
+  split1: u32,  // ROUTE2/ROUTE3: first feature that goes to y2
+  split2: u32,  // ROUTE3: first feature that goes to y3
+  eps: f32,     // NORM: RMSNorm's epsilon
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,6 +50,54 @@ struct Params {
 @group(0) @binding(2) var<storage, read> codes4: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> scales: array<u32>; // all groups, f16 pairs
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+// Several layers' weights stacked in one matrix (q, k, v; gate, up): features [0, split1) go to
+// y, [split1, split2) to y2 and the rest to y3 (ROUTE3), so one dispatch serves two or three
+// products (stack_store.wgsl).
+#if ROUTE2
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
+#endif
+#if ROUTE3
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y3: array<f32>;
+#endif
+
+// The one-row variants of a decode step (F16, ROWS = 1), as the 4-bit gemv's (q_4bit.wgsl):
+// SWIGLU reads silu(x) · up as it stages x (x holds gate_proj's output, up4 up_proj's: the
+// SwiGLU of elementwise.wgsl, the same f32 expression); NORM reads rmsnorm(x) · norm_w (x is the
+// residual stream; each workgroup computes the row's 1 / rms); RESID adds the product to y (the
+// residual stream) in its epilogue. Not with each other but SWIGLU with RESID; NORM's weight
+// follows the outputs.
+#if SWIGLU
+@group(0) @binding(5) var<storage, read> up4: array<vec4<f32>>;
+#endif
+#if NORM
+#if ROUTE2
+@group(0) @binding(6) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+#if ROUTE3
+@group(0) @binding(7) var<storage, read> norm_w4: array<vec4<f32>>;
+#else
+@group(0) @binding(5) var<storage, read> norm_w4: array<vec4<f32>>;
+#endif
+#endif
+var<private> norm_inv: f32;
+#endif
+
+// Activations i .. i + 3 (of row 0 with SWIGLU or NORM, which serve one row) as the product
+// takes them.
+fn x_at(i: u32) -> vec4<f32> {
+#if SWIGLU
+  let g = x4[i];
+  return g / (1.0 + exp(-g)) * up4[i];
+#else
+#if NORM
+  return x4[i] * norm_inv * norm_w4[i];
+#else
+  return x4[i];
+#endif
+#endif
+}
 
 fn scale_of(g: u32) -> f32 {
   return unpack2x16float(scales[g / 2u])[g % 2u];
@@ -242,6 +296,29 @@ fn row_group(r: u32, j: u32, g: u32, q: QG) -> RowSums {
 
 #include "common/rows_pass.wgsl"
 
+#if NORM
+var<workgroup> norm_red: array<f32, GEMV_WG>;
+
+// 1 / sqrt(mean(x²) + eps) of the row (rmsnorm.wgsl's formula; its sums in this workgroup's
+// order). Has barriers: call it in uniform control flow.
+fn inverse_rms(lid: u32) -> f32 {
+  var ss = 0.0;
+  for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
+    let v = x4[i];
+    ss += dot(v, v);
+  }
+  norm_red[lid] = ss;
+  workgroupBarrier();
+  for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
+    if (lid < st) {
+      norm_red[lid] += norm_red[lid + st];
+    }
+    workgroupBarrier();
+  }
+  return 1.0 / sqrt(norm_red[0] / f32(p.k) + p.eps);
+}
+#endif
+
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(
   @builtin(local_invocation_index) lid: u32,
@@ -257,6 +334,9 @@ fn gemv_rows(
   let groups = p.k / 32u;
   let cb = 2u * nf * groups; // each feature's first vec4 of codes
   let sb = (vec4<u32>(p.n_start) + nf) * groups; // and first scale
+#if NORM
+  norm_inv = inverse_rms(lid);
+#endif
   var acc0 = RowSums();
   var acc1 = RowSums();
   var acc2 = RowSums();
@@ -280,7 +360,7 @@ fn gemv_rows(
       let q = i % 8u;
       var v = vec4<f32>(0.0);
       if (t0 + j < groups) {
-        v = x4[r * (p.k / 4u) + 8u * (t0 + j) + q];
+        v = x_at(r * (p.k / 4u) + 8u * (t0 + j) + q);
       }
       xq[(8u * r + q) * GEMV_TPR + j] = vec4<f16>(v);
     }

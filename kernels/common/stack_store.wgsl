@@ -47,7 +47,12 @@ fn store_rows_feature(r: u32, n: u32, v: f32) {
   }
   y[r * p.split1 + n] = v;
 #else
+#if RESID
+  // one row adding to the residual stream (q_q8_0's gemv_rows at ROWS = 1)
+  y[r * p.n_total + n] = y[r * p.n_total + n] + v;
+#else
   y[r * p.n_total + n] = v;
+#endif
 #endif
 #endif
 }

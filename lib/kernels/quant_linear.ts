@@ -108,8 +108,9 @@ export interface QuantTuning {
   gemvTable?: "pairs" | "banked";
   /**
    * Offer SwiGLU folded into the product's input read ({@linkcode QuantLinear.fusesSwiglu};
-   * default true): the 4-bit f16 GEMV (K % 32 == 0) stages silu(x) · up as its x, and the int8
-   * formats but LLM.int8() quantize silu(x) · up as their activation row.
+   * default true): the 4-bit f16 GEMV (K % 32 == 0) and Q8_0's f16 one-row product stage
+   * silu(x) · up as their x, and the int8 formats but LLM.int8() quantize silu(x) · up as their
+   * activation row.
    */
   gemvFuseSwiglu?: boolean;
   /**
@@ -119,7 +120,8 @@ export interface QuantTuning {
    */
   gemvFullX?: boolean;
   /**
-   * 4-bit f16 GEMV (K % 32 == 0), one row: offer the residual add in the product's epilogue
+   * 4-bit f16 GEMV (K % 32 == 0) and Q8_0's f16 one-row product: offer the residual add in the
+   * product's epilogue
    * ({@linkcode QuantLinear.addsToOutput}) and RMSNorm folded into its input
    * ({@linkcode QuantLinear.foldsRmsNorm}), which take a decode layer's two norm dispatches away.
    * Default: on a hardware adapter.
@@ -540,6 +542,7 @@ const STACKABLE: ReadonlySet<QuantLinearFormat> = new Set<QuantLinearFormat>([
   "q4_0",
   "int8-vectorwise",
   "llm-int8",
+  "q8_0",
 ]);
 
 /** Threads per workgroup of the int8 activation kernels (QWG in q_int8.wgsl). */
@@ -798,7 +801,7 @@ export class QuantLinear implements Linear {
    * Whether {@linkcode QuantLinearStack.create} can stack `layers` (in this order) on `gpu`: two
    * or three unstacked layers of one format with the same K and settings, with no chunked codes,
    * where each layer's codes start on the storage binding alignment and hold whole blocks.
-   * Formats: nf4, nf4-dq (whole groups of 256 blocks per layer), fp4, int4, q4_0,
+   * Formats: nf4, nf4-dq (whole groups of 256 blocks per layer), fp4, int4, q4_0, q8_0,
    * int8-vectorwise and llm-int8 (without FP16 outlier columns); int8-absmax's per-tensor scale
    * does not stack.
    */
@@ -1023,8 +1026,8 @@ export class QuantLinear implements Linear {
 
   /**
    * Whether `encode` takes {@linkcode LinearEncodeOptions.swigluUp} for `rows` rows: one row, a
-   * 4-bit format with f16 arithmetic and K % 32 == 0 (the GEMV that stages x in workgroup
-   * memory) or int8-vectorwise / int8-absmax (the activation quantization reads silu(x) · up),
+   * 4-bit format with f16 arithmetic and K % 32 == 0 or Q8_0 with f16 arithmetic (the GEMVs
+   * that stage x in workgroup memory) or int8-vectorwise / int8-absmax (the activation quantization reads silu(x) · up),
    * unless {@linkcode QuantTuning.gemvFuseSwiglu} is false; and for the int8 formats, 2 to 8 rows
    * of a `perRow` product (each row's quantization reads its silu(x) · up).
    *
@@ -1044,7 +1047,8 @@ export class QuantLinear implements Linear {
 
   /**
    * Whether `encode` takes {@linkcode LinearEncodeOptions.addToOutput} for `rows` rows: one row
-   * of a 4-bit layer with f16 arithmetic and K % 32 == 0, where {@linkcode
+   * of a 4-bit layer with f16 arithmetic and K % 32 == 0 or a Q8_0 layer with f16 arithmetic,
+   * where {@linkcode
    * QuantTuning.gemvFoldNorm} holds (with {@linkcode LinearEncodeOptions.swigluUp} too where
    * {@linkcode fusesSwiglu} does).
    */
@@ -1202,7 +1206,8 @@ export class QuantLinear implements Linear {
       // the GEMM, possibly split across workgroups (lib/kernels/gemm_spread.ts)
       const chunkParams = (chunk: RowChunk): ArrayBuffer => {
         if (this.#family !== "4bit") {
-          return params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+          return params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(n)
+            .u32(n).f32(0).build();
         }
         const w = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count)
           .u32(this.#blocksize).u32(chunk.start * k / 8).u32(n).u32(n).f32(0).u32(0).u32(0);
@@ -1234,7 +1239,8 @@ export class QuantLinear implements Linear {
         for (const v of this.#table!) w.f32(v);
         p = w.build();
       } else {
-        p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).build();
+        p = params().u32(rows).u32(n).u32(k).u32(chunk.start).u32(chunk.count).u32(split1)
+          .u32(split2).f32(options.rmsNorm?.eps ?? 0).build();
       }
       const groups = grid(Math.ceil(chunk.count / this.#shape.gemvRows));
       const kern = this.#kernels;
@@ -1818,10 +1824,28 @@ async function compileKernels(
       ]);
     return { gemv, gemm, gemvRows, gemvSwiglu, gemvResid, gemvSwigluResid, gemvNorm };
   }
-  // q8_0's one-row product is gemv_rows at one row (see q_q8_0.wgsl)
-  const [gemm, gemvRows] = await Promise.all([
+  // q8_0's one-row product is gemv_rows at one row (see q_q8_0.wgsl); so are its SwiGLU,
+  // residual-add and RMSNorm variants, which stage x in f16 (the F16 path)
+  const rows = [...f16, ...fpt2];
+  const one = (defines: string[]) =>
+    spec("q_q8_0", "gemv_rows", [...rows, ...defines], { ...o.rows, ROWS: 1 });
+  const fold = o.foldNorm && o.f16;
+  const alone = o.route.length === 0;
+  const [gemm, gemvRows, gemvSwiglu, gemvResid, gemvSwigluResid, gemvNorm] = await Promise.all([
     gemmSpec("q_q8_0", f16),
-    rowsSpec("q_q8_0", [...f16, ...fpt2], o.rows),
+    rowsSpec("q_q8_0", [...rows, ...o.route], o.rows),
+    o.swiglu && o.f16 ? one(["SWIGLU"]) : undefined,
+    fold && alone ? one(["RESID"]) : undefined,
+    fold && alone && o.swiglu ? one(["SWIGLU", "RESID"]) : undefined,
+    fold ? one([...o.route, "NORM"]) : undefined,
   ]);
-  return { gemv: gemvRows.for(1), gemm, gemvRows };
+  return {
+    gemv: gemvRows.for(1),
+    gemm,
+    gemvRows,
+    gemvSwiglu,
+    gemvResid,
+    gemvSwigluResid,
+    gemvNorm,
+  };
 }

@@ -123,7 +123,7 @@ export interface LoadOptions {
    * Store q, k and v, and gate and up, each group in one tensor, so that a decode step computes
    * each group in one dispatch: FP16 ({@linkcode Fp16LinearStack}; the results are the same bit
    * for bit either way) and the quantized formats that stack ({@linkcode QuantLinear.canStack}:
-   * nf4, fp4, int4, q4_0, int8-vectorwise, llm-int8; {@linkcode QuantLinearStack}: each output is
+   * nf4, fp4, int4, q4_0, q8_0, int8-vectorwise, llm-int8; {@linkcode QuantLinearStack}: each output is
    * its layer's product, with the stacked matrix's GEMV launch shape). The per-layer `linears`
    * read their rows of it. Default true.
    */

@@ -1003,6 +1003,86 @@ Deno.test({
     }),
 });
 
+// Q8_0's one-row product with SwiGLU, the residual add and RMSNorm folded in (f16 arithmetic).
+// SwiGLU is elementwise.wgsl's f32 expression and the add the same f32 addition, so those two
+// must equal the dispatches they replace bit for bit; the norm's 1 / rms is summed in another
+// order than rmsnorm.wgsl's, so it is held to the CPU product at the f16 tolerance.
+Deno.test({
+  name: "QuantLinear Q8_0 one-row product with SwiGLU, the residual add and RMSNorm folded in",
+  ignore: !hasF16,
+  fn: () =>
+    withGpu({ f16: true }, async (gpu) => {
+      const [n, k] = [70, 2080]; // two x tiles at the default launch shape, a part-filled one
+      const eps = 1e-5;
+      const x = randn(k, 831, 3);
+      const g = randn(k, 832, 0.5);
+      const y0 = randn(n, 833, 4);
+      const up = randn(k, 834, 1);
+      const inv = 1 / Math.sqrt(x.reduce((s, v) => s + v * v, 0) / k + eps);
+      const xn = x.map((v, i) => v * inv * g[i]);
+      const norm = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
+      const weight = quantize("q8_0", randn(n * k, 835, W_SCALE), n, k);
+      const lin = await QuantLinear.create(gpu, {
+        label: "q8_0 fold",
+        weight,
+        f16: true,
+        tuning: { gemvFoldNorm: true },
+      });
+      assert(lin.fusesSwiglu(1) && !lin.fusesSwiglu(2), "swiglu: one row only");
+      assert(lin.addsToOutput(1) && !lin.addsToOutput(2), "adds: one row only");
+      assert(lin.foldsRmsNorm(1) && !lin.foldsRmsNorm(2), "norm: one row only");
+      const ew = await createElementwise(gpu);
+      const [tx, tg, tu] = [
+        f32Tensor(gpu, "x", x),
+        f32Tensor(gpu, "g", g),
+        f32Tensor(gpu, "up", up),
+      ];
+      const act = f32Tensor(gpu, "x (swiglu in place)", x);
+      const out = (label: string, init?: Float32Array) =>
+        init ? f32Tensor(gpu, label, init) : emptyF32(gpu, label, n);
+      const [swFused, swApart] = [out("swiglu fused"), out("swiglu apart")];
+      const [addFused, addApart, plain] = [out("+= fused", y0), out("+= apart", y0), out("plain")];
+      const [bothFused, bothApart, normed] = [
+        out("both fused", y0),
+        out("both apart", y0),
+        out("n"),
+      ];
+      const batch = new CommandBatch(gpu);
+      lin.encode(batch, tx, swFused, 1, { swigluUp: tu });
+      lin.encode(batch, tx, addFused, 1, { addToOutput: true });
+      lin.encode(batch, tx, bothFused, 1, { addToOutput: true, swigluUp: tu });
+      lin.encode(batch, tx, normed, 1, { rmsNorm: { weight: tg, eps } });
+      assertEquals(batch.dispatchCount, 4, "one dispatch each");
+      lin.encode(batch, tx, plain, 1);
+      ew.add(batch, addApart, plain, n);
+      ew.swiglu(batch, act, tu, k);
+      lin.encode(batch, act, swApart, 1);
+      ew.add(batch, bothApart, swApart, n);
+      batch.submit();
+      assertEquals(await gpu.readF32(swFused), await gpu.readF32(swApart), "swiglu");
+      assertEquals(await gpu.readF32(addFused), await gpu.readF32(addApart), "+=");
+      assertEquals(await gpu.readF32(bothFused), await gpu.readF32(bothApart), "+= swiglu");
+      const tol = { atol: F16_TOL * Math.sqrt(k) * norm(xn) * W_SCALE };
+      assertClose(await gpu.readF32(normed), matmulQuantized(xn, 1, weight, {}), tol, "norm");
+      assertThrows(
+        () => lin.encode(batch, tx, normed, 1, { rmsNorm: { weight: tg, eps }, swigluUp: tu }),
+        /RMSNorm/,
+      );
+      for (const t of [tx, tg, tu, act, swFused, swApart, addFused, addApart, plain]) t.destroy();
+      for (const t of [bothFused, bothApart, normed]) t.destroy();
+      lin.destroy();
+      const off = await QuantLinear.create(gpu, {
+        label: "q8_0 no fold",
+        weight: quantize("q8_0", randn(64 * 64, 836, W_SCALE), 64, 64),
+        f16: true,
+        tuning: { gemvFoldNorm: false, gemvFuseSwiglu: false },
+      });
+      assert(!off.addsToOutput(1) && !off.foldsRmsNorm(1) && !off.fusesSwiglu(1));
+      off.destroy();
+      assertEquals(gpu.ledger.bytesIn("weights"), 0);
+    }),
+});
+
 // int8 (not LLM.int8()): down_proj's activation quantization reads silu(gate) · up itself, for
 // one row and for the rows of a perRow product (each row alone). The same f32 expression as
 // elementwise.wgsl's swiglu, so the product must equal, bit for bit, the SwiGLU dispatch

@@ -32,6 +32,7 @@ const FORMATS: QuantLinearFormat[] = [
   "fp4",
   "int4",
   "q4_0",
+  "q8_0",
   "int8-vectorwise",
   "llm-int8",
 ];

@@ -134,7 +134,9 @@ Deno.test("stacked q/k/v and gate/up give the logits of separate layers", async 
       intermediate: 192,
     });
     await writeRandomLlama(wide, { seed: 9, hidden: 256, heads: 4, kvHeads: 2, intermediate: 256 });
-    for (const format of ["fp16", "nf4", "nf4-dq", "int8-vectorwise", "llm-int8"] as const) {
+    for (
+      const format of ["fp16", "nf4", "nf4-dq", "q8_0", "int8-vectorwise", "llm-int8"] as const
+    ) {
       const dir = format === "nf4-dq" ? wide : small;
       const run = async (stackLayers: boolean) => {
         const model = await LlamaModel.load(dir, {
@@ -215,7 +217,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "4-bit decode with the norms folded into the products gives the logits within rounding",
+  name:
+    "4-bit and Q8_0 decode with the norms folded into the products gives the logits within rounding",
   ignore: !hasF16,
   fn: async () => {
     const gpu = await requestGpu({ f16: true });
@@ -230,7 +233,7 @@ Deno.test({
         kvHeads: 2,
         intermediate: 192,
       });
-      for (const format of ["nf4", "nf4-dq"] as const) {
+      for (const format of ["nf4", "nf4-dq", "q8_0"] as const) {
         const run = async (fold: boolean) => {
           const linear = quantLinearFactory(format, { f16: true, tuning: { gemvFoldNorm: fold } });
           const model = await LlamaModel.load(dir, { gpu, maxSeqLen: 32, linear });
