@@ -260,6 +260,12 @@ export interface Fp16Tuning {
    */
   gemmOuterSpread?: number;
   /**
+   * With 128-row tiles: also build `gemm_outer` with 64-row tiles and take it for products whose
+   * rows it pads less (`rows % 128` in 1..64: a prompt of up to 64 tokens computes 64 rows, not
+   * 128). Default: on a hardware adapter.
+   */
+  gemmOuterShortTiles?: boolean;
+  /**
    * A stack of two layers of equal width (gate/up) offers SwiGLU in its GEMV's epilogue
    * ({@linkcode Fp16LinearStack.fusesSwigluOut}; default true).
    */
@@ -272,7 +278,12 @@ export const GEMM_OUTER_FEATURES = 128;
 /** The tile options of `gemm_outer` that every format offers. */
 export type GemmOuterTuning = Pick<
   Fp16Tuning,
-  "gemmOuterRows" | "gemmOuterK32" | "gemmOuterDoubleBuffer" | "gemmOuterSplitK" | "gemmOuterSpread"
+  | "gemmOuterRows"
+  | "gemmOuterK32"
+  | "gemmOuterDoubleBuffer"
+  | "gemmOuterSplitK"
+  | "gemmOuterSpread"
+  | "gemmOuterShortTiles"
 >;
 
 /**
@@ -295,6 +306,25 @@ export interface GemmKernels {
   sum?: Kernel;
   /** `gemmOuterSpread` as asked (unset: by the tile count). */
   spread?: number;
+  /**
+   * `gemm_outer` with 64-row tiles beside 128-row ones ({@linkcode Fp16Tuning.gemmOuterShortTiles}),
+   * for products that {@linkcode gemmTileRows} gives to it.
+   */
+  short?: Kernel;
+}
+
+/**
+ * Rows per tile for a product of `rows` rows: 64 where `g` has 64-row tiles beside its
+ * `tileM` = 128 and they pad the rows less (`rows % 128` in 1..64), else `tileM`.
+ *
+ * @example
+ * ```ts ignore
+ * gemmTileRows(gemm, 40, 128); // 64 with short tiles: 24 padded rows instead of 88
+ * ```
+ */
+export function gemmTileRows(g: GemmKernels, rows: number, tileM: number): number {
+  const rest = rows % 128;
+  return g.short && tileM === 128 && rest > 0 && rest <= 64 ? 64 : tileM;
 }
 
 /**
@@ -339,13 +369,16 @@ export function encodeGemm(
   chunks: readonly { count: number }[],
   dispatch: (chunk: number, kernel: Kernel, y: Binding, size: [number, number, number]) => void,
 ): void {
-  const { rows, n, k, tileM, tileN } = shape;
+  const { rows, n, k, tileN } = shape;
+  const tileM = gemmTileRows(g, rows, shape.tileM);
+  const short = tileM !== shape.tileM;
   const splits = gemmSplitsFor(g, Math.ceil(n / tileN) * Math.ceil(rows / tileM), k);
   const part = splits > 1 ? spreadScratch(gpu, splits * rows * n * 4) : null;
   chunks.forEach((chunk, i) => {
     const tiles = Math.ceil(chunk.count / tileN) * Math.ceil(rows / tileM);
     const [gx, gy] = grid(tiles);
-    dispatch(i, gemmKernelFor(g, tiles, splits), part ?? y, [gx, gy, splits]);
+    const kernel = short ? g.short! : gemmKernelFor(g, tiles, splits);
+    dispatch(i, kernel, part ?? y, [gx, gy, splits]);
   });
   if (part) encodeSplitSum(batch, g.sum!, part, y, rows * n, splits);
 }
@@ -378,12 +411,16 @@ export async function createGemmOuter(
     }
   }
   const spreads = spread === undefined ? !gpu.isSoftware : spread > 1;
-  const [kernel, splitKernel, sum] = await Promise.all([
+  const short = (t.gemmOuterRows ?? 128) === 128 && (t.gemmOuterShortTiles ?? !gpu.isSoftware)
+    ? gemmOuterDefines(gpu, label, k, { ...t, gemmOuterRows: 64, gemmOuterSplitK: false }, ownBytes)
+    : undefined;
+  const [kernel, splitKernel, sum, shortKernel] = await Promise.all([
     build(own),
     split ? build(split) : Promise.resolve(undefined),
     spreads ? createSplitSum(gpu) : Promise.resolve(undefined),
+    short ? build(short) : Promise.resolve(undefined),
   ]);
-  return { kernel, split: splitKernel, sum, spread };
+  return { kernel, split: splitKernel, sum, spread, short: shortKernel };
 }
 
 /**

@@ -172,6 +172,11 @@ export interface QuantTuning {
    * ({@linkcode Fp16Tuning.gemmOuterSpread}).
    */
   gemmOuterSpread?: number;
+  /**
+   * 4-bit and Q8_0: 64-row tiles beside the 128-row ones for short products
+   * ({@linkcode Fp16Tuning.gemmOuterShortTiles}).
+   */
+  gemmOuterShortTiles?: boolean;
 }
 
 /**

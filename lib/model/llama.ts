@@ -155,19 +155,23 @@ function defaultInFlight(gpu: Gpu): number | "auto" {
 
 /**
  * The longest prompt that runs as passes of up to {@linkcode MAX_GEMV_ROWS} rows through the
- * multi-row products rather than through the prefill GEMM, on this adapter
- * ({@linkcode LoadOptions.shortPromptTokens}'s default). Measured at Llama-2-7B shape on an
- * H200 (BENCHMARKS.md, "Short prompts"): the GEMM takes ~100-300 ms whatever the prompt up to
- * 64 tokens, the passes 20-110 ms for 2-64 tokens; on lavapipe the passes win up to about 8
- * tokens for NF4, 24 for FP16.
+ * multi-row products rather than through the prefill GEMM, on this adapter, for a model of
+ * `format` ({@linkcode LoadOptions.shortPromptTokens}'s default). Measured at Llama-2-7B shape
+ * on an H200 (BENCHMARKS.md, "Short prompts: 64-row GEMM tiles"): the passes take 20-110 ms for
+ * 2-64 tokens; the GEMM (64-row tiles) 66-77 ms for FP16, NF4 and Q8_0 prompts of up to 64
+ * tokens, so the passes win up to about 40 tokens; int8-vectorwise's integer GEMM takes ~100 ms,
+ * and its passes win up to 64. On lavapipe the passes win up to about 8 tokens for NF4, 24 for
+ * FP16.
  *
  * @example
  * ```ts ignore
- * defaultShortPromptTokens(gpu); // 64 on a hardware adapter, 8 on a software one
+ * defaultShortPromptTokens(gpu, "nf4"); // 40 on a hardware adapter, 8 on a software one
+ * defaultShortPromptTokens(gpu, "int8-vectorwise"); // 64 on a hardware adapter
  * ```
  */
-export function defaultShortPromptTokens(gpu: Gpu): number {
-  return gpu.isSoftware ? 8 : 64;
+export function defaultShortPromptTokens(gpu: Gpu, format?: string): number {
+  if (gpu.isSoftware) return 8;
+  return format === "int8-vectorwise" || format === "int8-absmax" ? 64 : 40;
 }
 
 /** A prompt's passes: its pieces, and whether each runs through the multi-row products. */
@@ -447,7 +451,7 @@ export class LlamaModel {
         kvCache,
       );
       model.#streamer = streamer;
-      const asked = options.shortPromptTokens ?? defaultShortPromptTokens(gpu);
+      const asked = options.shortPromptTokens ?? defaultShortPromptTokens(gpu, format);
       const linears = [...weights.layers.flatMap((l) => Object.values(l.linears)), weights.lmHead];
       // More than one pass only where every product reads its weights once for all rows (and a
       // streamed layer is uploaded once per pass): else at most one pass, as a prompt had.

@@ -14,6 +14,7 @@ import {
   GEMM_OUTER_SPLIT_BELOW,
   gemmKernelFor,
   gemmSplitsFor,
+  gemmTileRows,
 } from "../../lib/kernels/linear.ts";
 import {
   cpuSplitSum,
@@ -137,6 +138,9 @@ function suite(f16: boolean): void {
           // gives each one step; with the halves, shares of two steps.
           { gemmOuterSpread: 3 },
           { gemmOuterSpread: 2, gemmOuterSplitK: true },
+          // 64-row tiles beside the 128-row ones: every shape here takes them (129 rows: three)
+          { gemmOuterShortTiles: true },
+          { gemmOuterShortTiles: true, gemmOuterSpread: 2 },
         ];
         if (onGl) console.log("  GL: the K-split (512-thread) tunings run in the Vulkan pass only");
         for (const tuning of tunings.filter((t) => !(onGl && t.gemmOuterSplitK))) {
@@ -220,6 +224,31 @@ Deno.test("gemm_outer's K split: picked below the tile count, built only where a
     assertEquals(gemmSplitsFor({ ...both, sum: never.kernel, spread: 5 }, 1000, 64), 5);
     assertEquals(gemmSplitsFor(both, 32, 4096), 1); // no split_sum built: never
     assertEquals(auto.sum === undefined, gpu.isSoftware);
+    // 64-row tiles beside 128-row ones: built where asked (default: hardware adapters), taken
+    // where they pad the rows less
+    assertEquals(auto.short === undefined, gpu.isSoftware);
+    const short = await createGemmOuter(gpu, "matmul_f16", [], {
+      ...b,
+      t: { gemmOuterShortTiles: true },
+    });
+    assert(/OUTER_M64/.test(short.short!.name) && !/OUTER_M64/.test(short.kernel.name));
+    const rows64 = await createGemmOuter(gpu, "matmul_f16", [], {
+      ...b,
+      t: { gemmOuterShortTiles: true, gemmOuterRows: 64 },
+    });
+    assertEquals(rows64.short, undefined, "64-row tiles already");
+    assertEquals([1, 40, 64, 65, 128, 129, 192, 193, 512].map((r) => gemmTileRows(short, r, 128)), [
+      64,
+      64,
+      64,
+      128,
+      128,
+      64,
+      64,
+      128,
+      128,
+    ]);
+    assertEquals(gemmTileRows(never, 40, 128), 128);
     await assertRejects(
       createGemmOuter(gpu, "matmul_f16", [], { ...b, t: { gemmOuterSpread: 0 } }),
       /gemmOuterSpread must be an integer in 1\.\.64, got 0/,

@@ -206,6 +206,9 @@ const CASES: Record<string, Case[]> = {
     { rows: 70, n: 132, k: 48, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
     // split across workgroups: three copies of K = 96 (two steps each), and their sum
     { rows: 70, n: 132, k: 96, tuning: { gemmOuterSpread: 3, gemmOuterRows: 64 } },
+    // 64-row tiles beside the 128-row ones: taken at 33 rows and at 130 (three tiles of 64)
+    { rows: 33, n: 132, k: 96, tuning: { gemmOuterShortTiles: true } },
+    { rows: 130, n: 40, k: 48, tuning: { gemmOuterShortTiles: true, gemmOuterSpread: 2 } },
   ],
   q8_0: [
     { rows: 1, n: 130, k: 96 },
@@ -217,6 +220,7 @@ const CASES: Record<string, Case[]> = {
     { rows: 70, n: 67, k: 160, tuning: { gemmOuterDoubleBuffer: true, gemmOuterRows: 64 } },
     { rows: 70, n: 67, k: 96, tuning: { gemmOuterSplitK: true, gemmOuterRows: 64 } },
     { rows: 33, n: 70, k: 160, tuning: { gemmOuterSpread: 4 } },
+    { rows: 33, n: 70, k: 160, tuning: { gemmOuterShortTiles: true } },
   ],
 };
 
