@@ -86,7 +86,10 @@ export type QuantLinearFormat = Exclude<QuantFormat, "fp16">;
 export interface QuantTuning {
   /** GEMV threads per workgroup (default 256). */
   gemvWorkgroupSize?: number;
-  /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
+  /**
+   * GEMV threads per output feature, a power of two dividing the workgroup (default 32; on a
+   * hardware adapter 4-bit layers take 64 where N ≤ 4096 or K > N, Q8_0 layers 16 where N > K).
+   */
   gemvThreadsPerRow?: number;
   /** 4-bit GEMV: output features per thread group, 2, 4 or 8 (default 4). */
   gemvRowsPerThread?: number;
@@ -1554,10 +1557,14 @@ function defaultF16(gpu: Gpu, family: Family): boolean {
  * GEMV threads per output feature when the caller gives none. On a hardware adapter the 4-bit
  * GEMV does better with 64 when the grid is small or the rows long (N ≤ 4096 or K > N), 32
  * otherwise — H100, NF4, same run: 4096×4096 406 vs 391 GB/s, 4096×11008 575 vs 495, 4096×14336
- * 607 vs 554, but 11008×4096 469 vs 570 and 14336×4096 478 vs 567. Elsewhere 32.
+ * 607 vs 554, but 11008×4096 469 vs 570 and 14336×4096 478 vs 567. Q8_0's one-row product
+ * (gemv_rows) takes 16 where N > K — H200, µs, 16 vs 32: 11008×4096 30.0 vs 34.5, 14336×4096
+ * 35.3 vs 42.4, but 4096×11008 47.1 vs 31.4. Elsewhere 32.
  */
 function defaultThreadsPerRow(gpu: Gpu, family: Family, n: number, k: number): number {
-  if (family !== "4bit" || gpu.isSoftware) return 32;
+  if (gpu.isSoftware) return 32;
+  if (family === "q8_0") return n > k ? 16 : 32;
+  if (family !== "4bit") return 32;
   return n <= 4096 || k > n ? 64 : 32;
 }
 

@@ -192,6 +192,9 @@ for (const f16 of [false, true]) {
             "int8-vectorwise": [unroll, unroll4, f4w128],
             "int8-absmax": [],
             "llm-int8": [{ ...unroll4, tuning: { ...unroll4.tuning, llmDenseOutliers: 0 } }],
+            // 16 lanes a feature (hardware adapters' default where N > K): the reduction in
+            // workgroup memory rather than the 32-lane tree in registers
+            "q8_0": [f4w128, noPrefetch, { n: 40, k: 1088, tuning: { gemvThreadsPerRow: 16 } }],
           };
           const cases: { n: number; k: number; tuning?: QuantTuning }[] = [
             ...SHAPES,
