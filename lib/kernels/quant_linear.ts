@@ -88,7 +88,8 @@ export interface QuantTuning {
   gemvWorkgroupSize?: number;
   /**
    * GEMV threads per output feature, a power of two dividing the workgroup (default 32; on a
-   * hardware adapter 4-bit layers take 64 where N ≤ 4096 or K > N, Q8_0 layers 16 where N > K).
+   * hardware adapter 4-bit layers take 64 where N ≤ 4096 or K > N, Q8_0, int8-vectorwise and
+   * int8-absmax layers 16 where N > K).
    */
   gemvThreadsPerRow?: number;
   /** 4-bit GEMV: output features per thread group, 2, 4 or 8 (default 4). */
@@ -678,7 +679,7 @@ export class QuantLinear implements Linear {
       throw new Error(`${label}: f16 arithmetic requested but the device lacks shader-f16`);
     }
     const t = opts.tuning ?? {};
-    checkTuning(gpu, label, family, n, k, t);
+    checkTuning(gpu, label, format, n, k, t);
     const threshold = opts.threshold ?? LLM_INT8_THRESHOLD;
     checkThreshold(label, threshold);
 
@@ -1557,14 +1558,20 @@ function defaultF16(gpu: Gpu, family: Family): boolean {
  * GEMV threads per output feature when the caller gives none. On a hardware adapter the 4-bit
  * GEMV does better with 64 when the grid is small or the rows long (N ≤ 4096 or K > N), 32
  * otherwise — H100, NF4, same run: 4096×4096 406 vs 391 GB/s, 4096×11008 575 vs 495, 4096×14336
- * 607 vs 554, but 11008×4096 469 vs 570 and 14336×4096 478 vs 567. Q8_0's one-row product
- * (gemv_rows) takes 16 where N > K — H200, µs, 16 vs 32: 11008×4096 30.0 vs 34.5, 14336×4096
- * 35.3 vs 42.4, but 4096×11008 47.1 vs 31.4. Elsewhere 32.
+ * 607 vs 554, but 11008×4096 469 vs 570 and 14336×4096 478 vs 567. Q8_0 (its one-row
+ * product is gemv_rows) and int8-vectorwise / int8-absmax take 16 where N > K — H200, µs, 16 vs
+ * 32: Q8_0 11008×4096 30.0 vs 34.5, 14336×4096 35.3 vs 42.4, but 4096×11008 47.1 vs 31.4;
+ * int8-vectorwise's 7B q/k/v and gate/up stacks 26.9 vs 28.0 and 37.3 vs 38.5 (a 7B decode step
+ * 3.66 vs 3.82 ms in one pass). LLM.int8() (not measured with 16) and every other case: 32.
  */
-function defaultThreadsPerRow(gpu: Gpu, family: Family, n: number, k: number): number {
-  if (gpu.isSoftware) return 32;
-  if (family === "q8_0") return n > k ? 16 : 32;
-  if (family !== "4bit") return 32;
+function defaultThreadsPerRow(
+  gpu: Gpu,
+  format: QuantLinearFormat,
+  n: number,
+  k: number,
+): number {
+  if (gpu.isSoftware || format === "llm-int8") return 32;
+  if (familyOf(format) !== "4bit") return n > k ? 16 : 32;
   return n <= 4096 || k > n ? 64 : 32;
 }
 
@@ -1597,13 +1604,13 @@ interface Shape {
 function checkTuning(
   gpu: Gpu,
   label: string,
-  family: Family,
+  format: QuantLinearFormat,
   n: number,
   k: number,
   t: QuantTuning,
 ): void {
   const gemvWg = t.gemvWorkgroupSize ?? 256;
-  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
+  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, format, n, k);
   const rpt = t.gemvRowsPerThread ?? 4;
   const rowsWg = t.gemvRowsWorkgroupSize ?? gemvWg;
   if (
@@ -1633,9 +1640,9 @@ async function buildKernels(
   n: number,
   route: string[],
 ): Promise<{ kernels: Kernels; shape: Shape }> {
-  const { family, k, tuning: t } = b;
+  const { format, family, k, tuning: t } = b;
   const gemvWg = t.gemvWorkgroupSize ?? 256;
-  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, family, n, k);
+  const gemvTpr = t.gemvThreadsPerRow ?? defaultThreadsPerRow(gpu, format, n, k);
   // The int8 formats' GEMM is integer (dot4I8Packed) and keeps its own tiles.
   const outerRows = family !== "int8" ? t.gemmOuterRows ?? 128 : 0;
   const tileM = outerRows || (t.gemmTileM ?? 64);

@@ -189,7 +189,11 @@ for (const f16 of [false, true]) {
           };
           const noPrefetch = { n: 36, k: 1088, tuning: { gemvRowsPrefetch: false } };
           const extra: Record<string, { n: number; k: number; tuning?: QuantTuning }[]> = {
-            "int8-vectorwise": [unroll, unroll4, f4w128],
+            // with 16 lanes a feature (hardware adapters' default where N > K) as well
+            "int8-vectorwise": [unroll, unroll4, f4w128, {
+              ...unroll,
+              tuning: { ...unroll.tuning, gemvThreadsPerRow: 16 },
+            }],
             "int8-absmax": [],
             "llm-int8": [{ ...unroll4, tuning: { ...unroll4.tuning, llmDenseOutliers: 0 } }],
             // 16 lanes a feature (hardware adapters' default where N > K): the reduction in

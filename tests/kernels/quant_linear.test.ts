@@ -182,6 +182,8 @@ const CASES: Record<string, Case[]> = {
     // four units per step (the GPUs' default): whole steps, and whole steps plus a tail
     { rows: 1, n: 67, k: 4096, tuning: { gemvUnroll: true } },
     { rows: 1, n: 33, k: 2064, tuning: { gemvUnroll: true } },
+    // 16 lanes a feature (hardware adapters' default where N > K for int8-vectorwise/-absmax)
+    { rows: 1, n: 67, k: 2064, tuning: { gemvUnroll: true, gemvThreadsPerRow: 16 } },
     { rows: 5, n: 130, k: 68 },
     { rows: 33, n: 70, k: 100 },
   ],
