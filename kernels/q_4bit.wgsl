@@ -145,21 +145,10 @@ var<private> norm_inv: f32;
 
 #include "common/stack_store.wgsl"
 
-// SWIGLU (f16 gemv with K32 only): x holds gate_proj's output and up4 up_proj's, and the product
-// reads silu(x) · up as it stages its x tile — the SwiGLU of elementwise.wgsl, in the same f32
-// arithmetic, without its dispatch or the round trip of its result through memory.
-fn x_at(i: u32) -> vec4<f32> {
-#if SWIGLU
-  let g = x4[i];
-  return g / (1.0 + exp(-g)) * up4[i];
-#else
-#if NORM
-  return x4[i] * norm_inv * norm_w4[i];
-#else
-  return x4[i];
-#endif
-#endif
-}
+// SWIGLU (f16 gemv with K32 only): the product reads silu(x) · up as it stages its x tile
+// (common/gemv_input.wgsl), without SwiGLU's dispatch or the round trip of its result through
+// memory.
+#include "common/gemv_input.wgsl"
 
 #if DQ
 // The per-tensor offset of block b's layer: a stack's matrix (ROUTE2/ROUTE3) holds one per layer,
@@ -362,21 +351,7 @@ fn gemv(
   load_pairs(lid);
 #if NORM
   // The norm's 1 / rms from the whole row (each workgroup computes the same value).
-  var ss = 0.0;
-  for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
-    let v = x4[i];
-    ss += dot(v, v);
-  }
-  partial[lid] = ss;
-  workgroupBarrier();
-  for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
-    if (lid < st) {
-      partial[lid] += partial[lid + st];
-    }
-    workgroupBarrier();
-  }
-  norm_inv = 1.0 / sqrt(partial[0] / f32(p.k) + p.eps);
-  workgroupBarrier(); // every thread has read partial[0] before the sums reuse it
+  norm_inv = inverse_rms(lid);
 #endif
   // Rows past the chunk stand in for its last row, so that every load is in bounds and no branch
   // separates them; their sums are not stored.

@@ -62,12 +62,10 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> y3: array<f32>;
 #endif
 
-// The one-row variants of a decode step (F16, ROWS = 1), as the 4-bit gemv's (q_4bit.wgsl):
-// SWIGLU reads silu(x) · up as it stages x (x holds gate_proj's output, up4 up_proj's: the
-// SwiGLU of elementwise.wgsl, the same f32 expression); NORM reads rmsnorm(x) · norm_w (x is the
-// residual stream; each workgroup computes the row's 1 / rms); RESID adds the product to y (the
-// residual stream) in its epilogue. Not with each other but SWIGLU with RESID; NORM's weight
-// follows the outputs.
+// The one-row variants of a decode step (ROWS = 1), as the 4-bit gemv's: SWIGLU and NORM read
+// their input as x is staged (common/gemv_input.wgsl), RESID adds the product to y (the residual
+// stream) in its epilogue (stack_store.wgsl). Not with each other but SWIGLU with RESID; NORM's
+// weight follows the outputs.
 #if SWIGLU
 @group(0) @binding(5) var<storage, read> up4: array<vec4<f32>>;
 #endif
@@ -84,20 +82,7 @@ struct Params {
 var<private> norm_inv: f32;
 #endif
 
-// Activations i .. i + 3 (of row 0 with SWIGLU or NORM, which serve one row) as the product
-// takes them.
-fn x_at(i: u32) -> vec4<f32> {
-#if SWIGLU
-  let g = x4[i];
-  return g / (1.0 + exp(-g)) * up4[i];
-#else
-#if NORM
-  return x4[i] * norm_inv * norm_w4[i];
-#else
-  return x4[i];
-#endif
-#endif
-}
+#include "common/gemv_input.wgsl"
 
 fn scale_of(g: u32) -> f32 {
   return unpack2x16float(scales[g / 2u])[g % 2u];
@@ -296,28 +281,6 @@ fn row_group(r: u32, j: u32, g: u32, q: QG) -> RowSums {
 
 #include "common/rows_pass.wgsl"
 
-#if NORM
-var<workgroup> norm_red: array<f32, GEMV_WG>;
-
-// 1 / sqrt(mean(x²) + eps) of the row (rmsnorm.wgsl's formula; its sums in this workgroup's
-// order). Has barriers: call it in uniform control flow.
-fn inverse_rms(lid: u32) -> f32 {
-  var ss = 0.0;
-  for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
-    let v = x4[i];
-    ss += dot(v, v);
-  }
-  norm_red[lid] = ss;
-  workgroupBarrier();
-  for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
-    if (lid < st) {
-      norm_red[lid] += norm_red[lid + st];
-    }
-    workgroupBarrier();
-  }
-  return 1.0 / sqrt(norm_red[0] / f32(p.k) + p.eps);
-}
-#endif
 
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows(

@@ -70,11 +70,13 @@ Deno.test("#include appends each file once, after the kernel, with its defines",
     /k\.wgsl:1: #include "\.\.\/x\.wgsl": expected a path/,
   );
   assertThrows(() => preprocessWgsl('#include "x.wgsl"', new Set()), /needs expandKernelSource/);
-  // The real kernels: the shared GEMM comes once, after the kernel's own lines.
+  // The real kernels: the shared files come once each, after the kernel's own lines, in the
+  // order the kernel includes them (its first: the one-row input reads).
   const q8 = expandKernelSource("q_q8_0", new Set(["F16"]));
   assertEquals(q8.code.split("fn gemm_outer(").length, 2);
+  assertEquals(q8.code.split("fn x_at(").length, 2);
   const own = readKernelSource("q_q8_0").split("\n").length;
-  assertEquals(q8.origin(own + 1), "common/gemm_outer.wgsl:1");
+  assertEquals(q8.origin(own + 1), "common/gemv_input.wgsl:1");
 });
 
 Deno.test("kernels load from files relative to the module", () => {
