@@ -4,7 +4,8 @@
 // residual stream: rmsnorm.wgsl's x · (1 / sqrt(mean(x²) + eps)) · w in f32, its sum of squares
 // in this workgroup's order), as the product stages x. The including kernel declares x4, up4
 // (SWIGLU), norm_w4 and the private norm_inv (NORM), p.k, p.eps and GEMV_WG, and sets norm_inv
-// from inverse_rms before it stages x.
+// before it stages x: from inverse_rms (q_q8_0), or the same sums through workgroup memory it
+// reuses after (q_4bit; norm_red is then never used, so never allocated).
 
 // Activations i .. i + 3 (of row 0 with SWIGLU or NORM, which serve one row).
 fn x_at(i: u32) -> vec4<f32> {
