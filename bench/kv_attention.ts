@@ -12,7 +12,11 @@
  * ```sh
  * deno run -A bench/kv_attention.ts --out /tmp/kv
  * deno run -A bench/kv_attention.ts --kv int8 --positions 4096 --variants 256/256,128/256
+ * deno run -A bench/kv_attention.ts --kv f16 --positions 8,136 --variants 128/256,64/64 --whole
  * ```
+ *
+ * `--whole` times each step in one compute pass, as decoding runs it; by default every dispatch
+ * has a pass of its own (timestamps at pass boundaries), whose fixed cost each then includes.
  *
  * @module
  */
@@ -30,6 +34,8 @@ const { values: args } = parseArgs({
   options: {
     out: { type: "string", default: "bench/out" },
     kv: { type: "string", default: "int4,int8,f16" },
+    // time each step in one compute pass, as decoding runs it (default: a pass per dispatch)
+    whole: { type: "boolean", default: false },
     positions: { type: "string" },
     // workgroup size / split keys, then optionally "/k32" or "/k16" (key elements per thread;
     // default: the format's), "/fixed" (ranges of split keys whatever the context) or "/fast" (int8/int4: codes to
@@ -120,7 +126,9 @@ for (const kvCache of args.kv!.split(",") as KvCacheFormat[]) {
             }
           };
           // ~100 ms of warm-up
-          const ms = await medianWarmGpuMs(gpu, step, Math.ceil(262144 / position));
+          // (no more than 256 steps at the short positions: ~100 ms there too)
+          const warm = Math.min(256, Math.ceil(262144 / position));
+          const ms = await medianWarmGpuMs(gpu, step, warm, args.whole);
           const bytes = 2 * layers * (layout.bytes * (position + 1)) / maxSeq;
           const row = { kvCache, variant: v.name, position, ms, gbPerS: bytes / ms / 1e6 };
           rows.push(row);

@@ -403,7 +403,8 @@ export function reportSections(
  * GPU ms (timestamps, summed over its dispatches) of the work `record` records, median of five
  * timed runs after one that compiles. Each timed run follows `warmCopies` copies of the same work
  * submitted right before it, so that it finds the GPU's clocks up (idle, the H200 lowers them
- * within milliseconds).
+ * within milliseconds). With `whole`, each timed run is one compute pass, as decoding records its
+ * work (a pass per dispatch otherwise, whose fixed cost each timed dispatch then includes).
  *
  * @example
  * ```ts ignore
@@ -414,6 +415,7 @@ export async function medianWarmGpuMs(
   gpu: Gpu,
   record: (batch: CommandBatch) => void,
   warmCopies: number,
+  whole = false,
 ): Promise<number> {
   const times: number[] = [];
   for (let rep = 0; rep < 6; rep++) {
@@ -422,7 +424,7 @@ export async function medianWarmGpuMs(
     warm.submit();
     const batch = new CommandBatch(gpu);
     record(batch);
-    const t = await batch.submitTimed();
+    const t = await batch.submitTimed({ whole });
     if (rep > 0) times.push(t.reduce((s, d) => s + d.ms, 0)); // the first compiles
   }
   times.sort((a, b) => a - b);

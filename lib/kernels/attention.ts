@@ -117,19 +117,21 @@ export function cpuAttention(
 }
 
 /**
- * Positions per split range at least, by cache format (the default of
- * `AttentionOptions.splitKeys`): 256 for f16, 128 for the quantized caches, whose ranges of
- * one block each ran faster at 4k positions on the H200 (BENCHMARKS.md) while f16's did not.
+ * Positions per split range at least (the default of `AttentionOptions.splitKeys`): 128, one
+ * block of the GPU's workgroup, for every cache format. Measured on the H200 (BENCHMARKS.md,
+ * "Decode attention from 136 to 2,048 positions"): an f16 cache's attention at 192 to 2,048
+ * positions takes 11-28% less time than with 256 (then one or two ranges a head, 32-64
+ * workgroups), at 4k 1% more; the quantized caches took 128 before.
  *
  * @example
  * ```ts
  * import { defaultSplitKeys } from "./attention.ts";
- * defaultSplitKeys("f16"); // 256
+ * defaultSplitKeys("f16"); // 128
  * defaultSplitKeys("int4"); // 128
  * ```
  */
-export function defaultSplitKeys(format: KvCacheFormat = "f16"): number {
-  return KV_CACHE_INFO[format].codeBits === 16 ? 256 : 128;
+export function defaultSplitKeys(_format: KvCacheFormat = "f16"): number {
+  return 128;
 }
 
 /** Options for {@linkcode createAttention}. */
@@ -186,7 +188,7 @@ export interface AttentionOptions extends AttentionShape {
  * @example
  * ```ts
  * import { attentionScratchBytes } from "./attention.ts";
- * attentionScratchBytes({ numHeads: 32, numKvHeads: 8, headDim: 128 }, 4096); // 2,121,600
+ * attentionScratchBytes({ numHeads: 32, numKvHeads: 8, headDim: 128 }, 4096); // 4,243,200
  * ```
  */
 export function attentionScratchBytes(
