@@ -20,7 +20,12 @@
 
 import { uniformArenaSize } from "../gpu/device.ts";
 import type { MemoryCategory } from "../gpu/ledger.ts";
-import { attentionScratchBytes, defaultSplitKeys, kvCacheBytes } from "../kernels/attention.ts";
+import {
+  attentionScratchBytes,
+  defaultSplitKeys,
+  defaultUnsplitPositions,
+  kvCacheBytes,
+} from "../kernels/attention.ts";
 import type { KvCacheFormat } from "../kernels/kv_cache.ts";
 import { int8ScratchBytes, llmInt8OutlierBytes } from "../kernels/quant_linear.ts";
 import { familyOf, type LlamaConfig } from "../model/config.ts";
@@ -140,10 +145,14 @@ export function estimateMemory(
 
   // scratch
   // Attention keeps split partials only when a context spans more than one range.
-  const splitKeys = defaultSplitKeys(kvFormat === "f32" ? "f16" : kvFormat);
-  const attnScratch = Math.ceil(context / splitKeys) > 1
-    ? attentionScratchBytes(c, context, splitKeys)
-    : 0;
+  const cacheFormat = kvFormat === "f32" ? "f16" : kvFormat;
+  const attnScratch = attentionScratchBytes(
+    c,
+    context,
+    defaultSplitKeys(cacheFormat),
+    undefined,
+    defaultUnsplitPositions(cacheFormat),
+  );
   let scratch = uniformArenaSize(uniformBytesPerChunk(c)) + attnScratch;
   const int8 = INT8_FORMATS.includes(format);
   if (int8) {

@@ -119,9 +119,9 @@ export function cpuAttention(
 /**
  * Positions per split range at least (the default of `AttentionOptions.splitKeys`): 128, one
  * block of the GPU's workgroup, for every cache format. Measured on the H200 (BENCHMARKS.md,
- * "Decode attention from 136 to 2,048 positions"): an f16 cache's attention at 192 to 2,048
- * positions takes 11-28% less time than with 256 (then one or two ranges a head, 32-64
- * workgroups), at 4k 1% more; the quantized caches took 128 before.
+ * "Decode attention from 136 to 2,048 positions"): an f16 cache's attention from 384 to 2,048
+ * positions takes 11-28% less time than with 256 (then two to eight ranges a head), at 4k 1%
+ * more; the quantized caches took 128 before.
  *
  * @example
  * ```ts
@@ -132,6 +132,24 @@ export function cpuAttention(
  */
 export function defaultSplitKeys(_format: KvCacheFormat = "f16"): number {
   return 128;
+}
+
+/**
+ * The longest context attended unsplit (the default of `AttentionOptions.unsplitPositions`):
+ * 256 positions over an f16 cache, 128 over a quantized one, where each began to split before
+ * the ranges shortened. A split costs a merge dispatch per layer, and int8-vectorwise decode,
+ * whose CPU encode is close to its GPU time, ran 5-7% slower with it at 129-136 positions
+ * (BENCHMARKS.md, same section).
+ *
+ * @example
+ * ```ts
+ * import { defaultUnsplitPositions } from "./attention.ts";
+ * defaultUnsplitPositions("f16"); // 256
+ * defaultUnsplitPositions("int8"); // 128
+ * ```
+ */
+export function defaultUnsplitPositions(format: KvCacheFormat = "f16"): number {
+  return KV_CACHE_INFO[format].codeBits === 16 ? 256 : 128;
 }
 
 /** Options for {@linkcode createAttention}. */
@@ -156,6 +174,11 @@ export interface AttentionOptions extends AttentionShape {
    * ranges grow past `splitKeys` when the context would need more. 0: always `splitKeys`.
    */
   splitWorkgroups?: number;
+  /**
+   * Attend contexts of at most this many positions unsplit (default: `splitKeys` where given,
+   * else {@linkcode defaultUnsplitPositions} of the format).
+   */
+  unsplitPositions?: number;
   /** Split only when rows · numHeads is below this (default 256): enough workgroups otherwise. */
   splitBelowItems?: number;
   /**
@@ -196,9 +219,11 @@ export function attentionScratchBytes(
   maxSeq: number,
   splitKeys = defaultSplitKeys(),
   splitBelowItems = 256,
+  unsplitPositions = defaultUnsplitPositions(),
 ): number {
   const splits = Math.ceil(maxSeq / splitKeys);
-  if (splits <= 1) return 0; // nothing to split: createAttention allocates no scratch
+  // nothing to split: createAttention allocates no scratch
+  if (splits <= 1 || maxSeq <= unsplitPositions) return 0;
   return (splitBelowItems - 1) * splits * (shape.headDim + 2) * 4;
 }
 
@@ -367,13 +392,15 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
       ? gpu.kernel({ file: "attention", entry: "attend_split", defines: fused, constants })
       : null,
   ]);
+  // (a caller who sets the ranges splits past one range, as before)
+  const unsplit = opts.unsplitPositions ??
+    (opts.splitKeys !== undefined ? splitKeys : defaultUnsplitPositions(kvCache));
   const maxSplits = opts.maxSeq ? Math.ceil(opts.maxSeq / splitKeys) : 0;
-  const scratch = maxSplits > 1
-    ? gpu.tensor({
-      label: "attention partials",
-      category: "scratch",
-      byteSize: attentionScratchBytes(opts, opts.maxSeq!, splitKeys, splitBelow),
-    })
+  const scratchBytes = opts.maxSeq
+    ? attentionScratchBytes(opts, opts.maxSeq, splitKeys, splitBelow, unsplit)
+    : 0;
+  const scratch = scratchBytes > 0
+    ? gpu.tensor({ label: "attention partials", category: "scratch", byteSize: scratchBytes })
     : null;
   const kvRowBytes = numKvHeads * headDim * 2;
   // A quantized cache is checked whole: its scales sit past the last position's codes.
@@ -419,7 +446,7 @@ export async function createAttention(gpu: Gpu, opts: AttentionOptions): Promise
     const items = rows * numHeads;
     const range = rangeKeys(len, items);
     const splits = Math.ceil(len / range);
-    if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow) {
+    if (scratch && splits > 1 && splits <= maxSplits && items < splitBelow && len > unsplit) {
       const p = base(rows, startPos, splits, window, range);
       batch.dispatch(
         folded ? splitNew! : split,

@@ -5,6 +5,7 @@ import { f32ToF16Array, packF16Pairs } from "../../lib/gpu/f16.ts";
 import type { GpuTensor } from "../../lib/gpu/tensor.ts";
 import {
   type Attention,
+  attentionScratchBytes,
   type AttentionShape,
   cpuAttention,
   createAttention,
@@ -370,5 +371,47 @@ Deno.test("attendNew (RoPE and the cache write folded in) = RoPE into the cache,
         assertEquals(attn.foldsRopeAt(start, far), false, `${label}: a GPU start's bound`);
         attn.destroy();
       }
+    }
+  }));
+
+// Which contexts a decode step splits, by default: an f16 cache past 256 positions, a quantized
+// one past 128 (where each split before), in ranges of at least 128 positions; the scratch only
+// where a split can happen, the size the memory estimator uses.
+Deno.test("attention splits a decode step past 256 positions (f16 cache) or 128 (quantized)", () =>
+  withGpu({}, async (gpu) => {
+    const shape = { numHeads: 4, numKvHeads: 2, headDim: 64 };
+    const q = emptyF32(gpu, "q", shape.numHeads * shape.headDim);
+    const out = emptyF32(gpu, "out", shape.numHeads * shape.headDim);
+    try {
+      for (const [kv, unsplit] of [["f16", 256], ["int8", 128]] as const) {
+        const maxSeq = 600;
+        const layout = kvCacheLayout(kv, maxSeq, shape.numKvHeads, shape.headDim);
+        const cache = [0, 1].map((i) =>
+          gpu.tensor({ label: `cache ${i}`, category: "kv-cache", byteSize: layout.bytes })
+        );
+        const attn = await createAttention(gpu, { ...shape, maxSeq, kvCache: kv });
+        try {
+          assertEquals(attn.scratchBytes, attentionScratchBytes(shape, maxSeq, 128, 256, unsplit));
+          const dispatches = (len: number) => {
+            const batch = new CommandBatch(gpu);
+            attn.attend(batch, q, cache[0], cache[1], out, len - 1, 1);
+            return batch.dispatchCount;
+          };
+          assertEquals(
+            [dispatches(unsplit), dispatches(unsplit + 1), dispatches(maxSeq)],
+            [1, 2, 2],
+            `${kv}: unsplit up to ${unsplit} positions, then split and merged`,
+          );
+        } finally {
+          attn.destroy();
+          cache.forEach((t) => t.destroy());
+        }
+      }
+      const small = await createAttention(gpu, { ...shape, maxSeq: 256 });
+      assertEquals(small.scratchBytes, 0, "f16 up to 256 positions: no scratch");
+      small.destroy();
+    } finally {
+      q.destroy();
+      out.destroy();
     }
   }));
