@@ -205,7 +205,11 @@ export function cpuMatmul(
 export interface Fp16Tuning {
   /** GEMV threads per workgroup (default 256). */
   gemvWorkgroupSize?: number;
-  /** GEMV threads per output feature, a power of two dividing the workgroup (default 32). */
+  /**
+   * GEMV threads per output feature, a power of two dividing the workgroup (default 32; some
+   * stacks, q/k/v or gate/up, on a hardware adapter 16: the stack and its parts, see
+   * {@linkcode stackThreadsPerRow}).
+   */
   gemvThreadsPerRow?: number;
   /**
    * GEMV: four units of K per thread and step with their loads issued together (default on a
@@ -707,6 +711,29 @@ interface GemvBuild {
 }
 
 /**
+ * Lanes a feature of an FP16 stack's GEMVs by default, on a hardware adapter: 16 where the stack
+ * has at least twice as many rows as K and at most {@linkcode STACK_16_LANES_MAX_ROWS}, else 32
+ * (always 32 on a software adapter). Measured on the H200 (BENCHMARKS.md, "FP16 stacks with 16
+ * lanes a feature"): Llama-2-7B's q/k/v (12,288 × 4,096) and gate/up (22,016 × 4,096) faster
+ * (decode 183.3-183.9 → 188.4-189.7 tok/s, a 5-token verify pass 10.25 → 9.29 GPU ms);
+ * Llama-3-8B's gate/up (28,672 × 4,096) slower (its decode 166 → 162-164 tok/s with it).
+ *
+ * @example
+ * ```ts ignore
+ * stackThreadsPerRow(gpu, 12288, 4096); // 16 on a GPU (Llama-2-7B's q/k/v), 32 on llvmpipe
+ * ```
+ */
+export function stackThreadsPerRow(gpu: Pick<Gpu, "isSoftware">, n: number, k: number): number {
+  return !gpu.isSoftware && n >= 2 * k && n <= STACK_16_LANES_MAX_ROWS ? 16 : 32;
+}
+
+/**
+ * The most rows an FP16 stack takes 16 lanes a feature for (1,536 workgroups of 16 features; the
+ * H200 ran 28,672 rows slower with 16 than with 32, 22,016 faster).
+ */
+export const STACK_16_LANES_MAX_ROWS = 24576;
+
+/**
  * The FP16 GEMV kernel for K, with the output routing `route` (`[]`, `["ROUTE2"]`, ...), and how
  * many output features a workgroup computes; `rows`: its multi-row form (`gemv_rows`).
  */
@@ -960,9 +987,14 @@ export class Fp16LinearStack implements LinearStack {
       }
       const maxBytes = opts.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
       const route = layers.length === 3 ? ["ROUTE3"] : ["ROUTE2"];
-      const t = opts.tuning ?? {};
+      // the stack's lanes a feature, which its parts share (so that each part alone computes
+      // what the stack routes to it)
+      const t: Fp16Tuning = {
+        ...opts.tuning,
+        gemvThreadsPerRow: opts.tuning?.gemvThreadsPerRow ?? stackThreadsPerRow(gpu, total, k),
+      };
       // gate/up: SwiGLU in the epilogue, where the thread groups of a workgroup pair up
-      const groups = (t.gemvWorkgroupSize ?? 256) / (t.gemvThreadsPerRow ?? 32);
+      const groups = (t.gemvWorkgroupSize ?? 256) / t.gemvThreadsPerRow!;
       const swiglu = layers.length === 2 && counts[0] === counts[1] && groups % 2 === 0 &&
         (t.stackSwiglu ?? true);
       const routeSwiglu = [...route, "SWIGLU_OUT"];
@@ -981,7 +1013,7 @@ export class Fp16LinearStack implements LinearStack {
             inFeatures: k,
             f16,
             maxBindingBytes: opts.maxBindingBytes,
-            tuning: opts.tuning,
+            tuning: t,
           })
         ),
       ]);

@@ -15,6 +15,7 @@ import {
   gemmKernelFor,
   gemmSplitsFor,
   gemmTileRows,
+  stackThreadsPerRow,
 } from "../../lib/kernels/linear.ts";
 import {
   cpuSplitSum,
@@ -334,8 +335,15 @@ function stackSuite(f16: boolean): void {
           { k: 128, ns: [128, 64, 64], maxBindingBytes: undefined },
           { k: 130, ns: [192, 64], maxBindingBytes: undefined },
           { k: 64, ns: [96, 32, 160], maxBindingBytes: 6144 },
+          // 16 lanes a feature, a GPU's default for stacks wider than long
+          {
+            k: 128,
+            ns: [128, 64, 64],
+            maxBindingBytes: undefined,
+            tuning: { gemvThreadsPerRow: 16 },
+          },
         ];
-        for (const [c, { k, ns, maxBindingBytes }] of cases.entries()) {
+        for (const [c, { k, ns, maxBindingBytes, tuning }] of cases.entries()) {
           const weights = ns.map((n, i) => randomF16(n * k, 40 + 3 * c + i, W_SCALE));
           const stack = await Fp16LinearStack.create(gpu, {
             label: `stack ${c}`,
@@ -347,6 +355,7 @@ function stackSuite(f16: boolean): void {
             inFeatures: k,
             f16,
             maxBindingBytes,
+            tuning,
           });
           const sigma = Math.sqrt(k) * X_SCALE * W_SCALE;
           const x = randn(k, 50 + c, X_SCALE);
@@ -428,6 +437,7 @@ function swigluSuite(f16: boolean): void {
           { k: 130, n: 64, tuning: {} },
           { k: 64, n: 38, tuning: {} },
           { k: 64, n: 38, tuning: { gemvThreadsPerRow: 64 } },
+          { k: 128, n: 96, tuning: { gemvThreadsPerRow: 16 } },
         ];
         for (const [c, { k, n, tuning }] of cases.entries()) {
           const weights = [0, 1].map((i) => randomF16(n * k, 70 + 2 * c + i, W_SCALE));
@@ -496,6 +506,15 @@ function swigluSuite(f16: boolean): void {
 
 swigluSuite(false);
 swigluSuite(true);
+
+Deno.test("FP16 stacks take 16 lanes a feature on a GPU at the shapes that measured faster", () => {
+  const gpu = { isSoftware: false };
+  const lanes = [[12288, 4096], [22016, 4096], [6144, 4096], [28672, 4096]].map(([n, k]) =>
+    stackThreadsPerRow(gpu, n, k)
+  );
+  assertEquals(lanes, [16, 16, 32, 32], "7B q/k/v and gate/up; 8B q/k/v and gate/up");
+  assertEquals(stackThreadsPerRow({ isSoftware: true }, 12288, 4096), 32);
+});
 
 Deno.test("Fp16LinearStack refuses layers that do not start on the binding alignment", async () => {
   await withGpu({ f16: false }, async (gpu) => {
