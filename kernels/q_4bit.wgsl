@@ -350,23 +350,9 @@ fn gemv(
 #if F16
   load_pairs(lid);
 #if NORM
-  // The norm's 1 / rms from the whole row (each workgroup computes the same value).
-  // As common/gemv_input.wgsl's inverse_rms, but summed through `partial`, which the products
-  // reuse after it (no workgroup memory of its own in this, the hot decode kernel).
-  var ss = 0.0;
-  for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
-    let v = x4[i];
-    ss += dot(v, v);
-  }
-  partial[lid] = ss;
-  workgroupBarrier();
-  for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
-    if (lid < st) {
-      partial[lid] += partial[lid + st];
-    }
-    workgroupBarrier();
-  }
-  norm_inv = 1.0 / sqrt(partial[0] / f32(p.k) + p.eps);
+  // The norm's 1 / rms from the whole row (each workgroup computes the same value), summed
+  // through `partial`, which the products reuse after it.
+  norm_inv = inverse_rms(lid);
   workgroupBarrier(); // every thread has read partial[0] before the sums reuse it
 #endif
   // Rows past the chunk stand in for its last row, so that every load is in bounds and no branch

@@ -80,6 +80,8 @@ struct Params {
 #endif
 #endif
 var<private> norm_inv: f32;
+// inverse_rms's sums (common/gemv_input.wgsl)
+var<workgroup> partial: array<f32, GEMV_WG>;
 #endif
 
 #include "common/gemv_input.wgsl"

@@ -3,9 +3,9 @@
 // elementwise.wgsl's swiglu, the same f32 expression), NORM reads rmsnorm(x) · norm_w (x is the
 // residual stream: rmsnorm.wgsl's x · (1 / sqrt(mean(x²) + eps)) · w in f32, its sum of squares
 // in this workgroup's order), as the product stages x. The including kernel declares x4, up4
-// (SWIGLU), norm_w4 and the private norm_inv (NORM), p.k, p.eps and GEMV_WG, and sets norm_inv
-// before it stages x: from inverse_rms (q_q8_0), or the same sums through workgroup memory it
-// reuses after (q_4bit; norm_red is then never used, so never allocated).
+// (SWIGLU), norm_w4 and the private norm_inv (NORM), p.k, p.eps and GEMV_WG, and with NORM the
+// workgroup array `partial` (at least GEMV_WG f32) that inverse_rms sums through (q_4bit reuses
+// its product's), and sets norm_inv from inverse_rms before it stages x.
 
 // Activations i .. i + 3 (of row 0 with SWIGLU or NORM, which serve one row).
 fn x_at(i: u32) -> vec4<f32> {
@@ -22,23 +22,22 @@ fn x_at(i: u32) -> vec4<f32> {
 }
 
 #if NORM
-var<workgroup> norm_red: array<f32, GEMV_WG>;
-
-// 1 / sqrt(mean(x²) + eps) of the row. Has barriers: call it in uniform control flow.
+// 1 / sqrt(mean(x²) + eps) of the row, summed through partial[0 .. GEMV_WG). Has barriers: call
+// it in uniform control flow, and put a barrier after it before partial is written again.
 fn inverse_rms(lid: u32) -> f32 {
   var ss = 0.0;
   for (var i = lid; i < p.k / 4u; i += GEMV_WG) {
     let v = x4[i];
     ss += dot(v, v);
   }
-  norm_red[lid] = ss;
+  partial[lid] = ss;
   workgroupBarrier();
   for (var st = GEMV_WG / 2u; st > 0u; st >>= 1u) {
     if (lid < st) {
-      norm_red[lid] += norm_red[lid + st];
+      partial[lid] += partial[lid + st];
     }
     workgroupBarrier();
   }
-  return 1.0 / sqrt(norm_red[0] / f32(p.k) + p.eps);
+  return 1.0 / sqrt(partial[0] / f32(p.k) + p.eps);
 }
 #endif
