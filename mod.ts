@@ -228,6 +228,11 @@ export { resolveModelDir, type ResolveOptions } from "./lib/model/hub.ts";
 export { createSampler, type SamplerOptions, seededRandom } from "./lib/model/sampling.ts";
 export {
   acceptOrResample,
+  adaptiveDraftLength,
+  expectedRoundTokens,
+  fastestDraftLength,
+  type RoundCost,
+  roundCostOf,
   sampleFrom,
   samplingDistribution,
   settledDraftLength,
@@ -235,6 +240,7 @@ export {
   type SpeculativeModel,
   type SpeculativeOptions,
   type SpeculativeResult,
+  type TimedGroup,
 } from "./lib/model/speculative.ts";
 export {
   generateSpeculative,

@@ -112,6 +112,8 @@ export interface BundledRun {
   groupRounds: number | "auto";
   /** Whether the draft's proposals ran fused (`SpeculativeResult.draftFused`). */
   draftFused: boolean;
+  /** The draft length per round, on average over all prompts (the adaptive length's choice). */
+  meanDraftLength: number;
   /** Over all prompts. */
   acceptance: number;
   tokensPerTargetPass: number;
@@ -452,6 +454,8 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           let ms = 0;
           let same = true;
           let fused = false;
+          let rounds = 0;
+          let lengths = 0;
           for (const [i, p] of prompts.entries()) {
             const t0 = performance.now();
             const run = await speculativeDecode(target, draft, p, {
@@ -468,6 +472,8 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             passes += run.targetPasses;
             same &&= !o.sampling && run.tokens.join() === alone[i].join();
             fused = run.draftFused;
+            rounds += run.draftLengths.length;
+            lengths += run.draftLengths.reduce((a, b) => a + b, 0);
           }
           const tokS = produced / (ms / 1000);
           const b: BundledRun = {
@@ -476,6 +482,7 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
             draftTokens: k,
             groupRounds,
             draftFused: fused,
+            meanDraftLength: lengths / rounds,
             acceptance: accepted / drafted,
             tokensPerTargetPass: (produced - prompts.length) / passes,
             tokensPerSecond: tokS,
@@ -487,9 +494,9 @@ export async function benchSpeculative(o: SpeculativeBenchOptions): Promise<Spec
           };
           r.bundled.push(b);
           console.log(
-            `bundled pair ${tf} + draft ${df}${
-              fused ? " (fused)" : ""
-            }, k=${k}, groups of ${groupRounds}: acceptance ${(100 * b.acceptance).toFixed(1)}%, ${
+            `bundled pair ${tf} + draft ${df}${fused ? " (fused)" : ""}, k=${
+              k === "adaptive" ? `adaptive (mean ${b.meanDraftLength.toFixed(2)})` : k
+            }, groups of ${groupRounds}: acceptance ${(100 * b.acceptance).toFixed(1)}%, ${
               b.tokensPerTargetPass.toFixed(2)
             } tokens/pass, ${tokS.toFixed(1)} tok/s vs ${baseTokS.toFixed(1)} alone: ${
               b.speedup.toFixed(2)

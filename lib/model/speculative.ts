@@ -17,11 +17,16 @@
  *    target alone would produce them;
  * 4. both KV caches roll back to the kept tokens (a position counter: nothing is copied).
  *
- * The draft length k is fixed, or adapts as transformers' assisted generation does: +2 after a
- * round that kept every draft token, −1 (not below 1) after one that did not. That rule settles
- * where a round keeps all of its k draft tokens one time in three; rounds chained in groups
- * (below) change k only between groups, and go straight to that length
- * ({@linkcode settledDraftLength}) from the acceptance seen so far.
+ * The draft length k is fixed, or adapts. Rounds read back one by one follow transformers'
+ * assisted generation: +2 after a round that kept every draft token, −1 (not below 1) after one
+ * that did not; that rule settles where a round keeps all of its k draft tokens one time in three
+ * ({@linkcode settledDraftLength}), whatever a draft token costs. Rounds chained in groups (below)
+ * change k only between groups, and weigh the cost too: each group's readback shows what its rounds
+ * cost on this machine, and from two lengths on, the next group takes the length that yields the
+ * most tokens per millisecond for the acceptance seen so far ({@linkcode adaptiveDraftLength}): long
+ * rounds where drafting is cheap next to the verify pass (the bundled pair on a GPU), short ones
+ * where a draft step costs a good share of a target step (a 1B draft for a 7B target). What the
+ * pair's rounds showed is kept from one call to the next.
  *
  * Greedy rounds of two models on one device are chained on the GPU: the draft writes its
  * proposals straight into the target's input ({@linkcode LlamaModel.proposeGreedy}) and they come
@@ -119,15 +124,20 @@ export interface SpeculativeOptions {
   maxNewTokens?: number;
   /**
    * Draft tokens per round. With `adaptive` (the default when this is not given) the starting
-   * length (default 4); otherwise the fixed length. At most the target's
+   * length (default 4, or for rounds chained in groups where the pair's last such call left off);
+   * otherwise the fixed length. At most the target's
    * `maxVerifyTokens − 1` (7).
    */
   draftTokens?: number;
   /**
-   * Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. Where greedy
-   * rounds are chained on the GPU in groups (`groupRounds`), k changes only between groups: each
-   * group after the first read takes the length that rule settles at for the acceptance of all
-   * rounds read so far ({@linkcode settledDraftLength}).
+   * Grow k by 2 after a fully accepted round, shrink it by 1 after a rejection. Where rounds are
+   * chained on the GPU in groups (`groupRounds`), k changes only between groups: each group after
+   * the first read takes the length with the most tokens per millisecond for the acceptance of
+   * the latest rounds read and what the latest timed groups' rounds cost
+   * ({@linkcode adaptiveDraftLength}; until two lengths are timed, the length the +2 / −1 rule
+   * settles at, {@linkcode settledDraftLength}, or a probe two away from it). Those rounds and
+   * groups are the pair's, kept from call to call (per way of running: greedy or the sampling
+   * settings), so a call too short for several groups still gains from the calls before it.
    */
   adaptive?: boolean;
   /** 0 (default) is greedy; above 0 both models' logits are divided by it before softmax. */
@@ -211,6 +221,12 @@ export interface SpeculativeResult {
   draftFused: boolean;
   /** Rounds per readback of the groups chained on the GPU, in order (empty: none ran). */
   groups: number[];
+  /**
+   * Per group in `groups`: the wall-clock milliseconds per round its readback showed, what the
+   * adaptive length weighs draft lengths by ({@linkcode adaptiveDraftLength}); NaN for the first
+   * group (it holds the prompt pass) and where a readback showed only Deno's ~10 ms floor.
+   */
+  groupRoundMs: number[];
 }
 
 /** The starting draft length when none is given (the adaptive rule then moves it in 1..7). */
@@ -233,6 +249,153 @@ export function settledDraftLength(alpha: number, maxK: number): number {
   if (!(alpha > 0)) return 1;
   if (alpha >= 1) return maxK;
   return Math.min(maxK, Math.max(1, Math.round(Math.log(1 / 3) / Math.log(alpha))));
+}
+
+/**
+ * What a round costs at draft length k, in ms: `fixed + perToken · k` (the target's verify pass,
+ * the acceptance and the readback's share; each draft token's step and its verify row).
+ */
+export interface RoundCost {
+  /** Milliseconds a round costs whatever its length. */
+  fixed: number;
+  /** Milliseconds each draft token adds. */
+  perToken: number;
+}
+
+/**
+ * Tokens a round of k draft tokens yields on average when each is kept with probability `alpha`
+ * until the first rejection: the kept ones and the target's own token, (1 − α^(k+1)) / (1 − α).
+ *
+ * @example
+ * ```ts
+ * import { expectedRoundTokens } from "./speculative.ts";
+ * expectedRoundTokens(0.7, 3); // 2.53
+ * ```
+ */
+export function expectedRoundTokens(alpha: number, k: number): number {
+  if (alpha >= 1) return k + 1;
+  return (1 - alpha ** (k + 1)) / (1 - alpha);
+}
+
+/**
+ * The draft length in 1..`maxK` that yields the most tokens per millisecond, for draft tokens each
+ * kept with probability `alpha` and rounds costing `cost`: the largest
+ * {@linkcode expectedRoundTokens} / (fixed + perToken · k), the shorter length on a tie. A cheap
+ * draft and an expensive verify pass favour long rounds; a draft step that costs a good share of
+ * the target's favours short ones.
+ *
+ * @example
+ * ```ts
+ * import { fastestDraftLength } from "./speculative.ts";
+ * fastestDraftLength(0.75, 7, { fixed: 10, perToken: 0.3 }); // 7: drafting is cheap
+ * fastestDraftLength(0.7, 7, { fixed: 6.5, perToken: 1.7 }); // 2: a 1B draft for a 7B target
+ * ```
+ */
+export function fastestDraftLength(alpha: number, maxK: number, cost: RoundCost): number {
+  if (!(alpha > 0)) return 1;
+  let best = 1;
+  let bestRate = -Infinity;
+  for (let k = 1; k <= maxK; k++) {
+    const rate = expectedRoundTokens(Math.min(alpha, 1), k) / (cost.fixed + cost.perToken * k);
+    if (rate > bestRate * (1 + 1e-9)) {
+      best = k;
+      bestRate = rate;
+    }
+  }
+  return best;
+}
+
+/** One group of rounds chained on the GPU, as the adaptive length weighs it. */
+export interface TimedGroup {
+  /** Its draft length. */
+  k: number;
+  /** Its rounds. */
+  rounds: number;
+  /** Wall-clock milliseconds per round its readback showed; NaN: not timed. */
+  msPerRound: number;
+}
+
+/**
+ * The round cost that timed groups show: each length's mean milliseconds per round (weighted by
+ * rounds), and the line through them (least squares, weighted by rounds), its slope at least 0
+ * and its intercept above 0. Null until groups of two lengths or more have been timed.
+ *
+ * @example
+ * ```ts
+ * import { roundCostOf } from "./speculative.ts";
+ * roundCostOf([{ k: 4, rounds: 8, msPerRound: 3.2 }, { k: 6, rounds: 8, msPerRound: 3.6 }]);
+ * // { fixed: 2.4, perToken: 0.2 } (to rounding)
+ * ```
+ */
+export function roundCostOf(groups: readonly TimedGroup[]): RoundCost | null {
+  const byK = new Map<number, { rounds: number; ms: number }>();
+  for (const g of groups) {
+    if (!(g.msPerRound > 0) || !(g.rounds > 0)) continue;
+    const e = byK.get(g.k) ?? { rounds: 0, ms: 0 };
+    e.rounds += g.rounds;
+    e.ms += g.msPerRound * g.rounds;
+    byK.set(g.k, e);
+  }
+  if (byK.size < 2) return null;
+  let w = 0;
+  let sk = 0;
+  let sm = 0;
+  for (const [k, e] of byK) {
+    w += e.rounds;
+    sk += k * e.rounds;
+    sm += e.ms;
+  }
+  const meanK = sk / w;
+  const meanMs = sm / w;
+  let skk = 0;
+  let skm = 0;
+  for (const [k, e] of byK) {
+    skk += e.rounds * (k - meanK) ** 2;
+    skm += (k - meanK) * (e.ms - e.rounds * meanMs);
+  }
+  const perToken = Math.max(0, skm / skk);
+  const fixed = Math.max(meanMs - perToken * meanK, 1e-3 * meanMs);
+  return { fixed, perToken };
+}
+
+/**
+ * The draft length of the next group of chained rounds, with the adaptive length on: the length
+ * that yields the most tokens per millisecond ({@linkcode fastestDraftLength}) for the acceptance
+ * so far and the round cost the timed groups show ({@linkcode roundCostOf}). Until two lengths
+ * have been timed, the length the +2 / −1 rule settles at ({@linkcode settledDraftLength}); when
+ * that is the only length timed and the one in flight too, two more (or two fewer at `maxK`),
+ * to learn what a draft token costs.
+ *
+ * @param alpha each draft token's chance of being kept, as estimated so far
+ * @param groups the groups read so far, in order
+ * @param inFlight the draft length of the group already submitted and not read (NaN: none)
+ *
+ * @example
+ * ```ts
+ * import { adaptiveDraftLength } from "./speculative.ts";
+ * adaptiveDraftLength(0.75, 7, [{ k: 4, rounds: 8, msPerRound: NaN }], 4); // 4 (settled)
+ * adaptiveDraftLength(0.75, 7, [{ k: 4, rounds: 8, msPerRound: 3.2 }], 4); // 6 (a probe)
+ * adaptiveDraftLength(0.75, 7, [
+ *   { k: 4, rounds: 8, msPerRound: 3.2 },
+ *   { k: 6, rounds: 8, msPerRound: 3.3 },
+ * ], 6); // 7
+ * ```
+ */
+export function adaptiveDraftLength(
+  alpha: number,
+  maxK: number,
+  groups: readonly TimedGroup[],
+  inFlight: number,
+): number {
+  const cost = roundCostOf(groups);
+  if (cost) return fastestDraftLength(alpha, maxK, cost);
+  const settled = settledDraftLength(alpha, maxK);
+  const timed = new Set(groups.filter((g) => g.msPerRound > 0).map((g) => g.k));
+  if (timed.size === 1 && timed.has(settled) && inFlight === settled) {
+    if (settled + 2 <= maxK) return settled + 2;
+    if (settled - 2 >= 1) return settled - 2;
+  }
+  return settled;
 }
 
 /**
@@ -411,6 +574,7 @@ export async function speculativeDecode(
     decodeMs: 0,
     draftFused: false,
     groups: [],
+    groupRoundMs: [],
   };
   let stopped = maxNew <= 0;
   // Delivers tokens until a stop; returns whether decoding goes on.
@@ -460,8 +624,17 @@ export async function speculativeDecode(
       result.draftFused = fuse && await draft.fuseProposals() === null;
       if (!fuse) await draft.fuseProposals(false);
     }
+    const mode = [
+      greedy
+        ? "greedy"
+        : `T ${temperature}, top-k ${options.topK ?? 0}, top-p ${options.topP ?? 1}`,
+      result.draftFused ? "fused" : "layers",
+      `simulated ${options.simulateAcceptance ?? "no"}`,
+    ].join("; ");
     const ended = await groupedRounds(target, draft, prompt, k, {
       adaptive,
+      history: pairHistory(target, draft, mode),
+      startFromHistory: options.draftTokens === undefined,
       maxK,
       groupRounds,
       autoGroups,
@@ -577,9 +750,41 @@ export async function speculativeDecode(
   return result;
 }
 
+/**
+ * What a pair's chained rounds have shown so far, for the adaptive length: the latest timed
+ * groups and rounds. Kept per target, draft and way of running (greedy or the sampling settings,
+ * fused proposals, a simulated acceptance), across calls: a round's cost is the pair's on this
+ * device, and a call too short for several groups still starts where the last one left off.
+ */
+interface PairHistory {
+  groups: TimedGroup[];
+  lengths: number[];
+  kept: number[];
+}
+
+/** The groups and rounds a {@linkcode PairHistory} keeps (older ones go first). */
+const HISTORY_GROUPS = 32;
+const HISTORY_ROUNDS = 256;
+
+const pairHistories = new WeakMap<object, WeakMap<object, Map<string, PairHistory>>>();
+
+function pairHistory(target: object, draft: object, mode: string): PairHistory {
+  let byDraft = pairHistories.get(target);
+  if (!byDraft) pairHistories.set(target, byDraft = new WeakMap());
+  let byMode = byDraft.get(draft);
+  if (!byMode) byDraft.set(draft, byMode = new Map());
+  let h = byMode.get(mode);
+  if (!h) byMode.set(mode, h = { groups: [], lengths: [], kept: [] });
+  return h;
+}
+
 /** What {@linkcode groupedRounds} needs from {@linkcode speculativeDecode}. */
 interface GroupedContext {
   adaptive: boolean;
+  /** With `adaptive`: the pair's earlier groups and rounds, updated as groups are read. */
+  history: PairHistory;
+  /** Whether the first groups take their length from `history` (no starting length given). */
+  startFromHistory: boolean;
   maxK: number;
   /** Rounds per group (with `autoGroups`, the first group's). */
   groupRounds: number;
@@ -795,6 +1000,11 @@ async function groupedRounds(
     firstCopy.submit();
     target.setGpuStart(tpos);
     draft.setGpuStart(tpos - 1);
+    if (o.adaptive && o.startFromHistory) {
+      // where the pair's last call left off
+      const alpha = acceptanceEstimate(o.history.lengths, o.history.kept);
+      if (!Number.isNaN(alpha)) k = adaptiveDraftLength(alpha, o.maxK, o.history.groups, NaN);
+    }
     let lastRead = performance.now(); // when the previous group's records arrived
     let group = submitGroup();
     if (!group) {
@@ -818,11 +1028,17 @@ async function groupedRounds(
       encodeMs += performance.now() - t0;
       await gpu.whileAlive(mapped, "speculative rounds");
       read++;
-      result.groups.push(group.rounds);
       // "auto": a group's records arrive one group's work after the previous group's (the work
       // runs while the previous records are read), or at the ~10 ms floor; size the group after
       // the next from that (the next is already submitted), as decodeGreedy does.
       const now = performance.now();
+      result.groups.push(group.rounds);
+      // what a round of this length cost, where the readback shows more than its floor and no
+      // prompt pass
+      const waited = now - lastRead;
+      result.groupRoundMs.push(
+        read > 1 && waited >= 1.5 * AUTO_IN_FLIGHT.floorMs ? waited / group.rounds : NaN,
+      );
       if (o.autoGroups) {
         const pace = autoPace(now - lastRead, group.rounds, encodeMs / encodedRounds, false);
         groupRounds = autoInFlight(pace, o.autoGroupMs);
@@ -854,8 +1070,20 @@ async function groupedRounds(
       }
       if (stopped) break;
       if (o.adaptive) {
-        const alpha = acceptanceEstimate(result.draftLengths, result.acceptedPerRound);
-        if (!Number.isNaN(alpha)) k = settledDraftLength(alpha, o.maxK);
+        const h = o.history;
+        h.groups.push({
+          k: group.k,
+          rounds: group.rounds,
+          msPerRound: result.groupRoundMs.at(-1)!,
+        });
+        const from = result.draftLengths.length - group.rounds;
+        h.lengths.push(...result.draftLengths.slice(from));
+        h.kept.push(...result.acceptedPerRound.slice(from));
+        h.groups.splice(0, h.groups.length - HISTORY_GROUPS);
+        h.lengths.splice(0, h.lengths.length - HISTORY_ROUNDS);
+        h.kept.splice(0, h.kept.length - HISTORY_ROUNDS);
+        const alpha = acceptanceEstimate(h.lengths, h.kept);
+        if (!Number.isNaN(alpha)) k = adaptiveDraftLength(alpha, o.maxK, h.groups, next?.k ?? NaN);
       }
       // the groups in flight may yield fewer tokens than expected: then one more
       group = next ?? submitGroup();

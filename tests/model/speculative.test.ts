@@ -7,6 +7,10 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { createSampler, seededRandom } from "../../lib/model/sampling.ts";
 import {
   acceptOrResample,
+  adaptiveDraftLength,
+  expectedRoundTokens,
+  fastestDraftLength,
+  roundCostOf,
   sampleFrom,
   samplingDistribution,
   settledDraftLength,
@@ -143,6 +147,65 @@ Deno.test("speculativeDecode adaptive length grows on full acceptance and shrink
       assertEquals(run2.draftLengths[i], full ? Math.min(7, prev + 2) : Math.max(1, prev - 1));
     }
   }
+});
+
+Deno.test("fastestDraftLength: the most tokens per millisecond, long rounds where drafting is cheap", () => {
+  assert(Math.abs(expectedRoundTokens(0.7, 3) - 2.533) < 1e-12);
+  assertEquals(expectedRoundTokens(1, 5), 6);
+  assertEquals(expectedRoundTokens(0, 5), 1);
+  // against a brute force over the lengths
+  for (const alpha of [0.3, 0.6, 0.75, 0.9, 0.99]) {
+    for (const cost of [{ fixed: 10, perToken: 0.3 }, { fixed: 6.5, perToken: 1.7 }]) {
+      const rate = (k: number) => expectedRoundTokens(alpha, k) / (cost.fixed + cost.perToken * k);
+      const want = [1, 2, 3, 4, 5, 6, 7].reduce((a, b) => rate(b) > rate(a) ? b : a);
+      assertEquals(fastestDraftLength(alpha, 7, cost), want, `α ${alpha}, ${JSON.stringify(cost)}`);
+    }
+  }
+  // free draft tokens: the longest; a draft token as dear as a round: short rounds
+  assertEquals(fastestDraftLength(0.5, 7, { fixed: 1, perToken: 0 }), 7);
+  assertEquals(fastestDraftLength(0.5, 7, { fixed: 1, perToken: 1 }), 1);
+  assertEquals(fastestDraftLength(0.8, 7, { fixed: 6.5, perToken: 1.7 }), 3);
+  assertEquals(fastestDraftLength(0, 7, { fixed: 1, perToken: 0 }), 1);
+});
+
+Deno.test("roundCostOf: the line through each length's mean time per round", () => {
+  assertEquals(roundCostOf([]), null);
+  // one length timed (and an untimed group): no line yet
+  assertEquals(
+    roundCostOf([{ k: 4, rounds: 8, msPerRound: 3 }, { k: 6, rounds: 8, msPerRound: NaN }]),
+    null,
+  );
+  // exact on a line, whatever the rounds; each length's rounds weigh its mean
+  const line = (k: number) => 2 + 0.25 * k;
+  const c = roundCostOf([
+    { k: 3, rounds: 5, msPerRound: line(3) },
+    { k: 6, rounds: 20, msPerRound: line(6) },
+    { k: 3, rounds: 9, msPerRound: line(3) },
+  ])!;
+  assert(Math.abs(c.fixed - 2) < 1e-12 && Math.abs(c.perToken - 0.25) < 1e-12, JSON.stringify(c));
+  // rounds that got cheaper with length (noise): no negative cost per token
+  const d = roundCostOf([{ k: 2, rounds: 8, msPerRound: 4 }, { k: 4, rounds: 8, msPerRound: 3 }])!;
+  assertEquals(d.perToken, 0);
+  assert(Math.abs(d.fixed - 3.5) < 1e-12);
+});
+
+Deno.test("adaptiveDraftLength: settled, then a probe, then the cheapest tokens", () => {
+  const untimed = [{ k: 4, rounds: 8, msPerRound: NaN }];
+  assertEquals(adaptiveDraftLength(0.7, 7, untimed, 4), settledDraftLength(0.7, 7));
+  // one length timed, the settled one, in flight too: two more, or two fewer at the cap
+  assertEquals(adaptiveDraftLength(0.75, 7, [{ k: 4, rounds: 8, msPerRound: 3 }], 4), 6);
+  assertEquals(adaptiveDraftLength(0.97, 7, [{ k: 7, rounds: 8, msPerRound: 3 }], 7), 5);
+  // ... but not when another length is in flight (its group will be timed)
+  assertEquals(adaptiveDraftLength(0.75, 7, [{ k: 4, rounds: 8, msPerRound: 3 }], 6), 4);
+  // two lengths timed: the fastest for that cost
+  const cheap = [{ k: 4, rounds: 8, msPerRound: 3.2 }, { k: 6, rounds: 8, msPerRound: 3.3 }];
+  assertEquals(adaptiveDraftLength(0.75, 7, cheap, 6), 7);
+  const dear = [{ k: 4, rounds: 8, msPerRound: 13.3 }, { k: 6, rounds: 8, msPerRound: 16.7 }];
+  assertEquals(
+    adaptiveDraftLength(0.7, 7, dear, 6),
+    fastestDraftLength(0.7, 7, roundCostOf(dear)!),
+  );
+  assertEquals(adaptiveDraftLength(0.7, 7, dear, 6), 2);
 });
 
 Deno.test("settledDraftLength: where the +2 / -1 rule settles for a given acceptance", () => {

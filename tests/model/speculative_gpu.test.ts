@@ -9,8 +9,8 @@ import { type Gpu, requestGpu } from "../../lib/gpu/device.ts";
 import { LlamaModel } from "../../lib/model/llama.ts";
 import { argmax, seededRandom } from "../../lib/model/sampling.ts";
 import {
+  adaptiveDraftLength,
   samplingDistribution,
-  settledDraftLength,
   speculativeDecode,
 } from "../../lib/model/speculative.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
@@ -278,7 +278,7 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
   }
 });
 
-Deno.test("rounds chained in groups, adaptive: each group takes the settled length of the acceptance so far", async () => {
+Deno.test("rounds chained in groups, adaptive: each group takes the length that the acceptance and the timed groups so far give", async () => {
   const target = await load(TARGET, "fp16");
   const draft = await load(DRAFT, "fp16");
   try {
@@ -291,25 +291,88 @@ Deno.test("rounds chained in groups, adaptive: each group takes the settled leng
     assertEquals(run.tokens, want);
     // the first two groups are submitted before any is read: the starting length, 4
     assertEquals(run.draftLengths.slice(0, 6), [4, 4, 4, 4, 4, 4]);
+    assertEquals(run.groupRoundMs.length, run.groups.length);
+    assert(
+      Number.isNaN(run.groupRoundMs[0]),
+      "the first group (with the prompt pass) is not timed",
+    );
     // group g + 2 is submitted once group g is read: its length comes from the rounds of groups
-    // 0 .. g
+    // 0 .. g, their times, and group g + 1's length (in flight)
+    const firsts: number[] = [];
     let at = 0;
-    for (const [g, rounds] of run.groups.entries()) {
+    for (const rounds of run.groups) {
       const lengths = run.draftLengths.slice(at, at + rounds);
       assert(lengths.every((k) => k === lengths[0]), `one length per group: ${lengths}`);
-      if (g >= 2) {
-        const seen = run.groups.slice(0, g - 1).reduce((a, b) => a + b, 0);
-        let kept = 0;
-        let rejections = 0;
-        for (let r = 0; r < seen; r++) {
-          kept += run.acceptedPerRound[r];
-          if (run.acceptedPerRound[r] < run.draftLengths[r]) rejections++;
-        }
-        assertEquals(lengths[0], settledDraftLength(kept / (kept + rejections), 7), `group ${g}`);
-      }
+      firsts.push(lengths[0]);
       at += rounds;
     }
+    for (let g = 2; g < run.groups.length; g++) {
+      const seen = run.groups.slice(0, g - 1).reduce((a, b) => a + b, 0);
+      let kept = 0;
+      let rejections = 0;
+      for (let r = 0; r < seen; r++) {
+        kept += run.acceptedPerRound[r];
+        if (run.acceptedPerRound[r] < run.draftLengths[r]) rejections++;
+      }
+      const timed = run.groups.slice(0, g - 1).map((rounds, i) => ({
+        k: firsts[i],
+        rounds,
+        msPerRound: run.groupRoundMs[i],
+      }));
+      const alpha = kept / (kept + rejections);
+      assertEquals(firsts[g], adaptiveDraftLength(alpha, 7, timed, firsts[g - 1]), `group ${g}`);
+    }
     assert(run.groups.length >= 4, `groups ${run.groups}`);
+  } finally {
+    target.dispose();
+    draft.dispose();
+  }
+});
+
+Deno.test("rounds chained in groups, adaptive: a pair's next call starts where its last left off", async () => {
+  const target = await load(TARGET, "fp16");
+  const draft = await load(DRAFT, "fp16");
+  try {
+    const want = (await target.decodeGreedy(prompt, { maxNewTokens: 40 })).tokens;
+    const first = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 40,
+      groupRounds: 3,
+    });
+    assertEquals(first.tokens, want);
+    assertEquals(first.draftLengths.slice(0, 6), [4, 4, 4, 4, 4, 4], "a new pair starts at 4");
+    let kept = 0;
+    let rejections = 0;
+    first.draftLengths.forEach((k, r) => {
+      kept += first.acceptedPerRound[r];
+      if (first.acceptedPerRound[r] < k) rejections++;
+    });
+    const timed: { k: number; rounds: number; msPerRound: number }[] = [];
+    let at = 0;
+    first.groups.forEach((rounds, g) => {
+      timed.push({ k: first.draftLengths[at], rounds, msPerRound: first.groupRoundMs[g] });
+      at += rounds;
+    });
+    const start = adaptiveDraftLength(kept / (kept + rejections), 7, timed, NaN);
+    const second = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 40,
+      groupRounds: 3,
+    });
+    assertEquals(second.tokens, want);
+    assertEquals(second.draftLengths.slice(0, 3), [start, start, start]);
+    // a starting length given is kept; sampling has a history of its own (it starts at 4)
+    const given = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 12,
+      groupRounds: 3,
+      draftTokens: 2,
+      adaptive: true,
+    });
+    assertEquals(given.draftLengths.slice(0, 3), [2, 2, 2]);
+    const sampled = await speculativeDecode(target, draft, prompt, {
+      maxNewTokens: 12,
+      groupRounds: 3,
+      temperature: 0.8,
+    });
+    assertEquals(sampled.draftLengths.slice(0, 3), [4, 4, 4]);
   } finally {
     target.dispose();
     draft.dispose();
