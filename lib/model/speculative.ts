@@ -778,6 +778,12 @@ function pairHistory(target: object, draft: object, mode: string): PairHistory {
   return h;
 }
 
+/** The next group's length from a pair's history ({@linkcode adaptiveDraftLength}); null before any round. */
+function historyLength(h: PairHistory, maxK: number, inFlight: number): number | null {
+  const alpha = acceptanceEstimate(h.lengths, h.kept);
+  return Number.isNaN(alpha) ? null : adaptiveDraftLength(alpha, maxK, h.groups, inFlight);
+}
+
 /** What {@linkcode groupedRounds} needs from {@linkcode speculativeDecode}. */
 interface GroupedContext {
   adaptive: boolean;
@@ -1001,9 +1007,7 @@ async function groupedRounds(
     target.setGpuStart(tpos);
     draft.setGpuStart(tpos - 1);
     if (o.adaptive && o.startFromHistory) {
-      // where the pair's last call left off
-      const alpha = acceptanceEstimate(o.history.lengths, o.history.kept);
-      if (!Number.isNaN(alpha)) k = adaptiveDraftLength(alpha, o.maxK, o.history.groups, NaN);
+      k = historyLength(o.history, o.maxK, NaN) ?? k; // where the pair's last call left off
     }
     let lastRead = performance.now(); // when the previous group's records arrived
     let group = submitGroup();
@@ -1082,8 +1086,7 @@ async function groupedRounds(
         h.groups.splice(0, h.groups.length - HISTORY_GROUPS);
         h.lengths.splice(0, h.lengths.length - HISTORY_ROUNDS);
         h.kept.splice(0, h.kept.length - HISTORY_ROUNDS);
-        const alpha = acceptanceEstimate(h.lengths, h.kept);
-        if (!Number.isNaN(alpha)) k = adaptiveDraftLength(alpha, o.maxK, h.groups, next?.k ?? NaN);
+        k = historyLength(h, o.maxK, next?.k ?? NaN) ?? k;
       }
       // the groups in flight may yield fewer tokens than expected: then one more
       group = next ?? submitGroup();

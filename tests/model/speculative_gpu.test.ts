@@ -12,6 +12,8 @@ import {
   adaptiveDraftLength,
   samplingDistribution,
   speculativeDecode,
+  type SpeculativeResult,
+  type TimedGroup,
 } from "../../lib/model/speculative.ts";
 import { loadTokenizer } from "../../lib/model/tokenizer.ts";
 import { kernelsOf } from "../helpers/dispatches.ts";
@@ -278,6 +280,31 @@ Deno.test("rounds chained in groups: stops inside a group, group sizes, one roun
   }
 });
 
+/**
+ * What the adaptive length had seen after a run's first `count` groups were read: each draft
+ * token's chance of being kept over their rounds (as speculative.ts estimates it), and the groups
+ * as timed.
+ */
+function readGroups(run: SpeculativeResult, count: number): { alpha: number; timed: TimedGroup[] } {
+  const timed: TimedGroup[] = [];
+  let rounds = 0;
+  for (let g = 0; g < count; g++) {
+    timed.push({
+      k: run.draftLengths[rounds],
+      rounds: run.groups[g],
+      msPerRound: run.groupRoundMs[g],
+    });
+    rounds += run.groups[g];
+  }
+  let kept = 0;
+  let rejections = 0;
+  for (let r = 0; r < rounds; r++) {
+    kept += run.acceptedPerRound[r];
+    if (run.acceptedPerRound[r] < run.draftLengths[r]) rejections++;
+  }
+  return { alpha: kept / (kept + rejections), timed };
+}
+
 Deno.test("rounds chained in groups, adaptive: each group takes the length that the acceptance and the timed groups so far give", async () => {
   const target = await load(TARGET, "fp16");
   const draft = await load(DRAFT, "fp16");
@@ -298,29 +325,20 @@ Deno.test("rounds chained in groups, adaptive: each group takes the length that 
     );
     // group g + 2 is submitted once group g is read: its length comes from the rounds of groups
     // 0 .. g, their times, and group g + 1's length (in flight)
-    const firsts: number[] = [];
     let at = 0;
     for (const rounds of run.groups) {
       const lengths = run.draftLengths.slice(at, at + rounds);
       assert(lengths.every((k) => k === lengths[0]), `one length per group: ${lengths}`);
-      firsts.push(lengths[0]);
       at += rounds;
     }
+    const { timed } = readGroups(run, run.groups.length);
     for (let g = 2; g < run.groups.length; g++) {
-      const seen = run.groups.slice(0, g - 1).reduce((a, b) => a + b, 0);
-      let kept = 0;
-      let rejections = 0;
-      for (let r = 0; r < seen; r++) {
-        kept += run.acceptedPerRound[r];
-        if (run.acceptedPerRound[r] < run.draftLengths[r]) rejections++;
-      }
-      const timed = run.groups.slice(0, g - 1).map((rounds, i) => ({
-        k: firsts[i],
-        rounds,
-        msPerRound: run.groupRoundMs[i],
-      }));
-      const alpha = kept / (kept + rejections);
-      assertEquals(firsts[g], adaptiveDraftLength(alpha, 7, timed, firsts[g - 1]), `group ${g}`);
+      const { alpha } = readGroups(run, g - 1);
+      assertEquals(
+        timed[g].k,
+        adaptiveDraftLength(alpha, 7, timed.slice(0, g - 1), timed[g - 1].k),
+        `group ${g}`,
+      );
     }
     assert(run.groups.length >= 4, `groups ${run.groups}`);
   } finally {
@@ -340,19 +358,8 @@ Deno.test("rounds chained in groups, adaptive: a pair's next call starts where i
     });
     assertEquals(first.tokens, want);
     assertEquals(first.draftLengths.slice(0, 6), [4, 4, 4, 4, 4, 4], "a new pair starts at 4");
-    let kept = 0;
-    let rejections = 0;
-    first.draftLengths.forEach((k, r) => {
-      kept += first.acceptedPerRound[r];
-      if (first.acceptedPerRound[r] < k) rejections++;
-    });
-    const timed: { k: number; rounds: number; msPerRound: number }[] = [];
-    let at = 0;
-    first.groups.forEach((rounds, g) => {
-      timed.push({ k: first.draftLengths[at], rounds, msPerRound: first.groupRoundMs[g] });
-      at += rounds;
-    });
-    const start = adaptiveDraftLength(kept / (kept + rejections), 7, timed, NaN);
+    const { alpha, timed } = readGroups(first, first.groups.length);
+    const start = adaptiveDraftLength(alpha, 7, timed, NaN);
     const second = await speculativeDecode(target, draft, prompt, {
       maxNewTokens: 40,
       groupRounds: 3,
